@@ -1,0 +1,29 @@
+"""Every annotation key, label key, on-node path and port, in one place (as MCO's constants.go)."""
+from __future__ import annotations
+
+GROUP = "machineconfiguration.openshift.io"
+API_VERSION = f"{GROUP}/v1"
+
+# Labels
+ROLE_LABEL = f"{GROUP}/role"
+
+# Annotations
+GENERATED_BY_CONTROLLER_VERSION_ANNOTATION = f"{GROUP}/generated-by-controller-version"
+RELEASE_IMAGE_VERSION_ANNOTATION = f"{GROUP}/release-image-version"
+OS_IMAGE_URL_OVERRIDDEN_ANNOTATION = f"{GROUP}/os-image-url-overridden"
+CURRENT_CONFIG_ANNOTATION = f"{GROUP}/currentConfig"
+DESIRED_CONFIG_ANNOTATION = f"{GROUP}/desiredConfig"
+MACHINE_CONFIG_DAEMON_STATE_ANNOTATION = f"{GROUP}/state"
+MACHINE_CONFIG_DAEMON_REASON_ANNOTATION = f"{GROUP}/reason"
+DESIRED_DRAIN_ANNOTATION = f"{GROUP}/desiredDrain"
+LAST_APPLIED_DRAIN_ANNOTATION = f"{GROUP}/lastAppliedDrain"
+
+# The MCO build our rendered configs claim to come from (see spec: rendered name and hash).
+CONTROLLER_VERSION = "7ff337a4ffac8e7562692181178ede61e4b2eec5"
+
+# Ignition
+INTERNAL_IGNITION_VERSION = "3.5.0"
+
+# Server ports
+SECURE_PORT = 22623
+INSECURE_PORT = 22624

@@ -1,0 +1,29 @@
+"""Error types shared by every program.
+
+Each error carries what it is about (file, JSON path, line) so a user can find what to fix.
+"""
+from __future__ import annotations
+
+
+class MachineConfigError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class InputError(MachineConfigError):
+    """A user-supplied file or object is wrong. `str()` names the file, field path and line."""
+
+    def __init__(self, message: str, *, file: str | None = None, path: str | None = None,
+                 line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.path = path
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file + (f":{self.line}" if self.line else ""))
+        if self.path:
+            where.append(self.path)
+        return (": ".join(where) + ": " if where else "") + self.message

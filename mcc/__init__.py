@@ -1,0 +1,1 @@
+"""mcc, the machine-config controller: render pools, generate configs, roll them out."""

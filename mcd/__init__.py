@@ -1,0 +1,1 @@
+"""mcd, the machine-config daemon: applies rendered configs on a node."""

@@ -1,0 +1,1 @@
+"""mcs, the machine-config server: serves Ignition to joining machines."""
