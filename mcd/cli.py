@@ -1,10 +1,141 @@
-"""The `mcd` command line."""
+"""The `mcd` command line: plan, apply, validate and resume, offline on one node.
+
+A and B are MachineConfig YAML or JSON files; the cluster conversation comes in a later issue.
+"""
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcd import state as node_state
+from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
+from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk
+from mcd.systemd import Systemd, SystemdApi
+from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNRECONCILABLE = 0, 1, 2, 3
+
+
+def load_machine_config(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text())
+    if not isinstance(document, dict) or "spec" not in document:
+        raise ValueError(f"{path}: not a MachineConfig (no spec)")
+    config = document["spec"].get("config")
+    if isinstance(config, str):
+        # some tools store the Ignition config as a JSON string
+        document["spec"]["config"] = json.loads(config)
+    return document
+
+
+def _policy(path: Path | None) -> NodeDisruptionPolicy:
+    return load_policy(path) if path else DEFAULT_POLICY
+
+
+def _systemd() -> SystemdApi:
+    return Systemd()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    old, new = load_machine_config(args.current), load_machine_config(args.desired)
+    try:
+        plan = plan_update(old, new, root=args.root, policy=_policy(args.policy),
+                           check_node=args.node_checks)
+    except UnreconcilableUpdate as err:
+        print(f"unreconcilable: {err}")
+        return EXIT_UNRECONCILABLE
+    diff = plan.diff
+    for label, items in (("file added", diff.files_added), ("file changed", diff.files_changed),
+                         ("file removed", diff.files_removed), ("unit added", diff.units_added),
+                         ("unit changed", diff.units_changed), ("unit removed", diff.units_removed)):
+        for item in items:
+            print(f"{label}: {item}")
+    for flag, label in ((diff.passwd, "users: passwd (SSH keys, password hash)"),
+                        (diff.kargs, "kernel arguments"), (diff.os_update, "OS image"),
+                        (diff.kernel_type, "kernel type"), (diff.extensions, "extensions"),
+                        (diff.fips, "FIPS")):
+        if flag:
+            print(f"changed: {label}")
+    print(f"action: {plan.summary()}")
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    old, new = load_machine_config(args.current), load_machine_config(args.desired)
+    outcome = apply_update(old, new, _systemd(), root=args.root, policy=_policy(args.policy))
+    print(json.dumps({"state": outcome.state, "reason": outcome.reason,
+                      "rebooting": outcome.rebooting,
+                      "actions": [str(a) for a in outcome.plan.actions] if outcome.plan else []}))
+    if outcome.state == node_state.UNRECONCILABLE:
+        return EXIT_UNRECONCILABLE
+    return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    mc = load_machine_config(args.config)
+    try:
+        validate_on_disk(mc, args.root, None if args.no_systemd else _systemd())
+    except OnDiskValidationError as err:
+        print(err)
+        return EXIT_FAILED
+    print(f"on-disk state matches {mc.get('metadata', {}).get('name', args.config)}")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    outcome = resume_after_boot(_systemd(), args.root)
+    print(json.dumps({"state": outcome.state, "reason": outcome.reason}))
+    return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcd", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="what an update from A to B changes and costs")
+    plan.add_argument("current", type=Path)
+    plan.add_argument("desired", type=Path)
+    plan.add_argument("--policy", type=Path, help="MachineConfiguration with nodeDisruptionPolicy")
+    plan.add_argument("--root", type=Path, default=Path("/"))
+    plan.add_argument("--no-node-checks", dest="node_checks", action="store_false",
+                      help="skip the FIPS and rpm-ostree checks of this host")
+    plan.set_defaults(func=cmd_plan)
+    apply = sub.add_parser("apply", help="apply B over A on this node")
+    apply.add_argument("--current", type=Path, required=True)
+    apply.add_argument("--desired", type=Path, required=True)
+    apply.add_argument("--policy", type=Path)
+    apply.add_argument("--root", type=Path, default=Path("/"))
+    apply.set_defaults(func=cmd_apply)
+    validate = sub.add_parser("validate", help="check the disk against a config")
+    validate.add_argument("--config", type=Path, required=True)
+    validate.add_argument("--root", type=Path, default=Path("/"))
+    validate.add_argument("--no-systemd", action="store_true", help="skip unit enablement checks")
+    validate.set_defaults(func=cmd_validate)
+    resume = sub.add_parser("resume", help="at boot: validate the current config, report state")
+    resume.add_argument("--root", type=Path, default=Path("/"))
+    resume.set_defaults(func=cmd_resume)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("mcd: not implemented yet", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="mcd: %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        result: int = args.func(args)
+    except (OSError, ValueError, PolicyError, yaml.YAMLError) as err:
+        print(f"mcd: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Post-config actions from Node Disruption Policies: what a change costs the node.
+
+MCO's default policy table, user policies in MachineConfiguration `spec.nodeDisruptionPolicy`
+shape, longest-path matching, the registries.conf "safe change" rule and the drain decision.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcd.diff import MachineConfigDiff, decoded_contents, files_by_path
+
+log = logging.getLogger(__name__)
+
+REGISTRIES_CONF = "/etc/containers/registries.conf"
+DIGEST_ONLY = "digest-only"
+
+
+class ActionType(str, enum.Enum):
+    NONE = "None"
+    RELOAD = "Reload"
+    RESTART = "Restart"
+    DAEMON_RELOAD = "DaemonReload"
+    DRAIN = "Drain"
+    REBOOT = "Reboot"
+    # crio reload plus a drain unless the registries.conf change is safe
+    SPECIAL = "Special"
+
+
+@dataclass(frozen=True)
+class Action:
+    type: ActionType
+    service: str = ""
+
+    def __str__(self) -> str:
+        if self.type is ActionType.SPECIAL:
+            return "reload crio.service (registries)"
+        return f"{self.type.value.lower()} {self.service}".strip()
+
+
+NONE = Action(ActionType.NONE)
+REBOOT = Action(ActionType.REBOOT)
+DAEMON_RELOAD = Action(ActionType.DAEMON_RELOAD)
+
+
+def reload(service: str) -> Action:
+    return Action(ActionType.RELOAD, service)
+
+
+def restart(service: str) -> Action:
+    return Action(ActionType.RESTART, service)
+
+
+@dataclass(frozen=True)
+class NodeDisruptionPolicy:
+    """File paths (exact or parent directory), unit names and the SSH key policy -> actions."""
+
+    files: Mapping[str, tuple[Action, ...]] = field(default_factory=dict)
+    units: Mapping[str, tuple[Action, ...]] = field(default_factory=dict)
+    sshkey: tuple[Action, ...] = (NONE,)
+
+
+_CRIO = "crio.service"
+_KUBELET = "kubelet.service"
+_CA_TRUST = "coreos-update-ca-trust.service"
+_IRI = "iri-registry.service"
+
+# MCO's defaultClusterPolicies (pkg/apihelpers).
+DEFAULT_POLICY = NodeDisruptionPolicy(
+    files={
+        "/var/lib/kubelet/config.json": (NONE,),
+        "/etc/machine-config-daemon/no-reboot/containers-gpg.pub": (reload(_CRIO),),
+        "/etc/containers/policy.json": (reload(_CRIO),),
+        REGISTRIES_CONF: (Action(ActionType.SPECIAL),),
+        "/etc/containers/registries.d": (reload(_CRIO),),
+        "/etc/crio/policies": (reload(_CRIO),),
+        "/etc/nmstate/openshift": (NONE,),
+        "/etc/pki/ca-trust/source/anchors/openshift-config-user-ca-bundle.crt":
+            (restart(_CA_TRUST), restart(_CRIO)),
+        "/etc/kubernetes/credential-providers": (restart(_KUBELET),),
+        "/etc/systemd/system/kubelet.service.d/40-kubelet-crio-image-credential-provider.conf":
+            (DAEMON_RELOAD, restart(_KUBELET)),
+        "/etc/iri-registry": (restart(_IRI),),
+        "/usr/local/bin/load-registry-image.sh": (restart(_IRI),),
+        "/etc/pki/ca-trust/source/anchors/iri-root-ca.crt": (restart(_CA_TRUST),),
+    },
+    units={_IRI: (DAEMON_RELOAD, restart(_IRI))},
+    sshkey=(NONE,),
+)
+
+
+class PolicyError(ValueError):
+    """A user policy file that does not have the nodeDisruptionPolicy shape."""
+
+
+def _parse_actions(raw: object, where: str) -> tuple[Action, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError(f"{where}.actions: a non-empty list is required")
+    actions = []
+    for index, item in enumerate(raw):
+        try:
+            kind = ActionType(item["type"])
+        except (KeyError, TypeError, ValueError):
+            raise PolicyError(f"{where}.actions[{index}].type: one of "
+                              f"{', '.join(t.value for t in ActionType)} is required") from None
+        service = ""
+        if kind in (ActionType.RELOAD, ActionType.RESTART):
+            service = ((item.get(kind.value.lower()) or {}).get("serviceName") or "")
+            if not service:
+                raise PolicyError(f"{where}.actions[{index}].{kind.value.lower()}.serviceName: "
+                                  "required")
+        actions.append(Action(kind, service))
+    return tuple(actions)
+
+
+def parse_policy(document: Mapping[str, Any]) -> NodeDisruptionPolicy:
+    """User policies from a MachineConfiguration object or its bare `nodeDisruptionPolicy`."""
+    body = document.get("spec", {}).get("nodeDisruptionPolicy") if "spec" in document else document
+    body = body or {}
+    files = {entry["path"]: _parse_actions(entry.get("actions"), f"files[{entry['path']}]")
+             for entry in body.get("files") or []}
+    units = {entry["name"]: _parse_actions(entry.get("actions"), f"units[{entry['name']}]")
+             for entry in body.get("units") or []}
+    sshkey = body.get("sshkey")
+    return NodeDisruptionPolicy(
+        files=files, units=units,
+        sshkey=_parse_actions(sshkey.get("actions"), "sshkey") if sshkey else (),
+    )
+
+
+def load_policy(path: Path) -> NodeDisruptionPolicy:
+    """The cluster policy: the defaults merged with the user policy file at `path`."""
+    document = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(document, dict):
+        raise PolicyError(f"{path}: a MachineConfiguration object is required")
+    return merge_policies(DEFAULT_POLICY, parse_policy(document))
+
+
+def merge_policies(defaults: NodeDisruptionPolicy,
+                   user: NodeDisruptionPolicy) -> NodeDisruptionPolicy:
+    # a user entry for the same path or unit replaces the default one
+    return NodeDisruptionPolicy(files={**defaults.files, **user.files},
+                                units={**defaults.units, **user.units},
+                                sshkey=user.sshkey or defaults.sshkey)
+
+
+def match_file_policy(policy: NodeDisruptionPolicy, path: str) -> tuple[Action, ...] | None:
+    """The actions of the longest policy path equal to `path` or a parent directory of it."""
+    best: str | None = None
+    for candidate in policy.files:
+        prefix = candidate.rstrip("/")
+        if (path == candidate or path.startswith(prefix + "/")) and (
+                best is None or len(candidate) > len(best)):
+            best = candidate
+    return policy.files[best] if best is not None else None
+
+
+def post_config_actions(diff: MachineConfigDiff, policy: NodeDisruptionPolicy = DEFAULT_POLICY,
+                        force: bool = False) -> list[Action]:
+    """The ordered actions after writing; `[REBOOT]` or `[NONE]` alone, or service actions."""
+    if force:
+        log.info("forcefile present: reboot")
+        return [REBOOT]
+    if diff.os_level or diff.fips:
+        log.info("OS-level change (image, kargs, kernel type, extensions or FIPS): reboot")
+        return [REBOOT]
+    if not (diff.files or diff.units or diff.passwd):
+        log.info("no file, unit or passwd change: no action")
+        return [NONE]
+    actions: list[Action] = []
+    for path in diff.file_paths:
+        matched = match_file_policy(policy, path)
+        if matched is None:
+            log.info("file %s matches no disruption policy: reboot", path)
+            return [REBOOT]
+        log.info("file %s: %s", path, ", ".join(map(str, matched)))
+        actions.extend(matched)
+    for name in diff.unit_names:
+        if name not in policy.units:
+            log.info("unit %s matches no disruption policy: reboot", name)
+            return [REBOOT]
+        log.info("unit %s: %s", name, ", ".join(map(str, policy.units[name])))
+        actions.extend(policy.units[name])
+    if diff.passwd:
+        actions.extend(policy.sshkey)
+    if REBOOT in actions:
+        return [REBOOT]
+    # one reload of crio is enough however many files asked for it
+    unique = list(dict.fromkeys(a for a in actions if a.type is not ActionType.NONE))
+    return unique or [NONE]
+
+
+def drain_required(actions: Sequence[Action], old_ign: Mapping[str, Any],
+                   new_ign: Mapping[str, Any]) -> bool:
+    """Whether the node must be drained before acting (MCO's NDP rule)."""
+    kinds = {action.type for action in actions}
+    if kinds & {ActionType.REBOOT, ActionType.DRAIN}:
+        return True
+    if ActionType.SPECIAL in kinds:
+        old_file = files_by_path(old_ign).get(REGISTRIES_CONF, {})
+        new_file = files_by_path(new_ign).get(REGISTRIES_CONF, {})
+        safe = is_safe_registries_change(decoded_contents(old_file), decoded_contents(new_file))
+        log.info("registries.conf change is %s: %s", "safe" if safe else "unsafe",
+                 "no drain" if safe else "drain")
+        return not safe
+    return False
+
+
+def _scope(registry: Mapping[str, Any]) -> str:
+    return str(registry.get("prefix") or registry.get("location") or "")
+
+
+def _mirrors(registry: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(m.get("location", "")): m for m in registry.get("mirror") or []}
+
+
+def _all_mirrors_digest_only(registry: Mapping[str, Any]) -> bool:
+    mirrors = registry.get("mirror") or []
+    if not mirrors:
+        return bool(registry.get("mirror-by-digest-only"))
+    return all(m.get("pull-from-mirror") == DIGEST_ONLY for m in mirrors)
+
+
+def is_safe_registries_change(old_text: bytes, new_text: bytes) -> bool:
+    """True when crio can take the new registries.conf without running pods being drained."""
+    try:
+        old, new = tomllib.loads(old_text.decode()), tomllib.loads(new_text.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        log.info("registries.conf does not parse (%s): treated as unsafe", err)
+        return False
+    old_search = old.get("unqualified-search-registries") or []
+    new_search = new.get("unqualified-search-registries") or []
+    # lookups go in order, so only appending keeps every existing image name resolving the same
+    if new_search[:len(old_search)] != old_search:
+        return False
+    old_regs = {_scope(r): r for r in old.get("registry") or []}
+    new_regs = {_scope(r): r for r in new.get("registry") or []}
+    if set(old_regs) - set(new_regs):
+        return False
+    for scope, new_reg in new_regs.items():
+        old_reg = old_regs.get(scope)
+        if old_reg is None:
+            if not _all_mirrors_digest_only(new_reg):
+                return False
+            continue
+        if old_reg == new_reg:
+            continue
+        if any(old_reg.get(key, False if key in ("blocked", "insecure") else "")
+               != new_reg.get(key, False if key in ("blocked", "insecure") else "")
+               for key in ("prefix", "location", "blocked", "insecure")):
+            return False
+        old_mirrors, new_mirrors = _mirrors(old_reg), _mirrors(new_reg)
+        if set(old_mirrors) - set(new_mirrors):
+            return False
+        for location, mirror in new_mirrors.items():
+            pull = mirror.get("pull-from-mirror", "")
+            if location in old_mirrors:
+                if pull != old_mirrors[location].get("pull-from-mirror", "") and pull != DIGEST_ONLY:
+                    return False
+            elif pull != DIGEST_ONLY and not new_reg.get("mirror-by-digest-only"):
+                return False
+    return True
+
+
+def describe(actions: Iterable[Action], drain: bool) -> str:
+    """One line for `mcd plan` and the logs: "drain, reboot" or "reload crio.service"."""
+    words = [str(a) for a in actions]
+    return ", ".join((["drain"] if drain else []) + words) or "none"

@@ -1,0 +1,134 @@
+"""On-disk validation: does the node's disk match a MachineConfig? (MCO's messages.)
+
+Used after a reboot, after a rebootless update and by `mcd validate`; names the path and reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from machineconfig.errors import MachineConfigError
+from machineconfig.reconcile import ignition_config_of, name_of
+from mcd.diff import decoded_contents
+from mcd.file_writers import DEFAULT_FILE_MODE, SYSTEMD_DIR
+from mcd.systemd import SystemdApi
+
+log = logging.getLogger(__name__)
+
+# Written by the certificate writer or the daemon itself, so their content may legitimately differ.
+VALIDATION_SKIP = frozenset({
+    "/etc/kubernetes/kubelet-ca.crt",
+    "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem",
+    "/etc/mco/internal-registry-pull-secret.json",
+})
+
+_ENABLED_REJECTS = ("disabled", "masked", "masked-runtime", "not-found")
+_DISABLED_REJECTS = ("enabled", "enabled-runtime")
+
+# Go os.FileMode type bits and letters, so mode messages read exactly like MCO's.
+_GO_TYPE_BITS = [(31, "d"), (30, "a"), (29, "l"), (28, "T"), (27, "L"), (26, "D"), (25, "p"),
+                 (24, "S"), (23, "u"), (22, "g"), (21, "c"), (20, "t"), (19, "?")]
+
+
+class OnDiskValidationError(Exception):
+    """The disk differs from the config; `str()` is MCO's wrapped message."""
+
+    def __init__(self, config_name: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"unexpected on-disk state validating against {config_name}: {detail}")
+
+
+def go_file_mode(st_mode: int) -> int:
+    """A stat mode as Go's os.FileMode value."""
+    mode = stat.S_IMODE(st_mode) & 0o777
+    for test, bit in ((stat.S_ISDIR, 31), (stat.S_ISLNK, 27), (stat.S_ISFIFO, 25),
+                      (stat.S_ISSOCK, 24), (stat.S_ISBLK, 26)):
+        if test(st_mode):
+            mode |= 1 << bit
+    if stat.S_ISCHR(st_mode):
+        mode |= (1 << 26) | (1 << 21)
+    for flag, bit in ((stat.S_ISUID, 23), (stat.S_ISGID, 22), (stat.S_ISVTX, 20)):
+        if st_mode & flag:
+            mode |= 1 << bit
+    return mode
+
+
+def go_mode_string(mode: int) -> str:
+    letters = "".join(letter for bit, letter in _GO_TYPE_BITS if mode & (1 << bit))
+    perms = "".join(ch if mode & (1 << (8 - i)) else "-" for i, ch in enumerate("rwxrwxrwx"))
+    return (letters or "-") + perms
+
+
+def _mode_text(mode: int) -> str:
+    return f"{go_mode_string(mode)}/{mode}/{'0' + format(mode, 'o') if mode else '0'}"
+
+
+def check_file(root: Path, node_path: str, expected: bytes, mode: int) -> None:
+    host = root / node_path.lstrip("/")
+    try:
+        st = os.lstat(host)
+    except OSError as err:
+        raise ValueError(f'could not stat file "{node_path}": lstat {node_path}: '
+                         f"{os.strerror(err.errno or 0).lower()}") from None
+    received = go_file_mode(st.st_mode)
+    if received != mode:
+        raise ValueError(f'mode mismatch for file: "{node_path}"; expected: {_mode_text(mode)}; '
+                         f"received: {_mode_text(received)}")
+    if host.read_bytes() != expected:
+        log.info("content mismatch for %s (expected %d bytes)", node_path, len(expected))
+        raise ValueError(f'content mismatch for file "{node_path}"')
+
+
+def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None) -> None:
+    name = str(unit["name"])
+    for dropin in unit.get("dropins") or []:
+        node_path = f"{SYSTEMD_DIR}/{name}.d/{dropin['name']}"
+        contents = str(dropin.get("contents") or "")
+        if not contents and not (root / node_path.lstrip("/")).exists():
+            continue
+        check_file(root, node_path, contents.encode(), DEFAULT_FILE_MODE)
+    node_path = f"{SYSTEMD_DIR}/{name}"
+    host = root / node_path.lstrip("/")
+    if unit.get("mask"):
+        # MCO checks masks only for units with contents; we check every masked unit
+        link = os.path.realpath(host) if host.is_symlink() else str(host)
+        if link != "/dev/null":
+            raise ValueError(f'state validation: invalid unit masked setting. path: "{node_path}"; '
+                             f"expected: /dev/null; received: {link}")
+        return
+    if unit.get("contents"):
+        check_file(root, node_path, str(unit["contents"]).encode(), DEFAULT_FILE_MODE)
+    if systemd is not None and "enabled" in unit:
+        state = systemd.unit_file_state(name)
+        rejects = _ENABLED_REJECTS if unit["enabled"] else _DISABLED_REJECTS
+        if state in rejects:
+            raise ValueError(f"unit {name} is {state}, expected "
+                             f"{'enabled' if unit['enabled'] else 'disabled'}")
+
+
+def validate_on_disk(mc: Mapping[str, Any], root: Path = Path("/"),
+                     systemd: SystemdApi | None = None) -> None:
+    """Raise OnDiskValidationError naming the first file or unit that differs from `mc`."""
+    ign = ignition_config_of(mc)
+    try:
+        for entry in (ign.get("storage") or {}).get("files") or []:
+            if entry["path"] in VALIDATION_SKIP:
+                continue
+            if entry.get("append"):
+                raise ValueError("found an append section when checking files. Append is not "
+                                 "supported")
+            try:
+                contents = decoded_contents(entry)
+            except (ValueError, MachineConfigError) as err:
+                raise ValueError(f'couldn\'t decode file "{entry["path"]}": {err}') from err
+            check_file(root, entry["path"], contents, int(entry.get("mode", DEFAULT_FILE_MODE)))
+        for unit in (ign.get("systemd") or {}).get("units") or []:
+            _check_unit(root, unit, systemd)
+    except ValueError as err:
+        log.info("on-disk validation against %s failed: %s", name_of(mc), err)
+        raise OnDiskValidationError(name_of(mc), str(err)) from None
+    log.info("on-disk state matches %s", name_of(mc))

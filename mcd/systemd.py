@@ -1,0 +1,152 @@
+"""systemd through its Manager D-Bus API (dbus-python): unit files, reloads, restarts, reboot.
+
+Every call carries a timeout; job-based calls wait for their job to finish and check the result.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+BUS_NAME = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
+PROPS_IFACE = "org.freedesktop.DBus.Properties"
+REBOOT_UNIT = "machine-config-daemon-reboot.service"
+DEFAULT_TIMEOUT = 30.0
+JOB_TIMEOUT = 120.0
+
+
+class SystemdError(RuntimeError):
+    """A systemd call failed or timed out; names the call and the unit."""
+
+
+class SystemdApi(Protocol):
+    """What the update engine needs from systemd; tests pass an in-memory fake."""
+
+    def daemon_reload(self) -> None: ...
+    def unit_file_state(self, name: str) -> str: ...
+    def enable(self, names: Sequence[str]) -> None: ...
+    def disable(self, names: Sequence[str]) -> None: ...
+    def preset(self, names: Sequence[str]) -> None: ...
+    def reload_unit(self, name: str) -> None: ...
+    def restart_unit(self, name: str) -> None: ...
+    def reboot(self, rationale: str) -> None: ...
+
+
+class Systemd:
+    """The real manager on the system bus."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, job_timeout: float = JOB_TIMEOUT) -> None:
+        import dbus  # imported lazily: hosts that only plan or validate need no D-Bus
+
+        self._dbus: Any = dbus
+        self.timeout = timeout
+        self.job_timeout = job_timeout
+        self.bus = dbus.SystemBus()
+        self.manager = dbus.Interface(self.bus.get_object(BUS_NAME, MANAGER_PATH), MANAGER_IFACE)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self.manager, method)(*args, timeout=self.timeout)
+        except self._dbus.exceptions.DBusException as err:
+            raise SystemdError(f"{method}{tuple(map(str, args))}: {err.get_dbus_message()}") from err
+
+    def daemon_reload(self) -> None:
+        log.info("systemd: Reload")
+        self._call("Reload")
+
+    def unit_file_state(self, name: str) -> str:
+        try:
+            return str(self.manager.GetUnitFileState(name, timeout=self.timeout))
+        except self._dbus.exceptions.DBusException as err:
+            if err.get_dbus_name() == "org.freedesktop.systemd1.NoSuchUnit" or \
+                    "No such file" in str(err.get_dbus_message()):
+                return "not-found"
+            raise SystemdError(f"GetUnitFileState({name}): {err.get_dbus_message()}") from err
+
+    def enable(self, names: Sequence[str]) -> None:
+        log.info("systemd: EnableUnitFiles %s", " ".join(names))
+        self._call("EnableUnitFiles", self._dbus.Array(names, signature="s"), False, True)
+
+    def disable(self, names: Sequence[str]) -> None:
+        log.info("systemd: DisableUnitFiles %s", " ".join(names))
+        self._call("DisableUnitFiles", self._dbus.Array(names, signature="s"), False)
+
+    def preset(self, names: Sequence[str]) -> None:
+        log.info("systemd: PresetUnitFiles %s", " ".join(names))
+        self._call("PresetUnitFiles", self._dbus.Array(names, signature="s"), False, True)
+
+    def reload_unit(self, name: str) -> None:
+        log.info("systemd: ReloadUnit %s", name)
+        started = self._last_exec_reload(name)
+        job = self._call("ReloadUnit", name, "replace")
+        self._wait_job(str(job), name)
+        state, ok = self._active_state(name), self._last_exec_reload_ok(name, started)
+        if state != "active" or not ok:
+            raise SystemdError(f"reloading {name} failed: unit is {state}")
+
+    def restart_unit(self, name: str) -> None:
+        log.info("systemd: RestartUnit %s", name)
+        job = self._call("RestartUnit", name, "replace")
+        self._wait_job(str(job), name)
+        state = self._active_state(name)
+        if state not in ("active", "activating"):
+            raise SystemdError(f"restarting {name} failed: unit is {state}")
+
+    def reboot(self, rationale: str) -> None:
+        """Reboot through a transient unit, as MCO does, so the daemon's own exit cannot stop it."""
+        dbus = self._dbus
+        log.info("systemd: reboot (%s)", rationale)
+        exec_start = dbus.Array([dbus.Struct(
+            ("/bin/sh", dbus.Array(["/bin/sh", "-c", "systemctl reboot"], signature="s"), False),
+            signature="sasb")], signature="(sasb)")
+        properties = dbus.Array([
+            ("Description", dbus.String(f"machine-config-daemon: {rationale}", variant_level=1)),
+            ("ExecStart", dbus.Array(exec_start, signature="(sasb)", variant_level=1)),
+        ], signature="(sv)")
+        self._call("StartTransientUnit", REBOOT_UNIT, "fail", properties,
+                   dbus.Array([], signature="(sa(sv))"))
+
+    # ---- job and unit state -------------------------------------------------------------
+    def _unit_props(self, name: str) -> Any:
+        path = self._call("LoadUnit", name)
+        return self._dbus.Interface(self.bus.get_object(BUS_NAME, path), PROPS_IFACE)
+
+    def _active_state(self, name: str) -> str:
+        props = self._unit_props(name)
+        return str(props.Get("org.freedesktop.systemd1.Unit", "ActiveState", timeout=self.timeout))
+
+    def _exec_reload(self, name: str) -> list[Any]:
+        props = self._unit_props(name)
+        try:
+            return list(props.Get("org.freedesktop.systemd1.Service", "ExecReload",
+                                  timeout=self.timeout))
+        except self._dbus.exceptions.DBusException:
+            return []  # not a service: no ExecReload to judge by
+
+    def _last_exec_reload(self, name: str) -> int:
+        runs = self._exec_reload(name)
+        return int(runs[-1][3]) if runs else 0  # exec_start timestamp (usec)
+
+    def _last_exec_reload_ok(self, name: str, started_before: int) -> bool:
+        runs = self._exec_reload(name)
+        if not runs:
+            return True
+        # (path, argv, ignore, start, start_mono, stop, stop_mono, pid, code, status)
+        last = runs[-1]
+        return int(last[3]) != started_before and int(last[8]) == 1 and int(last[9]) == 0
+
+    def _wait_job(self, job_path: str, name: str) -> None:
+        deadline = time.monotonic() + self.job_timeout
+        while time.monotonic() < deadline:
+            try:
+                job = self._dbus.Interface(self.bus.get_object(BUS_NAME, job_path), PROPS_IFACE)
+                job.Get("org.freedesktop.systemd1.Job", "State", timeout=self.timeout)
+            except self._dbus.exceptions.DBusException:
+                return  # the job object is gone: the job finished
+            time.sleep(0.05)
+        raise SystemdError(f"job for {name} did not finish within {self.job_timeout:.0f}s")

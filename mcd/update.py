@@ -1,0 +1,296 @@
+"""One update from config A to config B as a transaction: diff, decide, write, record, act.
+
+Any failure before the current config is recorded rolls every file, unit and key back to A;
+after that point the node only reloads, restarts or reboots.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
+from machineconfig.reconcile import name_of
+from mcd import state as node_state
+from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolicy, describe,
+                         drain_required, post_config_actions)
+from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
+from mcd.file_writers import FileWriter, Journal
+from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk
+from mcd.passwd import apply_passwd
+from mcd.systemd import SystemdApi, SystemdError
+
+log = logging.getLogger(__name__)
+
+OSTREE_BOOTED = "/run/ostree-booted"
+FIPS_ENABLED = Path("/proc/sys/crypto/fips_enabled")
+
+
+class UnreconcilableUpdate(Exception):
+    """The node cannot move to the desired config in place."""
+
+
+@dataclass
+class UpdatePlan:
+    """What an update will do, computed without touching anything."""
+
+    old_name: str
+    new_name: str
+    diff: MachineConfigDiff
+    actions: list[Action]
+    drain: bool
+    force: bool = False
+
+    @property
+    def reboot(self) -> bool:
+        return any(a.type is ActionType.REBOOT for a in self.actions)
+
+    def summary(self) -> str:
+        return describe(self.actions, self.drain)
+
+
+@dataclass
+class UpdateOutcome:
+    state: str
+    reason: str = ""
+    plan: UpdatePlan | None = None
+    rebooting: bool = False
+    log: list[str] = field(default_factory=list)
+
+
+def _fips_reason(new_mc: Mapping[str, Any]) -> str | None:
+    try:
+        node_fips = FIPS_ENABLED.read_text().strip() == "1"
+    except OSError:
+        node_fips = False
+    if bool((new_mc.get("spec") or {}).get("fips")) != node_fips:
+        return "detected change to FIPS flag; refusing to modify FIPS on a running cluster"
+    return None
+
+
+def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: Path = Path("/"),
+                policy: NodeDisruptionPolicy = DEFAULT_POLICY, check_node: bool = True
+                ) -> UpdatePlan:
+    """Diff, reconcilability and the post-config action; raises UnreconcilableUpdate."""
+    old_name, new_name = name_of(old_mc), name_of(new_mc)
+    force = node_state.force_file_present(root)
+    diff = compute_diff(old_mc, new_mc, force=force)
+    prefix = f"can't reconcile config {old_name} with {new_name}: "
+    try:
+        check_reconcilable(old_mc, new_mc)
+    except NotReconcilableError as err:
+        raise UnreconcilableUpdate(f"{prefix}configs {old_name}, {new_name} are not "
+                                   f"reconcilable: {err}") from err
+    if check_node:
+        fips_reason = _fips_reason(new_mc)
+        if fips_reason:
+            raise UnreconcilableUpdate(prefix + fips_reason)
+        # the forcefile's forced OS update means nothing without rpm-ostree, so it is not refused
+        os_diff = compute_diff(old_mc, new_mc) if force else diff
+        if os_diff.os_level and not (root / OSTREE_BOOTED.lstrip("/")).exists():
+            fields = [label for flag, label in (
+                (os_diff.os_update, "osImageURL"), (os_diff.kargs, "kernelArguments"),
+                (os_diff.kernel_type, "kernelType"), (os_diff.extensions, "extensions")) if flag]
+            raise UnreconcilableUpdate(
+                f"{prefix}changes to {', '.join(fields)} need rpm-ostree, and this node is not "
+                f"rpm-ostree based ({OSTREE_BOOTED} is absent)")
+        if os_diff.os_level:
+            raise UnreconcilableUpdate(f"{prefix}OS, kernel argument, kernel type and extension "
+                                       "changes through rpm-ostree are not implemented yet")
+    actions = post_config_actions(diff, policy, force=force)
+    drain = drain_required(actions, ignition_config_of(old_mc), ignition_config_of(new_mc))
+    plan = UpdatePlan(old_name, new_name, diff, actions, drain, force)
+    log.info("update %s -> %s: %s", old_name, new_name, plan.summary())
+    return plan
+
+
+class _UnitOps:
+    """Unit-file enablement done through systemd, with the prior states needed to undo it."""
+
+    def __init__(self, systemd: SystemdApi) -> None:
+        self.systemd = systemd
+        self.prior: dict[str, str] = {}
+        self.touched = False
+
+    def _remember(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self.prior:
+                self.prior[name] = self.systemd.unit_file_state(name)
+
+    def enable(self, names: list[str]) -> None:
+        if names:
+            self._remember(names)
+            self.systemd.enable(names)
+            self.touched = True
+
+    def disable(self, names: list[str]) -> None:
+        if names:
+            self._remember(names)
+            self.systemd.disable(names)
+            self.touched = True
+
+    def preset(self, names: list[str]) -> None:
+        if names:
+            self._remember(names)
+            try:
+                self.systemd.preset(names)
+                self.touched = True
+            except SystemdError as err:
+                log.info("preset of %s failed, ignored as MCO does: %s", names, err)
+
+    def rollback(self) -> None:
+        for name, prior in self.prior.items():
+            try:
+                if prior in ("enabled", "enabled-runtime"):
+                    self.systemd.enable([name])
+                elif prior in ("disabled", "not-found"):
+                    self.systemd.disable([name])
+            except SystemdError as err:
+                log.error("rollback of unit %s to %s failed: %s", name, prior, err)
+
+
+def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Mapping[str, Any],
+                      writer: FileWriter, units: _UnitOps) -> bool:
+    """All file, unit and passwd writes of the update; True when unit files changed."""
+    old_files, new_files = files_by_path(old_ign), files_by_path(new_ign)
+    old_units, new_units = units_by_name(old_ign), units_by_name(new_ign)
+    # every file of B is written, not just the changed ones: a crashed run then converges
+    writer.write_files(new_files.values())
+    dropin_paths = {f"/etc/systemd/system/{u}.d/{d['name']}" for u, unit in new_units.items()
+                    for d in unit.get("dropins") or []}
+    for path in plan.diff.files_removed:
+        if path in dropin_paths:
+            log.info("stale %s is now a systemd drop-in: kept", path)
+            continue
+        writer.remove_stale(path)
+    to_write = sorted(new_units) if plan.force else [*plan.diff.units_added,
+                                                      *plan.diff.units_changed]
+    # an enabled unit whose contents change is disabled first so a changed [Install] is honoured
+    units.disable([n for n in to_write if new_units[n].get("contents") and n in old_units
+                   and units.systemd.unit_file_state(n) == "enabled"])
+    unit_files_changed = False
+    for name in to_write:
+        unit_files_changed |= writer.write_unit(new_units[name])
+    for name in plan.diff.units_removed:
+        old_unit = old_units[name]
+        if old_unit.get("contents"):
+            units.disable([name])
+        else:
+            units.preset([name])
+        unit_files_changed |= writer.remove_stale_unit(old_unit, None)
+    for name in plan.diff.units_changed:
+        unit_files_changed |= writer.remove_stale_unit(old_units[name], new_units[name])
+    units.enable(sorted(n for n, u in new_units.items() if u.get("enabled") is True
+                        and not u.get("mask")
+                        and units.systemd.unit_file_state(n) != "not-found"))
+    units.disable(sorted(n for n, u in new_units.items() if u.get("enabled") is False
+                         and units.systemd.unit_file_state(n) not in ("not-found", "masked")))
+    units.preset(sorted(n for n in to_write if "enabled" not in new_units[n]
+                        and new_units[n].get("contents") and not new_units[n].get("mask")))
+    if plan.diff.passwd:
+        apply_passwd(writer, old_ign, new_ign)
+    return unit_files_changed
+
+
+def _perform(action: Action, systemd: SystemdApi) -> None:
+    try:
+        if action.type is ActionType.RELOAD:
+            systemd.reload_unit(action.service)
+        elif action.type is ActionType.SPECIAL:
+            systemd.reload_unit("crio.service")
+        elif action.type is ActionType.RESTART:
+            systemd.restart_unit(action.service)
+    except SystemdError as err:
+        verb = "restarting {} service" if action.type is ActionType.RESTART else \
+            "reloading {} configuration"
+        service = action.service or "crio.service"
+        raise RuntimeError(f"could not apply update: {verb.format(service)} failed. "
+                           f"Error: {err}") from err
+
+
+def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: SystemdApi, *,
+                 root: Path = Path("/"), policy: NodeDisruptionPolicy = DEFAULT_POLICY,
+                 request_drain: Callable[[str], None] | None = None) -> UpdateOutcome:
+    """Move the node from `old_mc` to `new_mc`; the state file says how it ended."""
+    new_name = name_of(new_mc)
+    previous = node_state.read_state(root).get("state")
+    if previous not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
+        node_state.write_state(root, node_state.WORKING, desiredConfig=new_name)
+    try:
+        plan = plan_update(old_mc, new_mc, root=root, policy=policy)
+    except UnreconcilableUpdate as err:
+        node_state.write_state(root, node_state.UNRECONCILABLE, str(err), desiredConfig=new_name)
+        return UpdateOutcome(node_state.UNRECONCILABLE, str(err))
+    if plan.force:
+        (root / node_state.FORCE_FILE.lstrip("/")).unlink(missing_ok=True)
+    if plan.drain:
+        if request_drain is not None:
+            request_drain(new_name)
+        else:
+            log.info("drain required, but offline there is no cluster to drain from: skipped")
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    units = _UnitOps(systemd)
+    old_ign, new_ign = ignition_config_of(old_mc), ignition_config_of(new_mc)
+    try:
+        unit_files_changed = _write_everything(plan, old_ign, new_ign, writer, units)
+        needs_reload = unit_files_changed or units.touched or any(
+            a.type is ActionType.DAEMON_RELOAD for a in plan.actions)
+        if needs_reload:
+            # exactly one manager Reload per update, however many units changed
+            systemd.daemon_reload()
+        writer.write_text(node_state.CURRENT_CONFIG, node_state.current_config_bytes(new_mc))
+        journal.sync()
+    except Exception as err:  # noqa: BLE001 - every failure before the point of no return rolls back
+        log.error("update to %s failed, rolling back: %s", new_name, err)
+        units.rollback()
+        journal.rollback()
+        try:
+            systemd.daemon_reload()
+        except SystemdError as reload_err:
+            log.error("systemd Reload after rollback failed: %s", reload_err)
+        reason = f"failed to apply {new_name}, rolled back to {plan.old_name}: {err}"
+        node_state.write_state(root, node_state.DEGRADED, reason, desiredConfig=new_name)
+        return UpdateOutcome(node_state.DEGRADED, reason, plan)
+    # point of no return: the node now claims to be in B
+    if plan.reboot:
+        rationale = f"Node will reboot into config {new_name}"
+        node_state.write_state(root, node_state.WORKING, currentConfig=new_name,
+                               desiredConfig=new_name, postConfigAction=node_state.REBOOTING)
+        systemd.reboot(rationale)
+        return UpdateOutcome(node_state.WORKING, plan=plan, rebooting=True)
+    try:
+        for action in plan.actions:
+            log.info("post-config action: %s", action)
+            _perform(action, systemd)
+        validate_on_disk(new_mc, root, systemd)
+    except (RuntimeError, OnDiskValidationError) as err:
+        node_state.write_state(root, node_state.DEGRADED, str(err), currentConfig=new_name,
+                               desiredConfig=new_name)
+        return UpdateOutcome(node_state.DEGRADED, str(err), plan)
+    node_state.write_state(root, node_state.DONE, currentConfig=new_name, desiredConfig=new_name,
+                           postConfigAction="", lastActions=[str(a) for a in plan.actions])
+    return UpdateOutcome(node_state.DONE, plan=plan)
+
+
+def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/")) -> UpdateOutcome:
+    """At boot: validate the disk against the recorded current config; Done or Degraded."""
+    current = node_state.read_current_config(root)
+    if current is None:
+        log.info("no current config recorded: nothing to validate")
+        return UpdateOutcome(node_state.read_state(root).get("state") or "")
+    name = name_of(current)
+    if node_state.force_file_present(root):
+        log.info("forcefile present: boot validation skipped")
+        reason = ""
+    else:
+        try:
+            validate_on_disk(current, root, systemd)
+            reason = ""
+        except OnDiskValidationError as err:
+            reason = str(err)
+    result = node_state.DEGRADED if reason else node_state.DONE
+    node_state.write_state(root, result, reason, currentConfig=name, postConfigAction="")
+    return UpdateOutcome(result, reason)
