@@ -1,0 +1,240 @@
+"""Translation of canonical config dicts between spec versions 2.2, 3.0 ... 3.6 and 3.7.0-experimental.
+
+Up-steps follow Ignition's own translators; down-steps refuse, with the field path, anything the older
+spec cannot express (ign-converter's rules, minus its silent drops). Spec 2 conversions live in `translate_v2`.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+from machineconfig.ignition._tree3 import (
+    JSON, LIST, OBJ, PTR, SCALARS, SLIST, SN, S, VERSIONS, TranslationError, fields, version_minor, zero_scalar,
+)
+
+__all__ = ["translate", "TranslationError", "SUPPORTED_VERSIONS"]
+
+SUPPORTED_VERSIONS: tuple[str, ...] = ("2.2.0",) + tuple(VERSIONS[m] for m in sorted(VERSIONS))
+_SPECIAL_BITS = 0o7000
+# Custom clevis pins a 3.2-3.5 consumer accepts; 3.6 lifted the restriction.
+_OLD_CLEVIS_PINS = frozenset({"tpm2", "tang", "sss"})
+
+
+def translate(config: JSON, to_version: str) -> JSON:
+    """Translate a canonical config dict to `to_version`; raise TranslationError if it cannot be expressed."""
+    from machineconfig.ignition import translate_v2  # imported late: translate_v2 builds on this module
+
+    if to_version not in SUPPORTED_VERSIONS:
+        raise TranslationError(f"cannot translate to {to_version}: unsupported target version")
+    version = str(config.get("ignition", {}).get("version", ""))
+    if version == to_version:
+        return copy.deepcopy(config)
+    if version == "2.2.0":
+        config = translate_v2.v22_to_v30(config)
+    if to_version == "2.2.0":
+        return translate_v2.v32_to_v22(translate3(config, "3.2.0"))
+    return translate3(config, to_version)
+
+
+def translate3(config: JSON, to_version: str) -> JSON:
+    """Translate between 3.x versions one step at a time (so every step's custom rules apply)."""
+    src = version_minor(str(config.get("ignition", {}).get("version", "")))
+    dst = version_minor(to_version)
+    if src == dst:
+        return copy.deepcopy(config)
+    step = 1 if dst > src else -1
+    for m in range(src, dst, step):
+        target = m + step
+        if step < 0:
+            for check in _DOWN_CHECKS.get(target, ()):
+                check(config, m, VERSIONS[target])
+        config = _shape(config, "Config", "Config", m, target)
+        config.setdefault("ignition", {})["version"] = VERSIONS[target]
+        config["ignition"] = _reorder_ignition(config["ignition"])
+        if step > 0 and target == 6:
+            _mask_special_bits(config)
+    return config
+
+
+def _reorder_ignition(ign: JSON) -> JSON:
+    # version is set after shaping; keep Go's field order (version last among Ignition's fields)
+    order = ("config", "proxy", "security", "timeouts", "version")
+    return {k: ign[k] for k in order if k in ign} | {k: v for k, v in ign.items() if k not in order}
+
+
+def _shape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
+    """Copy the fields that exist at both versions, adjusting canonical form where nullability changes."""
+    src_fields = {f.name: (kind, ref) for f, kind, ref in fields(sref, src)}
+    out: JSON = {}
+    for f, kind, ref in fields(dref, dst):
+        if f.name not in src_fields:
+            continue
+        skind, sub_src = src_fields[f.name]
+        if f.name not in obj:
+            # a plain string that becomes a pointer is carried over as a pointer to "" (upstream StrToPtr)
+            if skind == S and kind == SN:
+                out[f.name] = ""
+            continue
+        value = obj[f.name]
+        if kind in SCALARS:
+            if kind not in (SN, "i?", "b?") and value == zero_scalar(kind):
+                continue  # a pointer's zero value has no spelling once the field is a plain value
+            out[f.name] = value
+        elif kind == SLIST:
+            out[f.name] = list(value)
+        elif kind == LIST:
+            items = [_shape(item, sub_src, ref, src, dst) for item in value]
+            if items:
+                out[f.name] = items
+        elif kind in (OBJ, PTR):
+            sub = _shape(value, sub_src, ref, src, dst)
+            # a pointer struct exists whenever its source existed; a value struct only when non-empty
+            if sub or kind == PTR:
+                out[f.name] = sub
+    return out
+
+
+def walk(obj: JSON, struct: str, minor: int, path: str = "$") -> Iterator[tuple[str, JSON, str]]:
+    """Yield (struct name, dict, JSON path) for every object in the tree, parents first."""
+    yield struct, obj, path
+    for f, kind, ref in fields(struct, minor):
+        value = obj.get(f.name)
+        if value is None:
+            continue
+        if kind in (OBJ, PTR):
+            yield from walk(value, ref, minor, f"{path}.{f.name}")
+        elif kind == LIST:
+            for i, item in enumerate(value):
+                yield from walk(item, ref, minor, f"{path}.{f.name}.{i}")
+
+
+def url_scheme(source: str) -> str:
+    """The scheme Go's url.Parse would report (lower-cased), or "" when the string has none."""
+    head, sep, _ = source.partition(":")
+    if not sep or not head or not head[0].isalpha():
+        return ""
+    if not all(c.isalnum() or c in "+-." for c in head):
+        return ""
+    return head.lower()
+
+
+def _fail(target: str, path: str, what: str) -> TranslationError:
+    return TranslationError(f"cannot translate to {target}: {path} {what}")
+
+
+def _objects(config: JSON, minor: int, struct: str) -> Iterator[tuple[JSON, str]]:
+    for name, obj, path in walk(config, "Config", minor):
+        if name == struct:
+            yield obj, path
+
+
+def _resources(config: JSON, minor: int) -> Iterator[tuple[JSON, str]]:
+    for name, obj, path in walk(config, "Config", minor):
+        if name in ("Resource", "ConfigReference", "CaReference", "FileContents"):
+            yield obj, path
+
+
+def _check_virtiofs(config: JSON, minor: int, target: str) -> None:
+    for fs, path in _objects(config, minor, "Filesystem"):
+        if fs.get("format") == "virtiofs":
+            raise _fail(target, f"{path}.format", '"virtiofs" is not supported before 3.7.0-experimental')
+
+
+def _check_special_bits(why: str) -> Callable[[JSON, int, str], None]:
+    def check(config: JSON, minor: int, target: str) -> None:
+        for struct in ("File", "Directory"):
+            for node, path in _objects(config, minor, struct):
+                mode = node.get("mode")
+                if isinstance(mode, int) and mode & _SPECIAL_BITS:
+                    raise _fail(target, f"{path}.mode", f"{mode:#o} has setuid/setgid/sticky bits, {why}")
+    return check
+
+
+def _check_clevis_pin(config: JSON, minor: int, target: str) -> None:
+    for custom, path in _objects(config, minor, "ClevisCustom"):
+        pin = custom.get("pin")
+        if pin and pin not in _OLD_CLEVIS_PINS:
+            raise _fail(target, f"{path}.pin", f"{pin!r} is not supported before 3.6.0 (only tpm2, tang, sss)")
+
+
+def _check_cex(config: JSON, minor: int, target: str) -> None:
+    for cex, path in _objects(config, minor, "Cex"):
+        # enabled:false means the same as no cex at all, so only a true value is refused
+        if cex.get("enabled") is True:
+            raise _fail(target, f"{path}.enabled", "is not supported before 3.5.0")
+
+
+def _check_v34(config: JSON, minor: int, target: str) -> None:
+    for tang, path in _objects(config, minor, "Tang"):
+        if tang.get("advertisement"):
+            raise _fail(target, f"{path}.advertisement", "is not supported before 3.4.0")
+    for luks, path in _objects(config, minor, "Luks"):
+        if luks.get("discard") is True:
+            raise _fail(target, f"{path}.discard", "is not supported before 3.4.0")
+        if luks.get("openOptions"):
+            raise _fail(target, f"{path}.openOptions", "is not supported before 3.4.0")
+    _check_scheme(config, minor, target, "arn", "3.4.0")
+
+
+def _check_scheme(config: JSON, minor: int, target: str, scheme: str, since: str) -> None:
+    for res, path in _resources(config, minor):
+        if url_scheme(str(res.get("source") or "")) == scheme:
+            raise _fail(target, f"{path}.source", f"uses the {scheme}: scheme, which is not supported before {since}")
+
+
+def _check_v33(config: JSON, minor: int, target: str) -> None:
+    if config.get("kernelArguments"):
+        raise _fail(target, "$.kernelArguments", "is not supported before 3.3.0")
+    for fs, path in _objects(config, minor, "Filesystem"):
+        if fs.get("format") == "none":
+            raise _fail(target, f"{path}.format", '"none" is not supported before 3.3.0')
+
+
+def _check_v32(config: JSON, minor: int, target: str) -> None:
+    if config.get("storage", {}).get("luks"):
+        raise _fail(target, "$.storage.luks", "is not supported before 3.2.0")
+    for struct in ("PasswdUser", "PasswdGroup"):
+        for entry, path in _objects(config, minor, struct):
+            if entry.get("shouldExist") is False:
+                raise _fail(target, f"{path}.shouldExist", "false is not supported before 3.2.0")
+    for part, path in _objects(config, minor, "Partition"):
+        if part.get("resize") is True:
+            raise _fail(target, f"{path}.resize", "is not supported before 3.2.0")
+    _check_scheme(config, minor, target, "gs", "3.2.0")
+
+
+def _check_v31(config: JSON, minor: int, target: str) -> None:
+    if config.get("ignition", {}).get("proxy"):
+        raise _fail(target, "$.ignition.proxy", "is not supported before 3.1.0")
+    for res, path in _resources(config, minor):
+        if res.get("httpHeaders"):
+            raise _fail(target, f"{path}.httpHeaders", "is not supported before 3.1.0")
+        if ".storage.files." not in path and "compression" in res:
+            raise _fail(target, f"{path}.compression", "is not supported before 3.1.0 outside file contents")
+        if str(res.get("verification", {}).get("hash", "")).startswith("sha256-"):
+            raise _fail(target, f"{path}.verification.hash", "sha256 is not supported before 3.1.0")
+    for fs, path in _objects(config, minor, "Filesystem"):
+        if fs.get("mountOptions"):
+            raise _fail(target, f"{path}.mountOptions", "is not supported before 3.1.0")
+
+
+# Checks run before the down-step whose *target* minor is the key.
+_DOWN_CHECKS: dict[int, tuple[Callable[[JSON, int, str], None], ...]] = {
+    6: (_check_virtiofs,),
+    # a 3.5 consumer strips special bits (with a warning), so passing them down would silently lose them
+    5: (_check_special_bits("which are not honoured before 3.6.0"), _check_clevis_pin),
+    4: (_check_cex,),
+    3: (_check_v34, _check_special_bits("which are refused below 3.4.0 (as ign-converter does)")),
+    2: (_check_v33,),
+    1: (_check_v32,),
+    0: (_check_v31,),
+}
+
+
+def _mask_special_bits(config: JSON) -> None:
+    # 3.6 honours setuid/setgid/sticky; older specs never did, so Ignition strips them when translating up
+    for struct in ("File", "Directory"):
+        for node, _path in _objects(config, 6, struct):
+            if isinstance(node.get("mode"), int):
+                node["mode"] &= ~_SPECIAL_BITS
+
