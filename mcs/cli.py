@@ -1,10 +1,112 @@
-"""The `mcs` command line."""
+"""The `mcs` command line: `mcs bootstrap` serves a bootstrap directory, `mcs pointer` prints the
+pointer Ignition config new machines boot with.
+"""
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from machineconfig import constants
+
+log = logging.getLogger(__name__)
+
+
+def _port(text: str) -> int | None:
+    """A TCP port; 0 picks a free one, -1 (or `off`) disables the listener."""
+    if text in ("off", "-1"):
+        return None
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcs", description="machine-config server: serves Ignition to joining machines")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    boot = sub.add_parser("bootstrap", help="serve every pool of a bootstrap directory (`mcc render --out DIR`)")
+    boot.add_argument("--server-basedir", type=Path, default=Path("/etc/mcs/bootstrap"),
+                      help="directory with machine-pools/, machine-configs/, controller-config/")
+    boot.add_argument("--bootstrap-kubeconfig", type=Path, default=Path("/etc/kubernetes/kubeconfig"),
+                      help="kubeconfig served to machines as /etc/kubernetes/kubeconfig (must exist)")
+    boot.add_argument("--cert", type=Path, help="TLS certificate (PEM); reloaded when the file changes")
+    boot.add_argument("--key", type=Path, help="TLS private key (PEM); reloaded when the file changes")
+    boot.add_argument("--secure-port", type=_port, default=constants.SECURE_PORT,
+                      help="HTTPS port (0: any free port, -1: off)")
+    boot.add_argument("--insecure-port", type=_port, default=constants.INSECURE_PORT,
+                      help="plain HTTP port (0: any free port, -1: off)")
+    boot.add_argument("--bind-address", default=None, help="address to listen on (default: all interfaces)")
+    boot.add_argument("--workers", type=int, default=1,
+                      help="worker processes sharing the ports (0: one per CPU)")
+    boot.add_argument("--token-file", type=Path,
+                      help="`pool token` per line; /config/<pool> then needs `Authorization: Bearer <token>`")
+    boot.add_argument("--header-timeout", type=float, default=10.0,
+                      help="seconds a client has to send a request head (and the keep-alive idle limit)")
+    boot.add_argument("--response-timeout", type=float, default=60.0,
+                      help="seconds a client has to receive one response")
+
+    ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
+    ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
+    ptr.add_argument("--ca", type=Path, required=True, help="CA certificate (PEM) that signed the server certificate")
+    ptr.add_argument("--token", help="bearer token sent in Ignition's httpHeaders")
+    return parser
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from mcs.auth import TokenFileError
+    from mcs.server import ServerOptions, run
+
+    if not args.bootstrap_kubeconfig.is_file():
+        log.error("kubeconfig not found at %s", args.bootstrap_kubeconfig)
+        return 2
+    if (args.cert is None) != (args.key is None):
+        log.error("--cert and --key go together")
+        return 2
+    secure_port = args.secure_port if args.cert is not None else None
+    if args.cert is None and args.secure_port is not None:
+        log.warning("no --cert/--key: the HTTPS listener is off")
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+    options = ServerOptions(
+        basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
+        secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
+        workers=workers, token_file=args.token_file, header_timeout=args.header_timeout,
+        response_timeout=args.response_timeout)
+    if options.secure_port is None and options.insecure_port is None:
+        log.error("both listeners are off")
+        return 2
+    try:
+        return run(options)
+    except (TokenFileError, OSError, ValueError) as e:
+        log.error("%s", e)
+        return 1
+
+
+def _pointer(args: argparse.Namespace) -> int:
+    from mcs.pointer import PointerError, render_pointer
+
+    try:
+        sys.stdout.buffer.write(render_pointer(args.url, args.ca.read_bytes(), args.token))
+    except (OSError, PointerError) as e:
+        print(f"mcs pointer: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("mcs: not implemented yet", file=sys.stderr)
-    return 2
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "bootstrap":
+        return _bootstrap(args)
+    return _pointer(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

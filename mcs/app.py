@@ -1,0 +1,203 @@
+"""The aiohttp application: GET|HEAD /config/<pool>, /healthz and /metrics, with one-line text
+error bodies, bearer-token checks, conditional GET, gzip, metrics and a secret-free access log.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from mcs.auth import TokenAuth
+from mcs.cache import Served, ServedConfigCache
+from mcs.metrics import UNKNOWN_POOL, ServerMetrics
+from mcs.negotiate import UnsupportedVersion, negotiate
+from mcs.serve import POOL_NAME, BootstrapSource, NotFound, ServeError, stat_signature
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("mcs.access")
+
+SERVER_HEADER = "machine-config-server"
+_READ_METHODS = ("GET", "HEAD")
+
+
+class RequestWatcher(Protocol):
+    """Told when a connection starts and finishes a request (slow-client deadlines, see server.py)."""
+
+    def request_started(self, protocol: object) -> None: ...
+
+    def request_finished(self, protocol: object) -> None: ...
+
+
+@dataclass
+class ServerState:
+    """Everything the handlers need; one per worker process."""
+
+    source: BootstrapSource
+    cache: ServedConfigCache
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    auth: TokenAuth | None = None
+    watcher: RequestWatcher | None = None
+
+
+STATE = web.AppKey("mcs_state", ServerState)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Every error: a one-line text/plain body saying what is wrong, nothing cacheable."""
+    resp = web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when gzip (or *) is listed with a non-zero q."""
+    for item in accept_encoding.split(","):
+        name, *params = (p.strip() for p in item.split(";"))
+        if name.lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def _config_response(request: web.Request, served: Served) -> web.StreamResponse:
+    use_gzip = served.gzip_body is not None and accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    etag = served.gzip_etag if use_gzip else served.etag
+    # The body depends on both the Accept (spec version) and Accept-Encoding request headers.
+    headers = {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-cache"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and served.matches(if_none_match):
+        return web.Response(status=304, headers=headers)
+    resp = web.Response(body=served.gzip_body if use_gzip else served.body, headers=headers,
+                        content_type="application/json")
+    if use_gzip:
+        resp.headers["Content-Encoding"] = "gzip"
+    return resp
+
+
+def _pool_from_path(tail: str) -> str:
+    # `/config/worker` and `/config/worker/` name the pool; anything else (nested paths, dots,
+    # encoded slashes) fails the pool-name pattern, so no path ever escapes machine-pools/.
+    return tail[:-1] if tail.endswith("/") else tail
+
+
+async def handle_config(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    pool = _pool_from_path(request.match_info["tail"])
+    request["mcs.pool"] = pool
+    if request.method not in _READ_METHODS:
+        return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
+    if not POOL_NAME.match(pool) or len(pool) > 253:
+        request["mcs.pool"] = None
+        return error(400, "invalid pool name")
+    if state.auth is not None and not state.auth.allows(pool, request.headers.get("Authorization")):
+        return error(401, "a valid bearer token for this pool is required",
+                     {"WWW-Authenticate": 'Bearer realm="machine-config-server"'})
+    try:
+        version = negotiate(request.headers.get("Accept"))
+    except UnsupportedVersion as e:
+        return error(400, str(e))
+    request["mcs.version"] = version
+    try:
+        served = await state.cache.get(pool, version)
+    except NotFound as e:
+        return error(404, str(e))
+    except ServeError as e:
+        log.error("cannot serve pool %s at spec %s: %s", pool, version, e)
+        return error(500, f"cannot serve pool {pool!r}: {e}")
+    request["mcs.config"] = served.config_name
+    return _config_response(request, served)
+
+
+async def handle_healthz(request: web.Request) -> web.StreamResponse:
+    if request.method not in _READ_METHODS:
+        return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
+    return web.Response(status=200, body=b"")
+
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    if request.method not in _READ_METHODS:
+        return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
+    metrics = request.app[STATE].metrics
+    resp = web.Response(body=metrics.render())
+    resp.headers["Content-Type"] = metrics.content_type
+    return resp
+
+
+async def handle_other(request: web.Request) -> web.StreamResponse:
+    # As MCO: unknown paths are 404 to readers and 405 to anything else.
+    if request.method not in _READ_METHODS:
+        return error(405, "method not allowed", {"Allow": "GET, HEAD"})
+    return error(404, "not found")
+
+
+def _route_of(path: str) -> str:
+    if path.startswith("/config/"):
+        return "config"
+    return path[1:] if path in ("/healthz", "/metrics") else "other"
+
+
+def _pool_label(state: ServerState, pool: object, status: int) -> str:
+    if not isinstance(pool, str) or not POOL_NAME.match(pool):
+        return UNKNOWN_POOL
+    if status in (200, 304):
+        return pool
+    # Only pools that exist become label values, so clients cannot grow the series count.
+    return pool if stat_signature(state.source.pool_path(pool)) is not None else UNKNOWN_POOL
+
+
+@web.middleware
+async def observe(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Time, count and log every request; finish sending inside so slow readers hit the deadline."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    if state.watcher is not None:
+        state.watcher.request_started(request.protocol)
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:
+        resp = error(e.status, e.reason)
+    except Exception as e:  # noqa: BLE001 - the client gets a 500, the log a secret-free line
+        log.error("internal error on %s %s: %s", request.method, request.path[:200], type(e).__name__)
+        resp = error(500, "internal server error")
+    resp.headers["Server"] = SERVER_HEADER
+    status = resp.status
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_of(request.path)
+        state.metrics.observe(route, status, elapsed)
+        if route == "config":
+            state.metrics.observe_config(_pool_label(state, request.get("mcs.pool"), status),
+                                         request.get("mcs.version", ""), status)
+        if state.watcher is not None:
+            state.watcher.request_finished(request.protocol)
+        # Path only: the query string and headers may carry credentials.
+        access_log.info("%s %s %s %d %s %.1fms", request.remote, request.method, request.path[:200],
+                        status, request.get("mcs.version", "-"), elapsed * 1000)
+    return resp
+
+
+def make_app(state: ServerState) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=1024)
+    app[STATE] = state
+    app.router.add_route("*", "/config/{tail:.*}", handle_config)
+    app.router.add_route("*", "/healthz", handle_healthz)
+    app.router.add_route("*", "/metrics", handle_metrics)
+    app.router.add_route("*", "/{tail:.*}", handle_other)
+    return app

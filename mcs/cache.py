@@ -1,0 +1,108 @@
+"""The served bytes per (pool, rendered config, spec version): built once, kept until an input file
+changes on disk, with a strong ETag and a precomputed gzip body.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from mcs.serve import Resolved
+
+log = logging.getLogger(__name__)
+
+# Only worth compressing above this size; tiny bodies grow under gzip.
+GZIP_MIN_SIZE = 256
+
+
+class ConfigSource(Protocol):
+    """Where served configs come from (the bootstrap directory today, a store later)."""
+
+    def resolve(self, pool: str) -> Resolved: ...
+
+    def build(self, resolved: Resolved, version: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Served:
+    """One served representation set: identity and gzip bodies with their strong ETags."""
+
+    config_name: str
+    version: str
+    body: bytes
+    etag: str
+    gzip_body: bytes | None
+    gzip_etag: str
+
+    def matches(self, if_none_match: str) -> bool:
+        """If-None-Match (weak comparison, as RFC 9110 asks for GET) against either coding's tag."""
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or self.etag in tags or self.gzip_etag in tags
+
+
+def make_served(config_name: str, version: str, body: bytes) -> Served:
+    """Hash and compress once; the gzip body is deterministic (mtime 0) so its tag is stable."""
+    digest = hashlib.sha256(body).hexdigest()[:40]
+    gz = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= GZIP_MIN_SIZE else None
+    return Served(config_name, version, body, f'"{digest}"', gz, f'"{digest}-gz"')
+
+
+_Key = tuple[str, str, str]
+
+
+class ServedConfigCache:
+    """Concurrent misses for the same key share one build, run off the event loop."""
+
+    def __init__(self, source: ConfigSource, on_build: Callable[[str, str], None] | None = None) -> None:
+        self.source = source
+        self._on_build = on_build
+        self._entries: dict[_Key, tuple[tuple[object, ...], Served]] = {}
+        self._building: dict[tuple[_Key, tuple[object, ...]], asyncio.Future[Served]] = {}
+        self.builds = 0
+
+    async def get(self, pool: str, version: str) -> Served:
+        """The served representation; NotFound/ServeError from the source propagate."""
+        resolved = self.source.resolve(pool)
+        key = (pool, resolved.config_name, version)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == resolved.signature:
+            return entry[1]
+        pending = self._building.get((key, resolved.signature))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Served] = loop.create_future()
+        self._building[(key, resolved.signature)] = future
+        try:
+            served = await self._build(resolved, version)
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # waiters get it; do not warn about an unretrieved exception
+            raise
+        else:
+            future.set_result(served)
+            self._store(key, resolved.signature, served)
+            return served
+        finally:
+            del self._building[(key, resolved.signature)]
+
+    async def _build(self, resolved: Resolved, version: str) -> Served:
+        def work() -> Served:
+            return make_served(resolved.config_name, version, self.source.build(resolved, version))
+
+        self.builds += 1
+        if self._on_build is not None:
+            self._on_build(resolved.pool, version)
+        log.info("building config %s for pool %s at spec %s", resolved.config_name, resolved.pool, version)
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    def _store(self, key: _Key, signature: tuple[object, ...], served: Served) -> None:
+        pool, config_name, _ = key
+        # A pool that moved to a new rendered config will not be asked for the old one again.
+        for old in [k for k in self._entries if k[0] == pool and k[1] != config_name]:
+            del self._entries[old]
+        self._entries[key] = (signature, served)

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the server: config requests by pool, served version and status code, and
+request latency; rendered at /metrics from a registry of its own.
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+# Latency buckets for a cached answer (sub-millisecond) up to a cold build of a large config.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+UNKNOWN_POOL = "_unknown"
+
+
+class ServerMetrics:
+    """One registry per application, so several servers (and tests) never share counters."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.config_requests = Counter(
+            "mcs_config_requests", "Requests for /config/<pool> by pool, served spec version and status code",
+            ["pool", "version", "code"], registry=self.registry)
+        self.requests = Counter(
+            "mcs_http_requests", "HTTP requests by route and status code", ["route", "code"],
+            registry=self.registry)
+        self.latency = Histogram(
+            "mcs_http_request_duration_seconds", "Time to answer a request, by route", ["route"],
+            buckets=_BUCKETS, registry=self.registry)
+        self.builds = Counter(
+            "mcs_config_builds", "Served configs built (cache misses) by pool and spec version",
+            ["pool", "version"], registry=self.registry)
+
+    def observe(self, route: str, code: int, seconds: float) -> None:
+        self.requests.labels(route, str(code)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_config(self, pool: str, version: str, code: int) -> None:
+        """`pool` must be a pool that exists (or UNKNOWN_POOL) so clients cannot grow the label set."""
+        self.config_requests.labels(pool, version, str(code)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,339 @@
+"""What a joining machine is served: the pool's rendered config, ControllerConfig overrides, MCO's
+appended files in MCO's order and format, and the conversion to the requested spec version.
+
+`BootstrapSource` reads MCO's bootstrap layout (what `mcc render --out DIR` writes); `build_served`
+is pure.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from machineconfig import constants
+from machineconfig.ignition.dataurl import encode_percent
+from mcs.negotiate import version_less
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Rendered config names come from a file on disk; they are joined into a path, so keep them to
+# DNS-subdomain characters and forbid anything that could climb out of machine-configs/.
+_CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+# On-node paths of what the server adds (MCO's pkg/server and daemon constants).
+KUBELET_CA_PATH = "/etc/kubernetes/kubelet-ca.crt"
+CLOUD_CA_PATH = "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem"
+NODE_ANNOTATIONS_PATH = "/etc/machine-config-daemon/node-annotations.json"
+KUBECONFIG_PATH = "/etc/kubernetes/kubeconfig"
+MC_CONTENT_PATH = "/etc/mcs-machine-config-content.json"
+ENCAPSULATED_PATH = "/etc/ignition-machine-config-encapsulated.json"
+FIRST_PIVOT_CONFIG_ANNOTATION = f"{constants.GROUP}/firstPivotConfig"
+STATE_DONE = "Done"
+
+_KARGS_SINCE = "3.3.0"
+
+
+class NotFound(Exception):
+    """The pool, or the rendered config it names, is not there (HTTP 404). `str()` is safe to show."""
+
+
+class ServeError(Exception):
+    """The config exists but cannot be served (HTTP 500). `str()` is one line and holds no secret."""
+
+
+# -- Go encoding/json compatible output ------------------------------------------------------------
+
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+
+def go_json(value: Any, indent: int | None = None) -> bytes:
+    """Serialize like Go's json.Marshal / MarshalIndent: UTF-8, HTML-safe escapes, keys in given order."""
+    if indent is None:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = json.dumps(value, ensure_ascii=False, indent=indent, separators=(",", ": "))
+    # These characters only ever occur inside JSON strings, so a textual pass is exact.
+    text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text)
+    return text.encode("utf-8")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings, as Go's YAML-to-JSON step does."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_object(path: Path) -> JSON:
+    """One Kubernetes object from a YAML (or JSON) file; ServeError names the file, not its content."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ServeError(f"cannot read {path.name}: {e.strerror}") from e
+    try:
+        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ServeError(f"cannot parse {path.name}:{where}") from e
+    if not isinstance(data, dict):
+        raise ServeError(f"{path.name}: not an object")
+    return data
+
+
+# -- the MachineConfig object as Go marshals it -----------------------------------------------------
+
+_META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+               "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+               "annotations", "ownerReferences", "finalizers", "managedFields")
+_OWNER_ORDER = ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
+_SPEC_ORDER = ("osImageURL", "baseOSExtensionsContainerImage", "config", "kernelArguments",
+               "extensions", "fips", "kernelType")
+_SPEC_ZERO: JSON = {"osImageURL": "", "baseOSExtensionsContainerImage": "", "config": None,
+                    "kernelArguments": None, "extensions": None, "fips": False, "kernelType": ""}
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def _go_object(mc: JSON, config: Any) -> JSON:
+    """The MachineConfig in Go field order: omitempty metadata, all seven spec keys, `config` given."""
+    out: JSON = {}
+    for key in ("kind", "apiVersion"):
+        if mc.get(key):
+            out[key] = mc[key]
+    meta_in = mc.get("metadata") or {}
+    meta: JSON = {}
+    for key in _META_ORDER:
+        val = meta_in.get(key)
+        if val in (None, "", 0, [], {}):
+            continue
+        if key in ("labels", "annotations"):
+            val = {k: val[k] for k in sorted(val)}
+        elif key == "ownerReferences":
+            val = [{k: ref[k] for k in _OWNER_ORDER if k in ref} for ref in val]
+        meta[key] = val
+    out["metadata"] = meta
+    spec_in = mc.get("spec") or {}
+    spec: JSON = {}
+    for key in _SPEC_ORDER:
+        spec[key] = config if key == "config" else spec_in.get(key, _SPEC_ZERO[key])
+    out["spec"] = spec
+    return out
+
+
+# -- building the served config ---------------------------------------------------------------------
+
+def _file_entry(path: str, contents: bytes) -> JSON:
+    # Go field order of an Ignition 3 file: Node (overwrite, path) then contents and mode.
+    return {"overwrite": True, "path": path, "contents": {"source": encode_percent(contents)}, "mode": 420}
+
+
+def _files(config: JSON) -> list[JSON]:
+    storage = config.setdefault("storage", {})
+    files: list[JSON] = storage.setdefault("files", [])
+    return files
+
+
+def _override_or_append(config: JSON, path: str, data: bytes) -> None:
+    """MCO's addDataAndMaybeAppendToIgnition: replace the source if the path exists, else append."""
+    if not data:
+        return
+    for entry in _files(config):
+        if entry.get("path") == path:
+            entry.setdefault("contents", {})["source"] = encode_percent(data)
+            return
+    _files(config).append(_file_entry(path, data))
+
+
+def _cc_bytes(cc: JSON, key: str) -> bytes:
+    raw = (cc.get("spec") or {}).get(key) or ""
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError, TypeError) as e:
+        raise ServeError(f"controller config: spec.{key} is not base64") from e
+
+
+def migrate_kernel_args(config: JSON, spec: JSON, version: str) -> None:
+    """Below 3.3 Ignition has no kernelArguments: move shouldExist into the MC spec, refuse shouldNotExist."""
+    if not version_less(version, _KARGS_SINCE):
+        return
+    kargs = config.pop("kernelArguments", None) or {}
+    if kargs.get("shouldNotExist"):
+        raise ServeError(f"cannot serve version {version} with Ignition kernelArguments.shouldNotExist set")
+    for karg in kargs.get("shouldExist") or []:
+        spec["kernelArguments"] = list(spec.get("kernelArguments") or []) + [karg]
+
+
+def _empty_config(version: str) -> JSON:
+    return {"ignition": {"version": version}}
+
+
+def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, version: str) -> bytes:
+    """The bytes served for one rendered MachineConfig at one spec version (MCO's GetConfig + convert)."""
+    mc = copy.deepcopy(mc)
+    spec = mc.get("spec")
+    if not isinstance(spec, dict):
+        raise ServeError(f"machine config {config_name} has no spec")
+    original = spec.get("config")
+    if not isinstance(original, dict):
+        raise ServeError(f"machine config {config_name} has no Ignition config")
+    config: JSON = copy.deepcopy(original)
+    if config.get("ignition", {}).get("version") != constants.INTERNAL_IGNITION_VERSION:
+        config = convert(config, constants.INTERNAL_IGNITION_VERSION)
+
+    migrate_kernel_args(config, spec, version)
+    _override_or_append(config, KUBELET_CA_PATH, _cc_bytes(cc, "kubeAPIServerServingCAData"))
+    _override_or_append(config, CLOUD_CA_PATH, _cc_bytes(cc, "cloudProviderCAData"))
+
+    annotations = {
+        constants.CURRENT_CONFIG_ANNOTATION: config_name,
+        constants.DESIRED_CONFIG_ANNOTATION: config_name,
+        FIRST_PIVOT_CONFIG_ANNOTATION: config_name,
+        constants.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: STATE_DONE,
+    }
+    files = _files(config)
+    files.append(_file_entry(NODE_ANNOTATIONS_PATH, go_json(_sorted_keys(annotations))))
+    files.append(_file_entry(KUBECONFIG_PATH, kubeconfig))
+    # The full object as served (kernel arguments migrated, config as stored), a debugging aid.
+    files.append(_file_entry(MC_CONTENT_PATH, go_json(_go_object(mc, _sorted_keys(original)), indent=4)))
+    # Always last: what machine-config-daemon-firstboot applies (kargs, OS image, extensions).
+    files.append(_file_entry(ENCAPSULATED_PATH, go_json(_go_object(mc, _empty_config(version)))))
+
+    return go_json(convert(config, version))
+
+
+def convert(config: JSON, version: str) -> JSON:
+    """The one place a config changes spec version (3.5 canonical dict to 2.2, 3.0-3.4 or 3.6)."""
+    from machineconfig.ignition.translate import TranslationError, translate
+
+    try:
+        return translate(config, version)
+    except TranslationError as e:
+        raise ServeError(f"cannot convert to spec {version}: {_one_line(str(e))}") from e
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+# -- the bootstrap directory ------------------------------------------------------------------------
+
+Signature = tuple[int, int, int, int]
+
+
+def stat_signature(path: Path) -> Signature | None:
+    """What changes when a file is rewritten in place or replaced by rename; None when missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Which rendered config a pool serves, and the state of every input file it depends on."""
+
+    pool: str
+    config_name: str
+    signature: tuple[Signature | None, ...]
+
+
+def choose_config(pool: JSON) -> str:
+    """MCO's choice: the target config once a node has updated to it, else the current one."""
+    spec_name = ((pool.get("spec") or {}).get("configuration") or {}).get("name") or ""
+    status = pool.get("status") or {}
+    status_name = (status.get("configuration") or {}).get("name") or ""
+    updated = status.get("updatedMachineCount") or 0
+    chosen = spec_name if isinstance(updated, int) and updated > 0 else status_name
+    # A freshly rendered layout may carry only one of the two; serve what there is.
+    return str(chosen or spec_name or status_name)
+
+
+class BootstrapSource:
+    """Reads DIR/machine-pools/<pool>.yaml, DIR/machine-configs/<name>.yaml and the ControllerConfig."""
+
+    def __init__(self, basedir: Path, kubeconfig: Path) -> None:
+        self.basedir = basedir
+        self.kubeconfig = kubeconfig
+        self.cc_path = basedir / "controller-config" / "machine-config-controller.yaml"
+        self._pools: dict[str, tuple[Signature, str]] = {}
+
+    def pool_path(self, pool: str) -> Path:
+        if not POOL_NAME.match(pool):
+            raise ValueError("invalid pool name")
+        return self.basedir / "machine-pools" / f"{pool}.yaml"
+
+    def config_path(self, name: str) -> Path:
+        return self.basedir / "machine-configs" / f"{name}.yaml"
+
+    def pools(self) -> list[str]:
+        """Every pool the directory holds (we serve them all, not only master like MCO's bootstrap)."""
+        try:
+            names = os.listdir(self.basedir / "machine-pools")
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".yaml") and POOL_NAME.match(n[:-5]))
+
+    def resolve(self, pool: str) -> Resolved:
+        """Cheap (a few stat calls): the config name and input signature; parses the pool only on change."""
+        pool_path = self.pool_path(pool)
+        pool_sig = stat_signature(pool_path)
+        if pool_sig is None:
+            self._pools.pop(pool, None)
+            raise NotFound(f"pool {pool!r} not found")
+        cached = self._pools.get(pool)
+        if cached is not None and cached[0] == pool_sig:
+            name = cached[1]
+        else:
+            name = choose_config(load_object(pool_path))
+            if not name:
+                raise NotFound(f"pool {pool!r} has no rendered config yet")
+            if not _CONFIG_NAME.match(name) or ".." in name:
+                raise ServeError(f"pool {pool!r} names an invalid config")
+            self._pools[pool] = (pool_sig, name)
+        mc_sig = stat_signature(self.config_path(name))
+        if mc_sig is None:
+            raise NotFound(f"rendered config {name!r} of pool {pool!r} not found")
+        signature = (pool_sig, mc_sig, stat_signature(self.cc_path), stat_signature(self.kubeconfig))
+        return Resolved(pool, name, signature)
+
+    def build(self, resolved: Resolved, version: str) -> bytes:
+        """Read the inputs and build the served bytes (slow path; callers cache the result)."""
+        try:
+            mc = load_object(self.config_path(resolved.config_name))
+        except FileNotFoundError as e:
+            raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
+        try:
+            cc = load_object(self.cc_path)
+        except FileNotFoundError as e:
+            raise ServeError("controller config not found") from e
+        try:
+            kubeconfig = self.kubeconfig.read_bytes()
+        except OSError as e:
+            raise ServeError("bootstrap kubeconfig cannot be read") from e
+        return build_served(resolved.config_name, mc, cc, kubeconfig, version)

@@ -1,0 +1,224 @@
+"""Running the server: HTTPS and plain listeners, slow-client deadlines, one-line protocol errors,
+TLS reload, and N worker processes sharing the ports (SO_REUSEPORT).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+from mcs.app import SERVER_HEADER, ServerState, make_app
+from mcs.auth import TokenAuth
+from mcs.cache import ServedConfigCache
+from mcs.metrics import ServerMetrics
+from mcs.serve import BootstrapSource
+from mcs.tls import ReloadingTLS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What `mcs bootstrap` was asked to do. A port of None disables that listener; 0 picks one."""
+
+    basedir: Path
+    kubeconfig: Path
+    cert: Path | None = None
+    key: Path | None = None
+    secure_port: int | None = 22623
+    insecure_port: int | None = 22624
+    bind_address: str | None = None
+    workers: int = 1
+    token_file: Path | None = None
+    header_timeout: float = 10.0  # to send a complete request head (also the keep-alive idle limit)
+    response_timeout: float = 60.0  # to build and receive one response
+    max_line_size: int = 8190
+    max_field_size: int = 8190
+    max_headers: int = 64
+
+
+class ConnectionGuard:
+    """Deadlines per connection: a request head must arrive within header_timeout of connecting (or
+    of the previous response), and a response must be taken within response_timeout. Connections
+    past their deadline are aborted by a sweep once a second; this stops one-byte-a-second clients.
+    """
+
+    def __init__(self, header_timeout: float, response_timeout: float) -> None:
+        self.header_timeout = header_timeout
+        self.response_timeout = response_timeout
+        self._deadlines: weakref.WeakKeyDictionary[web.RequestHandler, float] = weakref.WeakKeyDictionary()
+        self.aborted = 0
+
+    def connection_made(self, handler: web.RequestHandler) -> None:
+        self._deadlines[handler] = time.monotonic() + self.header_timeout
+
+    def connection_lost(self, handler: web.RequestHandler) -> None:
+        self._deadlines.pop(handler, None)
+
+    def request_started(self, protocol: object) -> None:
+        if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
+            self._deadlines[protocol] = time.monotonic() + self.response_timeout
+
+    def request_finished(self, protocol: object) -> None:
+        if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
+            self._deadlines[protocol] = time.monotonic() + self.header_timeout
+
+    def sweep(self) -> int:
+        now = time.monotonic()
+        late = [h for h, deadline in list(self._deadlines.items()) if deadline < now]
+        for handler in late:
+            self._deadlines.pop(handler, None)
+            if handler.transport is not None:
+                handler.transport.abort()
+        self.aborted += len(late)
+        return len(late)
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if n := self.sweep():
+                log.info("closed %d connection(s) that were too slow", n)
+
+
+class GuardedRequestHandler(web.RequestHandler):
+    """aiohttp's protocol with deadlines and one-line, secret-free protocol error responses."""
+
+    def __init__(self, manager: web.Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._guard.connection_made(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.connection_lost(self)
+        super().connection_lost(exc)
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp's own text can quote the offending request line or header: log the kind only.
+        log.info("bad request from %s: %d %s", request.remote, status, type(exc).__name__ if exc else "-")
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        try:
+            phrase = HTTPStatus(status).phrase.lower()
+        except ValueError:
+            phrase = "error"
+        resp = web.Response(status=status, text=f"{phrase}\n", content_type="text/plain")
+        resp.headers["Server"] = SERVER_HEADER
+        resp.force_close()
+        return resp
+
+
+def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> ServerState:
+    source = BootstrapSource(options.basedir, options.kubeconfig)
+    metrics = ServerMetrics()
+    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc())
+    auth = TokenAuth(options.token_file) if options.token_file is not None else None
+    return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard)
+
+
+async def serve(options: ServerOptions, stop: asyncio.Event,
+                on_ready: Callable[[list[str]], None] | None = None, reuse_port: bool = False) -> None:
+    """Run the listeners until `stop` is set."""
+    loop = asyncio.get_running_loop()
+    guard = ConnectionGuard(options.header_timeout, options.response_timeout)
+    state = build_state(options, guard)
+    tls: ReloadingTLS | None = None
+    if options.cert is not None and options.key is not None:
+        tls = ReloadingTLS(options.cert, options.key)
+    runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    manager = runner.server
+    assert manager is not None
+    handler_args: dict[str, Any] = dict(
+        loop=loop, keepalive_timeout=options.header_timeout + 5, max_line_size=options.max_line_size,
+        max_field_size=options.max_field_size, max_headers=options.max_headers, access_log=None,
+        lingering_time=1.0)
+
+    def factory() -> GuardedRequestHandler:
+        return GuardedRequestHandler(manager, guard=guard, **handler_args)
+
+    servers: list[asyncio.Server] = []
+    urls: list[str] = []
+    listeners: list[tuple[str, int | None]] = [("https", options.secure_port if tls else None),
+                                               ("http", options.insecure_port)]
+    tasks = [asyncio.create_task(guard.run())]
+    try:
+        for scheme, port in listeners:
+            if port is None:
+                continue
+            server = await loop.create_server(
+                factory, options.bind_address, port, ssl=tls.context if scheme == "https" and tls else None,
+                ssl_handshake_timeout=options.header_timeout if scheme == "https" else None,
+                backlog=1024, reuse_address=True, reuse_port=reuse_port or None)
+            servers.append(server)
+            for sock in server.sockets:
+                host, bound = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                urls.append(f"{scheme}://{shown}:{bound}")
+        for url in urls:
+            log.info("listening on %s", url)
+        log.info("serving pools %s from %s", ", ".join(state.source.pools()) or "(none yet)", options.basedir)
+        if tls is not None:
+            tasks.append(asyncio.create_task(tls.watch()))
+        if on_ready is not None:
+            on_ready(urls)
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for server in servers:
+            server.close()
+        await runner.cleanup()
+
+
+def _run_one(options: ServerOptions, reuse_port: bool) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(options, stop, reuse_port=reuse_port)
+
+    asyncio.run(main())
+
+
+def run(options: ServerOptions) -> int:
+    """Serve in this process, or in `workers` processes sharing the ports; returns an exit status."""
+    if options.workers <= 1:
+        _run_one(options, reuse_port=False)
+        return 0
+    if 0 in (options.secure_port, options.insecure_port):
+        raise ValueError("--workers needs fixed ports (0 would give every worker a different port)")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_run_one, args=(options, True), name=f"mcs-worker-{i}")
+             for i in range(options.workers)]
+    for proc in procs:
+        proc.start()
+    log.info("started %d workers: %s", len(procs), ", ".join(str(p.pid) for p in procs))
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                proc.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for proc in procs:
+        proc.join()
+        status = status or (proc.exitcode or 0)
+    return status
