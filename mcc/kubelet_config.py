@@ -1,0 +1,337 @@
+"""The kubelet-config controller: each KubeletConfig becomes 99-<pool>-generated-kubelet[-N] for the
+pools it selects, its kubeletConfig merged over the role's template kubelet.conf, plus the node
+sizing and log-level files; the KubeletConfig gets its suffix annotation and an Accepted condition.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from machineconfig.constants import API_VERSION, GROUP, INTERNAL_IGNITION_VERSION
+from machineconfig.errors import InputError, MachineConfigError
+from machineconfig.ignition.dataurl import decode, encode_base64
+from mcc.template import generated_machine_config, render_role
+
+log = logging.getLogger(__name__)
+
+MC_NAME_SUFFIX_ANNOTATION = f"{GROUP}/mc-name-suffix"
+MAX_MC_NAME_SUFFIX = 9
+MAX_CONDITIONS = 3
+KUBELET_CONF_PATH = "/etc/kubernetes/kubelet.conf"
+NODE_SIZING_PATH = "/etc/node-sizing-enabled.env"
+LOG_LEVEL_DROPIN_PATH = "/etc/systemd/system/kubelet.service.d/20-logging.conf"
+CONTROL_PLANE_POOLS = ("master", "arbiter")
+BUILTIN_ROLES = ("master", "worker", "arbiter")
+# KubeletConfiguration fields that are pointers in Go: an explicit false/0 from the user is a
+# value and overrides the base (mergo skips only nil). Every other false/0/"" counts as unset.
+POINTER_FIELDS = frozenset({
+    "serializeImagePulls", "cpuCFSQuota", "enableServer", "enableControllerAttachDetach",
+    "makeIPTablesUtilChains", "registerNode", "seccompDefault", "localStorageCapacityIsolation",
+    "enableDebuggingHandlers", "enableProfilingHandler", "enableDebugFlagsHandler",
+    "enableSystemLogHandler", "enableSystemLogQuery", "podPidsLimit", "kubeAPIQPS",
+    "registryPullQPS", "eventRecordQPS", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent",
+    "containerLogMaxFiles", "containerLogMaxWorkers", "maxParallelImagePulls", "singleProcessOOMKill",
+    "failCgroupV1", "enabled",
+})
+
+
+# --- shared with the container-runtime-config controller --------------------------------------
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """metav1.LabelSelector semantics, except that nil or empty selects nothing (as MCO's pools)."""
+    if not selector or (not selector.get("matchLabels") and not selector.get("matchExpressions")):
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, vals = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if op == "In" and not (present and labels[key] in vals):
+            return False
+        if op == "NotIn" and present and labels[key] in vals:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise InputError(f"invalid label selector operator {op!r}")
+    return True
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(obj: dict[str, Any], ctype: str, ok: bool, message: str, now: str) -> None:
+    """Append the verdict, keep the last MAX_CONDITIONS, and mark the generation as observed."""
+    status = obj.setdefault("status", {})
+    conditions = list(status.get("conditions") or [])
+    conditions.append({"type": ctype, "status": "True" if ok else "False",
+                       "lastTransitionTime": now, "reason": "", "message": message})
+    status["conditions"] = conditions[-MAX_CONDITIONS:]
+    status["observedGeneration"] = (obj.get("metadata") or {}).get("generation", 0)
+
+
+def file_overwriting(path: str, data: bytes) -> dict[str, Any]:
+    """MCO's NewIgnFileBytesOverwriting: base64 data URL, explicit empty compression, 0644."""
+    return {"path": path, "contents": {"compression": "", "source": encode_base64(data)},
+            "mode": 0o644, "overwrite": True}
+
+
+def managed_name(kind_suffix: str, pool: str, configs_before: Sequence[Mapping[str, Any]],
+                 cfg: Mapping[str, Any], limit_message: str) -> tuple[str, str]:
+    """The generated MC name and suffix for `cfg` in `pool`: the unsuffixed name for the first
+    object of its kind selecting the pool, then -1 ... -9, remembered in the suffix annotation."""
+    base = f"99-{pool}-generated-{kind_suffix}"
+    annotations = (cfg.get("metadata") or {}).get("annotations") or {}
+    if MC_NAME_SUFFIX_ANNOTATION in annotations:
+        val = str(annotations[MC_NAME_SUFFIX_ANNOTATION])
+        return (f"{base}-{val}" if val else base), val
+    if not configs_before:
+        return base, ""
+    highest = 0
+    for other in configs_before:
+        val = str(((other.get("metadata") or {}).get("annotations") or {}).get(MC_NAME_SUFFIX_ANNOTATION) or "")
+        if val:
+            try:
+                highest = max(highest, int(val))
+            except ValueError as e:
+                raise InputError(f"error converting {val} to int: {e}") from e
+    if highest + 1 > MAX_MC_NAME_SUFFIX:
+        raise MachineConfigError(limit_message)
+    return f"{base}-{highest + 1}", str(highest + 1)
+
+
+def creation_order(objs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Offline we see all objects at once; treat them as created oldest first, then by name."""
+    def key(o: Mapping[str, Any]) -> tuple[str, str]:
+        meta = o.get("metadata") or {}
+        return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+    return sorted(objs, key=key)
+
+
+def owner_reference(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    ref: dict[str, Any] = {"apiVersion": API_VERSION, "kind": kind, "name": meta.get("name", ""),
+                           "controller": True, "blockOwnerDeletion": True}
+    if meta.get("uid"):
+        ref["uid"] = meta["uid"]
+    return ref
+
+
+def find_template_file(existing_mcs: Sequence[Mapping[str, Any]], mc_name: str, path: str) -> bytes | None:
+    """The contents of `path` in the template MC `mc_name`, if that MC is among the inputs."""
+    for mc in existing_mcs:
+        if (mc.get("metadata") or {}).get("name") != mc_name:
+            continue
+        config = (mc.get("spec") or {}).get("config") or {}
+        for f in (config.get("storage") or {}).get("files") or []:
+            if f.get("path") == path:
+                return decode(str((f.get("contents") or {}).get("source") or "data:,"))
+    return None
+
+
+def role_template_file(pool: str, mc_kind: str, path: str, existing_mcs: Sequence[Mapping[str, Any]],
+                       render: Callable[[str], list[dict[str, Any]]] | None) -> bytes:
+    """A base file for `pool` from 01-<role>-<mc_kind> (custom pools use the worker templates)."""
+    role = pool if pool in BUILTIN_ROLES else "worker"
+    mc_name = f"01-{role}-{mc_kind}"
+    found = find_template_file(existing_mcs, mc_name, path)
+    if found is None and render is not None:
+        found = find_template_file(render(role), mc_name, path)
+    if found is None:
+        raise MachineConfigError(f"could not find {path} in MachineConfig {mc_name}")
+    return found
+
+
+def template_renderer(controller_config: Mapping[str, Any] | None, templates_dir: Path | None,
+                      values: Mapping[str, Any] | None) -> Callable[[str], list[dict[str, Any]]] | None:
+    if controller_config is None or templates_dir is None:
+        return None
+    return lambda role: render_role(controller_config, templates_dir, role, values=values)
+
+
+# --- KubeletConfig ----------------------------------------------------------------------------
+
+def _go_value(v: Any) -> str:
+    """Go's %v/%s for the values the rejection messages print."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + " ".join(_go_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "map[" + " ".join(f"{k}:{_go_value(v[k])}" for k in sorted(v)) + "]"
+    return str(v)
+
+
+def user_kubelet_config(kc: Mapping[str, Any]) -> dict[str, Any] | None:
+    raw = (kc.get("spec") or {}).get("kubeletConfig")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise MachineConfigError(f"KubeletConfig could not be unmarshalled, err: {e}") from e
+    if not isinstance(raw, dict):
+        raise MachineConfigError("KubeletConfig could not be unmarshalled, err: not an object")
+    return raw
+
+
+def validate_kubelet_config(kc: Mapping[str, Any], pool: str) -> None:
+    """The fields a user may not set; each message is MCO's text."""
+    spec = kc.get("spec") or {}
+    level = spec.get("logLevel")
+    if level is not None and (not isinstance(level, int) or not 0 <= level <= 10):
+        raise MachineConfigError(f"KubeletConfig's LogLevel is not valid [0,10]: {level}")
+    user = user_kubelet_config(kc)
+    if user is None:
+        return
+    for field in ("cgroupDriver", "clusterDNS", "clusterDomain", "featureGates"):
+        if user.get(field):
+            raise MachineConfigError(f"KubeletConfiguration: {field} is not allowed to be set, "
+                                     f"but contains: {_go_value(user[field])}")
+    if user.get("staticPodPath") and pool in CONTROL_PLANE_POOLS:
+        raise MachineConfigError("KubeletConfiguration: staticPodPath is not allowed to be set, "
+                                 f"but contains: {user['staticPodPath']}")
+    if user.get("failSwapOn") is not None:
+        raise MachineConfigError("KubeletConfiguration: failSwapOn is not allowed to be set, "
+                                 f"but contains: {_go_value(user['failSwapOn'])}")
+    swap = (user.get("memorySwap") or {}).get("swapBehavior")
+    if swap:
+        raise MachineConfigError("KubeletConfiguration: swapBehavior is not allowed to be set, "
+                                 f"but contains: {swap}")
+    if user.get("systemReserved") and spec.get("autoSizingReserved") is True:
+        raise MachineConfigError("KubeletConfiguration: autoSizingReserved and systemdReserved "
+                                 "cannot be set together")
+    reserved_cg, system_cg = user.get("systemReservedCgroup"), user.get("systemCgroups")
+    if reserved_cg and system_cg and reserved_cg != system_cg:
+        raise MachineConfigError(f"KubeletConfiguration: systemReservedCgroup ({reserved_cg}) "
+                                 f"must match systemCgroups ({system_cg})")
+
+
+def _is_zero(key: str, value: Any) -> bool:
+    if value is None:
+        return True
+    if key in POINTER_FIELDS:
+        return False
+    return value is False or value == 0 or value == "" or value == [] or value == {}
+
+
+def merge_over(base: dict[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
+    """mergo.Merge(base, user, WithOverride) on a typed struct: set user fields win, maps merge."""
+    out = copy.deepcopy(base)
+    for key, value in user.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge_over(out[key], value)
+        elif not _is_zero(key, value):
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def merged_kubelet_conf(kc: Mapping[str, Any], base_conf: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged KubeletConfiguration and the systemReserved values moved to the sizing file."""
+    base = yaml.safe_load(base_conf.decode("utf-8")) or {}
+    if not isinstance(base, dict):
+        raise MachineConfigError(f"{KUBELET_CONF_PATH} in the templates is not a mapping")
+    user = copy.deepcopy(user_kubelet_config(kc))
+    reserved: dict[str, str] = {}
+    merged = base
+    if user is not None:
+        sys_reserved = user.get("systemReserved") or {}
+        for res in ("memory", "cpu", "ephemeral-storage"):
+            if res in sys_reserved:
+                reserved[res] = str(sys_reserved.pop(res))
+        user.pop("featureGates", None)  # feature gates come from the cluster FeatureGate only
+        if user.get("protectKernelDefaults") is False:
+            base["protectKernelDefaults"] = False
+        merged = merge_over(base, user)
+        if not user.get("systemReservedCgroup"):
+            # mergo cannot copy an empty string over a set one; MCO clears it explicitly.
+            merged.pop("systemReservedCgroup", None)
+    if merged.get("reservedSystemCPUs"):
+        merged.pop("systemReservedCgroup", None)
+        merged["enforceNodeAllocatable"] = ["pods"]
+    return merged, reserved
+
+
+def node_sizing_env(auto: bool | None, reserved: Mapping[str, str]) -> bytes:
+    return (f"NODE_SIZING_ENABLED={'true' if auto else 'false'}\n"
+            f"SYSTEM_RESERVED_MEMORY={reserved.get('memory') or '1Gi'}\n"
+            f"SYSTEM_RESERVED_CPU={reserved.get('cpu') or '500m'}\n"
+            f"SYSTEM_RESERVED_ES={reserved.get('ephemeral-storage') or '1Gi'}\n").encode()
+
+
+def kubelet_ignition(kc: Mapping[str, Any], base_conf: bytes) -> dict[str, Any]:
+    """kubelet.conf, then the log-level drop-in, then the sizing file (MCO's order)."""
+    spec = kc.get("spec") or {}
+    merged, reserved = merged_kubelet_conf(kc, base_conf)
+    files = [file_overwriting(KUBELET_CONF_PATH, (json.dumps(merged, indent=2) + "\n").encode())]
+    if spec.get("logLevel") is not None:
+        files.append(file_overwriting(
+            LOG_LEVEL_DROPIN_PATH, f'[Service]\nEnvironment="KUBELET_LOG_LEVEL={spec["logLevel"]}"\n'.encode()))
+    if reserved:
+        files.append(file_overwriting(NODE_SIZING_PATH, node_sizing_env(None, reserved)))
+    elif spec.get("autoSizingReserved") is not None:
+        files.append(file_overwriting(NODE_SIZING_PATH, node_sizing_env(bool(spec["autoSizingReserved"]), {})))
+    return {"ignition": {"version": INTERNAL_IGNITION_VERSION}, "storage": {"files": files}}
+
+
+def generate_kubelet_machine_configs(
+        kubelet_configs: list[dict[str, Any]], pools: list[dict[str, Any]],
+        existing_mcs: list[dict[str, Any]], *, controller_config: Mapping[str, Any] | None = None,
+        templates_dir: Path | None = None, values: Mapping[str, Any] | None = None,
+        now: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Generated MCs (sorted by name) and copies of the KubeletConfigs with annotation and status.
+
+    The base kubelet.conf comes from the `01-<role>-kubelet` MC in `existing_mcs` (what
+    render_templates produced) or, failing that, from rendering `templates_dir` with
+    `controller_config`. A rejected KubeletConfig gets Accepted=False and no MachineConfig.
+    """
+    now = now or now_rfc3339()
+    render = template_renderer(controller_config, templates_dir, values)
+    generated: dict[str, dict[str, Any]] = {}
+    updated: list[dict[str, Any]] = []
+    seen: dict[str, list[dict[str, Any]]] = {}  # pool -> KubeletConfigs already given an MC
+    for original in creation_order(kubelet_configs):
+        kc = copy.deepcopy(original)
+        updated.append(kc)
+        selector = (kc.get("spec") or {}).get("machineConfigPoolSelector")
+        matched = [p for p in pools if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
+        try:
+            if not matched:
+                raise MachineConfigError("could not find any MachineConfigPool set for KubeletConfig")
+            mine: list[tuple[str, dict[str, Any]]] = []
+            for pool in matched:
+                pool_name = str(pool["metadata"]["name"])
+                validate_kubelet_config(kc, pool_name)
+                name, suffix = managed_name(
+                    "kubelet", pool_name, seen.get(pool_name, []), kc,
+                    "max number of supported kubelet config (10) has been reached. "
+                    "Please delete old kubelet configs before retrying")
+                base = role_template_file(pool_name, "kubelet", KUBELET_CONF_PATH, existing_mcs, render)
+                mc = generated_machine_config(name, pool_name, kubelet_ignition(kc, base))
+                mc["metadata"]["ownerReferences"] = [owner_reference(kc, "KubeletConfig")]
+                mine.append((pool_name, mc))
+                kc.setdefault("metadata", {}).setdefault("annotations", {})[MC_NAME_SUFFIX_ANNOTATION] = suffix
+        except (MachineConfigError, yaml.YAMLError) as e:
+            log.info("KubeletConfig %s rejected: %s", (kc.get("metadata") or {}).get("name"), e)
+            set_condition(kc, "Accepted", False, f"Error: {e}", now)
+            continue
+        for pool_name, mc in mine:
+            generated[mc["metadata"]["name"]] = mc
+            seen.setdefault(pool_name, []).append(kc)
+        # Like MCO's finalizers: deleting the KubeletConfig must delete the MCs it produced.
+        kc["metadata"]["finalizers"] = sorted({*kc["metadata"].get("finalizers", []),
+                                               *(mc["metadata"]["name"] for _, mc in mine)})
+        set_condition(kc, "Accepted", True, "Success", now)
+    return [generated[n] for n in sorted(generated)], updated
