@@ -1,0 +1,65 @@
+"""Fixtures for the node tests: a session-wide rootfs and node factory, a fresh node per test.
+
+As root a missing prerequisite fails the run (CI must run these); as another user they skip.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.node.harness import (NodeFactory, Node, ensure_rootfs, missing_prerequisites,
+                                reap_stale)
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = Path("/var/tmp/machine-config-tests")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.node)
+
+
+@pytest.fixture(scope="session")
+def node_factory() -> Iterator[NodeFactory]:
+    missing = missing_prerequisites()
+    if missing:
+        if os.geteuid() != 0:
+            pytest.skip(f"node tests need root ({', '.join(missing)})")
+        pytest.fail(f"node test prerequisites missing: {', '.join(missing)} "
+                    "(apt-get install debootstrap systemd-container openssh-client)")
+    base = ensure_rootfs()
+    reap_stale(RUNS_DIR)
+    factory = NodeFactory(base, RUNS_DIR / f"run-{os.getpid()}")
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def node(node_factory: NodeFactory, request: pytest.FixtureRequest) -> Iterator[Node]:
+    """A freshly booted node of its own (tests change and reboot it)."""
+    name = "node-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    created = node_factory.create(name)
+    try:
+        yield created
+    finally:
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            log.error("node %s console:\n%s", created.name, created.console_tail(60))
+        node_factory.destroy(created)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # keep the call-phase report on the item so the node fixture can dump the console on failure
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
