@@ -137,7 +137,7 @@ def _resolves_non_string(s: str) -> bool:
         return True
     if plain.startswith("0b"):  # ParseInt(plain[2:], 2) also takes a sign
         m = re.match(r"^[+-]?([01]+)$", plain[2:])
-        return bool(m) and int(m.group(1), 2) < 2**64
+        return m is not None and int(m.group(1), 2) < 2**64
     return False
 
 
