@@ -44,6 +44,8 @@ class ServerState:
 
 
 STATE = web.AppKey("mcs_state", ServerState)
+POOL = web.RequestKey("mcs_pool", str)
+VERSION = web.RequestKey("mcs_version", str)
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -96,11 +98,10 @@ def _pool_from_path(tail: str) -> str:
 async def handle_config(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     pool = _pool_from_path(request.match_info["tail"])
-    request["mcs.pool"] = pool
+    request[POOL] = pool
     if request.method not in _READ_METHODS:
         return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
     if not POOL_NAME.match(pool) or len(pool) > 253:
-        request["mcs.pool"] = None
         return error(400, "invalid pool name")
     if state.auth is not None and not state.auth.allows(pool, request.headers.get("Authorization")):
         return error(401, "a valid bearer token for this pool is required",
@@ -109,7 +110,7 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
         version = negotiate(request.headers.get("Accept"))
     except UnsupportedVersion as e:
         return error(400, str(e))
-    request["mcs.version"] = version
+    request[VERSION] = version
     try:
         served = await state.cache.get(pool, version)
     except NotFound as e:
@@ -117,14 +118,14 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
     except ServeError as e:
         log.error("cannot serve pool %s at spec %s: %s", pool, version, e)
         return error(500, f"cannot serve pool {pool!r}: {e}")
-    request["mcs.config"] = served.config_name
     return _config_response(request, served)
 
 
 async def handle_healthz(request: web.Request) -> web.StreamResponse:
     if request.method not in _READ_METHODS:
         return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
-    return web.Response(status=200, body=b"")
+    # As MCO: an empty body with an explicit zero length, for HEAD too.
+    return web.Response(status=200, body=b"", headers={"Content-Length": "0"})
 
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
@@ -183,13 +184,13 @@ async def observe(request: web.Request,
         route = _route_of(request.path)
         state.metrics.observe(route, status, elapsed)
         if route == "config":
-            state.metrics.observe_config(_pool_label(state, request.get("mcs.pool"), status),
-                                         request.get("mcs.version", ""), status)
+            state.metrics.observe_config(_pool_label(state, request.get(POOL), status),
+                                         request.get(VERSION, ""), status)
         if state.watcher is not None:
             state.watcher.request_finished(request.protocol)
         # Path only: the query string and headers may carry credentials.
         access_log.info("%s %s %s %d %s %.1fms", request.remote, request.method, request.path[:200],
-                        status, request.get("mcs.version", "-"), elapsed * 1000)
+                        status, request.get(VERSION, "-"), elapsed * 1000)
     return resp
 
 
