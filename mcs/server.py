@@ -43,6 +43,7 @@ class ServerOptions:
     token_file: Path | None = None
     header_timeout: float = 10.0  # to send a complete request head (also the keep-alive idle limit)
     response_timeout: float = 60.0  # to build and receive one response
+    handshake_timeout: float = 10.0  # TLS handshake; generous, since a burst of joins queues handshakes
     max_line_size: int = 8190
     max_field_size: int = 8190
     max_headers: int = 64
@@ -162,7 +163,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
                 continue
             server = await loop.create_server(
                 factory, options.bind_address, port, ssl=tls.context if scheme == "https" and tls else None,
-                ssl_handshake_timeout=options.header_timeout if scheme == "https" else None,
+                ssl_handshake_timeout=options.handshake_timeout if scheme == "https" else None,
                 backlog=1024, reuse_address=True, reuse_port=reuse_port or None)
             servers.append(server)
             for sock in server.sockets:
