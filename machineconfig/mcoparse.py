@@ -1,0 +1,258 @@
+"""MCO's own Ignition glue: IgnParseWrapper, ParseAndConvertConfig and ValidateIgnition.
+
+Version dispatch (3.0-3.5, else spec 2.2) with MCO's exact error texts, spec 2 de-duplication
+(`removeIgnDuplicateFilesUnitsUsers`) and conversion to the internal 3.5.0. Shared by mcc/mcs/mcd.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import gzip
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from machineconfig.constants import INTERNAL_IGNITION_VERSION
+from machineconfig.errors import InputError, MachineConfigError
+from machineconfig.ignition import spec2
+from machineconfig.ignition.translate import TranslationError, translate
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+SUPPORTED_SPEC_VERSIONS = "2.2,3.0,3.1,3.2,3.3,3.4,3.5"
+# What MCO's ParseCompatibleVersion accepts (the internal version and everything below it).
+MCO_V3_VERSIONS = frozenset({"3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0"})
+# ModePerm: setuid/setgid/sticky bits are refused in MachineConfigs.
+MODE_PERM = 0o777
+
+INVALID_VERSION = ("parsing Ignition config failed: invalid version. Supported spec versions: "
+                   + SUPPORTED_SPEC_VERSIONS)
+UNKNOWN_VERSION = ("parsing Ignition config failed: unknown version. Supported spec versions: "
+                   + SUPPORTED_SPEC_VERSIONS)
+
+
+class IgnitionConfigError(MachineConfigError):
+    """A MachineConfig's Ignition config was refused; `str()` is MCO's exact message."""
+
+
+@dataclass
+class ParsedIgnition:
+    """IgnParseWrapper's result: a 3.5.0 canonical dict (major 3) or a 2.2.0 one (major 2)."""
+
+    major: int
+    config: JSON
+
+
+def raw_config(config: Any) -> bytes | None:
+    """The raw bytes MCO sees for `spec.config` (None when absent/null, like RawExtension)."""
+    if config is None:
+        return None
+    if isinstance(config, (bytes, bytearray)):
+        return bytes(config)
+    if isinstance(config, str):
+        return config.encode("utf-8")
+    # Same text as the MachineConfig JSON the object came from (json.dumps default separators).
+    return json.dumps(config, ensure_ascii=False).encode("utf-8")
+
+
+def _report_text(report: Any) -> str:
+    lines = report.lines() if hasattr(report, "lines") else str(report).splitlines()
+    return "\n".join(lines)
+
+
+def ign_parse_wrapper(raw: bytes) -> ParsedIgnition:
+    """IgnParseWrapper: spec 3.0-3.5 (translated to 3.5.0), else spec 2.2; MCO's error texts."""
+    from machineconfig.ignition import version as ign_version
+
+    text = _version_text(raw)
+    if text is None:
+        return ParsedIgnition(3, _parse_v3(raw))  # not even a version stub: the parser says why
+    if text == "":
+        raise IgnitionConfigError(INVALID_VERSION)
+    try:
+        spec_version = ign_version.match_spec(text)
+    except ign_version.VersionParseError as e:
+        raise IgnitionConfigError(INVALID_VERSION) from e
+    except LookupError:
+        spec_version = ""
+    if spec_version in MCO_V3_VERSIONS:
+        return ParsedIgnition(3, _parse_v3(raw))
+    # ParseCompatibleVersion said "unknown version" (3.6 included): MCO falls back to spec 2.
+    return ParsedIgnition(2, _parse_v2(raw, text))
+
+
+def _version_text(raw: bytes) -> str | None:
+    """`ignition.version` as Ignition's version stub decodes it ("" when absent, None if invalid)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    ignition = obj.get("ignition")
+    if ignition is None:
+        return ""
+    if not isinstance(ignition, dict):
+        return None
+    version = ignition.get("version")
+    if version is None:
+        return ""
+    return version if isinstance(version, str) else None
+
+
+def _parse_v3(raw: bytes) -> JSON:
+    from machineconfig.ignition import parse as ign_parse
+
+    try:
+        result = ign_parse.parse(raw)
+    except ign_parse.IgnitionParseError as e:
+        if e.reason == "invalid config version (couldn't parse)":
+            raise IgnitionConfigError(INVALID_VERSION) from e
+        if e.reason == "unsupported config version":
+            raise IgnitionConfigError(UNKNOWN_VERSION) from e
+        raise IgnitionConfigError("parsing Ignition config spec v3 failed with error: "
+                                  f"{e.reason}\nReport: {_report_text(e.report)}") from e
+    config: JSON = result.config
+    if result.version != INTERNAL_IGNITION_VERSION:
+        config = translate(config, INTERNAL_IGNITION_VERSION)
+    return config
+
+
+def _parse_v2(raw: bytes, version: str) -> JSON:
+    from machineconfig.ignition import version as ign_version
+
+    # ign2.Parse accepts 2.0-2.2 (go-semver equality) and translates to 2.2; the fields we
+    # read kept their shape, so only the version changes.
+    if ign_version.parse_semver(version) not in {ign_version.parse_semver(v)
+                                                 for v in ("2.0.0", "2.1.0", "2.2.0")}:
+        raise IgnitionConfigError(UNKNOWN_VERSION)
+    obj = json.loads(raw)
+    obj["ignition"]["version"] = "2.2.0"
+    try:
+        config = spec2.canonicalize(obj, "Config")
+    except InputError as e:
+        raise IgnitionConfigError(f"parsing Ignition spec v2 failed with error: config is not "
+                                  f"valid\nReport: error at {e.path}: {e.message}") from e
+    entries = spec2.validate_v2(config)
+    if any(entry.startswith("error") for entry in entries):
+        raise IgnitionConfigError("parsing Ignition spec v2 failed with error: config is not "
+                                  "valid\nReport: " + "\n".join(entries))
+    return config
+
+
+def validate_ignition(parsed: ParsedIgnition) -> None:
+    """ValidateIgnition: an empty config is valid; otherwise Ignition's rules, then file modes."""
+    if parsed.major == 3:
+        from machineconfig.ignition import parse as ign_parse
+
+        report = ign_parse.validate(parsed.config)
+        if report.is_fatal:
+            raise IgnitionConfigError(f"invalid ignition V3 config found: {_report_text(report)}")
+    for file in parsed.config.get("storage", {}).get("files", []):
+        mode = file.get("mode")
+        if isinstance(mode, int) and (mode < 0 or mode > MODE_PERM):
+            raise IgnitionConfigError(
+                f"invalid mode {_go_octal(mode)} for {file.get('path', '')}, cannot exceed "
+                f"{_go_octal(MODE_PERM)}")
+
+
+def _go_octal(value: int) -> str:
+    """Go's %#o."""
+    if value == 0:
+        return "0"
+    return ("-" if value < 0 else "") + f"0{abs(value):o}"
+
+
+def parse_and_convert_config(raw: bytes) -> JSON:
+    """ParseAndConvertConfig: any supported spec to a 3.5.0 canonical dict."""
+    try:
+        parsed = ign_parse_wrapper(raw)
+    except IgnitionConfigError as e:
+        raise IgnitionConfigError(f"failed to parse Ignition config: {e}") from e
+    if parsed.major == 3:
+        return parsed.config
+    deduped = remove_ign_duplicate_files_units_users(parsed.config)
+    try:
+        return translate(deduped, INTERNAL_IGNITION_VERSION)
+    except TranslationError as e:
+        raise IgnitionConfigError(
+            f"failed to convert Ignition config spec v2 to v3: unable to convert Ignition spec v2 "
+            f"config to v3: {e}") from e
+
+
+def remove_ign_duplicate_files_units_users(config: JSON) -> JSON:
+    """MCO's de-duplication of a 2.2 config before conversion (spec 3 forbids duplicates)."""
+    config = copy.deepcopy(config)
+    storage = config.get("storage", {})
+    files = storage.get("files", [])
+    seen: set[str] = set()
+    out_files = []
+    for f in reversed(files):  # the last entry for a path wins; result is newest-first
+        if f.get("path") in seen:
+            continue
+        seen.add(f.get("path", ""))
+        out_files.append(f)
+    systemd = config.get("systemd", {})
+    out_units: list[JSON] = []
+    unit_names: set[str] = set()
+    for unit in reversed(systemd.get("units", [])):
+        name = unit.get("name", "")
+        if name in unit_names:
+            # an older duplicate contributes the dropins the newest entry does not have
+            for kept in out_units:
+                if kept.get("name") == name:
+                    have = {d.get("name") for d in kept.get("dropins", [])}
+                    for dropin in unit.get("dropins", []):
+                        if dropin.get("name") not in have:
+                            kept.setdefault("dropins", []).append(dropin)
+            continue
+        out_units.append(unit)
+        unit_names.add(name)
+    passwd = config.get("passwd", {})
+    users = passwd.get("users", [])
+    if users:
+        out_user = copy.deepcopy(users[-1])
+        for user in [users[-1]] + users[-2::-1]:
+            if user.get("name") != "core":
+                raise IgnitionConfigError(
+                    f"unexpected user with name: {user.get('name', '')}. Only core user is supported")
+        keys = list(out_user.get("sshAuthorizedKeys", []))
+        for user in users[-2::-1]:
+            keys.extend(user.get("sshAuthorizedKeys", []))
+        deduped = list(dict.fromkeys(keys))
+        if deduped:
+            out_user["sshAuthorizedKeys"] = deduped
+        else:
+            out_user.pop("sshAuthorizedKeys", None)
+        passwd["users"] = [out_user]
+    _set_or_drop(storage, "files", out_files)
+    _set_or_drop(systemd, "units", out_units)
+    _set_or_drop(config, "storage", storage)
+    _set_or_drop(config, "systemd", systemd)
+    return config
+
+
+def _set_or_drop(obj: JSON, key: str, value: Any) -> None:
+    if value:
+        obj[key] = value
+    else:
+        obj.pop(key, None)
+
+
+def parse_and_convert_gzipped_config(raw: bytes) -> JSON:
+    """ParseAndConvertGzippedConfig: base64(gzip(json)), gzip(json) or plain JSON."""
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = None
+    for candidate in (decoded, raw):
+        if candidate is not None and candidate[:2] == b"\x1f\x8b":
+            try:
+                return parse_and_convert_config(gzip.decompress(candidate))
+            except (OSError, EOFError, zlib.error) as e:
+                raise IgnitionConfigError(f"unable to read ignition config: {e}") from e
+    return parse_and_convert_config(raw)

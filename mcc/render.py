@@ -1,0 +1,264 @@
+"""The render controller's pure core: pick a pool's MachineConfigs, validate, merge, name.
+
+Mirrors MCO's generateRenderedMachineConfig/MergeMachineConfigs (spec/mco.md section 2): the
+worker-first merge order, the field rules, MCO's error texts and the byte-identical name hash.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from machineconfig import labels, mcoparse, yamlv2
+from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool, MachineConfigSpec
+from machineconfig.constants import (
+    API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
+    INTERNAL_IGNITION_VERSION, OS_IMAGE_URL_OVERRIDDEN_ANNOTATION,
+    RELEASE_IMAGE_VERSION_ANNOTATION, ROLE_LABEL,
+)
+from machineconfig.errors import MachineConfigError
+from machineconfig.ignition.merge import merge
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+# pkg/controller/render/hash.go: fixed 80 random bytes prepended to the YAML before MD5.
+SALT = bytes((
+    16, 124, 206, 228, 139, 56, 175, 175, 79, 229, 134, 118, 157, 154, 211, 110,
+    25, 93, 47, 253, 172, 106, 37, 7, 174, 13, 160, 185, 110, 17, 87, 52,
+    219, 131, 12, 206, 218, 141, 116, 135, 188, 181, 192, 151, 233, 62, 126, 165,
+    64, 83, 179, 119, 15, 168, 208, 197, 146, 107, 58, 227, 133, 188, 238, 26,
+    33, 26, 235, 202, 32, 173, 31, 234, 41, 144, 148, 79, 6, 206, 23, 22,
+))
+WORKER_POOL = "worker"
+KERNEL_TYPE_DEFAULT, KERNEL_TYPE_REALTIME, KERNEL_TYPE_64K = "default", "realtime", "64k-pages"
+KERNEL_TYPES = frozenset({"", KERNEL_TYPE_DEFAULT, KERNEL_TYPE_REALTIME, KERNEL_TYPE_64K})
+SUPPORTED_EXTENSIONS = frozenset({"two-node-ha", "ipsec", "usbguard", "kerberos", "kernel-devel",
+                                  "sandboxed-containers", "sysstat"})
+# etcd's request limit; MCO refuses rendered configs above it and warns above 80%.
+MAX_MACHINE_CONFIG_SIZE = 1_572_864
+SELECTING_ALL = ("This machineconfigpool is selecting all machineconfigs. "
+                 "A non-empty selector is required.")
+
+
+class RenderError(MachineConfigError):
+    """Rendering a pool failed; `str()` is MCO's error text for it."""
+
+
+@dataclass
+class RenderedConfig:
+    """A rendered MachineConfig `rendered-<pool>-<hash>` and what it was made from."""
+
+    pool: str
+    name: str
+    spec: JSON
+    spec_yaml: str
+    annotations: dict[str, str]
+    owner_references: list[JSON]
+    sources: list[str] = field(default_factory=list)
+
+    def to_object(self) -> JSON:
+        """The MachineConfig object as it would be stored."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "MachineConfig",
+            "metadata": {"name": self.name, "annotations": dict(self.annotations),
+                         "ownerReferences": copy.deepcopy(self.owner_references)},
+            "spec": copy.deepcopy(self.spec),
+        }
+
+
+def select_machine_configs(pool: MachineConfigPool,
+                           configs: Sequence[MachineConfig]) -> list[MachineConfig]:
+    """The pool's MachineConfigs, sorted by name (the render controller's List + sort)."""
+    selector = pool.spec.machine_config_selector
+    if labels.is_literally_empty(selector):
+        raise RenderError(SELECTING_ALL)
+    try:
+        chosen = [mc for mc in configs if labels.matches(selector, mc.labels)]
+    except labels.SelectorError as e:
+        raise RenderError(str(e)) from e
+    if not chosen:
+        raise RenderError(f"no MachineConfigs found matching selector {labels.describe(selector)}")
+    return sorted(chosen, key=lambda mc: mc.name)
+
+
+def validate_machine_config(spec: MachineConfigSpec) -> None:
+    """ValidateMachineConfig: kernelType, then (only with a config) Ignition and extensions."""
+    if spec.kernel_type not in KERNEL_TYPES:
+        raise RenderError(f"kernelType={spec.kernel_type} is invalid")
+    raw = mcoparse.raw_config(spec.config)
+    if raw is None:
+        return
+    try:
+        parsed = mcoparse.ign_parse_wrapper(raw)
+        mcoparse.validate_ignition(parsed)
+    except mcoparse.IgnitionConfigError as e:
+        raise RenderError(str(e)) from e
+    invalid = [ext for ext in spec.extensions or [] if ext not in SUPPORTED_EXTENSIONS]
+    if invalid:
+        raise RenderError(f"invalid extensions found: [{' '.join(invalid)}]")
+
+
+def merge_order(configs: Sequence[MachineConfig]) -> list[MachineConfig]:
+    """Worker-labelled configs first, then the rest; each group by name (MergeMachineConfigs)."""
+    workers: list[MachineConfig] = []
+    others: list[MachineConfig] = []
+    for mc in configs:
+        if mc.labels is None:
+            raise RenderError(f"cannot find label in MachineConfig {mc.name}")
+        (workers if mc.labels.get(ROLE_LABEL) == WORKER_POOL else others).append(mc)
+    return sorted(workers, key=lambda mc: mc.name) + sorted(others, key=lambda mc: mc.name)
+
+
+def _parse(mc: MachineConfig) -> JSON:
+    raw = mcoparse.raw_config(mc.spec.config)
+    assert raw is not None
+    try:
+        return mcoparse.parse_and_convert_config(raw)
+    except mcoparse.IgnitionConfigError as e:
+        raise RenderError(str(e)) from e
+
+
+def _files(config: JSON) -> list[JSON]:
+    files: list[JSON] = config.get("storage", {}).get("files", [])
+    return files
+
+
+def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
+    """The merged Ignition (3.5.0) of configs already in merge order."""
+    if ordered[0].spec.config is None:
+        out: JSON = {"ignition": {"version": INTERNAL_IGNITION_VERSION}}
+    else:
+        out = _parse(ordered[0])
+    for mc in ordered[1:]:
+        if mc.spec.config is None:
+            continue
+        child = _parse(mc)
+        # butane#332: Ignition merges `compression` independently of `source`, so a child that
+        # replaces the source must also clear the parent's compression: nil becomes "" ...
+        for f in _files(child):
+            f.setdefault("contents", {}).setdefault("compression", "")
+        out = merge(out, child)
+        # ... and every "" goes back to nil in the result.
+        for f in _files(out):
+            contents = f.get("contents")
+            if contents is not None and contents.get("compression") == "":
+                del contents["compression"]
+                if not contents:
+                    del f["contents"]
+    for f in _files(out):
+        # Ignition does not overwrite by default, MCO always does: make new nodes match.
+        if f.get("overwrite") is None:
+            f["overwrite"] = True
+    return out
+
+
+def merge_machine_configs(configs: Sequence[MachineConfig], controller_config: ControllerConfig,
+                          pool: MachineConfigPool | None = None) -> JSON:
+    """MergeMachineConfigs: the rendered spec, keys in Go's MachineConfigSpec order."""
+    ordered = merge_order(configs)
+    config = merge_ignition(ordered)
+    fips = any(mc.spec.fips for mc in ordered)
+    kernel_type = ""
+    for mc in ordered:
+        if mc.spec.kernel_type in (KERNEL_TYPE_REALTIME, KERNEL_TYPE_64K):
+            kernel_type = mc.spec.kernel_type
+    kernel_type = kernel_type or KERNEL_TYPE_DEFAULT
+    kargs = [arg for mc in ordered for arg in mc.spec.kernel_arguments or []]
+    extensions = [ext for mc in ordered for ext in mc.spec.extensions or []]
+    if kernel_type != KERNEL_TYPE_DEFAULT and "kernel-devel" in extensions:
+        raise RenderError("installing kernel-devel extension is not supported with kernelType: "
+                          f"{kernel_type}")
+    os_image_url = controller_config.spec.base_os_container_image
+    extensions_image = controller_config.spec.base_os_extensions_container_image
+    overridden = False
+    for mc in ordered:
+        # Generated configs carry the cluster default already; only user configs override.
+        if GENERATED_BY_CONTROLLER_VERSION_ANNOTATION in mc.annotations:
+            continue
+        if mc.spec.os_image_url:
+            os_image_url = mc.spec.os_image_url
+            overridden = True
+        if mc.spec.base_os_extensions_container_image:
+            extensions_image = mc.spec.base_os_extensions_container_image
+    stream = pool.spec.os_image_stream if pool is not None else None
+    if overridden and stream is not None and stream.name:
+        raise RenderError("cannot override MachineConfig osImageURL and set MachineConfigPool "
+                          "spec.osImageStream.name simultaneously")
+    return {
+        "osImageURL": os_image_url,
+        "baseOSExtensionsContainerImage": extensions_image,
+        "config": config,
+        "kernelArguments": kargs,
+        "extensions": extensions,
+        "fips": fips,
+        "kernelType": kernel_type,
+    }
+
+
+def spec_yaml(spec: JSON) -> str:
+    """ghodss/yaml.Marshal of the spec: the exact text the name hash covers."""
+    try:
+        return yamlv2.dump(spec)
+    except yamlv2.YAMLError as e:
+        raise RenderError(f"error converting JSON to YAML: {e}") from e
+
+
+def hashed_name(pool_name: str, yaml_text: str) -> str:
+    """`rendered-<pool>-<md5(salt + yaml)>` (getMachineConfigHashedName)."""
+    digest = hashlib.md5(SALT + yaml_text.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"rendered-{pool_name}-{digest}"
+
+
+def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[MachineConfig],
+                                     controller_config: ControllerConfig) -> RenderedConfig:
+    """generateRenderedMachineConfig for configs already selected for `pool`."""
+    by_name = sorted(configs, key=lambda mc: mc.name)
+    for mc in by_name:
+        version = mc.annotations.get(GENERATED_BY_CONTROLLER_VERSION_ANNOTATION)
+        if version is not None and version != CONTROLLER_VERSION:
+            raise RenderError(f"ignoring MC {mc.name} generated by older version {version} "
+                              f"(my version: {CONTROLLER_VERSION})")
+    for mc in by_name:
+        validate_machine_config(mc.spec)
+    spec = merge_machine_configs(by_name, controller_config, pool)
+    text = spec_yaml(spec)
+    name = hashed_name(pool.name, text)
+    annotations = {
+        GENERATED_BY_CONTROLLER_VERSION_ANNOTATION: CONTROLLER_VERSION,
+        RELEASE_IMAGE_VERSION_ANNOTATION:
+            controller_config.annotations.get(RELEASE_IMAGE_VERSION_ANNOTATION, ""),
+    }
+    if spec["osImageURL"] != controller_config.spec.base_os_container_image:
+        annotations[OS_IMAGE_URL_OVERRIDDEN_ANNOTATION] = "true"
+    owner = {"apiVersion": API_VERSION, "kind": "MachineConfigPool", "name": pool.name,
+             "uid": pool.metadata.uid, "controller": True, "blockOwnerDeletion": True}
+    rendered = RenderedConfig(pool.name, name, spec, text, dict(sorted(annotations.items())),
+                              [owner], [mc.name for mc in by_name])
+    check_size(rendered)
+    return rendered
+
+
+def check_size(rendered: RenderedConfig) -> None:
+    """The size guard: a rendered MachineConfig must fit in one etcd request."""
+    size = len(json.dumps(rendered.to_object(), separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8"))
+    if size > MAX_MACHINE_CONFIG_SIZE:
+        raise RenderError(f"rendered MachineConfig {rendered.name} is too large ({size} bytes, "
+                          f"maximum is {MAX_MACHINE_CONFIG_SIZE} bytes)")
+    if size > MAX_MACHINE_CONFIG_SIZE * 0.8:
+        log.warning("rendered MachineConfig %s is %d bytes, over 80%% of the %d byte limit",
+                    rendered.name, size, MAX_MACHINE_CONFIG_SIZE)
+
+
+def render_pool(pool: MachineConfigPool, configs: Sequence[MachineConfig],
+                controller_config: ControllerConfig) -> RenderedConfig:
+    """Select the pool's MachineConfigs among `configs` and render them."""
+    return generate_rendered_machine_config(pool, select_machine_configs(pool, configs),
+                                            controller_config)
