@@ -85,7 +85,10 @@ class Journal:
     def sync(self) -> None:
         """fsync every directory a rename happened in: renames are durable only after this."""
         for directory in sorted(self.dirs_to_sync):
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue  # removed again by a rollback: nothing left to make durable
             try:
                 os.fsync(fd)
             finally:

@@ -263,6 +263,10 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         return UpdateOutcome(node_state.WORKING, plan=plan, rebooting=True)
     try:
         for action in plan.actions:
+            if action.service in plan.diff.units_removed:
+                # its unit file is gone with this update; there is nothing left to restart
+                log.info("post-config action %s skipped: the unit was removed", action)
+                continue
             log.info("post-config action: %s", action)
             _perform(action, systemd)
         validate_on_disk(new_mc, root, systemd)
