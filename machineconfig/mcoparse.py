@@ -18,6 +18,7 @@ from typing import Any
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.ignition import spec2
+from machineconfig.ignition.validate import validate_config
 from machineconfig.ignition.translate import TranslationError, translate
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,12 @@ def _parse_v2(raw: bytes, version: str) -> JSON:
 
 
 def validate_ignition(parsed: ParsedIgnition) -> None:
-    """ValidateIgnition: an empty config is valid; otherwise Ignition's rules, then file modes."""
-    if parsed.major == 3:
-        from machineconfig.ignition import parse as ign_parse
+    """ValidateIgnition: Ignition's rules on the converted config, then the file-mode check.
 
-        report = ign_parse.validate(parsed.config)
+    (MCO's "an empty config is valid" shortcut never fires after parsing: the version is set.)
+    """
+    if parsed.major == 3:
+        report = validate_config(parsed.config, INTERNAL_IGNITION_VERSION)
         if report.is_fatal:
             raise IgnitionConfigError(f"invalid ignition V3 config found: {_report_text(report)}")
     for file in parsed.config.get("storage", {}).get("files", []):
