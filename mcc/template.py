@@ -66,11 +66,6 @@ EMPTY_PULL_SECRET = '{"auths":{}}'
 Picked = dict[str, dict[str, tuple[str, str]]]
 
 
-def _data_url(data: bytes) -> str:
-    """The one place template file contents become a data URL (MCO's percent encoding, spec 4.4)."""
-    return encode_percent(data)
-
-
 # --- ControllerConfig accessors -------------------------------------------------------------
 
 def controller_config_spec(controller_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,9 +77,7 @@ def controller_config_spec(controller_config: Mapping[str, Any]) -> dict[str, An
 
 
 def _platform_status(spec: Mapping[str, Any]) -> dict[str, Any]:
-    status = (spec.get("infra") or {}).get("status") or {}
-    ps = status.get("platformStatus") or {}
-    return dict(ps)
+    return dict(((spec.get("infra") or {}).get("status") or {}).get("platformStatus") or {})
 
 
 def platform_type(spec: Mapping[str, Any]) -> str:
@@ -159,11 +152,8 @@ def _environment(root: Path) -> SandboxedEnvironment:
 
 def _error_line(exc: BaseException, filename: str) -> int | None:
     """Jinja rewrites tracebacks so template frames carry the template's own file and line."""
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == filename:
-            line = frame.lineno
-    return line
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    return lines[-1] if lines else None
 
 
 def render_file(env: SandboxedEnvironment, root: Path, path: Path, context: Mapping[str, Any]) -> str:
@@ -196,26 +186,20 @@ def template_context(controller_config: Mapping[str, Any], role: str, *,
     spec = controller_config_spec(controller_config)
     ptype = platform_type(spec)
     derived: dict[str, Any] = {
-        "spec": spec,
-        "role": role,
-        "platform": platform_dir(spec),
-        "platformType": ptype,
+        "spec": spec, "role": role, "platform": platform_dir(spec), "platformType": ptype,
         "controlPlaneTopology": control_plane_topology(spec),
         "cloudProvider": "external" if ptype in EXTERNAL_CLOUD_PLATFORMS else "",
         "credentialProviderConfigFlag": _credential_provider_flag(ptype),
         "pullSecret": _compact_json(pull_secret or EMPTY_PULL_SECRET),
-        "tlsMinVersion": TLS_MIN_VERSION,
-        "tlsCipherSuites": list(TLS_CIPHER_SUITES),
-        "constants": dict(TEMPLATE_CONSTANTS),
-        "values": dict(values or {}),
+        "tlsMinVersion": TLS_MIN_VERSION, "tlsCipherSuites": list(TLS_CIPHER_SUITES),
+        "constants": dict(TEMPLATE_CONSTANTS), "values": dict(values or {}),
     }
     # Optional spec fields default to empty so templates can test them without `is defined`.
     defaults: dict[str, Any] = {"proxy": {}, "additionalTrustBundle": "", "ipFamilies": "IPv4",
                                 "networkType": "OVNKubernetes", "images": {}, "dns": {}, "infra": {},
                                 "releaseImage": "", "cloudProviderConfig": "", "cloudProviderCAData": ""}
-    context = {**defaults, **{k: v for k, v in spec.items() if k != "pullSecret"}}
-    for key in derived:
-        context[key] = derived[key]
+    # `pullSecret` is the secret's JSON text, shadowing the spec's reference as in MCO's RenderConfig.
+    context = {**defaults, **spec, **derived}
     for key, value in (values or {}).items():
         if key in context:
             raise InputError(f"value {key!r} would hide the template variable of the same name",
@@ -226,10 +210,9 @@ def template_context(controller_config: Mapping[str, Any], role: str, *,
 
 def _credential_provider_flag(ptype: str) -> str:
     config = CREDENTIAL_PROVIDERS.get(ptype)
-    if not config:
-        return ""
     return ("--image-credential-provider-bin-dir=/usr/libexec/kubelet-image-credential-provider-plugins"
-            f" --image-credential-provider-config=/etc/kubernetes/credential-providers/{config}")
+            f" --image-credential-provider-config=/etc/kubernetes/credential-providers/{config}"
+            if config else "")
 
 
 def _compact_json(text: str) -> str:
@@ -237,6 +220,17 @@ def _compact_json(text: str) -> str:
         return json.dumps(json.loads(text), separators=(",", ":"))
     except ValueError as e:
         raise InputError(f"pull secret is not JSON: {e}") from e
+
+
+def pull_secret_from_secret(secret: Mapping[str, Any]) -> str:
+    """The docker config JSON of a kubernetes.io/dockerconfigjson Secret (data or stringData)."""
+    string_data = (secret.get("stringData") or {}).get(".dockerconfigjson")
+    if string_data:
+        return str(string_data)
+    data = (secret.get("data") or {}).get(".dockerconfigjson")
+    if not data:
+        raise InputError("secret has no .dockerconfigjson", path="data")
+    return base64.b64decode(str(data)).decode("utf-8")
 
 
 # --- Discovery and precedence ---------------------------------------------------------------
@@ -262,11 +256,6 @@ def _collect(env: SandboxedEnvironment, root: Path, dirs: list[Path],
     return picked
 
 
-def _role_template_dir(role: str) -> str:
-    # Custom pools reuse the worker templates, as MCO does.
-    return role if role in ROLES else "worker"
-
-
 def render_role(controller_config: Mapping[str, Any], templates_dir: Path, role: str, *,
                 values: Mapping[str, Any] | None = None,
                 pull_secret: str | None = None) -> list[dict[str, Any]]:
@@ -276,7 +265,8 @@ def render_role(controller_config: Mapping[str, Any], templates_dir: Path, role:
     dirs_order = platform_dirs(spec)
     env = _environment(templates_dir)
     context = template_context(controller_config, role, values=values, pull_secret=pull_secret)
-    role_path = templates_dir / _role_template_dir(role)
+    # Custom pools reuse the worker templates, as MCO does.
+    role_path = templates_dir / (role if role in ROLES else "worker")
     if not role_path.is_dir():
         raise InputError(f"no templates for role {role}", file=str(role_path))
     configs = []
@@ -341,11 +331,11 @@ def template_file_to_ignition(entry: Mapping[str, Any], source: str) -> dict[str
     out: dict[str, Any] = {"path": path}
     contents = entry.get("contents") or {}
     if "inline" in contents:
-        out["contents"] = {"source": _data_url(str(contents["inline"]).encode("utf-8"))}
+        out["contents"] = {"source": encode_percent(str(contents["inline"]).encode("utf-8"))}
     elif "source" in contents:
         out["contents"] = {"source": str(contents["source"])}
     else:
-        out["contents"] = {"source": _data_url(b"")}
+        out["contents"] = {"source": encode_percent(b"")}
     if entry.get("mode") is not None:
         mode = entry["mode"]
         if not isinstance(mode, int):
@@ -389,18 +379,14 @@ def _merge_unit(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _sorted_templates(picked: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]]:
-    return [picked[name] for name in sorted(picked)]
-
-
 def build_ignition(picked: Picked) -> dict[str, Any]:
     """Files and units in template-file-name order, accumulated with Ignition's merge rules."""
     files: dict[str, dict[str, Any]] = {}
-    for text, source in _sorted_templates(picked["files"]):
+    for text, source in (picked["files"][n] for n in sorted(picked["files"])):
         f = template_file_to_ignition(_load_entry(text, source), source)
         files[f["path"]] = {**files.get(f["path"], {}), **f}
     units: dict[str, dict[str, Any]] = {}
-    for text, source in _sorted_templates(picked["units"]):
+    for text, source in (picked["units"][n] for n in sorted(picked["units"])):
         u = template_unit_to_ignition(_load_entry(text, source), source)
         units[u["name"]] = _merge_unit(units[u["name"]], u) if u["name"] in units else u
     config: dict[str, Any] = {"ignition": {"version": INTERNAL_IGNITION_VERSION}}
@@ -415,22 +401,12 @@ def generated_machine_config(name: str, role: str, config: dict[str, Any], *,
                              extensions: list[str] | None = None) -> dict[str, Any]:
     """A controller-generated MachineConfig: role label, version annotation, blank osImageURL."""
     return {
-        "apiVersion": API_VERSION,
-        "kind": "MachineConfig",
-        "metadata": {
-            "name": name,
-            "labels": {ROLE_LABEL: role},
-            "annotations": {GENERATED_BY_CONTROLLER_VERSION_ANNOTATION: CONTROLLER_VERSION},
-        },
-        "spec": {
-            "osImageURL": "",
-            "baseOSExtensionsContainerImage": "",
-            "config": config,
-            "kernelArguments": [],
-            "extensions": sorted(extensions or []),
-            "fips": False,
-            "kernelType": "",
-        },
+        "apiVersion": API_VERSION, "kind": "MachineConfig",
+        "metadata": {"name": name, "labels": {ROLE_LABEL: role},
+                     "annotations": {GENERATED_BY_CONTROLLER_VERSION_ANNOTATION: CONTROLLER_VERSION}},
+        "spec": {"osImageURL": "", "baseOSExtensionsContainerImage": "", "config": config,
+                 "kernelArguments": [], "extensions": sorted(extensions or []), "fips": False,
+                 "kernelType": ""},
     }
 
 
