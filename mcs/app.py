@@ -3,6 +3,7 @@ error bodies, bearer-token checks, conditional GET, gzip, metrics and a secret-f
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,12 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     resp = web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers)
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+@functools.lru_cache(maxsize=256)
+def _negotiate(accept: str | None) -> str:
+    # Joining machines send a handful of distinct Accept headers; parse each once.
+    return negotiate(accept)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -107,7 +114,7 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
         return error(401, "a valid bearer token for this pool is required",
                      {"WWW-Authenticate": 'Bearer realm="machine-config-server"'})
     try:
-        version = negotiate(request.headers.get("Accept"))
+        version = _negotiate(request.headers.get("Accept"))
     except UnsupportedVersion as e:
         return error(400, str(e))
     request[VERSION] = version

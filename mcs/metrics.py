@@ -4,6 +4,7 @@ request latency; rendered at /metrics from a registry of its own.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,13 +37,27 @@ class ServerMetrics:
             "mcs_config_builds", "Served configs built (cache misses) by pool and spec version",
             ["pool", "version"], registry=self.registry)
 
+        # Label children looked up once: `labels()` costs more than the increment itself.
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+        self._config: dict[tuple[str, str, int], Any] = {}
+
     def observe(self, route: str, code: int, seconds: float) -> None:
-        self.requests.labels(route, str(code)).inc()
-        self.latency.labels(route).observe(seconds)
+        counter = self._requests.get((route, code))
+        if counter is None:
+            counter = self._requests[(route, code)] = self.requests.labels(route, str(code))
+        counter.inc()
+        histogram = self._latency.get(route)
+        if histogram is None:
+            histogram = self._latency[route] = self.latency.labels(route)
+        histogram.observe(seconds)
 
     def observe_config(self, pool: str, version: str, code: int) -> None:
         """`pool` must be a pool that exists (or UNKNOWN_POOL) so clients cannot grow the label set."""
-        self.config_requests.labels(pool, version, str(code)).inc()
+        counter = self._config.get((pool, version, code))
+        if counter is None:
+            counter = self._config[(pool, version, code)] = self.config_requests.labels(pool, version, str(code))
+        counter.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

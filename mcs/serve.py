@@ -245,7 +245,7 @@ def _one_line(text: str) -> str:
 Signature = tuple[int, int, int, int]
 
 
-def stat_signature(path: Path) -> Signature | None:
+def stat_signature(path: str | Path) -> Signature | None:
     """What changes when a file is rewritten in place or replaced by rename; None when missing."""
     try:
         st = os.stat(path)
@@ -282,14 +282,19 @@ class BootstrapSource:
         self.kubeconfig = kubeconfig
         self.cc_path = basedir / "controller-config" / "machine-config-controller.yaml"
         self._pools: dict[str, tuple[Signature, str]] = {}
+        # Plain strings for the per-request stat calls: pathlib joins cost more than the stat.
+        self._pool_dir = os.path.join(basedir, "machine-pools")
+        self._config_dir = os.path.join(basedir, "machine-configs")
+        self._cc = str(self.cc_path)
+        self._kubeconfig = str(kubeconfig)
 
-    def pool_path(self, pool: str) -> Path:
+    def pool_path(self, pool: str) -> str:
         if not POOL_NAME.match(pool):
             raise ValueError("invalid pool name")
-        return self.basedir / "machine-pools" / f"{pool}.yaml"
+        return f"{self._pool_dir}/{pool}.yaml"
 
-    def config_path(self, name: str) -> Path:
-        return self.basedir / "machine-configs" / f"{name}.yaml"
+    def config_path(self, name: str) -> str:
+        return f"{self._config_dir}/{name}.yaml"
 
     def pools(self) -> list[str]:
         """Every pool the directory holds (we serve them all, not only master like MCO's bootstrap)."""
@@ -310,7 +315,7 @@ class BootstrapSource:
         if cached is not None and cached[0] == pool_sig:
             name = cached[1]
         else:
-            name = choose_config(load_object(pool_path))
+            name = choose_config(load_object(Path(pool_path)))
             if not name:
                 raise NotFound(f"pool {pool!r} has no rendered config yet")
             if not _CONFIG_NAME.match(name) or ".." in name:
@@ -319,13 +324,13 @@ class BootstrapSource:
         mc_sig = stat_signature(self.config_path(name))
         if mc_sig is None:
             raise NotFound(f"rendered config {name!r} of pool {pool!r} not found")
-        signature = (pool_sig, mc_sig, stat_signature(self.cc_path), stat_signature(self.kubeconfig))
+        signature = (pool_sig, mc_sig, stat_signature(self._cc), stat_signature(self._kubeconfig))
         return Resolved(pool, name, signature)
 
     def build(self, resolved: Resolved, version: str) -> bytes:
         """Read the inputs and build the served bytes (slow path; callers cache the result)."""
         try:
-            mc = load_object(self.config_path(resolved.config_name))
+            mc = load_object(Path(self.config_path(resolved.config_name)))
         except FileNotFoundError as e:
             raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
         try:

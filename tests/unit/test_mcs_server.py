@@ -350,7 +350,26 @@ def test_oversized_headers(server: Server) -> None:
     assert server.get("/healthz")[0] == 200
 
 
-def test_many_concurrent_connections(server: Server) -> None:
+def stop(srv: Server) -> None:
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        assert srv.proc.wait(timeout=15) == 0, srv.log.read_text()
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+        raise
+
+
+def test_many_concurrent_connections(tmp_path: Path) -> None:
+    # Default timeouts here: the shared server's 1-second head deadline is for the slow-client tests.
+    server = start_server(tmp_path)
+    try:
+        _many_concurrent(server)
+    finally:
+        stop(server)
+    assert "Traceback" not in server.log.read_text()
+
+
+def _many_concurrent(server: Server) -> None:
     async def main() -> list[int]:
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         ctx = server.client_context()
