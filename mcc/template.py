@@ -28,6 +28,8 @@ from machineconfig.ignition.dataurl import encode_percent
 
 log = logging.getLogger(__name__)
 
+# The tree shipped with this repository (DESIGN.md: ignition-templates/ at the top level).
+DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "ignition-templates"
 ROLES = ("master", "worker", "arbiter")
 COMMON_DIR = "common"
 BASE_DIR = "_base"
@@ -152,7 +154,7 @@ def _environment(root: Path) -> SandboxedEnvironment:
 
 def _error_line(exc: BaseException, filename: str) -> int | None:
     """Jinja rewrites tracebacks so template frames carry the template's own file and line."""
-    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == Path(filename)]
     return lines[-1] if lines else None
 
 

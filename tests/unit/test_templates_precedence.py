@@ -180,3 +180,17 @@ def test_user_machine_config_template(tmp_path: Path) -> None:
         render_user_template(path, {"pool": "worker"})
     assert (e.value.file, e.value.line) == (str(path), 9)
     assert "'ntp' is undefined" in e.value.message
+
+
+def test_relative_paths_still_report_the_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "mc.yaml.j2", "a: 1\nb: {{ missing }}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as e:
+        render_user_template(Path("mc.yaml.j2"), {})
+    assert (e.value.file, e.value.line) == ("mc.yaml.j2", 2)
+
+
+def test_default_templates_dir_is_the_repository_tree() -> None:
+    from mcc.template import DEFAULT_TEMPLATES_DIR
+
+    assert (DEFAULT_TEMPLATES_DIR / "worker" / "01-worker-kubelet").is_dir()
