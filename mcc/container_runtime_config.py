@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,9 @@ def crio_dropins(ctr: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     return files
 
 
-def storage_conf(ctr: Mapping[str, Any], template: bytes) -> bytes | None:
-    """The template's storage.conf with overlaySize and extra stores, or None if nothing changes."""
+def storage_conf(ctr: Mapping[str, Any], load_template: Callable[[], bytes]) -> bytes | None:
+    """The template's storage.conf with overlaySize and extra stores, or None if nothing changes
+    (then the template is not even looked up)."""
     overlay = ctr.get("overlaySize")
     size = quantity_value(overlay, "overlaySize") if overlay is not None else 0
     images = _store_paths(ctr.get("additionalImageStores"))
@@ -168,7 +169,7 @@ def storage_conf(ctr: Mapping[str, Any], template: bytes) -> bytes | None:
     if not size and not images and not layers:
         return None
     try:
-        doc = tomllib.loads(template.decode("utf-8"))
+        doc = tomllib.loads(load_template().decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise MachineConfigError(f"error decoding crio config: {e}") from e
     options = doc.setdefault("storage", {}).setdefault("options", {})
@@ -182,10 +183,11 @@ def storage_conf(ctr: Mapping[str, Any], template: bytes) -> bytes | None:
     return toml_dumps(doc).encode()
 
 
-def container_runtime_ignition(cfg: Mapping[str, Any], storage_template: bytes) -> dict[str, Any]:
+def container_runtime_ignition(cfg: Mapping[str, Any],
+                               load_storage_template: Callable[[], bytes]) -> dict[str, Any]:
     ctr = (cfg.get("spec") or {}).get("containerRuntimeConfig") or {}
     files = []
-    storage = storage_conf(ctr, storage_template)
+    storage = storage_conf(ctr, load_storage_template)
     if storage is not None:
         files.append(file_overwriting(STORAGE_CONF_PATH, storage))
     files += [file_overwriting(path, data) for path, data in crio_dropins(ctr)]
@@ -224,9 +226,10 @@ def generate_container_runtime_machine_configs(
                 mc_name, suffix = managed_name(
                     "containerruntime", pool_name, seen.get(pool_name, []), cfg,
                     "max number of supported ctrcfgs (10) has been reached. Please delete old ctrcfgs before retrying")
-                template = role_template_file(pool_name, "container-runtime", STORAGE_CONF_PATH,
+                def load(pool_name: str = pool_name) -> bytes:
+                    return role_template_file(pool_name, "container-runtime", STORAGE_CONF_PATH,
                                               existing_mcs, render)
-                mc = generated_machine_config(mc_name, pool_name, container_runtime_ignition(cfg, template))
+                mc = generated_machine_config(mc_name, pool_name, container_runtime_ignition(cfg, load))
                 mc["metadata"]["ownerReferences"] = [owner_reference(cfg, "ContainerRuntimeConfig")]
                 mine.append((pool_name, mc))
                 cfg.setdefault("metadata", {}).setdefault("annotations", {})[MC_NAME_SUFFIX_ANNOTATION] = suffix

@@ -147,3 +147,17 @@ def test_bad_quantity() -> None:
 def test_toml_writer_round_trips() -> None:
     doc = {"storage": {"driver": "overlay", "options": {"stores": ["/a", 'b"c'], "overlay": {"n": 1, "b": True}}}}
     assert tomllib.loads(toml_dumps(doc)) == doc
+
+
+def test_storage_template_is_needed_only_when_storage_changes() -> None:
+    out, updated = generate_container_runtime_machine_configs(
+        [ctrcfg("pids", pidsLimit=4096)], POOLS, [], now=NOW)
+    assert [mc["metadata"]["name"] for mc in out] == ["99-worker-generated-containerruntime"]
+    _, updated = generate_container_runtime_machine_configs(
+        [ctrcfg("overlay", overlaySize="5G")], POOLS, [], now=NOW)
+    assert updated[0]["status"]["conditions"][-1]["message"] == (
+        "Error: could not find /etc/containers/storage.conf in MachineConfig 01-worker-container-runtime")
+    out, _ = generate_container_runtime_machine_configs(
+        [ctrcfg("overlay", "infra", overlaySize="5G")], [pool("infra")], [], now=NOW,
+        controller_config=controller_config("None"), templates_dir=TEMPLATES)
+    assert "/etc/containers/storage.conf" in files(out[0])
