@@ -120,7 +120,7 @@ def test_bad_input_is_one_line_naming_file_line_and_field(
     assert main(["render", str(cluster)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith(f"mcc render: {path}:5: $.metadata.generation: ")
+    assert err.startswith(f"mcc render: {path}:6: $.metadata.generation: ")
 
 
 def test_no_pool_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
