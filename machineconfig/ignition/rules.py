@@ -154,14 +154,8 @@ def file_rule(s: Sink, node: Obj, path: Path) -> None:
 
 
 def link_rule(s: Sink, node: Obj, path: Path) -> None:
+    # Target and hard-link checks live in the Storage rule, as upstream.
     s.error(path + ("path",), validate_path(node["path"]))
-    if s.minor >= 3 and nil_or_empty(node["target"]):
-        s.error(path + ("target",), "link target is required")
-    if node["hard"] is True:
-        for owner in ("user", "group"):
-            for key in ("id", "name"):
-                if node[owner][key] is not None:
-                    s.warn(path + (owner, key), "user/group ignored for hard link")
 
 
 def owner_rule(s: Sink, owner: Obj, path: Path) -> None:
@@ -254,10 +248,10 @@ def _unit_content_error(contents: str | None) -> tuple[str | None, bool]:
 def systemd_rule(s: Sink, systemd: Obj, path: Path) -> None:
     units = {u["name"]: u for u in systemd["units"]}
     for i, unit in enumerate(systemd["units"]):
-        match = re.fullmatch(r"([^@]*)@(.+)(\.[^.]*)", unit["name"])
-        if unit["enabled"] is not True or not match:
+        match = re.fullmatch(r"(.+?)@(.+?)\.service", unit["name"])
+        if not match or unit["enabled"] is not True:
             continue
-        template = f"{match.group(1)}@{match.group(3)}"
+        template = match.group(1) + "@.service"
         t = units.get(template)
         if t is None or nil_or_empty(t["contents"]):
             continue

@@ -32,29 +32,58 @@ def storage_rule(s: Sink, st: Obj, path: Path) -> None:
         for other in links:
             if link["path"].startswith(other["path"] + "/"):
                 s.error(path + ("links", i), "link path includes link in config")
-        if link["hard"] is True and link["target"] is not None:
-            # A relative hard-link target is resolved against the link's own path (upstream quirk).
-            target = go_clean(link["target"])
-            if not target.startswith("/"):
-                target = go_join(link["path"], link["target"])
-            if any(d["path"] == target for d in st["directories"]):
+        target = link["target"]
+        if s.minor >= 3 and nil_or_empty(target):
+            s.error(path + ("links", i, "target"), "link target is required")
+            continue
+        if link["hard"] is not True or target is None:
+            continue
+        # A relative hard-link target is resolved against the link's own path (upstream quirk).
+        resolved = go_clean(target)
+        if not resolved.startswith("/"):
+            resolved = go_join(link["path"], target)
+        for d in st["directories"]:
+            if d["path"] == resolved:
                 s.error(path + ("links", i), "hard link target is a directory")
+        for owner in ("user", "group"):
+            for key in ("id", "name"):
+                if link[owner][key] is not None:
+                    s.warn(path + ("links", i, owner, key), "user/group ignored for hard link")
+    # Later disks with the same device replace earlier ones (upstream builds a map).
+    disks = {d["device"]: d for d in st["disks"]}
     for i, fs in enumerate(st["filesystems"]):
-        for disk in st["disks"]:
-            if disk["device"] != fs["device"]:
+        disk = disks.get(fs["device"])
+        if disk is None:
+            continue
+        if disk["partitions"]:
+            s.warn(path + ("filesystems", i, "device"), "filesystem overwrites partitioned device")
+        elif fs["wipeFilesystem"] is not True and disk["wipeTable"] is True:
+            s.warn(path + ("filesystems", i, "device"),
+                   "device matches disk with wipeTable enabled; filesystem will be wiped")
+
+
+def _end(p: Obj) -> int:
+    # The last MiB of a partition; a size of 0 ("fill available") ends where it starts.
+    start: int = p["startMiB"]
+    return start if p["sizeMiB"] == 0 else start + p["sizeMiB"] - 1
+
+
+def _dimensioned(p: Obj) -> bool:
+    return p["startMiB"] is not None and p["sizeMiB"] is not None and p["startMiB"] != 0
+
+
+def _overlap_index(parts: list[Obj]) -> int | None:
+    for p in parts:
+        if not _dimensioned(p):
+            continue
+        for i, o in enumerate(parts):
+            # Upstream compares partitions by value, so identical entries never overlap each other.
+            if not _dimensioned(o) or o == p:
                 continue
-            if disk["partitions"]:
-                s.warn(path + ("filesystems", i), "filesystem overwrites partitioned device")
-            elif disk["wipeTable"] is True and fs["wipeFilesystem"] is not True:
-                s.warn(path + ("filesystems", i),
-                       "device matches disk with wipeTable enabled; filesystem will be wiped")
-
-
-def _overlap(a: Obj, b: Obj) -> bool:
-    # Partitions ending at start + size - 1; a size of 0 ends where it starts.
-    a_end = a["startMiB"] + a["sizeMiB"] - 1
-    b_end = b["startMiB"] + b["sizeMiB"] - 1
-    return not (a_end < b["startMiB"] or b_end < a["startMiB"])
+            if (o["startMiB"] <= p["startMiB"] <= _end(o) or o["startMiB"] <= _end(p) <= _end(o)
+                    or (p["startMiB"] < o["startMiB"] and _end(p) > _end(o))):
+                return i
+    return None
 
 
 def disk_rule(s: Sink, disk: Obj, path: Path) -> None:
@@ -63,25 +92,20 @@ def disk_rule(s: Sink, disk: Obj, path: Path) -> None:
         return
     s.error(path + ("device",), validate_path(disk["device"]))
     parts = disk["partitions"]
-    seen_numbers: set[int] = set()
+    by_number: dict[int, list[int]] = {}
     for i, p in enumerate(parts):
-        if p["number"] != 0 and p["number"] in seen_numbers:
-            s.error(path + ("partitions", i), "partition numbers collide")
+        if p["number"] != 0:
+            by_number.setdefault(p["number"], []).append(i)
+    for indices in by_number.values():
+        if len(indices) > 1:
+            s.error(path + ("partitions", indices[1]), "partition numbers collide")
             break
-        seen_numbers.add(p["number"])
-    placed = [p for p in parts if p["startMiB"] not in (None, 0) and p["sizeMiB"] is not None]
-    overlap_at = None
-    for p in placed:
-        for j, o in enumerate(parts):
-            if o is p or o not in placed:
-                continue
-            if _overlap(p, o):
-                overlap_at = j
-                break
-        if overlap_at is not None:
-            break
+    overlap_at = _overlap_index(parts)
     if overlap_at is not None:
         s.error(path + ("partitions", overlap_at), "partitions overlap")
+    if any(p["shouldExist"] is False for p in parts) and any(p["number"] == 0 for p in parts):
+        s.error(path + ("partitions",),
+                "shouldExist is false for a partition and other partition(s) has start or size 0")
     seen_labels: set[str] = set()
     for i, p in enumerate(parts):
         if p["label"] is None:
