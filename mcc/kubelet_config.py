@@ -258,10 +258,62 @@ def merged_kubelet_conf(kc: Mapping[str, Any], base_conf: bytes) -> tuple[dict[s
         if not user.get("systemReservedCgroup"):
             # mergo cannot copy an empty string over a set one; MCO clears it explicitly.
             merged.pop("systemReservedCgroup", None)
+    apply_tls_profile(merged, (kc.get("spec") or {}).get("tlsSecurityProfile"))
     if merged.get("reservedSystemCPUs"):
         merged.pop("systemReservedCgroup", None)
         merged["enforceNodeAllocatable"] = ["pods"]
     return merged, reserved
+
+
+# OpenShift's TLS profiles (config/v1) in OpenSSL names, and the IANA names the kubelet takes;
+# suites Go cannot do (DHE) are dropped, as library-go's OpenSSLToIANACipherSuites does.
+_TLS13 = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+_ECDHE_AEAD = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+               "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305"]
+TLS_PROFILES: dict[str, tuple[str, list[str]]] = {
+    "Modern": ("VersionTLS13", _TLS13),
+    "Intermediate": ("VersionTLS12", _TLS13 + _ECDHE_AEAD + ["DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384"]),
+    "Old": ("VersionTLS10", _TLS13 + _ECDHE_AEAD + [
+        "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES128-SHA256", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+        "DHE-RSA-AES128-SHA256", "DHE-RSA-AES256-SHA256", "AES128-GCM-SHA256", "AES256-GCM-SHA384",
+        "AES128-SHA256", "AES256-SHA256", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA"]),
+}
+OPENSSL_TO_IANA = {
+    **{n: n for n in _TLS13},
+    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384": "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "ECDHE-RSA-CHACHA20-POLY1305": "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-AES128-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "ECDHE-RSA-AES128-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+    "ECDHE-ECDSA-AES128-SHA": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "ECDHE-RSA-AES128-SHA": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "ECDHE-ECDSA-AES256-SHA": "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "ECDHE-RSA-AES256-SHA": "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "AES128-GCM-SHA256": "TLS_RSA_WITH_AES_128_GCM_SHA256", "AES256-GCM-SHA384": "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "AES128-SHA256": "TLS_RSA_WITH_AES_128_CBC_SHA256", "AES128-SHA": "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "AES256-SHA": "TLS_RSA_WITH_AES_256_CBC_SHA", "DES-CBC3-SHA": "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+}
+
+
+def apply_tls_profile(conf: dict[str, Any], profile: Mapping[str, Any] | None) -> None:
+    """spec.tlsSecurityProfile sets the kubelet's tlsMinVersion and tlsCipherSuites."""
+    if not profile:
+        return
+    ptype = profile.get("type") or "Intermediate"
+    if ptype == "Custom":
+        custom = profile.get("custom") or {}
+        min_version, ciphers = str(custom.get("minTLSVersion") or "VersionTLS12"), list(custom.get("ciphers") or [])
+    elif ptype in TLS_PROFILES:
+        min_version, ciphers = TLS_PROFILES[ptype]
+    else:
+        raise MachineConfigError(f"unknown tlsSecurityProfile type {ptype!r}")
+    conf["tlsMinVersion"] = min_version
+    conf["tlsCipherSuites"] = [OPENSSL_TO_IANA[c] for c in ciphers if c in OPENSSL_TO_IANA]
 
 
 def node_sizing_env(auto: bool | None, reserved: Mapping[str, str]) -> bytes:

@@ -204,3 +204,18 @@ def test_conditions_keep_a_window_of_three() -> None:
 ])
 def test_pool_selector(sel: dict[str, Any] | None, labels: dict[str, str], matches: bool) -> None:
     assert selector_matches(sel, labels) is matches
+
+
+def test_tls_security_profile() -> None:
+    mcs, _ = generate(kubelet_config("modern", tlsSecurityProfile={"type": "Modern", "modern": {}}))
+    conf = kubelet_conf(mcs["99-worker-generated-kubelet"])
+    assert conf["tlsMinVersion"] == "VersionTLS13"
+    assert conf["tlsCipherSuites"] == ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+    mcs, _ = generate(kubelet_config("custom", tlsSecurityProfile={"type": "Custom", "custom": {
+        "minTLSVersion": "VersionTLS11", "ciphers": ["ECDHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES128-GCM-SHA256"]}}))
+    conf = kubelet_conf(mcs["99-worker-generated-kubelet"])
+    assert conf["tlsMinVersion"] == "VersionTLS11"
+    assert conf["tlsCipherSuites"] == ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]  # DHE: Go has none
+    mcs, _ = generate(kubelet_config("old", tlsSecurityProfile={"type": "Old"}))
+    conf = kubelet_conf(mcs["99-worker-generated-kubelet"])
+    assert conf["tlsMinVersion"] == "VersionTLS10" and "TLS_RSA_WITH_3DES_EDE_CBC_SHA" in conf["tlsCipherSuites"]
