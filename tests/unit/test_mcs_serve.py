@@ -182,3 +182,13 @@ def test_bad_controller_config_base64() -> None:
     cc["spec"]["kubeAPIServerServingCAData"] = "%%%"
     with pytest.raises(ServeError, match="not base64"):
         served("3.5.0", cc=cc)
+
+
+def test_fast_percent_encoding_equals_the_reference() -> None:
+    import os
+
+    from machineconfig.ignition.dataurl import encode_percent as reference
+    from mcs.serve import encode_percent
+
+    for data in (bytes(range(256)), os.urandom(4096), "ünïcode <&> ~*'()!".encode(), b""):
+        assert encode_percent(data) == reference(data)
