@@ -21,6 +21,10 @@ from urllib.parse import quote
 import yaml
 
 from machineconfig import constants
+from machineconfig.errors import InputError
+from machineconfig.ignition.parse import IgnitionParseError, parse
+from machineconfig.ignition.spec2 import parse_v2
+from machineconfig.ignition.translate import TranslationError, translate
 from mcs.negotiate import version_less
 
 log = logging.getLogger(__name__)
@@ -213,9 +217,7 @@ def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, versio
     original = spec.get("config")
     if not isinstance(original, dict):
         raise ServeError(f"machine config {config_name} has no Ignition config")
-    config: JSON = copy.deepcopy(original)
-    if config.get("ignition", {}).get("version") != constants.INTERNAL_IGNITION_VERSION:
-        config = convert(config, constants.INTERNAL_IGNITION_VERSION)
+    config = to_internal(original, config_name)
 
     migrate_kernel_args(config, spec, version)
     _override_or_append(config, KUBELET_CA_PATH, _cc_bytes(cc, "kubeAPIServerServingCAData"))
@@ -238,10 +240,24 @@ def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, versio
     return go_json(convert(config, version))
 
 
+def to_internal(config: JSON, config_name: str) -> JSON:
+    """MCO's ParseAndConvertConfig: parse and validate the stored config (any 3.x, or 2.2) into the
+    canonical dict - Go's field order, so 3.5 output is ordered as MCO's - then translate to 3.5."""
+    version = str((config.get("ignition") or {}).get("version", ""))
+    try:
+        if version.startswith("2."):
+            canonical = parse_v2(copy.deepcopy(config))
+        else:
+            canonical = parse(json.dumps(config).encode()).config
+    except IgnitionParseError as e:
+        raise ServeError(f"rendered config {config_name} is not valid Ignition: {_one_line(e.reason)}") from e
+    except InputError as e:
+        raise ServeError(f"rendered config {config_name} is not valid Ignition: {_one_line(str(e))}") from e
+    return convert(canonical, constants.INTERNAL_IGNITION_VERSION)
+
+
 def convert(config: JSON, version: str) -> JSON:
     """The one place a config changes spec version (3.5 canonical dict to 2.2, 3.0-3.4 or 3.6)."""
-    from machineconfig.ignition.translate import TranslationError, translate
-
     try:
         return translate(config, version)
     except TranslationError as e:

@@ -192,3 +192,40 @@ def test_fast_percent_encoding_equals_the_reference() -> None:
 
     for data in (bytes(range(256)), os.urandom(4096), "ünïcode <&> ~*'()!".encode(), b""):
         assert encode_percent(data) == reference(data)
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_served_config_passes_our_validator(version: str) -> None:
+    from machineconfig.ignition.parse import parse
+    from machineconfig.ignition.spec2 import parse_v2
+
+    mc = machine_config(WORKER_CONFIG, ignition_config(kargs=["nosmt"]))
+    body = build_served(WORKER_CONFIG, mc, controller_config(), KUBECONFIG, version)
+    if version == "2.2.0":
+        parse_v2(json.loads(body))
+    else:
+        result = parse(body)
+        assert result.version == version
+        assert not [line for line in result.report.lines() if line.startswith("error")]
+
+
+def test_35_output_is_in_go_field_order() -> None:
+    config = served("3.5.0")
+    assert list(config) == ["ignition", "kernelArguments", "passwd", "storage", "systemd"]
+    for f in config["storage"]["files"]:
+        assert list(f) == ["overwrite", "path", "contents", "mode"]
+
+
+def test_invalid_rendered_config_is_a_serve_error() -> None:
+    cfg = ignition_config()
+    cfg["storage"]["files"][0]["path"] = "relative/path"
+    with pytest.raises(ServeError, match="not valid Ignition"):
+        served("3.5.0", cfg)
+
+
+def test_spec_22_rendered_config_is_accepted() -> None:
+    cfg = {"ignition": {"version": "2.2.0"},
+           "storage": {"files": [{"filesystem": "root", "path": "/etc/a", "mode": 420,
+                                  "contents": {"source": "data:,a"}}]}}
+    config = served("3.5.0", cfg)
+    assert config["storage"]["files"][0]["path"] == "/etc/a"
