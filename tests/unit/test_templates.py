@@ -10,7 +10,7 @@ import yaml
 from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
 from mcc.template import render_templates
 
-from .template_helpers import (
+from .test_templates_helpers import (
     CA_PEM,
     PULL_SECRET,
     TEMPLATES,
