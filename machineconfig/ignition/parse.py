@@ -33,7 +33,8 @@ class IgnitionParseError(MachineConfigError):
 
 @dataclass
 class ParseResult:
-    """A parsed config: `version` is the matched spec, `config` the canonical dict at that version."""
+    """A parsed config: `version` is the matched spec, `config` the canonical dict at that version
+    (its `ignition.version` spelled like `version`), `typed` the same tree with every field present."""
 
     version: str
     config: dict[str, Any]
@@ -72,4 +73,6 @@ def parse(raw: bytes | str) -> ParseResult:
     report = validate_typed(typed, minor, root, data)
     if report.is_fatal:
         raise IgnitionParseError(ERR_INVALID, report)
+    # Spell the version the way the matched spec does ("03.6.0" and "3.6.0-" select 3.6.0).
+    typed["ignition"]["version"] = version
     return ParseResult(version, schema.to_canonical(typed, schema.ROOT, minor), report, typed)
