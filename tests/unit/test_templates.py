@@ -208,3 +208,13 @@ def test_ipv6_clusters_bind_the_kubelet_to_ipv6() -> None:
 def test_rendering_is_deterministic() -> None:
     assert render_templates(controller_config("AWS"), TEMPLATES) == render_templates(
         controller_config("AWS"), TEMPLATES)
+
+
+def test_values_reach_the_shipped_templates() -> None:
+    default = render()["01-worker-container-runtime"]
+    assert file_text(default, "/etc/containers/registries.conf").startswith(
+        'unqualified-search-registries = ["registry.access.redhat.com", "docker.io"]\n')
+    mcs = by_name(render_templates(controller_config("None"), TEMPLATES,
+                                   {"unqualifiedSearchRegistries": ["quay.io"]}))
+    assert file_text(mcs["01-master-container-runtime"], "/etc/containers/registries.conf") == (
+        'unqualified-search-registries = ["quay.io"]\nshort-name-mode = ""\n')
