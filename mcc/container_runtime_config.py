@@ -215,8 +215,9 @@ def generate_container_runtime_machine_configs(
         updated.append(cfg)
         name = (cfg.get("metadata") or {}).get("name", "")
         selector = (cfg.get("spec") or {}).get("machineConfigPoolSelector")
-        matched = [p for p in pools if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
         try:
+            matched = [p for p in pools
+                       if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
             if not matched:
                 raise MachineConfigError(f"could not find any MachineConfigPool set for ContainerRuntimeConfig {name}")
             validate_container_runtime_config(cfg)

@@ -358,8 +358,9 @@ def generate_kubelet_machine_configs(
         kc = copy.deepcopy(original)
         updated.append(kc)
         selector = (kc.get("spec") or {}).get("machineConfigPoolSelector")
-        matched = [p for p in pools if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
         try:
+            matched = [p for p in pools
+                       if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
             if not matched:
                 raise MachineConfigError("could not find any MachineConfigPool set for KubeletConfig")
             mine: list[tuple[str, dict[str, Any]]] = []

@@ -219,3 +219,10 @@ def test_tls_security_profile() -> None:
     mcs, _ = generate(kubelet_config("old", tlsSecurityProfile={"type": "Old"}))
     conf = kubelet_conf(mcs["99-worker-generated-kubelet"])
     assert conf["tlsMinVersion"] == "VersionTLS10" and "TLS_RSA_WITH_3DES_EDE_CBC_SHA" in conf["tlsCipherSuites"]
+
+
+def test_invalid_selector_operator_is_a_failure_condition() -> None:
+    kc = kubelet_config("odd")
+    kc["spec"]["machineConfigPoolSelector"] = {"matchExpressions": [{"key": "a", "operator": "Like"}]}
+    _, updated = generate(kc)
+    assert updated[0]["status"]["conditions"][-1]["message"] == "Error: invalid label selector operator 'Like'"
