@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+    metrics_dir: str | None = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Must be set before prometheus-client is first imported (below), so workers share counters.
+        metrics_dir = tempfile.mkdtemp(prefix="mcs-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _bootstrap_run(args, workers)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
     from mcs.auth import TokenFileError
     from mcs.server import ServerOptions, run
 
@@ -71,7 +87,6 @@ def _bootstrap(args: argparse.Namespace) -> int:
     secure_port = args.secure_port if args.cert is not None else None
     if args.cert is None and args.secure_port is not None:
         log.warning("no --cert/--key: the HTTPS listener is off")
-    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     options = ServerOptions(
         basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,

@@ -4,9 +4,10 @@ request latency; rendered at /metrics from a registry of its own.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 log = logging.getLogger(__name__)
@@ -60,4 +61,15 @@ class ServerMetrics:
         counter.inc()
 
     def render(self) -> bytes:
+        if multiprocess_dir():
+            # With --workers N every worker writes its values to shared files; sum them all here
+            # so a scrape sees the whole server whichever worker answers it.
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def multiprocess_dir() -> str | None:
+    """prometheus-client's multiprocess mode is on when this is set before the library is imported."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")

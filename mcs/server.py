@@ -21,7 +21,7 @@ from aiohttp.web_request import BaseRequest
 from mcs.app import SERVER_HEADER, ServerState, make_app
 from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
-from mcs.metrics import ServerMetrics
+from mcs.metrics import ServerMetrics, multiprocess_dir
 from mcs.serve import BootstrapSource
 from mcs.tls import ReloadingTLS
 
@@ -204,6 +204,8 @@ def run(options: ServerOptions) -> int:
         return 0
     if 0 in (options.secure_port, options.insecure_port):
         raise ValueError("--workers needs fixed ports (0 would give every worker a different port)")
+    if multiprocess_dir() is None:
+        log.warning("PROMETHEUS_MULTIPROC_DIR is not set: /metrics shows only the worker that answers")
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_run_one, args=(options, True), name=f"mcs-worker-{i}")
              for i in range(options.workers)]
