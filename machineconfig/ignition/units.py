@@ -37,8 +37,17 @@ class _Reader:
     def buffered(self) -> int:
         return self.w - self.pos
 
+    def _full_rune_buffered(self) -> bool:
+        avail = self.w - self.pos
+        if avail <= 0:
+            return False
+        lead = self.data[self.pos]
+        need = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4 if lead < 0xF8 else 1
+        return avail >= need
+
     def read_rune(self) -> str | None:
-        if self.w - self.pos < 4:
+        # bufio refills only when less than one whole rune is buffered.
+        if not self._full_rune_buffered() and self.w < len(self.data):
             self._fill()
         if self.pos >= self.w:
             return None
@@ -79,8 +88,8 @@ class _Reader:
 
 def _to_eol(r: _Reader) -> tuple[bytes, bool]:
     line, found = r.read_bytes(ord("\n"))
-    line = line.removesuffix(b"\n") if found else line
-    return line.removesuffix(b"\r"), not found
+    # Upstream trims "\r" before "\n", so a CRLF line keeps its "\r".
+    return line.removesuffix(b"\r").removesuffix(b"\n"), not found
 
 
 def deserialize(contents: str) -> list[UnitOption]:
