@@ -16,7 +16,8 @@ from mcs.auth import TokenAuth
 from mcs.cache import Served, ServedConfigCache
 from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
-from mcs.serve import POOL_NAME, BootstrapSource, NotFound, ServeError, stat_signature
+from mcs.layout import BootstrapSource, stat_signature
+from mcs.serve import POOL_NAME, NotFound, ServeError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mcs.access")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mcs.serve import Resolved
+from mcs.layout import Resolved
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="worker processes sharing the ports (0: one per CPU)")
     boot.add_argument("--token-file", type=Path,
                       help="`pool token` per line; /config/<pool> then needs `Authorization: Bearer <token>`")
+    boot.add_argument("--bootstrap-certs", action="append", default=[], metavar="REGISTRY=FILE",
+                      help="serve FILE (relative to the base directory) as /etc/docker/certs.d/REGISTRY/ca.crt")
     boot.add_argument("--header-timeout", type=float, default=10.0,
                       help="seconds a client has to send a request head (and the keep-alive idle limit)")
     boot.add_argument("--response-timeout", type=float, default=60.0,
@@ -76,6 +78,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
     from mcs.auth import TokenFileError
+    from mcs.layout import parse_registry_cert
     from mcs.server import ServerOptions, run
 
     if not args.bootstrap_kubeconfig.is_file():
@@ -87,11 +90,16 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
     secure_port = args.secure_port if args.cert is not None else None
     if args.cert is None and args.secure_port is not None:
         log.warning("no --cert/--key: the HTTPS listener is off")
+    try:
+        registry_cas = tuple(parse_registry_cert(v) for v in args.bootstrap_certs)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     options = ServerOptions(
         basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         workers=workers, token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout)
+        response_timeout=args.response_timeout, registry_cas=registry_cas)
     if options.secure_port is None and options.insecure_port is None:
         log.error("both listeners are off")
         return 2

@@ -1,8 +1,6 @@
 """What a joining machine is served: the pool's rendered config, ControllerConfig overrides, MCO's
 appended files in MCO's order and format, and the conversion to the requested spec version.
-
-`BootstrapSource` reads MCO's bootstrap layout (what `mcc render --out DIR` writes); `build_served`
-is pure.
+Pure functions; reading the inputs from disk is `mcs.layout`'s job.
 """
 from __future__ import annotations
 
@@ -11,14 +9,9 @@ import binascii
 import copy
 import json
 import logging
-import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-
-import yaml
 
 from machineconfig import constants
 from machineconfig.errors import InputError
@@ -32,9 +25,6 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# Rendered config names come from a file on disk; they are joined into a path, so keep them to
-# DNS-subdomain characters and forbid anything that could climb out of machine-configs/.
-_CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 # On-node paths of what the server adds (MCO's pkg/server and daemon constants).
 KUBELET_CA_PATH = "/etc/kubernetes/kubelet-ca.crt"
@@ -72,39 +62,6 @@ def go_json(value: Any, indent: int | None = None) -> bytes:
     # These characters only ever occur inside JSON strings, so a textual pass is exact.
     text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text)
     return text.encode("utf-8")
-
-
-# libyaml's parser when available: rendered configs reach megabytes and pure-Python YAML is slow.
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """Safe loading that keeps timestamps as strings, as Go's YAML-to-JSON step does."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def load_object(path: Path) -> JSON:
-    """One Kubernetes object from a YAML (or JSON) file; ServeError names the file, not its content."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise ServeError(f"cannot read {path.name}: {e.strerror}") from e
-    try:
-        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ServeError(f"cannot parse {path.name}:{where}") from e
-    if not isinstance(data, dict):
-        raise ServeError(f"{path.name}: not an object")
-    return data
 
 
 # -- the MachineConfig object as Go marshals it -----------------------------------------------------
@@ -206,7 +163,8 @@ def _empty_config(version: str) -> JSON:
     return {"ignition": {"version": version}}
 
 
-def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, version: str) -> bytes:
+def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, version: str,
+                 registry_cas: list[tuple[str, bytes]] | None = None) -> bytes:
     """The bytes served for one rendered MachineConfig at one spec version (MCO's GetConfig + convert)."""
     spec = mc.get("spec")
     if not isinstance(spec, dict):
@@ -234,6 +192,8 @@ def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, versio
     files.append(_file_entry(KUBECONFIG_PATH, kubeconfig))
     # The full object as served (kernel arguments migrated, config as stored), a debugging aid.
     files.append(_file_entry(MC_CONTENT_PATH, go_json(_go_object(mc, _sorted_keys(original)), indent=4)))
+    for registry, ca in registry_cas or ():
+        files.append(_file_entry(f"/etc/docker/certs.d/{registry}/ca.crt", ca))
     # Always last: what machine-config-daemon-firstboot applies (kargs, OS image, extensions).
     files.append(_file_entry(ENCAPSULATED_PATH, go_json(_go_object(mc, _empty_config(version)))))
 
@@ -266,107 +226,3 @@ def convert(config: JSON, version: str) -> JSON:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
-
-
-# -- the bootstrap directory ------------------------------------------------------------------------
-
-Signature = tuple[int, int, int, int]
-
-
-def stat_signature(path: str | Path) -> Signature | None:
-    """What changes when a file is rewritten in place or replaced by rename; None when missing."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """Which rendered config a pool serves, and the state of every input file it depends on."""
-
-    pool: str
-    config_name: str
-    signature: tuple[Signature | None, ...]
-
-
-def choose_config(pool: JSON) -> str:
-    """MCO's choice: the target config once a node has updated to it, else the current one."""
-    spec_name = ((pool.get("spec") or {}).get("configuration") or {}).get("name") or ""
-    status = pool.get("status") or {}
-    status_name = (status.get("configuration") or {}).get("name") or ""
-    updated = status.get("updatedMachineCount") or 0
-    chosen = spec_name if isinstance(updated, int) and updated > 0 else status_name
-    # A freshly rendered layout may carry only one of the two; serve what there is.
-    return str(chosen or spec_name or status_name)
-
-
-class BootstrapSource:
-    """Reads DIR/machine-pools/<pool>.yaml, DIR/machine-configs/<name>.yaml and the ControllerConfig."""
-
-    def __init__(self, basedir: Path, kubeconfig: Path) -> None:
-        self.basedir = basedir
-        self.kubeconfig = kubeconfig
-        self.cc_path = basedir / "controller-config" / "machine-config-controller.yaml"
-        self._pools: dict[str, tuple[Signature, str]] = {}
-        # Plain strings for the per-request stat calls: pathlib joins cost more than the stat.
-        self._pool_dir = os.path.join(basedir, "machine-pools")
-        self._config_dir = os.path.join(basedir, "machine-configs")
-        self._cc = str(self.cc_path)
-        self._kubeconfig = str(kubeconfig)
-
-    def pool_path(self, pool: str) -> str:
-        if not POOL_NAME.match(pool):
-            raise ValueError("invalid pool name")
-        return f"{self._pool_dir}/{pool}.yaml"
-
-    def config_path(self, name: str) -> str:
-        return f"{self._config_dir}/{name}.yaml"
-
-    def pools(self) -> list[str]:
-        """Every pool the directory holds (we serve them all, not only master like MCO's bootstrap)."""
-        try:
-            names = os.listdir(self.basedir / "machine-pools")
-        except FileNotFoundError:
-            return []
-        return sorted(n[:-5] for n in names if n.endswith(".yaml") and POOL_NAME.match(n[:-5]))
-
-    def resolve(self, pool: str) -> Resolved:
-        """Cheap (a few stat calls): the config name and input signature; parses the pool only on change."""
-        pool_path = self.pool_path(pool)
-        pool_sig = stat_signature(pool_path)
-        if pool_sig is None:
-            self._pools.pop(pool, None)
-            raise NotFound(f"pool {pool!r} not found")
-        cached = self._pools.get(pool)
-        if cached is not None and cached[0] == pool_sig:
-            name = cached[1]
-        else:
-            name = choose_config(load_object(Path(pool_path)))
-            if not name:
-                raise NotFound(f"pool {pool!r} has no rendered config yet")
-            if not _CONFIG_NAME.match(name) or ".." in name:
-                raise ServeError(f"pool {pool!r} names an invalid config")
-            self._pools[pool] = (pool_sig, name)
-        mc_sig = stat_signature(self.config_path(name))
-        if mc_sig is None:
-            raise NotFound(f"rendered config {name!r} of pool {pool!r} not found")
-        signature = (pool_sig, mc_sig, stat_signature(self._cc), stat_signature(self._kubeconfig))
-        return Resolved(pool, name, signature)
-
-    def build(self, resolved: Resolved, version: str) -> bytes:
-        """Read the inputs and build the served bytes (slow path; callers cache the result)."""
-        try:
-            mc = load_object(Path(self.config_path(resolved.config_name)))
-        except FileNotFoundError as e:
-            raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
-        try:
-            cc = load_object(self.cc_path)
-        except FileNotFoundError as e:
-            raise ServeError("controller config not found") from e
-        try:
-            kubeconfig = self.kubeconfig.read_bytes()
-        except OSError as e:
-            raise ServeError("bootstrap kubeconfig cannot be read") from e
-        return build_served(resolved.config_name, mc, cc, kubeconfig, version)

@@ -22,7 +22,7 @@ from mcs.app import SERVER_HEADER, ServerState, make_app
 from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
 from mcs.metrics import ServerMetrics, multiprocess_dir
-from mcs.serve import BootstrapSource
+from mcs.layout import BootstrapSource
 from mcs.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class ServerOptions:
     bind_address: str | None = None
     workers: int = 1
     token_file: Path | None = None
+    registry_cas: tuple[tuple[str, str], ...] = ()
     header_timeout: float = 10.0  # to send a complete request head (also the keep-alive idle limit)
     response_timeout: float = 60.0  # to build and receive one response
     handshake_timeout: float = 10.0  # TLS handshake; generous, since a burst of joins queues handshakes
@@ -124,7 +125,7 @@ class GuardedRequestHandler(web.RequestHandler):
 
 
 def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> ServerState:
-    source = BootstrapSource(options.basedir, options.kubeconfig)
+    source = BootstrapSource(options.basedir, options.kubeconfig, list(options.registry_cas))
     metrics = ServerMetrics()
     cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc())
     auth = TokenAuth(options.token_file) if options.token_file is not None else None

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mcs.serve import BootstrapSource, NotFound, ServeError, choose_config
+from mcs.layout import BootstrapSource, choose_config
+from mcs.serve import NotFound, ServeError
 
 WORKER_CONFIG = "rendered-worker-0123456789abcdef0123456789abcdef"
 WORKER_CONFIG_NEW = "rendered-worker-fedcba9876543210fedcba9876543210"

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from machineconfig.ignition.dataurl import decode
+from mcs.layout import BootstrapSource
 from mcs.serve import (
     CLOUD_CA_PATH, ENCAPSULATED_PATH, KUBECONFIG_PATH, KUBELET_CA_PATH, MC_CONTENT_PATH, NODE_ANNOTATIONS_PATH,
-    BootstrapSource, ServeError, build_served, go_json,
+    ServeError, build_served, go_json,
 )
 from tests.unit.test_mcs_layout import (
     CLOUD_CA, KUBECONFIG, KUBELET_CA, SSH_KEY, WORKER_CONFIG, controller_config, decode_files, ignition_config,
@@ -229,3 +230,34 @@ def test_spec_22_rendered_config_is_accepted() -> None:
                                   "contents": {"source": "data:,a"}}]}}
     config = served("3.5.0", cfg)
     assert config["storage"]["files"][0]["path"] == "/etc/a"
+
+
+def test_registry_cas_come_before_the_encapsulated_config() -> None:
+    mc = machine_config(WORKER_CONFIG, ignition_config())
+    body = build_served(WORKER_CONFIG, mc, controller_config(), KUBECONFIG, "3.5.0",
+                        [("registry.example.com:5000", b"CA1")])
+    config = json.loads(body)
+    paths = [f["path"] for f in config["storage"]["files"]]
+    assert paths[-5:] == [NODE_ANNOTATIONS_PATH, KUBECONFIG_PATH, MC_CONTENT_PATH,
+                          "/etc/docker/certs.d/registry.example.com:5000/ca.crt", ENCAPSULATED_PATH]
+    assert file_bytes(config, "/etc/docker/certs.d/registry.example.com:5000/ca.crt") == b"CA1"
+
+
+def test_bootstrap_certs_flag_values() -> None:
+    from mcs.layout import parse_registry_cert
+
+    assert parse_registry_cert("quay.io=certs/quay.crt") == ("quay.io", "certs/quay.crt")
+    for bad in ("quay.io", "=x", "a/b=x", "..=x", "a=b=c"):
+        with pytest.raises(ValueError):
+            parse_registry_cert(bad)
+
+
+def test_bootstrap_certs_are_served_and_watched(tmp_path: Path) -> None:
+    base, kc = write_layout(tmp_path)
+    (base / "quay.crt").write_bytes(b"QUAYCA")
+    source = BootstrapSource(base, kc, [("quay.io", "quay.crt")])
+    resolved = source.resolve("worker")
+    config = json.loads(source.build(resolved, "3.5.0"))
+    assert file_bytes(config, "/etc/docker/certs.d/quay.io/ca.crt") == b"QUAYCA"
+    (base / "quay.crt").write_bytes(b"QUAYCA2!")
+    assert source.resolve("worker").signature != resolved.signature

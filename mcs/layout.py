@@ -1,0 +1,173 @@
+"""MCO's bootstrap layout on disk (what `mcc render --out DIR` writes): which rendered config each
+pool serves, the state of every input file (for cache invalidation), and reading the inputs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcs.serve import JSON, POOL_NAME, NotFound, ServeError, build_served
+
+log = logging.getLogger(__name__)
+
+# Rendered config names come from a file on disk; they are joined into a path, so keep them to
+# DNS-subdomain characters and forbid anything that could climb out of machine-configs/.
+_CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+# libyaml's parser when available: rendered configs reach megabytes and pure-Python YAML is slow.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """Safe loading that keeps timestamps as strings, as Go's YAML-to-JSON step does."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_object(path: Path) -> JSON:
+    """One Kubernetes object from a YAML (or JSON) file; ServeError names the file, not its content."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ServeError(f"cannot read {path.name}: {e.strerror}") from e
+    try:
+        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ServeError(f"cannot parse {path.name}:{where}") from e
+    if not isinstance(data, dict):
+        raise ServeError(f"{path.name}: not an object")
+    return data
+
+
+Signature = tuple[int, int, int, int]
+
+
+def parse_registry_cert(value: str) -> tuple[str, str]:
+    """`--bootstrap-certs registry=relative/ca.crt`; the registry becomes a path component."""
+    registry, sep, rel = value.partition("=")
+    if not sep or not registry or not rel or "=" in rel or "/" in registry or registry in (".", ".."):
+        raise ValueError(f"--bootstrap-certs wants registry=file, got {value!r}")
+    return registry, rel
+
+
+def stat_signature(path: str | Path) -> Signature | None:
+    """What changes when a file is rewritten in place or replaced by rename; None when missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Which rendered config a pool serves, and the state of every input file it depends on."""
+
+    pool: str
+    config_name: str
+    signature: tuple[Signature | None, ...]
+
+
+def choose_config(pool: JSON) -> str:
+    """MCO's choice: the target config once a node has updated to it, else the current one."""
+    spec_name = ((pool.get("spec") or {}).get("configuration") or {}).get("name") or ""
+    status = pool.get("status") or {}
+    status_name = (status.get("configuration") or {}).get("name") or ""
+    updated = status.get("updatedMachineCount") or 0
+    chosen = spec_name if isinstance(updated, int) and updated > 0 else status_name
+    # A freshly rendered layout may carry only one of the two; serve what there is.
+    return str(chosen or spec_name or status_name)
+
+
+class BootstrapSource:
+    """Reads DIR/machine-pools/<pool>.yaml, DIR/machine-configs/<name>.yaml and the ControllerConfig."""
+
+    def __init__(self, basedir: Path, kubeconfig: Path, registry_cas: list[tuple[str, str]] | None = None) -> None:
+        self.basedir = basedir
+        self.kubeconfig = kubeconfig
+        # MCO's --bootstrap-certs: registry -> CA file relative to the base directory.
+        self.registry_cas = [(registry, str(basedir / rel)) for registry, rel in registry_cas or ()]
+        self.cc_path = basedir / "controller-config" / "machine-config-controller.yaml"
+        self._pools: dict[str, tuple[Signature, str]] = {}
+        # Plain strings for the per-request stat calls: pathlib joins cost more than the stat.
+        self._pool_dir = os.path.join(basedir, "machine-pools")
+        self._config_dir = os.path.join(basedir, "machine-configs")
+        self._cc = str(self.cc_path)
+        self._kubeconfig = str(kubeconfig)
+
+    def pool_path(self, pool: str) -> str:
+        if not POOL_NAME.match(pool):
+            raise ValueError("invalid pool name")
+        return f"{self._pool_dir}/{pool}.yaml"
+
+    def config_path(self, name: str) -> str:
+        return f"{self._config_dir}/{name}.yaml"
+
+    def pools(self) -> list[str]:
+        """Every pool the directory holds (we serve them all, not only master like MCO's bootstrap)."""
+        try:
+            names = os.listdir(self.basedir / "machine-pools")
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".yaml") and POOL_NAME.match(n[:-5]))
+
+    def resolve(self, pool: str) -> Resolved:
+        """Cheap (a few stat calls): the config name and input signature; parses the pool only on change."""
+        pool_path = self.pool_path(pool)
+        pool_sig = stat_signature(pool_path)
+        if pool_sig is None:
+            self._pools.pop(pool, None)
+            raise NotFound(f"pool {pool!r} not found")
+        cached = self._pools.get(pool)
+        if cached is not None and cached[0] == pool_sig:
+            name = cached[1]
+        else:
+            name = choose_config(load_object(Path(pool_path)))
+            if not name:
+                raise NotFound(f"pool {pool!r} has no rendered config yet")
+            if not _CONFIG_NAME.match(name) or ".." in name:
+                raise ServeError(f"pool {pool!r} names an invalid config")
+            self._pools[pool] = (pool_sig, name)
+        mc_sig = stat_signature(self.config_path(name))
+        if mc_sig is None:
+            raise NotFound(f"rendered config {name!r} of pool {pool!r} not found")
+        signature = (pool_sig, mc_sig, stat_signature(self._cc), stat_signature(self._kubeconfig),
+                     *(stat_signature(path) for _, path in self.registry_cas))
+        return Resolved(pool, name, signature)
+
+    def build(self, resolved: Resolved, version: str) -> bytes:
+        """Read the inputs and build the served bytes (slow path; callers cache the result)."""
+        try:
+            mc = load_object(Path(self.config_path(resolved.config_name)))
+        except FileNotFoundError as e:
+            raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
+        try:
+            cc = load_object(self.cc_path)
+        except FileNotFoundError as e:
+            raise ServeError("controller config not found") from e
+        try:
+            kubeconfig = self.kubeconfig.read_bytes()
+        except OSError as e:
+            raise ServeError("bootstrap kubeconfig cannot be read") from e
+        cas: list[tuple[str, bytes]] = []
+        for registry, path in self.registry_cas:
+            try:
+                cas.append((registry, Path(path).read_bytes()))
+            except OSError as e:
+                raise ServeError(f"bootstrap cert for {registry} cannot be read") from e
+        return build_served(resolved.config_name, mc, cc, kubeconfig, version, cas)
