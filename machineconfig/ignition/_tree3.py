@@ -119,7 +119,7 @@ KEY_FIELD: dict[str, str] = {
     "HTTPHeader": "name", "Directory": "path", "File": "path", "Link": "path", "Disk": "device",
     "Filesystem": "device", "Luks": "name", "Tang": "url", "Raid": "name", "Unit": "name", "Dropin": "name",
     "PasswdUser": "name", "PasswdGroup": "name", "Resource": "source", "ConfigReference": "source",
-    "CaReference": "source",
+    "CaReference": "source", "FileContents": "source",
 }
 IGNORE_DUPS: dict[str, frozenset[str]] = {
     "File": frozenset({"append"}), "Filesystem": frozenset({"options", "mountOptions"}),

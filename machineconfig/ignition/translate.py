@@ -9,7 +9,8 @@ import copy
 from collections.abc import Callable, Iterator
 
 from machineconfig.ignition._tree3 import (
-    JSON, LIST, OBJ, PTR, SCALARS, SLIST, SN, S, VERSIONS, TranslationError, fields, version_minor, zero_scalar,
+    JSON, LIST, NULLABLE, OBJ, PTR, SCALARS, SLIST, SN, S, VERSIONS, TranslationError, fields, version_minor,
+    zero_scalar,
 )
 
 __all__ = ["translate", "TranslationError", "SUPPORTED_VERSIONS"]
@@ -48,7 +49,7 @@ def translate3(config: JSON, to_version: str) -> JSON:
         if step < 0:
             for check in _DOWN_CHECKS.get(target, ()):
                 check(config, m, VERSIONS[target])
-        config = _shape(config, "Config", "Config", m, target)
+        config = reshape(config, "Config", "Config", m, target)
         config.setdefault("ignition", {})["version"] = VERSIONS[target]
         config["ignition"] = _reorder_ignition(config["ignition"])
         if step > 0 and target == 6:
@@ -62,7 +63,7 @@ def _reorder_ignition(ign: JSON) -> JSON:
     return {k: ign[k] for k in order if k in ign} | {k: v for k, v in ign.items() if k not in order}
 
 
-def _shape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
+def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
     """Copy the fields that exist at both versions, adjusting canonical form where nullability changes."""
     src_fields = {f.name: (kind, ref) for f, kind, ref in fields(sref, src)}
     out: JSON = {}
@@ -77,17 +78,17 @@ def _shape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
             continue
         value = obj[f.name]
         if kind in SCALARS:
-            if kind not in (SN, "i?", "b?") and value == zero_scalar(kind):
+            if kind not in NULLABLE and value == zero_scalar(kind):
                 continue  # a pointer's zero value has no spelling once the field is a plain value
             out[f.name] = value
         elif kind == SLIST:
             out[f.name] = list(value)
         elif kind == LIST:
-            items = [_shape(item, sub_src, ref, src, dst) for item in value]
+            items = [reshape(item, sub_src, ref, src, dst) for item in value]
             if items:
                 out[f.name] = items
         elif kind in (OBJ, PTR):
-            sub = _shape(value, sub_src, ref, src, dst)
+            sub = reshape(value, sub_src, ref, src, dst)
             # a pointer struct exists whenever its source existed; a value struct only when non-empty
             if sub or kind == PTR:
                 out[f.name] = sub
@@ -218,7 +219,16 @@ def _check_v31(config: JSON, minor: int, target: str) -> None:
             raise _fail(target, f"{path}.mountOptions", "is not supported before 3.1.0")
 
 
-# Checks run before the down-step whose *target* minor is the key.
+# Checks run before the down-step whose *target* minor is the key. Deliberate departures from
+# ign-converter, each because the older consumer would otherwise do something else than asked:
+# - 3.5 -> 3.4 refuses cex.enabled=true (ign-converter's type check never fires and drops cex) and
+#   keeps tang advertisements, which 3.4 can express (ign-converter's v35tov34 drops them);
+# - 3.6 -> 3.5 refuses special mode bits (a 3.5 consumer strips them) and custom clevis pins other
+#   than tpm2/tang/sss (a 3.5 consumer rejects them); ign-converter has no 3.6 step;
+# - 3.x -> 3.0 exists (MCO has no path to 3.0, but the rules are plain);
+# - values equal to the older spec's default (discard=false, resize=false, shouldExist=true,
+#   advertisement="", cex.enabled=false) are dropped rather than refused, as ign-converter does.
+# Inputs are not re-validated: callers pass configs that parsed at their own version.
 _DOWN_CHECKS: dict[int, tuple[Callable[[JSON, int, str], None], ...]] = {
     6: (_check_virtiofs,),
     # a 3.5 consumer strips special bits (with a warning), so passing them down would silently lose them

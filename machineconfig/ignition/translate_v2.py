@@ -9,7 +9,7 @@ import posixpath
 
 from machineconfig.ignition._tree3 import JSON, TranslationError
 from machineconfig.ignition.spec2 import canonicalize, validate_v2
-from machineconfig.ignition.translate import _shape, url_scheme
+from machineconfig.ignition.translate import reshape, url_scheme
 
 __all__ = ["v22_to_v30", "v32_to_v22"]
 
@@ -75,7 +75,7 @@ def v22_to_v30(config: JSON) -> JSON:
                       "links": [_link_v3(link, f"$.storage.links.{i}")
                                 for i, link in enumerate(storage.get("links", []))]}
     _check_unique(out)
-    return _shape(out, "Config", "Config", 0, 0)
+    return reshape(out, "Config", "Config", 0, 0)
 
 
 def _pick(src: JSON, *names: str) -> JSON:
@@ -247,7 +247,7 @@ def v32_to_v22(config: JSON) -> JSON:
     _copy(ign, out_ign, "timeouts")
     filesystems, fs_paths, counter = [], [], 1
     for fs in storage.get("filesystems", []):
-        if "path" in fs:
+        if fs.get("path"):  # ign-converter would name a filesystem "" after an empty path; count it instead
             name = fs["path"]
             fs_paths.append(name)
         else:

@@ -333,3 +333,75 @@ def test_v22_round_trip_through_v35() -> None:
         "directories": [{"filesystem": "root", "overwrite": False, "path": "/d", "mode": 493}]},
         systemd={"units": [{"name": "a.service", "enabled": True, "contents": "x"}]})
     assert translate(translate(c, "3.5.0"), "2.2.0") == c
+
+
+# --- agreement with the parser ---------------------------------------------------------------------------------
+
+def test_field_tree_agrees_with_parser_schema() -> None:
+    # translate/merge/models use their own field tree; it must match the parser's at every version
+    from machineconfig.ignition import _tree3, schema
+
+    scalar = {"s": ("string", False), "s?": ("string", True), "i": ("int", False), "i?": ("int", True),
+              "b": ("bool", False), "b?": ("bool", True)}
+
+    def compare(mine: str, theirs: str, minor: int) -> None:
+        ours = _tree3.fields(mine, minor)
+        other = {f.name: f for f in schema.fields(theirs, minor)}
+        assert [f.name for f, _, _ in ours] == [f.name for f in schema.fields(theirs, minor)], (mine, minor)
+        for f, kind, ref in ours:
+            g = other[f.name]
+            if kind in scalar:
+                assert (g.kind, g.nullable) == scalar[kind], (mine, f.name, minor)
+            elif kind in ("obj", "ptr"):
+                assert (g.kind, g.nullable) == (schema.STRUCT, kind == "ptr"), (mine, f.name, minor)
+                compare(ref, g.ref, minor)
+            else:
+                assert g.kind == schema.LIST and bool(g.ref) == (kind == "list"), (mine, f.name, minor)
+                if kind == "list":
+                    compare(ref, g.ref, minor)
+
+    for minor in range(8):
+        compare("Config", "Config", minor)
+    assert _tree3.IGNORE_DUPS == schema.IGNORE_DUPS
+    assert _tree3.HANDLES == schema.MERGED_KEYS
+
+
+def _vector_configs() -> list[tuple[str, dict[str, Any], str]]:
+    import json
+    from pathlib import Path
+
+    from machineconfig.ignition.parse import IgnitionParseError, parse
+
+    out = []
+    for path in sorted((Path(__file__).parents[1] / "data" / "vectors" / "ignition").glob("*.json")):
+        case = json.loads(path.read_text())
+        try:
+            result = parse(case["config"])
+        except IgnitionParseError:
+            continue
+        out.append((path.stem, result.config, result.version))
+    return out
+
+
+@pytest.mark.parametrize(("name", "config", "version"), _vector_configs())
+def test_vectors_translate_round_trip(name: str, config: dict[str, Any], version: str) -> None:
+    from machineconfig.ignition.models import Config
+
+    minor = SUPPORTED_VERSIONS.index(version) - 1
+    for target in SUPPORTED_VERSIONS:
+        try:
+            out = translate(config, target)
+        except TranslationError:
+            assert target == "2.2.0" or SUPPORTED_VERSIONS.index(target) - 1 < minor, (name, target)
+            continue
+        assert out["ignition"]["version"] == target
+        if target in ("3.5.0", "3.6.0"):
+            assert Config.from_canonical(out).to_canonical() == out
+        if target != "2.2.0" and SUPPORTED_VERSIONS.index(target) - 1 > minor:
+            crosses_mask = minor <= 5 < SUPPORTED_VERSIONS.index(target) - 1
+            try:
+                back = translate(out, version)
+            except TranslationError:
+                assert crosses_mask, (name, target)
+                continue
+            assert back == config or crosses_mask, (name, target)
