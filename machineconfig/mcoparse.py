@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import gzip
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import InputError, MachineConfigError
@@ -27,6 +29,8 @@ JSON = dict[str, Any]
 SUPPORTED_SPEC_VERSIONS = "2.2,3.0,3.1,3.2,3.3,3.4,3.5"
 # What MCO's ParseCompatibleVersion accepts (the internal version and everything below it).
 MCO_V3_VERSIONS = frozenset({"3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0"})
+CACHE_SIZE = 4096
+_T = TypeVar("_T")
 # ModePerm: setuid/setgid/sticky bits are refused in MachineConfigs.
 MODE_PERM = 0o777
 
@@ -46,6 +50,7 @@ class ParsedIgnition:
 
     major: int
     config: JSON
+    source_version: str = ""
 
 
 def raw_config(config: Any) -> bytes | None:
@@ -67,11 +72,46 @@ def _report_text(report: Any) -> str:
 
 def ign_parse_wrapper(raw: bytes) -> ParsedIgnition:
     """IgnParseWrapper: spec 3.0-3.5 (translated to 3.5.0), else spec 2.2; MCO's error texts."""
+    return copy.deepcopy(_parsed(raw))
+
+
+_CACHES: list[Any] = []
+
+
+def clear_caches() -> None:
+    """Forget every memoized parse (benchmarks measure cold renders with it)."""
+    for cache in _CACHES:
+        cache.cache_clear()
+
+
+def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
+    """Memoize on the raw bytes, errors included: a pool renders the same inputs many times
+    (every pool re-validates the worker configs). Results are shared: never mutate them."""
+    @functools.lru_cache(maxsize=CACHE_SIZE)
+    def outcome(raw: bytes) -> tuple[_T | None, IgnitionConfigError | None]:
+        try:
+            return func(raw), None
+        except IgnitionConfigError as e:
+            return None, e
+
+    _CACHES.append(outcome)
+
+    @functools.wraps(func)
+    def wrapper(raw: bytes) -> _T:
+        value, error = outcome(raw)
+        if error is not None:
+            raise IgnitionConfigError(str(error)) from error
+        return value  # type: ignore[return-value]
+    return wrapper
+
+
+@_cached
+def _parsed(raw: bytes) -> ParsedIgnition:
     from machineconfig.ignition import version as ign_version
 
     text = _version_text(raw)
     if text is None:
-        return ParsedIgnition(3, _parse_v3(raw))  # not even a version stub: the parser says why
+        return ParsedIgnition(3, *_parse_v3(raw))  # not even a version stub: the parser says why
     if text == "":
         raise IgnitionConfigError(INVALID_VERSION)
     try:
@@ -81,9 +121,9 @@ def ign_parse_wrapper(raw: bytes) -> ParsedIgnition:
     except LookupError:
         spec_version = ""
     if spec_version in MCO_V3_VERSIONS:
-        return ParsedIgnition(3, _parse_v3(raw))
+        return ParsedIgnition(3, *_parse_v3(raw))
     # ParseCompatibleVersion said "unknown version" (3.6 included): MCO falls back to spec 2.
-    return ParsedIgnition(2, _parse_v2(raw, text))
+    return ParsedIgnition(2, _parse_v2(raw, text), "2.2.0")
 
 
 def _version_text(raw: bytes) -> str | None:
@@ -105,7 +145,7 @@ def _version_text(raw: bytes) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def _parse_v3(raw: bytes) -> JSON:
+def _parse_v3(raw: bytes) -> tuple[JSON, str]:
     from machineconfig.ignition import parse as ign_parse
 
     try:
@@ -120,7 +160,7 @@ def _parse_v3(raw: bytes) -> JSON:
     config: JSON = result.config
     if result.version != INTERNAL_IGNITION_VERSION:
         config = translate(config, INTERNAL_IGNITION_VERSION)
-    return config
+    return config, result.version
 
 
 def _parse_v2(raw: bytes, version: str) -> JSON:
@@ -150,7 +190,8 @@ def validate_ignition(parsed: ParsedIgnition) -> None:
 
     (MCO's "an empty config is valid" shortcut never fires after parsing: the version is set.)
     """
-    if parsed.major == 3:
+    # A 3.5.0 source was validated by the parser under the very same rules.
+    if parsed.major == 3 and parsed.source_version != INTERNAL_IGNITION_VERSION:
         report = validate_config(parsed.config, INTERNAL_IGNITION_VERSION)
         if report.is_fatal:
             raise IgnitionConfigError(f"invalid ignition V3 config found: {_report_text(report)}")
@@ -169,10 +210,22 @@ def _go_octal(value: int) -> str:
     return ("-" if value < 0 else "") + f"0{abs(value):o}"
 
 
+@_cached
+def check_machine_config_ignition(raw: bytes) -> None:
+    """The Ignition half of ValidateMachineConfig: IgnParseWrapper then ValidateIgnition."""
+    validate_ignition(_parsed(raw))
+
+
 def parse_and_convert_config(raw: bytes) -> JSON:
-    """ParseAndConvertConfig: any supported spec to a 3.5.0 canonical dict."""
+    """ParseAndConvertConfig: any supported spec to a 3.5.0 canonical dict (a fresh copy)."""
+    return copy.deepcopy(converted_config(raw))
+
+
+@_cached
+def converted_config(raw: bytes) -> JSON:
+    """ParseAndConvertConfig's result, shared and cached: callers must not modify it."""
     try:
-        parsed = ign_parse_wrapper(raw)
+        parsed = _parsed(raw)
     except IgnitionConfigError as e:
         raise IgnitionConfigError(f"failed to parse Ignition config: {e}") from e
     if parsed.major == 3:

@@ -21,7 +21,7 @@ from machineconfig.constants import (
     RELEASE_IMAGE_VERSION_ANNOTATION, ROLE_LABEL,
 )
 from machineconfig.errors import MachineConfigError
-from machineconfig.ignition.merge import merge
+from machineconfig.ignition import merge as ignition_merge
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def validate_machine_config(spec: MachineConfigSpec) -> None:
     if raw is None:
         return
     try:
-        parsed = mcoparse.ign_parse_wrapper(raw)
-        mcoparse.validate_ignition(parsed)
+        mcoparse.check_machine_config_ignition(raw)
     except mcoparse.IgnitionConfigError as e:
         raise RenderError(str(e)) from e
     invalid = [ext for ext in spec.extensions or [] if ext not in SUPPORTED_EXTENSIONS]
@@ -117,17 +116,39 @@ def merge_order(configs: Sequence[MachineConfig]) -> list[MachineConfig]:
 
 
 def _parse(mc: MachineConfig) -> JSON:
+    """The converted config with private copies of its file entries (the merge edits those)."""
     raw = mcoparse.raw_config(mc.spec.config)
     assert raw is not None
     try:
-        return mcoparse.parse_and_convert_config(raw)
+        config = mcoparse.converted_config(raw)  # shared with the cache: copy what we modify
     except mcoparse.IgnitionConfigError as e:
         raise RenderError(str(e)) from e
+    files = config.get("storage", {}).get("files")
+    if not files:
+        return config
+    own = []
+    for f in files:
+        f = dict(f)
+        if "contents" in f:
+            f["contents"] = dict(f["contents"])
+        own.append(f)
+    return {**config, "storage": {**config["storage"], "files": own}}
 
 
 def _files(config: JSON) -> list[JSON]:
     files: list[JSON] = config.get("storage", {}).get("files", [])
     return files
+
+
+def _merge(parent: JSON, child: JSON) -> JSON:
+    """Ignition's merge without merge.merge's defensive deep copy of the result.
+
+    The copy makes rendering quadratic in the number of configs; here it is not needed, as the
+    result is only read, and the file entries we edit afterwards are private copies (`_parse`).
+    """
+    minor = int(INTERNAL_IGNITION_VERSION.split(".")[1])
+    result: JSON = ignition_merge._merge(parent, child, "Config", minor)
+    return result
 
 
 def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
@@ -144,7 +165,7 @@ def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
         # replaces the source must also clear the parent's compression: nil becomes "" ...
         for f in _files(child):
             f.setdefault("contents", {}).setdefault("compression", "")
-        out = merge(out, child)
+        out = _merge(out, child)
         # ... and every "" goes back to nil in the result.
         for f in _files(out):
             contents = f.get("contents")
@@ -152,6 +173,7 @@ def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
                 del contents["compression"]
                 if not contents:
                     del f["contents"]
+    out = copy.deepcopy(out)  # one copy at the end: the result must not share the parse cache
     for f in _files(out):
         # Ignition does not overwrite by default, MCO always does: make new nodes match.
         if f.get("overwrite") is None:
