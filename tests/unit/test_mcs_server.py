@@ -434,3 +434,21 @@ def test_served_kubeconfig_is_the_file(server: Server) -> None:
     _, _, body = server.get("/config/worker", {**AUTH, "Accept": f"{IGN};version=3.5.0"})
     files = {f["path"]: f for f in json.loads(body)["storage"]["files"]}
     assert decode(files["/etc/kubernetes/kubeconfig"]["contents"]["source"]) == KUBECONFIG
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_every_accept_header_of_the_table(server: Server) -> None:
+    from tests.unit.test_mcs_negotiate import ERR, TABLE
+
+    for header, _mco, ours in TABLE:
+        accept = ["-H", "Accept:"] if header is None else ["-H", f"Accept: {header}"]
+        res = subprocess.run(["curl", "-sS", "--noproxy", "*", "--cacert", str(server.ca_file), "--max-time", "10",
+                              "-H", f"Authorization: Bearer {TOKEN}", *accept, "-w", "\n%{http_code}",
+                              server.https + "/config/worker"], capture_output=True, timeout=30)
+        body, code = res.stdout.rsplit(b"\n", 1)
+        if ours == ERR:
+            assert code == b"400", (header, code)
+            assert body.count(b"\n") == 1
+        else:
+            assert code == b"200", (header, code, body[:200])
+            assert json.loads(body)["ignition"]["version"] == ours, header
