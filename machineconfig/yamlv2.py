@@ -228,8 +228,15 @@ def _key_less(a: str, b: str) -> bool:
     return len(a) < len(b)
 
 
+_LETTER_KEYS = re.compile(r"[A-Za-z]*")
+
+
 def sorted_keys(keys: Iterable[str]) -> list[str]:
     """Map keys in yaml.v2's "natural" order."""
+    keys = list(keys)
+    if all(_LETTER_KEYS.fullmatch(k) for k in keys):
+        return sorted(keys)  # letters only: natural order is code-point order
+
     def cmp(a: str, b: str) -> int:
         return -1 if _key_less(a, b) else (1 if _key_less(b, a) else 0)
     return sorted(keys, key=functools.cmp_to_key(cmp))
@@ -310,6 +317,53 @@ class _Analysis:
             self.block_plain = False
 
 
+_B = "\r\n\x85\u2028\u2029"
+_NON_PRINTABLE = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]")
+_ANY_BREAK = re.compile(f"[{_B}]")
+_BREAK_SPACE = re.compile(f"[{_B}] ")
+_SPACE_BREAK = re.compile(f" [{_B}]")
+_FLOW_INDICATOR = re.compile(r"[,?\[\]{}:]")
+_BLOCK_COLON = re.compile(r":(?=[ \t]|$)")
+_BLOCK_HASH = re.compile(f"(?<=[ \t\0{_B}])#")
+_FIRST_INDICATORS = frozenset("#,[]{}&*!|>'\"%@`")
+
+
+def analyze(value: str) -> _Analysis:
+    """yaml_emitter_analyze_scalar with regular expressions (same result as `_Analysis`)."""
+    if not value:
+        return _Analysis(value)
+    first = value[0]
+    followed = len(value) == 1 or value[1] in " \t"
+    flow_ind = block_ind = value.startswith(("---", "..."))
+    if first in _FIRST_INDICATORS:
+        flow_ind = block_ind = True
+    elif first in "?:":
+        flow_ind = True
+        block_ind = block_ind or followed
+    elif first == "-" and followed:
+        flow_ind = block_ind = True
+    rest = value[1:]
+    if rest:
+        if not flow_ind and _FLOW_INDICATOR.search(rest):
+            flow_ind = True
+        if not block_ind and (_BLOCK_COLON.search(rest) or _BLOCK_HASH.search(value, 1)):
+            flow_ind = block_ind = True
+    info = _Analysis.__new__(_Analysis)
+    line_breaks = _ANY_BREAK.search(value) is not None
+    special = _NON_PRINTABLE.search(value) is not None
+    edge = first in " " + _B or value[-1] in " " + _B
+    space_break = line_breaks and _SPACE_BREAK.search(value) is not None
+    break_space = line_breaks and _BREAK_SPACE.search(value) is not None
+    info.multiline = line_breaks
+    plain = not (edge or break_space or space_break or special or line_breaks)
+    info.flow_plain = plain and not flow_ind
+    info.block_plain = plain and not block_ind
+    info.single = not (break_space or space_break or special)
+    info.block = not (value[-1] == " " or space_break or special)
+    return info
+
+
+_NEEDS_ESCAPE = re.compile(f"[\"\\\\{_B}]|" + _NON_PRINTABLE.pattern)
 _ESCAPES = {0x00: "0", 0x07: "a", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0B: "v", 0x0C: "f",
             0x0D: "r", 0x1B: "e", 0x22: '"', 0x5C: "\\", 0x85: "N", 0xA0: "_",
             0x2028: "L", 0x2029: "P"}
@@ -415,7 +469,7 @@ class _Emitter:
         self.indent = self.indents.pop()
 
     def scalar(self, text: str, style: str) -> None:
-        info = _Analysis(text)
+        info = analyze(text)
         if self.simple_key_context and info.multiline:
             style = _DOUBLE
         if style == _PLAIN:
@@ -441,7 +495,10 @@ class _Emitter:
     def write_plain(self, value: str, allow_breaks: bool) -> None:
         if not self.whitespace:
             self.put(" ")
-        self._write_folding(value, allow_breaks, quote=False)
+        if " " not in value and not _ANY_BREAK.search(value):
+            self.put(value)  # nothing to fold at: the common case, written in one piece
+        else:
+            self._write_folding(value, allow_breaks, quote=False)
         self.whitespace = False
         self.indention = False
 
@@ -482,6 +539,12 @@ class _Emitter:
         spaces = False
         self.write_indicator('"', True, False, False)
         bom = value.startswith("\ufeff")  # Go's is_bom looks at byte 0 for every position
+        if not bom and " " not in value and not _NEEDS_ESCAPE.search(value):
+            self.put(value)
+            self.write_indicator('"', False, False, False)
+            self.whitespace = False
+            self.indention = False
+            return
         n = len(value)
         for i, c in enumerate(value):
             o = ord(c)
@@ -520,6 +583,18 @@ class _Emitter:
         self.put_break()
         self.indention = True
         self.whitespace = True
+        if "\r" not in value and "\x85" not in value and "\u2028" not in value \
+                and "\u2029" not in value:
+            lines = value.split("\n")
+            last = len(lines) - 1
+            for i, line in enumerate(lines):
+                if line:
+                    self.write_indent()
+                    self.put(line)
+                    self.indention = False
+                if i < last:
+                    self.put_break()
+            return
         breaks = True
         for c in value:
             if c in _BREAKS:

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from machineconfig import yamlv2
 
@@ -126,3 +128,12 @@ def test_collections_numbers_and_nulls() -> None:
 def test_long_keys_become_complex_keys() -> None:
     key = "k" * 129
     assert yamlv2.dump({key: 1}) == f"? {key}\n: 1\n"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from(list("ab #:-?,[]{}'\"!|>%@`.\t\n\r\x85\u2028\u00e9\x01\ufeff"
+                                    "\U0001F600")), max_size=8))
+def test_fast_analysis_agrees_with_the_character_loop(text: str) -> None:
+    fast, slow = yamlv2.analyze(text), yamlv2._Analysis(text)
+    assert {k: getattr(fast, k) for k in fast.__slots__} == \
+        {k: getattr(slow, k) for k in slow.__slots__}
