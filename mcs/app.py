@@ -152,6 +152,12 @@ async def handle_other(request: web.Request) -> web.StreamResponse:
     return error(404, "not found")
 
 
+def _loggable_path(request: web.Request) -> str:
+    # The still percent-encoded path without the query: the query may carry credentials, and a
+    # decoded path could smuggle a newline into the log.
+    return request.rel_url.raw_path[:200]
+
+
 def _route_of(path: str) -> str:
     if path.startswith("/config/"):
         return "config"
@@ -180,7 +186,7 @@ async def observe(request: web.Request,
     except web.HTTPException as e:
         resp = error(e.status, e.reason)
     except Exception as e:  # noqa: BLE001 - the client gets a 500, the log a secret-free line
-        log.error("internal error on %s %s: %s", request.method, request.path[:200], type(e).__name__)
+        log.error("internal error on %s %s: %s", request.method, _loggable_path(request), type(e).__name__)
         resp = error(500, "internal server error")
     resp.headers["Server"] = SERVER_HEADER
     status = resp.status
@@ -196,8 +202,7 @@ async def observe(request: web.Request,
                                          request.get(VERSION, ""), status)
         if state.watcher is not None:
             state.watcher.request_finished(request.protocol)
-        # Path only: the query string and headers may carry credentials.
-        access_log.info("%s %s %s %d %s %.1fms", request.remote, request.method, request.path[:200],
+        access_log.info("%s %s %s %d %s %.1fms", request.remote, request.method, _loggable_path(request),
                         status, request.get(VERSION, "-"), elapsed * 1000)
     return resp
 

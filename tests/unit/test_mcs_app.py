@@ -299,3 +299,14 @@ def test_logs_hold_no_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert caplog.records, "expected access log lines"
     for secret in (TOKEN_A, TOKEN_B, "s3cr3t-bootstrap-token"):
         assert secret not in caplog.text
+
+
+def test_log_lines_cannot_be_forged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mcs.access")
+
+    async def scenario(client: TestClient, state: ServerState, base: Path) -> None:
+        await client.get("/config/worker%0A2026-01-01%20INFO%20forged")
+
+    run(tmp_path, scenario)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mcs.access"]
+    assert lines and all("\n" not in line for line in lines)
