@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from machineconfig.constants import API_VERSION
@@ -91,6 +91,14 @@ class _Object(_Model):
 
 
 class MachineConfigSpec(_Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        # Go's decoder leaves a field at its zero value for JSON null; so do we.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
     os_image_url: str = Field("", alias="osImageURL")
     base_os_extensions_container_image: str = Field("", alias="baseOSExtensionsContainerImage")
     config: Any = None  # raw Ignition, any spec version

@@ -58,9 +58,7 @@ def raw_config(config: Any) -> bytes | None:
     if config is None:
         return None
     if isinstance(config, (bytes, bytearray)):
-        return bytes(config)
-    if isinstance(config, str):
-        return config.encode("utf-8")
+        return bytes(config)  # already the raw JSON text
     # Same text as the MachineConfig JSON the object came from (json.dumps default separators).
     return json.dumps(config, ensure_ascii=False).encode("utf-8")
 

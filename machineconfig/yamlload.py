@@ -94,7 +94,7 @@ def load_text(text: str, file: str) -> list[Document]:
     """Every non-empty document in `text` (YAML, or JSON which is parsed as JSON)."""
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
-        return [_load_json(text, file)]
+        return _load_json_stream(text, file)
     docs: list[Document] = []
     loader = _BaseLoader(text)
     try:
@@ -118,12 +118,27 @@ def load_text(text: str, file: str) -> list[Document]:
     return docs
 
 
-def _load_json(text: str, file: str) -> Document:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
-                         line=e.lineno) from e
+def _load_json_stream(text: str, file: str) -> list[Document]:
+    """One or more JSON documents one after the other (JSON lines included)."""
+    decoder = json.JSONDecoder()
+    docs: list[Document] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= len(text):
+            return docs
+        start = pos
+        try:
+            data, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
+                             line=e.lineno) from e
+        first_line = text.count("\n", 0, start)
+        docs.append(_load_json("\n" * first_line + text[start:pos], data, file))
+
+
+def _load_json(text: str, data: Any, file: str) -> Document:
     lines: dict[str, int] = {}
     try:  # JSON is YAML: compose it only for the line numbers, best effort
         loader = _BaseLoader(text)
