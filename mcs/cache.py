@@ -71,24 +71,21 @@ class ServedConfigCache:
         entry = self._entries.get(key)
         if entry is not None and entry[0] == resolved.signature:
             return entry[1]
-        pending = self._building.get((key, resolved.signature))
-        if pending is not None:
-            return await asyncio.shield(pending)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Served] = loop.create_future()
-        self._building[(key, resolved.signature)] = future
-        try:
-            served = await self._build(resolved, version)
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # waiters get it; do not warn about an unretrieved exception
-            raise
-        else:
-            future.set_result(served)
-            self._store(key, resolved.signature, served)
-            return served
-        finally:
-            del self._building[(key, resolved.signature)]
+        building = (key, resolved.signature)
+        task = self._building.get(building)
+        if task is None:
+            # One task per build, not tied to any request: a client that disconnects mid-build
+            # neither cancels it for the others nor leaves a half-finished entry behind.
+            task = asyncio.ensure_future(self._build(resolved, version))
+            self._building[building] = task
+            task.add_done_callback(lambda t: self._finished(building, t))
+        return await asyncio.shield(task)
+
+    def _finished(self, building: tuple[_Key, tuple[object, ...]], task: asyncio.Future[Served]) -> None:
+        self._building.pop(building, None)
+        if task.cancelled() or task.exception() is not None:  # .exception() also marks it retrieved
+            return
+        self._store(building[0], building[1], task.result())
 
     async def _build(self, resolved: Resolved, version: str) -> Served:
         def work() -> Served:

@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
+from machineconfig import constants
+
 from mcs.app import SERVER_HEADER, ServerState, make_app
 from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
@@ -36,8 +38,8 @@ class ServerOptions:
     kubeconfig: Path
     cert: Path | None = None
     key: Path | None = None
-    secure_port: int | None = 22623
-    insecure_port: int | None = 22624
+    secure_port: int | None = constants.SECURE_PORT
+    insecure_port: int | None = constants.INSECURE_PORT
     bind_address: str | None = None
     workers: int = 1
     token_file: Path | None = None
