@@ -19,12 +19,11 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from machineconfig import constants
-
 from mcs.app import SERVER_HEADER, ServerState, make_app
 from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
-from mcs.metrics import ServerMetrics, multiprocess_dir
 from mcs.layout import BootstrapSource
+from mcs.metrics import ServerMetrics, multiprocess_dir
 from mcs.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
