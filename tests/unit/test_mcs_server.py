@@ -256,6 +256,7 @@ def test_curl(server: Server) -> None:
     assert tls11.returncode != 0
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 def test_tls_11_refused(server: Server) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cadata=server.ca.pem().decode())
