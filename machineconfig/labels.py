@@ -42,6 +42,13 @@ def is_literally_empty(selector: LabelSelector | None) -> bool:
         and selector.match_expressions is None
 
 
+def is_empty(selector: LabelSelector | None) -> bool:
+    """No requirements at all (labels.Selector.Empty()): selects everything, or nothing where
+    MCO guards against that. A nil selector is not empty: it selects nothing."""
+    return selector is not None and not selector.match_labels \
+        and not selector.match_expressions
+
+
 def matches(selector: LabelSelector | None, labels: Mapping[str, str] | None) -> bool:
     """Whether `labels` satisfy `selector` (None selects nothing)."""
     if selector is None:

@@ -75,16 +75,21 @@ class RenderedConfig:
 
 def select_machine_configs(pool: MachineConfigPool,
                            configs: Sequence[MachineConfig]) -> list[MachineConfig]:
-    """The pool's MachineConfigs, sorted by name (the render controller's List + sort)."""
+    """The pool's MachineConfigs by name, as bootstrap's getMachineConfigsForPool picks them.
+
+    A selector without requirements (`{}`) selects nothing here (MCO refuses to let a pool
+    select everything); rendering nothing then fails with "empty machineconfig object".
+    """
     selector = pool.spec.machine_config_selector
-    if labels.is_literally_empty(selector):
-        raise RenderError(SELECTING_ALL)
+    if labels.is_empty(selector):
+        log.warning("pool %s: %s", pool.name, SELECTING_ALL)
+        return []
     try:
         chosen = [mc for mc in configs if labels.matches(selector, mc.labels)]
     except labels.SelectorError as e:
         raise RenderError(str(e)) from e
     if not chosen:
-        raise RenderError(f"no MachineConfigs found matching selector {labels.describe(selector)}")
+        raise RenderError(f"couldn't find any MachineConfigs for pool: {pool.name}")
     return sorted(chosen, key=lambda mc: mc.name)
 
 
@@ -241,6 +246,8 @@ def hashed_name(pool_name: str, yaml_text: str) -> str:
 def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[MachineConfig],
                                      controller_config: ControllerConfig) -> RenderedConfig:
     """generateRenderedMachineConfig for configs already selected for `pool`."""
+    if not configs:
+        raise RenderError("empty machineconfig object")
     by_name = sorted(configs, key=lambda mc: mc.name)
     for mc in by_name:
         version = mc.annotations.get(GENERATED_BY_CONTROLLER_VERSION_ANNOTATION)

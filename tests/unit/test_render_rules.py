@@ -1,0 +1,146 @@
+"""The render rules the vectors sample only lightly: selection, field rules and MCO's error texts."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool
+from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
+from machineconfig.constants import OS_IMAGE_URL_OVERRIDDEN_ANNOTATION, ROLE_LABEL
+from mcc import render
+from mcc.render import RenderError, render_pool
+
+CC = ControllerConfig.model_validate({"spec": {"baseOSContainerImage": "quay.io/os:base",
+                                               "baseOSExtensionsContainerImage": "quay.io/ext:base"}})
+
+
+def mc(name: str, role: str | None = "worker", annotations: dict[str, str] | None = None,
+       **spec: Any) -> MachineConfig:
+    meta: dict[str, Any] = {"name": name}
+    if role is not None:
+        meta["labels"] = {ROLE_LABEL: role}
+    if annotations:
+        meta["annotations"] = annotations
+    return MachineConfig.model_validate({"kind": "MachineConfig", "metadata": meta, "spec": spec})
+
+
+def pool(selector: Any, name: str = "worker") -> MachineConfigPool:
+    spec = {} if selector == "absent" else {"machineConfigSelector": selector}
+    return MachineConfigPool.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+ROLE_IN = {"matchExpressions": [{"key": ROLE_LABEL, "operator": "In", "values": ["worker"]}]}
+IGN = {"ignition": {"version": "3.2.0"}}
+
+
+def error_of(p: MachineConfigPool, configs: list[MachineConfig]) -> str:
+    with pytest.raises(RenderError) as err:
+        render_pool(p, configs, CC)
+    return str(err.value)
+
+
+def test_selection_errors() -> None:
+    configs = [mc("00-worker")]
+    assert error_of(pool({"matchLabels": {ROLE_LABEL: "infra"}}), configs) == \
+        "couldn't find any MachineConfigs for pool: worker"
+    assert error_of(pool("absent"), configs) == "couldn't find any MachineConfigs for pool: worker"
+    assert error_of(pool({}), configs) == "empty machineconfig object"
+    assert error_of(pool({"matchLabels": {}}), configs) == "empty machineconfig object"
+    assert "values set can't be empty" in error_of(
+        pool({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]}), configs)
+
+
+def test_unlabelled_config_fails_only_when_selected() -> None:
+    configs = [mc("00-worker"), mc("50-nolabels", role=None)]
+    assert render_pool(pool(ROLE_IN), configs, CC).sources == ["00-worker"]
+    not_master = {"matchExpressions": [{"key": ROLE_LABEL, "operator": "NotIn",
+                                        "values": ["master"]}]}
+    assert error_of(pool(not_master), configs) == "cannot find label in MachineConfig 50-nolabels"
+    empty_labels = MachineConfig.model_validate({"metadata": {"name": "x", "labels": {}}})
+    assert render_pool(pool(not_master), [empty_labels], CC).sources == ["x"]
+
+
+def test_kernel_type_rules() -> None:
+    assert error_of(pool(ROLE_IN), [mc("00-worker", kernelType="rt")]) == "kernelType=rt is invalid"
+    assert error_of(pool(ROLE_IN), [mc("00-worker", kernelType="realtime",
+                                       extensions=["kernel-devel"])]) == \
+        "installing kernel-devel extension is not supported with kernelType: realtime"
+    rendered = render_pool(pool(ROLE_IN), [mc("00-worker", kernelType="64k-pages"),
+                                           mc("10-worker", kernelType="default")], CC)
+    assert rendered.spec["kernelType"] == "64k-pages"
+
+
+def test_extensions_are_checked_only_with_a_config() -> None:
+    rendered = render_pool(pool(ROLE_IN), [mc("00-worker", extensions=["nope", ""])], CC)
+    assert rendered.spec["extensions"] == ["nope", ""]
+    assert error_of(pool(ROLE_IN), [mc("00-worker", config=IGN, extensions=["nope", ""])]) == \
+        "invalid extensions found: [nope ]"
+
+
+def test_os_images_come_from_user_configs_only() -> None:
+    generated = {GENERATED_BY_CONTROLLER_VERSION_ANNOTATION: CONTROLLER_VERSION}
+    rendered = render_pool(pool(ROLE_IN), [
+        mc("00-worker", annotations=generated, osImageURL="quay.io/os:generated"),
+        mc("10-worker", baseOSExtensionsContainerImage="quay.io/ext:user")], CC)
+    assert rendered.spec["osImageURL"] == "quay.io/os:base"
+    assert rendered.spec["baseOSExtensionsContainerImage"] == "quay.io/ext:user"
+    assert OS_IMAGE_URL_OVERRIDDEN_ANNOTATION not in rendered.annotations
+    rendered = render_pool(pool(ROLE_IN), [mc("00-worker", osImageURL="quay.io/os:a"),
+                                           mc("99-worker", osImageURL="quay.io/os:b")], CC)
+    assert rendered.spec["osImageURL"] == "quay.io/os:b"
+    assert rendered.annotations[OS_IMAGE_URL_OVERRIDDEN_ANNOTATION] == "true"
+
+
+def test_configs_from_another_controller_version_are_refused() -> None:
+    old = {GENERATED_BY_CONTROLLER_VERSION_ANNOTATION: "abc"}
+    assert error_of(pool(ROLE_IN), [mc("00-worker", annotations=old)]) == (
+        f"ignoring MC 00-worker generated by older version abc (my version: {CONTROLLER_VERSION})")
+
+
+def test_control_characters_fail_while_producing_the_yaml() -> None:
+    assert error_of(pool(ROLE_IN), [mc("00-worker", kernelArguments=["a\x7fb"])]) == \
+        "error converting JSON to YAML: yaml: control characters are not allowed"
+
+
+def test_spec2_users_must_be_core() -> None:
+    config = {"ignition": {"version": "2.2.0"},
+              "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["k1"]},
+                                   {"name": "admin"}]}}
+    assert error_of(pool(ROLE_IN), [mc("00-worker", config=config)]) == \
+        "unexpected user with name: admin. Only core user is supported"
+
+
+def test_spec2_duplicates_are_folded_before_conversion() -> None:
+    config = {"ignition": {"version": "2.2.0"},
+              "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["k1", "k2"]},
+                                   {"name": "core", "sshAuthorizedKeys": ["k3", "k1"]}]},
+              "systemd": {"units": [
+                  {"name": "a.service", "dropins": [{"name": "1.conf", "contents": "x"}]},
+                  {"name": "a.service", "enabled": True,
+                   "dropins": [{"name": "2.conf", "contents": "y"}]}]}}
+    spec = render_pool(pool(ROLE_IN), [mc("00-worker", config=config)], CC).spec["config"]
+    assert spec["passwd"]["users"] == [{"name": "core", "sshAuthorizedKeys": ["k3", "k1", "k2"]}]
+    unit = spec["systemd"]["units"][0]
+    assert unit["enabled"] is True
+    assert [d["name"] for d in unit["dropins"]] == ["2.conf", "1.conf"]
+
+
+def test_size_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "MAX_MACHINE_CONFIG_SIZE", 1000)
+    message = error_of(pool(ROLE_IN), [mc("00-worker", kernelArguments=["x" * 1000])])
+    assert message.startswith("rendered MachineConfig rendered-worker-")
+    assert "is too large (" in message
+
+
+def test_compression_is_reset_after_a_merge() -> None:
+    gz = {"ignition": {"version": "3.2.0"}, "storage": {"files": [
+        {"path": "/etc/x", "contents": {"source": "data:;base64,H4sIAAAAAAAA/0sEAIMxJQoBAAAA",
+                                        "compression": "gzip"}}]}}
+    mode_only = {"ignition": {"version": "3.2.0"}, "storage": {"files": [
+        {"path": "/etc/x", "mode": 384}]}}
+    spec = render_pool(pool(ROLE_IN), [mc("00-worker", config=gz),
+                                       mc("10-worker", config=mode_only)], CC).spec
+    file = spec["config"]["storage"]["files"][0]
+    assert file["contents"] == {"source": "data:;base64,H4sIAAAAAAAA/0sEAIMxJQoBAAAA"}
+    assert file["mode"] == 384 and file["overwrite"] is True
