@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machineconfig import yamlv2
+from machineconfig.yamlv2.scalar import _Analysis
 
 VECTORS = Path(__file__).resolve().parent.parent / "data" / "vectors" / "render"
 OK_CASES = [p for p in sorted(VECTORS.glob("*.json"))
@@ -134,6 +135,6 @@ def test_long_keys_become_complex_keys() -> None:
 @given(st.text(st.sampled_from(list("ab #:-?,[]{}'\"!|>%@`.\t\n\r\x85\u2028\u00e9\x01\ufeff"
                                     "\U0001F600")), max_size=8))
 def test_fast_analysis_agrees_with_the_character_loop(text: str) -> None:
-    fast, slow = yamlv2.analyze(text), yamlv2._Analysis(text)
+    fast, slow = yamlv2.analyze(text), _Analysis(text)
     assert {k: getattr(fast, k) for k in fast.__slots__} == \
         {k: getattr(slow, k) for k in slow.__slots__}
