@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,7 +30,8 @@ JSON = dict[str, Any]
 SUPPORTED_SPEC_VERSIONS = "2.2,3.0,3.1,3.2,3.3,3.4,3.5"
 # What MCO's ParseCompatibleVersion accepts (the internal version and everything below it).
 MCO_V3_VERSIONS = frozenset({"3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0"})
-CACHE_SIZE = 4096
+# Parsed configs are kept for raw inputs totalling at most this many bytes.
+CACHE_BUDGET_BYTES = 64 << 20
 _T = TypeVar("_T")
 # ModePerm: setuid/setgid/sticky bits are refused in MachineConfigs.
 MODE_PERM = 0o777
@@ -73,33 +75,63 @@ def ign_parse_wrapper(raw: bytes) -> ParsedIgnition:
     return copy.deepcopy(_parsed(raw))
 
 
-_CACHES: list[Any] = []
+class _ByteBudgetCache:
+    """An LRU map keyed by raw config bytes, bounded by the total size of those keys (a
+    long-running controller must not keep every config it ever parsed)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self.entries: OrderedDict[bytes, Any] = OrderedDict()
+
+    def get(self, raw: bytes) -> Any:
+        value = self.entries.get(raw)
+        if value is not None:
+            self.entries.move_to_end(raw)
+        return value
+
+    def put(self, raw: bytes, value: Any) -> None:
+        if len(raw) > self.budget or raw in self.entries:
+            return
+        self.entries[raw] = value
+        self.size += len(raw)
+        while self.size > self.budget:
+            old, _ = self.entries.popitem(last=False)
+            self.size -= len(old)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+
+
+_CACHES: list[_ByteBudgetCache] = []
 
 
 def clear_caches() -> None:
     """Forget every memoized parse (benchmarks measure cold renders with it)."""
     for cache in _CACHES:
-        cache.cache_clear()
+        cache.clear()
 
 
 def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
     """Memoize on the raw bytes, errors included: a pool renders the same inputs many times
     (every pool re-validates the worker configs). Results are shared: never mutate them."""
-    @functools.lru_cache(maxsize=CACHE_SIZE)
-    def outcome(raw: bytes) -> tuple[_T | None, IgnitionConfigError | None]:
-        try:
-            return func(raw), None
-        except IgnitionConfigError as e:
-            return None, e
-
-    _CACHES.append(outcome)
+    cache = _ByteBudgetCache(CACHE_BUDGET_BYTES)
+    _CACHES.append(cache)
 
     @functools.wraps(func)
     def wrapper(raw: bytes) -> _T:
-        value, error = outcome(raw)
+        hit = cache.get(raw)
+        if hit is None:
+            try:
+                hit = (func(raw), None)
+            except IgnitionConfigError as e:
+                hit = (None, e)
+            cache.put(raw, hit)
+        value, error = hit
         if error is not None:
             raise IgnitionConfigError(str(error)) from error
-        return value  # type: ignore[return-value]
+        return value  # type: ignore[no-any-return]
     return wrapper
 
 
