@@ -274,7 +274,7 @@ def parse_object(data: Any, doc: Document, base_path: str = "$") -> AnyObject | 
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic inserts the union member type ("str", "int", ...) into error locations
-    return isinstance(part, str) and part in {"str", "int", "function-after[...]"}
+    return isinstance(part, str) and (part in {"str", "int", "bool", "float"} or "[" in part)
 
 
 def load_documents(docs: Iterable[Document]) -> list[Loaded]:
