@@ -4,6 +4,7 @@ Mirrors MCO's machineConfigDiff plus the file and unit name sets the action and 
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 from collections.abc import Mapping
@@ -110,15 +111,19 @@ def compute_diff(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any],
 
 
 def decoded_contents(entry: Mapping[str, Any]) -> bytes:
-    """The bytes an Ignition file entry (or unit drop-in text) stands for: data URL, then gunzip."""
+    """The bytes an Ignition file entry stands for: data URL decoded, then gunzipped."""
     contents = entry.get("contents") or {}
     source = contents.get("source")
     if source is None:
         return b""
+    compression = contents.get("compression") or ""
+    if compression not in ("", "gzip"):
+        raise ValueError(f"file {entry.get('path')}: unsupported compression {compression!r}")
+    return _decode(source, compression)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode(source: str, compression: str) -> bytes:
+    # an update decodes each file twice (write, then validate): decode once
     data = decode(source)
-    if contents.get("compression") == "gzip":
-        data = gzip.decompress(data)
-    elif contents.get("compression"):
-        raise ValueError(f"file {entry.get('path')}: unsupported compression "
-                         f"{contents['compression']!r}")
-    return data
+    return gzip.decompress(data) if compression == "gzip" else data

@@ -1,0 +1,130 @@
+"""mcd.file_writers on a tmp root: atomic writes, modes, owners, backups, restores, rollback."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcd.file_writers import FileWriter, Journal, WriteError, atomic_write
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "etc").mkdir()
+    uid, gid = os.getuid(), os.getgid()
+    (tmp_path / "etc/passwd").write_text(f"root:x:0:0::/root:/bin/sh\nme:x:{uid}:{gid}::/:/bin/sh\n")
+    (tmp_path / "etc/group").write_text(f"root:x:0:\nmine:x:{gid}:\n")
+    return tmp_path
+
+
+def entry(path: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"path": path, "contents": {"source": "data:," + text}, **extra}
+
+
+def test_atomic_write_sets_mode_owner_and_leaves_no_temp(tmp_path: Path) -> None:
+    journal = Journal()
+    target = tmp_path / "a/b/c.conf"
+    atomic_write(target, b"data", 0o640, os.getuid(), os.getgid(), journal)
+    assert target.read_bytes() == b"data"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "a/b").stat().st_mode) == 0o755
+    assert os.listdir(tmp_path / "a/b") == ["c.conf"]
+    assert journal.dirs_to_sync == {tmp_path / "a/b"}
+    journal.sync()
+
+
+def test_write_file_defaults_and_owner_names(root: Path) -> None:
+    writer = FileWriter(root, Journal())
+    writer.write_file(entry("/etc/x/default", "d"))
+    writer.write_file(entry("/etc/x/named", "n", mode=0o600, user={"name": "me"},
+                            group={"name": "mine"}))
+    default, named = (root / "etc/x/default").stat(), (root / "etc/x/named").stat()
+    assert stat.S_IMODE(default.st_mode) == 0o644
+    assert (stat.S_IMODE(named.st_mode), named.st_uid, named.st_gid) == \
+        (0o600, os.getuid(), os.getgid())
+
+
+def test_unknown_owner_and_append_are_errors(root: Path) -> None:
+    writer = FileWriter(root, Journal())
+    with pytest.raises(WriteError, match="user 'nobody-here' not found"):
+        writer.write_file(entry("/etc/y", "y", user={"name": "nobody-here"}))
+    with pytest.raises(WriteError, match="Append is not supported"):
+        writer.write_file({"path": "/etc/z", "append": [{"source": "data:,z"}]})
+
+
+def test_backup_once_and_restore_when_the_file_leaves(root: Path) -> None:
+    original = root / "etc/motd"
+    original.write_text("distro\n")
+    original.chmod(0o640)
+    writer = FileWriter(root, Journal())
+    writer.write_file(entry("/etc/motd", "ours1"))
+    writer.write_file(entry("/etc/motd", "ours2"))  # the backup is never overwritten
+    backup = root / "etc/machine-config-daemon/orig/etc/motd.mcdorig"
+    assert backup.read_text() == "distro\n"
+    writer.remove_stale("/etc/motd")
+    assert original.read_text() == "distro\n" and stat.S_IMODE(original.stat().st_mode) == 0o640
+    assert not backup.exists()
+
+
+def test_new_file_gets_noorig_stamp_and_is_deleted_when_it_leaves(root: Path) -> None:
+    writer = FileWriter(root, Journal())
+    writer.write_file(entry("/etc/new.conf", "x"))
+    stamp = root / "etc/machine-config-daemon/noorig/etc/new.conf.mcdnoorig"
+    assert stamp.exists() and stamp.read_bytes() == b""
+    writer.remove_stale("/etc/new.conf")
+    assert not (root / "etc/new.conf").exists() and not stamp.exists()
+
+
+def test_certificate_writer_files_are_never_stale(root: Path) -> None:
+    ca = root / "etc/kubernetes/kubelet-ca.crt"
+    ca.parent.mkdir(parents=True)
+    ca.write_text("ca")
+    FileWriter(root, Journal()).remove_stale("/etc/kubernetes/kubelet-ca.crt")
+    assert ca.exists()
+
+
+def test_units_dropins_mask_and_unmask(root: Path) -> None:
+    writer = FileWriter(root, Journal())
+    assert writer.write_unit({"name": "a.service", "contents": "[Service]\n",
+                              "dropins": [{"name": "10.conf", "contents": "[Unit]\n"},
+                                          {"name": "20.conf"}]})
+    unit_dir = root / "etc/systemd/system"
+    assert (unit_dir / "a.service").read_text() == "[Service]\n"
+    assert (unit_dir / "a.service.d/10.conf").exists()
+    assert not (unit_dir / "a.service.d/20.conf").exists()
+    assert writer.write_unit({"name": "b.service", "mask": True})
+    assert os.readlink(unit_dir / "b.service") == "/dev/null"
+    assert not writer.write_unit({"name": "b.service", "mask": True})  # already masked
+    assert writer.write_unit({"name": "b.service", "mask": False})
+    assert not (unit_dir / "b.service").is_symlink()
+
+
+def test_rollback_restores_every_path_and_removes_created_dirs(root: Path) -> None:
+    existing = root / "etc/existing"
+    existing.write_text("old")
+    existing.chmod(0o600)
+    link = root / "etc/systemd/system/c.service"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("/lib/systemd/system/c.service")
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    writer.write_file(entry("/etc/existing", "new"))
+    writer.write_file(entry("/etc/fresh/deep/file", "f"))
+    writer.write_unit({"name": "c.service", "mask": True})
+    writer.remove_stale("/etc/existing")
+    journal.rollback()
+    assert existing.read_text() == "old" and stat.S_IMODE(existing.stat().st_mode) == 0o600
+    assert os.readlink(link) == "/lib/systemd/system/c.service"
+    assert not (root / "etc/fresh").exists()
+    assert not (root / "etc/machine-config-daemon/orig/etc/existing.mcdorig").exists()
+    assert not (root / "etc/machine-config-daemon").exists()
+
+
+def test_refuses_to_replace_a_directory(root: Path) -> None:
+    (root / "etc/adir").mkdir()
+    with pytest.raises(WriteError):
+        FileWriter(root, Journal()).write_file(entry("/etc/adir", "x"))
