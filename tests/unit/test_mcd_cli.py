@@ -1,0 +1,75 @@
+"""mcd.cli: `mcd plan` and `mcd validate` offline, on files and a tmp root."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mcd.cli import main
+
+
+def write_mc(path: Path, name: str, files: dict[str, str], **spec: Any) -> Path:
+    config = {"ignition": {"version": "3.5.0"},
+              "storage": {"files": [{"path": p, "contents": {"source": "data:," + t}}
+                                    for p, t in files.items()]}}
+    path.write_text(yaml.safe_dump({"apiVersion": "machineconfiguration.openshift.io/v1",
+                                    "kind": "MachineConfig", "metadata": {"name": name},
+                                    "spec": {"config": config, **spec}}))
+    return path
+
+
+def test_plan_lists_changes_and_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_mc(tmp_path / "a.yaml", "a", {"/etc/containers/policy.json": "1",
+                                            "/etc/gone": "x"})
+    b = write_mc(tmp_path / "b.yaml", "b", {"/etc/containers/policy.json": "2",
+                                            "/var/lib/kubelet/config.json": "{}"})
+    assert main(["plan", str(a), str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "file added: /var/lib/kubelet/config.json" in out
+    assert "file changed: /etc/containers/policy.json" in out
+    assert "file removed: /etc/gone" in out
+    assert out[-1] == "action: drain, reboot"  # /etc/gone matches no policy
+
+
+def test_plan_with_user_policy_and_json_input(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_mc(tmp_path / "a.yaml", "a", {"/etc/containers/policy.json": "1"})
+    b_doc = yaml.safe_load(write_mc(tmp_path / "b.yaml", "b",
+                                    {"/etc/containers/policy.json": "2"}).read_text())
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(b_doc))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("spec:\n  nodeDisruptionPolicy:\n    files:\n"
+                      "    - path: /etc/containers/policy.json\n"
+                      "      actions: [{type: Restart, restart: {serviceName: crio.service}}]\n")
+    assert main(["plan", str(a), str(b), "--policy", str(policy)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "action: restart crio.service"
+
+
+def test_plan_unreconcilable_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_mc(tmp_path / "a.yaml", "a", {})
+    b = write_mc(tmp_path / "b.yaml", "b", {}, kernelArguments=["nosmt"])
+    assert main(["plan", str(a), str(b), "--root", str(tmp_path)]) == 3
+    assert "need rpm-ostree" in capsys.readouterr().out
+    assert main(["plan", str(a), str(b), "--no-node-checks"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "action: drain, reboot"
+
+
+def test_validate_names_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_mc(tmp_path / "a.yaml", "rendered-a", {"/etc/x": "x"})
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/x").write_text("x")
+    args = ["validate", "--config", str(config), "--root", str(tmp_path), "--no-systemd"]
+    assert main(args) == 0
+    (tmp_path / "etc/x").write_text("hand edit")
+    assert main(args) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        'unexpected on-disk state validating against rendered-a: content mismatch for file "/etc/x"')
+
+
+def test_bad_input_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("kind: Nothing\n")
+    assert main(["plan", str(tmp_path / "bad.yaml"), str(tmp_path / "bad.yaml")]) == 2
