@@ -41,6 +41,7 @@ class Inputs:
     pools: list[MachineConfigPool]
     configs: list[MachineConfig]
     controller_config: ControllerConfig
+    files: dict[str, str]  # "<kind>/<name>" -> the file it came from
 
 
 def register(subparsers: Any) -> None:
@@ -96,7 +97,9 @@ def collect(loaded: Sequence[Loaded]) -> Inputs:
         cconfig = controller.obj
     pool_objs = [p.obj for _, p in sorted(pools.items()) if isinstance(p.obj, MachineConfigPool)]
     mc_objs = [c.obj for _, c in sorted(configs.items()) if isinstance(c.obj, MachineConfig)]
-    return Inputs(pool_objs, mc_objs, cconfig)
+    files = {f"{item.obj.kind}/{name}": item.file
+             for seen in (pools, configs) for name, item in seen.items()}
+    return Inputs(pool_objs, mc_objs, cconfig, files)
 
 
 def render_all(inputs: Inputs) -> list[RenderedConfig]:
@@ -106,8 +109,11 @@ def render_all(inputs: Inputs) -> list[RenderedConfig]:
         try:
             rendered.append(render_pool(pool, inputs.configs, inputs.controller_config))
         except RenderError as e:
+            # Name the file to fix first; MCO's own text follows unchanged.
+            culprit = e.machine_config and inputs.files.get(f"MachineConfig/{e.machine_config}")
+            where = f"{culprit}: " if culprit else ""
             raise PoolRenderError(
-                f"Failed to render configuration for pool {pool.name}: {e}") from e
+                f"{where}Failed to render configuration for pool {pool.name}: {e}") from e
         log.info("pool %s: %s from %d MachineConfigs", pool.name, rendered[-1].name,
                  len(rendered[-1].sources))
     return rendered

@@ -81,8 +81,8 @@ spec:
     assert not out.exists()
     assert not list(tmp_path.glob(".out*"))
     err = capsys.readouterr().err
-    assert "Failed to render configuration for pool infra: " \
-           "invalid mode 04755 for /usr/bin/x, cannot exceed 0777" in err
+    assert err == f"mcc render: {cluster / 'bad.yaml'}: Failed to render configuration for " \
+                  "pool infra: invalid mode 04755 for /usr/bin/x, cannot exceed 0777\n"
     # an existing directory survives a failed render untouched
     out.mkdir()
     (out / "keep").write_text("x")
