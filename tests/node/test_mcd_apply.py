@@ -238,3 +238,21 @@ def test_os_change_is_unreconcilable_on_debian(node: Node) -> None:
     assert (status, summary["state"]) == (3, "Unreconcilable"), summary
     assert "need rpm-ostree" in str(summary["reason"])
     assert "kernelArguments" in str(summary["reason"])
+
+
+def test_failed_reload_is_degraded_with_mco_text(node: Node) -> None:
+    host = node.testinfra()
+    # a running service whose reload fails: systemd's job result must reach the daemon over D-Bus
+    node.put("/etc/systemd/system/mct-badreload.service",
+             "[Service]\nExecStart=/bin/sleep infinity\nExecReload=/bin/false\n")
+    host.run_expect([0], "systemctl daemon-reload && systemctl start mct-badreload")
+    policy = ("files:\n- path: /etc/mct\n  actions: [{type: Reload, reload: "
+              "{serviceName: mct-badreload.service}}]\n")
+    b = machine_config("rendered-b", files=[file_entry("/etc/mct/x.conf", "x\n")])
+    status, summary = apply(node, machine_config("rendered-a"), b, policy)
+    assert (status, summary["state"]) == (1, "Degraded"), summary
+    assert str(summary["reason"]).startswith(
+        "could not apply update: reloading mct-badreload.service configuration failed. Error: ")
+    # past the point of no return nothing is rolled back: the node claims B and says why it failed
+    assert host.file("/etc/mct/x.conf").exists
+    assert node_state(node)["currentConfig"] == "rendered-b"
