@@ -184,6 +184,13 @@ def _check_v22(config: JSON) -> None:
         for field in ("compression", "httpHeaders"):
             if field in ref:
                 raise _fail(f"{path}.{field}", "is not supported in spec 2")
+    for path, ref in refs:
+        if not ref.get("source"):
+            # spec 2 config references are plain strings: an empty one is invalid there, a missing one
+            # drops the reference (allowed only for replace, where it means "no replacement")
+            if path == "$.ignition.config.replace" and "source" not in ref and not ref.get("verification"):
+                continue
+            raise _fail(f"{path}.source", "must be a non-empty URL in spec 2")
     if ign.get("proxy"):
         raise _fail("$.ignition.proxy", "(HTTP proxies) is not supported in spec 2")
     storage = config.get("storage", {})

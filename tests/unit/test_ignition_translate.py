@@ -405,3 +405,14 @@ def test_vectors_translate_round_trip(name: str, config: dict[str, Any], version
                 assert crosses_mask, (name, target)
                 continue
             assert back == config or crosses_mask, (name, target)
+
+
+def test_to_v22_config_references_need_a_source() -> None:
+    c = cfg("3.5.0")
+    c["ignition"]["config"] = {"merge": [{"source": ""}]}
+    assert refused(c, "2.2.0") == ("cannot translate to 2.2.0: $.ignition.config.merge.0.source must be a "
+                                   "non-empty URL in spec 2")
+    c["ignition"]["config"] = {"replace": {"source": "http://r", "verification": {"hash": "sha512-" + "0" * 128}}}
+    assert translate(c, "2.2.0")["ignition"]["config"] == c["ignition"]["config"]
+    c["ignition"]["config"] = {"replace": {"verification": {"hash": "sha512-" + "0" * 128}}}
+    assert "$.ignition.config.replace.source" in refused(c, "2.2.0")
