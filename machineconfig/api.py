@@ -29,6 +29,14 @@ class _Model(BaseModel):
         alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
         populate_by_name=True, strict=True, extra="allow")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        # Go's decoder leaves a field at its zero value for JSON null; so do we.
+        if isinstance(data, dict) and None in data.values():
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
     def to_dict(self) -> dict[str, Any]:
         """The object as Kubernetes would print it (only the fields that were set)."""
         out: dict[str, Any] = self.model_dump(by_alias=True, exclude_unset=True, mode="json")
@@ -91,14 +99,6 @@ class _Object(_Model):
 
 
 class MachineConfigSpec(_Model):
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_unset(cls, data: Any) -> Any:
-        # Go's decoder leaves a field at its zero value for JSON null; so do we.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
-
     os_image_url: str = Field("", alias="osImageURL")
     base_os_extensions_container_image: str = Field("", alias="baseOSExtensionsContainerImage")
     config: Any = None  # raw Ignition, any spec version

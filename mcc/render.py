@@ -252,7 +252,11 @@ def hashed_name(pool_name: str, yaml_text: str) -> str:
 
 def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[MachineConfig],
                                      controller_config: ControllerConfig) -> RenderedConfig:
-    """generateRenderedMachineConfig for configs already selected for `pool`."""
+    """generateRenderedMachineConfig for configs already selected for `pool`.
+
+    MCO's guard on the ControllerConfig's generated-by-version annotation is not applied:
+    offline inputs are written by people, not by a running operator.
+    """
     if not configs:
         raise RenderError("empty machineconfig object")
     by_name = sorted(configs, key=lambda mc: mc.name)
