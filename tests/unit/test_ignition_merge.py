@@ -189,3 +189,69 @@ def test_no_empty_containers_in_result() -> None:
     child = cfg(storage={"links": [{"path": "/a", "target": "/t"}]}, systemd={})
     out = merge(parent, child)
     assert out == {"ignition": {"version": V}, "storage": {"links": [{"path": "/a", "target": "/t"}]}}
+
+
+def test_upstream_table_case_disks_files_dirs_links_users() -> None:
+    # the mixed case of upstream's merge table, in canonical form
+    parent = {"storage": {
+        "disks": [{"device": "foo", "partitions": [{"label": "label", "number": 1, "startMiB": 4}], "wipeTable": True},
+                  {"device": "bar", "wipeTable": True}],
+        "files": [{"path": "/foo", "append": [{"source": "source1"}]},
+                  {"path": "/bar", "contents": {"compression": "gzip"}}]},
+        "passwd": {"users": [{"name": "bovik", "sshAuthorizedKeys": ["one", "two"]}]}}
+    child = {"storage": {
+        "disks": [{"device": "foo", "partitions": [{"label": "labelchanged", "number": 1},
+                                                   {"label": "label2", "number": 2}], "wipeTable": False},
+                  {"device": "bar"}, {"device": "baz", "wipeTable": True}],
+        "files": [{"path": "/foo", "append": [{"source": "source1"}, {"source": "source2"}]}],
+        "directories": [{"path": "/bar"}], "links": [{"path": "/baz"}]},
+        "passwd": {"users": [{"name": "bovik", "sshAuthorizedKeys": ["three", "two"]}]}}
+    assert merge(parent, child) == {
+        "passwd": {"users": [{"name": "bovik", "sshAuthorizedKeys": ["one", "two", "three"]}]},
+        "storage": {
+            "directories": [{"path": "/bar"}],
+            "disks": [{"device": "foo", "partitions": [{"label": "labelchanged", "number": 1, "startMiB": 4},
+                                                       {"label": "label2", "number": 2}], "wipeTable": False},
+                      {"device": "bar", "wipeTable": True}, {"device": "baz", "wipeTable": True}],
+            "files": [{"path": "/foo", "append": [{"source": "source1"}, {"source": "source1"},
+                                                  {"source": "source2"}]}],
+            "links": [{"path": "/baz"}]}}
+
+
+def test_upstream_table_case_unvalidated_version_from_child() -> None:
+    assert merge({"ignition": {"version": "1234"}}, {"ignition": {"version": "haha"}}) == {
+        "ignition": {"version": "haha"}}
+    assert merge({}, {}) == {}
+
+
+def _headers(*pairs: tuple[str, str | None]) -> list[dict[str, str]]:
+    return [{"name": n} if v is None else {"name": n, "value": v} for n, v in pairs]
+
+
+OLD = _headers(("old-header", "old-value"), ("same-header", "old-value"), ("to-remove-header", "some-value"))
+NEW = _headers(("to-remove-header", None), ("new-header", "new-value"), ("same-header", "new-value"))
+MERGED = _headers(("old-header", "old-value"), ("same-header", "new-value"), ("new-header", "new-value"))
+
+
+def test_upstream_header_cases_merge_replace_ca_contents() -> None:
+    def ign(where: str, headers: list[dict[str, str]]) -> dict[str, Any]:
+        res = {"source": "http://example.com/x", "httpHeaders": headers}
+        if where == "merge":
+            return {"ignition": {"config": {"merge": [res]}}}
+        if where == "replace":
+            return {"ignition": {"config": {"replace": res}}}
+        if where == "ca":
+            return {"ignition": {"security": {"tls": {"certificateAuthorities": [res]}}}}
+        return {"storage": {"files": [{"path": "/f", "contents": res}]}}
+
+    for where in ("merge", "replace", "ca", "contents"):
+        assert merge(ign(where, OLD), ign(where, NEW)) == ign(where, MERGED), where
+
+
+def test_upstream_header_case_append_fragments_not_merged() -> None:
+    old = _headers(("old-header", "old-value"), ("same-header", "old-value"))
+    new = _headers(("new-header", "new-value"), ("same-header", "new-value"))
+    parent = {"storage": {"files": [{"path": "/f", "append": [{"source": "u", "httpHeaders": old}]}]}}
+    child = {"storage": {"files": [{"path": "/f", "append": [{"source": "u", "httpHeaders": new}]}]}}
+    assert merge(parent, child)["storage"]["files"][0]["append"] == [
+        {"source": "u", "httpHeaders": old}, {"source": "u", "httpHeaders": new}]
