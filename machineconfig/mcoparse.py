@@ -330,12 +330,16 @@ def _set_or_drop(obj: JSON, key: str, value: Any) -> None:
 
 def parse_and_convert_gzipped_config(raw: bytes) -> JSON:
     """ParseAndConvertGzippedConfig: base64(gzip(json)), gzip(json) or plain JSON."""
-    try:
-        decoded = base64.b64decode(raw, validate=True)
+    try:  # Go's base64 decoder skips line breaks
+        decoded: bytes | None = base64.b64decode(raw.replace(b"\r", b"").replace(b"\n", b""),
+                                                 validate=True)
     except (binascii.Error, ValueError):
         decoded = None
     for candidate in (decoded, raw):
-        if candidate is not None and candidate[:2] == b"\x1f\x8b":
+        # MCO's magic check reads `b[0] != 0x1f && b[1] != 0x8b` for "not gzipped", so one
+        # matching byte is enough to try gunzip.
+        if candidate is not None and len(candidate) >= 2 and (
+                candidate[0] == 0x1F or candidate[1] == 0x8B):
             try:
                 return parse_and_convert_config(gzip.decompress(candidate))
             except (OSError, EOFError, zlib.error) as e:
