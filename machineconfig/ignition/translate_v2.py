@@ -206,8 +206,9 @@ def _check_v22(config: JSON) -> None:
             for field in ("sizeMiB", "startMiB"):
                 if field in part:
                     raise _fail(f"{path}.{field}", "is not supported in spec 2 (it sizes partitions in sectors)")
-            # ign-converter drops these silently, which changes what happens to the disk
-            for field, bad in (("resize", True), ("shouldExist", False), ("wipePartitionEntry", True)):
+            # ign-converter drops these silently; shouldExist=false (delete the partition) must not turn into
+            # "create it". wipePartitionEntry is dropped as upstream does: spec 2 then fails instead of wiping.
+            for field, bad in (("resize", True), ("shouldExist", False)):
                 if part.get(field) is bad:
                     raise _fail(f"{path}.{field}", f"{str(bad).lower()} is not supported in spec 2")
     for i, fs in enumerate(storage.get("filesystems", [])):

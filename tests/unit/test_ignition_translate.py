@@ -416,3 +416,84 @@ def test_to_v22_config_references_need_a_source() -> None:
     assert translate(c, "2.2.0")["ignition"]["config"] == c["ignition"]["config"]
     c["ignition"]["config"] = {"replace": {"verification": {"hash": "sha512-" + "0" * 128}}}
     assert "$.ignition.config.replace.source" in refused(c, "2.2.0")
+
+
+def test_to_v22_ign_converter_exhaustive_case() -> None:
+    # ign-converter's DowntranslateConfig3_2 -> ExhaustiveConfig2_2, in canonical form
+    sha = "sha512-" + "c6" * 64
+    uuid = "9d6e42cd-dcef-4177-b4c6-2a0c979e3d82"
+    ref = {"source": "https://example.com", "verification": {"hash": sha}}
+    owner = {"user": {"id": 1000}, "group": {"name": "groupname"}}
+    c = {"ignition": {"config": {"merge": [ref], "replace": ref}, "security": {"tls": {"certificateAuthorities": [ref]}},
+                      "timeouts": {"httpResponseHeaders": 5, "httpTotal": 10}, "version": "3.2.0"},
+         "storage": {
+             "directories": [dict(owner, overwrite=True, path="/rootdir", mode=420)],
+             "disks": [{"device": "/dev/sda", "wipeTable": True, "partitions": [
+                 {"guid": uuid, "label": "var", "number": 1, "shouldExist": True, "typeGuid": uuid,
+                  "wipePartitionEntry": True}]}],
+             "files": [dict(owner, overwrite=False, path="/var/varfile", mode=420,
+                            append=[{"compression": "gzip", **ref}]),
+                       {"path": "/etc/motd", "mode": 420, "append": [{"source": "data:text/plain;base64,Zm9vCg=="}]},
+                       {"path": "/empty", "mode": 420, "contents": {"source": ""}}],
+             "filesystems": [{"device": "/dev/disk/by-partlabel/var", "format": "xfs", "label": "var",
+                              "options": ["rw"], "path": "/var", "uuid": uuid, "wipeFilesystem": True}],
+             "links": [dict(owner, overwrite=True, path="/rootlink", target="/foobar")],
+             "raid": [{"devices": ["/dev/sdb", "/dev/sdc"], "level": "raid10", "name": "array", "options": ["foobar"],
+                       "spares": 1}]}}
+    out = translate(c, "2.2.0")
+    assert out == {
+        "ignition": {"config": {"append": [ref], "replace": ref}, "security": {"tls": {"certificateAuthorities": [ref]}},
+                     "timeouts": {"httpResponseHeaders": 5, "httpTotal": 10}, "version": "2.2.0"},
+        "storage": {
+            "directories": [{"filesystem": "root", "group": {"name": "groupname"}, "overwrite": True,
+                             "path": "/rootdir", "user": {"id": 1000}, "mode": 420}],
+            "disks": [{"device": "/dev/sda", "partitions": [{"guid": uuid, "label": "var", "number": 1,
+                                                             "typeGuid": uuid}], "wipeTable": True}],
+            "files": [{"filesystem": "/var", "group": {"name": "groupname"}, "overwrite": False, "path": "/varfile",
+                       "user": {"id": 1000}, "append": True,
+                       "contents": {"compression": "gzip", "source": "https://example.com",
+                                    "verification": {"hash": sha}}, "mode": 420},
+                      {"filesystem": "root", "overwrite": False, "path": "/etc/motd", "append": True,
+                       "contents": {"source": "data:text/plain;base64,Zm9vCg=="}, "mode": 420},
+                      {"filesystem": "root", "overwrite": False, "path": "/empty", "mode": 420}],
+            "filesystems": [{"mount": {"device": "/dev/disk/by-partlabel/var", "format": "xfs", "label": "var",
+                                       "options": ["rw"], "uuid": uuid, "wipeFilesystem": True}, "name": "/var"}],
+            "links": [{"filesystem": "root", "group": {"name": "groupname"}, "overwrite": True, "path": "/rootlink",
+                       "user": {"id": 1000}, "target": "/foobar"}],
+            "raid": [{"devices": ["/dev/sdb", "/dev/sdc"], "level": "raid10", "name": "array", "options": ["foobar"],
+                      "spares": 1}]}}
+    # key order is Go's marshal order, so the JSON text matches too
+    assert list(out["storage"]["files"][0]) == ["filesystem", "group", "overwrite", "path", "user", "append",
+                                                "contents", "mode"]
+
+
+def test_from_v22_ign_converter_exhaustive_case_root_parts() -> None:
+    # ign-converter's ExhaustiveConfig2_3 -> ExhaustiveConfig3_0, minus the non-root filesystem (MCO maps
+    # only "root") and the 2.3-only partition fields, in canonical form
+    sha = "sha512-" + "c6" * 64
+    uuid = "9d6e42cd-dcef-4177-b4c6-2a0c979e3d82"
+    ref = {"source": "https://example.com", "verification": {"hash": sha}}
+    c = {"ignition": {"config": {"append": [ref], "replace": ref}, "security": {"tls": {"certificateAuthorities": [ref]}},
+                      "timeouts": {"httpResponseHeaders": 5, "httpTotal": 10}, "version": "2.2.0"},
+         "storage": {
+             "disks": [{"device": "/dev/sda", "partitions": [{"guid": uuid, "label": "var", "number": 1,
+                                                              "typeGuid": uuid}], "wipeTable": True}],
+             "raid": [{"devices": ["/dev/sdb", "/dev/sdc"], "level": "raid10", "name": "array", "options": ["foobar"],
+                       "spares": 1}],
+             "files": [{"filesystem": "root", "path": "/empty", "mode": 420}],
+             "directories": [{"filesystem": "root", "group": {"name": "groupname"}, "overwrite": True,
+                              "path": "/rootdir", "user": {"id": 1000}, "mode": 420}],
+             "links": [{"filesystem": "root", "group": {"name": "groupname"}, "overwrite": True, "path": "/rootlink",
+                        "user": {"id": 1000}, "target": "/foobar"}]}}
+    owner = {"group": {"name": "groupname"}, "user": {"id": 1000}}
+    assert translate(c, "3.0.0") == {
+        "ignition": {"config": {"merge": [ref], "replace": ref}, "security": {"tls": {"certificateAuthorities": [ref]}},
+                     "timeouts": {"httpResponseHeaders": 5, "httpTotal": 10}, "version": "3.0.0"},
+        "storage": {
+            "directories": [dict(owner, overwrite=True, path="/rootdir", mode=420)],
+            "disks": [{"device": "/dev/sda", "partitions": [{"guid": uuid, "label": "var", "number": 1,
+                                                             "typeGuid": uuid}], "wipeTable": True}],
+            "files": [{"overwrite": True, "path": "/empty", "contents": {"source": ""}, "mode": 420}],
+            "links": [dict(owner, overwrite=True, path="/rootlink", target="/foobar")],
+            "raid": [{"devices": ["/dev/sdb", "/dev/sdc"], "level": "raid10", "name": "array", "options": ["foobar"],
+                      "spares": 1}]}}
