@@ -69,14 +69,16 @@ class RenderedConfig:
     owner_references: list[JSON]
     sources: list[str] = field(default_factory=list)
 
-    def to_object(self) -> JSON:
-        """The MachineConfig object as it would be stored."""
+    def to_object(self, *, share: bool = False) -> JSON:
+        """The MachineConfig object as it would be stored (sharing our dicts if `share`)."""
+        def dup(value: Any) -> Any:
+            return value if share else copy.deepcopy(value)
         return {
             "apiVersion": API_VERSION,
             "kind": "MachineConfig",
             "metadata": {"name": self.name, "annotations": dict(self.annotations),
-                         "ownerReferences": copy.deepcopy(self.owner_references)},
-            "spec": copy.deepcopy(self.spec),
+                         "ownerReferences": dup(self.owner_references)},
+            "spec": dup(self.spec),
         }
 
 
@@ -291,7 +293,7 @@ def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[
 
 def check_size(rendered: RenderedConfig) -> None:
     """The size guard: a rendered MachineConfig must fit in one etcd request."""
-    size = len(json.dumps(rendered.to_object(), separators=(",", ":"),
+    size = len(json.dumps(rendered.to_object(share=True), separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8"))
     if size > MAX_MACHINE_CONFIG_SIZE:
         raise RenderError(f"rendered MachineConfig {rendered.name} is too large ({size} bytes, "
