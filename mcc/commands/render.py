@@ -145,6 +145,10 @@ def write_layout(out_dir: str, inputs: Inputs, rendered: Sequence[RenderedConfig
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
+    for name in [mc.name for mc in inputs.configs] + [p.name for p in inputs.pools]:
+        # Kubernetes names never hold these; refuse them rather than write outside DIR.
+        if name.startswith(".") or "/" in name or "\0" in name:
+            raise InputError(f"{name!r} cannot be used as a file name in {out_dir}")
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
     try:
         files: dict[str, Any] = {}
