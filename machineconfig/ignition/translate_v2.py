@@ -237,8 +237,7 @@ def _node_v2(node: JSON, fs_paths: list[str]) -> JSON:
     for who in ("user", "group"):
         if who in node:
             out[who] = node[who]
-    # spec 2 overwrites by default; keep spec 3's "unset means no" by saying so
-    out["overwrite"] = node.get("overwrite", False)
+    _copy(node, out, "overwrite")
     return out
 
 
@@ -264,7 +263,9 @@ def v32_to_v22(config: JSON) -> JSON:
                                                          "options")})
     files: list[JSON] = []
     for f in storage.get("files", []):
+        # spec 2 files overwrite by default; keep spec 3's "unset means no" by saying so
         base = dict(_node_v2(f, fs_paths), **_pick(f, "mode"))
+        base.setdefault("overwrite", False)
         if "source" in f.get("contents", {}) or not f.get("append"):
             # ign-converter drops a file with neither contents nor fragments; we keep the entry
             files.append(dict(base, contents=_contents_v2(f.get("contents", {}))))

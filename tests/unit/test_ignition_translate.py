@@ -213,9 +213,8 @@ def test_to_v22_filesystems_named_by_path_longest_string_prefix() -> None:
         {"mount": {"device": "/dev/b", "format": "ext4"}, "name": "/var/lib"},
         {"mount": {"device": "/dev/c", "format": "swap", "label": "s"}, "name": "1"}]
     # upstream matches string prefixes, so /varnish lands on /var as "nish" (kept for compatibility)
-    assert out["directories"] == [{"filesystem": "/var/lib", "overwrite": False, "path": "/x"},
-                                  {"filesystem": "/var", "overwrite": False, "path": "nish"},
-                                  {"filesystem": "root", "overwrite": False, "path": "/etc"}]
+    assert out["directories"] == [{"filesystem": "/var/lib", "path": "/x"}, {"filesystem": "/var", "path": "nish"},
+                                  {"filesystem": "root", "path": "/etc"}]
 
 
 def test_to_v22_other_sections() -> None:
@@ -232,7 +231,7 @@ def test_to_v22_other_sections() -> None:
         "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["k"]}]},
         "storage": {"disks": [{"device": "/dev/sda", "partitions": [{"label": "root", "number": 1}],
                                "wipeTable": True}],
-                    "links": [{"filesystem": "root", "overwrite": False, "path": "/l", "target": "/t"}]},
+                    "links": [{"filesystem": "root", "path": "/l", "target": "/t"}]},
         "systemd": {"units": [{"contents": "x", "dropins": [{"contents": "y", "name": "d.conf"}], "enabled": False,
                                "mask": True, "name": "a.service"}]}}
 
@@ -330,7 +329,7 @@ def test_v22_round_trip_through_v35() -> None:
         {"filesystem": "root", "overwrite": True, "path": "/etc/a", "mode": 420, "contents": {"source": "data:,a"}},
         {"filesystem": "root", "overwrite": False, "path": "/etc/a", "append": True, "mode": 420,
          "contents": {"source": "data:,b"}}],
-        "directories": [{"filesystem": "root", "overwrite": False, "path": "/d", "mode": 493}]},
+        "directories": [{"filesystem": "root", "path": "/d", "mode": 493}]},
         systemd={"units": [{"name": "a.service", "enabled": True, "contents": "x"}]})
     assert translate(translate(c, "3.5.0"), "2.2.0") == c
 
