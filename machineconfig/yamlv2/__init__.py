@@ -15,7 +15,8 @@ from machineconfig.yamlv2.resolve import go_format_float
 from machineconfig.yamlv2.scalar import analyze
 from machineconfig.yamlv2.sorter import sorted_keys
 
-__all__ = ["YAMLError", "analyze", "check_reader", "dump", "go_format_float", "sorted_keys"]
+__all__ = ["YAMLError", "analyze", "check_reader", "dump", "go_format_float", "json_round_trip",
+           "marshal", "sorted_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,48 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-def dump(value: Any) -> str:
-    """`yaml.Marshal(value)` of yaml.v2 for a generic JSON-like value."""
+_NEL_RUN = re.compile("[ \x85]*\x85[ \x85]*")
+
+
+def _fold_nel(text: str) -> str:
+    """What yaml.v2's double-quoted scanner makes of a raw NEL in Go's JSON text.
+
+    Go's JSON escapes every other line break, but not U+0085, which YAML reads as a line
+    break and folds: a run of spaces and n NELs becomes one space (n = 1) or n-1 newlines.
+    """
+    def fold(match: re.Match[str]) -> str:
+        n = match.group().count("\x85")
+        return " " if n == 1 else "\n" * (n - 1)
+    return _NEL_RUN.sub(fold, text)
+
+
+def json_round_trip(value: Any) -> Any:
+    """The value yaml.v2 decodes from Go's JSON of `value` (ghodss/yaml's first step)."""
     check_reader(value)
+    if not any("\x85" in text for text in _strings(value)):
+        return value
+    return _map_strings(value)
+
+
+def _map_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _fold_nel(value)
+    if isinstance(value, dict):
+        return {_fold_nel(str(k)): _map_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(item) for item in value]
+    return value
+
+
+def marshal(value: Any) -> str:
+    """yaml.v2's `Marshal` of a generic value (no JSON step)."""
     emitter = Emitter()
     emitter.node(value, root=True)
     emitter.write_indent()  # document end
     return "".join(emitter.out)
+
+
+def dump(value: Any) -> str:
+    """ghodss/yaml.Marshal of a JSON-like value: Go's JSON, parsed by yaml.v2, re-emitted."""
+    return marshal(json_round_trip(value))
 

@@ -138,3 +138,13 @@ def test_fast_analysis_agrees_with_the_character_loop(text: str) -> None:
     fast, slow = yamlv2.analyze(text), _Analysis(text)
     assert {k: getattr(fast, k) for k in fast.__slots__} == \
         {k: getattr(slow, k) for k in slow.__slots__}
+
+
+@pytest.mark.parametrize("text, printed", [
+    ("a\x85b", "a b"), ("a \x85 b", "a b"), ("a\x85\x85b", "|-\n  a\n  b"),
+    ("\x85", "' '"), ("x  \x85\x85\x85 y", "|-\n  x\n\n  y"),
+])
+def test_nel_is_folded_by_the_json_to_yaml_step(text: str, printed: str) -> None:
+    # Go's JSON leaves U+0085 raw; yaml.v2 reads it as a line break inside the quoted scalar
+    assert yamlv2.dump([text]) == f"- {printed}\n"
+    assert yamlv2.marshal([text]) == '- "' + text.replace("\x85", "\\N") + '"\n'
