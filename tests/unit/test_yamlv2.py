@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -148,3 +149,18 @@ def test_nel_is_folded_by_the_json_to_yaml_step(text: str, printed: str) -> None
     # Go's JSON leaves U+0085 raw; yaml.v2 reads it as a line break inside the quoted scalar
     assert yamlv2.dump([text]) == f"- {printed}\n"
     assert yamlv2.marshal([text]) == '- "' + text.replace("\x85", "\\N") + '"\n'
+
+
+_WORDS = st.text(st.sampled_from(list("ab #:-?,'\"\n\t\\|>{}[]!&*%@`\u00e9\U0001F600~.")),
+                 max_size=90)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | _WORDS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_WORDS, inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES)
+def test_output_reads_back_as_the_same_value(value: Any) -> None:
+    # An independent parser (PyYAML) must read back exactly what was written.
+    assert yaml.safe_load(yamlv2.marshal(value)) == value
