@@ -61,8 +61,7 @@ def v22_to_v30(config: JSON) -> JSON:
     out_ign["security"] = ign.get("security", {})
     _copy(ign, out_ign, "timeouts")
     out: JSON = {"ignition": out_ign, "passwd": _passwd_v3(config.get("passwd", {})),
-                 "systemd": {"units": [_unit_v3(u, f"$.systemd.units.{i}")
-                                       for i, u in enumerate(config.get("systemd", {}).get("units", []))]}}
+                 "systemd": {"units": [_unit_v3(u) for u in config.get("systemd", {}).get("units", [])]}}
     for i, fs in enumerate(storage.get("filesystems", [])):
         if fs.get("name") != "root":  # root is implied in spec 3
             raise TranslationError(f"cannot translate to 3.0.0: $.storage.filesystems.{i} filesystem "
@@ -88,13 +87,14 @@ def _passwd_v3(passwd: JSON) -> JSON:
         if "create" in u:
             raise TranslationError(f"cannot translate to 3.0.0: $.passwd.users.{i}.create is deprecated and not "
                                    "supported in spec 3")
-        # spec 2 zero values were "unset"; spec 3 pointers are only set for non-zero values (strP/boolP)
-        users.append(dict(u))  # canonical 2.2 already omits the zero values spec 3 would leave unset
+        # spec 3 pointers are set only for non-zero spec 2 values (strP/boolP), which is exactly what a
+        # canonical 2.2 dict holds; uid and passwordHash were pointers already
+        users.append(dict(u))
     groups = [dict(g) for g in passwd.get("groups", [])]
     return {"users": users, "groups": groups}
 
 
-def _unit_v3(unit: JSON, path: str) -> JSON:
+def _unit_v3(unit: JSON) -> JSON:
     out: JSON = {"name": unit.get("name", "")}
     # enabled wins over the deprecated enable; an explicit enabled:false stays false
     if unit.get("enabled") is True or unit.get("enable"):
