@@ -69,6 +69,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    if args.root.resolve() != Path("/"):
+        # systemd's Manager API only acts on the running system, never on another root
+        print("mcd: apply works on the running system only (--root /)", file=sys.stderr)
+        return EXIT_USAGE
     old, new = load_machine_config(args.current), load_machine_config(args.desired)
     outcome = apply_update(old, new, _systemd(), root=args.root, policy=_policy(args.policy))
     print(json.dumps({"state": outcome.state, "reason": outcome.reason,

@@ -10,10 +10,10 @@ import os
 import signal
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from machineconfig.errors import MachineConfigError
 from mcd.diff import decoded_contents
@@ -183,12 +183,21 @@ def _count_write(journal: Journal) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class UnitMasker(Protocol):
+    """The part of systemd that masks units (the Manager's MaskUnitFiles/UnmaskUnitFiles)."""
+
+    def mask(self, names: Sequence[str]) -> None: ...
+    def unmask(self, names: Sequence[str]) -> None: ...
+
+
 class FileWriter:
     """Writes Ignition files and units under `root` ("/" on a node, a tmp dir in tests)."""
 
-    def __init__(self, root: Path, journal: Journal) -> None:
+    def __init__(self, root: Path, journal: Journal, masker: UnitMasker | None = None) -> None:
         self.root = root
         self.journal = journal
+        # systemd masks units on the real root; other roots (tests, images) get plain symlinks
+        self.masker = masker
 
     def host_path(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
@@ -312,20 +321,37 @@ class FileWriter:
             changed = True
         node_path = self.unit_path(name)
         target = self.host_path(node_path)
+        masked = target.is_symlink() and os.readlink(target) == "/dev/null"
         if unit.get("mask"):
-            if not (target.is_symlink() and os.readlink(target) == "/dev/null"):
-                self.journal.record(target)
-                replace_with_symlink(target, "/dev/null", self.journal)
+            if not masked:
+                self._mask(name, target)
                 changed = True
         elif unit.get("contents"):
             self.backup_original(node_path)
             self.write_text(node_path, str(unit["contents"]).encode())
             changed = True
-        elif target.is_symlink() and os.readlink(target) == "/dev/null":
+        elif masked:
             log.info("unit %s unmasked", name)
-            self.remove(node_path)
+            self.journal.record(target)
+            if self.masker is None:
+                target.unlink()
+            else:
+                self.masker.unmask([name])
+            self.journal.dirs_to_sync.add(target.parent)
             changed = True
         return changed
+
+    def _mask(self, name: str, target: Path) -> None:
+        # recorded first: whoever creates the /dev/null link, rollback restores what was there
+        self.journal.record(target)
+        if self.masker is None:
+            replace_with_symlink(target, "/dev/null", self.journal)
+            return
+        if target.exists() or target.is_symlink():
+            # MaskUnitFiles refuses to replace a regular unit file; MCO removes it first too
+            target.unlink()
+        self.masker.mask([name])
+        self.journal.dirs_to_sync.add(target.parent)
 
     def remove_stale_unit(self, old_unit: Mapping[str, Any], new_unit: Mapping[str, Any] | None
                           ) -> bool:

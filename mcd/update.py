@@ -231,7 +231,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         else:
             log.info("drain required, but offline there is no cluster to drain from: skipped")
     journal = Journal()
-    writer = FileWriter(root, journal)
+    # the D-Bus manager acts on the running system: it may only mask units when root is "/"
+    writer = FileWriter(root, journal, masker=systemd if root == Path("/") else None)
     units = _UnitOps(systemd)
     old_ign, new_ign = ignition_config_of(old_mc), ignition_config_of(new_mc)
     try:

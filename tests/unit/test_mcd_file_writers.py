@@ -128,3 +128,40 @@ def test_refuses_to_replace_a_directory(root: Path) -> None:
     (root / "etc/adir").mkdir()
     with pytest.raises(WriteError):
         FileWriter(root, Journal()).write_file(entry("/etc/adir", "x"))
+
+
+class RecordingMasker:
+    """Stands in for systemd's MaskUnitFiles: makes the link and records the call."""
+
+    def __init__(self, unit_dir: Path) -> None:
+        self.unit_dir = unit_dir
+        self.calls: list[tuple[str, str]] = []
+
+    def mask(self, names: list[str]) -> None:
+        for name in names:
+            self.calls.append(("mask", name))
+            (self.unit_dir / name).symlink_to("/dev/null")
+
+    def unmask(self, names: list[str]) -> None:
+        for name in names:
+            self.calls.append(("unmask", name))
+            (self.unit_dir / name).unlink()
+
+
+def test_masks_go_through_systemd_and_roll_back(root: Path) -> None:
+    unit_dir = root / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "r.service").write_text("[Service]\n")  # a regular unit file is replaced
+    masker = RecordingMasker(unit_dir)
+    journal = Journal()
+    writer = FileWriter(root, journal, masker=masker)
+    assert writer.write_unit({"name": "r.service", "mask": True})
+    assert os.readlink(unit_dir / "r.service") == "/dev/null"
+    assert masker.calls == [("mask", "r.service")]
+    journal.rollback()
+    assert (unit_dir / "r.service").read_text() == "[Service]\n"
+    (unit_dir / "r.service").unlink()
+    (unit_dir / "r.service").symlink_to("/dev/null")
+    assert FileWriter(root, Journal(), masker=masker).write_unit({"name": "r.service",
+                                                                  "mask": False})
+    assert masker.calls[-1] == ("unmask", "r.service")

@@ -52,6 +52,12 @@ class FakeSystemd:
     def preset(self, names: Sequence[str]) -> None:
         self._do("Preset", *names)
 
+    def mask(self, names: Sequence[str]) -> None:
+        self._do("Mask", *names)
+
+    def unmask(self, names: Sequence[str]) -> None:
+        self._do("Unmask", *names)
+
     def reload_unit(self, name: str) -> None:
         self._do("ReloadUnit", name)
 
