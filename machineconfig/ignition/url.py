@@ -37,6 +37,9 @@ def _unescape_ok(text: str, host: bool = False) -> bool:
         if c == "%":
             if len(text) < i + 3 or any(h not in "0123456789abcdefABCDEF" for h in text[i + 1:i + 3]):
                 return False
+            # In a host, escapes may only encode non-ASCII bytes (or be %25, for IPv6 zones).
+            if host and int(text[i + 1], 16) < 8 and text[i:i + 3] != "%25":
+                return False
             i += 3
             continue
         if host and ord(c) < 0x80 and not (c.isalnum() or c in _UNRESERVED_HOST):
