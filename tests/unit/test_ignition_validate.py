@@ -337,3 +337,51 @@ def test_warnings_only_parse_succeeds() -> None:
     result = parse('{"ignition":{"version":"3.6.0","proxy":{"httpsProxy":"http://p:3128"}}}')
     assert not result.report.is_fatal
     assert result.config == {"ignition": {"version": "3.6.0", "proxy": {"httpsProxy": "http://p:3128"}}}
+
+
+def test_cli_checks_every_file_and_reads_stdin(tmp_path: Any, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from mcc.cli import main
+
+    good = tmp_path / "good.ign"
+    good.write_text('{"ignition":{"version":"3.6.0"}}')
+    bad = tmp_path / "bad.ign"
+    bad.write_text('{"ignition":{"version":"9.9.9"}}')
+    assert main(["validate", str(good), str(bad), str(good)]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "couldn't parse config: unsupported config version\n")
+    assert main(["validate", str(good)]) == 0
+
+    class Stdin:
+        buffer = io.BytesIO(b'{"ignition":{"version":"3.6.0"},"x":1}')
+
+    monkeypatch.setattr(sys, "stdin", Stdin)
+    assert main(["validate", "-"]) == 0
+    assert capsys.readouterr().out == "warning at $.x, line 1 col 33: unused key x\n"
+
+
+@pytest.mark.parametrize("version, reason", [
+    ("3.6", "invalid config version (couldn't parse)"), ("v3.6.0", "invalid config version (couldn't parse)"),
+    ("3.6.0+build", "unsupported config version"), ("3.6.0-Experimental", "unsupported config version"),
+    ("3.7.0", "unsupported config version"), ("2.2.0", "unsupported config version"),
+    ("3.6.0-experimental", "unsupported config version"),
+])
+def test_version_reasons(version: str, reason: str) -> None:
+    with pytest.raises(IgnitionParseError) as info:
+        parse(json.dumps({"ignition": {"version": version}}))
+    assert info.value.reason == reason and len(info.value.report) == 0
+
+
+@pytest.mark.parametrize("version, spec", [("03.6.0", "3.6.0"), ("3.06.0", "3.6.0"), ("3.6.00", "3.6.0"),
+                                           ("3.6.0-", "3.6.0"), ("3.7.0-experimental", "3.7.0-experimental")])
+def test_go_semver_quirks_accept(version: str, spec: str) -> None:
+    assert parse(json.dumps({"ignition": {"version": version}})).version == spec
+
+
+def test_empty_input() -> None:
+    with pytest.raises(IgnitionParseError) as info:
+        parse(b"")
+    assert info.value.reason == "not a config (empty)"
