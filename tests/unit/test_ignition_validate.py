@@ -385,3 +385,17 @@ def test_empty_input() -> None:
     with pytest.raises(IgnitionParseError) as info:
         parse(b"")
     assert info.value.reason == "not a config (empty)"
+
+
+def test_should_exist_false_with_label_only_in_stable_specs() -> None:
+    disk = {"disks": [{"device": "/dev/sda", "partitions": [{"number": 3, "label": "old", "shouldExist": False}]}]}
+    assert check("3.6.0", storage=disk) == [
+        "error at $.storage.disks.0.partitions.0: shouldExist specified false with other options also specified"]
+    assert check("3.7.0-experimental", storage=disk) == []
+
+
+def test_unnumbered_partition_next_to_a_deleted_one() -> None:
+    disk = {"disks": [{"device": "/dev/sda", "partitions": [{"number": 3, "shouldExist": False}, {"label": "new"}]}]}
+    assert check(storage=disk) == [
+        "error at $.storage.disks.0.partitions: shouldExist is false for a partition and other partition(s) has "
+        "start or size 0"]
