@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.node.harness import (NodeFactory, Node, ensure_rootfs, missing_prerequisites,
-                                reap_stale)
+from tests.node.harness import Node, NodeFactory, reap_stale
+from tests.node.rootfs import ensure_rootfs, missing_prerequisites
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,10 @@
-"""Test harness for real systemd nodes: a cached Debian rootfs booted with systemd-nspawn.
+"""Booting test nodes: systemd-nspawn containers on overlays of the cached rootfs.
 
-Builds the rootfs once (debootstrap, cached by a hash of its recipe), boots nodes on overlays of it,
-reaches them with nsenter for setup and SSH on a loopback port for testinfra, reboots them on exit 133.
+Reached with nsenter for setup and SSH on a loopback port for testinfra; a reboot inside a node
+ends nspawn with status 133 and the harness boots it again on the same overlay.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -19,223 +16,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from tests.node.rootfs import (REBOOT_EXIT_STATUS, SITE_PACKAGES_BIND, HarnessError,
+                               host_site_packages, install_fixtures, install_project, run)
 
 log = logging.getLogger(__name__)
-
-CACHE_DIR = Path(os.environ.get("MCT_CACHE_DIR", "/var/cache/machine-config-tests"))
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-# Everything that decides the rootfs contents; its hash names the cache entry.
-ROOTFS_RECIPE: dict[str, object] = {
-    "suite": "bookworm",
-    "variant": "minbase",
-    "mirror": "http://deb.debian.org/debian",
-    "include": sorted([
-        "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-dbus",
-        "python3-venv", "python3-yaml", "iproute2", "procps",
-    ]),
-    # bump when customise_rootfs() changes
-    "customise": 1,
-}
-
-# nspawn exits with this status when the container's systemd asked for a reboot
-REBOOT_EXIT_STATUS = 133
-
-REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "ssh", "ssh-keygen", "mount")
-
-
-class HarnessError(RuntimeError):
-    """A node could not be built, booted or reached."""
-
-
-def missing_prerequisites() -> list[str]:
-    """What the host lacks to run node tests; empty when everything is there."""
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root privileges")
-    if "overlay" not in Path("/proc/filesystems").read_text():
-        missing.append("overlay filesystem")
-    return missing
-
-
-def recipe_hash() -> str:
-    blob = json.dumps(ROOTFS_RECIPE, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def run(cmd: Sequence[str], *, timeout: float = 120, check: bool = True,
-        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a host command; a failure carries the command, status and output."""
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, input=input)
-    if check and proc.returncode != 0:
-        raise HarnessError(f"{' '.join(cmd)} exited {proc.returncode}\n"
-                           f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}")
-    return proc
-
-
-def customise_rootfs(root: Path) -> None:
-    """Make the debootstrap tree bootable as a container image shared by many nodes."""
-    # an empty machine-id lets each node get its own from --uuid
-    (root / "etc/machine-id").write_text("")
-    # no block devices in a container: an empty fstab keeps systemd-remount-fs quiet
-    (root / "etc/fstab").write_text("")
-    for unit in ("systemd-networkd.service", "systemd-resolved.service",
-                 "systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer",
-                 "e2scrub_reap.service", "getty@tty1.service", "console-getty.service"):
-        # the nodes share the host's network namespace; these would fight over it or just cost time
-        link = root / "etc/systemd/system" / unit
-        if link.is_symlink() or not link.exists():
-            link.unlink(missing_ok=True)
-            link.symlink_to("/dev/null")
-    shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
-    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
-
-
-def ensure_rootfs() -> Path:
-    """The cached rootfs for the current recipe, built by debootstrap if absent (~3.5 min)."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / f"rootfs-{recipe_hash()}"
-    with open(CACHE_DIR / ".lock", "w") as lock:
-        # concurrent runs (xdist, two terminals) must not debootstrap into the same tree
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / ".complete").exists():
-            log.info("reusing cached rootfs %s", target)
-            return target
-        work = CACHE_DIR / f"build-{recipe_hash()}"
-        shutil.rmtree(work, ignore_errors=True)
-        log.info("building rootfs %s with debootstrap", target)
-        run(["debootstrap", f"--variant={ROOTFS_RECIPE['variant']}",
-             "--include=" + ",".join(ROOTFS_RECIPE["include"]),  # type: ignore[arg-type]
-             str(ROOTFS_RECIPE["suite"]), str(work), str(ROOTFS_RECIPE["mirror"])], timeout=1800)
-        customise_rootfs(work)
-        (work / ".complete").write_text(json.dumps(ROOTFS_RECIPE, sort_keys=True))
-        shutil.rmtree(target, ignore_errors=True)
-        work.rename(target)
-        return target
-
-
-
-# ---- what every node gets on top of the rootfs ----------------------------------------------
-
-# TEST FIXTURE: stands in for the crio and kubelet binaries; records each start, reload, stop.
-FIXTURE_PROGRAM = """#!/usr/bin/python3
-# TEST FIXTURE (machine-config node tests): not crio, not kubelet. It records every start,
-# reload (SIGHUP) and stop (SIGTERM) of the unit it runs in, so a test can tell them apart.
-import os, signal, sys, time
-
-NAME = sys.argv[1]
-EVENTS = "/var/lib/test-fixtures/%s.events" % NAME
-
-
-def record(event):
-    with open(EVENTS, "a") as out:
-        out.write("%s %d %.3f\\n" % (event, os.getpid(), time.time()))
-
-
-def on_hup(signum, frame):
-    record("reload")
-
-
-def on_term(signum, frame):
-    record("stop")
-    sys.exit(0)
-
-
-os.makedirs(os.path.dirname(EVENTS), exist_ok=True)
-signal.signal(signal.SIGHUP, on_hup)
-signal.signal(signal.SIGTERM, on_term)
-record("start")
-while True:
-    signal.pause()
-"""
-
-FIXTURE_UNIT = """[Unit]
-Description=TEST FIXTURE standing in for {name} (records start/reload/stop)
-
-[Service]
-Type=simple
-ExecStart=/usr/local/libexec/test-fixture-service {name}
-ExecReload=/bin/kill -HUP $MAINPID
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-# The daemon's boot-time unit: after a reboot it validates the disk and reports Done or Degraded.
-DAEMON_UNIT = """[Unit]
-Description=machine-config-daemon: validate the current config at boot
-After=dbus.service
-Requires=dbus.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/bin/mcd resume
-RemainAfterExit=yes
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-MCD_WRAPPER = """#!/opt/machine-config/venv/bin/python
-import sys
-from mcd.cli import main
-sys.exit(main())
-"""
-
-SITE_PACKAGES_BIND = "/opt/machine-config/host-site-packages"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def host_site_packages() -> Path:
-    """The running interpreter's site-packages: third-party pure deps for the nodes, read-only."""
-    import sysconfig
-    return Path(sysconfig.get_paths()["purelib"])
-
-
-def install_project(root: Path) -> None:
-    """Copy the working tree's packages into the node and give it an `mcd` command."""
-    target = root / "opt/machine-config"
-    src = target / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    for package in ("machineconfig", "mcd"):
-        shutil.copytree(REPO_ROOT / package, src / package, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    run(["chroot", str(root), "python3", "-m", "venv", "--without-pip", "--system-site-packages",
-         "/opt/machine-config/venv"])
-    site = next((target / "venv/lib").glob("python3*/site-packages"))
-    (site / "machine-config.pth").write_text("/opt/machine-config/src\n")
-    # the node's own python3-dbus and python3-yaml come first: the host's packages (bound
-    # read-only) are appended after the last system directory and only fill gaps (pydantic...)
-    last_system = root / "usr/lib/python3.11/dist-packages"
-    last_system.mkdir(parents=True, exist_ok=True)
-    (last_system / "zz-machine-config-host.pth").write_text(SITE_PACKAGES_BIND + "\n")
-    wrapper = root / "usr/local/bin/mcd"
-    wrapper.write_text(MCD_WRAPPER)
-    wrapper.chmod(0o755)
-
-
-def install_fixtures(root: Path) -> None:
-    program = root / "usr/local/libexec/test-fixture-service"
-    program.parent.mkdir(parents=True, exist_ok=True)
-    program.write_text(FIXTURE_PROGRAM)
-    program.chmod(0o755)
-    unit_dir = root / "usr/lib/systemd/system"
-    wants = root / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    for name in ("crio", "kubelet"):
-        (unit_dir / f"{name}.service").write_text(FIXTURE_UNIT.format(name=name))
-        link = wants / f"{name}.service"
-        link.unlink(missing_ok=True)
-        link.symlink_to(f"/usr/lib/systemd/system/{name}.service")
-    (unit_dir / "machine-config-daemon.service").write_text(DAEMON_UNIT)
-    link = wants / "machine-config-daemon.service"
-    link.unlink(missing_ok=True)
-    link.symlink_to("/usr/lib/systemd/system/machine-config-daemon.service")
 
 
 # ---- nodes ------------------------------------------------------------------------------------
@@ -390,7 +182,7 @@ class Node:
         return run(["ssh", "-F", str(self.ssh_config), self.name, command], check=check,
                    timeout=timeout)
 
-    def testinfra(self) -> object:
+    def testinfra(self) -> Any:
         import testinfra
         return testinfra.get_host(f"ssh://{self.name}", ssh_config=str(self.ssh_config),
                                   controlpersist=0)
@@ -457,82 +249,3 @@ def reap_stale(parent: Path) -> None:
         for merged in run_dir.glob("*/merged"):
             run(["umount", "--lazy", str(merged)], check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    print(ensure_rootfs())
-
-
-# ---- MachineConfigs for the tests -----------------------------------------------------------
-
-def file_entry(path: str, text: str, mode: int = 0o644, user: str | None = None,
-               group: str | None = None, compress: bool = False) -> dict[str, object]:
-    """An Ignition 3.5 file entry; `compress` stores it gzipped and base64 as MCO does."""
-    import gzip
-
-    from machineconfig.ignition.dataurl import encode_base64, encode_percent
-    entry: dict[str, object] = {"path": path, "mode": mode, "overwrite": True}
-    if compress:
-        entry["contents"] = {"source": encode_base64(gzip.compress(text.encode())),
-                             "compression": "gzip"}
-    else:
-        entry["contents"] = {"source": encode_percent(text.encode())}
-    if user:
-        entry["user"] = {"name": user}
-    if group:
-        entry["group"] = {"name": group}
-    return entry
-
-
-def machine_config(name: str, files: Sequence[dict[str, object]] = (),
-                   units: Sequence[dict[str, object]] = (),
-                   users: Sequence[dict[str, object]] | None = None,
-                   **spec: object) -> dict[str, object]:
-    config: dict[str, object] = {"ignition": {"version": "3.5.0"}}
-    if files:
-        config["storage"] = {"files": list(files)}
-    if units:
-        config["systemd"] = {"units": list(units)}
-    if users is not None:
-        config["passwd"] = {"users": list(users)}
-    return {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-            "metadata": {"name": name}, "spec": {"config": config, **spec}}
-
-
-def put_config(node: Node, mc: dict[str, object]) -> str:
-    """Store a MachineConfig in the node; returns its path there."""
-    name = str(mc["metadata"]["name"])  # type: ignore[index]
-    path = f"/root/configs/{name}.json"
-    node.put(path, json.dumps(mc, indent=1))
-    return path
-
-
-def apply(node: Node, current: dict[str, object], desired: dict[str, object],
-          policy: str | None = None) -> tuple[int, dict[str, object]]:
-    """`mcd apply` inside the node over SSH; (exit status, its JSON summary)."""
-    cmd = f"mcd apply --current {put_config(node, current)} --desired {put_config(node, desired)}"
-    if policy is not None:
-        node.put("/root/configs/policy.yaml", policy)
-        cmd += " --policy /root/configs/policy.yaml"
-    proc = node.ssh(cmd, check=False, timeout=120)
-    log.info("mcd apply -> %d\n%s", proc.returncode, proc.stderr[-3000:])
-    try:
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        summary = {"stdout": proc.stdout, "stderr": proc.stderr}
-    return proc.returncode, summary
-
-
-def fixture_events(node: Node, service: str) -> list[str]:
-    """The events the fixture program of `service` recorded: start, reload, stop."""
-    path = node.root / f"var/lib/test-fixtures/{service}.events"
-    if not path.exists():
-        return []
-    return [line.split()[0] for line in path.read_text().splitlines()]
-
-
-def node_state(node: Node) -> dict[str, object]:
-    path = node.root / "etc/machine-config-daemon/state.json"
-    state: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
-    return state

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.node.harness import (Node, apply, file_entry, fixture_events, machine_config,
-                                node_state, put_config)
+from tests.node.harness import Node
+from tests.node.machineconfigs import (apply, file_entry, fixture_events, machine_config,
+                                       node_state, put_config)
 
 pytestmark = pytest.mark.timeout(300)
 
