@@ -117,9 +117,7 @@ def disk_rule(s: Sink, disk: Obj, path: Path) -> None:
 
 
 def partition_rule(s: Sink, p: Obj, path: Path) -> None:
-    # 3.7.0-experimental lets a label select the partition to delete; stable specs refuse it.
-    label_conflicts = s.minor < 7 and p["label"] is not None
-    if p["shouldExist"] is False and (label_conflicts or not nil_or_empty(p["typeGuid"])
+    if p["shouldExist"] is False and (p["label"] is not None or not nil_or_empty(p["typeGuid"])
                                       or not nil_or_empty(p["guid"]) or p["startMiB"] is not None
                                       or p["sizeMiB"] is not None):
         s.error(path, "shouldExist specified false with other options also specified")

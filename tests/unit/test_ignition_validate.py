@@ -387,11 +387,11 @@ def test_empty_input() -> None:
     assert info.value.reason == "not a config (empty)"
 
 
-def test_should_exist_false_with_label_only_in_stable_specs() -> None:
+def test_should_exist_false_with_a_label() -> None:
     disk = {"disks": [{"device": "/dev/sda", "partitions": [{"number": 3, "label": "old", "shouldExist": False}]}]}
-    assert check("3.6.0", storage=disk) == [
-        "error at $.storage.disks.0.partitions.0: shouldExist specified false with other options also specified"]
-    assert check("3.7.0-experimental", storage=disk) == []
+    for version in ("3.0.0", "3.6.0", "3.7.0-experimental"):
+        assert check(version, storage=disk) == [
+            "error at $.storage.disks.0.partitions.0: shouldExist specified false with other options also specified"]
 
 
 def test_unnumbered_partition_next_to_a_deleted_one() -> None:
