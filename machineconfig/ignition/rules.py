@@ -11,8 +11,8 @@ from typing import Any
 
 from machineconfig.ignition import storage_rules
 from machineconfig.ignition.decode import is_valid_json
+from machineconfig.ignition.findings import Path, Sink, nil_or_empty
 from machineconfig.ignition.gopath import validate_path
-from machineconfig.ignition.findings import Finding, Path, Sink, nil_or_empty
 from machineconfig.ignition.units import UnitParseError, deserialize
 from machineconfig.ignition.url import ERR_INVALID_SCHEME, ERR_INVALID_URL, URLError, go_url_parse, \
     http_scheme, validate_url, validate_url_nil_ok
