@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from machineconfig.errors import MachineConfigError
+from machineconfig.mcoparse import IgnitionConfigError, converted_config, raw_config
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +28,26 @@ class NotReconcilableError(MachineConfigError):
     wrapped message naming both configs.
     """
 
-    def __init__(self, old_name: str, new_name: str, reason: str) -> None:
+    def __init__(self, old_name: str, new_name: str, reason: str,
+                 message: str | None = None) -> None:
         self.old_name = old_name
         self.new_name = new_name
         self.reason = reason
         # MCO passes the names in this order; the swapped wording is its text, kept on purpose.
-        super().__init__(f'new machineconfig "{old_name}" is not reconcilable against '
-                         f'"{new_name}": {reason}')
+        super().__init__(message or f'new machineconfig "{old_name}" is not reconcilable '
+                                    f'against "{new_name}": {reason}')
 
 
 def ignition_config_of(mc: Mapping[str, Any]) -> dict[str, Any]:
-    """The Ignition config (3.x canonical dict) inside a MachineConfig; `{}` when it has none."""
-    config = (mc.get("spec") or {}).get("config") or {}
-    if not isinstance(config, dict):
-        raise MachineConfigError(f"machineconfig {name_of(mc)!r}: spec.config is not an object")
-    return config
+    """The Ignition config of a MachineConfig as a 3.5.0 canonical dict, whatever spec it was
+    written in (MCO's ParseAndConvertConfig); `{}` when it has none. Shared: do not modify it.
+
+    Raises IgnitionConfigError with MCO's text when the config does not parse.
+    """
+    raw = raw_config((mc.get("spec") or {}).get("config"))
+    if raw is None:
+        return {}
+    return converted_config(raw)
 
 
 def name_of(mc: Mapping[str, Any]) -> str:
@@ -51,7 +57,16 @@ def name_of(mc: Mapping[str, Any]) -> str:
 def check_reconcilable(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any],
                        storage_overrides: Collection[str] = ()) -> None:
     """Raise NotReconcilableError when `new_mc` cannot be applied in place over `old_mc`."""
-    reason = reconcile_reason(ignition_config_of(old_mc), ignition_config_of(new_mc),
+    configs = []
+    for which, mc in (("old", old_mc), ("new", new_mc)):
+        try:
+            configs.append(ignition_config_of(mc))
+        except IgnitionConfigError as err:
+            raise NotReconcilableError(
+                name_of(old_mc), name_of(new_mc), str(err),
+                message=f"parsing {which} Ignition config from machineconfig "
+                        f"{name_of(mc)!r} failed: {err}".replace("'", '"')) from err
+    reason = reconcile_reason(configs[0], configs[1],
                               bool((old_mc.get("spec") or {}).get("fips")),
                               bool((new_mc.get("spec") or {}).get("fips")), storage_overrides)
     if reason is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="mcd: %(name)s: %(message)s", stream=sys.stderr)
     try:
         result: int = args.func(args)
-    except (OSError, ValueError, PolicyError, yaml.YAMLError) as err:
+    except (OSError, ValueError, PolicyError, yaml.YAMLError, MachineConfigError) as err:
         print(f"mcd: {err}", file=sys.stderr)
         return EXIT_USAGE
     return result

@@ -75,14 +75,15 @@ def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: P
                 ) -> UpdatePlan:
     """Diff, reconcilability and the post-config action; raises UnreconcilableUpdate."""
     old_name, new_name = name_of(old_mc), name_of(new_mc)
-    force = node_state.force_file_present(root)
-    diff = compute_diff(old_mc, new_mc, force=force)
     prefix = f"can't reconcile config {old_name} with {new_name}: "
     try:
+        # first: it also parses both configs, so nothing below sees one that does not parse
         check_reconcilable(old_mc, new_mc)
     except NotReconcilableError as err:
         raise UnreconcilableUpdate(f"{prefix}configs {old_name}, {new_name} are not "
                                    f"reconcilable: {err}") from err
+    force = node_state.force_file_present(root)
+    diff = compute_diff(old_mc, new_mc, force=force)
     if check_node:
         fips_reason = _fips_reason(new_mc)
         if fips_reason:

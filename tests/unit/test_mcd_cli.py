@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from urllib.parse import quote
+
 import pytest
 import yaml
 
@@ -13,7 +15,7 @@ from mcd.cli import main
 
 def write_mc(path: Path, name: str, files: dict[str, str], **spec: Any) -> Path:
     config = {"ignition": {"version": "3.5.0"},
-              "storage": {"files": [{"path": p, "contents": {"source": "data:," + t}}
+              "storage": {"files": [{"path": p, "contents": {"source": "data:," + quote(t)}}
                                     for p, t in files.items()]}}
     path.write_text(yaml.safe_dump({"apiVersion": "machineconfiguration.openshift.io/v1",
                                     "kind": "MachineConfig", "metadata": {"name": name},
@@ -73,3 +75,18 @@ def test_validate_names_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_bad_input_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("kind: Nothing\n")
     assert main(["plan", str(tmp_path / "bad.yaml"), str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_spec_2_and_3_1_configs_are_compared_as_3_5(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    v2 = {"ignition": {"version": "2.2.0"}, "storage": {"files": [
+        {"filesystem": "root", "path": "/etc/a", "mode": 420,
+         "contents": {"source": "data:,same"}}]}}
+    v31 = {"ignition": {"version": "3.1.0"}, "storage": {"files": [
+        # ign-converter sets overwrite on spec 2 files: the same file in 3.x must say so too
+        {"path": "/etc/a", "mode": 420, "overwrite": True, "contents": {"source": "data:,same"}}]}}
+    for name, config in (("a", v2), ("b", v31)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"metadata": {"name": name}, "spec": {"config": config}}))
+    assert main(["plan", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert capsys.readouterr().out.splitlines() == ["action: none"]

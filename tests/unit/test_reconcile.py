@@ -78,9 +78,25 @@ def test_empty_user_list_is_reconcilable() -> None:
 
 
 def test_only_last_user_is_checked() -> None:
-    # MCO inspects the last entry only; an odd first core entry passes
+    # MCO inspects the last entry only (duplicates never get past parsing; the rule still holds)
     users = [{"name": "core", "uid": 1}, {"name": "core", "sshAuthorizedKeys": ["k"]}]
-    check_reconcilable(mc("a"), mc("b", {"passwd": {"users": users}}))
+    assert reconcile_reason({}, {"passwd": {"users": users}}, False, False) is None
+
+
+def test_unparsable_config_text() -> None:
+    bad = {"metadata": {"name": "b"}, "spec": {"config": {"ignition": {"version": "9.9.9"}}}}
+    with pytest.raises(NotReconcilableError) as err:
+        check_reconcilable(mc("a"), bad)
+    assert str(err.value).startswith(
+        'parsing new Ignition config from machineconfig "b" failed: failed to parse Ignition '
+        "config: parsing Ignition config failed: unknown version")
+
+
+def test_spec_2_config_is_converted_before_comparing() -> None:
+    v2 = {"metadata": {"name": "a"}, "spec": {"config": {
+        "ignition": {"version": "2.2.0"},
+        "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["k"]}]}}}}
+    check_reconcilable(v2, mc("b", core(sshAuthorizedKeys=["k"])))
 
 
 def test_removing_links_is_allowed() -> None:
