@@ -17,7 +17,8 @@ import yaml
 from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
-from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk
+from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
+from mcd.rpm_ostree import OSUpdateError, ostree_booted
 from mcd.systemd import Systemd, SystemdApi
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
 
@@ -88,6 +89,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     mc = load_machine_config(args.config)
     try:
         validate_on_disk(mc, args.root, None if args.no_systemd else _systemd())
+        if ostree_booted(args.root):
+            validate_os(mc)
     except OnDiskValidationError as err:
         print(err)
         return EXIT_FAILED
@@ -136,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="mcd: %(name)s: %(message)s", stream=sys.stderr)
     try:
         result: int = args.func(args)
-    except (OSError, ValueError, PolicyError, yaml.YAMLError, MachineConfigError) as err:
+    except (OSError, ValueError, PolicyError, yaml.YAMLError, MachineConfigError,
+            OSUpdateError) as err:
         print(f"mcd: {err}", file=sys.stderr)
         return EXIT_USAGE
     return result

@@ -15,6 +15,7 @@ from machineconfig.errors import MachineConfigError
 from machineconfig.reconcile import ignition_config_of, name_of
 from mcd.diff import decoded_contents
 from mcd.file_writers import DEFAULT_FILE_MODE, SYSTEMD_DIR
+from mcd.rpm_ostree import Runner, booted_image, missing_kernel_arguments, run_rpm_ostree
 from mcd.systemd import SystemdApi
 
 log = logging.getLogger(__name__)
@@ -132,3 +133,17 @@ def validate_on_disk(mc: Mapping[str, Any], root: Path = Path("/"),
         log.info("on-disk validation against %s failed: %s", name_of(mc), err)
         raise OnDiskValidationError(name_of(mc), str(err)) from None
     log.info("on-disk state matches %s", name_of(mc))
+
+
+def validate_os(mc: Mapping[str, Any], run: Runner = run_rpm_ostree) -> None:
+    """rpm-ostree hosts: the booted image and every expected kernel argument (MCO's texts)."""
+    want = str((mc.get("spec") or {}).get("osImageURL") or "")
+    if want:
+        have = booted_image(run) or ""
+        if have != want:
+            raise OnDiskValidationError(name_of(mc), f'expected target osImageURL "{want}", '
+                                                     f'have "{have}"')
+    missing = missing_kernel_arguments(mc, run)
+    if missing:
+        raise OnDiskValidationError(name_of(mc), "missing expected kernel arguments: "
+                                                 f"[{' '.join(missing)}]")

@@ -18,13 +18,14 @@ from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolic
                          drain_required, post_config_actions)
 from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
 from mcd.file_writers import FileWriter, Journal
-from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk
+from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.passwd import apply_passwd
+from mcd.rpm_ostree import (OSTREE_BOOTED, Runner, apply_os_changes, ostree_booted,
+                            rollback_os_changes, run_rpm_ostree)
 from mcd.systemd import SystemdApi, SystemdError
 
 log = logging.getLogger(__name__)
 
-OSTREE_BOOTED = "/run/ostree-booted"
 FIPS_ENABLED = Path("/proc/sys/crypto/fips_enabled")
 
 
@@ -90,16 +91,16 @@ def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: P
             raise UnreconcilableUpdate(prefix + fips_reason)
         # the forcefile's forced OS update means nothing without rpm-ostree, so it is not refused
         os_diff = compute_diff(old_mc, new_mc) if force else diff
-        if os_diff.os_level and not (root / OSTREE_BOOTED.lstrip("/")).exists():
+        if os_diff.os_level and not ostree_booted(root):
             fields = [label for flag, label in (
                 (os_diff.os_update, "osImageURL"), (os_diff.kargs, "kernelArguments"),
                 (os_diff.kernel_type, "kernelType"), (os_diff.extensions, "extensions")) if flag]
             raise UnreconcilableUpdate(
                 f"{prefix}changes to {', '.join(fields)} need rpm-ostree, and this node is not "
                 f"rpm-ostree based ({OSTREE_BOOTED} is absent)")
-        if os_diff.os_level:
-            raise UnreconcilableUpdate(f"{prefix}OS, kernel argument, kernel type and extension "
-                                       "changes through rpm-ostree are not implemented yet")
+        if os_diff.extensions:
+            raise UnreconcilableUpdate(f"{prefix}extensions need the OS extensions container, "
+                                       "which this daemon does not install yet")
     actions = post_config_actions(diff, policy, force=force)
     drain = drain_required(actions, ignition_config_of(old_mc), ignition_config_of(new_mc))
     plan = UpdatePlan(old_name, new_name, diff, actions, drain, force)
@@ -213,7 +214,8 @@ def _perform(action: Action, systemd: SystemdApi) -> None:
 
 def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: SystemdApi, *,
                  root: Path = Path("/"), policy: NodeDisruptionPolicy = DEFAULT_POLICY,
-                 request_drain: Callable[[str], None] | None = None) -> UpdateOutcome:
+                 request_drain: Callable[[str], None] | None = None,
+                 os_runner: Runner = run_rpm_ostree) -> UpdateOutcome:
     """Move the node from `old_mc` to `new_mc`; the state file says how it ended."""
     new_name = name_of(new_mc)
     previous = node_state.read_state(root).get("state")
@@ -236,8 +238,12 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     writer = FileWriter(root, journal, masker=systemd if root == Path("/") else None)
     units = _UnitOps(systemd)
     old_ign, new_ign = ignition_config_of(old_mc), ignition_config_of(new_mc)
+    os_staged = False
     try:
         unit_files_changed = _write_everything(plan, old_ign, new_ign, writer, units)
+        if plan.diff.os_level and ostree_booted(root):
+            os_staged = True
+            apply_os_changes(old_mc, new_mc, plan.diff, os_runner)
         needs_reload = unit_files_changed or units.touched or any(
             a.type is ActionType.DAEMON_RELOAD for a in plan.actions)
         if needs_reload:
@@ -247,6 +253,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         journal.sync()
     except Exception as err:  # noqa: BLE001 - every failure before the point of no return rolls back
         log.error("update to %s failed, rolling back: %s", new_name, err)
+        if os_staged:
+            rollback_os_changes(os_runner)
         units.rollback()
         journal.rollback()
         try:
@@ -281,7 +289,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     return UpdateOutcome(node_state.DONE, plan=plan)
 
 
-def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/")) -> UpdateOutcome:
+def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
+                      os_runner: Runner = run_rpm_ostree) -> UpdateOutcome:
     """At boot: validate the disk against the recorded current config; Done or Degraded."""
     current = node_state.read_current_config(root)
     if current is None:
@@ -294,6 +303,8 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/")) -> Upd
     else:
         try:
             validate_on_disk(current, root, systemd)
+            if ostree_booted(root):
+                validate_os(current, os_runner)
             reason = ""
         except OnDiskValidationError as err:
             reason = str(err)
