@@ -140,8 +140,12 @@ def test_units_added_enabled_masked_and_dropin(node: Node) -> None:
     - name: systemd-tmpfiles-clean.timer
       actions: [{type: None}]
 """
+    reloads = "journalctl -b _PID=1 -o cat | grep -c '^Reloading'"
+    before = int(host.run(reloads).stdout.strip() or 0)
     status, summary = apply(node, machine_config("rendered-a"), b, policy)
     assert (status, summary["state"]) == (0, "Done"), summary
+    # three units written, one enabled, one masked: exactly one manager Reload
+    assert int(host.run(reloads).stdout.strip()) == before + 1
     assert host.service("mct-hello").is_enabled and host.service("mct-hello").is_running
     assert host.file("/etc/systemd/system/systemd-tmpfiles-clean.timer").linked_to == "/dev/null"
     assert host.run("systemctl is-enabled systemd-tmpfiles-clean.timer").stdout.strip() == "masked"
