@@ -235,8 +235,11 @@ def _node_v2(node: JSON, fs_paths: list[str]) -> JSON:
             fsname, path = fs, node["path"][len(fs):]
     out: JSON = {"filesystem": fsname or "root", "path": path}
     for who in ("user", "group"):
-        if who in node:
-            out[who] = node[who]
+        # spec 2 names are plain strings: a spec 3 name "" means nothing there, and an owner left with
+        # neither id nor name would be an empty pointer that does not survive the way back up
+        owner = {k: v for k, v in node.get(who, {}).items() if k == "id" or v}
+        if owner:
+            out[who] = owner
     _copy(node, out, "overwrite")
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from machineconfig.ignition._tree3 import (
@@ -188,7 +188,11 @@ def test_v22_up_then_down_is_identity(config: Json, via: str) -> None:
 @SETTINGS
 @given(st.integers(2, 7).flatmap(lambda m: config_strategy(m, special_bits=False)))
 def test_spec2_round_trip_is_stable(config: Json) -> None:
-    # 3.x -> 2.2 refuses or succeeds; once in 2.2, going up and down again gives the same 2.2 config
+    # 3.x -> 2.2 refuses or succeeds; once in 2.2, going up and down again gives the same 2.2 config.
+    # Duplicate node paths (invalid in 3.x) are folded by the way up, so they are left out.
+    storage = config.get("storage", {})
+    paths = [n["path"] for kind in ("files", "directories", "links") for n in storage.get(kind, []) if "path" in n]
+    assume(len(paths) == len(set(paths)))
     try:
         down = translate(config, "2.2.0")
     except TranslationError:
