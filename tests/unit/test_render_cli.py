@@ -45,7 +45,12 @@ def test_out_writes_the_bootstrap_layout(cluster: Path, tmp_path: Path) -> None:
         assert rendered["metadata"]["ownerReferences"][0]["name"] == pool
         assert rendered["spec"]["config"]["ignition"]["version"] == "3.5.0"
     infra = load(out / "machine-pools" / "infra.yaml")["spec"]["configuration"]["source"]
-    assert [s["name"] for s in infra] == ["00-worker", "50-infra-sysctl", "99-worker-ssh"]
+    # template MCs (worker role), user MCs, and the MCs generated from the KubeletConfig (worker)
+    # and the ContainerRuntimeConfig (infra)
+    assert [s["name"] for s in infra] == [
+        "00-worker", "01-worker-container-runtime", "01-worker-kubelet", "50-infra-sysctl",
+        "50-worker-chrony", "99-infra-generated-containerruntime", "99-worker-generated-kubelet",
+        "99-worker-ssh"]
     assert {s["kind"] for s in infra} == {"MachineConfig"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -124,6 +129,6 @@ def test_bad_input_is_one_line_naming_file_line_and_field(
 
 
 def test_no_pool_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    shutil.copy(EXAMPLES / "00-worker.yaml", tmp_path)
+    shutil.copy(EXAMPLES / "99-worker-ssh.yaml", tmp_path)
     assert main(["render", str(tmp_path)]) == 1
     assert "no MachineConfigPool" in capsys.readouterr().err
