@@ -17,7 +17,7 @@ import yaml
 from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
-from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
+from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_os
 from mcd.rpm_ostree import OSUpdateError, ostree_booted
 from mcd.systemd import Systemd, SystemdApi
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
@@ -87,12 +87,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     mc = load_machine_config(args.config)
-    try:
-        validate_on_disk(mc, args.root, None if args.no_systemd else _systemd())
-        if ostree_booted(args.root):
+    name = str(mc.get("metadata", {}).get("name", args.config))
+    # every mismatch, not just the first: a person fixing a node wants the whole list
+    mismatches = [str(OnDiskValidationError(name, detail)) for detail in
+                  find_mismatches(mc, args.root, None if args.no_systemd else _systemd())]
+    if ostree_booted(args.root):
+        try:
             validate_os(mc)
-    except OnDiskValidationError as err:
-        print(err)
+        except OnDiskValidationError as err:
+            mismatches.append(str(err))
+    if mismatches:
+        print("\n".join(mismatches))
         return EXIT_FAILED
     print(f"on-disk state matches {mc.get('metadata', {}).get('name', args.config)}")
     return EXIT_OK

@@ -111,27 +111,43 @@ def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None)
                              f"{'enabled' if unit['enabled'] else 'disabled'}")
 
 
+def _check_file_entry(root: Path, entry: Mapping[str, Any]) -> None:
+    if entry.get("append"):
+        raise ValueError("found an append section when checking files. Append is not supported")
+    try:
+        contents = decoded_contents(entry)
+    except (ValueError, MachineConfigError) as err:
+        raise ValueError(f'couldn\'t decode file "{entry["path"]}": {err}') from err
+    check_file(root, entry["path"], contents, int(entry.get("mode", DEFAULT_FILE_MODE)))
+
+
+def find_mismatches(mc: Mapping[str, Any], root: Path = Path("/"),
+                    systemd: SystemdApi | None = None, first_only: bool = False) -> list[str]:
+    """Every file and unit of `mc` that differs on disk, in config order (MCO's texts)."""
+    ign = ignition_config_of(mc)
+    checks: list[tuple[Any, Mapping[str, Any]]] = [
+        (_check_file_entry, entry) for entry in (ign.get("storage") or {}).get("files") or []
+        if entry["path"] not in VALIDATION_SKIP]
+    checks += [(lambda r, u: _check_unit(r, u, systemd), unit)
+               for unit in (ign.get("systemd") or {}).get("units") or []]
+    mismatches = []
+    for check, item in checks:
+        try:
+            check(root, item)
+        except ValueError as err:
+            mismatches.append(str(err))
+            if first_only:
+                break
+    return mismatches
+
+
 def validate_on_disk(mc: Mapping[str, Any], root: Path = Path("/"),
                      systemd: SystemdApi | None = None) -> None:
     """Raise OnDiskValidationError naming the first file or unit that differs from `mc`."""
-    ign = ignition_config_of(mc)
-    try:
-        for entry in (ign.get("storage") or {}).get("files") or []:
-            if entry["path"] in VALIDATION_SKIP:
-                continue
-            if entry.get("append"):
-                raise ValueError("found an append section when checking files. Append is not "
-                                 "supported")
-            try:
-                contents = decoded_contents(entry)
-            except (ValueError, MachineConfigError) as err:
-                raise ValueError(f'couldn\'t decode file "{entry["path"]}": {err}') from err
-            check_file(root, entry["path"], contents, int(entry.get("mode", DEFAULT_FILE_MODE)))
-        for unit in (ign.get("systemd") or {}).get("units") or []:
-            _check_unit(root, unit, systemd)
-    except ValueError as err:
-        log.info("on-disk validation against %s failed: %s", name_of(mc), err)
-        raise OnDiskValidationError(name_of(mc), str(err)) from None
+    mismatches = find_mismatches(mc, root, systemd, first_only=True)
+    if mismatches:
+        log.info("on-disk validation against %s failed: %s", name_of(mc), mismatches[0])
+        raise OnDiskValidationError(name_of(mc), mismatches[0])
     log.info("on-disk state matches %s", name_of(mc))
 
 

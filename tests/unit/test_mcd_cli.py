@@ -90,3 +90,14 @@ def test_spec_2_and_3_1_configs_are_compared_as_3_5(tmp_path: Path,
             {"metadata": {"name": name}, "spec": {"config": config}}))
     assert main(["plan", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert capsys.readouterr().out.splitlines() == ["action: none"]
+
+
+def test_validate_lists_every_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_mc(tmp_path / "a.yaml", "rendered-a", {"/etc/x": "x", "/etc/y": "y"})
+    assert main(["validate", "--config", str(config), "--root", str(tmp_path),
+                 "--no-systemd"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        'unexpected on-disk state validating against rendered-a: could not stat file "/etc/x": '
+        "lstat /etc/x: no such file or directory",
+        'unexpected on-disk state validating against rendered-a: could not stat file "/etc/y": '
+        "lstat /etc/y: no such file or directory"]
