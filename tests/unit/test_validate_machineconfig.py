@@ -286,3 +286,30 @@ def test_case_insensitive_keys_are_found(tmp_path: Path,
     rc, out, _ = run(capsys, path)
     assert rc == 1
     assert f"error at $.spec.config.storage.files.0.path, {path}:10:9: path not absolute" in out
+
+
+RENDER_VECTORS = sorted((Path(__file__).resolve().parents[1] / "data" / "vectors" / "render")
+                        .glob("*.json"))
+
+
+@pytest.mark.parametrize("vector", RENDER_VECTORS, ids=[p.stem for p in RENDER_VECTORS])
+def test_verdict_matches_the_renderers_validation(vector: Path) -> None:
+    """Every MachineConfig of the render vectors: validate errs exactly when MCO's
+    ValidateMachineConfig (or the conversion render does next) refuses it."""
+    from machineconfig import mcoparse
+    from machineconfig.api import MachineConfig
+    from mcc.render import RenderError, validate_machine_config
+    from mcc.validate_mc import check_machine_config
+
+    for raw in json.loads(vector.read_text(encoding="utf-8"))["machineConfigs"]:
+        mc = MachineConfig.model_validate(raw)
+        refused = None
+        try:
+            validate_machine_config(mc.spec)
+            config = mcoparse.raw_config(mc.spec.config)
+            if config is not None:
+                mcoparse.converted_config(config)
+        except (RenderError, mcoparse.IgnitionConfigError) as e:
+            refused = str(e)
+        errors = [f for f in check_machine_config(mc) if f[0] == "error"]
+        assert bool(errors) == bool(refused), (mc.name, refused, errors)
