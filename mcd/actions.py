@@ -180,14 +180,16 @@ def post_config_actions(diff: MachineConfigDiff, policy: NodeDisruptionPolicy = 
         if matched is None:
             log.info("file %s matches no disruption policy: reboot", path)
             return [REBOOT]
-        log.info("file %s: %s", path, ", ".join(map(str, matched)))
+        log.debug("file %s: %s", path, ", ".join(map(str, matched)))
         actions.extend(matched)
     for name in diff.unit_names:
         if name not in policy.units:
             log.info("unit %s matches no disruption policy: reboot", name)
             return [REBOOT]
-        log.info("unit %s: %s", name, ", ".join(map(str, policy.units[name])))
+        log.debug("unit %s: %s", name, ", ".join(map(str, policy.units[name])))
         actions.extend(policy.units[name])
+    log.info("%d files and %d units matched disruption policies", len(diff.file_paths),
+             len(diff.unit_names))
     if diff.passwd:
         actions.extend(policy.sshkey)
     if REBOOT in actions:
