@@ -308,6 +308,13 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
             reason = ""
         except OnDiskValidationError as err:
             reason = str(err)
+    recorded = node_state.read_state(root)
+    if not reason and recorded.get("desiredConfig", name) != name and recorded.get("state") in (
+            node_state.DEGRADED, node_state.UNRECONCILABLE):
+        # the disk matches the current config, but the failed move to the desired one still stands
+        log.info("disk matches %s; %s towards %s kept", name, recorded["state"],
+                 recorded["desiredConfig"])
+        return UpdateOutcome(str(recorded["state"]), str(recorded.get("reason", "")))
     result = node_state.DEGRADED if reason else node_state.DONE
     node_state.write_state(root, result, reason, currentConfig=name, postConfigAction="")
     return UpdateOutcome(result, reason)

@@ -228,3 +228,12 @@ def test_sigkill_at_every_write_point_leaves_old_or_new_and_converges(shm_root: 
         # back to A for the next crash point
         assert apply_update(new, old, FakeSystemd(), root=root, policy=policy).state == "Done"
     assert point > 100  # every file write (and the state writes) was a crash point
+
+
+def test_boot_keeps_a_failed_move_to_another_config(root: Path) -> None:
+    systemd = FakeSystemd()
+    assert apply_update(mc("empty"), mc("a"), systemd, root=root).state == "Done"
+    assert apply_update(mc("a"), mc("b", fips=True), systemd, root=root).state == "Unreconcilable"
+    outcome = resume_after_boot(systemd, root)
+    assert outcome.state == "Unreconcilable" and "FIPS" in outcome.reason
+    assert node_state.read_state(root)["desiredConfig"] == "b"
