@@ -14,10 +14,15 @@ from machineconfig.ignition._tree3 import (
 __all__ = ["merge"]
 
 
-def merge(parent: JSON, child: JSON) -> JSON:
-    """Merge `child` over `parent`; both canonical dicts of the same 3.x version. Inputs are not modified."""
+def merge(parent: JSON, child: JSON, *, copy_result: bool = True) -> JSON:
+    """Merge `child` over `parent`; both canonical dicts of the same 3.x version. Inputs are not modified.
+
+    With copy_result=False the result shares sub-objects with the inputs (cheaper when merging many
+    configs into a result that is only read); callers must then not mutate either side.
+    """
     minor = MINORS.get(str(child.get("ignition", {}).get("version", "")), LATEST)
-    return copy.deepcopy(_merge(parent, child, "Config", minor))
+    result = _merge(parent, child, "Config", minor)
+    return copy.deepcopy(result) if copy_result else result
 
 
 def _merge(parent: JSON, child: JSON, struct: str, minor: int) -> JSON:

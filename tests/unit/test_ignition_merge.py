@@ -255,3 +255,11 @@ def test_upstream_header_case_append_fragments_not_merged() -> None:
     child = {"storage": {"files": [{"path": "/f", "append": [{"source": "u", "httpHeaders": new}]}]}}
     assert merge(parent, child)["storage"]["files"][0]["append"] == [
         {"source": "u", "httpHeaders": old}, {"source": "u", "httpHeaders": new}]
+
+
+def test_merge_without_copy_shares_structure_but_equal() -> None:
+    parent = cfg(storage={"files": [{"path": "/a", "mode": 420}]})
+    child = cfg(storage={"files": [{"path": "/b"}]})
+    shared = merge(parent, child, copy_result=False)
+    assert shared == merge(parent, child)
+    assert shared["storage"]["files"][0] is parent["storage"]["files"][0]
