@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machineconfig import mcoparse
-from machineconfig.api import MachineConfig, parse_object
+from machineconfig.api import KINDS, MachineConfig, parse_object
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import InputError
 from machineconfig.ignition import spec2
@@ -22,14 +22,11 @@ from machineconfig.ignition.translate import translate
 from machineconfig.ignition.validate import validate_config
 from machineconfig.yamlload import Document, load_text
 from mcc.positions import Path, PositionIndex, index_documents, node_path_at
+from mcc.render import KERNEL_TYPES, SUPPORTED_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-# MCO's ValidateMachineConfig allow-lists (kept in step with mcc.render, which owns them).
-KERNEL_TYPES = frozenset({"", "default", "realtime", "64k-pages"})
-SUPPORTED_EXTENSIONS = frozenset({"two-node-ha", "ipsec", "usbguard", "kerberos", "kernel-devel",
-                                  "sandboxed-containers", "sysstat"})
-MODE_PERM = 0o777
+MODE_PERM = mcoparse.MODE_PERM
 NOT_AN_OBJECT = "expected an object with apiVersion and kind"
 # A top-level `kind:`/`apiVersion:` line only occurs in YAML objects, never in Ignition JSON.
 _YAML_OBJECT = re.compile(r"^(?:kind|apiVersion)[ \t]*:", re.MULTILINE)
@@ -85,9 +82,9 @@ def parse_path(text: str) -> Path:
 def looks_like_objects(raw: bytes) -> bool:
     """True when `raw` holds Kubernetes objects rather than one raw Ignition config.
 
-    A single JSON value is an object file only if it is a mapping with string `kind` and
-    `apiVersion` and no `ignition` key, so every Ignition config keeps ignition-validate's
-    output. Other text counts as objects when it has a top-level YAML `kind:`/`apiVersion:` line
+    A single JSON value is an object file only if it is a mapping with no `ignition` key and a
+    string `kind` that is one we model (or `List`) or comes with a string `apiVersion`, so every
+    Ignition config keeps ignition-validate's output. Other text counts as objects when it has a top-level YAML `kind:`/`apiVersion:` line
     or, for JSON streams and broken JSON, both a `"kind": "` and an `"apiVersion":` member.
     """
     try:
@@ -99,9 +96,11 @@ def looks_like_objects(raw: bytes) -> bool:
     except ValueError:
         return bool(_YAML_OBJECT.search(text)) or bool(
             _JSON_KIND.search(text) and _JSON_API_VERSION.search(text))
-    return (isinstance(value, dict) and isinstance(value.get("kind"), str)
-            and isinstance(value.get("apiVersion"), str)
-            and not any(k.lower() == "ignition" for k in value))
+    if not isinstance(value, dict) or any(k.lower() == "ignition" for k in value):
+        return False
+    kind = value.get("kind")
+    return isinstance(kind, str) and (
+        kind in KINDS or kind == "List" or isinstance(value.get("apiVersion"), str))
 
 
 def validate_objects(raw: bytes, file: str) -> FileResult:
@@ -155,12 +154,14 @@ def _check_document(result: FileResult, doc: Document, index: PositionIndex, bas
         add(ERROR, (), NOT_AN_OBJECT)
         return
     if kind != "MachineConfig":
+        # Pools, ControllerConfigs... often share a directory with MachineConfigs: not an error.
         line, _ = index.position(base)
-        name = (data.get("metadata") or {}).get("name") if isinstance(
-            data.get("metadata"), dict) else None
+        metadata = data.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        what = f"{kind} {name}" if isinstance(name, str) and name else kind
         where = f"{doc.file}:{line}" if line is not None else doc.file
-        result.notes.append(f"note: {where}: skipping {kind} {name or ''!s}".rstrip()
-                            + ": only MachineConfig objects are validated")
+        result.notes.append(f"note: {where}: skipping {what}: only MachineConfig objects are "
+                            "validated")
         return
     try:
         mc = parse_object(data, doc, path_string(base))

@@ -257,7 +257,8 @@ def test_several_files_mixing_ignition_and_machine_configs(
     ('{"ignition":{"version":"3.4.0"}}', False),
     ('{"kind":"MachineConfig","apiVersion":"v1"}', True),
     ('{"kind":"MachineConfig","apiVersion":"v1","ignition":{}}', False),  # Ignition with extras
-    ('{"kind":"MachineConfig"}', False),
+    ('{"kind":"MachineConfig"}', True),  # a kind we model needs no apiVersion
+    ('{"kind":"Pod"}', False),
     ('not json at all', False),
     ('{"ignition": ', False),
     ("kind: MachineConfig\n", True),
