@@ -18,7 +18,9 @@ from machineconfig.api import (
     YAML_SUFFIXES, ContainerRuntimeConfig, ControllerConfig, KubeletConfig, Loaded, MachineConfig,
     MachineConfigPool, load_documents,
 )
-from machineconfig.constants import API_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
+from machineconfig.constants import (
+    API_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION, ROLE_LABEL,
+)
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.yamlload import Document, load_file, load_text
 from mcc.container_runtime_config import generate_container_runtime_machine_configs
@@ -248,9 +250,8 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
         controller_config=cc, templates_dir=templates_dir, values=values, now=now)
     generated: dict[str, str] = {}  # MC name -> what produced it
     for mc in templates:
-        generated[mc["metadata"]["name"]] = str(
-            templates_dir / mc["metadata"]["labels"]["machineconfiguration.openshift.io/role"]
-            / mc["metadata"]["name"])
+        meta = mc["metadata"]
+        generated[meta["name"]] = str(templates_dir / meta["labels"][ROLE_LABEL] / meta["name"])
     for kind, mcs in (("KubeletConfig", kc_mcs), ("ContainerRuntimeConfig", ctr_mcs)):
         for mc in mcs:
             owner = mc["metadata"]["ownerReferences"][0]["name"]
