@@ -2,7 +2,8 @@
 
 For each Go struct: its fields in Go declaration order (the order upstream validates and marshals in),
 JSON name, Go name, kind, nullability (Go pointer), the minor version range a field shape applies to,
-and the duplicate/merge key metadata. Shared by the parser, validator and any module that walks configs.
+and the duplicate/merge key metadata. The one description of the 3.x tree: the parser, validator,
+translate, merge and any module that walks configs read it (`shaped_fields` is the view by shape code).
 """
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+JSON = dict[str, Any]
+
 # Field kinds.
 STRING, INT, BOOL, STRUCT, LIST = "string", "int", "bool", "struct", "list"
 SCALAR_KINDS = frozenset({STRING, INT, BOOL})
+
+# Shape codes: a field's kind and nullability as one code, for code that dispatches on shape (translate,
+# merge, spec 2's own tree). "?" marks a Go pointer; OBJ/PTR a value/pointer struct; LIST (as above, "list")
+# a list of structs and SLIST a list of strings.
+S, SN, I, IN, B, BN = "s", "s?", "i", "i?", "b", "b?"
+OBJ, PTR, SLIST = "obj", "ptr", "slist"
+SCALARS = frozenset({S, SN, I, IN, B, BN})
+NULLABLE = frozenset({SN, IN, BN})
 
 # Spec versions by minor number; minor 7 is the experimental spec.
 VERSIONS: dict[int, str] = {0: "3.0.0", 1: "3.1.0", 2: "3.2.0", 3: "3.3.0", 4: "3.4.0",
@@ -187,6 +198,22 @@ def minor_of(version: str) -> int:
 def fields(struct: str, minor: int) -> tuple[Field, ...]:
     """The fields `struct` has at spec 3.<minor>, in Go declaration order."""
     return tuple(f for f in STRUCTS[struct] if f.since <= minor < f.until)
+
+
+def shape(f: Field) -> str:
+    """The shape code of a field (see S ... SLIST)."""
+    if f.kind == STRUCT:
+        return PTR if f.nullable else OBJ
+    if f.kind == LIST:
+        return LIST if f.ref else SLIST
+    code = {STRING: S, INT: I, BOOL: B}[f.kind]
+    return code + "?" if f.nullable else code
+
+
+@cache
+def shaped_fields(struct: str, minor: int) -> tuple[tuple[Field, str, str], ...]:
+    """`fields(struct, minor)` as (field, shape code, ref) triples."""
+    return tuple((f, shape(f), f.ref) for f in fields(struct, minor))
 
 
 @cache

@@ -5,18 +5,25 @@ Messages use the legacy validator's wording. MCO's de-duplication of spec 2 conf
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from machineconfig.errors import InputError
 from machineconfig.ignition import dataurl
-from machineconfig.ignition._tree3 import B, BN, IN, JSON, LIST, OBJ, PTR, SLIST, SN, Field, I, S
+from machineconfig.ignition.schema import B, BN, IN, JSON, LIST, OBJ, PTR, SLIST, SN, I, S
 from machineconfig.ignition.translate import url_scheme
 
 __all__ = ["TREE_V2", "parse_v2", "validate_v2"]
 
 
-def _f(name: str, kind: str, ref: str = "") -> Field:
-    return Field(name, kind, ref)
+class Field(NamedTuple):
+    """One spec 2.2 JSON field: its name, shape code (schema's S ... SLIST) and struct ref."""
+
+    name: str
+    kind: str
+    ref: str = ""
+
+
+_f = Field
 
 
 _NODE = (_f("filesystem", S), _f("group", PTR, "NodeGroup"), _f("overwrite", BN), _f("path", S),

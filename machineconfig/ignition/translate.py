@@ -8,12 +8,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 
-from machineconfig.ignition._tree3 import (
-    JSON, LIST, NULLABLE, OBJ, PTR, SCALARS, SLIST, SN, S, VERSIONS, TranslationError, fields, version_minor,
-    zero_scalar,
+from machineconfig.errors import MachineConfigError
+from machineconfig.ignition.schema import (
+    JSON, LIST, MINOR_OF, NULLABLE, OBJ, PTR, SCALARS, SLIST, SN, VERSIONS, S, shaped_fields, zero_value,
 )
 
 __all__ = ["translate", "TranslationError", "SUPPORTED_VERSIONS"]
+
+
+class TranslationError(MachineConfigError):
+    """A config cannot be translated to the requested version; the message names the field path."""
+
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2.2.0",) + tuple(VERSIONS[m] for m in sorted(VERSIONS))
 _SPECIAL_BITS = 0o7000
@@ -57,6 +62,12 @@ def translate3(config: JSON, to_version: str) -> JSON:
     return config
 
 
+def version_minor(version: str) -> int:
+    if version not in MINOR_OF:
+        raise TranslationError(f"unsupported config version {version!r}")
+    return MINOR_OF[version]
+
+
 def _reorder_ignition(ign: JSON) -> JSON:
     # version is set after shaping; keep Go's field order (version last among Ignition's fields)
     order = ("config", "proxy", "security", "timeouts", "version")
@@ -65,9 +76,9 @@ def _reorder_ignition(ign: JSON) -> JSON:
 
 def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
     """Copy the fields that exist at both versions, adjusting canonical form where nullability changes."""
-    src_fields = {f.name: (kind, ref) for f, kind, ref in fields(sref, src)}
+    src_fields = {f.name: (kind, ref) for f, kind, ref in shaped_fields(sref, src)}
     out: JSON = {}
-    for f, kind, ref in fields(dref, dst):
+    for f, kind, ref in shaped_fields(dref, dst):
         if f.name not in src_fields:
             continue
         skind, sub_src = src_fields[f.name]
@@ -78,7 +89,7 @@ def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
             continue
         value = obj[f.name]
         if kind in SCALARS:
-            if kind not in NULLABLE and value == zero_scalar(kind):
+            if kind not in NULLABLE and value == zero_value(f):
                 continue  # a pointer's zero value has no spelling once the field is a plain value
             out[f.name] = value
         elif kind == SLIST:
@@ -98,7 +109,7 @@ def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
 def walk(obj: JSON, struct: str, minor: int, path: str = "$") -> Iterator[tuple[str, JSON, str]]:
     """Yield (struct name, dict, JSON path) for every object in the tree, parents first."""
     yield struct, obj, path
-    for f, kind, ref in fields(struct, minor):
+    for f, kind, ref in shaped_fields(struct, minor):
         value = obj.get(f.name)
         if value is None:
             continue

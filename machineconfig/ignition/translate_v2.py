@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import posixpath
 
-from machineconfig.ignition._tree3 import JSON, TranslationError
+from machineconfig.ignition.schema import JSON
 from machineconfig.ignition.spec2 import canonicalize, validate_v2
-from machineconfig.ignition.translate import reshape, url_scheme
+from machineconfig.ignition.translate import TranslationError, reshape, url_scheme
 
 __all__ = ["v22_to_v30", "v32_to_v22"]
 

@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from machineconfig.ignition._tree3 import (
-    B, BN, IN, LIST, OBJ, PTR, SLIST, SN, VERSIONS, I, S, fields,
+from machineconfig.ignition.schema import (
+    B, BN, IN, LIST, OBJ, PTR, SLIST, SN, VERSIONS, I, S, shaped_fields as fields,
 )
 from machineconfig.ignition.merge import merge
 from machineconfig.ignition.models import Config

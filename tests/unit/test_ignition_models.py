@@ -75,3 +75,44 @@ def test_build_by_field_name_and_serialise() -> None:
 def test_unknown_keys_and_wrong_types_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Config.from_canonical(bad)
+
+
+def _model_shape(annotation: Any) -> tuple[str, bool, str]:
+    """(schema kind, nullable, struct ref) of a model field's annotation."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    from machineconfig.ignition import schema
+
+    args = typing.get_args(annotation)
+    nullable = isinstance(annotation, types.UnionType) and type(None) in args
+    if nullable:
+        (annotation,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(annotation) is list:
+        (elem,) = typing.get_args(annotation)
+        return schema.LIST, False, elem.__name__ if issubclass(elem, BaseModel) else ""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return schema.STRUCT, nullable, annotation.__name__
+    return {str: schema.STRING, int: schema.INT, bool: schema.BOOL}[annotation], nullable, ""
+
+
+@pytest.mark.parametrize("minor", [5, 6])
+def test_models_follow_the_schema_tree(minor: int) -> None:
+    # the models are a hand-written typed view of the 3.5/3.6 tree: same fields, order, kinds and pointers
+    from machineconfig.ignition import models, schema
+
+    seen: set[str] = set()
+    todo = ["Config"]
+    while todo:
+        struct = todo.pop()
+        if struct in seen:
+            continue
+        seen.add(struct)
+        model = getattr(models, struct)
+        mine = [(info.alias or name, _model_shape(info.annotation)) for name, info in model.model_fields.items()]
+        theirs = [(f.name, (f.kind, f.nullable, f.ref)) for f in schema.fields(struct, minor)]
+        assert mine == theirs, struct
+        todo.extend(f.ref for f in schema.fields(struct, minor) if f.ref)
+    assert seen == set(models.__all__)  # every model is checked

@@ -334,37 +334,6 @@ def test_v22_round_trip_through_v35() -> None:
     assert translate(translate(c, "3.5.0"), "2.2.0") == c
 
 
-# --- agreement with the parser ---------------------------------------------------------------------------------
-
-def test_field_tree_agrees_with_parser_schema() -> None:
-    # translate/merge/models use their own field tree; it must match the parser's at every version
-    from machineconfig.ignition import _tree3, schema
-
-    scalar = {"s": ("string", False), "s?": ("string", True), "i": ("int", False), "i?": ("int", True),
-              "b": ("bool", False), "b?": ("bool", True)}
-
-    def compare(mine: str, theirs: str, minor: int) -> None:
-        ours = _tree3.fields(mine, minor)
-        other = {f.name: f for f in schema.fields(theirs, minor)}
-        assert [f.name for f, _, _ in ours] == [f.name for f in schema.fields(theirs, minor)], (mine, minor)
-        for f, kind, ref in ours:
-            g = other[f.name]
-            if kind in scalar:
-                assert (g.kind, g.nullable) == scalar[kind], (mine, f.name, minor)
-            elif kind in ("obj", "ptr"):
-                assert (g.kind, g.nullable) == (schema.STRUCT, kind == "ptr"), (mine, f.name, minor)
-                compare(ref, g.ref, minor)
-            else:
-                assert g.kind == schema.LIST and bool(g.ref) == (kind == "list"), (mine, f.name, minor)
-                if kind == "list":
-                    compare(ref, g.ref, minor)
-
-    for minor in range(8):
-        compare("Config", "Config", minor)
-    assert _tree3.IGNORE_DUPS == schema.IGNORE_DUPS
-    assert _tree3.HANDLES == schema.MERGED_KEYS
-
-
 def _vector_configs() -> list[tuple[str, dict[str, Any], str]]:
     import json
     from pathlib import Path
