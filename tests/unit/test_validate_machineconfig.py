@@ -314,3 +314,33 @@ def test_verdict_matches_the_renderers_validation(vector: Path) -> None:
             refused = str(e)
         errors = [f for f in check_machine_config(mc) if f[0] == "error"]
         assert bool(errors) == bool(refused), (mc.name, refused, errors)
+
+
+def test_json_stream_of_machine_configs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = {"apiVersion": "v1", "kind": "MachineConfig", "metadata": {"name": "a"},
+             "spec": {"kernelType": "x"}}
+    second = {"apiVersion": "v1", "kind": "MachineConfig", "metadata": {"name": "b-é-中"},
+              "spec": {"config": {"ignition": {"version": "3.5.0"},
+                                  "storage": {"files": [{"path": "ünicode/rel"}]}}}}
+    path = write(tmp_path, "stream.json", json.dumps(first) + "\n" + json.dumps(
+        second, ensure_ascii=False))
+    rc, out, _ = run(capsys, path)
+    assert rc == 1
+    col = json.dumps(second, ensure_ascii=False).index('"path"') + 1  # characters, not bytes
+    first_col = json.dumps(first).index('"kernelType"') + 1
+    assert out == [f"error at $.spec.kernelType, {path}:1:{first_col}: kernelType=x is invalid",
+                   f"error at $.spec.config.storage.files.0.path, {path}:2:{col}: path not absolute"]
+
+
+def test_machine_config_on_stdin(capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    class Stdin:
+        buffer = io.BytesIO(mc_yaml("s", "  kernelType: x\n").encode())
+
+    monkeypatch.setattr(sys, "stdin", Stdin)
+    assert main(["validate", "-"]) == 1
+    assert capsys.readouterr().out == ("error at $.spec.kernelType, <stdin>:6:3: "
+                                       "kernelType=x is invalid\n")
