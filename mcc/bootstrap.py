@@ -206,14 +206,15 @@ def pull_secret(inputs: Inputs) -> str | None:
         if not candidates and inputs.pull_secrets:
             raise InputError(f"ControllerConfig spec.pullSecret names Secret {ref['name']!r}, which is "
                              "not among the inputs (found " +
-                             ", ".join(f"{s.name!r} in {s.file}" for s in inputs.pull_secrets) + ")")
+                             ", ".join(f"{s.name!r} in {s.file}" for s in inputs.pull_secrets) + ")",
+                             path="spec.pullSecret.name")
     if not candidates:
         inputs.warnings.append("no pull secret (a Secret of type kubernetes.io/dockerconfigjson) "
                                "among the inputs: nodes get an empty one")
         return None
     if len(candidates) > 1:
         raise InputError("several pull secrets: " + ", ".join(f"{s.name!r} in {s.file}" for s in candidates)
-                         + "; name one in the ControllerConfig's spec.pullSecret")
+                         + "; name one in the ControllerConfig's spec.pullSecret", path="spec.pullSecret")
     chosen = candidates[0]
     try:
         text = pull_secret_from_secret(chosen.secret)

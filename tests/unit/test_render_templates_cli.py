@@ -320,3 +320,33 @@ def test_without_a_controller_config_only_the_inputs_are_rendered(
     assert sources(out, "worker") == ["50-worker-chrony", "99-worker-ssh"]
     assert not (out / "kubelet-configs").exists()
     assert not (out / "container-runtime-configs").exists()
+
+
+def write_secret(path: Path, name: str, docker_config: str) -> None:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": "openshift-config"},
+        "stringData": {".dockerconfigjson": docker_config}}))
+
+
+def test_the_controller_config_names_the_pull_secret_among_several(
+        cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = '{"auths":{"other.example.com":{"auth":"b3RoZXI6c2VjcmV0"}}}'
+    write_secret(cluster / "other-secret.yaml", "other", other)
+    out = tmp_path / "out"
+    render_ok(str(cluster), "--out", str(out))
+    assert "registry.example.com" in file_text(rendered(out, "worker"), "/var/lib/kubelet/config.json")
+    # a reference to a Secret that is not there is an error naming what is, never the data
+    (cluster / "pull-secret.yaml").unlink()
+    assert main(["render", str(cluster)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"mcc render: {cluster / 'controllerconfig.yaml'}:25: $.spec.pullSecret.name: "
+                   "ControllerConfig spec.pullSecret names Secret 'pull-secret', which is not among "
+                   f"the inputs (found 'other' in {cluster / 'other-secret.yaml'})\n")
+    # without a reference, the only Secret given is used (stringData works as well as data)
+    path = cluster / "controllerconfig.yaml"
+    path.write_text(path.read_text().replace("  pullSecret:\n    name: pull-secret\n"
+                                             "    namespace: openshift-config\n", ""))
+    render_ok(str(cluster), "--out", str(out))
+    assert json.loads(file_text(rendered(out, "worker"), "/var/lib/kubelet/config.json")) == \
+        json.loads(other)
