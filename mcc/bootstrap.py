@@ -36,7 +36,8 @@ USER_TEMPLATE_SUFFIX = ".j2"
 INPUT_SUFFIXES = YAML_SUFFIXES + tuple(s + USER_TEMPLATE_SUFFIX for s in YAML_SUFFIXES)
 PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 # kind -> the --out directory its objects (with their status) are written back to
-STATUS_DIRS = {"KubeletConfig": "kubelet-configs", "ContainerRuntimeConfig": "container-runtime-configs"}
+STATUS_DIRS = {"KubeletConfig": "kubelet-configs",
+               "ContainerRuntimeConfig": "container-runtime-configs"}
 
 
 class PoolRenderError(MachineConfigError):
@@ -82,7 +83,7 @@ def load_values(path: str) -> JSON:
 
 
 def input_files(paths: Sequence[str]) -> list[str]:
-    """machineconfig.api.input_files, plus user MachineConfig templates (*.yaml.j2) in directories."""
+    """machineconfig.api.input_files, plus the user MachineConfig templates (*.yaml.j2)."""
     files: list[str] = []
     for path in paths:
         if os.path.isdir(path):
@@ -122,7 +123,8 @@ def _pull_secrets(docs: Sequence[Document]) -> list[PullSecret]:
     out = []
     for doc in docs:
         data = doc.data
-        items = data.get("items") if isinstance(data, dict) and data.get("kind") == "List" else [data]
+        is_list = isinstance(data, dict) and data.get("kind") == "List"
+        items = data.get("items") if is_list else [data]
         for obj in items if isinstance(items, list) else []:
             if not isinstance(obj, dict) or obj.get("kind") != "Secret":
                 continue
@@ -156,7 +158,8 @@ def collect(loaded: Sequence[Loaded]) -> Inputs:
                              line=item.document.line_of(item.base_path))
         of_kind = seen[type(obj).__name__]
         if obj.name in of_kind:
-            raise InputError(f"duplicate {obj.kind} {obj.name!r} (also in {of_kind[obj.name].file})",
+            first = of_kind[obj.name].file
+            raise InputError(f"duplicate {obj.kind} {obj.name!r} (also in {first})",
                              file=item.file, path=where, line=item.document.line_of(where))
         of_kind[obj.name] = item
     if not seen["MachineConfigPool"]:
@@ -201,31 +204,35 @@ def pull_secret(inputs: Inputs) -> str | None:
     ref = inputs.controller_config.spec.pull_secret or {}
     candidates = inputs.pull_secrets
     if ref.get("name"):
-        candidates = [s for s in candidates if s.name == ref["name"]
-                      and (not s.namespace or not ref.get("namespace") or s.namespace == ref["namespace"])]
+        # A Secret written without a namespace matches the reference's name alone.
+        candidates = [s for s in candidates if s.name == ref["name"] and (
+            not s.namespace or not ref.get("namespace") or s.namespace == ref["namespace"])]
         if not candidates and inputs.pull_secrets:
-            raise InputError(f"ControllerConfig spec.pullSecret names Secret {ref['name']!r}, which is "
-                             "not among the inputs (found " +
-                             ", ".join(f"{s.name!r} in {s.file}" for s in inputs.pull_secrets) + ")",
+            raise InputError(f"ControllerConfig spec.pullSecret names Secret {ref['name']!r}, "
+                             f"which is not among the inputs (found {_names(inputs.pull_secrets)})",
                              path="spec.pullSecret.name")
     if not candidates:
         inputs.warnings.append("no pull secret (a Secret of type kubernetes.io/dockerconfigjson) "
                                "among the inputs: nodes get an empty one")
         return None
     if len(candidates) > 1:
-        raise InputError("several pull secrets: " + ", ".join(f"{s.name!r} in {s.file}" for s in candidates)
-                         + "; name one in the ControllerConfig's spec.pullSecret", path="spec.pullSecret")
+        raise InputError(f"several pull secrets: {_names(candidates)}; name one in the "
+                         "ControllerConfig's spec.pullSecret", path="spec.pullSecret")
     chosen = candidates[0]
     try:
         text = pull_secret_from_secret(chosen.secret)
         json.loads(text)
     except InputError as e:
         raise InputError(e.message, file=chosen.file, path=e.path) from None
-    # `from None`, no detail: decoder messages may quote the secret's bytes.
     except ValueError:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        # `from None` and no detail: decoder messages may quote the secret's bytes.
         raise InputError(f"Secret {chosen.name!r}: .dockerconfigjson is not base64-encoded JSON",
                          file=chosen.file) from None
     return text
+
+
+def _names(secrets: Sequence[PullSecret]) -> str:
+    return ", ".join(f"{s.name!r} in {s.file}" for s in secrets)
 
 
 def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, Any] | None = None,
@@ -292,16 +299,18 @@ def _check_names(inputs: Inputs, generated: Mapping[str, str]) -> list[MachineCo
             continue
         file = inputs.files[f"MachineConfig/{mc.name}"]
         if GENERATED_BY_CONTROLLER_VERSION_ANNOTATION in mc.annotations:
-            log.info("%s: MachineConfig %s replaced by the one generated from %s", file, mc.name, source)
+            log.info("%s: MachineConfig %s replaced by the one generated from %s",
+                     file, mc.name, source)
             continue
-        raise InputError(f"MachineConfig {mc.name!r} has the name of the MachineConfig generated from "
-                         f"{source}, which owns it; rename yours (user MachineConfigs usually start "
-                         "with 50- to 99- and avoid the -generated- names)", file=file)
+        raise InputError(f"MachineConfig {mc.name!r} has the name of the MachineConfig generated "
+                         f"from {source}, which owns it; rename yours (user MachineConfigs "
+                         "usually start with 50- to 99- and avoid the -generated- names)",
+                         file=file)
     return kept
 
 
 def _failure(kind: str, obj: Mapping[str, Any]) -> str | None:
-    """The one-line verdict of a rejected KubeletConfig/ContainerRuntimeConfig (None if accepted)."""
+    """The one-line verdict on a rejected KubeletConfig/ContainerRuntimeConfig, else None."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     if not conditions or conditions[-1].get("status") != "False":
         return None

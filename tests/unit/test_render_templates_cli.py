@@ -148,8 +148,8 @@ spec:
     out = tmp_path / "out"
     err = render_ok(str(cluster), "--out", str(out), capsys=capsys)
     assert err.splitlines() == [
-        f"mcc render: warning: {cluster / 'bad-kubelet.yaml'}: KubeletConfig worker-dns not applied "
-        "(Accepted): Error: KubeletConfiguration: clusterDNS is not allowed to be set, "
+        f"mcc render: warning: {cluster / 'bad-kubelet.yaml'}: KubeletConfig worker-dns not "
+        "applied (Accepted): Error: KubeletConfiguration: clusterDNS is not allowed to be set, "
         "but contains: [10.0.0.10]",
         f"mcc render: warning: {ctr_path}: ContainerRuntimeConfig infra-pids-limit not applied "
         "(Failure): Error: invalid PidsLimit 10",
@@ -223,9 +223,9 @@ def test_a_user_machine_config_may_not_take_a_template_name(
     path.write_text(MC_HEADER.format(name="00-worker") + "spec: {}\n")
     assert main(["render", str(cluster)]) == 1
     err = capsys.readouterr().err
+    template = DEFAULT_TEMPLATES_DIR / "worker" / "00-worker"
     assert err.startswith(f"mcc render: {path}: MachineConfig '00-worker' has the name of the "
-                          f"MachineConfig generated from {DEFAULT_TEMPLATES_DIR / 'worker' / '00-worker'}, "
-                          "which owns it; rename yours")
+                          f"MachineConfig generated from {template}, which owns it; rename yours")
     assert err.count("\n") == 1
 
 
@@ -335,14 +335,15 @@ def test_the_controller_config_names_the_pull_secret_among_several(
     write_secret(cluster / "other-secret.yaml", "other", other)
     out = tmp_path / "out"
     render_ok(str(cluster), "--out", str(out))
-    assert "registry.example.com" in file_text(rendered(out, "worker"), "/var/lib/kubelet/config.json")
+    config_json = file_text(rendered(out, "worker"), "/var/lib/kubelet/config.json")
+    assert "registry.example.com" in config_json
     # a reference to a Secret that is not there is an error naming what is, never the data
     (cluster / "pull-secret.yaml").unlink()
     assert main(["render", str(cluster)]) == 1
     err = capsys.readouterr().err
     assert err == (f"mcc render: {cluster / 'controllerconfig.yaml'}:25: $.spec.pullSecret.name: "
-                   "ControllerConfig spec.pullSecret names Secret 'pull-secret', which is not among "
-                   f"the inputs (found 'other' in {cluster / 'other-secret.yaml'})\n")
+                   "ControllerConfig spec.pullSecret names Secret 'pull-secret', which is not "
+                   f"among the inputs (found 'other' in {cluster / 'other-secret.yaml'})\n")
     # without a reference, the only Secret given is used (stringData works as well as data)
     path = cluster / "controllerconfig.yaml"
     path.write_text(path.read_text().replace("  pullSecret:\n    name: pull-secret\n"
