@@ -5,7 +5,10 @@ Compression is not handled here: callers gunzip the decoded bytes when `compress
 """
 from __future__ import annotations
 
+import binascii
+import re
 from dataclasses import dataclass, field
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from machineconfig.errors import MachineConfigError
 
@@ -22,6 +25,17 @@ _BASE64_VALUES = {c: i for i, c in enumerate(_BASE64_ALPHABET)}
 _HEX = frozenset("0123456789abcdefABCDEF")
 # Bytes left alone by the MCO's percent encoding (RFC 2396 "unreserved").
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
+# urllib's quote always keeps letters, digits and "_.-~"; these make up the rest of _UNRESERVED.
+_QUOTE_SAFE = "!*'()"
+
+# Whole-string versions of the per-character rules, for payloads that can be megabytes long.
+# A data character: printable ASCII (no controls, no DEL) outside _DATA_FORBIDDEN.
+_NOT_URL_CHAR = re.compile("[^" + re.escape("".join(
+    chr(c) for c in range(0x21, 0x7F) if chr(c) not in _DATA_FORBIDDEN)) + "]")
+_NOT_BASE64_CHAR = re.compile("[^" + re.escape(_BASE64_ALPHABET) + "=]")
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+# A '%' not followed by two hex digits (the digits of a good escape can never be a '%').
+_BAD_ESCAPE = re.compile("%(?![0-9a-fA-F]{2})")
 
 
 class DataURLError(MachineConfigError):
@@ -59,30 +73,60 @@ def _is_media_family(name: str) -> bool:
 
 
 def unescape(text: str) -> bytes:
-    """Percent-decode like the library's rfc2396 Unescape ('+' stays '+')."""
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ord(ch) > 0x7F:
+    """Percent-decode like the library's rfc2396 Unescape ('+' stays '+').
+
+    Errors are those of a left-to-right scan: the first non-ASCII character or bad escape wins.
+    """
+    bad = _BAD_ESCAPE.search(text)
+    if not text.isascii():
+        non_ascii = _NON_ASCII.search(text)
+        assert non_ascii is not None
+        if bad is None or non_ascii.start() < bad.start():
             raise DataURLError("rfc2396: non-ASCII char detected")
-        if ch != "%":
-            out.append(ord(ch))
-            i += 1
-            continue
-        # The library reports the '%' itself (0x25) whichever digit is wrong.
-        for k in (1, 2):
-            if i + k >= len(text):
-                raise DataURLError("rfc2396: unexpected end of unescape sequence")
-            if text[i + k] not in _HEX:
-                raise DataURLError("rfc2396: invalid char 0x25 in unescape sequence")
-        out.append(int(text[i + 1:i + 3], 16))
-        i += 3
-    return bytes(out)
+    if bad is None:
+        return unquote_to_bytes(text) if "%" in text else text.encode("ascii")
+    # The library reports the '%' itself (0x25) whichever digit is wrong.
+    i = bad.start()
+    if i + 1 >= len(text):
+        raise DataURLError("rfc2396: unexpected end of unescape sequence")
+    if text[i + 1] not in _HEX:
+        raise DataURLError("rfc2396: invalid char 0x25 in unescape sequence")
+    if i + 2 >= len(text):
+        raise DataURLError("rfc2396: unexpected end of unescape sequence")
+    raise DataURLError("rfc2396: invalid char 0x25 in unescape sequence")
+
+
+def _base64_padded(text: str) -> bytes:
+    """go_base64_decode for text made of alphabet characters and '=' only (what the lexer lets
+    through), without a per-character loop: the padding rules decide, binascii decodes."""
+    n = len(text)
+    pad = text.find("=")
+    if pad < 0:
+        if n % 4:
+            # Missing padding: Go reports where the incomplete quantum started.
+            raise DataURLError(f"illegal base64 data at input byte {n - n % 4}")
+    else:
+        filled = pad % 4  # alphabet characters of the quantum the '=' is in
+        if filled < 2:
+            raise DataURLError(f"illegal base64 data at input byte {pad}")
+        end = pad + 1
+        if filled == 2:
+            if end == n:
+                raise DataURLError(f"illegal base64 data at input byte {n}")
+            if text[end] != "=":
+                raise DataURLError(f"illegal base64 data at input byte {pad}")
+            end += 1
+        if end < n:
+            raise DataURLError(f"illegal base64 data at input byte {end}")
+    # Well-formed and padded: binascii ignores non-zero trailing bits, as Go's StdEncoding does.
+    return binascii.a2b_base64(text)
 
 
 def go_base64_decode(text: str) -> bytes:
     """Standard padded base64 with Go's `illegal base64 data at input byte N` error offsets."""
+    if _NOT_BASE64_CHAR.search(text) is None:
+        return _base64_padded(text)
+    # Line breaks (skipped) or bad characters: Go's quantum loop, for its exact error offsets.
     out = bytearray()
     n = len(text)
     si = 0
@@ -292,10 +336,8 @@ class _Lexer:
 
     def _data(self) -> None:
         payload = self.text[self.pos:]
-        allowed = (lambda c: c in _BASE64_VALUES or c == "=") if self.result.base64 else _is_url_char
-        for ch in payload:
-            if not allowed(ch):
-                raise DataURLError("invalid data character")
+        if (_NOT_BASE64_CHAR if self.result.base64 else _NOT_URL_CHAR).search(payload):
+            raise DataURLError("invalid data character")
         self.pos = len(self.text)
         self.result.data = go_base64_decode(payload) if self.result.base64 else unescape(payload)
 
@@ -356,7 +398,7 @@ def decode(url: str) -> bytes:
 
 def encode_percent(data: bytes) -> str:
     """`data:,` plus every byte outside RFC 2396 "unreserved" as uppercase `%XX` (MCO inline files)."""
-    return "data:," + "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in data)
+    return "data:," + quote_from_bytes(data, safe=_QUOTE_SAFE)
 
 
 def encode_base64(data: bytes, mime: str = "text/plain;charset=utf-8") -> str:

@@ -6,12 +6,16 @@ after the opening bracket, object keys at their opening quote. Duplicate keys ar
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_DEPTH = 10000  # Go's nesting limit
 _WS = b" \t\r\n"
 _HEX = b"0123456789abcdefABCDEF"
+# The bytes a string scan must stop at (quote, backslash, controls) and runs of whitespace.
+_STRING_STOP = re.compile(b'["\\\\\x00-\x1f]')
+_WS_RUN = re.compile(b"[ \t\r\n]*")
 _ESCAPES = {ord('"'): '"', ord("\\"): "\\", ord("/"): "/", ord("b"): "\b", ord("f"): "\f",
             ord("n"): "\n", ord("r"): "\r", ord("t"): "\t"}
 
@@ -106,8 +110,10 @@ class _Parser:
         return JSONSyntaxError("unexpected end of JSON input", self.n)
 
     def ws(self, pos: int) -> int:
-        while pos < self.n and self.data[pos] in _WS:
-            pos += 1
+        if pos < self.n and self.data[pos] in _WS:
+            m = _WS_RUN.match(self.data, pos)
+            assert m is not None
+            return m.end()
         return pos
 
     def string(self, pos: int) -> tuple[str, int]:
@@ -115,17 +121,17 @@ class _Parser:
         data, out, i = self.data, [], pos + 1
         seg = i
         while True:
-            if i >= self.n:
+            # Ordinary bytes are skipped in one regex step; only quote, backslash and controls stop.
+            stop = _STRING_STOP.search(data, i)
+            if stop is None:
                 raise self.eof()
+            i = stop.start()
             b = data[i]
             if b == 0x22:
                 out.append(data[seg:i].decode("utf-8", "replace"))
                 return "".join(out), i + 1
             if b < 0x20:
                 raise _invalid(data, i, "in string")
-            if b != 0x5C:
-                i += 1
-                continue
             out.append(data[seg:i].decode("utf-8", "replace"))
             if i + 1 >= self.n:
                 raise self.eof()

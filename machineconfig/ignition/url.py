@@ -3,6 +3,8 @@ version ids, S3 ARNs and data URLs, with upstream's error texts.
 """
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -15,6 +17,11 @@ ERR_S3_ARN = "invalid S3 ARN format"
 
 _UNRESERVED_HOST = set("!$&'()*+,;=:[]<>\"-._~")
 _USERINFO_EXTRA = set("-._:~!$&'()*+,;=%@")
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f]")
+# A '%' not followed by two hex digits (what _unescape_ok refuses outside hosts).
+_BAD_ESCAPE = re.compile("%(?![0-9a-fA-F]{2})")
+# Sources whose parse and data-URL decoding are remembered, bounded by their total length.
+CACHE_BUDGET_CHARS = 32 << 20
 
 
 class URLError(ValueError):
@@ -31,6 +38,8 @@ class GoURL:
 
 
 def _unescape_ok(text: str, host: bool = False) -> bool:
+    if not host:
+        return "%" not in text or _BAD_ESCAPE.search(text) is None
     i = 0
     while i < len(text):
         c = text[i]
@@ -81,7 +90,7 @@ def go_url_parse(raw: str) -> GoURL:
     rest, _, fragment = raw.partition("#")
     if not _unescape_ok(fragment):
         raise URLError("invalid fragment escape")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in rest):
+    if _CONTROL.search(rest):
         raise URLError("invalid control character in URL")
     scheme = ""
     for i, c in enumerate(rest):
@@ -155,11 +164,58 @@ def schemes_for(minor: int) -> frozenset[str]:
     return frozenset(base)
 
 
+class _SourceCache:
+    """What validate_url learns from a source string alone: its parse and, for data URLs, the
+    decoder's verdict. Ignition validates a source at its own version and MCO again at 3.5 after
+    translation; both are pure functions of the string, so the second time is a lookup. LRU,
+    bounded by the total length of the sources kept."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self.entries: OrderedDict[str, tuple[GoURL | None, str | None]] = OrderedDict()
+
+    def facts(self, source: str) -> tuple[GoURL | None, str | None]:
+        hit = self.entries.get(source)
+        if hit is not None:
+            self.entries.move_to_end(source)
+            return hit
+        try:
+            u: GoURL | None = go_url_parse(source)
+        except URLError:
+            u = None
+        problem = None
+        if u is not None and u.scheme == "data":
+            try:
+                dataurl.decode(source)
+            except dataurl.DataURLError as e:
+                problem = str(e)
+        hit = (u, problem)
+        if len(source) <= self.budget:
+            self.entries[source] = hit
+            self.size += len(source)
+            while self.size > self.budget:
+                old, _ = self.entries.popitem(last=False)
+                self.size -= len(old)
+        return hit
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+
+
+_SOURCES = _SourceCache(CACHE_BUDGET_CHARS)
+
+
+def clear_caches() -> None:
+    """Forget remembered source verdicts (benchmarks measure cold runs with it)."""
+    _SOURCES.clear()
+
+
 def validate_url(source: str, minor: int) -> str | None:
     """Upstream validateURL: None when valid, else the error text."""
-    try:
-        u = go_url_parse(source)
-    except URLError:
+    u, data_problem = _SOURCES.facts(source)
+    if u is None:
         return ERR_INVALID_URL
     if u.scheme not in schemes_for(minor):
         return ERR_INVALID_SCHEME
@@ -172,10 +228,7 @@ def validate_url(source: str, minor: int) -> str | None:
         if _query_has_empty(u.raw_query, "versionId"):
             return ERR_S3_VERSION_ID
     if u.scheme == "data":
-        try:
-            dataurl.decode(source)
-        except dataurl.DataURLError as e:
-            return str(e)
+        return data_problem
     return None
 
 
