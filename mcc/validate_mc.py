@@ -34,6 +34,8 @@ _JSON_KIND = re.compile(r'"kind"\s*:\s*"')
 _JSON_API_VERSION = re.compile(r'"apiVersion"\s*:')
 _V2_ENTRY = re.compile(r"^(error|warning|info) at (\$\S*): (.*)$")
 _UNEXPECTED_USER = "unexpected user with name: "
+# (kind, path, message) before the path is positioned in the file.
+Located = tuple[str, Path, str]
 
 
 @dataclass(frozen=True)
@@ -173,13 +175,13 @@ def _check_document(result: FileResult, doc: Document, index: PositionIndex, bas
         add(kind_, path, message)
 
 
-def check_machine_config(mc: MachineConfig) -> list[tuple[str, Path, str]]:
+def check_machine_config(mc: MachineConfig) -> list[Located]:
     """MCO's per-config checks as (kind, path under the MachineConfig, message), MCO's texts.
 
     Order: kernelType, the Ignition report, file modes, conversion, extensions. MCO stops at
     the first error; all independent ones are listed here so one run shows every fix needed.
     """
-    out: list[tuple[str, Path, str]] = []
+    out: list[Located] = []
     spec = mc.spec
     if spec.kernel_type not in KERNEL_TYPES:
         out.append((ERROR, ("spec", "kernelType"), f"kernelType={spec.kernel_type} is invalid"))
@@ -194,10 +196,10 @@ def check_machine_config(mc: MachineConfig) -> list[tuple[str, Path, str]]:
     return out
 
 
-def ignition_findings(raw: bytes) -> list[tuple[str, Path, str]]:
+def ignition_findings(raw: bytes) -> list[Located]:
     """Findings for `spec.config` (paths relative to it), the verdict always MCO's own."""
     version_path: Path = ("ignition", "version")
-    out: list[tuple[str, Path, str]] = []
+    out: list[Located] = []
     try:
         parsed: mcoparse.ParsedIgnition | None = mcoparse.ign_parse_wrapper(raw)
     except mcoparse.IgnitionConfigError as e:
@@ -229,7 +231,7 @@ def ignition_findings(raw: bytes) -> list[tuple[str, Path, str]]:
     return out
 
 
-def _v3_findings(raw: bytes) -> list[tuple[str, Path, str]]:
+def _v3_findings(raw: bytes) -> list[Located]:
     """Ignition's own report at the config's own version; decode errors located by offset."""
     try:
         entries = list(parse(raw).report)
@@ -250,7 +252,7 @@ def _entry_path(entry: ReportEntry, raw: bytes) -> Path:
     return node_path_at(raw, entry.col - 1)
 
 
-def _v2_findings(raw: bytes) -> list[tuple[str, Path, str]]:
+def _v2_findings(raw: bytes) -> list[Located]:
     """The spec 2 decoder's and validator's findings, as MCO's IgnParseWrapper meets them."""
     obj = json.loads(raw)
     if isinstance(obj.get("ignition"), dict):
@@ -259,7 +261,7 @@ def _v2_findings(raw: bytes) -> list[tuple[str, Path, str]]:
         config = spec2.canonicalize(obj, "Config")
     except InputError as e:
         return [(ERROR, parse_path(e.path or "$"), e.message)]
-    out: list[tuple[str, Path, str]] = []
+    out: list[Located] = []
     for entry in spec2.validate_v2(config):
         match = _V2_ENTRY.match(entry)
         if match:
@@ -274,9 +276,9 @@ def _raw_object(raw: bytes) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def _mode_findings(config: dict[str, Any]) -> list[tuple[str, Path, str]]:
+def _mode_findings(config: dict[str, Any]) -> list[Located]:
     """ValidateIgnition's file-mode check (MCO refuses setuid/setgid/sticky bits)."""
-    out: list[tuple[str, Path, str]] = []
+    out: list[Located] = []
     storage = config.get("storage")
     files = storage.get("files") if isinstance(storage, dict) else None
     for i, file in enumerate(files if isinstance(files, list) else []):
@@ -288,8 +290,7 @@ def _mode_findings(config: dict[str, Any]) -> list[tuple[str, Path, str]]:
     return out
 
 
-def _conversion_findings(raw: bytes, parsed: mcoparse.ParsedIgnition) -> list[
-        tuple[str, Path, str]]:
+def _conversion_findings(raw: bytes, parsed: mcoparse.ParsedIgnition) -> list[Located]:
     """ParseAndConvertConfig's refusals (spec 2 users other than core, untranslatable fields)."""
     try:
         mcoparse.converted_config(raw)
