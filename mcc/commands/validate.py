@@ -7,7 +7,9 @@ line 1 col 61: path not absolute`); when a file is rejected without a fatal repo
 
 MachineConfig files (detected by content: YAML/JSON documents with `kind` and `apiVersion`,
 multi-document files and `kind: List` included) print one line per finding, the path rooted at
-the document and the file position of that path (the key holding it, else its nearest ancestor):
+the document and the 1-based `<file>:<line>:<col>` (column in characters) of that path: the key
+holding it, or the list item, else its nearest existing ancestor. Every line names its file, so
+several files need no headers:
   error at $.spec.config.storage.files.0.path, mc.yaml:14:11: path not absolute
   error at $.spec.kernelType, mc.yaml:9:3: kernelType=foo is invalid
 Ignition findings keep ignition-validate's texts (warnings included); MCO's own checks use
