@@ -8,6 +8,9 @@ import logging
 import re
 from dataclasses import dataclass
 
+from machineconfig.ignition.version import VersionParseError
+from machineconfig.ignition.version import parse_semver as go_semver
+
 log = logging.getLogger(__name__)
 
 IGNITION_SUBTYPE = "vnd.coreos.ignition+json"
@@ -21,7 +24,6 @@ SERVED_MINORS: tuple[tuple[int, int], ...] = (
 MCO_MINORS: tuple[tuple[int, int], ...] = (
     (2, 2), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4), (3, 5))
 
-_IDENTIFIER = re.compile(r"^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$")
 _DIGITS = re.compile(r"^[0-9]+$")
 # Go's strconv.ParseFloat (decimal and special forms; no '_' without a base prefix).
 _GO_FLOAT = re.compile(
@@ -66,18 +68,12 @@ def _pre_release_less(a: str, b: str) -> bool:
 
 
 def parse_semver(text: str) -> SemVer | None:
-    """go-semver's `NewVersion`: dotted triple, optional `-pre` and `+meta`; None when invalid."""
-    rest, _, metadata = text.partition("+") if "+" in text else (text, "", "")
-    rest, _, pre = rest.partition("-") if "-" in rest else (rest, "", "")
-    parts = rest.split(".", 2)
-    if len(parts) != 3:
+    """go-semver's `NewVersion` (the Ignition library's parser), build metadata dropped; None when invalid."""
+    try:
+        v = go_semver(text)
+    except VersionParseError:
         return None
-    for ident in (pre, metadata):
-        if ident and not _IDENTIFIER.match(ident):
-            return None
-    if not all(_DIGITS.match(p) for p in parts):
-        return None
-    return SemVer(int(parts[0]), int(parts[1]), int(parts[2]), pre)
+    return SemVer(v.major, v.minor, v.patch, v.pre_release)
 
 
 @dataclass(frozen=True)
