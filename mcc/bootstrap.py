@@ -169,10 +169,6 @@ def collect(loaded: Sequence[Loaded]) -> Inputs:
         cconfig = ControllerConfig.model_validate(
             {"apiVersion": API_VERSION, "kind": "ControllerConfig",
              "metadata": {"name": CONTROLLER_CONFIG_NAME}})
-        for kind in ("KubeletConfig", "ContainerRuntimeConfig"):
-            for name, item in seen[kind].items():
-                log.warning("%s: %s %s ignored: without a ControllerConfig there are no templates "
-                            "to generate its MachineConfigs from", item.file, kind, name)
     else:
         assert isinstance(controller.obj, ControllerConfig)
         cconfig = controller.obj
@@ -237,12 +233,23 @@ def _names(secrets: Sequence[PullSecret]) -> str:
 
 def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, Any] | None = None,
                     *, values_file: str | None = None, now: str | None = None) -> None:
-    """With a ControllerConfig: add the template and generated MachineConfigs to `inputs.configs`,
-    the KubeletConfigs/ContainerRuntimeConfigs with their status to `inputs.status_objects`, and a
-    warning for each of those that failed (its pool still renders from the rest, as in MCO)."""
-    if inputs.controller is None:
-        return
+    """With a ControllerConfig that has spec.infra (the Infrastructure the templates depend on):
+    add the template and generated MachineConfigs to `inputs.configs`, the KubeletConfigs and
+    ContainerRuntimeConfigs with their status to `inputs.status_objects`, and a warning for each of
+    those that failed (its pools still render from the rest, as in MCO)."""
     controller = inputs.controller
+    if controller is None or inputs.controller_config.spec.infra is None:
+        # Without the Infrastructure there is nothing to render templates for: such a
+        # ControllerConfig only supplies the default OS images, and the inputs are rendered as
+        # given (the render controller alone, which is what the render test vectors exercise).
+        if controller is not None:
+            log.info("%s: ControllerConfig without spec.infra: no template MachineConfigs",
+                     controller.file)
+        for item in inputs.kubelet_configs + inputs.container_runtime_configs:
+            log.warning("%s: %s %s ignored: it needs a ControllerConfig with spec.infra to "
+                        "render its base configuration from", item.file, item.obj.kind,
+                        item.obj.name)
+        return
     cc = raw_object(controller)
     try:
         templates = render_templates(cc, templates_dir, values, pull_secret=pull_secret(inputs))

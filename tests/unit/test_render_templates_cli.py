@@ -351,3 +351,48 @@ def test_the_controller_config_names_the_pull_secret_among_several(
     render_ok(str(cluster), "--out", str(out))
     assert json.loads(file_text(rendered(out, "worker"), "/var/lib/kubelet/config.json")) == \
         json.loads(other)
+
+
+VECTORS = Path(__file__).resolve().parent.parent / "data" / "vectors" / "render"
+VECTOR_CASES = sorted(VECTORS.glob("*.json"))
+
+
+def write_vector_inputs(case: dict[str, Any], directory: Path) -> None:
+    """A render vector as the files `mcc render` reads: its ControllerConfig carries only the
+    default OS images (no spec.infra), so no template MachineConfigs join the pool."""
+    args = case["args"]
+    pool = case["pool"] or {
+        "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfigPool",
+        "metadata": {"name": args["pool"]},
+        "spec": {"machineConfigSelector": {"matchExpressions": [{
+            "key": "machineconfiguration.openshift.io/role", "operator": "In",
+            "values": args["poolRoles"].split(",") if args["poolRoles"] else [args["pool"]]}]}}}
+    cconfig = case["controllerConfig"] or {
+        "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "ControllerConfig",
+        "metadata": {"name": "machine-config-controller"},
+        "spec": {"baseOSContainerImage": args["baseOSImage"],
+                 "baseOSExtensionsContainerImage": args["baseOSExtImage"]}}
+    directory.mkdir()
+    (directory / "pool.json").write_text(json.dumps(pool))
+    (directory / "controllerconfig.json").write_text(json.dumps(cconfig))
+    for i, mc in enumerate(case["machineConfigs"]):
+        (directory / f"mc-{i:03}.json").write_text(json.dumps(mc, ensure_ascii=False))
+
+
+@pytest.mark.parametrize("path", VECTOR_CASES, ids=[p.stem for p in VECTOR_CASES])
+def test_a_controller_config_without_infra_renders_the_inputs_only(
+        path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = json.loads(path.read_text(encoding="utf-8"))
+    expected = case["expected"]
+    write_vector_inputs(case, tmp_path / "in")
+    code = main(["render", str(tmp_path / "in"), "-o", "json"])
+    captured = capsys.readouterr()
+    if not expected["ok"]:
+        assert code == 1
+        assert expected["error"].split("\n")[0] in captured.err
+        return
+    assert code == 0, captured.err
+    [item] = json.loads(captured.out)["items"]
+    assert item["metadata"]["name"] == expected["renderedName"]
+    assert item["spec"] == expected["spec"]
+    assert item["metadata"]["annotations"] == expected["annotations"]
