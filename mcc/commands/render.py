@@ -2,8 +2,9 @@
 
 Reads every MachineConfig, MachineConfigPool, ControllerConfig, KubeletConfig,
 ContainerRuntimeConfig and pull secret under PATH (user MachineConfigs may be *.yaml.j2 templates);
-with a ControllerConfig, adds the template and generated MachineConfigs (mcc.bootstrap). Renders
-each pool and writes MCO's bootstrap layout atomically or prints the rendered MachineConfigs.
+with a ControllerConfig that has spec.infra, adds the template and generated MachineConfigs
+(mcc.bootstrap); one without only supplies the default OS images. Renders each pool and writes
+MCO's bootstrap layout atomically or prints the rendered MachineConfigs.
 
 Those controllers own their MachineConfigs' names (00-<role>, 01-<role>-*, 99-<pool>-generated-*):
 a user MachineConfig of such a name is an error; a controller-made copy (with the
