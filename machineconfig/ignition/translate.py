@@ -12,6 +12,7 @@ from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.schema import (
     JSON, LIST, MINOR_OF, NULLABLE, OBJ, PTR, SCALARS, SLIST, SN, VERSIONS, S, shaped_fields, zero_value,
 )
+from machineconfig.ignition.url import schemes_for
 
 __all__ = ["translate", "TranslationError", "SUPPORTED_VERSIONS"]
 
@@ -185,12 +186,18 @@ def _check_v34(config: JSON, minor: int, target: str) -> None:
             raise _fail(target, f"{path}.discard", "is not supported before 3.4.0")
         if luks.get("openOptions"):
             raise _fail(target, f"{path}.openOptions", "is not supported before 3.4.0")
-    _check_scheme(config, minor, target, "arn", "3.4.0")
+    _check_schemes(config, minor, target)
 
 
-def _check_scheme(config: JSON, minor: int, target: str, scheme: str, since: str) -> None:
+def _check_schemes(config: JSON, minor: int, target: str) -> None:
+    # the schemes 3.<minor> has and the target lacks; url.schemes_for says which spec added which
+    lost = schemes_for(minor) - schemes_for(MINOR_OF[target])
+    if not lost:
+        return
     for res, path in _resources(config, minor):
-        if url_scheme(str(res.get("source") or "")) == scheme:
+        scheme = url_scheme(str(res.get("source") or ""))
+        if scheme in lost:
+            since = VERSIONS[min(m for m in VERSIONS if scheme in schemes_for(m))]
             raise _fail(target, f"{path}.source", f"uses the {scheme}: scheme, which is not supported before {since}")
 
 
@@ -212,7 +219,7 @@ def _check_v32(config: JSON, minor: int, target: str) -> None:
     for part, path in _objects(config, minor, "Partition"):
         if part.get("resize") is True:
             raise _fail(target, f"{path}.resize", "is not supported before 3.2.0")
-    _check_scheme(config, minor, target, "gs", "3.2.0")
+    _check_schemes(config, minor, target)
 
 
 def _check_v31(config: JSON, minor: int, target: str) -> None:
