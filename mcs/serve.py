@@ -11,10 +11,10 @@ import json
 import logging
 import re
 from typing import Any
-from urllib.parse import quote
 
 from machineconfig import constants
 from machineconfig.errors import InputError
+from machineconfig.ignition.dataurl import encode_percent
 from machineconfig.ignition.parse import IgnitionParseError, parse
 from machineconfig.ignition.spec2 import parse_v2
 from machineconfig.ignition.translate import TranslationError, translate
@@ -111,12 +111,6 @@ def _go_object(mc: JSON, config: Any) -> JSON:
 
 
 # -- building the served config ---------------------------------------------------------------------
-
-def encode_percent(data: bytes) -> str:
-    """MCO's `data:,` percent encoding (as machineconfig.ignition.dataurl.encode_percent, which the
-    tests hold this to), via urllib's table-driven quoting: served files reach megabytes."""
-    return "data:," + quote(data, safe="!*'()")
-
 
 def _file_entry(path: str, contents: bytes) -> JSON:
     # Go field order of an Ignition 3 file: Node (overwrite, path) then contents and mode.

@@ -185,14 +185,16 @@ def test_bad_controller_config_base64() -> None:
         served("3.5.0", cc=cc)
 
 
-def test_fast_percent_encoding_equals_the_reference() -> None:
+def test_served_files_use_the_library_percent_encoding() -> None:
     import os
 
     from machineconfig.ignition.dataurl import encode_percent as reference
-    from mcs.serve import encode_percent
 
     for data in (bytes(range(256)), os.urandom(4096), "ünïcode <&> ~*'()!".encode(), b""):
-        assert encode_percent(data) == reference(data)
+        mc = machine_config(WORKER_CONFIG, ignition_config())
+        config = json.loads(build_served(WORKER_CONFIG, mc, controller_config(), data, "3.5.0"))
+        source = decode_files(config)[KUBECONFIG_PATH][-1]
+        assert source == reference(data) and decode(source) == data
 
 
 @pytest.mark.parametrize("version", ALL_VERSIONS)
