@@ -8,7 +8,7 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote_from_bytes
 
 from machineconfig.errors import MachineConfigError
 
@@ -84,7 +84,12 @@ def unescape(text: str) -> bytes:
         if bad is None or non_ascii.start() < bad.start():
             raise DataURLError("rfc2396: non-ASCII char detected")
     if bad is None:
-        return unquote_to_bytes(text) if "%" in text else text.encode("ascii")
+        if "%" not in text:
+            return text.encode("ascii")
+        # Every escape is valid and the text is ASCII: turn %XX into \\xXX (backslashes doubled
+        # first) and let the C unicode_escape codec decode the lot; latin-1 maps chars to bytes.
+        return (text.replace("\\", "\\\\").replace("%", "\\x").encode("ascii")
+                .decode("unicode_escape").encode("latin-1"))
     # The library reports the '%' itself (0x25) whichever digit is wrong.
     i = bad.start()
     if i + 1 >= len(text):

@@ -5,6 +5,8 @@ duplicate entries, then unused keys, with positions correlated to the raw JSON l
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from machineconfig.ignition import schema
@@ -17,56 +19,104 @@ from machineconfig.ignition.schema import LIST, STRUCT
 ERR_DUPLICATE = "duplicate entry defined"
 
 
-def _walk(typed: dict[str, Any], struct: str, path: tuple[PathElem, ...], minor: int,
-          visit: Any) -> None:
-    """Pre-order over every struct value (nil pointers skipped), fields in Go declaration order."""
-    visit(typed, struct, path)
-    for f in schema.fields(struct, minor):
-        value = typed.get(f.name)
-        if f.kind == STRUCT and value is not None:
-            _walk(value, f.ref, path + (f.name,), minor, visit)
-        elif f.kind == LIST and f.ref:
-            for i, item in enumerate(value or []):
-                _walk(item, f.ref, path + (f.name, i), minor, visit)
+@dataclass(frozen=True)
+class _Plan:
+    """What the passes need of one struct at one minor version, computed once."""
+
+    rule: Any  # RULES entry or None
+    element_rules: tuple[tuple[str, Any], ...]  # (field, rule) in field order
+    dup_lists: tuple[tuple[str, str, str], ...]  # (field, key space, ref) of checked lists
+    children: tuple[tuple[str, bool, str], ...]  # (field, is list, ref) walked into
+    names: dict[str, Any]
+
+
+@cache
+def _plan(struct: str, minor: int) -> _Plan:
+    ignored = schema.IGNORE_DUPS.get(struct, frozenset())
+    merged = schema.MERGED_KEYS.get(struct, {})
+    fields = schema.fields(struct, minor)
+    return _Plan(
+        RULES.get(struct),
+        tuple((f.name, ELEMENT_RULES[(struct, f.name)]) for f in fields
+              if (struct, f.name) in ELEMENT_RULES),
+        tuple((f.name, merged.get(f.name, f.name), f.ref) for f in fields
+              if f.kind == LIST and f.name not in ignored),
+        tuple((f.name, f.kind == LIST, f.ref) for f in fields
+              if f.kind == STRUCT or (f.kind == LIST and f.ref)),
+        schema.field_map(struct, minor))
+
+
+class _Passes:
+    """The semantic, duplicate and unused-key passes in one pre-order walk (every struct value, nil
+    pointers skipped, fields in Go declaration order). Each pass keeps its own list, so the
+    findings are exactly those of three separate walks, concatenated."""
+
+    def __init__(self, minor: int, semantic: bool, duplicates: bool, unused: bool) -> None:
+        self.minor = minor
+        self.sink = Sink(minor) if semantic else None
+        self.duplicates: list[Finding] | None = [] if duplicates else None
+        self.unused: list[Finding] | None = [] if unused else None
+
+    def walk(self, typed: dict[str, Any], struct: str, path: tuple[PathElem, ...],
+             node: JNode | None) -> None:
+        plan = _plan(struct, self.minor)
+        sink = self.sink
+        if sink is not None:
+            if plan.rule is not None:
+                plan.rule(sink, typed, path)
+            # Named string element types with their own checks run as children, after the rule.
+            for name, element_rule in plan.element_rules:
+                for i, item in enumerate(typed.get(name) or []):
+                    element_rule(sink, item, path + (name, i))
+        dups = self.duplicates
+        if dups is not None and plan.dup_lists:
+            spaces: dict[str, set[str]] = {}
+            for name, space, ref in plan.dup_lists:
+                seen = spaces.setdefault(space, set())
+                for i, item in enumerate(typed.get(name) or []):
+                    key = schema.item_key(ref, item) if ref else str(item)
+                    if key in seen:
+                        dups.append(Finding(ERROR, path + (name, i), ERR_DUPLICATE))
+                    seen.add(key)
+        unused = self.unused
+        is_object = node is not None and node.kind == "object"
+        if unused is not None and node is not None:  # not every struct has JSON behind it
+            if not is_object:
+                unused.append(Finding(WARNING, path, (
+                    f"context tree does not match content tree at {path_string(path)}. Line and "
+                    "column reporting may be inconsistent. Unused keys may not be reported")))
+            else:
+                names = plan.names
+                for key in node.unique_keys():
+                    if key not in names:
+                        unused.append(Finding(WARNING, path + (key,), f"unused key {key}", at_key=True))
+        for name, is_list, ref in plan.children:
+            value = typed.get(name)
+            # The JSON node at path + (name,), as _tree_get would find it.
+            sub = node.child(name) if is_object else None  # type: ignore[union-attr]
+            if not is_list:
+                if value is not None:
+                    self.walk(value, ref, path + (name,), sub)
+                continue
+            if not value:
+                continue
+            items = sub.items if sub is not None and sub.kind == "array" else []
+            for i, item in enumerate(value):
+                self.walk(item, ref, path + (name, i), items[i] if i < len(items) else None)
 
 
 def semantic_findings(typed: dict[str, Any], minor: int) -> list[Finding]:
-    sink = Sink(minor)
-
-    def visit(obj: dict[str, Any], struct: str, path: tuple[PathElem, ...]) -> None:
-        rule = RULES.get(struct)
-        if rule is not None:
-            rule(sink, obj, path)
-        # Named string element types with their own checks run as children, after the struct's rule.
-        for f in schema.fields(struct, minor):
-            element_rule = ELEMENT_RULES.get((struct, f.name))
-            if element_rule is not None:
-                for i, item in enumerate(obj.get(f.name) or []):
-                    element_rule(sink, item, path + (f.name, i))
-
-    _walk(typed, schema.ROOT, (), minor, visit)
-    return sink.findings
+    passes = _Passes(minor, True, False, False)
+    passes.walk(typed, schema.ROOT, (), None)
+    assert passes.sink is not None
+    return passes.sink.findings
 
 
 def duplicate_findings(typed: dict[str, Any], minor: int) -> list[Finding]:
-    out: list[Finding] = []
-
-    def visit(obj: dict[str, Any], struct: str, path: tuple[PathElem, ...]) -> None:
-        spaces: dict[str, set[str]] = {}
-        ignored = schema.IGNORE_DUPS.get(struct, frozenset())
-        merged = schema.MERGED_KEYS.get(struct, {})
-        for f in schema.fields(struct, minor):
-            if f.kind != LIST or f.name in ignored:
-                continue
-            seen = spaces.setdefault(merged.get(f.name, f.name), set())
-            for i, item in enumerate(obj.get(f.name) or []):
-                key = schema.item_key(f.ref, item) if f.ref else str(item)
-                if key in seen:
-                    out.append(Finding(ERROR, path + (f.name, i), ERR_DUPLICATE))
-                seen.add(key)
-
-    _walk(typed, schema.ROOT, (), minor, visit)
-    return out
+    passes = _Passes(minor, False, True, False)
+    passes.walk(typed, schema.ROOT, (), None)
+    assert passes.duplicates is not None
+    return passes.duplicates
 
 
 def _tree_get(root: JNode, path: tuple[PathElem, ...]) -> JNode | None:
@@ -82,24 +132,10 @@ def _tree_get(root: JNode, path: tuple[PathElem, ...]) -> JNode | None:
 
 
 def unused_key_findings(typed: dict[str, Any], minor: int, root: JNode) -> list[Finding]:
-    out: list[Finding] = []
-
-    def visit(obj: dict[str, Any], struct: str, path: tuple[PathElem, ...]) -> None:
-        node = _tree_get(root, path)
-        if node is None:
-            return  # not every struct has JSON behind it
-        if node.kind != "object":
-            out.append(Finding(WARNING, path, (
-                f"context tree does not match content tree at {path_string(path)}. Line and column "
-                "reporting may be inconsistent. Unused keys may not be reported")))
-            return
-        names = schema.field_map(struct, minor)
-        for key in node.unique_keys():
-            if key not in names:
-                out.append(Finding(WARNING, path + (key,), f"unused key {key}", at_key=True))
-
-    _walk(typed, schema.ROOT, (), minor, visit)
-    return out
+    passes = _Passes(minor, False, False, True)
+    passes.walk(typed, schema.ROOT, (), root)
+    assert passes.unused is not None
+    return passes.unused
 
 
 def _marker(root: JNode, finding: Finding) -> int:
@@ -133,9 +169,10 @@ def correlate(findings: list[Finding], root: JNode | None, raw: bytes | None) ->
 def validate_typed(typed: dict[str, Any], minor: int, root: JNode | None = None,
                    raw: bytes | None = None) -> Report:
     """All passes on a typed tree; unused keys only when the JSON tree is known."""
-    findings = semantic_findings(typed, minor) + duplicate_findings(typed, minor)
-    if root is not None:
-        findings += unused_key_findings(typed, minor, root)
+    passes = _Passes(minor, True, True, root is not None)
+    passes.walk(typed, schema.ROOT, (), root)
+    assert passes.sink is not None and passes.duplicates is not None
+    findings = passes.sink.findings + passes.duplicates + (passes.unused or [])
     return correlate(findings, root, raw)
 
 

@@ -138,6 +138,7 @@ _HEADERS = st.sampled_from([
 @example("é%zz")
 @example("%zzé")
 @example("%4é")
+@example("\\%41\\x41\\\\%5C")
 def test_unescape_matches_reference(text: str) -> None:
     assert outcome(dataurl.unescape, text) == outcome(ref_unescape, text)
 
