@@ -8,6 +8,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from machineconfig.ignition.version import SemVer as GoSemVer
 from machineconfig.ignition.version import VersionParseError
 from machineconfig.ignition.version import parse_semver as go_semver
 
@@ -35,13 +36,8 @@ class UnsupportedVersion(ValueError):
 
 
 @dataclass(frozen=True)
-class SemVer:
-    """A go-semver version; ordering ignores build metadata, and a pre-release sorts first."""
-
-    major: int
-    minor: int
-    patch: int
-    pre_release: str = ""
+class SemVer(GoSemVer):
+    """A go-semver version with go-semver's ordering (a pre-release sorts first); parse_semver drops metadata."""
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, SemVer):
