@@ -154,23 +154,29 @@ def _files(config: JSON) -> list[JSON]:
     return files
 
 
-def _merge(parent: JSON, child: JSON) -> JSON:
-    """Ignition's merge without merge.merge's defensive deep copy of the result.
-
-    The copy makes rendering quadratic in the number of configs; here it is not needed, as the
-    result is only read, and the file entries we edit afterwards are private copies (`_parse`).
-    """
-    minor = int(INTERNAL_IGNITION_VERSION.split(".")[1])
-    result: JSON = ignition_merge._merge(parent, child, "Config", minor)
-    return result
+def _drop_empty_compression(path: tuple[str, ...], item: Any) -> None:
+    """After a merge step, a file's "" compression goes back to nil (see merge_ignition)."""
+    if path != ("storage", "files"):
+        return
+    contents = item.get("contents")
+    if contents is not None and contents.get("compression") == "":
+        del contents["compression"]
+        if not contents:
+            del item["contents"]
 
 
 def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
-    """The merged Ignition (3.5.0) of configs already in merge order."""
+    """The merged Ignition (3.5.0) of configs already in merge order.
+
+    Folded with ignition.merge.MergeFold: the same result as merging the configs one after the
+    other, without rebuilding every list at each step (which made rendering quadratic). The
+    result is only read; the file entries edited on the way are private copies (`_parse`).
+    """
     if ordered[0].spec.config is None:
-        out: JSON = {"ignition": {"version": INTERNAL_IGNITION_VERSION}}
+        base: JSON = {"ignition": {"version": INTERNAL_IGNITION_VERSION}}
     else:
-        out = _parse(ordered[0])
+        base = _parse(ordered[0])
+    fold = ignition_merge.MergeFold(base)
     for mc in ordered[1:]:
         if mc.spec.config is None:
             continue
@@ -179,15 +185,10 @@ def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
         # replaces the source must also clear the parent's compression: nil becomes "" ...
         for f in _files(child):
             f.setdefault("contents", {}).setdefault("compression", "")
-        out = _merge(out, child)
-        # ... and every "" goes back to nil in the result.
-        for f in _files(out):
-            contents = f.get("contents")
-            if contents is not None and contents.get("compression") == "":
-                del contents["compression"]
-                if not contents:
-                    del f["contents"]
-    out = copy.deepcopy(out)  # one copy at the end: the result must not share the parse cache
+        # ... and every "" goes back to nil in the result (the fold reports each file a step
+        # may have changed; the others were cleaned by an earlier step).
+        fold.add(child, _drop_empty_compression)
+    out = copy.deepcopy(fold.result())  # the result must not share the parse cache
     for f in _files(out):
         # Ignition does not overwrite by default, MCO always does: make new nodes match.
         if f.get("overwrite") is None:
