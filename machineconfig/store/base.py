@@ -1,0 +1,151 @@
+"""The store port: what every program may ask of the place cluster state lives.
+
+Two implementations: `local` (YAML input directory + SQLite state directory, the embedded default)
+and, later, `kube` (the Kubernetes API). The daemon reaches a local store through the server's node
+API (`remote`), which implements the `NodeAPI` subset. Objects are plain dicts shaped like the
+Kubernetes objects (apiVersion, kind, metadata, spec, status).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from machineconfig.errors import MachineConfigError
+
+# Kinds the store knows. Inputs come from the user; the controller writes the generated and
+# rendered MachineConfigs and every object's status.
+MACHINE_CONFIG = "MachineConfig"
+MACHINE_CONFIG_POOL = "MachineConfigPool"
+CONTROLLER_CONFIG = "ControllerConfig"
+KUBELET_CONFIG = "KubeletConfig"
+CONTAINER_RUNTIME_CONFIG = "ContainerRuntimeConfig"
+SECRET = "Secret"
+KINDS = (MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
+         CONTAINER_RUNTIME_CONFIG, SECRET)
+
+
+class StoreError(MachineConfigError):
+    """The store could not do what was asked (I/O, corruption, remote failure)."""
+
+
+class NotFoundError(StoreError):
+    """The named object or node does not exist."""
+
+
+class ConflictError(StoreError):
+    """A write carried a stale resource version."""
+
+
+class ForbiddenError(StoreError):
+    """The caller may not do this (wrong token, another node's record, a key it does not own)."""
+
+
+@dataclass
+class NodeRecord:
+    """A node as the controllers see it: Kubernetes Node metadata plus schedulability."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    unschedulable: bool = False
+    ready: bool = True
+    creation_timestamp: str = ""  # RFC 3339, UTC
+    resource_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": dict(self.labels),
+                "annotations": dict(self.annotations), "unschedulable": self.unschedulable,
+                "ready": self.ready, "creationTimestamp": self.creation_timestamp,
+                "resourceVersion": self.resource_version}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NodeRecord:
+        return cls(name=str(d["name"]), labels=dict(d.get("labels") or {}),
+                   annotations=dict(d.get("annotations") or {}),
+                   unschedulable=bool(d.get("unschedulable", False)),
+                   ready=bool(d.get("ready", True)),
+                   creation_timestamp=str(d.get("creationTimestamp", "")),
+                   resource_version=int(d.get("resourceVersion", 0)))
+
+
+@dataclass(frozen=True)
+class StoreEvent:
+    """A recorded event, like a Kubernetes Event: about one object, with a reason and message."""
+
+    seq: int
+    time: str  # RFC 3339, UTC
+    kind: str  # "Node", "MachineConfigPool", ...
+    name: str
+    reason: str
+    message: str
+    type: str = "Normal"  # or "Warning"
+
+
+class NodeAPI(Protocol):
+    """What a daemon needs: its own node record, rendered configs, and change notification."""
+
+    def get_node(self, name: str) -> NodeRecord:
+        """Raises NotFoundError."""
+
+    def patch_node_annotations(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        """Set (str) or delete (None) annotations atomically; returns the new record."""
+
+    def get_rendered(self, name: str) -> dict[str, Any]:
+        """A rendered MachineConfig by name. Raises NotFoundError."""
+
+    def record_event(self, kind: str, name: str, reason: str, message: str,
+                     type: str = "Normal") -> None: ...
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until the store revision is above `since` or `timeout` seconds pass.
+
+        Returns the current revision (callers pass it back as `since`).
+        """
+
+
+class Store(NodeAPI, Protocol):
+    """The whole port, used by the controller and the server."""
+
+    # Objects (inputs merged with controller-written metadata/status).
+    def list_objects(self, kind: str) -> list[dict[str, Any]]: ...
+
+    def get_object(self, kind: str, name: str) -> dict[str, Any]:
+        """Raises NotFoundError."""
+
+    def put_object(self, obj: Mapping[str, Any]) -> None:
+        """Create or replace a controller-owned object (generated MachineConfigs)."""
+
+    def delete_object(self, kind: str, name: str) -> None: ...
+
+    def set_pool_configuration(self, pool: str, name: str,
+                               source: list[dict[str, str]]) -> None:
+        """Set the pool's `spec.configuration` (the controller's output for the pool)."""
+
+    def update_status(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace an object's `status` (pools, KubeletConfigs, ContainerRuntimeConfigs)."""
+
+    # Rendered MachineConfigs.
+    def put_rendered(self, mc: Mapping[str, Any]) -> None: ...
+
+    def list_rendered(self) -> list[str]: ...
+
+    def delete_rendered(self, name: str) -> None: ...
+
+    # Nodes.
+    def list_nodes(self) -> list[NodeRecord]: ...
+
+    def register_node(self, name: str, labels: Mapping[str, str]) -> NodeRecord:
+        """Create the record if missing (labels merged if present); returns it."""
+
+    def set_node_labels(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord: ...
+
+    def set_unschedulable(self, name: str, value: bool) -> NodeRecord: ...
+
+    def set_node_ready(self, name: str, value: bool) -> NodeRecord: ...
+
+    def list_events(self, kind: str | None = None, name: str | None = None,
+                    since_seq: int = 0) -> list[StoreEvent]: ...
+
+    def revision(self) -> int:
+        """A counter that increases on every change (inputs on disk included)."""
