@@ -27,3 +27,21 @@ INTERNAL_IGNITION_VERSION = "3.5.0"
 # Server ports
 SECURE_PORT = 22623
 INSECURE_PORT = 22624
+
+# Annotations the daemon writes (the node API lets a node change only these on its own record).
+POST_CONFIG_ACTION_ANNOTATION = f"{GROUP}/post-config-action"
+FIRST_PIVOT_CONFIG_ANNOTATION = f"{GROUP}/firstPivotConfig"
+DAEMON_OWNED_ANNOTATIONS = frozenset({
+    CURRENT_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
+    MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, DESIRED_DRAIN_ANNOTATION,
+    POST_CONFIG_ACTION_ANNOTATION, FIRST_PIVOT_CONFIG_ANNOTATION,
+})
+
+# Served to a joining machine in store mode (mode 0600): how its daemon reaches the node API.
+# A JSON object: "server" (base URL), "pool", "token" (the pool's bootstrap token) and, when the
+# server has TLS, "ca" (PEM of the CA that signed the server certificate).
+NODE_CREDENTIALS_PATH = "/etc/machine-config-daemon/node-credentials.json"
+
+# Node API (served next to /config/<pool>).
+NODE_API_PREFIX = "/api/v1"
+NODE_API_MAX_WATCH_SECONDS = 60.0

@@ -1,0 +1,153 @@
+"""`RemoteNodeAPI`: the daemon's `NodeAPI` over the server's node API (JSON over HTTP(S), bearer
+node token). Standard library only, since the daemon is synchronous; one connection per call, every
+call bounded by a timeout; HTTP errors become the store's exception types. Retrying is the caller's.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from machineconfig import constants
+from machineconfig.store.base import (
+    ConflictError,
+    ForbiddenError,
+    NodeRecord,
+    NotFoundError,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+# Extra time the client waits beyond a long poll's own timeout before calling the server dead.
+_WATCH_SLACK = 15.0
+
+
+def _error_for(status: int, text: str) -> StoreError:
+    message = f"node API: HTTP {status}: {text}" if text else f"node API: HTTP {status}"
+    if status in (401, 403):
+        return ForbiddenError(message)
+    if status == 404:
+        return NotFoundError(message)
+    if status == 409:
+        return ConflictError(message)
+    return StoreError(message)
+
+
+class RemoteNodeAPI:
+    """`NodeAPI` against `base_url` (e.g. https://mcs.example:22623) with a node token."""
+
+    def __init__(self, base_url: str, token: str, ca_file: str | None = None,
+                 timeout: float = 30.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StoreError(f"node API: not an http(s) URL: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._token = token
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/") + constants.NODE_API_PREFIX
+        self._context: ssl.SSLContext | None = None
+        if self._https:
+            # Without a CA file the system trust store decides (a server with a public certificate).
+            self._context = ssl.create_default_context(cafile=ca_file)
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"RemoteNodeAPI({self.base_url!r})"
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                               context=self._context)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def _call(self, method: str, path: str, body: Any = None, token: str | None = None,
+              timeout: float | None = None) -> Any:
+        """One request; returns the decoded JSON body or raises a StoreError subclass."""
+        headers = {"Authorization": f"Bearer {token or self._token}", "Accept": "application/json",
+                   "User-Agent": "machine-config-daemon"}
+        data: bytes | None = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self._connection(self.timeout if timeout is None else timeout)
+        try:
+            conn.request(method, self._prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            # OSError covers timeouts, refused connections and TLS failures.
+            raise StoreError(f"node API: {method} {path.split('?')[0]}: {type(e).__name__}: {e}") from e
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise _error_for(resp.status, raw.decode("utf-8", "replace").strip()[:500])
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise StoreError(f"node API: {method} {path.split('?')[0]}: response is not JSON") from e
+
+    # -- registration ----------------------------------------------------------------------------
+
+    @classmethod
+    def register(cls, base_url: str, pool_token: str, name: str, labels: Mapping[str, str],
+                 ca_file: str | None = None, timeout: float = 30.0) -> tuple[RemoteNodeAPI, NodeRecord]:
+        """Register (or re-register) node `name` with its pool's bootstrap token; returns a client
+        holding the fresh node token, and the node record."""
+        probe = cls(base_url, pool_token, ca_file, timeout)
+        answer = probe._call("POST", "/nodes/register", {"name": name, "labels": dict(labels)})
+        if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+            raise StoreError("node API: register: malformed answer")
+        log.info("registered node %s with %s", name, probe.base_url)
+        return cls(base_url, answer["token"], ca_file, timeout), NodeRecord.from_dict(answer["node"])
+
+    @property
+    def token(self) -> str:
+        """The node token (for the caller to keep on disk, mode 0600)."""
+        return self._token
+
+    # -- NodeAPI -----------------------------------------------------------------------------------
+
+    def get_node(self, name: str) -> NodeRecord:
+        return NodeRecord.from_dict(self._call("GET", f"/nodes/{quote(name, safe='')}"))
+
+    def patch_node_annotations(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        answer = self._call("PATCH", f"/nodes/{quote(name, safe='')}/annotations",
+                            {"changes": dict(changes)})
+        return NodeRecord.from_dict(answer)
+
+    def get_rendered(self, name: str) -> dict[str, Any]:
+        answer = self._call("GET", f"/rendered/{quote(name, safe='')}")
+        if not isinstance(answer, dict):
+            raise StoreError(f"node API: rendered config {name} is not an object")
+        return answer
+
+    def record_event(self, kind: str, name: str, reason: str, message: str,
+                     type: str = "Normal") -> None:
+        self._call("POST", "/events", {"kind": kind, "name": name, "reason": reason,
+                                       "message": message, "type": type})
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Long polls of at most 60 s each until the revision passes `since` or `timeout` ends."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            chunk = min(remaining, constants.NODE_API_MAX_WATCH_SECONDS)
+            query = urlencode({"since": since, "timeout": f"{chunk:.3f}"})
+            answer = self._call("GET", f"/watch?{query}", timeout=chunk + _WATCH_SLACK)
+            try:
+                revision = int(answer["revision"])
+            except (TypeError, KeyError, ValueError) as e:
+                raise StoreError("node API: watch: malformed answer") from e
+            # A lower revision means the server's state was replaced: that is a change too.
+            if revision != since or time.monotonic() >= deadline:
+                return revision
