@@ -6,6 +6,7 @@ after the opening bracket, object keys at their opening quote. Duplicate keys ar
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -301,6 +302,61 @@ class _Parser:
 def parse_json(data: bytes) -> JNode:
     """Parse one JSON document; raise JSONSyntaxError with Go's message and offset."""
     return _Parser(data).run()
+
+
+# A \u escape of a UTF-16 surrogate: Go and Python decode those differently (see parse_json_fast).
+_SURROGATE_ESCAPE = re.compile(b"\\\\u[dD][89a-fA-F]")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity are not JSON
+
+
+def _fast_node(value: Any) -> JNode:
+    if isinstance(value, JNode):
+        return value
+    if isinstance(value, str):
+        return JNode("string", 0, 0, value)
+    if isinstance(value, list):
+        return JNode("array", 0, 0, None, [], [_fast_node(v) for v in value])
+    if value is True:
+        return JNode("true", 0, 0, True)
+    if value is False:
+        return JNode("false", 0, 0, False)
+    assert value is None
+    return JNode("null", 0, 0, None)
+
+
+def _fast_object(pairs: list[tuple[str, Any]]) -> JNode:
+    return JNode("object", 0, 0, None, [Member(k, 0, _fast_node(v)) for k, v in pairs])
+
+
+def _fast_number(text: str) -> JNode:
+    return JNode("number", 0, 0, text)
+
+
+_FAST_DECODER = json.JSONDecoder(object_pairs_hook=_fast_object, parse_int=_fast_number,
+                                 parse_float=_fast_number, parse_constant=_no_constants)
+
+
+def parse_json_fast(data: bytes) -> JNode | None:
+    """The tree parse_json builds, without positions (every start/end/key_start is 0), by the C
+    JSON scanner; None when it cannot vouch for the result (then use parse_json).
+
+    Only for inputs that parse_json would accept with the same tree: valid UTF-8 (Go replaces bad
+    bytes), no surrogate escapes (Go replaces unpaired ones), no NaN/Infinity, nesting within
+    Python's recursion limit. Callers that need positions (errors, report entries) must re-parse.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _SURROGATE_ESCAPE.search(data):
+        return None
+    try:
+        return _fast_node(_FAST_DECODER.decode(text))
+    except (ValueError, RecursionError):
+        return None
 
 
 def is_valid_json(text: str) -> bool:

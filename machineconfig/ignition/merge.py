@@ -66,8 +66,11 @@ def _merge(parent: JSON, child: JSON, struct: str, minor: int) -> JSON:
 def _merge_list(parent: list[Any], child: list[Any], name: str, kind: str, ref: str, handle: str,
                 child_items: dict[tuple[str, str], tuple[str, Any]], minor: int) -> list[Any]:
     result: list[Any] = []
+    parent_keys: set[str] = set()  # only this list's parent keys count (see below)
     for item in parent:
-        hit = child_items.get((handle, item_key(ref, item)))
+        key = item_key(ref, item)
+        parent_keys.add(key)
+        hit = child_items.get((handle, key))
         if hit is None:
             result.append(item)
             continue
@@ -80,7 +83,6 @@ def _merge_list(parent: list[Any], child: list[Any], name: str, kind: str, ref: 
             result.append(_merge(item, child_item, ref, minor))
         else:
             result.append(child_item)
-    parent_keys = {item_key(ref, item) for item in parent}
     # only this list's parent keys count: an entry displaced from a sibling list is re-added here
     result.extend(item for item in child if item_key(ref, item) not in parent_keys)
     return result

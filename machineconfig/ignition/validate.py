@@ -169,11 +169,16 @@ def correlate(findings: list[Finding], root: JNode | None, raw: bytes | None) ->
 def validate_typed(typed: dict[str, Any], minor: int, root: JNode | None = None,
                    raw: bytes | None = None) -> Report:
     """All passes on a typed tree; unused keys only when the JSON tree is known."""
+    return correlate(typed_findings(typed, minor, root), root, raw)
+
+
+def typed_findings(typed: dict[str, Any], minor: int, root: JNode | None = None) -> list[Finding]:
+    """validate_typed's findings before they are placed in the raw text (only the shape of the
+    JSON tree matters here, not its positions)."""
     passes = _Passes(minor, True, True, root is not None)
     passes.walk(typed, schema.ROOT, (), root)
     assert passes.sink is not None and passes.duplicates is not None
-    findings = passes.sink.findings + passes.duplicates + (passes.unused or [])
-    return correlate(findings, root, raw)
+    return passes.sink.findings + passes.duplicates + (passes.unused or [])
 
 
 def validate_config(config: dict[str, Any], version: str) -> Report:
