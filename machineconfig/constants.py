@@ -45,3 +45,15 @@ NODE_CREDENTIALS_PATH = "/etc/machine-config-daemon/node-credentials.json"
 # Node API (served next to /config/<pool>).
 NODE_API_PREFIX = "/api/v1"
 NODE_API_MAX_WATCH_SECONDS = 60.0
+
+# Annotations the controller writes besides desiredConfig/lastAppliedDrain.
+DESIRED_IMAGE_ANNOTATION = f"{GROUP}/desiredImage"
+# Set by our drain controller when it cordoned the node itself: an uncordon request clears only
+# such a cordon, never one an administrator made (a deliberate difference from MCO).
+CORDONED_BY_MCC_ANNOTATION = f"{GROUP}/cordonedByMCC"
+
+# Values of the daemon's state annotation.
+STATE_WORKING = "Working"
+STATE_DONE = "Done"
+STATE_DEGRADED = "Degraded"
+STATE_UNRECONCILABLE = "Unreconcilable"
