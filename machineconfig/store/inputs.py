@@ -1,0 +1,161 @@
+"""The local store's input directory: the user's YAML/JSON objects, reloaded when files change.
+
+Changes are found by stat signatures; a file that fails to load keeps its last good objects and
+its error is reported (file, line, field) until it is fixed.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from machineconfig.api import input_files, parse_object
+from machineconfig.errors import InputError
+from machineconfig.store.base import SECRET
+from machineconfig.yamlload import Document, load_file
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[int, int, int]  # mtime_ns, size, inode
+Key = tuple[str, str]  # kind, name
+
+
+@dataclass
+class _File:
+    signature: Signature
+    objects: list[dict[str, Any]] = field(default_factory=list)  # last good load
+    error: str | None = None
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _document_objects(doc: Document, data: Any, base_path: str) -> list[dict[str, Any]]:
+    if isinstance(data, dict) and data.get("kind") == "List" and isinstance(
+            data.get("items"), list) and base_path == "$":
+        out: list[dict[str, Any]] = []
+        for i, item in enumerate(data["items"]):
+            out.extend(_document_objects(doc, item, f"$.items.{i}"))
+        return out
+    if isinstance(data, dict) and data.get("kind") == SECRET:
+        pass  # not modelled by api.py; served as written (pull secrets)
+    elif parse_object(data, doc, base_path) is None:
+        return []  # a kind we do not know: ignored, as load_paths does
+    assert isinstance(data, dict)
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        path = f"{base_path}.metadata.name"
+        raise InputError(f"{data.get('kind')}: metadata.name is required", file=doc.file,
+                         path=path, line=doc.line_of(path))
+    return [data]
+
+
+def load_objects(path: str) -> list[dict[str, Any]]:
+    """Every object in one input file, validated; raises InputError naming file and line."""
+    out: list[dict[str, Any]] = []
+    for doc in load_file(path):
+        out.extend(_document_objects(doc, doc.data, "$"))
+    return out
+
+
+class InputDir:
+    """A cached, thread-safe view of the objects under one directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._files: dict[str, _File] = {}
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._errors: list[str] = []
+        self._fingerprint = ""
+
+    def refresh(self) -> bool:
+        """Stat every input file, reload the changed ones; True when anything changed."""
+        with self._lock:
+            changed = False
+            seen: dict[str, os.stat_result] = {}
+            try:
+                paths = input_files([self.path])
+            except InputError as e:
+                paths = []
+                dir_error: str | None = str(e)
+            else:
+                dir_error = None
+            for p in paths:
+                try:
+                    seen[p] = os.stat(p)
+                except OSError:
+                    continue  # removed between listing and stat: gone
+            for p in list(self._files):
+                if p not in seen:
+                    del self._files[p]
+                    changed = True
+            for p, st in seen.items():
+                sig = _signature(st)
+                old = self._files.get(p)
+                if old is not None and old.signature == sig:
+                    continue
+                changed = True
+                try:
+                    objects = load_objects(p)
+                except InputError as e:
+                    log.warning("%s (keeping its last good objects)", e)
+                    self._files[p] = _File(sig, old.objects if old else [], str(e))
+                else:
+                    if old is not None and old.error:
+                        log.info("input %s loads again", p)
+                    self._files[p] = _File(sig, objects)
+            if changed or dir_error:
+                self._rebuild(dir_error)
+            return changed
+
+    def _rebuild(self, dir_error: str | None) -> None:
+        objects: dict[Key, dict[str, Any]] = {}
+        where: dict[Key, str] = {}
+        errors = [dir_error] if dir_error else []
+        h = hashlib.sha256()
+        for p in sorted(self._files):
+            f = self._files[p]
+            h.update(f"{p}\0{f.signature}\n".encode())
+            if f.error:
+                errors.append(f.error)
+            for obj in f.objects:
+                key = (str(obj.get("kind")), str(obj["metadata"]["name"]))
+                if key in objects:
+                    # First file (in sorted order) wins, so the choice is stable.
+                    errors.append(f"{p}: {key[0]} {key[1]!r} is already defined in {where[key]}")
+                    continue
+                objects[key] = obj
+                where[key] = p
+        self._objects = objects
+        self._errors = errors
+        self._fingerprint = h.hexdigest()
+
+    def fingerprint(self) -> str:
+        """Identifies the set of file versions loaded (equal in every process seeing them)."""
+        with self._lock:
+            return self._fingerprint
+
+    def errors(self) -> list[str]:
+        with self._lock:
+            return list(self._errors)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._objects.get((kind, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def names(self, kind: str) -> list[str]:
+        with self._lock:
+            return sorted(n for k, n in self._objects if k == kind)
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(self._objects[(k, n)])
+                    for k, n in sorted(self._objects) if k == kind]

@@ -1,0 +1,367 @@
+"""The embedded store: input objects from a YAML directory, state in a SQLite + files directory.
+
+The controller and the server open the same state directory from separate processes; SQLite's
+locking serializes their writes, and a revision counter in the database wakes every watcher.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from machineconfig.store.base import (
+    KINDS,
+    MACHINE_CONFIG_POOL,
+    ForbiddenError,
+    NodeRecord,
+    NotFoundError,
+    StoreError,
+    StoreEvent,
+)
+from machineconfig.store.inputs import InputDir
+from machineconfig.store.rendered import RenderedDir
+from machineconfig.store.sqlite import Database
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "state.db"
+RENDERED_DIR = "rendered"
+# How often a waiter re-checks for changes made by other processes or on disk; local writes wake
+# waiters at once.
+POLL_SECONDS = 0.2
+MAX_EVENTS = 100_000  # older events are pruned so the database does not grow forever
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _check_changes(changes: Mapping[str, str | None], what: str) -> None:
+    for k, v in changes.items():
+        if not isinstance(k, str) or not k or (v is not None and not isinstance(v, str)):
+            raise StoreError(f"invalid {what} change {k!r}: {v!r}")
+
+
+class LocalStore:
+    """`Store` over an input directory (read-only) and a state directory (read-write)."""
+
+    def __init__(self, input_dir: str, state_dir: str) -> None:
+        if not os.path.isdir(input_dir):
+            raise StoreError(f"{input_dir}: input directory does not exist")
+        try:
+            os.makedirs(state_dir, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{state_dir}: cannot create the state directory: {e.strerror}") \
+                from e
+        self.input_dir = input_dir
+        self.state_dir = state_dir
+        self._db = Database(os.path.join(state_dir, DB_FILE))
+        self._rendered = RenderedDir(os.path.join(state_dir, RENDERED_DIR))
+        self._inputs = InputDir(input_dir)
+        self._synced_fingerprint: str | None = None
+        self._scan_lock = threading.Lock()
+        self._last_scan = 0.0
+        self._cond = threading.Condition()
+        self._sync_inputs(0.0)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.input_dir!r}, {self.state_dir!r})"
+
+    # ----- change detection
+
+    def _sync_inputs(self, max_age: float) -> None:
+        """Reload changed input files; record a new input fingerprint in the database.
+
+        The fingerprint comparison makes the controller and the server, which both watch the
+        same files, bump the revision once per change instead of once each.
+        """
+        now = time.monotonic()
+        with self._scan_lock:
+            if max_age and now - self._last_scan < max_age:
+                return
+            self._last_scan = now
+            self._inputs.refresh()
+            fingerprint = self._inputs.fingerprint()
+            if fingerprint == self._synced_fingerprint:
+                return
+            with self._db.write() as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'inputs'").fetchone()
+                if row[0] != fingerprint:
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'inputs'", (fingerprint,))
+                    rev = self._db.bump(db)
+                    log.info("input objects changed (revision %s)", rev)
+            self._synced_fingerprint = fingerprint
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def revision(self) -> int:
+        self._sync_inputs(0.0)
+        return self._db.revision()
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            # Throttled: many long-polling threads share one scan of the input files.
+            self._sync_inputs(POLL_SECONDS / 2)
+            rev = self._db.revision()
+            remaining = deadline - time.monotonic()
+            if rev > since or remaining <= 0:
+                return rev
+            with self._cond:
+                self._cond.wait(min(POLL_SECONDS, remaining))
+
+    def input_errors(self) -> list[str]:
+        """Why input files failed to load (file:line: path: message); their last good objects
+        are still served."""
+        self._sync_inputs(POLL_SECONDS / 2)
+        return self._inputs.errors()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ----- objects
+
+    def _owned(self, kind: str, name: str | None) -> list[dict[str, Any]]:
+        if name is None:
+            rows = self._db.conn().execute(
+                "SELECT data FROM objects WHERE kind = ? ORDER BY name", (kind,)).fetchall()
+        else:
+            rows = self._db.conn().execute(
+                "SELECT data FROM objects WHERE kind = ? AND name = ?", (kind, name)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def _overlays(self, kind: str, name: str | None) -> dict[str, tuple[Any, Any]]:
+        sql = "SELECT name, status, configuration FROM overlays WHERE kind = ?"
+        args: tuple[str, ...] = (kind,)
+        if name is not None:
+            sql += " AND name = ?"
+            args = (kind, name)
+        return {r[0]: (None if r[1] is None else json.loads(r[1]),
+                       None if r[2] is None else json.loads(r[2]))
+                for r in self._db.conn().execute(sql, args)}
+
+    @staticmethod
+    def _merge(obj: dict[str, Any], overlay: tuple[Any, Any] | None) -> dict[str, Any]:
+        if overlay is None:
+            return obj
+        status, configuration = overlay
+        if status is not None:
+            obj["status"] = status
+        if configuration is not None and obj.get("kind") == MACHINE_CONFIG_POOL:
+            spec = obj.get("spec")
+            if not isinstance(spec, dict):
+                spec = obj["spec"] = {}
+            spec["configuration"] = configuration
+        return obj
+
+    def _collect(self, kind: str, name: str | None) -> list[dict[str, Any]]:
+        self._sync_inputs(1.0)
+        if name is None:
+            inputs = self._inputs.list(kind)
+        else:
+            one = self._inputs.get(kind, name)
+            inputs = [one] if one is not None else []
+        with self._db.read():
+            owned = self._owned(kind, name)
+            overlays = self._overlays(kind, name)
+        # An input object shadows a controller-owned one of the same name: the user's files win.
+        by_name = {o["metadata"]["name"]: o for o in owned}
+        by_name.update((o["metadata"]["name"], o) for o in inputs)
+        return [self._merge(by_name[n], overlays.get(n)) for n in sorted(by_name)]
+
+    def list_objects(self, kind: str) -> list[dict[str, Any]]:
+        return self._collect(kind, None)
+
+    def get_object(self, kind: str, name: str) -> dict[str, Any]:
+        found = self._collect(kind, name)
+        if not found:
+            raise NotFoundError(f"{kind} {name!r} not found")
+        return found[0]
+
+    def _exists(self, kind: str, name: str) -> bool:
+        if self._inputs.get(kind, name) is not None:
+            return True
+        return bool(self._db.conn().execute(
+            "SELECT 1 FROM objects WHERE kind = ? AND name = ?", (kind, name)).fetchone())
+
+    def put_object(self, obj: Mapping[str, Any]) -> None:
+        kind = obj.get("kind")
+        meta = obj.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if kind not in KINDS or not isinstance(name, str) or not name:
+            raise StoreError(f"put_object: need a known kind and metadata.name, got {kind!r} "
+                             f"{name!r}")
+        assert isinstance(kind, str)
+        if self._inputs.get(kind, name) is not None:
+            log.warning("%s %s is also an input object; the input file wins", kind, name)
+        data = _dumps(obj)
+        with self._db.write() as db:
+            row = db.execute("SELECT data FROM objects WHERE kind = ? AND name = ?",
+                             (kind, name)).fetchone()
+            if row is not None and row[0] == data:
+                return
+            db.execute("INSERT OR REPLACE INTO objects (kind, name, data) VALUES (?, ?, ?)",
+                       (kind, name, data))
+            self._db.bump(db)
+        self._notify()
+
+    def delete_object(self, kind: str, name: str) -> None:
+        """Delete a controller-owned object (no-op when absent); input objects are the user's."""
+        if self._inputs.get(kind, name) is not None:
+            raise ForbiddenError(f"{kind} {name!r} comes from the input directory; "
+                                 "remove it from its file instead")
+        with self._db.write() as db:
+            n = db.execute("DELETE FROM objects WHERE kind = ? AND name = ?",
+                           (kind, name)).rowcount
+            db.execute("DELETE FROM overlays WHERE kind = ? AND name = ?", (kind, name))
+            if n:
+                self._db.bump(db)
+        if n:
+            self._notify()
+
+    def _set_overlay(self, kind: str, name: str, column: str, value: Any) -> None:
+        data = _dumps(value)
+        with self._db.write() as db:
+            if not self._exists(kind, name):
+                raise NotFoundError(f"{kind} {name!r} not found")
+            row = db.execute(f"SELECT {column} FROM overlays WHERE kind = ? AND name = ?",
+                             (kind, name)).fetchone()
+            if row is not None and row[0] == data:
+                return
+            db.execute("INSERT INTO overlays (kind, name) VALUES (?, ?) "
+                       "ON CONFLICT (kind, name) DO NOTHING", (kind, name))
+            db.execute(f"UPDATE overlays SET {column} = ? WHERE kind = ? AND name = ?",
+                       (data, kind, name))
+            self._db.bump(db)
+        self._notify()
+
+    def set_pool_configuration(self, pool: str, name: str,
+                               source: list[dict[str, str]]) -> None:
+        self._set_overlay(MACHINE_CONFIG_POOL, pool, "configuration",
+                          {"name": name, "source": [dict(s) for s in source]})
+
+    def update_status(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
+        self._set_overlay(kind, name, "status", dict(status))
+
+    # ----- rendered configs
+
+    def put_rendered(self, mc: Mapping[str, Any]) -> None:
+        if self._rendered.put(mc):
+            with self._db.write() as db:
+                self._db.bump(db)
+            self._notify()
+
+    def get_rendered(self, name: str) -> dict[str, Any]:
+        return self._rendered.get(name)
+
+    def list_rendered(self) -> list[str]:
+        return self._rendered.names()
+
+    def delete_rendered(self, name: str) -> None:
+        """Remove a rendered config (no-op when absent)."""
+        if self._rendered.delete(name):
+            with self._db.write() as db:
+                self._db.bump(db)
+            self._notify()
+
+    # ----- nodes
+
+    def get_node(self, name: str) -> NodeRecord:
+        row = self._db.conn().execute("SELECT data FROM nodes WHERE name = ?",
+                                      (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"node {name!r} not found")
+        return NodeRecord.from_dict(json.loads(row[0]))
+
+    def list_nodes(self) -> list[NodeRecord]:
+        rows = self._db.conn().execute("SELECT data FROM nodes ORDER BY name").fetchall()
+        return [NodeRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def _update_node(self, name: str, change: Callable[[NodeRecord], None],
+                     create: bool = False) -> NodeRecord:
+        """Read-modify-write one node record under the database write lock."""
+        with self._db.write() as db:
+            row = db.execute("SELECT data FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                rec = NodeRecord.from_dict(json.loads(row[0]))
+            elif create:
+                rec = NodeRecord(name=name, creation_timestamp=_now())
+            else:
+                raise NotFoundError(f"node {name!r} not found")
+            before = rec.to_dict()
+            change(rec)
+            if row is not None and rec.to_dict() == before:
+                return rec
+            # Like Kubernetes, a resource version is the store revision of the last write.
+            rec.resource_version = self._db.bump(db)
+            db.execute("INSERT OR REPLACE INTO nodes (name, data) VALUES (?, ?)",
+                       (name, _dumps(rec.to_dict())))
+        self._notify()
+        return rec
+
+    def register_node(self, name: str, labels: Mapping[str, str]) -> NodeRecord:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise StoreError(f"invalid node name {name!r}")
+        _check_changes(labels, "label")
+        return self._update_node(name, lambda rec: rec.labels.update(labels), create=True)
+
+    @staticmethod
+    def _apply(target: dict[str, str], changes: Mapping[str, str | None]) -> None:
+        for k, v in changes.items():
+            if v is None:
+                target.pop(k, None)
+            else:
+                target[k] = v
+
+    def patch_node_annotations(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        _check_changes(changes, "annotation")
+        return self._update_node(name, lambda rec: self._apply(rec.annotations, changes))
+
+    def set_node_labels(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        _check_changes(changes, "label")
+        return self._update_node(name, lambda rec: self._apply(rec.labels, changes))
+
+    def set_unschedulable(self, name: str, value: bool) -> NodeRecord:
+        return self._update_node(name, lambda rec: setattr(rec, "unschedulable", bool(value)))
+
+    def set_node_ready(self, name: str, value: bool) -> NodeRecord:
+        return self._update_node(name, lambda rec: setattr(rec, "ready", bool(value)))
+
+    # ----- events
+
+    def record_event(self, kind: str, name: str, reason: str, message: str,
+                     type: str = "Normal") -> None:
+        # Events do not bump the revision: watchers react to state, and a controller that
+        # records an event must not wake itself up.
+        with self._db.write() as db:
+            seq = db.execute("INSERT INTO events (time, kind, name, reason, message, type) "
+                             "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+                             (_now(), kind, name, reason, message, type)).fetchone()[0]
+            if seq % 1000 == 0:
+                db.execute("DELETE FROM events WHERE seq <= ?", (seq - MAX_EVENTS,))
+
+    def list_events(self, kind: str | None = None, name: str | None = None,
+                    since_seq: int = 0) -> list[StoreEvent]:
+        sql = "SELECT seq, time, kind, name, reason, message, type FROM events WHERE seq > ?"
+        args: list[Any] = [since_seq]
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        if name is not None:
+            sql += " AND name = ?"
+            args.append(name)
+        rows = self._db.conn().execute(sql + " ORDER BY seq", args).fetchall()
+        return [StoreEvent(seq=r[0], time=r[1], kind=r[2], name=r[3], reason=r[4],
+                           message=r[5], type=r[6]) for r in rows]
