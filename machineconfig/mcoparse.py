@@ -109,11 +109,13 @@ _CACHES: list[_ByteBudgetCache] = []
 
 def clear_caches() -> None:
     """Forget every memoized parse and source verdict (benchmarks measure cold renders with it)."""
+    from machineconfig.ignition import rules as ign_rules
     from machineconfig.ignition import url as ign_url
 
     for cache in _CACHES:
         cache.clear()
     ign_url.clear_caches()
+    ign_rules.clear_caches()
 
 
 def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:

@@ -233,16 +233,41 @@ def tang_rule(s: Sink, tang: Obj, path: Path) -> None:
 
 # --- systemd --------------------------------------------------------------------------------------
 
+# Unit texts already parsed (a config is validated at its own version, then again at 3.5 after
+# translation): text -> _unit_content_error's answer, bounded by the total length of the texts.
+UNIT_CACHE_BUDGET_CHARS = 16 << 20
+_unit_verdicts: dict[str, tuple[str | None, bool]] = {}
+_unit_cache_size = 0
+
+
+def clear_caches() -> None:
+    """Forget remembered unit verdicts (benchmarks measure cold runs with it)."""
+    global _unit_cache_size
+    _unit_verdicts.clear()
+    _unit_cache_size = 0
+
+
 def _unit_content_error(contents: str | None) -> tuple[str | None, bool]:
-    """(error text, has an option in [Install])."""
+    """(error text, has an option in [Install]); a pure function of the text, so remembered."""
+    global _unit_cache_size
     if nil_or_empty(contents):
         return None, False
     assert contents is not None
+    verdict = _unit_verdicts.get(contents)
+    if verdict is not None:
+        return verdict
     try:
         options = deserialize(contents)
     except UnitParseError as e:
-        return f"invalid unit content: {e}", False
-    return None, any(o.section == "Install" for o in options)
+        verdict = (f"invalid unit content: {e}", False)
+    else:
+        verdict = (None, any(o.section == "Install" for o in options))
+    if len(contents) <= UNIT_CACHE_BUDGET_CHARS:
+        if _unit_cache_size + len(contents) > UNIT_CACHE_BUDGET_CHARS:
+            clear_caches()  # simple and bounded: start over rather than track recency
+        _unit_verdicts[contents] = verdict
+        _unit_cache_size += len(contents)
+    return verdict
 
 
 def systemd_rule(s: Sink, systemd: Obj, path: Path) -> None:
