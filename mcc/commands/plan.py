@@ -1,0 +1,76 @@
+"""`mcc plan --store local:DIR --state SDIR [--policy FILE] [-o text|json]`: before a rollout,
+for each pool and node, what changes and what it costs (none, reload X, restart X, drain, reboot).
+
+Renders the inputs as `mcc start` would (without writing anything) and compares each node's
+currentConfig with the result, using the daemon's own node-disruption rules.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from machineconfig import disruption
+from machineconfig.errors import MachineConfigError
+from machineconfig.store import open_store
+from machineconfig.store.base import MACHINE_CONFIG_POOL, NotFoundError
+from mcc import node_controller, render_controller
+from mcc.plan import PoolPlan, format_text, plan_pool
+from mcc.template import DEFAULT_TEMPLATES_DIR
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="what the next rollout changes on each node and what it costs",
+        description=__doc__)
+    parser.add_argument("--store", required=True, metavar="URL", help="local:DIR")
+    parser.add_argument("--state", metavar="SDIR", help="state directory of the local store")
+    parser.add_argument("--policy", metavar="FILE", type=Path,
+                        help="a MachineConfiguration with spec.nodeDisruptionPolicy "
+                             "(default: MCO's default policies)")
+    parser.add_argument("--templates", metavar="DIR", type=Path, default=DEFAULT_TEMPLATES_DIR,
+                        help="the ignition-templates tree (default: the one shipped with mcc)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        policy = disruption.load_policy(args.policy) if args.policy else disruption.DEFAULT_POLICY
+        store = open_store(args.store, args.state)
+        objects = render_controller.read_inputs(store)
+        result = render_controller.render(objects, args.templates)
+        rendered = {r.name: r.to_object() for r in result.rendered.values()}
+
+        def lookup(name: str) -> dict[str, Any]:
+            if name in rendered:
+                return rendered[name]
+            try:
+                return store.get_rendered(name)
+            except NotFoundError:
+                raise NotFoundError(f"rendered config {name} not found") from None
+
+        pools = store.list_objects(MACHINE_CONFIG_POOL)
+        members, errors = node_controller.assign_nodes(pools, store.list_nodes())
+        plans: list[PoolPlan] = []
+        for pool in pools:
+            name = node_controller.pool_name(pool)
+            target = result.rendered[name].name if name in result.rendered else ""
+            plans.append(plan_pool(pool, target, result.errors.get(name, ""),
+                                   members.get(name, []), lookup, policy))
+    except (MachineConfigError, disruption.PolicyError) as e:
+        print(f"mcc plan: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"mcc plan: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        doc = {"pools": [p.to_dict() for p in plans], "unplacedNodes": errors}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_text(plans))
+        for node, error in sorted(errors.items()):
+            sys.stdout.write(f"node {node}: not in any pool: {error}\n")
+    return 0

@@ -1,0 +1,180 @@
+"""The controller loop: on every store change (or every `interval` seconds) one pass of
+render -> node rollout -> drain -> pool status -> garbage collection, each a module of its own.
+
+`Controller.run_pass` is one pass; `Controller.run` loops until stopped (SIGTERM in `mcc start`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from machineconfig.errors import MachineConfigError
+from machineconfig.store.base import MACHINE_CONFIG_POOL, Store
+from mcc import drain_controller, gc, node_controller, pool_status
+from mcc.kubelet_config import now_rfc3339
+from mcc.render_controller import RenderController
+from mcc.template import DEFAULT_TEMPLATES_DIR
+
+log = logging.getLogger(__name__)
+
+# Longest single wait on the store, so a stop request is seen within this many seconds.
+WAIT_SLICE = 1.0
+
+
+@dataclass
+class PassReport:
+    """What one pass did (for tests and the --once summary)."""
+
+    rendered: bool = False
+    render_errors: dict[str, str] = field(default_factory=dict)
+    targeted: dict[str, str] = field(default_factory=dict)  # node -> desiredConfig set
+    drain_errors: list[str] = field(default_factory=list)
+    statuses_written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Controller:
+    def __init__(self, store: Store, templates_dir: Path = DEFAULT_TEMPLATES_DIR,
+                 values: Mapping[str, Any] | None = None, gc_enabled: bool = True,
+                 now: Callable[[], str] = now_rfc3339) -> None:
+        self.store = store
+        self.now = now
+        self.gc_enabled = gc_enabled
+        self.render = RenderController(store, templates_dir, values, now)
+        # Warnings already reported (SelectingAll, membership and maxUnavailable errors): a pass
+        # runs on every change, an event per pass would drown the real ones.
+        self._reported: set[tuple[str, str, str]] = set()
+
+    def _event_once(self, kind: str, name: str, reason: str, message: str,
+                    type: str = "Warning") -> None:
+        key = (name, reason, message)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.store.record_event(kind, name, reason, message, type)
+
+    def run_pass(self) -> PassReport:
+        report = PassReport()
+        steps: list[tuple[str, Callable[[PassReport], None]]] = [
+            ("render", self._render), ("node", self._nodes), ("drain", self._drain),
+            ("status", self._status)]
+        if self.gc_enabled:
+            steps.append(("gc", self._gc))
+        for name, step in steps:
+            try:
+                step(report)
+            except MachineConfigError as e:
+                # The next pass retries; the other steps still run on what the store holds.
+                log.warning("%s step failed: %s", name, e)
+                report.errors.append(f"{name}: {e}")
+        return report
+
+    def _render(self, report: PassReport) -> None:
+        result = self.render.sync()
+        if result is None:
+            return
+        report.rendered = True
+        report.render_errors = dict(result.errors)
+
+    def _nodes(self, report: PassReport) -> None:
+        pools = self.store.list_objects(MACHINE_CONFIG_POOL)
+        members, errors = node_controller.assign_nodes(pools, self.store.list_nodes())
+        for node, error in errors.items():
+            log.warning("node %s skipped: %s", node, error)
+            self._event_once("Node", node, "PoolMembership", error)
+        for pool in pools:
+            name = node_controller.pool_name(pool)
+            try:
+                result = node_controller.reconcile_pool(pool, members.get(name, []))
+            except node_controller.MaxUnavailableError as e:
+                log.warning("pool %s: no rollout: %s", name, e)
+                self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaxUnavailable", str(e))
+                continue
+            if result.skipped:
+                log.debug("pool %s: no rollout: %s", name, result.skipped)
+            for node, patch in result.patches.items():
+                self.store.patch_node_annotations(node, patch)
+                report.targeted[node] = result.target
+                log.info("pool %s: node %s -> desiredConfig %s (maxUnavailable %d)", name, node,
+                         result.target, result.max_unavailable)
+                self.store.record_event("Node", node, "SetDesiredConfig",
+                                        f"Targeted node {node} to MachineConfig: "
+                                        f"{result.target}")
+            for reason, message in result.events:
+                if reason == "SelectingAll":
+                    self._event_once(MACHINE_CONFIG_POOL, name, reason, message)
+                else:
+                    self.store.record_event(MACHINE_CONFIG_POOL, name, reason, message,
+                                            "Normal")
+
+    def _drain(self, report: PassReport) -> None:
+        report.drain_errors = drain_controller.sync(self.store, self.store.list_nodes())
+        for error in report.drain_errors:
+            node = error.split(":", 1)[0].removeprefix("node ")
+            self._event_once("Node", node, "DrainFailed", error)
+
+    def _status(self, report: PassReport) -> None:
+        pools = self.store.list_objects(MACHINE_CONFIG_POOL)
+        members, _ = node_controller.assign_nodes(pools, self.store.list_nodes())
+        now = self.now()
+        for pool in pools:
+            name = node_controller.pool_name(pool)
+            status = pool_status.calculate_status(pool, members.get(name, []), now)
+            if status == (pool.get("status") or {}):
+                continue
+            self.store.update_status(MACHINE_CONFIG_POOL, name, status)
+            report.statuses_written.append(name)
+            log.info("pool %s: status %d/%d updated, %d unavailable, %d degraded", name,
+                     status["updatedMachineCount"], status["machineCount"],
+                     status["unavailableMachineCount"], status["degradedMachineCount"])
+            for reason, message in pool_status.status_events(pool, status):
+                self.store.record_event(MACHINE_CONFIG_POOL, name, reason, message, "Normal")
+
+    def _gc(self, report: PassReport) -> None:
+        report.deleted = gc.collect(self.store)
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        """Pass after pass until `stop` is set: on each store change, at least every
+        `interval` seconds."""
+        first = True
+        while not stop.is_set():
+            # Read before the pass: a change made during it (ours included) wakes the next one.
+            since = self.store.revision()
+            try:
+                self.run_pass()
+            except Exception:  # noqa: BLE001 - a controller must outlive one bad pass
+                log.exception("controller pass failed; retrying in %.0fs", interval)
+            if first:
+                notify_ready()
+                first = False
+            deadline = time.monotonic() + interval
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self.store.wait_for_change(since, min(WAIT_SLICE, left)) > since:
+                    break
+        log.info("controller stopped")
+
+
+def notify_ready() -> None:
+    """sd_notify READY=1 when started by systemd with Type=notify (no-op otherwise)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(1.0)
+            sock.sendto(b"READY=1", address)
+    except OSError as e:
+        log.warning("sd_notify failed: %s", e)

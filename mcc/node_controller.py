@@ -1,0 +1,280 @@
+"""MCO's node controller, pure: pool membership, maxUnavailable, rollout candidates.
+
+`reconcile_pool` maps one pool and its nodes to the desiredConfig patches of the next rollout
+step (spec/mco.md 6.1-6.2); the store-facing loop in mcc.controller applies them.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from machineconfig.constants import (
+    CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
+    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DEGRADED, STATE_DONE, STATE_UNRECONCILABLE,
+)
+from machineconfig.errors import MachineConfigError
+from machineconfig.store.base import NodeRecord
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+MASTER_POOL = "master"
+WORKER_POOL = "worker"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+OS_LABEL = "kubernetes.io/os"
+SELECTING_ALL_NODES = ("This machineconfigpool is selecting all nodes. "
+                       "A non-empty selector is required.")
+# An int-or-percent string must be digits and a percent sign, as Kubernetes' intstr requires.
+_PERCENT = re.compile(r"^(-?\d+)%$")
+
+
+class MaxUnavailableError(MachineConfigError):
+    """The pool's maxUnavailable is neither an int nor an "N%" string."""
+
+
+class PoolMembershipError(MachineConfigError):
+    """A node matches more than one custom pool."""
+
+
+Patch = dict[str, str | None]  # annotation changes, None deletes
+
+
+@dataclass
+class PoolReconcile:
+    """What one pass decided for one pool: annotation patches per node, events, why not more."""
+
+    pool: str
+    target: str
+    max_unavailable: int = 0
+    patches: dict[str, Patch] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
+    skipped: str = ""  # why the pool was left alone ("" when the rollout ran)
+
+
+# --- Node predicates (MCO's helpers.go / layered_node_state.go, non-layered) --------------------
+
+def is_ready(node: NodeRecord) -> bool:
+    """Ready and schedulable: a cordoned node is busy updating or held by an administrator."""
+    return node.ready and not node.unschedulable
+
+
+def is_done(node: NodeRecord) -> bool:
+    a = node.annotations
+    current = a.get(CURRENT_CONFIG_ANNOTATION, "")
+    return (current != "" and current == a.get(DESIRED_CONFIG_ANNOTATION, "")
+            and a.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == STATE_DONE
+            and DESIRED_IMAGE_ANNOTATION not in a)
+
+
+def is_failing(node: NodeRecord) -> bool:
+    """The daemon gave up on its desired config: the node can be retargeted."""
+    a = node.annotations
+    if a.get(CURRENT_CONFIG_ANNOTATION, "") == a.get(DESIRED_CONFIG_ANNOTATION, ""):
+        return False
+    return a.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) in (STATE_DEGRADED, STATE_UNRECONCILABLE)
+
+
+def is_unavailable(node: NodeRecord) -> bool:
+    if not is_ready(node):
+        return True
+    if is_done(node):
+        return False
+    # Mid-update (or not started yet) unless the daemon is in a failing state.
+    return not is_failing(node)
+
+
+def is_degraded(node: NodeRecord) -> bool:
+    return node.annotations.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) in (
+        STATE_DEGRADED, STATE_UNRECONCILABLE)
+
+
+def targets(node: NodeRecord, target: str) -> bool:
+    """The node's desiredConfig is already the pool's (and no layered image is pending)."""
+    a = node.annotations
+    return a.get(DESIRED_CONFIG_ANNOTATION) == target and DESIRED_IMAGE_ANNOTATION not in a
+
+
+# --- Pool membership (6.1) --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Selector:
+    """A node selector compiled once per pass: (key, op, values) requirements."""
+
+    requirements: tuple[tuple[str, str, frozenset[str]], ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        for key, op, values in self.requirements:
+            value = labels.get(key)
+            if op == "In":
+                if value is None or value not in values:
+                    return False
+            elif op == "NotIn":
+                if value is not None and value in values:
+                    return False
+            elif op == "Exists":
+                if value is None:
+                    return False
+            elif value is not None:  # DoesNotExist
+                return False
+        return True
+
+
+def compile_selector(selector: Any) -> _Selector | None:
+    """None for a nil or empty selector: neither ever matches a node (MCO's membership rule)."""
+    if not isinstance(selector, Mapping):
+        return None
+    reqs = [(k, "In", frozenset([str(v)])) for k, v in (selector.get("matchLabels") or {}).items()]
+    for expr in selector.get("matchExpressions") or []:
+        reqs.append((str(expr.get("key")), str(expr.get("operator")),
+                     frozenset(str(v) for v in expr.get("values") or [])))
+    return _Selector(tuple(reqs)) if reqs else None
+
+
+def node_selector_is_everything(pool: Mapping[str, Any]) -> bool:
+    selector = (pool.get("spec") or {}).get("nodeSelector")
+    return isinstance(selector, Mapping) and not selector.get("matchLabels") \
+        and not selector.get("matchExpressions")
+
+
+def pool_name(pool: Mapping[str, Any]) -> str:
+    return str((pool.get("metadata") or {}).get("name", ""))
+
+
+def pools_for_node(node: NodeRecord, selectors: Sequence[tuple[str, _Selector | None]]
+                   ) -> list[str]:
+    """GetPoolsForNode: the node's pools, primary first. Raises PoolMembershipError."""
+    if node.labels.get(OS_LABEL) == "windows":
+        return []
+    master = worker = False
+    custom: list[str] = []
+    for name, selector in selectors:
+        if selector is None or not selector.matches(node.labels):
+            continue
+        if name == MASTER_POOL:
+            master = True
+        elif name == WORKER_POOL:
+            worker = True
+        else:
+            custom.append(name)
+    if len(custom) > 1:
+        raise PoolMembershipError(f"node {node.name} belongs to {len(custom)} custom roles, "
+                                  "cannot proceed with this Node")
+    if custom:
+        # A node in master and a custom pool stays a master (MCO raises mcc_pool_alert).
+        primary = [MASTER_POOL] if master else custom
+        return primary + ([WORKER_POOL] if worker else [])
+    if master:
+        return [MASTER_POOL]
+    return [WORKER_POOL] if worker else []
+
+
+def assign_nodes(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
+                 ) -> tuple[dict[str, list[NodeRecord]], dict[str, str]]:
+    """Each pool's nodes (those whose primary pool it is) and the nodes that could not be placed
+    (name -> error text)."""
+    selectors = [(pool_name(p), compile_selector((p.get("spec") or {}).get("nodeSelector")))
+                 for p in pools]
+    members: dict[str, list[NodeRecord]] = {name: [] for name, _ in selectors}
+    errors: dict[str, str] = {}
+    for node in nodes:
+        try:
+            found = pools_for_node(node, selectors)
+        except PoolMembershipError as e:
+            errors[node.name] = str(e)
+            continue
+        if found:
+            members[found[0]].append(node)
+    return members, errors
+
+
+# --- maxUnavailable (6.2.6) --------------------------------------------------------------------
+
+def max_unavailable(value: object, node_count: int) -> int:
+    """An int, or a percentage of `node_count` rounded down; nil means 1 and 0 becomes 1."""
+    if value is None:
+        result = 1
+    elif isinstance(value, bool):
+        raise MaxUnavailableError(f"invalid value for IntOrString: {value!r}")
+    elif isinstance(value, int):
+        result = value
+    elif isinstance(value, str):
+        match = _PERCENT.match(value)
+        if match is None:
+            raise MaxUnavailableError(f'invalid value for IntOrString: invalid type: string is '
+                                      f'not a percentage: "{value}"')
+        result = int(match.group(1)) * node_count // 100
+    else:
+        raise MaxUnavailableError(f"invalid value for IntOrString: {value!r}")
+    return max(result, 1)
+
+
+# --- Candidates (6.2.9) and the pass (6.2.10) --------------------------------------------------
+
+def candidates(nodes: Sequence[NodeRecord], target: str, limit: int
+               ) -> tuple[list[NodeRecord], int]:
+    """getAllCandidateMachines: the nodes that may move to `target` and the capacity left."""
+    unavailable = 0
+    for node in nodes:
+        if is_unavailable(node):
+            unavailable += 1
+    if unavailable >= limit:
+        return [], 0
+    capacity = limit - unavailable
+    failing_this_config = 0
+    chosen: list[NodeRecord] = []
+    for node in nodes:
+        if targets(node, target):
+            if is_failing(node):
+                failing_this_config += 1
+            continue
+        if is_ready(node):
+            chosen.append(node)
+    # A node failing on this very config may be a transient problem: if it clears we do not want
+    # several nodes updating at once, so it keeps its slot.
+    if failing_this_config >= capacity:
+        return [], 0
+    return chosen, capacity - failing_this_config
+
+
+def _rollout_order(node: NodeRecord) -> tuple[bool, str, str, str]:
+    # Zone ascending, nodes without a zone last; oldest first within a zone (name breaks ties
+    # so that a pass is deterministic).
+    zone = node.labels.get(ZONE_LABEL)
+    return (zone is None, zone or "", node.creation_timestamp, node.name)
+
+
+def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord]) -> PoolReconcile:
+    """One pass of the node controller over one pool and its member nodes."""
+    name = pool_name(pool)
+    spec = pool.get("spec") or {}
+    target = str((spec.get("configuration") or {}).get("name") or "")
+    result = PoolReconcile(name, target)
+    if not target:
+        result.skipped = "no rendered configuration yet"
+        return result
+    if node_selector_is_everything(pool):
+        result.events.append(("SelectingAll", SELECTING_ALL_NODES))
+        result.skipped = "nodeSelector selects every node"
+        return result
+    if spec.get("paused"):
+        result.skipped = "paused"
+        return result
+    result.max_unavailable = max_unavailable(spec.get("maxUnavailable"), len(nodes))
+    chosen, capacity = candidates(nodes, target, result.max_unavailable)
+    if len(chosen) > capacity:
+        chosen = sorted(chosen, key=_rollout_order)[:capacity]
+    for node in chosen:
+        patch: Patch = {DESIRED_CONFIG_ANNOTATION: target}
+        if DESIRED_IMAGE_ANNOTATION in node.annotations:
+            patch[DESIRED_IMAGE_ANNOTATION] = None
+        result.patches[node.name] = patch
+    if len(chosen) == 1:
+        result.events.append(("SetDesiredConfig",
+                              f"Targeted node {chosen[0].name} to MachineConfig: {target}"))
+    elif chosen:
+        result.events.append(("SetDesiredConfig",
+                              f"Set target for {len(chosen)} nodes to MachineConfig: {target}"))
+    return result

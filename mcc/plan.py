@@ -1,0 +1,142 @@
+"""`mcc plan`'s core: for each pool and node, what the next rollout changes and what it costs.
+
+The cost comes from the daemon's own decision (machineconfig.disruption: diff, node-disruption
+actions, drain rule), applied to the node's current config and the pool's would-be target.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from machineconfig import disruption
+from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig.errors import MachineConfigError
+from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
+from machineconfig.store.base import NodeRecord
+from mcc import node_controller
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+Lookup = Callable[[str], JSON]  # rendered config by name; raises MachineConfigError
+
+
+@dataclass
+class NodePlan:
+    node: str
+    current: str
+    target: str
+    cost: str  # "none", "reload crio.service", "drain, reboot", "unreconcilable: ...", ...
+    changes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> JSON:
+        return {"node": self.node, "current": self.current, "target": self.target,
+                "cost": self.cost, "changes": list(self.changes)}
+
+
+@dataclass
+class PoolPlan:
+    pool: str
+    current: str  # spec.configuration.name today
+    target: str  # what rendering the inputs now gives ("" when it fails)
+    error: str = ""
+    paused: bool = False
+    max_unavailable: str = ""
+    nodes: list[NodePlan] = field(default_factory=list)
+
+    def to_dict(self) -> JSON:
+        return {"pool": self.pool, "current": self.current, "target": self.target,
+                "error": self.error, "paused": self.paused,
+                "maxUnavailable": self.max_unavailable,
+                "nodes": [n.to_dict() for n in self.nodes]}
+
+
+def changes_of(diff: disruption.MachineConfigDiff) -> list[str]:
+    """One short line per changed section, for people."""
+    out = []
+    for flag, text in ((diff.os_update, "OS image"), (diff.kargs, "kernel arguments"),
+                       (diff.kernel_type, "kernel type"), (diff.extensions, "extensions"),
+                       (diff.fips, "FIPS"), (diff.passwd, "users/SSH keys")):
+        if flag:
+            out.append(text)
+    for verb, paths in (("added", diff.files_added), ("changed", diff.files_changed),
+                        ("removed", diff.files_removed)):
+        out.extend(f"file {p} {verb}" for p in paths)
+    for verb, names in (("added", diff.units_added), ("changed", diff.units_changed),
+                        ("removed", diff.units_removed)):
+        out.extend(f"unit {n} {verb}" for n in names)
+    return out
+
+
+def cost(old: Mapping[str, Any], new: Mapping[str, Any],
+         policy: disruption.NodeDisruptionPolicy) -> tuple[str, list[str]]:
+    """What moving a node from `old` to `new` costs, as the daemon would decide it."""
+    try:
+        check_reconcilable(old, new)
+    except NotReconcilableError as e:
+        return f"unreconcilable: {e.reason}", []
+    diff = disruption.compute_diff(old, new)
+    actions = disruption.post_config_actions(diff, policy)
+    drain = disruption.drain_required(actions, ignition_config_of(old), ignition_config_of(new))
+    words = [str(a) for a in actions if a.type is not disruption.ActionType.NONE]
+    return ", ".join((["drain"] if drain else []) + words) or "none", changes_of(diff)
+
+
+def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[NodeRecord],
+              lookup: Lookup, policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY
+              ) -> PoolPlan:
+    """Every member node's move to `target` (the pool's current config when `target` is "")."""
+    spec = pool.get("spec") or {}
+    current = str((spec.get("configuration") or {}).get("name") or "")
+    raw_max = spec.get("maxUnavailable")
+    try:
+        limit = str(node_controller.max_unavailable(raw_max, len(nodes)))
+    except node_controller.MaxUnavailableError as e:
+        limit = f"invalid ({e})"
+    result = PoolPlan(node_controller.pool_name(pool), current, target, error,
+                      bool(spec.get("paused")), limit)
+    goal = target or current
+    cache: dict[tuple[str, str], tuple[str, list[str]]] = {}  # many nodes share one move
+    for node in sorted(nodes, key=lambda n: n.name):
+        here = node.annotations.get(CURRENT_CONFIG_ANNOTATION, "")
+        if not goal:
+            result.nodes.append(NodePlan(node.name, here, "", "no rendered config"))
+            continue
+        if not here:
+            result.nodes.append(NodePlan(node.name, "", goal, "first boot"))
+            continue
+        if here == goal:
+            result.nodes.append(NodePlan(node.name, here, goal, "none"))
+            continue
+        key = (here, goal)
+        if key not in cache:
+            try:
+                cache[key] = cost(lookup(here), lookup(goal), policy)
+            except MachineConfigError as e:
+                cache[key] = (f"unknown: {e}", [])
+        verdict, changes = cache[key]
+        result.nodes.append(NodePlan(node.name, here, goal, verdict, list(changes)))
+    return result
+
+
+def format_text(plans: Sequence[PoolPlan]) -> str:
+    lines = []
+    for p in plans:
+        head = f"pool {p.pool}: "
+        if p.error:
+            head += f"render fails: {p.error}; stays on {p.current or 'nothing'}"
+        elif p.target and p.target != p.current:
+            head += f"{p.current or 'nothing'} -> {p.target}"
+        else:
+            head += f"{p.current or 'nothing'} (no new rendered config)"
+        head += f"; {len(p.nodes)} nodes, maxUnavailable {p.max_unavailable}"
+        if p.paused:
+            head += ", paused (nothing rolls out until unpaused)"
+        lines.append(head)
+        for n in p.nodes:
+            move = f"{n.current or '-'} -> {n.target}" if n.current != n.target else n.current
+            lines.append(f"  {n.node}: {n.cost} ({move})")
+            lines.extend(f"    {c}" for c in n.changes)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,123 @@
+"""A pool's status from its nodes: MCO's calculateStatus with its condition texts (spec 6.3).
+
+Pure: `calculate_status(pool, nodes, now)` returns the new status dict; conditions keep their
+lastTransitionTime unless their status flips, so an unchanged pool yields an equal status.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from machineconfig.constants import (
+    CURRENT_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_REASON_ANNOTATION,
+)
+from machineconfig.store.base import NodeRecord
+from mcc.node_controller import is_degraded, is_done, is_ready, is_unavailable
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+UPDATED, UPDATING, NODE_DEGRADED = "Updated", "Updating", "NodeDegraded"
+RENDER_DEGRADED, DEGRADED = "RenderDegraded", "Degraded"
+
+
+def find_condition(status: Mapping[str, Any], kind: str) -> JSON | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind:
+            found: JSON = cond
+            return found
+    return None
+
+
+def is_condition_true(status: Mapping[str, Any], kind: str) -> bool:
+    cond = find_condition(status, kind)
+    return cond is not None and cond.get("status") == "True"
+
+
+def set_condition(status: JSON, kind: str, value: bool, reason: str, message: str,
+                  now: str) -> None:
+    """SetMachineConfigPoolCondition: a no-op when nothing changed; the transition time moves
+    only when the status flips."""
+    text = "True" if value else "False"
+    conditions: list[JSON] = status.setdefault("conditions", [])
+    for i, cond in enumerate(conditions):
+        if cond.get("type") != kind:
+            continue
+        if (cond.get("status"), cond.get("reason", ""), cond.get("message", "")) == (
+                text, reason, message):
+            return
+        when = cond.get("lastTransitionTime", now) if cond.get("status") == text else now
+        conditions[i] = {"type": kind, "status": text, "lastTransitionTime": when,
+                         "reason": reason, "message": message}
+        return
+    conditions.append({"type": kind, "status": text, "lastTransitionTime": now,
+                       "reason": reason, "message": message})
+
+
+def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: str) -> JSON:
+    """The pool's status for `nodes` (its members); other fields of the old status are kept."""
+    spec = pool.get("spec") or {}
+    status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
+    target = str((spec.get("configuration") or {}).get("name") or "")
+    total = len(nodes)
+    updated = [n for n in nodes if is_done(n)
+               and n.annotations.get(CURRENT_CONFIG_ANNOTATION) == target]
+    ready = sum(1 for n in updated if is_ready(n))
+    unavailable = sum(1 for n in nodes if is_unavailable(n))
+    degraded = [n for n in nodes if is_degraded(n)]
+    status["observedGeneration"] = int((pool.get("metadata") or {}).get("generation") or 0)
+    status["machineCount"] = total
+    status["updatedMachineCount"] = len(updated)
+    status["readyMachineCount"] = ready
+    status["unavailableMachineCount"] = unavailable
+    status["degradedMachineCount"] = len(degraded)
+    all_updated = len(updated) == total and ready == total and unavailable == 0
+    if all_updated and target:
+        set_condition(status, UPDATED, True, "", f"All nodes are updated with MachineConfig "
+                      f"{target}", now)
+        set_condition(status, UPDATING, False, "", "", now)
+        status["configuration"] = copy.deepcopy(spec.get("configuration") or {})
+    else:
+        set_condition(status, UPDATED, False, "", "", now)
+        if spec.get("paused"):
+            set_condition(status, UPDATING, False, "",
+                          f"Pool is paused; will not update to MachineConfig {target}", now)
+        else:
+            set_condition(status, UPDATING, True, "",
+                          f"All nodes are updating to MachineConfig {target}", now)
+    if degraded:
+        reason = f"{len(degraded)} nodes are reporting degraded status on sync"
+        message = ", ".join(f'Node {n.name} is reporting: "{_reason(n)}"' for n in degraded)
+        set_condition(status, NODE_DEGRADED, True, reason, message, now)
+    else:
+        reason = message = ""
+        set_condition(status, NODE_DEGRADED, False, "", "", now)
+    if degraded or is_condition_true(status, RENDER_DEGRADED):
+        set_condition(status, DEGRADED, True, reason, message, now)
+    else:
+        set_condition(status, DEGRADED, False, "", "", now)
+    return status
+
+
+def _reason(node: NodeRecord) -> str:
+    return node.annotations.get(MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, "")
+
+
+def status_events(pool: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Events for a status change: the pool finished a rollout, or started one."""
+    name = str((pool.get("metadata") or {}).get("name", ""))
+    old = pool.get("status") or {}
+    events = []
+    new_config = str((new.get("configuration") or {}).get("name") or "")
+    if new_config and new_config != str((old.get("configuration") or {}).get("name") or ""):
+        events.append(("Completed", f"Pool {name} has completed update to MachineConfig "
+                                    f"{new_config}"))
+    updating = find_condition(new, UPDATING)
+    was = find_condition(old, UPDATING)
+    if updating and updating.get("status") == "True" and (
+            was is None or was.get("message") != updating.get("message")):
+        target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
+        events.append(("Updating", f"Pool {name} now targeting MachineConfig {target}"))
+    return events

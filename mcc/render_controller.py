@@ -1,0 +1,211 @@
+"""MCO's render controller over a store: on every input change, regenerate the template and
+generated MachineConfigs (mcc.bootstrap), render every pool (mcc.render) and publish the result.
+
+A pool that fails keeps its last good rendered config and gets RenderDegraded with MCO's text.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from machineconfig.api import load_documents
+from machineconfig.constants import (
+    API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
+    RELEASE_IMAGE_VERSION_ANNOTATION,
+)
+from machineconfig.errors import MachineConfigError
+from machineconfig.store.base import (
+    CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG, MACHINE_CONFIG,
+    MACHINE_CONFIG_POOL, SECRET, Store,
+)
+from machineconfig.yamlload import Document
+from mcc import bootstrap
+from mcc.kubelet_config import now_rfc3339
+from mcc.pool_status import RENDER_DEGRADED, set_condition
+from mcc.render import RenderedConfig, RenderError, render_pool
+from mcc.template import DEFAULT_TEMPLATES_DIR
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+Recorder = Callable[[str, str, str, str, str], None]  # kind, name, reason, message, type
+
+
+@dataclass
+class RenderResult:
+    """One pass: the rendered config per pool that rendered, the error per pool that did not."""
+
+    rendered: dict[str, RenderedConfig] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    generated: list[JSON] = field(default_factory=list)
+    status_objects: list[JSON] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _strip(obj: Mapping[str, Any]) -> JSON:
+    """What of an object counts as input: not its status, not what this controller writes."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    if obj.get("kind") == MACHINE_CONFIG_POOL:
+        spec = {k: v for k, v in (obj.get("spec") or {}).items() if k != "configuration"}
+        out["spec"] = spec
+    return out
+
+
+def fingerprint(objects: Mapping[str, list[JSON]]) -> str:
+    """Changes with the inputs only, so our own writes (status, spec.configuration, generated
+    MachineConfigs we put back unchanged) do not trigger another render."""
+    h = hashlib.sha256()
+    for kind in sorted(objects):
+        for obj in sorted(objects[kind], key=lambda o: str((o.get("metadata") or {}).get("name"))):
+            h.update(json.dumps(_strip(obj), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def read_inputs(store: Store) -> dict[str, list[JSON]]:
+    return {kind: store.list_objects(kind) for kind in (
+        MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
+        CONTAINER_RUNTIME_CONFIG, SECRET)}
+
+
+def _is_generated(mc: Mapping[str, Any]) -> bool:
+    return GENERATED_BY_CONTROLLER_VERSION_ANNOTATION in (
+        (mc.get("metadata") or {}).get("annotations") or {})
+
+
+def to_inputs(objects: Mapping[str, list[JSON]], generating: bool) -> bootstrap.Inputs:
+    """Adapter: bootstrap.Inputs from store objects (bootstrap reads files; each store object
+    becomes a one-document "file" named store:<kind>/<name> for messages)."""
+    docs = []
+    secrets = []
+    for kind, items in objects.items():
+        for obj in items:
+            name = str((obj.get("metadata") or {}).get("name", ""))
+            where = f"store:{kind}/{name}"
+            if kind == SECRET:
+                if obj.get("type") == bootstrap.PULL_SECRET_TYPE:
+                    meta = obj.get("metadata") or {}
+                    secrets.append(bootstrap.PullSecret(name, str(meta.get("namespace") or ""),
+                                                        obj, where))
+                continue
+            if kind == MACHINE_CONFIG and generating and _is_generated(obj):
+                continue  # our own output from an earlier pass: regenerated below
+            if kind == MACHINE_CONFIG_POOL:
+                obj = {k: v for k, v in obj.items() if k != "status"}
+            docs.append(Document(obj, where))
+    inputs = bootstrap.collect(load_documents(docs))
+    inputs.pull_secrets = secrets
+    return inputs
+
+
+def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMPLATES_DIR,
+           values: Mapping[str, Any] | None = None) -> RenderResult:
+    """Pure: generate and render every pool; errors are per pool, in MCO's words."""
+    result = RenderResult()
+    pool_names = sorted(str((p.get("metadata") or {}).get("name", ""))
+                        for p in objects.get(MACHINE_CONFIG_POOL, []))
+    ccs = objects.get(CONTROLLER_CONFIG, [])
+    generating = bool(ccs and (ccs[0].get("spec") or {}).get("infra"))
+    try:
+        inputs = to_inputs(objects, generating)
+        before = {mc.name for mc in inputs.configs}
+        bootstrap.run_controllers(inputs, templates_dir, values)
+    except MachineConfigError as e:
+        for name in pool_names:
+            result.errors[name] = f"Failed to render configuration for pool {name}: {e}"
+        return result
+    result.warnings = list(inputs.warnings)
+    result.status_objects = list(inputs.status_objects)
+    if generating:
+        result.generated = [mc.to_dict() for mc in inputs.configs if mc.name not in before]
+    for pool in inputs.pools:
+        try:
+            result.rendered[pool.name] = render_pool(pool, inputs.configs,
+                                                     inputs.controller_config)
+        except RenderError as e:
+            result.errors[pool.name] = f"Failed to render configuration for pool {pool.name}: {e}"
+    return result
+
+
+class RenderController:
+    """Publishes renders to the store; remembers the inputs it last rendered."""
+
+    def __init__(self, store: Store, templates_dir: Path = DEFAULT_TEMPLATES_DIR,
+                 values: Mapping[str, Any] | None = None, now: Callable[[], str] | None = None
+                 ) -> None:
+        self.store = store
+        self.templates_dir = templates_dir
+        self.values = values
+        self.now = now or now_rfc3339
+        self.last_fingerprint = ""
+
+    def sync(self) -> RenderResult | None:
+        """Render if the inputs changed since the last pass; None when they did not."""
+        objects = read_inputs(self.store)
+        fp = fingerprint(objects)
+        if fp == self.last_fingerprint:
+            return None
+        result = render(objects, self.templates_dir, self.values)
+        self.publish(objects, result)
+        self.last_fingerprint = fp
+        return result
+
+    def publish(self, objects: Mapping[str, list[JSON]], result: RenderResult) -> None:
+        store = self.store
+        existing = {str(mc["metadata"]["name"]): mc for mc in objects.get(MACHINE_CONFIG, [])}
+        wanted = {str(mc["metadata"]["name"]) for mc in result.generated}
+        for mc in result.generated:
+            name = str(mc["metadata"]["name"])
+            if _strip(existing.get(name) or {}) != _strip(mc):
+                store.put_object(mc)
+                log.info("generated MachineConfig %s stored", name)
+        # Only a pass that generated anything owns the set (a failed one proves nothing).
+        if result.generated:
+            for name, mc in existing.items():
+                if _is_generated(mc) and name not in wanted:
+                    store.delete_object(MACHINE_CONFIG, name)
+                    log.info("generated MachineConfig %s deleted: nothing generates it now",
+                             name)
+        for obj in result.status_objects:
+            meta = obj.get("metadata") or {}
+            store.update_status(str(obj.get("kind")), str(meta.get("name")),
+                                obj.get("status") or {})
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        have = set(store.list_rendered())
+        release = ""
+        for cc in objects.get(CONTROLLER_CONFIG, []):
+            release = ((cc.get("metadata") or {}).get("annotations") or {}).get(
+                RELEASE_IMAGE_VERSION_ANNOTATION, "")
+        for pool in objects.get(MACHINE_CONFIG_POOL, []):
+            name = str(pool["metadata"]["name"])
+            status: JSON = dict(pool.get("status") or {})
+            rendered = result.rendered.get(name)
+            if rendered is not None:
+                if rendered.name not in have:
+                    store.put_rendered(rendered.to_object())
+                    message = (f"{rendered.name} successfully generated (release version: "
+                               f"{release}, controller version: {CONTROLLER_VERSION})")
+                    store.record_event(MACHINE_CONFIG_POOL, name, "RenderedConfigGenerated",
+                                       message, "Normal")
+                    log.info("pool %s: rendered %s from %d MachineConfigs", name,
+                             rendered.name, len(rendered.sources))
+                source = [{"apiVersion": API_VERSION, "kind": "MachineConfig", "name": s}
+                          for s in rendered.sources]
+                current = (pool.get("spec") or {}).get("configuration") or {}
+                if current.get("name") != rendered.name or current.get("source") != source:
+                    store.set_pool_configuration(name, rendered.name, source)
+                    log.info("pool %s: spec.configuration now %s", name, rendered.name)
+                set_condition(status, RENDER_DEGRADED, False, "", "", self.now())
+            else:
+                error = result.errors.get(name, f"Failed to render configuration for pool {name}")
+                log.warning("pool %s: %s (keeping %s)", name, error,
+                            ((pool.get("spec") or {}).get("configuration") or {}).get("name")
+                            or "no rendered config")
+                set_condition(status, RENDER_DEGRADED, True, "", error, self.now())
+            if status != (pool.get("status") or {}):
+                store.update_status(MACHINE_CONFIG_POOL, name, status)
