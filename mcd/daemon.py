@@ -1,0 +1,424 @@
+"""The daemon loop (MCO's syncNode): reads its node's annotations, moves the node from its current
+to its desired rendered config through the update engine, asks for drain and uncordon, reports
+Working/Done/Degraded/Unreconcilable, resumes after a reboot and heals once the cause is gone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from machineconfig import constants as C
+from machineconfig.reconcile import name_of
+from machineconfig.store.base import NodeAPI, NodeRecord, NotFoundError, StoreError
+from mcd import state as node_state
+from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy
+from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
+from mcd.metrics import DaemonMetrics
+from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
+from mcd.rpm_ostree import ostree_booted
+from mcd.sdnotify import notify
+from mcd.systemd import SystemdApi
+from mcd.update import apply_update
+
+log = logging.getLogger(__name__)
+
+NODE_ANNOTATIONS_FILE = "/etc/machine-config-daemon/node-annotations.json"
+NODE_ANNOTATIONS_BAK = "/etc/machine-config-daemon/node-annotation.json.bak"  # singular, as MCO
+ENCAPSULATED_FILE = "/etc/ignition-machine-config-encapsulated.json"
+IGNITION_PRESET = "/etc/systemd/system-preset/20-ignition.preset"
+CONTROL_PLANE_TOPOLOGY_ANNOTATION = f"{C.GROUP}/controlPlaneTopology"
+EVENT_KIND = "Node"
+
+
+class DaemonError(Exception):
+    """The sync failed; the node is Degraded with `str()` as the reason and the sync retried."""
+
+
+class UnreconcilableError(DaemonError):
+    """The desired config cannot be applied in place: state Unreconcilable."""
+
+
+class _Stopped(BaseException):
+    """SIGTERM arrived while the daemon was only waiting."""
+
+
+@dataclass
+class Timeouts:
+    drain: float = 3600.0  # MCO: 1 hour
+    uncordon: float = 600.0  # MCO: 10 minutes
+    watch: float = 10.0  # longest single wait for a store change
+    backoff_min: float = 1.0
+    backoff_max: float = 60.0
+    drift_poll: float = POLL_INTERVAL
+    drift_full: float = FULL_CHECK_INTERVAL
+
+
+def duration_text(seconds: float) -> str:
+    """Go-ish words for a timeout ("1 hour", "10 minutes") as MCO's messages spell them."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
+class _RebootHook:
+    """The systemd the engine gets: a reboot first records post-config-action=Rebooting."""
+
+    def __init__(self, inner: SystemdApi, daemon: Daemon) -> None:
+        self.inner, self.daemon = inner, daemon
+
+    def daemon_reload(self) -> None: self.inner.daemon_reload()
+    def unit_file_state(self, name: str) -> str: return self.inner.unit_file_state(name)
+    def enable(self, names: Sequence[str]) -> None: self.inner.enable(names)
+    def disable(self, names: Sequence[str]) -> None: self.inner.disable(names)
+    def preset(self, names: Sequence[str]) -> None: self.inner.preset(names)
+    def mask(self, names: Sequence[str]) -> None: self.inner.mask(names)
+    def unmask(self, names: Sequence[str]) -> None: self.inner.unmask(names)
+    def reload_unit(self, name: str) -> None: self.inner.reload_unit(name)
+    def restart_unit(self, name: str) -> None: self.inner.restart_unit(name)
+
+    def reboot(self, rationale: str) -> None:
+        self.daemon.event("Reboot", rationale)
+        self.daemon.patch({C.POST_CONFIG_ACTION_ANNOTATION: node_state.REBOOTING})
+        try:
+            self.inner.reboot(rationale)
+        except Exception as err:  # noqa: BLE001 - any failure to reboot is reported the same way
+            self.daemon.metrics.reboots_failed.inc()
+            log.error("reboot failed: %s", err)
+            raise DaemonError("reboot command failed, something is seriously wrong") from err
+
+
+class Daemon:
+    """One node's daemon against a NodeAPI; `run()` loops until SIGTERM (outside an update)."""
+
+    def __init__(self, api: NodeAPI, node: str, systemd: SystemdApi, *, root: Path = Path("/"),
+                 metrics: DaemonMetrics | None = None, policy: NodeDisruptionPolicy = DEFAULT_POLICY,
+                 timeouts: Timeouts | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.api, self.node_name, self.systemd, self.root = api, node, systemd, root
+        self.metrics = metrics or DaemonMetrics()
+        self.policy = policy
+        self.timeouts = timeouts or Timeouts()
+        self.clock = clock
+        self.node: NodeRecord | None = None
+        self.booting = True
+        self.reboot_queued = False
+        self.updating = False
+        self.waiting = False
+        self.stop_requested = threading.Event()
+        self.revision = 0
+        self.drift: DriftMonitor | None = None
+
+    # ---- the store ------------------------------------------------------------------------
+    def patch(self, changes: Mapping[str, str | None]) -> NodeRecord:
+        self.node = self.api.patch_node_annotations(self.node_name, changes)
+        return self.node
+
+    def event(self, reason: str, message: str, type: str = "Normal") -> None:
+        try:
+            self.api.record_event(EVENT_KIND, self.node_name, reason, message, type)
+        except StoreError as err:
+            log.warning("event %s not recorded: %s", reason, err)
+
+    def _annotations(self) -> dict[str, str]:
+        self.node = self.api.get_node(self.node_name)
+        return self.node.annotations
+
+    def _config(self, name: str, on_disk: Mapping[str, Any] | None) -> dict[str, Any]:
+        if on_disk is not None and name_of(on_disk) == name:
+            return dict(on_disk)
+        try:
+            return self.api.get_rendered(name)
+        except NotFoundError as err:
+            raise DaemonError(f'machineconfig.{C.GROUP} "{name}" not found') from err
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait for a store change (True) or the timeout; SIGTERM may cut a wait short."""
+        self.waiting = True
+        try:
+            revision = self.api.wait_for_change(self.revision, max(timeout, 0.0))
+        finally:
+            self.waiting = False
+        changed = revision != self.revision
+        self.revision = revision
+        return changed
+
+    # ---- states ---------------------------------------------------------------------------
+    def set_state(self, state: str, reason: str = "") -> None:
+        reason = reason[:node_state.MAX_REASON]
+        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: state,
+                    C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: reason})
+        self.metrics.set_state(state, reason)
+        node_state.write_state(self.root, state, reason)
+
+    def report_error(self, err: BaseException) -> None:
+        state = node_state.UNRECONCILABLE if isinstance(err, UnreconcilableError) \
+            else node_state.DEGRADED
+        log.error("sync failed, node %s: %s", state, err)
+        try:
+            self.set_state(state, str(err))
+        except (StoreError, OSError) as store_err:
+            log.error("could not report %s: %s", state, store_err)
+
+    def _on_drift(self, reason: str) -> None:
+        self.metrics.drift_detected()
+        self.event("ConfigDriftDetected", reason, "Warning")
+        self.report_error(DaemonError(reason))
+
+    def _start_drift(self, mc: Mapping[str, Any], known_drift: str | None = None) -> None:
+        if self.drift is not None and self.drift.name == name_of(mc):
+            self.drift.drift = known_drift or self.drift.drift
+            return
+        self._stop_drift()
+        self.drift = DriftMonitor(mc, self.root, self.systemd, self._on_drift,
+                                  self.timeouts.drift_poll, self.timeouts.drift_full, self.clock)
+        # a drift already reported is remembered, so the monitor notices when it is fixed
+        self.drift.drift = known_drift
+        self.event("ConfigDriftMonitorStarted",
+                   f"Config Drift Monitor started, watching against {self.drift.name}")
+
+    def _stop_drift(self) -> None:
+        if self.drift is not None:
+            self.drift.stop()
+            self.event("ConfigDriftMonitorStopped", "Config Drift Monitor stopped")
+            self.drift = None
+
+    # ---- drain handshake ------------------------------------------------------------------
+    def _handshake(self, value: str, timeout: float) -> bool:
+        """Set desiredDrain and wait for the controller to echo it in lastAppliedDrain."""
+        if self._annotations().get(C.LAST_APPLIED_DRAIN_ANNOTATION) == value:
+            log.info("%s already applied", value)
+            return True
+        self.patch({C.DESIRED_DRAIN_ANNOTATION: value})
+        log.info("requested %s, waiting up to %s", value, duration_text(timeout))
+        deadline = self.clock() + timeout
+        while True:
+            if self._annotations().get(C.LAST_APPLIED_DRAIN_ANNOTATION) == value:
+                return True
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return False
+            self._wait(min(remaining, self.timeouts.watch))
+
+    def request_drain(self, desired: str) -> None:
+        annotations = self._annotations()
+        if annotations.get(CONTROL_PLANE_TOPOLOGY_ANNOTATION) == "SingleReplica":
+            log.info("single-replica control plane: drain skipped")
+            return
+        value = f"drain-{desired}"
+        if annotations.get(C.LAST_APPLIED_DRAIN_ANNOTATION) != value:
+            self.event("Cordon", "Cordoned node to apply update")
+            self.event("Drain", "Draining node to update config.")
+        if not self._handshake(value, self.timeouts.drain):
+            self.metrics.drain_err.set(1)
+            self.event("FailedToDrain", "failed to drain node", "Warning")
+            raise DaemonError(f"failed to drain node: {self.node_name} after "
+                              f"{duration_text(self.timeouts.drain)}. Please see "
+                              "machine-config-controller logs for more information")
+        self.metrics.drain_err.set(0)
+
+    def _uncordon(self, current: str) -> None:
+        if not self._handshake(f"uncordon-{current}", self.timeouts.uncordon):
+            raise DaemonError(f"failed to uncordon node: {self.node_name} after "
+                              f"{duration_text(self.timeouts.uncordon)}. Please see "
+                              "machine-config-controller logs for more information")
+
+    def _finish(self, current: str, current_mc: Mapping[str, Any]) -> None:
+        """MCO's updateConfigAndState when current == desired: uncordon, then Done."""
+        self._uncordon(current)
+        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
+                    C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
+                    C.CURRENT_CONFIG_ANNOTATION: current})
+        self.metrics.set_state(node_state.DONE, "")
+        node_state.write_state(self.root, node_state.DONE, currentConfig=current,
+                               desiredConfig=current, postConfigAction="")
+        log.info("node %s is Done in %s", self.node_name, current)
+        self._start_drift(current_mc)
+
+    # ---- sync -----------------------------------------------------------------------------
+    def sync(self) -> None:
+        """One pass over the node's annotations (MCO's syncNode)."""
+        if self.reboot_queued:
+            return
+        annotations = self._annotations()
+        if annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING:
+            log.info("back from the reboot: post-config-action cleared")
+            self.patch({C.POST_CONFIG_ACTION_ANNOTATION: ""})
+        if self.booting:
+            self._first_run(annotations)
+            self.booting = False
+            return
+        drain = annotations.get(C.DESIRED_DRAIN_ANNOTATION)
+        if drain and drain != annotations.get(C.LAST_APPLIED_DRAIN_ANNOTATION):
+            log.info("waiting for the controller to apply %s", drain)
+            return
+        current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
+        on_disk = node_state.read_current_config(self.root)
+        if on_disk is not None and name_of(on_disk) != current:
+            log.info("on-disk currentconfig %s overrides annotation %s", name_of(on_disk), current)
+            current = name_of(on_disk)
+        desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or current
+        state = annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION)
+        if current == desired and state == node_state.DONE:
+            if self.drift is None and current:
+                self._start_drift(self._config(current, on_disk))
+            return
+        log.info("update needed: %s -> %s (state %s)", current, desired, state)
+        self._update(current, desired, on_disk, state)
+
+    def _first_run(self, annotations: dict[str, str]) -> None:
+        """MCO's checkStateOnFirstRun: bootstrap annotations, disk validation, Done or update."""
+        self._housekeeping()
+        bootstrap = self.root / NODE_ANNOTATIONS_FILE.lstrip("/")
+        from_file: dict[str, str] = {}
+        if bootstrap.exists():
+            from_file = {str(k): str(v) for k, v in json.loads(bootstrap.read_text()).items()}
+            if C.CURRENT_CONFIG_ANNOTATION not in annotations:
+                keys = (C.CURRENT_CONFIG_ANNOTATION, C.FIRST_PIVOT_CONFIG_ANNOTATION)
+                log.info("bootstrapping: annotations from %s", NODE_ANNOTATIONS_FILE)
+                annotations = self.patch({k: from_file[k] for k in keys if k in from_file}
+                                         ).annotations
+            bootstrap.replace(self.root / NODE_ANNOTATIONS_BAK.lstrip("/"))
+        current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
+        on_disk = node_state.read_current_config(self.root)
+        if on_disk is not None:
+            if name_of(on_disk) != current:
+                log.info("on-disk currentconfig %s overrides annotation %r", name_of(on_disk),
+                         current)
+            current = name_of(on_disk)
+        if not current:
+            raise DaemonError("node has no currentConfig annotation, no "
+                              f"{NODE_ANNOTATIONS_FILE} and no on-disk currentconfig")
+        desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or \
+            from_file.get(C.DESIRED_CONFIG_ANNOTATION) or current
+        current_mc = self._config(current, on_disk)
+        if node_state.force_file_present(self.root):
+            log.info("forcefile present: validation skipped, updating %s -> %s", current, desired)
+            self.booting = False  # from here on a retry is an ordinary sync
+            self._update(current, desired, on_disk, annotations.get(
+                C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
+            return
+        try:
+            validate_on_disk(current_mc, self.root, self.systemd)
+            if ostree_booted(self.root):
+                validate_os(current_mc)
+        except OnDiskValidationError as err:
+            self.event("OnDiskStateValidationFailed", str(err), "Warning")
+            self._start_drift(current_mc, str(err))  # started anyway: it notices the fix
+            raise DaemonError(str(err)) from err
+        if current == desired:
+            self._finish(current, current_mc)
+            return
+        self.event("BootResync", f"Booting node {self.node_name}, currentConfig {current}, "
+                                 f"desiredConfig {desired}")
+        self.booting = False
+        self._update(current, desired, on_disk, annotations.get(
+            C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
+
+    def _housekeeping(self) -> None:
+        encapsulated = self.root / ENCAPSULATED_FILE.lstrip("/")
+        if encapsulated.exists():
+            log.info("firstboot leftover %s renamed to .bak", ENCAPSULATED_FILE)
+            encapsulated.replace(encapsulated.with_name(encapsulated.name + ".bak"))
+        # Ignition's presets did their work at first boot; later they would fight our units
+        (self.root / IGNITION_PRESET.lstrip("/")).unlink(missing_ok=True)
+
+    def _update(self, current: str, desired: str, on_disk: Mapping[str, Any] | None,
+                state: str | None) -> None:
+        current_mc = self._config(current, on_disk)
+        desired_mc = self._config(desired, on_disk)
+        if not node_state.force_file_present(self.root):
+            try:
+                validate_on_disk(current_mc, self.root, self.systemd)
+            except OnDiskValidationError as err:
+                self.event("PreflightConfigDriftCheckFailed", str(err), "Warning")
+                self._start_drift(current_mc, str(err))
+                raise DaemonError(str(err)) from err
+        self._stop_drift()
+        if state not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
+            self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.WORKING})
+            self.metrics.set_state(node_state.WORKING, "")
+        self.updating = True  # SIGTERM is ignored from here until the update ends
+        try:
+            outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
+                                   root=self.root, policy=self.policy,
+                                   request_drain=self.request_drain)
+        finally:
+            self.updating = False
+        if outcome.state == node_state.UNRECONCILABLE:
+            self.event("FailedToReconcile", outcome.reason, "Warning")
+            self.metrics.update_done(desired, outcome.reason)
+            raise UnreconcilableError(outcome.reason)
+        if outcome.state == node_state.DEGRADED:
+            self.metrics.update_done(desired, outcome.reason)
+            # rolled back: the disk is in `current`; past the point of no return: in `desired`
+            self._start_drift(node_state.read_current_config(self.root) or current_mc)
+            raise DaemonError(outcome.reason)
+        self.metrics.update_done(desired)
+        if outcome.rebooting:
+            log.info("reboot queued into %s: further syncs ignored", desired)
+            self.reboot_queued = True
+            return
+        self._finish(desired, desired_mc)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.updating:
+            log.warning("Got SIGTERM, but actively updating")
+            return
+        self.stop_requested.set()
+        if self.waiting:
+            raise _Stopped()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigterm)
+
+    def run(self, max_iterations: int | None = None) -> None:
+        """Sync, then wait for a change, a drift poll or a retry; errors back off 1 s to 60 s."""
+        pending, next_try, backoff, iterations, notified = True, 0.0, 0.0, 0, False
+        while not self.stop_requested.is_set():
+            if max_iterations is not None and iterations >= max_iterations:
+                return
+            iterations += 1
+            try:
+                if pending and self.clock() >= next_try:
+                    try:
+                        self.sync()
+                        pending, backoff = False, 0.0
+                    except Exception as err:  # noqa: BLE001 - the daemon reports and retries
+                        self.report_error(err)
+                        backoff = min(max(backoff * 2, self.timeouts.backoff_min),
+                                      self.timeouts.backoff_max)
+                        next_try = self.clock() + backoff
+                        log.info("next sync in %gs", backoff)
+                    if not notified:
+                        notified = notify("READY=1")
+                if self.drift is not None and not self.reboot_queued:
+                    before = self.drift.drift
+                    if self.drift.check() is None and before is not None:
+                        pending, next_try = True, 0.0  # the disk is fixed: report it now
+                timeout = self.timeouts.watch
+                if pending:
+                    timeout = min(timeout, max(next_try - self.clock(), 0.0))
+                if self.drift is not None:
+                    timeout = min(timeout, self.drift.due_in())
+                if self._wait(timeout):
+                    pending = True
+            except _Stopped:
+                break
+            except StoreError as err:
+                log.warning("store unreachable: %s", err)
+                self.stop_requested.wait(self.timeouts.backoff_min)
+                pending = True
+        log.info("daemon stopped")
+        notify("STOPPING=1")

@@ -1,0 +1,81 @@
+"""The daemon's Prometheus metrics, with MCO's names (pkg/daemon/metrics.go), and their listener.
+
+Each Daemon owns one registry so tests can read it; `serve` binds 127.0.0.1:8797 by default.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:8797"
+
+
+def _os_release() -> tuple[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as release:
+            for line in release:
+                key, _, value = line.strip().partition("=")
+                fields[key] = value.strip('"')
+    except OSError:
+        pass
+    return fields.get("ID", platform.system().lower()), fields.get("VERSION_ID", "")
+
+
+@dataclass
+class DaemonMetrics:
+    """The gauges and counters of one daemon."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.host_os = Gauge("mcd_host_os_and_version", "os that MCD is running on and version "
+                             "if RHCOS", ["os", "version"], registry=r)
+        self.pivot_errors = Counter("mcd_pivot_errors", "errors encountered during pivot",
+                                    registry=r)
+        self.state = Gauge("mcd_state", "state of daemon on specified node", ["state", "reason"],
+                           registry=r)
+        self.kubelet_state = Gauge("mcd_kubelet_state", "state of kubelet health monitor",
+                                   registry=r)
+        self.reboots_failed = Counter("mcd_reboots_failed", "total reboots that failed",
+                                      registry=r)
+        self.update_state = Gauge("mcd_update_state", "completed update config or error",
+                                  ["config", "err"], registry=r)
+        self.config_drift = Gauge("mcd_config_drift", "timestamp of the last detected config "
+                                  "drift", registry=r)
+        self.local_unsupported_packages = Gauge(
+            "mcd_local_unsupported_packages", "number of local packages not supported by MCO",
+            ["node"], registry=r)
+        self.drain_err = Gauge("mcd_drain_err", "errors from the last drain request", registry=r)
+        self.host_os.labels(*_os_release()).set(1)
+
+    def set_state(self, state: str, reason: str) -> None:
+        # one series per daemon: the previous state's series is dropped, as a reader expects
+        self.state.clear()
+        self.state.labels(state, reason[:200]).set(time.time())
+
+    def update_done(self, config: str, err: str = "") -> None:
+        self.update_state.clear()
+        self.update_state.labels(config, err[:200]).set(time.time())
+
+    def drift_detected(self) -> None:
+        self.config_drift.set(time.time())
+
+
+def serve(metrics: DaemonMetrics, listen: str = DEFAULT_LISTEN) -> bool:
+    """Start the /metrics listener in a thread; a busy port is logged, never fatal."""
+    host, _, port = listen.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+    except (OSError, ValueError) as err:
+        log.warning("metrics listener on %s not started: %s", listen, err)
+        return False
+    log.info("metrics on http://%s/metrics", listen)
+    return True
