@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -338,10 +339,12 @@ def test_node_records(store: LocalStore) -> None:
     assert store.get_node("n1") == store.set_node_ready("n1", False)
     store.register_node("a0", {})
     assert [n.name for n in store.list_nodes()] == ["a0", "n1"]
-    for call in (lambda: store.patch_node_annotations("nope", {}),
-                 lambda: store.set_node_labels("nope", {}),
-                 lambda: store.set_unschedulable("nope", True),
-                 lambda: store.set_node_ready("nope", True)):
+    calls: list[Callable[[], object]] = [
+        lambda: store.patch_node_annotations("nope", {}),
+        lambda: store.set_node_labels("nope", {}),
+        lambda: store.set_unschedulable("nope", True),
+        lambda: store.set_node_ready("nope", True)]
+    for call in calls:
         with pytest.raises(NotFoundError):
             call()
     with pytest.raises(StoreError):
@@ -404,8 +407,8 @@ def test_wait_for_change(dirs: tuple[Path, Path], store: LocalStore) -> None:
     assert 0.25 < time.monotonic() - start < 2
     assert store.wait_for_change(rev, 0) == rev
 
-    def later(fn: object) -> threading.Timer:
-        t = threading.Timer(0.2, fn)  # type: ignore[arg-type]
+    def later(fn: Callable[[], object]) -> threading.Timer:
+        t = threading.Timer(0.2, fn)
         t.start()
         return t
 
