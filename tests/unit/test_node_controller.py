@@ -1,0 +1,174 @@
+"""mcc.node_controller: maxUnavailable, membership, candidates, capacity, ordering, paused pools."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from machineconfig.constants import (
+    CURRENT_CONFIG_ANNOTATION as CUR, DESIRED_CONFIG_ANNOTATION as DES,
+    DESIRED_IMAGE_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION as STATE,
+)
+from machineconfig.store.base import NodeRecord
+from mcc.node_controller import (
+    MaxUnavailableError, assign_nodes, candidates, is_unavailable, max_unavailable,
+    reconcile_pool,
+)
+
+OLD, NEW = "rendered-worker-old", "rendered-worker-new"
+WORKER_SEL = {"matchLabels": {"node-role.kubernetes.io/worker": ""}}
+
+
+def pool(name: str = "worker", target: str = NEW, selector: Any = None, **spec: Any
+         ) -> dict[str, Any]:
+    return {"metadata": {"name": name},
+            "spec": {"nodeSelector": selector if selector is not None else
+                     {"matchLabels": {f"node-role.kubernetes.io/{name}": ""}},
+                     "configuration": {"name": target}, **spec}}
+
+
+def node(name: str, current: str = OLD, desired: str | None = None, state: str = "Done",
+         ready: bool = True, unschedulable: bool = False, zone: str | None = None,
+         created: str = "2026-01-01T00:00:00Z", roles: tuple[str, ...] = ("worker",),
+         **extra: str) -> NodeRecord:
+    labels = {f"node-role.kubernetes.io/{r}": "" for r in roles}
+    if zone is not None:
+        labels["topology.kubernetes.io/zone"] = zone
+    ann = {CUR: current, DES: desired if desired is not None else current, STATE: state, **extra}
+    return NodeRecord(name, labels, ann, unschedulable, ready, created)
+
+
+# spec 6.2.6 / MCO's TestMaxUnavailable
+@pytest.mark.parametrize(("value", "count", "expected"), [
+    (None, 4, 1), (2, 4, 2), (0, 4, 1), ("50%", 4, 2), ("60%", 4, 2), ("10%", 4, 1),
+    ("100%", 4, 4), ("0%", 4, 1), (3, 1, 3),
+])
+def test_max_unavailable(value: object, count: int, expected: int) -> None:
+    assert max_unavailable(value, count) == expected
+
+
+@pytest.mark.parametrize("value", ["60", "50 percent", "40 %", "%", "abc", True, 1.5])
+def test_max_unavailable_rejects(value: object) -> None:
+    with pytest.raises(MaxUnavailableError):
+        max_unavailable(value, 4)
+
+
+def test_rollout_respects_max_unavailable() -> None:
+    nodes = [node(f"n{i}") for i in range(5)]
+    r = reconcile_pool(pool(maxUnavailable=2), nodes)
+    assert list(r.patches) == ["n0", "n1"]
+    assert r.patches["n0"] == {DES: NEW}
+    assert r.events == [("SetDesiredConfig", f"Set target for 2 nodes to MachineConfig: {NEW}")]
+
+
+def test_single_target_event_text() -> None:
+    r = reconcile_pool(pool(), [node("a"), node("b")])
+    assert r.events == [("SetDesiredConfig", f"Targeted node a to MachineConfig: {NEW}")]
+
+
+def test_updating_node_uses_capacity() -> None:
+    # b already targets NEW and is Working: it is unavailable, so nothing else moves.
+    nodes = [node("a"), node("b", desired=NEW, state="Working"), node("c")]
+    assert reconcile_pool(pool(), nodes).patches == {}
+    r = reconcile_pool(pool(maxUnavailable=2), nodes)
+    assert list(r.patches) == ["a"]
+
+
+def test_unready_and_cordoned_nodes_count_and_are_not_candidates() -> None:
+    nodes = [node("a", ready=False), node("b", unschedulable=True), node("c"), node("d")]
+    assert reconcile_pool(pool(maxUnavailable=2), nodes).patches == {}
+    r = reconcile_pool(pool(maxUnavailable=3), nodes)
+    assert list(r.patches) == ["c"]
+
+
+def test_failing_node_on_target_takes_a_slot() -> None:
+    # a failed on NEW (Degraded, still schedulable): not unavailable, but holds capacity.
+    nodes = [node("a", desired=NEW, state="Degraded"), node("b"), node("c")]
+    assert not is_unavailable(nodes[0])
+    assert reconcile_pool(pool(), nodes).patches == {}
+    assert list(reconcile_pool(pool(maxUnavailable=2), nodes).patches) == ["b"]
+
+
+def test_failing_node_is_retargeted_when_the_target_changes() -> None:
+    nodes = [node("a", desired="rendered-worker-broken", state="Degraded"), node("b")]
+    r = reconcile_pool(pool(), nodes)
+    assert list(r.patches) == ["a"]
+
+
+def test_unreconcilable_counts_as_failing() -> None:
+    nodes = [node("a", desired=NEW, state="Unreconcilable"), node("b")]
+    assert reconcile_pool(pool(), nodes).patches == {}
+
+
+def test_zone_then_age_order() -> None:
+    nodes = [node("z-none-old", created="2020-01-01T00:00:00Z"),
+             node("b-young", zone="b", created="2026-01-02T00:00:00Z"),
+             node("b-old", zone="b", created="2026-01-01T00:00:00Z"),
+             node("a", zone="a", created="2026-06-01T00:00:00Z")]
+    r = reconcile_pool(pool(maxUnavailable=3), nodes)
+    assert list(r.patches) == ["a", "b-old", "b-young"]
+    r = reconcile_pool(pool(maxUnavailable="100%"), nodes)
+    assert len(r.patches) == 4
+
+
+def test_paused_pool_changes_nothing() -> None:
+    r = reconcile_pool(pool(paused=True), [node("a")])
+    assert r.patches == {} and r.skipped == "paused"
+
+
+def test_pool_without_configuration_waits() -> None:
+    assert reconcile_pool(pool(target=""), [node("a")]).patches == {}
+
+
+def test_selecting_all_nodes_is_refused() -> None:
+    r = reconcile_pool(pool(selector={}), [node("a")])
+    assert r.patches == {}
+    assert r.events[0][0] == "SelectingAll"
+
+
+def test_done_nodes_are_left_alone_and_desired_image_is_dropped() -> None:
+    # b's pending image makes it not done, so it takes a slot of maxUnavailable itself.
+    nodes = [node("a", current=NEW), node("b", **{DESIRED_IMAGE_ANNOTATION: "img"})]
+    assert reconcile_pool(pool(), nodes).patches == {}
+    r = reconcile_pool(pool(maxUnavailable=2), nodes)
+    assert r.patches == {"b": {DES: NEW, DESIRED_IMAGE_ANNOTATION: None}}
+
+
+def test_invalid_max_unavailable_raises() -> None:
+    with pytest.raises(MaxUnavailableError):
+        reconcile_pool(pool(maxUnavailable="50 percent"), [node("a")])
+
+
+def test_candidates_capacity() -> None:
+    chosen, capacity = candidates([node("a"), node("b")], NEW, 1)
+    assert [n.name for n in chosen] == ["a", "b"] and capacity == 1
+
+
+# spec 6.1: membership and the primary pool
+def test_primary_pool_rules() -> None:
+    pools = [pool("master"), pool("worker"), pool("infra"), pool("gpu")]
+    nodes = [node("w", roles=("worker",)), node("m", roles=("master",)),
+             node("i", roles=("worker", "infra")), node("mi", roles=("master", "infra")),
+             node("two", roles=("infra", "gpu")), node("none", roles=()),
+             NodeRecord("win", {"node-role.kubernetes.io/worker": "",
+                                "kubernetes.io/os": "windows"})]
+    members, errors = assign_nodes(pools, nodes)
+    names = {p: [n.name for n in ns] for p, ns in members.items()}
+    assert names == {"master": ["m", "mi"], "worker": ["w"], "infra": ["i"], "gpu": []}
+    assert errors == {"two": "node two belongs to 2 custom roles, cannot proceed with this Node"}
+
+
+def test_nil_and_empty_node_selectors_match_nothing() -> None:
+    pools = [{"metadata": {"name": "worker"}, "spec": {}}, pool("infra", selector={})]
+    members, _ = assign_nodes(pools, [node("a", roles=("worker", "infra"))])
+    assert members == {"worker": [], "infra": []}
+
+
+def test_match_expressions() -> None:
+    sel = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                {"key": "gone", "operator": "DoesNotExist"}]}
+    p = pool("infra", selector=sel)
+    yes = NodeRecord("yes", {"tier": "a"})
+    no = NodeRecord("no", {"tier": "a", "gone": "x"})
+    members, _ = assign_nodes([p], [yes, no])
+    assert [n.name for n in members["infra"]] == ["yes"]
