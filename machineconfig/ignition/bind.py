@@ -77,8 +77,10 @@ class Binder:
         if node.kind != "object":
             raise _type_error(node, self.root_name, ptr, go_type, whole=False)
         fields = schema.fields(struct, self.minor)
+        by_name = schema.field_map(struct, self.minor)
         for member in node.members:
-            f = find_field(fields, member.key)
+            # find_field, with its exact-name step as one dict lookup
+            f = by_name.get(member.key) or find_field(fields, member.key)
             if f is not None:
                 self.bind_field(member.node, target, f, ptr + [_pointer_token(member.key)])
 

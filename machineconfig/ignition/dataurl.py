@@ -341,7 +341,14 @@ class _Lexer:
 
     def _data(self) -> None:
         payload = self.text[self.pos:]
-        if (_NOT_BASE64_CHAR if self.result.base64 else _NOT_URL_CHAR).search(payload):
+        if self.result.base64:
+            bad = _NOT_BASE64_CHAR.search(payload) is not None
+        elif payload.isascii() and payload.isprintable():
+            # printable ASCII: only the few forbidden characters can be wrong (substring scans)
+            bad = any(ch in payload for ch in _DATA_FORBIDDEN)
+        else:
+            bad = _NOT_URL_CHAR.search(payload) is not None
+        if bad:
             raise DataURLError("invalid data character")
         self.pos = len(self.text)
         self.result.data = go_base64_decode(payload) if self.result.base64 else unescape(payload)

@@ -90,7 +90,8 @@ def go_url_parse(raw: str) -> GoURL:
     rest, _, fragment = raw.partition("#")
     if not _unescape_ok(fragment):
         raise URLError("invalid fragment escape")
-    if _CONTROL.search(rest):
+    # (printable ASCII is exactly ASCII without controls and DEL; both tests are cheap C loops)
+    if not (rest.isascii() and rest.isprintable()) and _CONTROL.search(rest):
         raise URLError("invalid control character in URL")
     scheme = ""
     for i, c in enumerate(rest):
