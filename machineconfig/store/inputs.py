@@ -67,8 +67,15 @@ def load_objects(path: str) -> list[dict[str, Any]]:
 class InputDir:
     """A cached, thread-safe view of the objects under one directory."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, exclude: str | None = None) -> None:
         self.path = path
+        # A state directory inside the input directory must not be read as input: its
+        # rendered/*.json files are MachineConfigs too.
+        self._exclude: str | None = None
+        if exclude is not None:
+            inside = os.path.realpath(exclude)
+            if inside.startswith(os.path.realpath(path) + os.sep):
+                self._exclude = inside + os.sep
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
         self._objects: dict[Key, dict[str, Any]] = {}
@@ -88,6 +95,8 @@ class InputDir:
             else:
                 dir_error = None
             for p in paths:
+                if self._exclude and os.path.realpath(p).startswith(self._exclude):
+                    continue
                 try:
                     seen[p] = os.stat(p)
                 except OSError:

@@ -66,7 +66,7 @@ class LocalStore:
         self.state_dir = state_dir
         self._db = Database(os.path.join(state_dir, DB_FILE))
         self._rendered = RenderedDir(os.path.join(state_dir, RENDERED_DIR))
-        self._inputs = InputDir(input_dir)
+        self._inputs = InputDir(input_dir, exclude=state_dir)
         self._synced_fingerprint: str | None = None
         self._scan_lock = threading.Lock()
         self._last_scan = 0.0
@@ -135,11 +135,11 @@ class LocalStore:
 
     def _owned(self, kind: str, name: str | None) -> list[dict[str, Any]]:
         if name is None:
-            rows = self._db.conn().execute(
-                "SELECT data FROM objects WHERE kind = ? ORDER BY name", (kind,)).fetchall()
+            rows = self._db.query("SELECT data FROM objects WHERE kind = ? ORDER BY name",
+                                  (kind,))
         else:
-            rows = self._db.conn().execute(
-                "SELECT data FROM objects WHERE kind = ? AND name = ?", (kind, name)).fetchall()
+            rows = self._db.query("SELECT data FROM objects WHERE kind = ? AND name = ?",
+                                  (kind, name))
         return [json.loads(r[0]) for r in rows]
 
     def _overlays(self, kind: str, name: str | None) -> dict[str, tuple[Any, Any]]:
@@ -150,7 +150,7 @@ class LocalStore:
             args = (kind, name)
         return {r[0]: (None if r[1] is None else json.loads(r[1]),
                        None if r[2] is None else json.loads(r[2]))
-                for r in self._db.conn().execute(sql, args)}
+                for r in self._db.query(sql, args)}
 
     @staticmethod
     def _merge(obj: dict[str, Any], overlay: tuple[Any, Any] | None) -> dict[str, Any]:
@@ -193,8 +193,8 @@ class LocalStore:
     def _exists(self, kind: str, name: str) -> bool:
         if self._inputs.get(kind, name) is not None:
             return True
-        return bool(self._db.conn().execute(
-            "SELECT 1 FROM objects WHERE kind = ? AND name = ?", (kind, name)).fetchone())
+        return bool(self._db.query("SELECT 1 FROM objects WHERE kind = ? AND name = ?",
+                                   (kind, name)))
 
     def put_object(self, obj: Mapping[str, Any]) -> None:
         kind = obj.get("kind")
@@ -279,14 +279,13 @@ class LocalStore:
     # ----- nodes
 
     def get_node(self, name: str) -> NodeRecord:
-        row = self._db.conn().execute("SELECT data FROM nodes WHERE name = ?",
-                                      (name,)).fetchone()
-        if row is None:
+        rows = self._db.query("SELECT data FROM nodes WHERE name = ?", (name,))
+        if not rows:
             raise NotFoundError(f"node {name!r} not found")
-        return NodeRecord.from_dict(json.loads(row[0]))
+        return NodeRecord.from_dict(json.loads(rows[0][0]))
 
     def list_nodes(self) -> list[NodeRecord]:
-        rows = self._db.conn().execute("SELECT data FROM nodes ORDER BY name").fetchall()
+        rows = self._db.query("SELECT data FROM nodes ORDER BY name")
         return [NodeRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def _update_node(self, name: str, change: Callable[[NodeRecord], None],
@@ -362,6 +361,6 @@ class LocalStore:
         if name is not None:
             sql += " AND name = ?"
             args.append(name)
-        rows = self._db.conn().execute(sql + " ORDER BY seq", args).fetchall()
+        rows = self._db.query(sql + " ORDER BY seq", args)
         return [StoreEvent(seq=r[0], time=r[1], kind=r[2], name=r[3], reason=r[4],
                            message=r[5], type=r[6]) for r in rows]

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from machineconfig.store.base import NotFoundError, StoreError
 log = logging.getLogger(__name__)
 
 SUFFIX = ".json"
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 600
 
 
 def check_name(name: object) -> str:
@@ -29,7 +32,7 @@ def check_name(name: object) -> str:
 
 def atomic_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -59,6 +62,21 @@ class RenderedDir:
     def __init__(self, path: str) -> None:
         self.path = path
         os.makedirs(path, exist_ok=True)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        # Left by a writer killed mid-write; a live writer's file is seconds old at most.
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for n in os.listdir(self.path):
+            if not n.startswith(TEMP_PREFIX):
+                continue
+            p = os.path.join(self.path, n)
+            try:
+                if os.stat(p).st_mtime < cutoff:
+                    os.unlink(p)
+                    log.info("removed stale temporary file %s", p)
+            except OSError:
+                pass  # another process removed or renamed it first
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, check_name(name) + SUFFIX)

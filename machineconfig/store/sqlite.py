@@ -9,8 +9,9 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from machineconfig.store.base import StoreError
 
@@ -103,9 +104,15 @@ class Database:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: read failed: {e}") from e
 
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one SELECT (in the caller's transaction, if any)."""
+        try:
+            return self.conn().execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: read failed: {e}") from e
+
     def revision(self) -> int:
-        row = self.conn().execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
-        return int(row[0])
+        return int(self.query("SELECT value FROM meta WHERE key = 'revision'")[0][0])
 
     @staticmethod
     def bump(conn: sqlite3.Connection) -> int:

@@ -449,3 +449,23 @@ def test_many_waiters(store: LocalStore) -> None:
     for t in threads:
         t.join(5)
     assert results == [rev + 1] * 50
+
+
+def test_state_dir_inside_input_dir_is_not_input(dirs: tuple[Path, Path]) -> None:
+    s = LocalStore(str(dirs[0]), str(dirs[0] / "state"))
+    s.put_rendered(rendered("rendered-worker-1"))
+    rev = s.revision()
+    assert s.revision() == rev
+    assert names(s.list_objects("MachineConfig")) == ["50-a"]
+
+
+def test_stale_temporary_rendered_files_are_removed(dirs: tuple[Path, Path]) -> None:
+    rdir = dirs[1] / "rendered"
+    rdir.mkdir(parents=True)
+    old, new = rdir / ".tmp-old.json", rdir / ".tmp-new.json"
+    old.write_text("{")
+    new.write_text("{")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    s = LocalStore(str(dirs[0]), str(dirs[1]))
+    assert not old.exists() and new.exists()  # a live writer's file is left alone
+    assert s.list_rendered() == []
