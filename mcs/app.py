@@ -1,10 +1,12 @@
-"""The aiohttp application: GET|HEAD /config/<pool>, /healthz and /metrics, with one-line text
-error bodies, bearer-token checks, conditional GET, gzip, metrics and a secret-free access log.
+"""The aiohttp application: GET|HEAD /config/<pool>, /healthz and /metrics (plus the node API in
+store mode), with one-line text error bodies, bearer-token checks, conditional GET, gzip, metrics
+and a secret-free access log.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,11 +14,11 @@ from typing import Protocol
 
 from aiohttp import web
 
-from mcs.auth import TokenAuth
-from mcs.cache import Served, ServedConfigCache
+from mcs.auth import Authorizer
+from mcs.cache import ConfigSource, Served, ServedConfigCache
 from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
-from mcs.layout import BootstrapSource, stat_signature
+from mcs.node_api import NodeAPIState, add_routes
 from mcs.serve import POOL_NAME, NotFound, ServeError
 
 log = logging.getLogger(__name__)
@@ -33,16 +35,33 @@ class RequestWatcher(Protocol):
 
     def request_finished(self, protocol: object) -> None: ...
 
+    def extend(self, protocol: object, seconds: float) -> None:
+        """Give the current response `seconds` from now (long polls)."""
+
+
+class ServedSource(ConfigSource, Protocol):
+    """A config source as the application sees it: the bootstrap directory or the store."""
+
+    def pools(self) -> list[str]: ...
+
+    def has_pool(self, pool: str) -> bool: ...
+
+    def describe(self) -> str: ...
+
 
 @dataclass
 class ServerState:
     """Everything the handlers need; one per worker process."""
 
-    source: BootstrapSource
+    source: ServedSource
     cache: ServedConfigCache
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
-    auth: TokenAuth | None = None
+    auth: Authorizer | None = None
     watcher: RequestWatcher | None = None
+    # Store mode: the served config names the server URL (this one, or the request's own).
+    per_server_url: bool = False
+    advertise_url: str | None = None
+    node_api: NodeAPIState | None = None
 
 
 STATE = web.AppKey("mcs_state", ServerState)
@@ -97,6 +116,19 @@ def _config_response(request: web.Request, served: Served) -> web.StreamResponse
     return resp
 
 
+_HOST = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+
+
+def server_url(state: ServerState, request: web.Request) -> str | None:
+    """The URL a served machine should use for the node API: --advertise-url, else how it reached us."""
+    if state.advertise_url is not None:
+        return state.advertise_url.rstrip("/")
+    host = request.headers.get("Host", "")
+    if not _HOST.match(host) or len(host) > 260:
+        return None
+    return f"{request.scheme}://{host}"
+
+
 def _pool_from_path(tail: str) -> str:
     # `/config/worker` and `/config/worker/` name the pool; anything else (nested paths, dots,
     # encoded slashes) fails the pool-name pattern, so no path ever escapes machine-pools/.
@@ -119,8 +151,14 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
     except UnsupportedVersion as e:
         return error(400, str(e))
     request[VERSION] = version
+    variant = ""
+    if state.per_server_url:
+        url = server_url(state, request)
+        if url is None:
+            return error(400, "invalid Host header")
+        variant = url
     try:
-        served = await state.cache.get(pool, version)
+        served = await state.cache.get(pool, version, variant)
     except NotFound as e:
         return error(404, str(e))
     except ServeError as e:
@@ -161,6 +199,8 @@ def _loggable_path(request: web.Request) -> str:
 def _route_of(path: str) -> str:
     if path.startswith("/config/"):
         return "config"
+    if path.startswith("/api/"):
+        return "api"
     return path[1:] if path in ("/healthz", "/metrics") else "other"
 
 
@@ -170,7 +210,7 @@ def _pool_label(state: ServerState, pool: object, status: int) -> str:
     if status in (200, 304):
         return pool
     # Only pools that exist become label values, so clients cannot grow the series count.
-    return pool if stat_signature(state.source.pool_path(pool)) is not None else UNKNOWN_POOL
+    return pool if state.source.has_pool(pool) else UNKNOWN_POOL
 
 
 @web.middleware
@@ -208,8 +248,12 @@ async def observe(request: web.Request,
 
 
 def make_app(state: ServerState) -> web.Application:
-    app = web.Application(middlewares=[observe], client_max_size=1024)
+    # Only the node API takes bodies (annotation patches, events); keep the rest tight.
+    app = web.Application(middlewares=[observe],
+                          client_max_size=64 * 1024 if state.node_api is not None else 1024)
     app[STATE] = state
+    if state.node_api is not None:
+        add_routes(app, state.node_api)
     app.router.add_route("*", "/config/{tail:.*}", handle_config)
     app.router.add_route("*", "/healthz", handle_healthz)
     app.router.add_route("*", "/metrics", handle_metrics)

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Protocol
 
 from mcs.serve import POOL_NAME
 
@@ -94,3 +95,19 @@ class TokenAuth:
         for candidate in self._tokens.get(pool, ()):
             ok |= hmac.compare_digest(digest, candidate)
         return ok
+
+
+class Authorizer(Protocol):
+    """Decides whether a request for /config/<pool> may have it."""
+
+    def allows(self, pool: str, authorization: str | None) -> bool: ...
+
+
+class AnyOf:
+    """Allowed when any of the authorizers allows (store-mode pool tokens plus a --token-file)."""
+
+    def __init__(self, *auths: Authorizer) -> None:
+        self.auths = auths
+
+    def allows(self, pool: str, authorization: str | None) -> bool:
+        return any(a.allows(pool, authorization) for a in self.auths)

@@ -4,6 +4,7 @@ changes on disk, with a strong ETag and a precomputed gzip body.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -19,12 +20,19 @@ log = logging.getLogger(__name__)
 GZIP_MIN_SIZE = 256
 
 
+# Distinct variants (server URLs in the served credentials) kept per pool and rendered config; the
+# Host header is the client's to choose, so it must not grow the cache without bound.
+MAX_VARIANTS = 8
+
+
 class ConfigSource(Protocol):
-    """Where served configs come from (the bootstrap directory today, a store later)."""
+    """Where served configs come from: the bootstrap directory (mcs.layout) or a store (mcs.store_source)."""
 
-    def resolve(self, pool: str) -> Resolved: ...
+    def resolve(self, pool: str) -> Resolved:
+        """Cheap: which rendered config the pool serves and a signature of its inputs."""
 
-    def build(self, resolved: Resolved, version: str) -> bytes: ...
+    def build(self, resolved: Resolved, version: str) -> bytes:
+        """Slow: the served bytes (`resolved.variant` says for which server URL, if that matters)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ def make_served(config_name: str, version: str, body: bytes) -> Served:
     return Served(config_name, version, body, f'"{digest}"', gz, f'"{digest}-gz"')
 
 
-_Key = tuple[str, str, str]
+_Key = tuple[str, str, str, str]  # pool, rendered config, spec version, variant
 
 
 class ServedConfigCache:
@@ -64,10 +72,12 @@ class ServedConfigCache:
         self._building: dict[tuple[_Key, tuple[object, ...]], asyncio.Future[Served]] = {}
         self.builds = 0
 
-    async def get(self, pool: str, version: str) -> Served:
+    async def get(self, pool: str, version: str, variant: str = "") -> Served:
         """The served representation; NotFound/ServeError from the source propagate."""
         resolved = self.source.resolve(pool)
-        key = (pool, resolved.config_name, version)
+        if variant:
+            resolved = dataclasses.replace(resolved, variant=variant)
+        key = (pool, resolved.config_name, version, variant)
         entry = self._entries.get(key)
         if entry is not None and entry[0] == resolved.signature:
             return entry[1]
@@ -98,8 +108,11 @@ class ServedConfigCache:
         return await asyncio.get_running_loop().run_in_executor(None, work)
 
     def _store(self, key: _Key, signature: tuple[object, ...], served: Served) -> None:
-        pool, config_name, _ = key
+        pool, config_name, version, variant = key
         # A pool that moved to a new rendered config will not be asked for the old one again.
         for old in [k for k in self._entries if k[0] == pool and k[1] != config_name]:
             del self._entries[old]
+        same = [k for k in self._entries if k[:3] == key[:3] and k[3] != variant]
+        for old in same[:max(0, len(same) - MAX_VARIANTS + 1)]:
+            del self._entries[old]  # the oldest variants first (dicts keep insertion order)
         self._entries[key] = (signature, served)

@@ -1,5 +1,5 @@
-"""The `mcs` command line: `mcs bootstrap` serves a bootstrap directory, `mcs pointer` prints the
-pointer Ignition config new machines boot with.
+"""The `mcs` command line: `mcs bootstrap` serves a bootstrap directory, `mcs start` serves a store
+(and the node API), `mcs pointer` prints the pointer Ignition config new machines boot with.
 """
 from __future__ import annotations
 
@@ -55,10 +55,37 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--response-timeout", type=float, default=60.0,
                       help="seconds a client has to receive one response")
 
+    start = sub.add_parser("start", help="serve pools from a store, and the node API for daemons")
+    start.add_argument("--store", required=True, help="store URL, e.g. local:DIR (input YAML directory)")
+    start.add_argument("--state", type=Path, required=True, metavar="SDIR",
+                       help="state directory (shared with `mcc start`); bootstrap tokens in SDIR/tokens")
+    start.add_argument("--cert", type=Path, help="TLS certificate (PEM); reloaded when the file changes")
+    start.add_argument("--key", type=Path, help="TLS private key (PEM); reloaded when the file changes")
+    start.add_argument("--ca", type=Path,
+                       help="CA (PEM) handed to nodes in node-credentials.json (default: --cert itself)")
+    start.add_argument("--secure-port", type=_port, default=constants.SECURE_PORT,
+                       help="HTTPS port (0: any free port, -1: off)")
+    start.add_argument("--insecure-port", type=_port, default=constants.INSECURE_PORT,
+                       help="plain HTTP port (0: any free port, -1: off)")
+    start.add_argument("--bind-address", default=None, help="address to listen on (default: all interfaces)")
+    start.add_argument("--advertise-url", help="node API URL written into served configs "
+                       "(default: scheme and Host of the request for the config)")
+    start.add_argument("--token-file", type=Path,
+                       help="extra `pool token` lines also accepted for /config/<pool>")
+    start.add_argument("--bootstrap-kubeconfig", type=Path,
+                       help="kubeconfig served as /etc/kubernetes/kubeconfig (default: none is served)")
+    start.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a client has to send a request head (and the keep-alive idle limit)")
+    start.add_argument("--response-timeout", type=float, default=60.0,
+                       help="seconds a client has to receive one response (long polls get their own)")
+
     ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
     ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
     ptr.add_argument("--ca", type=Path, required=True, help="CA certificate (PEM) that signed the server certificate")
     ptr.add_argument("--token", help="bearer token sent in Ignition's httpHeaders")
+    ptr.add_argument("--state", type=Path, metavar="SDIR",
+                     help="take the pool's bootstrap token from SDIR/tokens (created if missing)")
+    ptr.add_argument("--pool", help="the pool whose token --state gives (default: the URL's last path part)")
     return parser
 
 
@@ -110,12 +137,59 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
         return 1
 
 
+def _start(args: argparse.Namespace) -> int:
+    from mcs.auth import TokenFileError
+    from mcs.server import ServerOptions, run
+    from machineconfig.store import StoreError
+
+    if (args.cert is None) != (args.key is None):
+        log.error("--cert and --key go together")
+        return 2
+    secure_port = args.secure_port if args.cert is not None else None
+    if args.cert is None and args.secure_port is not None:
+        log.warning("no --cert/--key: the HTTPS listener is off")
+    if args.advertise_url is not None and not args.advertise_url.startswith(("https://", "http://")):
+        log.error("--advertise-url must be an http(s) URL")
+        return 2
+    options = ServerOptions(
+        kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key, ca=args.ca,
+        secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
+        token_file=args.token_file, header_timeout=args.header_timeout,
+        response_timeout=args.response_timeout, store=args.store, state_dir=args.state,
+        advertise_url=args.advertise_url)
+    if options.secure_port is None and options.insecure_port is None:
+        log.error("both listeners are off")
+        return 2
+    try:
+        return run(options)
+    except (TokenFileError, StoreError, OSError, ValueError) as e:
+        log.error("%s", e)
+        return 1
+
+
+def _pointer_token(args: argparse.Namespace) -> str | None:
+    if args.token is not None or args.state is None:
+        return str(args.token) if args.token is not None else None
+    from urllib.parse import urlsplit
+
+    from mcs.tokens import PoolTokens
+
+    pool = args.pool or urlsplit(args.url).path.rstrip("/").rsplit("/", 1)[-1]
+    tokens = PoolTokens(args.state)
+    tokens.ensure([pool])
+    token = tokens.token_for(pool)
+    if token is None:
+        raise ValueError(f"no bootstrap token for pool {pool!r} (is it a valid pool name?)")
+    return token
+
+
 def _pointer(args: argparse.Namespace) -> int:
-    from mcs.pointer import PointerError, render_pointer
+    from mcs.pointer import render_pointer
 
     try:
-        sys.stdout.buffer.write(render_pointer(args.url, args.ca.read_bytes(), args.token))
-    except (OSError, PointerError) as e:
+        token = _pointer_token(args)
+        sys.stdout.buffer.write(render_pointer(args.url, args.ca.read_bytes(), token))
+    except (OSError, ValueError) as e:  # PointerError is a ValueError
         print(f"mcs pointer: {e}", file=sys.stderr)
         return 1
     sys.stdout.flush()
@@ -128,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "bootstrap":
         return _bootstrap(args)
+    if args.command == "start":
+        return _start(args)
     return _pointer(args)
 
 

@@ -80,7 +80,8 @@ class Resolved:
 
     pool: str
     config_name: str
-    signature: tuple[Signature | None, ...]
+    signature: tuple[object, ...]
+    variant: str = ""  # the server URL a store-mode build writes into node-credentials.json
 
 
 def choose_config(pool: JSON) -> str:
@@ -114,6 +115,12 @@ class BootstrapSource:
         if not POOL_NAME.match(pool):
             raise ValueError("invalid pool name")
         return f"{self._pool_dir}/{pool}.yaml"
+
+    def has_pool(self, pool: str) -> bool:
+        return bool(POOL_NAME.match(pool)) and stat_signature(self.pool_path(pool)) is not None
+
+    def describe(self) -> str:
+        return str(self.basedir)
 
     def config_path(self, name: str) -> str:
         return f"{self._config_dir}/{name}.yaml"

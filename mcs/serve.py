@@ -33,7 +33,7 @@ NODE_ANNOTATIONS_PATH = "/etc/machine-config-daemon/node-annotations.json"
 KUBECONFIG_PATH = "/etc/kubernetes/kubeconfig"
 MC_CONTENT_PATH = "/etc/mcs-machine-config-content.json"
 ENCAPSULATED_PATH = "/etc/ignition-machine-config-encapsulated.json"
-FIRST_PIVOT_CONFIG_ANNOTATION = f"{constants.GROUP}/firstPivotConfig"
+FIRST_PIVOT_CONFIG_ANNOTATION = constants.FIRST_PIVOT_CONFIG_ANNOTATION
 STATE_DONE = "Done"
 
 _KARGS_SINCE = "3.3.0"
@@ -112,9 +112,9 @@ def _go_object(mc: JSON, config: Any) -> JSON:
 
 # -- building the served config ---------------------------------------------------------------------
 
-def _file_entry(path: str, contents: bytes) -> JSON:
+def _file_entry(path: str, contents: bytes, mode: int = 0o644) -> JSON:
     # Go field order of an Ignition 3 file: Node (overwrite, path) then contents and mode.
-    return {"overwrite": True, "path": path, "contents": {"source": encode_percent(contents)}, "mode": 420}
+    return {"overwrite": True, "path": path, "contents": {"source": encode_percent(contents)}, "mode": mode}
 
 
 def _files(config: JSON) -> list[JSON]:
@@ -157,9 +157,14 @@ def _empty_config(version: str) -> JSON:
     return {"ignition": {"version": version}}
 
 
-def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, version: str,
-                 registry_cas: list[tuple[str, bytes]] | None = None) -> bytes:
-    """The bytes served for one rendered MachineConfig at one spec version (MCO's GetConfig + convert)."""
+def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes | None, version: str,
+                 registry_cas: list[tuple[str, bytes]] | None = None,
+                 extra_files: list[tuple[str, bytes, int]] | None = None) -> bytes:
+    """The bytes served for one rendered MachineConfig at one spec version (MCO's GetConfig + convert).
+
+    Without a kubeconfig (store mode: there is no API server) that file is left out; `extra_files`
+    (path, contents, mode) go just before the encapsulated config, which stays last.
+    """
     spec = mc.get("spec")
     if not isinstance(spec, dict):
         raise ServeError(f"machine config {config_name} has no spec")
@@ -183,11 +188,14 @@ def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes, versio
     }
     files = _files(config)
     files.append(_file_entry(NODE_ANNOTATIONS_PATH, go_json(_sorted_keys(annotations))))
-    files.append(_file_entry(KUBECONFIG_PATH, kubeconfig))
+    if kubeconfig is not None:
+        files.append(_file_entry(KUBECONFIG_PATH, kubeconfig))
     # The full object as served (kernel arguments migrated, config as stored), a debugging aid.
     files.append(_file_entry(MC_CONTENT_PATH, go_json(_go_object(mc, _sorted_keys(original)), indent=4)))
     for registry, ca in registry_cas or ():
         files.append(_file_entry(f"/etc/docker/certs.d/{registry}/ca.crt", ca))
+    for path, contents, mode in extra_files or ():
+        files.append(_file_entry(path, contents, mode))
     # Always last: what machine-config-daemon-firstboot applies (kargs, OS image, extensions).
     files.append(_file_entry(ENCAPSULATED_PATH, go_json(_go_object(mc, _empty_config(version)))))
 

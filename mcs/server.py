@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """What `mcs bootstrap` was asked to do. A port of None disables that listener; 0 picks one."""
+    """What `mcs bootstrap` (basedir, kubeconfig) or `mcs start` (store, state_dir) was asked to do.
+    A port of None disables that listener; 0 picks one."""
 
-    basedir: Path
-    kubeconfig: Path
+    basedir: Path | None = None
+    kubeconfig: Path | None = None  # required in bootstrap mode, optional in store mode
     cert: Path | None = None
     key: Path | None = None
     secure_port: int | None = constants.SECURE_PORT
@@ -49,6 +50,10 @@ class ServerOptions:
     max_line_size: int = 8190
     max_field_size: int = 8190
     max_headers: int = 64
+    store: str | None = None  # store URL (`local:DIR`): store mode
+    state_dir: Path | None = None
+    ca: Path | None = None  # CA PEM handed to nodes in store mode (default: the --cert file)
+    advertise_url: str | None = None
 
 
 class ConnectionGuard:
@@ -76,6 +81,10 @@ class ConnectionGuard:
     def request_finished(self, protocol: object) -> None:
         if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
             self._deadlines[protocol] = time.monotonic() + self.header_timeout
+
+    def extend(self, protocol: object, seconds: float) -> None:
+        if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
+            self._deadlines[protocol] = time.monotonic() + seconds
 
     def sweep(self) -> int:
         now = time.monotonic()
@@ -126,6 +135,14 @@ class GuardedRequestHandler(web.RequestHandler):
 
 
 def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> ServerState:
+    if options.store is not None:
+        from mcs.store_mode import build_store_state, open_store
+
+        if options.state_dir is None:
+            raise ValueError("store mode needs a state directory")
+        return build_store_state(options, open_store(options.store, options.state_dir), guard)
+    if options.basedir is None or options.kubeconfig is None:
+        raise ValueError("bootstrap mode needs a base directory and a kubeconfig")
     source = BootstrapSource(options.basedir, options.kubeconfig, list(options.registry_cas))
     metrics = ServerMetrics()
     cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc())
@@ -174,9 +191,14 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
                 urls.append(f"{scheme}://{shown}:{bound}")
         for url in urls:
             log.info("listening on %s", url)
-        log.info("serving pools %s from %s", ", ".join(state.source.pools()) or "(none yet)", options.basedir)
+        log.info("serving pools %s from %s", ", ".join(state.source.pools()) or "(none yet)",
+                 state.source.describe())
         if tls is not None:
             tasks.append(asyncio.create_task(tls.watch()))
+        if state.node_api is not None:
+            from mcs.store_mode import keep_pool_tokens
+
+            tasks.append(asyncio.create_task(keep_pool_tokens(state)))
         if on_ready is not None:
             on_ready(urls)
         await stop.wait()

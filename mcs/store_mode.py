@@ -1,0 +1,77 @@
+"""`mcs start`: the same server over a store instead of a bootstrap directory - /config/<pool>
+guarded by the pool's bootstrap token, node-credentials.json in what it serves, and the node API.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from machineconfig.store import Store, StoreError
+from mcs.app import ServerState
+from mcs.auth import AnyOf, Authorizer, TokenAuth
+from mcs.cache import ServedConfigCache
+from mcs.metrics import ServerMetrics
+from mcs.node_api import NodeAPIState, RevisionWatch
+from mcs.store_source import StoreSource
+from mcs.tokens import NodeTokens, PoolTokens
+
+if TYPE_CHECKING:
+    from mcs.app import RequestWatcher
+    from mcs.server import ServerOptions
+
+log = logging.getLogger(__name__)
+
+
+def open_store(url: str, state_dir: Path) -> Store:
+    """The store named by `url` (the store package decides which URLs it knows)."""
+    from machineconfig.store import open_store as open_any
+
+    return open_any(url, str(state_dir))
+
+
+def build_store_state(options: ServerOptions, store: Store, guard: RequestWatcher | None) -> ServerState:
+    """Server state over `store`; creates a bootstrap token for every pool that has none yet."""
+    if options.state_dir is None:
+        raise ValueError("store mode needs a state directory")
+    state_dir = options.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pool_tokens = PoolTokens(state_dir)
+    # TLS on: nodes must trust our certificate; --ca names its CA, else the certificate is its own.
+    ca = options.ca if options.ca is not None else options.cert
+    source = StoreSource(store, pool_tokens, f"store {options.store}", ca_file=ca,
+                         kubeconfig=options.kubeconfig)
+    try:
+        pool_tokens.ensure(source.pools())
+    except StoreError as e:
+        log.warning("cannot list pools yet, bootstrap tokens will be created later: %s", e)
+    metrics = ServerMetrics()
+    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc())
+    auth: Authorizer = pool_tokens
+    if options.token_file is not None:
+        auth = AnyOf(pool_tokens, TokenAuth(options.token_file))
+    node_api = NodeAPIState(store=store, pool_tokens=pool_tokens, node_tokens=NodeTokens(state_dir),
+                            watch=RevisionWatch(store),
+                            extend_deadline=guard.extend if guard is not None else None)
+    return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard,
+                       per_server_url=True, advertise_url=options.advertise_url, node_api=node_api)
+
+
+async def keep_pool_tokens(state: ServerState, interval: float = 2.0) -> None:
+    """Pools added while we run get a bootstrap token too (checked when the store changes)."""
+    api = state.node_api
+    if api is None or not isinstance(state.source, StoreSource):
+        return
+    loop = asyncio.get_running_loop()
+    source = state.source
+    seen: int | None = None
+    while True:
+        try:
+            revision = await loop.run_in_executor(None, api.store.revision)
+            if revision != seen:
+                await loop.run_in_executor(None, lambda: api.pool_tokens.ensure(source.pools()))
+                seen = revision
+        except (StoreError, OSError) as e:
+            log.warning("cannot check pools for bootstrap tokens: %s", e)
+        await asyncio.sleep(interval)
