@@ -5,6 +5,7 @@ A pool that fails keeps its last good rendered config and gets RenderDegraded wi
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -183,7 +184,7 @@ class RenderController:
                 RELEASE_IMAGE_VERSION_ANNOTATION, "")
         for pool in objects.get(MACHINE_CONFIG_POOL, []):
             name = str(pool["metadata"]["name"])
-            status: JSON = dict(pool.get("status") or {})
+            status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
             rendered = result.rendered.get(name)
             if rendered is not None:
                 if rendered.name not in have:
