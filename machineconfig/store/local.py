@@ -17,7 +17,6 @@ from typing import Any
 from machineconfig.store.base import (
     KINDS,
     MACHINE_CONFIG_POOL,
-    ForbiddenError,
     NodeRecord,
     NotFoundError,
     StoreError,
@@ -218,14 +217,19 @@ class LocalStore:
         self._notify()
 
     def delete_object(self, kind: str, name: str) -> None:
-        """Delete a controller-owned object (no-op when absent); input objects are the user's."""
-        if self._inputs.get(kind, name) is not None:
-            raise ForbiddenError(f"{kind} {name!r} comes from the input directory; "
-                                 "remove it from its file instead")
+        """Delete a controller-owned object (no-op when absent).
+
+        An input object of that name stays: it is the user's file (an object dumped from a real
+        cluster may carry the generated-by annotation), so this only logs instead of raising.
+        """
+        is_input = self._inputs.get(kind, name) is not None
+        if is_input:
+            log.warning("%s %s comes from the input directory and is not deleted", kind, name)
         with self._db.write() as db:
             n = db.execute("DELETE FROM objects WHERE kind = ? AND name = ?",
                            (kind, name)).rowcount
-            db.execute("DELETE FROM overlays WHERE kind = ? AND name = ?", (kind, name))
+            if not is_input:
+                db.execute("DELETE FROM overlays WHERE kind = ? AND name = ?", (kind, name))
             if n:
                 self._db.bump(db)
         if n:

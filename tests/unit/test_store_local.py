@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from machineconfig.store import (
-    ForbiddenError, NotFoundError, Store, StoreError, open_store,
+    NotFoundError, Store, StoreError, open_store,
 )
 from machineconfig.store.local import LocalStore
 
@@ -226,8 +226,9 @@ def test_put_get_delete_owned_object(store: LocalStore) -> None:
     with pytest.raises(NotFoundError):
         store.get_object("MachineConfig", "99-worker-generated-kubelet")
     store.delete_object("MachineConfig", "99-worker-generated-kubelet")  # absent: no-op
-    with pytest.raises(ForbiddenError):
-        store.delete_object("MachineConfig", "50-a")
+    store.update_status("MachineConfig", "50-a", {"x": 1})
+    store.delete_object("MachineConfig", "50-a")  # an input object: the user's, it stays
+    assert store.get_object("MachineConfig", "50-a")["status"] == {"x": 1}
     with pytest.raises(StoreError):
         store.put_object({"kind": "Pod", "metadata": {"name": "x"}})
     with pytest.raises(StoreError):
