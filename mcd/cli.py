@@ -1,13 +1,16 @@
-"""The `mcd` command line: plan, apply, validate and resume, offline on one node.
-
-A and B are MachineConfig YAML or JSON files; the cluster conversation comes in a later issue.
+"""The `mcd` command line: `start` (the daemon), `firstboot`, and plan, apply, validate, resume
+offline on one node (A and B are MachineConfig YAML or JSON files).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
+import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,6 +112,114 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        labels[key] = value
+    return labels
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from machineconfig.store import StoreError
+    from mcd.cluster import connect
+    from mcd.daemon import Daemon
+    from mcd.metrics import DaemonMetrics, serve
+
+    if args.root.resolve() != Path("/"):
+        print("mcd: start works on the running system only (--root /)", file=sys.stderr)
+        return EXIT_USAGE
+    node = args.node or socket.gethostname()
+    metrics = DaemonMetrics()
+    if args.metrics_listen:
+        serve(metrics, args.metrics_listen)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    delay = 1.0
+    while True:
+        try:
+            api = connect(args.store, args.state, node, args.root, args.credentials,
+                          _labels(args.label))
+            break
+        except (StoreError, OSError, ValueError) as err:
+            log.warning("store not reachable (%s), retrying in %.0fs", err, delay)
+            if stop.wait(delay):
+                return EXIT_OK
+            delay = min(delay * 2, 60.0)
+    daemon = Daemon(api, node, _systemd(), root=args.root, metrics=metrics,
+                    policy=_policy(args.policy))
+    daemon.install_signal_handlers()
+    daemon.run()
+    return EXIT_OK
+
+
+def _reboot(rationale: str) -> None:
+    try:
+        _systemd().reboot(rationale)
+    except Exception as err:  # noqa: BLE001 - no D-Bus here: systemctl does the same
+        log.info("reboot through D-Bus failed (%s): systemctl reboot", err)
+        subprocess.run(["systemctl", "reboot"], check=True, timeout=60)
+
+
+def cmd_firstboot(args: argparse.Namespace) -> int:
+    from mcd import firstboot
+
+    if not (args.url or args.pointer):
+        firstboot.complete_encapsulated(args.root)
+        return EXIT_OK
+    if args.pointer:
+        source = firstboot.source_from_pointer(json.loads(args.pointer.read_text()))
+    else:
+        source = firstboot.Source(args.url)
+    if args.ca:
+        source.ca_pem = args.ca.read_bytes()
+    token = args.token or (args.token_file.read_text().strip() if args.token_file else "")
+    if token:
+        source.headers["Authorization"] = f"Bearer {token}"
+    try:
+        config = firstboot.fetch(source, retry_for=args.retry_for)
+        firstboot.apply_config(config, args.root)
+    except firstboot.FirstbootError as err:
+        print(f"mcd: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    name = firstboot.config_name(args.root)
+    firstboot.mark_done(args.root, name)
+    if args.no_reboot or args.root.resolve() != Path("/"):
+        print(json.dumps({"config": name, "rebooting": False}))
+        return EXIT_OK
+    _reboot(f"Completing firstboot provisioning to {name}")
+    return EXIT_OK
+
+
+def _add_start(sub: Any) -> None:
+    start = sub.add_parser("start", help="run the daemon: follow this node's desired config")
+    start.add_argument("--node", help="node name (default: the hostname)")
+    start.add_argument("--store", help="https://HOST:PORT (node API; default: the server in "
+                       "--credentials) or local:DIR with --state (same host)")
+    start.add_argument("--state", help="state directory of a local: store")
+    start.add_argument("--credentials", type=Path,
+                       default=Path("/etc/machine-config-daemon/node-credentials.json"))
+    start.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                       help="node label at registration (default: the pool's role label)")
+    start.add_argument("--metrics-listen", default="127.0.0.1:8797",
+                       help="HOST:PORT of /metrics; empty to disable")
+    start.add_argument("--policy", type=Path)
+    start.add_argument("--root", type=Path, default=Path("/"))
+    start.set_defaults(func=cmd_start)
+    first = sub.add_parser("firstboot", help="fetch and apply the full config a pointer names "
+                           "(with --url or --pointer), or complete the encapsulated config")
+    first.add_argument("--url", help="https://HOST:22623/config/<pool>")
+    first.add_argument("--pointer", type=Path, help="an Ignition pointer config (URL, CA, token)")
+    first.add_argument("--ca", type=Path, help="PEM file of the server's CA")
+    first.add_argument("--token", help="bearer token of the pool")
+    first.add_argument("--token-file", type=Path)
+    first.add_argument("--retry-for", type=float, default=0.0,
+                       help="give up fetching after this many seconds (default: never)")
+    first.add_argument("--root", type=Path, default=Path("/"))
+    first.add_argument("--no-reboot", action="store_true")
+    first.set_defaults(func=cmd_firstboot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcd", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -135,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="at boot: validate the current config, report state")
     resume.add_argument("--root", type=Path, default=Path("/"))
     resume.set_defaults(func=cmd_resume)
+    _add_start(sub)
     return parser
 
 
@@ -145,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
     except (OSError, ValueError, PolicyError, yaml.YAMLError, MachineConfigError,
-            OSUpdateError) as err:
+            OSUpdateError, subprocess.SubprocessError) as err:
         print(f"mcd: {err}", file=sys.stderr)
         return EXIT_USAGE
     return result

@@ -385,7 +385,9 @@ class Daemon:
 
     def run(self, max_iterations: int | None = None) -> None:
         """Sync, then wait for a change, a drift poll or a retry; errors back off 1 s to 60 s."""
-        pending, next_try, backoff, iterations, notified = True, 0.0, 0.0, 0, False
+        pending, next_try, backoff, iterations = True, 0.0, 0.0, 0
+        # ready once connected: a first sync may wait an hour for a drain
+        notify(f"READY=1\nSTATUS=following node {self.node_name}")
         while not self.stop_requested.is_set():
             if max_iterations is not None and iterations >= max_iterations:
                 return
@@ -401,8 +403,6 @@ class Daemon:
                                       self.timeouts.backoff_max)
                         next_try = self.clock() + backoff
                         log.info("next sync in %gs", backoff)
-                    if not notified:
-                        notified = notify("READY=1")
                 if self.drift is not None and not self.reboot_queued:
                     before = self.drift.drift
                     if self.drift.check() is None and before is not None:

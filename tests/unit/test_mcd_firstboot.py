@@ -1,0 +1,110 @@
+"""`mcd firstboot` against a real `mcs bootstrap` on 127.0.0.1 (TLS, bearer token): the full
+config lands in a tmp root as Ignition's files stage would leave it; no reboot.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcd import firstboot
+from mcd.cli import main
+from tests.unit.test_mcs_layout import SSH_KEY, WORKER_CONFIG, ignition_config, write_layout
+from tests.unit.test_mcs_server import ROOT, TOKEN, Server, start_server
+
+
+def worker_config() -> dict[str, Any]:
+    config = ignition_config()
+    config["storage"]["directories"] = [{"path": "/var/lib/example", "mode": 0o750}]
+    config["storage"]["links"] = [{"path": "/etc/localtime", "target": "/usr/share/zoneinfo/UTC"}]
+    config["systemd"]["units"] += [
+        {"name": "masked.service", "mask": True},
+        {"name": "off.service", "enabled": False,
+         "contents": "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"},
+        {"name": "kubelet.service", "dropins": [{"name": "10-x.conf", "contents": "[Service]\n"}]},
+    ]
+    return config
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("mcs")
+    srv = start_server(tmp)
+    write_layout(tmp, worker_config=worker_config())  # the server notices the new files
+    yield srv
+    srv.proc.send_signal(signal.SIGTERM)
+    srv.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def node_root(tmp_path: Path) -> Path:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\ncore:x:1000:1000::/home/core:/bin/sh\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\ncore:x:1000:\n")
+    (tmp_path / "etc/shadow").write_text("root:*:1::::::\ncore:*:1::::::\n")
+    (tmp_path / "home/core").mkdir(parents=True)
+    return tmp_path
+
+
+def test_firstboot_applies_the_served_config(server: Server, node_root: Path) -> None:
+    code = main(["firstboot", "--url", server.https + "/config/worker", "--ca", str(server.ca_file),
+                 "--token", TOKEN, "--root", str(node_root), "--no-reboot", "--retry-for", "20"])
+    assert code == 0
+    r = node_root
+    assert (r / "etc/motd").read_text() == "hello <world> & more\n"
+    assert (r / "etc/kubernetes/kubelet-ca.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert (r / "etc/kubernetes/kubeconfig").exists()
+    annotations = json.loads((r / "etc/machine-config-daemon/node-annotations.json").read_text())
+    assert annotations["machineconfiguration.openshift.io/currentConfig"] == WORKER_CONFIG
+    encapsulated = json.loads((r / "etc/ignition-machine-config-encapsulated.json").read_text())
+    assert encapsulated["metadata"]["name"] == WORKER_CONFIG
+    assert (r / "var/lib/example").is_dir() and (r / "var/lib/example").stat().st_mode & 0o777 == 0o750
+    assert os.readlink(r / "etc/localtime") == "/usr/share/zoneinfo/UTC"
+    assert (r / "etc/systemd/system/test.service").read_text().startswith("[Unit]")
+    assert os.readlink(r / "etc/systemd/system/multi-user.target.wants/test.service") == \
+        "/etc/systemd/system/test.service"
+    assert not (r / "etc/systemd/system/multi-user.target.wants/off.service").exists()
+    assert os.readlink(r / "etc/systemd/system/masked.service") == "/dev/null"
+    assert (r / "etc/systemd/system/kubelet.service.d/10-x.conf").read_text() == "[Service]\n"
+    preset = (r / "etc/systemd/system-preset/20-ignition.preset").read_text().splitlines()
+    assert preset == ["enable test.service", "disable off.service"]
+    keys = r / "home/core/.ssh/authorized_keys.d/ignition"
+    assert keys.read_text() == SSH_KEY + "\n" and keys.stat().st_mode & 0o777 == 0o600
+    assert (r / firstboot.DONE_STAMP.lstrip("/")).read_text().strip() == WORKER_CONFIG
+    # the second step (the served machine-config-daemon-firstboot.service): encapsulated -> .bak
+    assert main(["firstboot", "--root", str(r)]) == 0
+    assert (r / "etc/ignition-machine-config-encapsulated.json.bak").exists()
+    assert not (r / "etc/ignition-machine-config-encapsulated.json").exists()
+
+
+def test_firstboot_from_a_pointer_config(server: Server, node_root: Path, tmp_path: Path) -> None:
+    pointer = subprocess.run([sys.executable, "-m", "mcs.cli", "pointer", "--url", server.https + "/config/worker",
+                              "--ca", str(server.ca_file), "--token", TOKEN],
+                             capture_output=True, check=True, cwd=ROOT).stdout
+    path = tmp_path / "pointer.ign"
+    path.write_bytes(pointer)
+    assert main(["firstboot", "--pointer", str(path), "--root", str(node_root), "--no-reboot",
+                 "--retry-for", "20"]) == 0
+    assert (node_root / "etc/motd").exists()
+
+
+def test_firstboot_gives_up_after_retry_for(server: Server, node_root: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["firstboot", "--url", server.https + "/config/worker", "--ca", str(server.ca_file),
+                 "--token", "wrong-token", "--root", str(node_root), "--no-reboot", "--retry-for", "1.5"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err and "wrong-token" not in err
+    assert not (node_root / "etc/motd").exists()
+
+
+def test_source_from_pointer_without_merge_is_an_error() -> None:
+    with pytest.raises(firstboot.FirstbootError):
+        firstboot.source_from_pointer({"ignition": {"version": "3.5.0"}})
