@@ -116,7 +116,10 @@ class LocalStore:
             self._sync_inputs(POLL_SECONDS / 2)
             rev = self._db.revision()
             remaining = deadline - time.monotonic()
-            if rev > since or remaining <= 0:
+            # Below `since` means the state was reset (a new state directory): the caller's
+            # view is stale, so answer at once rather than sleeping until the new counter
+            # catches up.
+            if rev != since or remaining <= 0:
                 return rev
             with self._cond:
                 self._cond.wait(min(POLL_SECONDS, remaining))

@@ -407,6 +407,9 @@ def test_wait_for_change(dirs: tuple[Path, Path], store: LocalStore) -> None:
     assert store.wait_for_change(rev, 0.3) == rev
     assert 0.25 < time.monotonic() - start < 2
     assert store.wait_for_change(rev, 0) == rev
+    start = time.monotonic()
+    assert store.wait_for_change(rev + 100, 5) == rev  # a reset state dir: answer at once
+    assert time.monotonic() - start < 1
 
     def later(fn: Callable[[], object]) -> threading.Timer:
         t = threading.Timer(0.2, fn)
