@@ -8,6 +8,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -69,13 +70,15 @@ class DaemonMetrics:
         self.config_drift.set(time.time())
 
 
-def serve(metrics: DaemonMetrics, listen: str = DEFAULT_LISTEN) -> bool:
-    """Start the /metrics listener in a thread; a busy port is logged, never fatal."""
+def serve(metrics: DaemonMetrics, listen: str = DEFAULT_LISTEN) -> WSGIServer | None:
+    """Start the /metrics listener in a thread; a busy port is logged, never fatal (nodes that
+    share one network namespace, as nspawn test nodes do, cannot all have 8797)."""
     host, _, port = listen.rpartition(":")
     try:
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1",
+                                            registry=metrics.registry)
     except (OSError, ValueError) as err:
         log.warning("metrics listener on %s not started: %s", listen, err)
-        return False
-    log.info("metrics on http://%s/metrics", listen)
-    return True
+        return None
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    return server

@@ -1,0 +1,48 @@
+"""mcd.metrics: MCO's metric names on a real /metrics listener; a busy port is not fatal."""
+from __future__ import annotations
+
+import urllib.request
+
+from mcd.metrics import DaemonMetrics, serve
+
+
+def scrape(port: int) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def test_names_and_values_on_the_listener() -> None:
+    metrics = DaemonMetrics()
+    metrics.set_state("Degraded", "content mismatch")
+    metrics.set_state("Done", "")
+    metrics.update_done("rendered-worker-b")
+    metrics.reboots_failed.inc()
+    metrics.drain_err.set(1)
+    metrics.drift_detected()
+    server = serve(metrics, "127.0.0.1:0")
+    assert server is not None
+    try:
+        text = scrape(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    for name in ("mcd_host_os_and_version", "mcd_pivot_errors_total", "mcd_state",
+                 "mcd_kubelet_state", "mcd_reboots_failed_total", "mcd_update_state",
+                 "mcd_config_drift", "mcd_drain_err"):
+        assert f"\n{name}" in text, name
+    assert 'mcd_state{reason="",state="Done"}' in text
+    assert 'state="Degraded"' not in text  # one state series at a time
+    assert 'mcd_update_state{config="rendered-worker-b",err=""}' in text
+    assert "mcd_reboots_failed_total 1.0" in text and "mcd_drain_err 1.0" in text
+
+
+def test_busy_port_is_not_fatal() -> None:
+    first = serve(DaemonMetrics(), "127.0.0.1:0")
+    assert first is not None
+    try:
+        assert serve(DaemonMetrics(), f"127.0.0.1:{first.server_port}") is None
+    finally:
+        first.shutdown()
+        first.server_close()
