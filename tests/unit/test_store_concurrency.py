@@ -188,3 +188,27 @@ def test_rendered_file_readers_never_see_a_partial_file(dirs: tuple[str, str]) -
     mc = store.get_rendered("rendered-x")
     assert mc["spec"]["pad"] == str(mc["spec"]["n"] % 2) * 500_000
     assert store.list_rendered() == ["rendered-x"]  # a killed writer's temp file is not listed
+
+
+def _opener(inputs: str, state: str, start: Any, out: Any) -> None:
+    start.wait(30)
+    try:
+        store = LocalStore(inputs, state)
+        store.register_node(f"n{os.getpid()}", {})
+        out.put("ok")
+    except BaseException as e:  # reported to the parent
+        out.put(repr(e))
+
+
+def test_processes_create_a_fresh_state_dir_together(dirs: tuple[str, str]) -> None:
+    start, out = CTX.Event(), CTX.Queue()
+    procs = [CTX.Process(target=_opener, args=(*dirs, start, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert results == ["ok"] * 8
+    assert len(LocalStore(*dirs).list_nodes()) == 8
+    _integrity(dirs[1])
