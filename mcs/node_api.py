@@ -36,7 +36,7 @@ class RevisionWatch:
     """One thread long-polls the store (`wait_for_change`) and wakes every waiting request, so a
     thousand watching nodes cost one thread, not a thousand."""
 
-    def __init__(self, store: Store, poll: float = 2.0) -> None:
+    def __init__(self, store: Store, poll: float = 1.0) -> None:
         self.store = store
         self.poll = poll
         self.revision: int | None = None

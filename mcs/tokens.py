@@ -81,12 +81,13 @@ class _Reloading:
         self._checked = -1e9
 
     def _maybe_reload(self, force: bool = False) -> None:
+        """Re-read when the file changed; `force` skips the interval (not the change check)."""
         now = time.monotonic()
         if not force and now - self._checked < self.check_interval:
             return
         self._checked = now
         signature = _signature(self.path)
-        if signature == self._signature and not force:
+        if signature == self._signature:
             return
         try:
             text = self.path.read_text(encoding="utf-8") if signature is not None else ""
@@ -184,7 +185,7 @@ class NodeTokens(_Reloading):
             digests[name] = digest(token)
             write_private(self.path, json.dumps(digests, sort_keys=True, indent=1).encode())
             self._maybe_reload(force=True)
-        log.info("issued a node token for %s", name)
+        log.debug("issued a node token for %s", name)
         return token
 
     def node_for(self, authorization: str | None) -> str | None:

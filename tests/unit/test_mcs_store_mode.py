@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import stat
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -255,7 +256,7 @@ def test_pointer_reads_token_from_state(tmp_path: Path, monkeypatch: pytest.Monk
         def flush(self) -> None:
             pass
 
-    monkeypatch.setattr(cli.sys, "stdout", Stdout())
+    monkeypatch.setattr(sys, "stdout", Stdout())
     url = "https://mcs.example:22623/config/worker"
     assert cli.main(["pointer", "--url", url, "--ca", str(ca), "--state", str(sdir)]) == 0
     token = pool_token(sdir, "worker")  # created by `mcs pointer` since no server ran yet
