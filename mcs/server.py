@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -151,7 +153,7 @@ def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> Server
 
 
 async def serve(options: ServerOptions, stop: asyncio.Event,
-                on_ready: Callable[[list[str]], None] | None = None, reuse_port: bool = False) -> None:
+                on_ready: Callable[[list[str]], object] | None = None, reuse_port: bool = False) -> None:
     """Run the listeners until `stop` is set."""
     loop = asyncio.get_running_loop()
     guard = ConnectionGuard(options.header_timeout, options.response_timeout)
@@ -210,13 +212,32 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
         await runner.cleanup()
 
 
+def notify_ready(urls: list[str]) -> bool:
+    """sd_notify READY=1 under a Type=notify unit ($NOTIFY_SOCKET); a no-op otherwise."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(5.0)
+            sock.connect(address)
+            sock.sendall(f"READY=1\nSTATUS=listening on {' '.join(urls)}".encode())
+    except OSError as e:
+        log.warning("sd_notify READY failed: %s", e)
+        return False
+    return True
+
+
 def _run_one(options: ServerOptions, reuse_port: bool) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(options, stop, reuse_port=reuse_port)
+        # With --workers the parent is what systemd watches; each worker's datagram is harmless.
+        await serve(options, stop, on_ready=notify_ready, reuse_port=reuse_port)
 
     asyncio.run(main())
 

@@ -5,6 +5,7 @@ every NodeAPI call, errors as the store's exception types, timeouts, and tokens 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -55,11 +56,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     key.write_bytes(key_pem)
     ca_file.write_bytes(ca.pem())
     log = root / "server.log"
+    # A short response deadline: long polls must be exempt from it.
     cmd = [sys.executable, "-m", "mcs.cli", "--log-level", "DEBUG", "start", "--store", f"local:{inputs}",
            "--state", str(sdir), "--cert", str(cert), "--key", str(key), "--ca", str(ca_file),
-           "--secure-port", "0", "--insecure-port", "0", "--bind-address", "127.0.0.1"]
+           "--secure-port", "0", "--insecure-port", "0", "--bind-address", "127.0.0.1",
+           "--response-timeout", "2"]
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(root / "notify.sock"))
+    notify.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": str(root / "notify.sock")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        ready = notify.recv(4096).decode()
+    finally:
+        notify.close()
+    assert ready.startswith("READY=1\n"), ready
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(urls) < 2:
@@ -190,3 +202,12 @@ def test_unreachable_and_silent_servers_time_out() -> None:
     with pytest.raises(StoreError):
         RemoteNodeAPI("ftp://x", "t")
     assert "t0k" not in repr(RemoteNodeAPI("http://127.0.0.1:1", "t0k"))
+
+
+def test_long_poll_outlives_the_response_deadline(server: Running) -> None:
+    api = join(server, "worker-5")
+    since = api.wait_for_change(0, 5)
+    started = time.monotonic()
+    # --response-timeout is 2 s; a 3 s watch must still get its answer, not a dropped connection.
+    assert api.wait_for_change(since, 3.0) == since
+    assert time.monotonic() - started >= 2.9
