@@ -35,7 +35,7 @@ class PassReport:
     rendered: bool = False
     render_errors: dict[str, str] = field(default_factory=dict)
     targeted: dict[str, str] = field(default_factory=dict)  # node -> desiredConfig set
-    drain_errors: list[str] = field(default_factory=list)
+    drain_errors: dict[str, str] = field(default_factory=dict)
     statuses_written: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -117,8 +117,7 @@ class Controller:
 
     def _drain(self, report: PassReport) -> None:
         report.drain_errors = drain_controller.sync(self.store, self.store.list_nodes())
-        for error in report.drain_errors:
-            node = error.split(":", 1)[0].removeprefix("node ")
+        for node, error in report.drain_errors.items():
             self._event_once("Node", node, "DrainFailed", error)
 
     def _status(self, report: PassReport) -> None:

@@ -78,13 +78,13 @@ def apply(store: Store, request: DrainRequest) -> None:
     raise DrainVerbError(verb_error(request))
 
 
-def sync(store: Store, nodes: Iterable[NodeRecord]) -> list[str]:
-    """Handle every pending request; returns the errors (one per failed node)."""
-    errors = []
+def sync(store: Store, nodes: Iterable[NodeRecord]) -> dict[str, str]:
+    """Handle every pending request; returns the errors by node name."""
+    errors = {}
     for request in pending_requests(nodes):
         try:
             apply(store, request)
         except MachineConfigError as e:
             log.warning("node %s: drain request %s failed: %s", request.node, request.desired, e)
-            errors.append(str(e))
+            errors[request.node] = str(e)
     return errors

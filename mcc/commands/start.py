@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     controller = Controller(store, args.templates, values, gc_enabled=not args.no_gc)
     if args.once:
         report = controller.run_pass()
-        for error in [*report.render_errors.values(), *report.errors, *report.drain_errors]:
+        for error in [*report.render_errors.values(), *report.errors,
+                      *report.drain_errors.values()]:
             print(f"mcc start: {error}", file=sys.stderr)
         return 1 if report.errors else 0
     stop = threading.Event()

@@ -2,6 +2,9 @@
 maxUnavailable as a fake daemon reports Done, revert, status and the run loop's clean stop."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -117,7 +120,7 @@ def test_run_stops_promptly(tmp_path: Path) -> None:
     thread = threading.Thread(target=controller.run, args=(stop, 30.0))
     thread.start()
     deadline = time.monotonic() + 10
-    while "worker" and not store.list_rendered() and time.monotonic() < deadline:
+    while not store.list_rendered() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert store.list_rendered()
     started = time.monotonic()
@@ -125,3 +128,39 @@ def test_run_stops_promptly(tmp_path: Path) -> None:
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert time.monotonic() - started < 3
+
+
+def test_mcc_start_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    store, inputs = make_store(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcc.cli", "start", "--store", f"local:{inputs}",
+         "--state", str(tmp_path / "state"), "--interval", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not store.list_rendered() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.list_rendered()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert "pool worker: rendered rendered-worker-" in err
+    assert "controller stopped" in err
+
+
+def test_mcc_start_once(tmp_path: Path) -> None:
+    store, inputs = make_store(tmp_path)
+    write(inputs / "50-worker.yaml",
+          machine_config("50-worker", "/etc/x", "y\n", kernel_type="bogus"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcc.cli", "start", "--store", f"local:{inputs}",
+         "--state", str(tmp_path / "state"), "--once"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert ("mcc start: Failed to render configuration for pool worker: "
+            "kernelType=bogus is invalid") in proc.stderr
+    assert store.list_rendered() == []

@@ -22,13 +22,13 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-def request(store: Store, value: str) -> list[str]:
+def request(store: Store, value: str) -> dict[str, str]:
     store.patch_node_annotations("n1", {WANT: value})
     return drain_controller.sync(store, store.list_nodes())
 
 
 def test_drain_cordons_and_acknowledges(store: Store) -> None:
-    assert request(store, "drain-rendered-worker-a") == []
+    assert request(store, "drain-rendered-worker-a") == {}
     node = store.get_node("n1")
     assert node.unschedulable
     assert node.annotations[DONE] == "drain-rendered-worker-a"
@@ -37,7 +37,7 @@ def test_drain_cordons_and_acknowledges(store: Store) -> None:
 
 def test_uncordon_clears_our_cordon(store: Store) -> None:
     request(store, "drain-rendered-worker-a")
-    assert request(store, "uncordon-rendered-worker-a") == []
+    assert request(store, "uncordon-rendered-worker-a") == {}
     node = store.get_node("n1")
     assert not node.unschedulable
     assert node.annotations[DONE] == "uncordon-rendered-worker-a"
@@ -62,5 +62,5 @@ def test_acknowledged_request_is_not_redone(store: Store) -> None:
 
 def test_unknown_verb(store: Store) -> None:
     errors = request(store, "evict-rendered-worker-a")
-    assert errors == ["node n1: non-recognized drain verb detected evict"]
+    assert errors == {"n1": "node n1: non-recognized drain verb detected evict"}
     assert DONE not in store.get_node("n1").annotations
