@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Rendered config names come from a file on disk; they are joined into a path, so keep them to
 # DNS-subdomain characters and forbid anything that could climb out of machine-configs/.
-_CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 # libyaml's parser when available: rendered configs reach megabytes and pure-Python YAML is slow.
@@ -147,7 +147,7 @@ class BootstrapSource:
             name = choose_config(load_object(Path(pool_path)))
             if not name:
                 raise NotFound(f"pool {pool!r} has no rendered config yet")
-            if not _CONFIG_NAME.match(name) or ".." in name:
+            if not CONFIG_NAME.match(name) or ".." in name:
                 raise ServeError(f"pool {pool!r} names an invalid config")
             self._pools[pool] = (pool_sig, name)
         mc_sig = stat_signature(self.config_path(name))

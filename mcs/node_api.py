@@ -60,9 +60,9 @@ class RevisionWatch:
             try:
                 revision = await loop.run_in_executor(self._executor, self.store.wait_for_change,
                                                       self.revision, self.poll)
-            except StoreError as e:
+            except Exception as e:  # noqa: BLE001 - this task must outlive any store failure
                 if not failing:
-                    log.warning("watching the store failed, retrying every second: %s", e)
+                    log.warning("watching the store failed, retrying every second: %s", type(e).__name__)
                 failing = True
                 await asyncio.sleep(1.0)
                 continue
@@ -74,11 +74,14 @@ class RevisionWatch:
                     changed.set_result(revision)
 
     async def wait(self, since: int, timeout: float) -> int:
-        """The revision once it differs from `since`, or when `timeout` seconds have passed."""
+        """The revision once it differs from `since`, or when `timeout` seconds have passed.
+
+        A `since` ahead of the store (its state was replaced) is answered at once, as the store does.
+        """
         await self._start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.revision is not None and self.revision <= since:
+        while self.revision == since:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._changed is None:
                 break

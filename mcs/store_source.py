@@ -14,7 +14,7 @@ from typing import Any
 from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, StoreError
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL
-from mcs.layout import _CONFIG_NAME, Resolved, choose_config, stat_signature
+from mcs.layout import CONFIG_NAME, Resolved, choose_config, stat_signature
 from mcs.serve import JSON, POOL_NAME, NotFound, ServeError, build_served, go_json
 from mcs.tokens import PoolTokens
 
@@ -98,7 +98,7 @@ class StoreSource:
         name = choose_config(self.store.get_object(MACHINE_CONFIG_POOL, pool))
         if not name:
             raise NotFound(f"pool {pool!r} has no rendered config yet")
-        if not _CONFIG_NAME.match(name):
+        if not CONFIG_NAME.match(name):
             raise ServeError(f"pool {pool!r} names an invalid config")
         cc_digest, _ = self._controller_config()
         return Resolved(pool, name, (name, cc_digest, self._file_signatures()))

@@ -184,6 +184,11 @@ def test_watch_returns_on_change_and_on_timeout(tmp_path: Path) -> None:
         # An old revision returns at once.
         resp = await client.get(f"{API}/watch", params={"since": 0, "timeout": "30"}, headers=auth(token))
         assert (await resp.json())["revision"] == since
+        # So does a revision ahead of the store (its state was replaced).
+        started = time.monotonic()
+        resp = await client.get(f"{API}/watch", params={"since": since + 1000, "timeout": "30"},
+                                headers=auth(token))
+        assert (await resp.json())["revision"] == since and time.monotonic() - started < 5
         waiter = asyncio.ensure_future(client.get(f"{API}/watch", params={"since": since, "timeout": "30"},
                                                   headers=auth(token)))
         await asyncio.sleep(0.3)
