@@ -154,6 +154,15 @@ def _files(config: JSON) -> list[JSON]:
     return files
 
 
+def _copy_json(value: Any) -> Any:
+    """copy.deepcopy for JSON data (dicts, lists and immutable scalars), several times faster."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
+
+
 def _drop_empty_compression(path: tuple[str, ...], item: Any) -> None:
     """After a merge step, a file's "" compression goes back to nil (see merge_ignition)."""
     if path != ("storage", "files"):
@@ -188,7 +197,7 @@ def merge_ignition(ordered: Sequence[MachineConfig]) -> JSON:
         # ... and every "" goes back to nil in the result (the fold reports each file a step
         # may have changed; the others were cleaned by an earlier step).
         fold.add(child, _drop_empty_compression)
-    out = copy.deepcopy(fold.result())  # the result must not share the parse cache
+    out: JSON = _copy_json(fold.result())  # the result must not share the parse cache
     for f in _files(out):
         # Ignition does not overwrite by default, MCO always does: make new nodes match.
         if f.get("overwrite") is None:
