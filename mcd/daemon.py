@@ -17,7 +17,8 @@ from typing import Any
 
 from machineconfig import constants as C
 from machineconfig.reconcile import name_of
-from machineconfig.store.base import NodeAPI, NodeRecord, NotFoundError, StoreError
+from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
+                                       StoreError)
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
@@ -283,10 +284,7 @@ class Daemon:
         if bootstrap.exists():
             from_file = {str(k): str(v) for k, v in json.loads(bootstrap.read_text()).items()}
             if C.CURRENT_CONFIG_ANNOTATION not in annotations:
-                keys = (C.CURRENT_CONFIG_ANNOTATION, C.FIRST_PIVOT_CONFIG_ANNOTATION)
-                log.info("bootstrapping: annotations from %s", NODE_ANNOTATIONS_FILE)
-                annotations = self.patch({k: from_file[k] for k in keys if k in from_file}
-                                         ).annotations
+                annotations = self._bootstrap_annotations(annotations, from_file)
             bootstrap.replace(self.root / NODE_ANNOTATIONS_BAK.lstrip("/"))
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
@@ -323,6 +321,21 @@ class Daemon:
         self.booting = False
         self._update(current, desired, on_disk, annotations.get(
             C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
+
+    def _bootstrap_annotations(self, annotations: dict[str, str], from_file: dict[str, str]
+                               ) -> dict[str, str]:
+        """MCO writes every annotation of the file once, desiredConfig included, so the node
+        controller sees a Done node; a node API that refuses desiredConfig gets the rest."""
+        keys = (C.CURRENT_CONFIG_ANNOTATION, C.FIRST_PIVOT_CONFIG_ANNOTATION)
+        wanted: dict[str, str | None] = {k: from_file[k] for k in keys if k in from_file}
+        desired = from_file.get(C.DESIRED_CONFIG_ANNOTATION)
+        log.info("bootstrapping: annotations from %s", NODE_ANNOTATIONS_FILE)
+        if desired and C.DESIRED_CONFIG_ANNOTATION not in annotations:
+            try:
+                return self.patch({**wanted, C.DESIRED_CONFIG_ANNOTATION: desired}).annotations
+            except ForbiddenError as err:
+                log.warning("desiredConfig refused at bootstrap (%s): left to the controller", err)
+        return self.patch(wanted).annotations
 
     def _housekeeping(self) -> None:
         encapsulated = self.root / ENCAPSULATED_FILE.lstrip("/")

@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from machineconfig import constants as C
-from machineconfig.store.base import NodeRecord, NotFoundError, StoreEvent
+from machineconfig.store.base import ForbiddenError, NodeRecord, NotFoundError, StoreEvent
 
 
 class FakeNodeAPI:
-    def __init__(self, node: str = "node-1", auto_drain: bool = True) -> None:
+    def __init__(self, node: str = "node-1", auto_drain: bool = True,
+                 daemon_keys_only: bool = False) -> None:
+        self.daemon_keys_only = daemon_keys_only  # refuse other keys, as the server's node API
         self.nodes: dict[str, NodeRecord] = {node: NodeRecord(name=node)}
         self.rendered: dict[str, dict[str, Any]] = {}
         self.events: list[StoreEvent] = []
@@ -48,6 +50,8 @@ class FakeNodeAPI:
         return NodeRecord(node.name, dict(node.labels), dict(node.annotations), node.unschedulable)
 
     def patch_node_annotations(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        if self.daemon_keys_only and set(changes) - C.DAEMON_OWNED_ANNOTATIONS:
+            raise ForbiddenError(f"not daemon-owned: {sorted(set(changes) - C.DAEMON_OWNED_ANNOTATIONS)}")
         self.patches.append(dict(changes))
         self.set_annotations(name, changes)
         drain = changes.get(C.DESIRED_DRAIN_ANNOTATION)

@@ -213,7 +213,8 @@ def test_on_disk_currentconfig_overrides_annotation(root: Path) -> None:
     assert (a[STATE], a[CUR]) == ("Done", "rendered-worker-b")
 
 
-def test_bootstrap_from_node_annotations_file(root: Path) -> None:
+@pytest.mark.parametrize("daemon_keys_only", [False, True])
+def test_bootstrap_from_node_annotations_file(root: Path, daemon_keys_only: bool) -> None:
     lay_down(root, A)
     mcd_dir = root / "etc/machine-config-daemon"
     mcd_dir.mkdir(parents=True, exist_ok=True)
@@ -222,10 +223,13 @@ def test_bootstrap_from_node_annotations_file(root: Path) -> None:
         C.FIRST_PIVOT_CONFIG_ANNOTATION: "rendered-worker-a"}))
     (root / "etc/ignition-machine-config-encapsulated.json").write_text("{}")
     api = cluster(A)
+    api.daemon_keys_only = daemon_keys_only
     daemon(api, root).sync()
     a = ann(api)
     assert (a[STATE], a[CUR], a[C.FIRST_PIVOT_CONFIG_ANNOTATION]) == (
         "Done", "rendered-worker-a", "rendered-worker-a")
+    # MCO's daemon writes desiredConfig once at bootstrap; a node API may refuse it
+    assert a.get(DES) == (None if daemon_keys_only else "rendered-worker-a")
     assert (mcd_dir / "node-annotation.json.bak").exists()
     assert not (mcd_dir / "node-annotations.json").exists()
     assert (root / "etc/ignition-machine-config-encapsulated.json.bak").exists()
