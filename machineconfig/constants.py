@@ -48,6 +48,9 @@ NODE_API_MAX_WATCH_SECONDS = 60.0
 
 # Annotations the controller writes besides desiredConfig/lastAppliedDrain.
 DESIRED_IMAGE_ANNOTATION = f"{GROUP}/desiredImage"
+# Copied by the node controller from the ControllerConfig's infrastructure status; the daemon
+# skips the drain on SingleReplica.
+CONTROL_PLANE_TOPOLOGY_ANNOTATION = f"{GROUP}/controlPlaneTopology"
 # Set by our drain controller when it cordoned the node itself: an uncordon request clears only
 # such a cordon, never one an administrator made (a deliberate difference from MCO).
 CORDONED_BY_MCC_ANNOTATION = f"{GROUP}/cordonedByMCC"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.errors import MachineConfigError
-from machineconfig.store.base import MACHINE_CONFIG_POOL, Store
+from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, Store
 from mcc import drain_controller, gc, node_controller, pool_status
 from mcc.kubelet_config import now_rfc3339
 from mcc.render_controller import RenderController
@@ -87,13 +87,17 @@ class Controller:
     def _nodes(self, report: PassReport) -> None:
         pools = self.store.list_objects(MACHINE_CONFIG_POOL)
         members, errors = node_controller.assign_nodes(pools, self.store.list_nodes())
+        topology = ""
+        for cc in self.store.list_objects(CONTROLLER_CONFIG):
+            infra = (cc.get("spec") or {}).get("infra") or {}
+            topology = str((infra.get("status") or {}).get("controlPlaneTopology") or "")
         for node, error in errors.items():
             log.warning("node %s skipped: %s", node, error)
             self._event_once("Node", node, "PoolMembership", error)
         for pool in pools:
             name = node_controller.pool_name(pool)
             try:
-                result = node_controller.reconcile_pool(pool, members.get(name, []))
+                result = node_controller.reconcile_pool(pool, members.get(name, []), topology)
             except node_controller.MaxUnavailableError as e:
                 log.warning("pool %s: no rollout: %s", name, e)
                 self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaxUnavailable", str(e))
@@ -102,6 +106,9 @@ class Controller:
                 log.debug("pool %s: no rollout: %s", name, result.skipped)
             for node, patch in result.patches.items():
                 self.store.patch_node_annotations(node, patch)
+                if node not in result.targeted:
+                    log.info("node %s: controlPlaneTopology set to %s", node, topology)
+                    continue
                 report.targeted[node] = result.target
                 log.info("pool %s: node %s -> desiredConfig %s (maxUnavailable %d)", name, node,
                          result.target, result.max_unavailable)

@@ -12,9 +12,10 @@ from typing import Any
 
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_REASON_ANNOTATION,
+    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
 )
 from machineconfig.store.base import NodeRecord
-from mcc.node_controller import is_degraded, is_done, is_ready, is_unavailable
+from mcc.node_controller import FAILING_STATES, is_done, is_failing, is_ready
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,25 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
     target = str((spec.get("configuration") or {}).get("name") or "")
     total = len(nodes)
-    updated = [n for n in nodes if is_done(n)
-               and n.annotations.get(CURRENT_CONFIG_ANNOTATION) == target]
-    ready = sum(1 for n in updated if is_ready(n))
-    unavailable = sum(1 for n in nodes if is_unavailable(n))
-    degraded = [n for n in nodes if is_degraded(n)]
+    updated = ready = unavailable = 0
+    degraded: list[NodeRecord] = []
+    for node in nodes:  # the predicates of mcc.node_controller, once per node
+        done = is_done(node)
+        node_ready = is_ready(node)
+        if done and node.annotations.get(CURRENT_CONFIG_ANNOTATION) == target:
+            updated += 1
+            ready += node_ready
+        if not node_ready or not (done or is_failing(node)):
+            unavailable += 1
+        if node.annotations.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) in FAILING_STATES:
+            degraded.append(node)
     status["observedGeneration"] = int((pool.get("metadata") or {}).get("generation") or 0)
     status["machineCount"] = total
-    status["updatedMachineCount"] = len(updated)
+    status["updatedMachineCount"] = updated
     status["readyMachineCount"] = ready
     status["unavailableMachineCount"] = unavailable
     status["degradedMachineCount"] = len(degraded)
-    all_updated = len(updated) == total and ready == total and unavailable == 0
+    all_updated = updated == total and ready == total and unavailable == 0
     if all_updated and target:
         set_condition(status, UPDATED, True, "", f"All nodes are updated with MachineConfig "
                       f"{target}", now)

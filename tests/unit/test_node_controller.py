@@ -172,3 +172,12 @@ def test_match_expressions() -> None:
     no = NodeRecord("no", {"tier": "a", "gone": "x"})
     members, _ = assign_nodes([p], [yes, no])
     assert [n.name for n in members["infra"]] == ["yes"]
+
+
+def test_control_plane_topology_is_copied_to_every_node() -> None:
+    from machineconfig.constants import CONTROL_PLANE_TOPOLOGY_ANNOTATION as TOPO
+    nodes = [node("a"), node("b", current=NEW), node("c", **{TOPO: "SingleReplica"})]
+    r = reconcile_pool(pool(), nodes, "SingleReplica")
+    assert r.patches == {"a": {TOPO: "SingleReplica", DES: NEW}, "b": {TOPO: "SingleReplica"}}
+    assert r.targeted == ["a"]
+    assert reconcile_pool(pool(paused=True), nodes, "SingleReplica").patches == {}
