@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machineconfig import labels
 from machineconfig.api import load_documents
 from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
@@ -28,7 +29,7 @@ from machineconfig.yamlload import Document
 from mcc import bootstrap
 from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
-from mcc.render import RenderedConfig, RenderError, render_pool
+from mcc.render import SELECTING_ALL, RenderedConfig, RenderError, render_pool
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class RenderResult:
     generated: list[JSON] = field(default_factory=list)
     status_objects: list[JSON] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    selecting_all: list[str] = field(default_factory=list)  # pools left alone (selector {})
 
 
 def _strip(obj: Mapping[str, Any]) -> JSON:
@@ -124,11 +126,21 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
     if generating:
         result.generated = [mc.to_dict() for mc in inputs.configs if mc.name not in before]
     for pool in inputs.pools:
+        selector = pool.spec.machine_config_selector
+        if labels.is_empty(selector):
+            result.selecting_all.append(pool.name)  # MCO refuses to act: an event, nothing else
+            continue
+        prefix = f"Failed to render configuration for pool {pool.name}: "
         try:
+            if not any(labels.matches(selector, mc.labels) for mc in inputs.configs):
+                # The cluster loop's text (mcc.render has the bootstrap one).
+                result.errors[pool.name] = (f"{prefix}no MachineConfigs found matching "
+                                            f"selector {labels.describe(selector)}")
+                continue
             result.rendered[pool.name] = render_pool(pool, inputs.configs,
                                                      inputs.controller_config)
-        except RenderError as e:
-            result.errors[pool.name] = f"Failed to render configuration for pool {pool.name}: {e}"
+        except (RenderError, labels.SelectorError) as e:
+            result.errors[pool.name] = f"{prefix}{e}"
     return result
 
 
@@ -184,6 +196,11 @@ class RenderController:
                 RELEASE_IMAGE_VERSION_ANNOTATION, "")
         for pool in objects.get(MACHINE_CONFIG_POOL, []):
             name = str(pool["metadata"]["name"])
+            if name in result.selecting_all:
+                log.warning("pool %s: %s", name, SELECTING_ALL)
+                store.record_event(MACHINE_CONFIG_POOL, name, "SelectingAll", SELECTING_ALL,
+                                   "Warning")
+                continue
             status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
             rendered = result.rendered.get(name)
             if rendered is not None:
