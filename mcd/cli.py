@@ -150,7 +150,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                     policy=_policy(args.policy))
     daemon.install_signal_handlers()
     daemon.run()
-    return EXIT_OK
+    return EXIT_FAILED if daemon.token_rejected else EXIT_OK
 
 
 def _reboot(rationale: str) -> None:

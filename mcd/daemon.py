@@ -115,6 +115,8 @@ class Daemon:
         self.reboot_queued = False
         self.updating = False
         self.waiting = False
+        self.sigterm_during_update = False
+        self.token_rejected = False
         self.stop_requested = threading.Event()
         self.revision = 0
         self.drift: DriftMonitor | None = None
@@ -367,6 +369,9 @@ class Daemon:
                                    request_drain=self.request_drain)
         finally:
             self.updating = False
+            if self.sigterm_during_update:
+                self.event("GotSigtermDuringUpdate", "Got SIGTERM, but actively updating")
+                self.stop_requested.set()
         if outcome.state == node_state.UNRECONCILABLE:
             self.event("FailedToReconcile", outcome.reason, "Warning")
             self.metrics.update_done(desired, outcome.reason)
@@ -386,7 +391,9 @@ class Daemon:
     # ---- the loop -------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self.updating:
+            # a half-applied update is worse than a late stop: finish, then stop
             log.warning("Got SIGTERM, but actively updating")
+            self.sigterm_during_update = True
             return
         self.stop_requested.set()
         if self.waiting:
@@ -410,6 +417,8 @@ class Daemon:
                     try:
                         self.sync()
                         pending, backoff = False, 0.0
+                    except ForbiddenError:
+                        raise
                     except Exception as err:  # noqa: BLE001 - the daemon reports and retries
                         self.report_error(err)
                         backoff = min(max(backoff * 2, self.timeouts.backoff_min),
@@ -428,6 +437,12 @@ class Daemon:
                 if self._wait(timeout):
                     pending = True
             except _Stopped:
+                break
+            except ForbiddenError as err:
+                # the node token is no longer valid (a new server state): exit, so the service
+                # restarts and registers again with the pool token
+                log.error("node API refused this node: %s", err)
+                self.token_rejected = True
                 break
             except StoreError as err:
                 log.warning("store unreachable: %s", err)

@@ -304,3 +304,34 @@ def test_sigterm_ignored_during_update(root: Path) -> None:
     d.updating = False
     d._on_sigterm(signal.SIGTERM, None)
     assert d.stop_requested.is_set()
+
+
+def test_sigterm_during_update_stops_after_it(root: Path) -> None:
+    lay_down(root, A)
+    api = cluster(A, B_RELOAD, current="rendered-worker-a", desired="rendered-worker-b")
+    systemd = FakeSystemd()
+    d = daemon(api, root, systemd)
+    real_reload = systemd.reload_unit
+
+    def reload_with_sigterm(name: str) -> None:
+        d._on_sigterm(signal.SIGTERM, None)  # arrives mid-update
+        real_reload(name)
+
+    systemd.reload_unit = reload_with_sigterm  # type: ignore[method-assign]
+    d.run(max_iterations=5)
+    assert ann(api)[STATE] == "Done" and ann(api)[CUR] == "rendered-worker-b"
+    assert "GotSigtermDuringUpdate" in api.reasons() and d.stop_requested.is_set()
+
+
+def test_rejected_token_ends_the_loop(root: Path) -> None:
+    from machineconfig.store.base import ForbiddenError
+
+    api = cluster(A, current="rendered-worker-a", desired="rendered-worker-a")
+
+    def refuse(name: str) -> Any:
+        raise ForbiddenError("node API: HTTP 401: unknown token")
+
+    api.get_node = refuse  # type: ignore[method-assign]
+    d = daemon(api, root)
+    d.run(max_iterations=3)
+    assert d.token_rejected
