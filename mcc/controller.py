@@ -151,10 +151,11 @@ class Controller:
         """Pass after pass until `stop` is set: on each store change, at least every
         `interval` seconds."""
         first = True
+        since = 0
         while not stop.is_set():
-            # Read before the pass: a change made during it (ours included) wakes the next one.
-            since = self.store.revision()
             try:
+                # Read before the pass: a change made during it (ours too) wakes the next one.
+                since = self.store.revision()
                 self.run_pass()
             except Exception:  # noqa: BLE001 - a controller must outlive one bad pass
                 log.exception("controller pass failed; retrying in %.0fs", interval)
@@ -166,8 +167,12 @@ class Controller:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                if self.store.wait_for_change(since, min(WAIT_SLICE, left)) > since:
-                    break
+                try:
+                    if self.store.wait_for_change(since, min(WAIT_SLICE, left)) > since:
+                        break
+                except MachineConfigError as e:
+                    log.warning("waiting for store changes failed: %s", e)
+                    stop.wait(min(WAIT_SLICE, left))
         log.info("controller stopped")
 
 
