@@ -107,7 +107,11 @@ class Controller:
             for node, patch in result.patches.items():
                 self.store.patch_node_annotations(node, patch)
                 if node not in result.targeted:
-                    log.info("node %s: controlPlaneTopology set to %s", node, topology)
+                    if node in result.adopted:
+                        log.info("node %s: new in pool %s, desiredConfig = its currentConfig",
+                                 node, name)
+                    else:
+                        log.info("node %s: controlPlaneTopology set to %s", node, topology)
                     continue
                 report.targeted[node] = result.target
                 log.info("pool %s: node %s -> desiredConfig %s (maxUnavailable %d)", name, node,

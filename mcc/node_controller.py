@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from machineconfig.constants import (
@@ -52,6 +52,7 @@ class PoolReconcile:
     max_unavailable: int = 0
     patches: dict[str, Patch] = field(default_factory=dict)
     targeted: list[str] = field(default_factory=list)  # nodes given the new desiredConfig
+    adopted: list[str] = field(default_factory=list)  # new nodes: desiredConfig = currentConfig
     events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
     skipped: str = ""  # why the pool was left alone ("" when the rollout ran)
 
@@ -284,6 +285,24 @@ def rollout_order(nodes: Sequence[NodeRecord], count: int) -> list[NodeRecord]:
     return [nodes[d[-1]] for d in decorated[:count]]
 
 
+def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeRecord]:
+    """A node that joined with a currentConfig but no desiredConfig (the node API lets the daemon
+    write only its own keys) gets desiredConfig = currentConfig: what MCO's node-annotations file
+    gives a new node. Without it the node would count as unavailable forever."""
+    view: list[NodeRecord] | None = None
+    for i, node in enumerate(nodes):
+        a = node.annotations
+        if DESIRED_CONFIG_ANNOTATION in a or not a.get(CURRENT_CONFIG_ANNOTATION):
+            continue
+        if view is None:
+            view = list(nodes)
+        current = a[CURRENT_CONFIG_ANNOTATION]
+        view[i] = replace(node, annotations={**a, DESIRED_CONFIG_ANNOTATION: current})
+        result.patches.setdefault(node.name, {})[DESIRED_CONFIG_ANNOTATION] = current
+        result.adopted.append(node.name)
+    return nodes if view is None else view
+
+
 def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topology: str = ""
                    ) -> PoolReconcile:
     """One pass of the node controller over one pool and its member nodes; `topology` is the
@@ -299,6 +318,7 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
         result.events.append(("SelectingAll", SELECTING_ALL_NODES))
         result.skipped = "nodeSelector selects every node"
         return result
+    nodes = _adopt(nodes, result)
     if spec.get("paused"):
         result.skipped = "paused"
         return result

@@ -181,3 +181,15 @@ def test_control_plane_topology_is_copied_to_every_node() -> None:
     assert r.patches == {"a": {TOPO: "SingleReplica", DES: NEW}, "b": {TOPO: "SingleReplica"}}
     assert r.targeted == ["a"]
     assert reconcile_pool(pool(paused=True), nodes, "SingleReplica").patches == {}
+
+
+def test_new_node_without_desired_config_is_adopted() -> None:
+    joined = NodeRecord("new", {"node-role.kubernetes.io/worker": ""},
+                        {CUR: OLD, STATE: "Done"})
+    r = reconcile_pool(pool(), [joined, node("b")])
+    # adopted (desired = current), so it is not unavailable and the rollout can start
+    assert r.adopted == ["new"]
+    assert r.patches["new"] == {DES: NEW}
+    assert r.targeted == ["new"]
+    r = reconcile_pool(pool(paused=True), [joined])
+    assert r.patches == {"new": {DES: OLD}}
