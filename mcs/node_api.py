@@ -236,10 +236,29 @@ async def patch_annotations(request: web.Request, api: NodeAPIState) -> web.Stre
     body = await _body(request)
     changes = _str_map(body.get("changes"), "changes", allow_none=True)
     foreign = sorted(k for k in changes if k not in constants.DAEMON_OWNED_ANNOTATIONS)
+    if foreign == [constants.DESIRED_CONFIG_ANNOTATION]:
+        if await _bootstrap_desired(api, node, changes):
+            foreign = []
     if foreign:
         raise _Refused(403, f"annotation {foreign[0]} is not the daemon's to write")
     record = await _in_thread(api.store.patch_node_annotations, node, changes)
     return _json(record.to_dict())
+
+
+async def _bootstrap_desired(api: NodeAPIState, node: str, changes: dict[str, Any]) -> bool:
+    """MCO's daemon writes desiredConfig once, from node-annotations.json, so the node controller
+    sees a new node as Done in its config: allowed while the node has none, and only equal to the
+    current config (the controller owns the key from then on)."""
+    record = await _in_thread(api.store.get_node, node)
+    if constants.DESIRED_CONFIG_ANNOTATION in record.annotations:
+        return False
+    current = changes.get(constants.CURRENT_CONFIG_ANNOTATION,
+                          record.annotations.get(constants.CURRENT_CONFIG_ANNOTATION))
+    desired = changes[constants.DESIRED_CONFIG_ANNOTATION]
+    if desired is None or desired != current:
+        return False
+    log.info("node %s: bootstrap desiredConfig %s accepted", node, desired)
+    return True
 
 
 @_handler

@@ -144,6 +144,28 @@ def test_patch_daemon_owned_keys(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_desired_config_once_at_bootstrap(tmp_path: Path) -> None:
+    """As MCO's daemon does from node-annotations.json: desiredConfig = currentConfig, once."""
+    async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
+        _, token = await register(client, sdir, "worker-0")
+        url = f"{API}/nodes/worker-0/annotations"
+        desired, current = constants.DESIRED_CONFIG_ANNOTATION, constants.CURRENT_CONFIG_ANNOTATION
+        # Not some other config than the current one.
+        await refused(await client.patch(url, headers=auth(token), json={"changes": {
+            current: WORKER_CONFIG, desired: "rendered-worker-other"}}), 403)
+        resp = await client.patch(url, headers=auth(token), json={"changes": {
+            current: WORKER_CONFIG, desired: WORKER_CONFIG, STATE_KEY: "Done"}})
+        assert resp.status == 200 and (await resp.json())["annotations"][desired] == WORKER_CONFIG
+        # From then on the controller owns it.
+        store.patch_node_annotations("worker-0", {desired: "rendered-worker-next"})
+        await refused(await client.patch(url, headers=auth(token), json={"changes": {
+            desired: WORKER_CONFIG}}), 403)
+        await refused(await client.patch(url, headers=auth(token), json={"changes": {desired: None}}), 403)
+        assert store.get_node("worker-0").annotations[desired] == "rendered-worker-next"
+
+    run(tmp_path, scenario)
+
+
 def test_rendered(tmp_path: Path) -> None:
     async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
         _, token = await register(client, sdir, "worker-0")
