@@ -87,13 +87,19 @@ class _Passes:
                     "column reporting may be inconsistent. Unused keys may not be reported")))
             else:
                 names = plan.names
-                for key in node.unique_keys():
-                    if key not in names:
+                reported: set[str] = set()
+                for member in node.members:  # each unknown key once, at its first occurrence
+                    key = member.key
+                    if key not in names and key not in reported:
+                        reported.add(key)
                         unused.append(Finding(WARNING, path + (key,), f"unused key {key}", at_key=True))
+        # JSON members by key, the last duplicate winning (JNode.child), to find each field's node.
+        members = ({m.key: m.node for m in node.members}  # type: ignore[union-attr]
+                   if is_object and plan.children else {})
         for name, is_list, ref in plan.children:
             value = typed.get(name)
             # The JSON node at path + (name,), as _tree_get would find it.
-            sub = node.child(name) if is_object else None  # type: ignore[union-attr]
+            sub = members.get(name)
             if not is_list:
                 if value is not None:
                     self.walk(value, ref, path + (name,), sub)
