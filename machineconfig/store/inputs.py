@@ -81,6 +81,7 @@ class InputDir:
         self._objects: dict[Key, dict[str, Any]] = {}
         self._errors: list[str] = []
         self._fingerprint = ""
+        self._dir_error: str | None = None
 
     def refresh(self) -> bool:
         """Stat every input file, reload the changed ones; True when anything changed."""
@@ -102,7 +103,9 @@ class InputDir:
                 except OSError:
                     continue  # removed between listing and stat: gone
             for p in list(self._files):
-                if p not in seen:
+                # A vanished input directory keeps its last objects: serving nothing would make
+                # every pool disappear at once.
+                if p not in seen and dir_error is None:
                     del self._files[p]
                     changed = True
             for p, st in seen.items():
@@ -120,7 +123,10 @@ class InputDir:
                     if old is not None and old.error:
                         log.info("input %s loads again", p)
                     self._files[p] = _File(sig, objects)
-            if changed or dir_error:
+            if dir_error != self._dir_error:
+                changed = True
+            if changed:
+                self._dir_error = dir_error
                 self._rebuild(dir_error)
             return changed
 
@@ -128,7 +134,7 @@ class InputDir:
         objects: dict[Key, dict[str, Any]] = {}
         where: dict[Key, str] = {}
         errors = [dir_error] if dir_error else []
-        h = hashlib.sha256()
+        h = hashlib.sha256(f"{dir_error}\n".encode())
         for p in sorted(self._files):
             f = self._files[p]
             h.update(f"{p}\0{f.signature}\n".encode())

@@ -173,8 +173,8 @@ def test_rendered_file_readers_never_see_a_partial_file(dirs: tuple[str, str]) -
     proc = CTX.Process(target=_rendered_flipper, args=(dirs[1], stop))
     proc.start()
     seen: set[int] = set()
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 20
+    while len(seen) < 20 and time.monotonic() < deadline:
         mc = store.get_rendered("rendered-x")  # raises on a torn file
         raw = json.loads(path.read_bytes())
         for obj in (mc, raw):

@@ -405,11 +405,11 @@ def test_wait_for_change(dirs: tuple[Path, Path], store: LocalStore) -> None:
     assert store.wait_for_change(rev - 1, 5) == rev  # already newer: at once
     start = time.monotonic()
     assert store.wait_for_change(rev, 0.3) == rev
-    assert 0.25 < time.monotonic() - start < 2
+    assert 0.25 < time.monotonic() - start < 5
     assert store.wait_for_change(rev, 0) == rev
     start = time.monotonic()
     assert store.wait_for_change(rev + 100, 5) == rev  # a reset state dir: answer at once
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 3
 
     def later(fn: Callable[[], object]) -> threading.Timer:
         t = threading.Timer(0.2, fn)
@@ -421,20 +421,20 @@ def test_wait_for_change(dirs: tuple[Path, Path], store: LocalStore) -> None:
     start = time.monotonic()
     rev2 = store.wait_for_change(rev, 10)
     t.join()
-    assert rev2 > rev and time.monotonic() - start < 1
+    assert rev2 > rev and time.monotonic() - start < 3
     # A write by another process (another store instance) is seen within the poll interval.
     other = LocalStore(str(dirs[0]), str(dirs[1]))
     t = later(lambda: other.patch_node_annotations("n1", {"a": "b"}))
     start = time.monotonic()
     rev3 = store.wait_for_change(rev2, 10)
     t.join()
-    assert rev3 > rev2 and time.monotonic() - start < 2
+    assert rev3 > rev2 and time.monotonic() - start < 5
     # So is an input file change.
     t = later(lambda: write(dirs[0] / "more.yaml", MC.format(name="60-new")))
     start = time.monotonic()
     rev4 = store.wait_for_change(rev3, 10)
     t.join()
-    assert rev4 > rev3 and time.monotonic() - start < 2
+    assert rev4 > rev3 and time.monotonic() - start < 5
     assert "60-new" in names(store.list_objects("MachineConfig"))
 
 
@@ -473,3 +473,15 @@ def test_stale_temporary_rendered_files_are_removed(dirs: tuple[Path, Path]) -> 
     s = LocalStore(str(dirs[0]), str(dirs[1]))
     assert not old.exists() and new.exists()  # a live writer's file is left alone
     assert s.list_rendered() == []
+
+
+def test_vanished_input_dir_keeps_last_objects(dirs: tuple[Path, Path], store: LocalStore) -> None:
+    moved = dirs[0].with_name("moved")
+    dirs[0].rename(moved)
+    store.revision()
+    (error,) = store.input_errors()
+    assert "no such file or directory" in error
+    assert names(store.list_objects("MachineConfigPool")) == ["master", "worker"]
+    moved.rename(dirs[0])
+    store.revision()
+    assert store.input_errors() == []
