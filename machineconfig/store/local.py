@@ -44,6 +44,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _copy_node(rec: NodeRecord) -> NodeRecord:
+    return NodeRecord(rec.name, dict(rec.labels), dict(rec.annotations), rec.unschedulable,
+                      rec.ready, rec.creation_timestamp, rec.resource_version)
+
+
 def _check_changes(changes: Mapping[str, str | None], what: str) -> None:
     for k, v in changes.items():
         if not isinstance(k, str) or not k or (v is not None and not isinstance(v, str)):
@@ -70,6 +75,8 @@ class LocalStore:
         self._scan_lock = threading.Lock()
         self._last_scan = 0.0
         self._cond = threading.Condition()
+        self._node_lock = threading.Lock()
+        self._node_cache: dict[str, tuple[str, NodeRecord]] = {}
         self._sync_inputs(0.0)
 
     def __repr__(self) -> str:
@@ -292,8 +299,17 @@ class LocalStore:
         return NodeRecord.from_dict(json.loads(rows[0][0]))
 
     def list_nodes(self) -> list[NodeRecord]:
-        rows = self._db.query("SELECT data FROM nodes ORDER BY name")
-        return [NodeRecord.from_dict(json.loads(r[0])) for r in rows]
+        # Decoding is most of the cost at thousands of nodes: reuse the record decoded from
+        # the same stored text last time (callers get copies, the cache is never handed out).
+        rows = self._db.query("SELECT name, data FROM nodes ORDER BY name")
+        with self._node_lock:
+            cache, fresh = self._node_cache, {}
+            for name, data in rows:
+                hit = cache.get(name)
+                fresh[name] = hit if hit is not None and hit[0] == data else (
+                    data, NodeRecord.from_dict(json.loads(data)))
+            self._node_cache = fresh
+        return [_copy_node(rec) for _, rec in fresh.values()]
 
     def _update_node(self, name: str, change: Callable[[NodeRecord], None],
                      create: bool = False) -> NodeRecord:

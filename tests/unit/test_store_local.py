@@ -485,3 +485,11 @@ def test_vanished_input_dir_keeps_last_objects(dirs: tuple[Path, Path], store: L
     moved.rename(dirs[0])
     store.revision()
     assert store.input_errors() == []
+
+
+def test_listed_nodes_are_copies_and_fresh(dirs: tuple[Path, Path], store: LocalStore) -> None:
+    store.register_node("n1", {"a": "1"})
+    store.list_nodes()[0].labels["a"] = "changed"
+    assert store.list_nodes()[0].labels == {"a": "1"}
+    LocalStore(str(dirs[0]), str(dirs[1])).set_node_labels("n1", {"a": "2"})
+    assert store.list_nodes()[0].labels == {"a": "2"}
