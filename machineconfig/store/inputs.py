@@ -137,7 +137,8 @@ class InputDir:
         h = hashlib.sha256(f"{dir_error}\n".encode())
         for p in sorted(self._files):
             f = self._files[p]
-            h.update(f"{p}\0{f.signature}\n".encode())
+            # Relative: processes naming the directory differently agree on the fingerprint.
+            h.update(f"{os.path.relpath(p, self.path)}\0{f.signature}\n".encode())
             if f.error:
                 errors.append(f.error)
             for obj in f.objects:
