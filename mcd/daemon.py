@@ -21,6 +21,7 @@ from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFo
                                        StoreError)
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy
+from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.metrics import DaemonMetrics
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
@@ -35,7 +36,6 @@ NODE_ANNOTATIONS_FILE = "/etc/machine-config-daemon/node-annotations.json"
 NODE_ANNOTATIONS_BAK = "/etc/machine-config-daemon/node-annotation.json.bak"  # singular, as MCO
 ENCAPSULATED_FILE = "/etc/ignition-machine-config-encapsulated.json"
 IGNITION_PRESET = "/etc/systemd/system-preset/20-ignition.preset"
-CONTROL_PLANE_TOPOLOGY_ANNOTATION = f"{C.GROUP}/controlPlaneTopology"
 EVENT_KIND = "Node"
 
 
@@ -60,15 +60,6 @@ class Timeouts:
     backoff_max: float = 60.0
     drift_poll: float = POLL_INTERVAL
     drift_full: float = FULL_CHECK_INTERVAL
-
-
-def duration_text(seconds: float) -> str:
-    """Go-ish words for a timeout ("1 hour", "10 minutes") as MCO's messages spell them."""
-    for unit, size in (("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"{count} {unit}{'' if count == 1 else 's'}"
-    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
 
 
 class _RebootHook:
@@ -120,6 +111,7 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.revision = 0
         self.drift: DriftMonitor | None = None
+        self.drainer = DrainClient(api, node, self._wait, clock, self.event, self.timeouts.watch)
 
     # ---- the store ------------------------------------------------------------------------
     def patch(self, changes: Mapping[str, str | None]) -> NodeRecord:
@@ -196,48 +188,17 @@ class Daemon:
             self.drift = None
 
     # ---- drain handshake ------------------------------------------------------------------
-    def _handshake(self, value: str, timeout: float) -> bool:
-        """Set desiredDrain and wait for the controller to echo it in lastAppliedDrain."""
-        if self._annotations().get(C.LAST_APPLIED_DRAIN_ANNOTATION) == value:
-            log.info("%s already applied", value)
-            return True
-        self.patch({C.DESIRED_DRAIN_ANNOTATION: value})
-        log.info("requested %s, waiting up to %s", value, duration_text(timeout))
-        deadline = self.clock() + timeout
-        while True:
-            if self._annotations().get(C.LAST_APPLIED_DRAIN_ANNOTATION) == value:
-                return True
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                return False
-            self._wait(min(remaining, self.timeouts.watch))
-
     def request_drain(self, desired: str) -> None:
-        annotations = self._annotations()
-        if annotations.get(CONTROL_PLANE_TOPOLOGY_ANNOTATION) == "SingleReplica":
-            log.info("single-replica control plane: drain skipped")
-            return
-        value = f"drain-{desired}"
-        if annotations.get(C.LAST_APPLIED_DRAIN_ANNOTATION) != value:
-            self.event("Cordon", "Cordoned node to apply update")
-            self.event("Drain", "Draining node to update config.")
-        if not self._handshake(value, self.timeouts.drain):
+        try:
+            self.drainer.drain(desired, self.timeouts.drain)
+        except DrainError:
             self.metrics.drain_err.set(1)
-            self.event("FailedToDrain", "failed to drain node", "Warning")
-            raise DaemonError(f"failed to drain node: {self.node_name} after "
-                              f"{duration_text(self.timeouts.drain)}. Please see "
-                              "machine-config-controller logs for more information")
+            raise
         self.metrics.drain_err.set(0)
-
-    def _uncordon(self, current: str) -> None:
-        if not self._handshake(f"uncordon-{current}", self.timeouts.uncordon):
-            raise DaemonError(f"failed to uncordon node: {self.node_name} after "
-                              f"{duration_text(self.timeouts.uncordon)}. Please see "
-                              "machine-config-controller logs for more information")
 
     def _finish(self, current: str, current_mc: Mapping[str, Any]) -> None:
         """MCO's updateConfigAndState when current == desired: uncordon, then Done."""
-        self._uncordon(current)
+        self.drainer.uncordon(current, self.timeouts.uncordon)
         self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
                     C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
                     C.CURRENT_CONFIG_ANNOTATION: current})

@@ -13,7 +13,8 @@ import pytest
 
 from machineconfig import constants as C
 from mcd import state as node_state
-from mcd.daemon import Daemon, DaemonError, Timeouts, duration_text
+from mcd.daemon import Daemon, DaemonError, Timeouts
+from mcd.drain import duration_text
 from mcd.file_writers import FileWriter, Journal
 from tests.unit.fakenodeapi import FakeNodeAPI
 from tests.unit.test_mcd_update import FakeSystemd, mc

@@ -166,7 +166,6 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) -> None:
     import threading
-    import urllib.request
 
     from machineconfig import constants as C
     from mcd.cluster import connect
