@@ -224,6 +224,13 @@ def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) 
         assert (node_root / "etc/containers/policy.json").read_text() == "v2"
         assert ("ReloadUnit", "crio.service") in systemd.calls
         assert not any(call[0] == "Reboot" for call in systemd.calls)
+        # a node token the server no longer knows: registered again with the pool token
+        token_file = node_root / "etc/machine-config-daemon/node-token"
+        token_file.write_text("stale-token\n")
+        again = connect(None, None, "node-a", node_root,
+                        node_root / "etc/machine-config-daemon/node-credentials.json", {})
+        assert again.get_node("node-a").annotations[C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION] == "Done"
+        assert token_file.read_text().strip() not in ("stale-token", "")
     finally:
         if daemon is not None:
             daemon.stop_requested.set()

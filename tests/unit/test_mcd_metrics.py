@@ -1,9 +1,16 @@
-"""mcd.metrics: MCO's metric names on a real /metrics listener; a busy port is not fatal."""
+"""mcd.metrics: MCO's metric names on a real /metrics listener; a busy port is not fatal;
+sd_notify readiness over a real datagram socket.
+"""
 from __future__ import annotations
 
+import socket
 import urllib.request
+from pathlib import Path
+
+import pytest
 
 from mcd.metrics import DaemonMetrics, serve
+from mcd.sdnotify import notify
 
 
 def scrape(port: int) -> str:
@@ -46,3 +53,15 @@ def test_busy_port_is_not_fatal() -> None:
     finally:
         first.shutdown()
         first.server_close()
+
+
+def test_sd_notify_datagram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify("READY=1")
+        assert sock.recv(100) == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not notify("READY=1")  # not under a Type=notify unit: nothing to do
