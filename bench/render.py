@@ -8,7 +8,7 @@ N = 50, 100 and 200.
         pools of one `mcc render` run (parse and validation are memoized; merge, YAML and
         hash are not).
 
-Each time is the best of --repeat runs (the machine is shared), as wall-clock and as CPU time of
+Each time is the best of --repeat rounds over all sizes (the machine is shared), as wall-clock and as CPU time of
 this process (steadier under load; ratios and growth use CPU time). A same-run baseline makes the
 figures comparable across machines: json.dumps + MD5 of every input MachineConfig's Ignition
 config, i.e. touching the same input once at C speed. Growth ratios compare sizes: linear
@@ -72,19 +72,14 @@ def clear_all_caches() -> None:
     mcoparse.clear_caches()
 
 
-def best_of(repeat: int, func: Callable[[], object], cold: bool = False) -> tuple[float, float]:
-    """(best wall-clock seconds, best CPU seconds of this process) over `repeat` runs. CPU time
-    is the steadier figure on a shared machine; both are printed."""
-    walls, cpus = [], []
-    for _ in range(repeat):
-        if cold:
-            clear_all_caches()
-        gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
-        func()
-        cpus.append(time.process_time() - cpu)
-        walls.append(time.perf_counter() - wall)
-    return min(walls), min(cpus)
+def timed(func: Callable[[], object], cold: bool = False) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of this process) of one run."""
+    if cold:
+        clear_all_caches()
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    func()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> int:
@@ -94,37 +89,46 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows: dict[int, tuple[float, float, float]] = {}
-    print("seconds, best of", args.repeat, "(wall clock / CPU of this process)")
-    print(f"{'MCs':>5} {'cold wall':>10} {'cold cpu':>9} {'warm wall':>10} {'warm cpu':>9} "
-          f"{'base cpu':>9} {'cold/base':>10} {'warm/base':>10} {'Go s':>5} {'Go/cold':>8}")
-    for n in sizes:
-        configs = [machine_config(i) for i in range(n)]
+    pools = {n: [machine_config(i) for i in range(n)] for n in sizes}
+    for n, configs in pools.items():
         first = render_pool(POOL, configs, CCONFIG)
         clear_all_caches()
         again = render_pool(POOL, configs, CCONFIG)
         assert first.name == again.name and first.spec == again.spec, "render is not deterministic"
 
-        def baseline() -> None:
-            for mc in configs:
+    def render(n: int) -> Callable[[], object]:
+        return lambda: render_pool(POOL, pools[n], CCONFIG)
+
+    def baseline(n: int) -> Callable[[], object]:
+        def run() -> None:
+            for mc in pools[n]:
                 hashlib.md5(json.dumps(mc.spec.config).encode(), usedforsecurity=False).hexdigest()
+        return run
 
-        def render() -> None:
-            render_pool(POOL, configs, CCONFIG)
-
-        cold_wall, cold_cpu = best_of(args.repeat, render, cold=True)
-        warm_wall, warm_cpu = best_of(args.repeat, render)
-        _base_wall, base_cpu = best_of(args.repeat, baseline)
-        rows[n] = (cold_cpu, warm_cpu, base_cpu)
+    # Rounds over all sizes, so that load from other processes hits every size alike; each
+    # figure is the best of its `repeat` runs.
+    best: dict[tuple[int, str], tuple[float, float]] = {}
+    for _ in range(args.repeat):
+        for n in sizes:
+            for kind, func, cold in (("cold", render(n), True), ("warm", render(n), False),
+                                     ("base", baseline(n), False)):
+                wall, cpu = timed(func, cold)
+                old_wall, old_cpu = best.get((n, kind), (wall, cpu))
+                best[(n, kind)] = (min(wall, old_wall), min(cpu, old_cpu))
+    print("seconds, best of", args.repeat, "(wall clock / CPU of this process)")
+    print(f"{'MCs':>5} {'cold wall':>10} {'cold cpu':>9} {'warm wall':>10} {'warm cpu':>9} "
+          f"{'base cpu':>9} {'cold/base':>10} {'warm/base':>10} {'Go s':>5} {'Go/cold':>8}")
+    for n in sizes:
+        (cold_wall, cold_cpu), (warm_wall, warm_cpu) = best[(n, "cold")], best[(n, "warm")]
+        base_cpu = best[(n, "base")][1]
         go = GO_SECONDS.get(n)
         go_text = (f"{go:>5.1f} {go / cold_wall:>7.1f}x" if go else f"{'-':>5} {'-':>8}")
         print(f"{n:>5} {cold_wall:>10.3f} {cold_cpu:>9.3f} {warm_wall:>10.3f} {warm_cpu:>9.3f} "
-              f"{base_cpu:>9.4f} {cold_cpu / base_cpu:>10.1f} {warm_cpu / base_cpu:>10.1f} {go_text}",
-              flush=True)
+              f"{base_cpu:>9.4f} {cold_cpu / base_cpu:>10.1f} {warm_cpu / base_cpu:>10.1f} {go_text}")
     for small, big in zip(sizes, sizes[1:]):
-        (c1, w1, b1), (c2, w2, b2) = rows[small], rows[big]
-        print(f"growth {big}/{small} (cpu): cold {c2 / c1:.2f}, warm {w2 / w1:.2f}, "
-              f"baseline {b2 / b1:.2f} (linear: {big / small:.2f})")
+        ratios = [best[(big, kind)][1] / best[(small, kind)][1] for kind in ("cold", "warm", "base")]
+        print(f"growth {big}/{small} (cpu): cold {ratios[0]:.2f}, warm {ratios[1]:.2f}, "
+              f"baseline {ratios[2]:.2f} (linear: {big / small:.2f})")
     return 0
 
 
