@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from machineconfig.constants import (
-    CURRENT_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_REASON_ANNOTATION,
-    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
+    CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
+    MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DONE,
 )
 from machineconfig.store.base import NodeRecord
-from mcc.node_controller import FAILING_STATES, is_done, is_failing, is_ready
+from mcc.node_controller import FAILING_STATES
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,20 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     total = len(nodes)
     updated = ready = unavailable = 0
     degraded: list[NodeRecord] = []
-    for node in nodes:  # the predicates of mcc.node_controller, once per node
-        done = is_done(node)
-        node_ready = is_ready(node)
-        if done and node.annotations.get(CURRENT_CONFIG_ANNOTATION) == target:
+    for node in nodes:  # mcc.node_controller's predicates, inlined: a pass covers every node
+        a = node.annotations
+        current = a.get(CURRENT_CONFIG_ANNOTATION, "")
+        desired = a.get(DESIRED_CONFIG_ANNOTATION, "")
+        state = a.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION)
+        node_ready = node.ready and not node.unschedulable
+        done = (current != "" and current == desired and state == STATE_DONE
+                and DESIRED_IMAGE_ANNOTATION not in a)
+        if done and current == target:
             updated += 1
             ready += node_ready
-        if not node_ready or not (done or is_failing(node)):
+        if not node_ready or not (done or (current != desired and state in FAILING_STATES)):
             unavailable += 1
-        if node.annotations.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) in FAILING_STATES:
+        if state in FAILING_STATES:
             degraded.append(node)
     status["observedGeneration"] = int((pool.get("metadata") or {}).get("generation") or 0)
     status["machineCount"] = total
