@@ -3,12 +3,13 @@
 candidates, zone-then-age ordering, the desiredConfig patches, and the pool status.
 
 Nodes are spread over 3 zones, all Done on the old config; maxUnavailable is 10%, so the pass
-picks 1,000 nodes after sorting the candidates. Each time is the best of --repeat runs (the
-machine is shared). The same-run baseline is one pass that only reads every node's currentConfig,
+picks 1,000 nodes after sorting the candidates. Each figure is the best of --repeat runs, in
+CPU time of this process (the machine is shared: wall time counts other processes' turns too;
+the best wall time is printed beside it). The same-run baseline is one pass that only reads every node's currentConfig,
 desiredConfig and state annotations; the ratio says how many such reads one pass costs.
 Target: under 50 ms for 10,000 nodes.
 
-Usage: .venv/bin/python bench/rollout.py [--nodes 10000] [--repeat 7]
+Usage: .venv/bin/python bench/rollout.py [--nodes 10000] [--repeat 15]
 """
 from __future__ import annotations
 
@@ -72,29 +73,32 @@ def one_pass(pools: Sequence[dict[str, Any]], nodes: Sequence[NodeRecord]) -> in
     return patched
 
 
-def best(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
-    times, out = [], 0
+def best(fn: Callable[[], int], repeat: int) -> tuple[float, float, int]:
+    """Best CPU time, best wall time, and the result."""
+    cpu, wall, out = [], [], 0
     for _ in range(repeat):
         gc.collect()
-        start = time.perf_counter()
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
         out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
+        cpu.append(time.process_time() - start_cpu)
+        wall.append(time.perf_counter() - start_wall)
+    return min(cpu), min(wall), out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     pools, nodes = make_cluster(args.nodes)
-    base, _ = best(lambda: baseline(pools, nodes), args.repeat)
-    took, patched = best(lambda: one_pass(pools, nodes), args.repeat)
+    base, base_wall, _ = best(lambda: baseline(pools, nodes), args.repeat)
+    took, took_wall, patched = best(lambda: one_pass(pools, nodes), args.repeat)
     ms = took * 1000
     print(f"nodes: {args.nodes} in one pool, maxUnavailable 10%: {patched} nodes targeted")
-    print(f"baseline (read every node's annotations): {base * 1000:.2f} ms")
-    print(f"reconcile pass (membership, rollout, status): {ms:.2f} ms "
-          f"({took / base:.1f}x baseline)")
+    print(f"baseline (read every node's annotations): {base * 1000:.2f} ms CPU "
+          f"({base_wall * 1000:.2f} ms wall)")
+    print(f"reconcile pass (membership, rollout, status): {ms:.2f} ms CPU "
+          f"({took_wall * 1000:.2f} ms wall), {took / base:.1f}x baseline")
     print(f"target: under {TARGET_MS:.0f} ms: {'met' if ms < TARGET_MS else 'MISSED'}")
     return 0 if ms < TARGET_MS else 1
 
