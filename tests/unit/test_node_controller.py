@@ -193,3 +193,34 @@ def test_new_node_without_desired_config_is_adopted() -> None:
     assert r.targeted == ["new"]
     r = reconcile_pool(pool(paused=True), [joined])
     assert r.patches == {"new": {DES: OLD}}
+
+
+def test_inlined_hot_loops_agree_with_the_predicates() -> None:
+    """candidates() and calculate_status() inline the predicates for speed: same answers."""
+    import random
+
+    from mcc.node_controller import is_degraded, is_done, is_ready, is_failing, targets
+    from mcc.pool_status import calculate_status
+    rng = random.Random(7)
+    configs = ["", OLD, NEW]
+    for _ in range(200):
+        nodes = []
+        for i in range(rng.randint(0, 12)):
+            ann = {k: v for k, v in ((CUR, rng.choice(configs)), (DES, rng.choice(configs)),
+                                     (STATE, rng.choice(["", "Done", "Working", "Degraded",
+                                                         "Unreconcilable"]))) if v}
+            if rng.random() < 0.1:
+                ann[DESIRED_IMAGE_ANNOTATION] = "img"
+            nodes.append(NodeRecord(f"n{i}", {}, ann, rng.random() < 0.2, rng.random() < 0.8))
+        status = calculate_status(pool(), nodes, "t")
+        assert status["unavailableMachineCount"] == sum(map(is_unavailable, nodes))
+        assert status["degradedMachineCount"] == sum(map(is_degraded, nodes))
+        updated = [n for n in nodes if is_done(n) and n.annotations.get(CUR) == NEW]
+        assert status["updatedMachineCount"] == len(updated)
+        assert status["readyMachineCount"] == sum(map(is_ready, updated))
+        chosen, capacity = candidates(nodes, NEW, 100)
+        unavailable = sum(map(is_unavailable, nodes))
+        failing = sum(1 for n in nodes if targets(n, NEW) and is_failing(n))
+        if 100 - unavailable > failing:
+            assert chosen == [n for n in nodes if not targets(n, NEW) and is_ready(n)]
+            assert capacity == 100 - unavailable - failing
