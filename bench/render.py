@@ -3,13 +3,15 @@
 N = 50, 100 and 200.
 
   cold  nothing parsed yet, as in a fresh `mcc render` process: every memo (mcoparse's parse
-        and validation caches, the URL/data-URL verdicts) is cleared before each run;
+        and validation caches, the URL/data-URL and unit-text verdicts) is cleared before
+        each run;
   warm  the same configs rendered again in the same process, as for the second and later
         pools of one `mcc render` run (parse and validation are memoized; merge, YAML and
         hash are not).
 
-Each time is the best of --repeat rounds over all sizes (the machine is shared), as wall-clock and as CPU time of
-this process (steadier under load; ratios and growth use CPU time). A same-run baseline makes the
+Each time is the best of --repeat rounds over all sizes (the machine is shared), as wall clock
+and as CPU time of this process (steadier under load; ratios and growth use CPU time; the Go
+column compares wall clock). A same-run baseline makes the
 figures comparable across machines: json.dumps + MD5 of every input MachineConfig's Ignition
 config, i.e. touching the same input once at C speed. Growth ratios compare sizes: linear
 scaling gives 2.0 for 200/100 and 100/50. MCO's Go code takes about 0.6 s, 1.3 s and 4.6 s for
