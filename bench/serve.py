@@ -10,7 +10,9 @@ issue's target is at least half of nginx's req/s.
 Needs `wrk` and `nginx` (Debian: `apt-get install -y wrk nginx-light`); exits 2 without them.
 
 Usage: .venv/bin/python bench/serve.py [--duration 10] [--connections 16 64] [--sizes typical large]
-                                       [--rounds 1] [--workers N]
+                                       [--rounds 1] [--workers N] [--gzip]
+       --gzip: also send `Accept-Encoding: gzip` as Ignition's Go client does; nginx then serves mcs's
+       gzip body through gzip_static. Note that the fixture configs compress far better than real ones.
 """
 from __future__ import annotations
 
