@@ -101,19 +101,27 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+# Joining machines send a handful of distinct Accept-Encoding headers; parse each once. Bounded, as
+# the header is the client's to choose.
+_accepts_gzip = functools.lru_cache(maxsize=256)(accepts_gzip)
+
+
+class BodyResponse(web.Response):
+    """A response whose head goes out in a write of its own, then the body as it is: aiohttp would
+    otherwise join head and body into one new buffer, a copy of the whole body per request."""
+
+    _send_headers_immediately = True
+
+
 def _config_response(request: web.Request, served: Served) -> web.StreamResponse:
-    use_gzip = served.gzip_body is not None and accepts_gzip(request.headers.get("Accept-Encoding", ""))
-    etag = served.gzip_etag if use_gzip else served.etag
-    # The body depends on both the Accept (spec version) and Accept-Encoding request headers.
-    headers = {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-cache"}
-    if_none_match = request.headers.get("If-None-Match")
+    headers = request.headers
+    use_gzip = served.gzip_body is not None and _accepts_gzip(headers.get("Accept-Encoding", ""))
+    if_none_match = headers.get("If-None-Match")
     if if_none_match is not None and served.matches(if_none_match):
-        return web.Response(status=304, headers=headers)
-    resp = web.Response(body=served.gzip_body if use_gzip else served.body, headers=headers,
-                        content_type="application/json")
+        return web.Response(status=304, headers=served.validators(served.gzip_etag if use_gzip else served.etag))
     if use_gzip:
-        resp.headers["Content-Encoding"] = "gzip"
-    return resp
+        return BodyResponse(body=served.gzip_body, headers=served.gzip_headers)
+    return BodyResponse(body=served.body, headers=served.headers)
 
 
 _HOST = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
@@ -219,8 +227,9 @@ async def observe(request: web.Request,
     """Time, count and log every request; finish sending inside so slow readers hit the deadline."""
     state = request.app[STATE]
     started = time.perf_counter()
-    if state.watcher is not None:
-        state.watcher.request_started(request.protocol)
+    watcher = state.watcher
+    if watcher is not None:
+        watcher.request_started(request.protocol)
     try:
         resp = await handler(request)
     except web.HTTPException as e:
@@ -235,15 +244,21 @@ async def observe(request: web.Request,
         await resp.write_eof()
     finally:
         elapsed = time.perf_counter() - started
-        route = _route_of(request.path)
-        state.metrics.observe(route, status, elapsed)
-        if route == "config":
-            state.metrics.observe_config(_pool_label(state, request.get(POOL), status),
-                                         request.get(VERSION, ""), status)
-        if state.watcher is not None:
-            state.watcher.request_finished(request.protocol)
-        access_log.info("%s %s %s %d %s %.1fms", request.remote, request.method, _loggable_path(request),
-                        status, request.get(VERSION, "-"), elapsed * 1000)
+        version = request.get(VERSION)
+        pool = request.get(POOL)
+        if pool is None:
+            state.metrics.observe(_route_of(request.path), status, elapsed)
+        elif status == 200 or status == 304:
+            # A config answer: the pool exists and the version was negotiated (one bound lookup).
+            state.metrics.observe_served(pool, version or "", status, elapsed)
+        else:
+            state.metrics.observe(_route_of(request.path), status, elapsed)
+            state.metrics.observe_config(_pool_label(state, pool, status), version or "", status)
+        if watcher is not None:
+            watcher.request_finished(request.protocol)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %s %d %s %.1fms", request.remote, request.method, _loggable_path(request),
+                            status, version or "-", elapsed * 1000)
     return resp
 
 

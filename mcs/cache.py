@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,12 @@ GZIP_MIN_SIZE = 256
 # Distinct variants (server URLs in the served credentials) kept per pool and rendered config; the
 # Host header is the client's to choose, so it must not grow the cache without bound.
 MAX_VARIANTS = 8
+
+# How stale the served config may be, in seconds: a pool's inputs (files on disk, the store revision)
+# are checked at most this often rather than on every request, so a change on disk is served within
+# this bound. The command line (`mcs bootstrap|start --input-check-interval`) defaults to this;
+# ServedConfigCache and ServerOptions default to 0, which checks on every request.
+INPUT_CHECK_INTERVAL = 0.5
 
 
 class ConfigSource(Protocol):
@@ -45,6 +52,20 @@ class Served:
     etag: str
     gzip_body: bytes | None
     gzip_etag: str
+    # The 200 response headers of either coding, computed once (a request copies them, no more).
+    headers: dict[str, str] = dataclasses.field(init=False, repr=False, compare=False)
+    gzip_headers: dict[str, str] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", {**self.validators(self.etag), "Content-Type": "application/json"})
+        object.__setattr__(self, "gzip_headers", {**self.validators(self.gzip_etag),
+                                                  "Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+    @staticmethod
+    def validators(etag: str) -> dict[str, str]:
+        """The headers of both a 200 and a 304: the tag, what the body varies by, and no-cache."""
+        # The body depends on both the Accept (spec version) and Accept-Encoding request headers.
+        return {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": "no-cache"}
 
     def matches(self, if_none_match: str) -> bool:
         """If-None-Match (weak comparison, as RFC 9110 asks for GET) against either coding's tag."""
@@ -65,22 +86,27 @@ _Key = tuple[str, str, str, str]  # pool, rendered config, spec version, variant
 class ServedConfigCache:
     """Concurrent misses for the same key share one build, run off the event loop."""
 
-    def __init__(self, source: ConfigSource, on_build: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, source: ConfigSource, on_build: Callable[[str, str], None] | None = None,
+                 check_interval: float = 0.0) -> None:
         self.source = source
         self._on_build = on_build
+        self.check_interval = check_interval
+        # pool -> (when to check its inputs again, what they resolved to); only pools that resolved
+        # get an entry, so clients asking for made-up pools cannot grow it.
+        self._resolved: dict[str, tuple[float, Resolved]] = {}
         self._entries: dict[_Key, tuple[tuple[object, ...], Served]] = {}
         self._building: dict[tuple[_Key, tuple[object, ...]], asyncio.Future[Served]] = {}
         self.builds = 0
 
     async def get(self, pool: str, version: str, variant: str = "") -> Served:
         """The served representation; NotFound/ServeError from the source propagate."""
-        resolved = self.source.resolve(pool)
-        if variant:
-            resolved = dataclasses.replace(resolved, variant=variant)
+        resolved = self._resolve(pool)
         key = (pool, resolved.config_name, version, variant)
         entry = self._entries.get(key)
         if entry is not None and entry[0] == resolved.signature:
             return entry[1]
+        if variant:
+            resolved = dataclasses.replace(resolved, variant=variant)
         building = (key, resolved.signature)
         task = self._building.get(building)
         if task is None:
@@ -90,6 +116,22 @@ class ServedConfigCache:
             self._building[building] = task
             task.add_done_callback(lambda t: self._finished(building, t))
         return await asyncio.shield(task)
+
+    def _resolve(self, pool: str) -> Resolved:
+        """The source's resolution, reused for check_interval seconds (the staleness bound)."""
+        if self.check_interval <= 0:
+            return self.source.resolve(pool)
+        now = time.monotonic()
+        hit = self._resolved.get(pool)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        try:
+            resolved = self.source.resolve(pool)
+        except Exception:
+            self._resolved.pop(pool, None)
+            raise
+        self._resolved[pool] = (now + self.check_interval, resolved)
+        return resolved
 
     def _finished(self, building: tuple[_Key, tuple[object, ...]], task: asyncio.Future[Served]) -> None:
         self._building.pop(building, None)

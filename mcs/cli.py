@@ -27,7 +27,16 @@ def _port(text: str) -> int | None:
     return value
 
 
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"not an interval between 0 and 60 seconds: {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
+    from mcs.cache import INPUT_CHECK_INTERVAL
+
     parser = argparse.ArgumentParser(prog="mcs", description="machine-config server: serves Ignition to joining machines")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds a client has to send a request head (and the keep-alive idle limit)")
     boot.add_argument("--response-timeout", type=float, default=60.0,
                       help="seconds a client has to receive one response")
+    boot.add_argument("--input-check-interval", type=_interval, default=INPUT_CHECK_INTERVAL, metavar="SECONDS",
+                      help="check the input files at most this often, not on every request: a change "
+                           f"is served within this bound (default {INPUT_CHECK_INTERVAL}; 0: every request)")
 
     start = sub.add_parser("start", help="serve pools from a store, and the node API for daemons")
     start.add_argument("--store", required=True, help="store URL, e.g. local:DIR (input YAML directory)")
@@ -78,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds a client has to send a request head (and the keep-alive idle limit)")
     start.add_argument("--response-timeout", type=float, default=60.0,
                        help="seconds a client has to receive one response (long polls get their own)")
+    start.add_argument("--input-check-interval", type=_interval, default=INPUT_CHECK_INTERVAL, metavar="SECONDS",
+                       help="check the store revision and input files at most this often, not on every "
+                            f"request: a change is served within this bound (default {INPUT_CHECK_INTERVAL}; "
+                            "0: every request)")
 
     ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
     ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
@@ -126,7 +142,8 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
         basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         workers=workers, token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout, registry_cas=registry_cas)
+        response_timeout=args.response_timeout, registry_cas=registry_cas,
+        input_check_interval=args.input_check_interval)
     if options.secure_port is None and options.insecure_port is None:
         log.error("both listeners are off")
         return 2
@@ -156,7 +173,7 @@ def _start(args: argparse.Namespace) -> int:
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         token_file=args.token_file, header_timeout=args.header_timeout,
         response_timeout=args.response_timeout, store=args.store, state_dir=args.state,
-        advertise_url=args.advertise_url)
+        advertise_url=args.advertise_url, input_check_interval=args.input_check_interval)
     if options.secure_port is None and options.insecure_port is None:
         log.error("both listeners are off")
         return 2

@@ -42,6 +42,8 @@ class ServerMetrics:
         self._requests: dict[tuple[str, int], Any] = {}
         self._latency: dict[str, Any] = {}
         self._config: dict[tuple[str, str, int], Any] = {}
+        # (pool, version, code) of a served config -> its (requests, latency, config_requests) children.
+        self._served: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         counter = self._requests.get((route, code))
@@ -52,6 +54,19 @@ class ServerMetrics:
         if histogram is None:
             histogram = self._latency[route] = self.latency.labels(route)
         histogram.observe(seconds)
+
+    def observe_served(self, pool: str, version: str, code: int, seconds: float) -> None:
+        """A config request answered 200 or 304 (`pool` exists): route and config metrics in one
+        lookup of the children bound for (pool, version, code)."""
+        bound = self._served.get((pool, version, code))
+        if bound is None:
+            bound = self._served[(pool, version, code)] = (
+                self.requests.labels("config", str(code)), self.latency.labels("config"),
+                self.config_requests.labels(pool, version, str(code)))
+        requests, latency, config = bound
+        requests.inc()
+        latency.observe(seconds)
+        config.inc()
 
     def observe_config(self, pool: str, version: str, code: int) -> None:
         """`pool` must be a pool that exists (or UNKNOWN_POOL) so clients cannot grow the label set."""

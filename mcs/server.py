@@ -56,6 +56,13 @@ class ServerOptions:
     state_dir: Path | None = None
     ca: Path | None = None  # CA PEM handed to nodes in store mode (default: the --cert file)
     advertise_url: str | None = None
+    # Seconds a pool's inputs (files, store revision) may go unchecked: the staleness bound of a
+    # served config. 0 checks on every request; the command line defaults to INPUT_CHECK_INTERVAL.
+    input_check_interval: float = 0.0
+
+
+# The attribute of a connection (aiohttp's RequestHandler) that holds its ConnectionGuard deadline.
+DEADLINE = "_mcs_deadline"
 
 
 class ConnectionGuard:
@@ -67,32 +74,38 @@ class ConnectionGuard:
     def __init__(self, header_timeout: float, response_timeout: float) -> None:
         self.header_timeout = header_timeout
         self.response_timeout = response_timeout
-        self._deadlines: weakref.WeakKeyDictionary[web.RequestHandler, float] = weakref.WeakKeyDictionary()
+        # The open connections; each one's deadline is an attribute of its own (DEADLINE), so the
+        # per-request calls are an attribute store and no weak-reference lookup.
+        self._handlers: weakref.WeakSet[web.RequestHandler] = weakref.WeakSet()
         self.aborted = 0
 
     def connection_made(self, handler: web.RequestHandler) -> None:
-        self._deadlines[handler] = time.monotonic() + self.header_timeout
+        setattr(handler, DEADLINE, time.monotonic() + self.header_timeout)
+        self._handlers.add(handler)
 
     def connection_lost(self, handler: web.RequestHandler) -> None:
-        self._deadlines.pop(handler, None)
+        self._handlers.discard(handler)
+        setattr(handler, DEADLINE, None)
+
+    def _set(self, protocol: object, seconds: float) -> None:
+        # Only aiohttp connections this guard still watches (their deadline is not None).
+        if isinstance(protocol, web.RequestHandler) and getattr(protocol, DEADLINE, None) is not None:
+            setattr(protocol, DEADLINE, time.monotonic() + seconds)
 
     def request_started(self, protocol: object) -> None:
-        if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
-            self._deadlines[protocol] = time.monotonic() + self.response_timeout
+        self._set(protocol, self.response_timeout)
 
     def request_finished(self, protocol: object) -> None:
-        if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
-            self._deadlines[protocol] = time.monotonic() + self.header_timeout
+        self._set(protocol, self.header_timeout)
 
     def extend(self, protocol: object, seconds: float) -> None:
-        if isinstance(protocol, web.RequestHandler) and protocol in self._deadlines:
-            self._deadlines[protocol] = time.monotonic() + seconds
+        self._set(protocol, seconds)
 
     def sweep(self) -> int:
         now = time.monotonic()
-        late = [h for h, deadline in list(self._deadlines.items()) if deadline < now]
+        late = [h for h in list(self._handlers) if (getattr(h, DEADLINE, None) or now) < now]
         for handler in late:
-            self._deadlines.pop(handler, None)
+            self.connection_lost(handler)
             if handler.transport is not None:
                 handler.transport.abort()
         self.aborted += len(late)
@@ -147,7 +160,8 @@ def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> Server
         raise ValueError("bootstrap mode needs a base directory and a kubeconfig")
     source = BootstrapSource(options.basedir, options.kubeconfig, list(options.registry_cas))
     metrics = ServerMetrics()
-    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc())
+    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
+                              check_interval=options.input_check_interval)
     auth = TokenAuth(options.token_file) if options.token_file is not None else None
     return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard)
 

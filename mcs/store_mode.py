@@ -47,7 +47,8 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
     except StoreError as e:
         log.warning("cannot list pools yet, bootstrap tokens will be created later: %s", e)
     metrics = ServerMetrics()
-    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc())
+    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
+                              check_interval=options.input_check_interval)
     auth: Authorizer = pool_tokens
     if options.token_file is not None:
         auth = AnyOf(pool_tokens, TokenAuth(options.token_file))
