@@ -5,6 +5,7 @@ it to yaml.v2; output is the exact text MCO hashes for the rendered-config name.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -63,8 +64,20 @@ def _fold_nel(text: str) -> str:
     return _NEL_RUN.sub(fold, text)
 
 
+# Everything check_reader refuses, and the NEL that _fold_nel rewrites.
+_READER_OR_NEL = re.compile("[\x7f-\x9f\ufffe\uffff]")
+
+
 def json_round_trip(value: Any) -> Any:
     """The value yaml.v2 decodes from Go's JSON of `value` (ghodss/yaml's first step)."""
+    try:
+        # Fast path: one C pass over every key and string; the JSON text only adds ASCII
+        # punctuation and escapes of characters below 0x20, so none of these can come from it.
+        text = json.dumps(value, ensure_ascii=False, check_circular=False)
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is not None and _READER_OR_NEL.search(text) is None:
+        return value
     check_reader(value)
     if not any("\x85" in text for text in _strings(value)):
         return value

@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from machineconfig.yamlv2.resolve import DOUBLE, LITERAL, PLAIN, SINGLE, scalar_event
+from machineconfig.yamlv2.resolve import DOUBLE, LITERAL, PLAIN, SINGLE, plain_as_is, scalar_event
 from machineconfig.yamlv2.scalar import ANY_BREAK, BREAKS, NON_PRINTABLE, analyze, printable
 from machineconfig.yamlv2.sorter import sorted_keys
 
@@ -23,6 +23,38 @@ _NEEDS_ESCAPE = re.compile(f"[\"\\\\{BREAKS}]|" + NON_PRINTABLE.pattern)
 _ESCAPES = {0x00: "0", 0x07: "a", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0B: "v", 0x0C: "f",
             0x0D: "r", 0x1B: "e", 0x22: '"', 0x5C: "\\", 0x85: "N", 0xA0: "_",
             0x2028: "L", 0x2029: "P"}
+
+
+_KEY_ORDERS: dict[tuple[Any, ...], list[Any]] = {}
+_SIMPLE_KEYS: dict[str, bool] = {}
+_MEMO_LIMIT = 4096
+
+
+def _key_order(value: dict[Any, Any]) -> list[Any]:
+    """sorted_keys(value), memoized on the key tuple (mappings of one shape recur a lot)."""
+    keys = tuple(value)
+    if len(keys) > 32 or not all(type(k) is str for k in keys):
+        return sorted_keys(value)
+    order = _KEY_ORDERS.get(keys)
+    if order is None:
+        order = sorted_keys(keys)
+        if len(_KEY_ORDERS) >= _MEMO_LIMIT:
+            _KEY_ORDERS.clear()
+        _KEY_ORDERS[keys] = order
+    return order
+
+
+def _simple_key(key_text: str) -> bool:
+    """Whether yaml.v2 writes the key inline (no line break, at most 128 bytes), memoized."""
+    simple = _SIMPLE_KEYS.get(key_text)
+    if simple is None:
+        simple = not any(c in BREAKS for c in key_text) \
+            and len(key_text.encode("utf-8", "surrogatepass")) <= MAX_SIMPLE_KEY_BYTES
+        if len(key_text) <= MAX_SIMPLE_KEY_BYTES:
+            if len(_SIMPLE_KEYS) >= _MEMO_LIMIT:
+                _SIMPLE_KEYS.clear()
+            _SIMPLE_KEYS[key_text] = simple
+    return simple
 
 
 class Emitter:
@@ -83,6 +115,19 @@ class Emitter:
              simple_key: bool = False) -> None:
         self.mapping_context = mapping
         self.simple_key_context = simple_key
+        cls = type(value)
+        if cls is int or (cls is str and plain_as_is(value)):
+            # Fast path: a scalar written plain exactly as it is (no quoting, folding or
+            # escaping can apply), as `scalar` would write it.
+            if not self.whitespace:
+                self.out.append(" ")
+                self.column += 1
+            text = str(value)
+            self.out.append(text)
+            self.column += len(text)
+            self.whitespace = False
+            self.indention = False
+            return
         if isinstance(value, dict):
             if not value:
                 self.write_indicator("{", True, True, False)
@@ -100,12 +145,10 @@ class Emitter:
 
     def block_mapping(self, value: dict[str, Any]) -> None:
         self.increase_indent(False, False)
-        for key in sorted_keys(value):
+        for key in _key_order(value):
             self.write_indent()
             key_text = str(key)
-            simple = "\n" not in key_text and not any(c in BREAKS for c in key_text) \
-                and len(key_text.encode("utf-8", "surrogatepass")) <= MAX_SIMPLE_KEY_BYTES
-            if simple:
+            if _simple_key(key_text):
                 self.node(key_text, mapping=True, simple_key=True)
                 self.write_indicator(":", False, False, False)
             else:

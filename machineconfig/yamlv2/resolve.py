@@ -138,6 +138,19 @@ def go_format_float(f: float) -> str:
     return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
+# A string yaml.v2 writes plain and unchanged whatever the context: printable ASCII without
+# spaces (so never folded, escaped or multi-line), no indicator first and no ':' last (so a plain
+# block scalar, also as a simple key), a first character that no non-string resolution starts
+# with (digits, signs, '.', and the y/n/t/f/o/~ words are left to the full path), not "---"/"...".
+_PLAIN_AS_IS = re.compile(r"[A-Za-z/_=$^()<;\\][\x21-\x7e]*(?<!:)")
+
+
+def plain_as_is(text: str) -> bool:
+    """True when `text` is emitted as a plain scalar exactly as it is (a fast path of the
+    emitter: scalar_event gives PLAIN and `analyze` allows a plain block scalar and simple key)."""
+    return _PLAIN_AS_IS.fullmatch(text) is not None and text not in _RESOLVE_MAP
+
+
 def scalar_event(value: Any) -> tuple[str, str]:
     """(text, requested style) as yaml.v2's encoder produces them for a Go value."""
     if value is None:
