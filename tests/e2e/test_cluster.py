@@ -23,7 +23,7 @@ from tests.e2e.conftest import E2E, JOIN_TIMEOUT, WORKERS
 from tests.e2e.history import NodeHistory
 from tests.e2e.nodes import FIRSTBOOT_UNIT_NAME
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 REGISTRIES = "/etc/containers/registries.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
