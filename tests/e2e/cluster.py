@@ -126,6 +126,7 @@ class Cluster:
     insecure_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ca: Path | None = None
+    pid_file: Path | None = None  # for reap_stale_clusters() after a run killed before cleanup
 
     @property
     def url(self) -> str:
@@ -156,6 +157,10 @@ class Cluster:
                                             stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
                                             start_new_session=True)
         out.close()
+        if self.pid_file is not None:
+            self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.pid_file, "a") as pids:
+                pids.write(f"{self.procs[name].pid} {self.state_dir}\n")
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -181,6 +186,8 @@ class Cluster:
                 log.warning("%s ignored SIGTERM; killing it", name)
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     # -- tokens and the config endpoint --
     def token(self, pool: str) -> str:
@@ -214,6 +221,24 @@ class Cluster:
         assert self.ca is not None
         return {"url": self.url, "ca": str(self.ca), "state": str(self.state_dir),
                 "input": str(self.input_dir)}
+
+
+def reap_stale_clusters(runs_dir: Path) -> None:
+    """Kill the mcc/mcs of a test run that was killed before its cleanup: `cluster-<owner>.pids`
+    files whose owner is gone; a pid is killed only if it still runs on that state dir."""
+    for pid_file in runs_dir.glob("cluster-*.pids"):
+        owner = pid_file.stem.rsplit("-", 1)[-1]
+        if owner.isdigit() and Path(f"/proc/{owner}").exists():
+            continue  # a live session's
+        for line in pid_file.read_text().splitlines():
+            pid, _, state_dir = line.partition(" ")
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if state_dir.encode() in cmdline:
+                os.killpg(int(pid), signal.SIGKILL)  # own session: its whole group
+        pid_file.unlink(missing_ok=True)
 
 
 def pool_token(state_dir: Path, pool: str) -> str:

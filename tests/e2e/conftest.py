@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import (CURRENT, DESIRED, STATE, REPO_ROOT, Cluster, node_summary,
-                               open_local_store, pointer_config, pool_summary, wait_until)
+                               open_local_store, pointer_config, pool_summary,
+                               reap_stale_clusters, wait_until)
 from tests.e2e.nodes import RUNS_DIR, RebootSupervisor, add_pointer_nodes
 from tests.node.harness import Node, NodeFactory, reap_stale
 from tests.node.rootfs import ensure_rootfs, missing_prerequisites
@@ -129,7 +130,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # a copy: the steps add, change and remove input files
     shutil.copytree(REPO_ROOT / "examples/cluster", input_dir)
     set_max_unavailable(input_dir / "pools.yaml", "worker", 1)
-    running = Cluster(input_dir, base / "state", base / "work")
+    reap_stale_clusters(RUNS_DIR)
+    running = Cluster(input_dir, base / "state", base / "work",
+                      pid_file=RUNS_DIR / f"cluster-{os.getpid()}.pids")
     try:
         running.start()
         running.wait_serving("worker")
