@@ -198,18 +198,26 @@ class FileWriter:
         self.journal = journal
         # systemd masks units on the real root; other roots (tests, images) get plain symlinks
         self.masker = masker
+        self._id_cache: dict[str, dict[str, str]] = {}
 
     def host_path(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
 
     # ---- owners -------------------------------------------------------------------------
     def _lookup(self, database: str, name: str) -> int:
-        # read the node's own databases: names must resolve as on the node, even under --root
-        for line in self.host_path(f"/etc/{database}").read_text().splitlines():
-            fields = line.split(":")
-            if len(fields) > 2 and fields[0] == name:
-                return int(fields[2])
-        raise WriteError(f"{'user' if database == 'passwd' else 'group'} {name!r} not found")
+        # read the node's own databases: names must resolve as on the node, even under --root;
+        # each is read once per writer (and again after the update itself rewrites it)
+        ids = self._id_cache.get(database)
+        if ids is None:
+            ids = {}
+            for line in self.host_path(f"/etc/{database}").read_text().splitlines():
+                fields = line.split(":")
+                if len(fields) > 2:
+                    ids.setdefault(fields[0], fields[2])
+            self._id_cache[database] = ids
+        if name not in ids:
+            raise WriteError(f"{'user' if database == 'passwd' else 'group'} {name!r} not found")
+        return int(ids[name])
 
     def owner_of(self, entry: Mapping[str, Any]) -> tuple[int, int]:
         user, group = entry.get("user") or {}, entry.get("group") or {}
@@ -254,6 +262,8 @@ class FileWriter:
             self.backup_original(node_path)
             self.journal.record(target)
             atomic_write(target, data, mode, uid, gid, self.journal)
+            if node_path in ("/etc/passwd", "/etc/group"):
+                self._id_cache.pop(node_path[5:], None)
         except (OSError, ValueError, KeyError, MachineConfigError) as err:
             raise WriteError(f"failed to write file {node_path}: {err}") from err
 

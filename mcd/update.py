@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
+from machineconfig.mcoparse import raw_config
 from machineconfig.reconcile import name_of
 from mcd import state as node_state
 from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolicy, describe,
@@ -27,6 +28,16 @@ from mcd.systemd import SystemdApi, SystemdError
 log = logging.getLogger(__name__)
 
 FIPS_ENABLED = Path("/proc/sys/crypto/fips_enabled")
+
+
+def with_raw_config(mc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`mc` with `spec.config` as the raw JSON bytes MCO sees: the parse of those bytes is cached,
+    so each later `ignition_config_of` is one lookup (bytes keep their hash) instead of
+    serialising the whole config again (~25 ms for 1,000 files, nine times per update)."""
+    spec = mc.get("spec")
+    if not isinstance(spec, Mapping) or isinstance(spec.get("config"), (bytes, type(None))):
+        return mc
+    return {**mc, "spec": {**spec, "config": raw_config(spec["config"])}}
 
 
 class UnreconcilableUpdate(Exception):
@@ -109,33 +120,54 @@ def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: P
 
 
 class _UnitOps:
-    """Unit-file enablement done through systemd, with the prior states needed to undo it."""
+    """Unit-file enablement done through systemd, with the prior states needed to undo it.
+
+    Unit file states are asked once per unit and remembered until something that changes them
+    (an enable, disable or preset of that unit, or a unit file write: `forget()`)."""
 
     def __init__(self, systemd: SystemdApi) -> None:
         self.systemd = systemd
         self.prior: dict[str, str] = {}
         self.touched = False
+        self._states: dict[str, str] = {}
+
+    def state(self, name: str) -> str:
+        """GetUnitFileState, answered from memory while nothing changed the unit."""
+        known = self._states.get(name)
+        if known is None:
+            known = self._states[name] = self.systemd.unit_file_state(name)
+        return known
+
+    def forget(self, names: list[str] | None = None) -> None:
+        if names is None:
+            self._states.clear()
+        else:
+            for name in names:
+                self._states.pop(name, None)
 
     def _remember(self, names: list[str]) -> None:
         for name in names:
             if name not in self.prior:
-                self.prior[name] = self.systemd.unit_file_state(name)
+                self.prior[name] = self.state(name)
 
     def enable(self, names: list[str]) -> None:
         if names:
             self._remember(names)
+            self.forget(names)
             self.systemd.enable(names)
             self.touched = True
 
     def disable(self, names: list[str]) -> None:
         if names:
             self._remember(names)
+            self.forget(names)
             self.systemd.disable(names)
             self.touched = True
 
     def preset(self, names: list[str]) -> None:
         if names:
             self._remember(names)
+            self.forget(names)
             try:
                 self.systemd.preset(names)
                 self.touched = True
@@ -171,7 +203,7 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
                                                       *plan.diff.units_changed]
     # an enabled unit whose contents change is disabled first so a changed [Install] is honoured
     units.disable([n for n in to_write if new_units[n].get("contents") and n in old_units
-                   and units.systemd.unit_file_state(n) == "enabled"])
+                   and units.state(n) == "enabled"])
     unit_files_changed = False
     for name in to_write:
         unit_files_changed |= writer.write_unit(new_units[name])
@@ -184,11 +216,13 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
         unit_files_changed |= writer.remove_stale_unit(old_unit, None)
     for name in plan.diff.units_changed:
         unit_files_changed |= writer.remove_stale_unit(old_units[name], new_units[name])
+    if unit_files_changed:
+        units.forget()  # written, masked or removed unit files have new states
     units.enable(sorted(n for n, u in new_units.items() if u.get("enabled") is True
                         and not u.get("mask")
-                        and units.systemd.unit_file_state(n) != "not-found"))
+                        and units.state(n) != "not-found"))
     units.disable(sorted(n for n, u in new_units.items() if u.get("enabled") is False
-                         and units.systemd.unit_file_state(n) not in ("not-found", "masked")))
+                         and units.state(n) not in ("not-found", "masked")))
     units.preset(sorted(n for n in to_write if "enabled" not in new_units[n]
                         and new_units[n].get("contents") and not new_units[n].get("mask")))
     if plan.diff.passwd:
@@ -218,11 +252,13 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                  os_runner: Runner = run_rpm_ostree) -> UpdateOutcome:
     """Move the node from `old_mc` to `new_mc`; the state file says how it ended."""
     new_name = name_of(new_mc)
+    # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
+    old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
     previous = node_state.read_state(root).get("state")
     if previous not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
         node_state.write_state(root, node_state.WORKING, desiredConfig=new_name)
     try:
-        plan = plan_update(old_mc, new_mc, root=root, policy=policy)
+        plan = plan_update(old_view, new_view, root=root, policy=policy)
     except UnreconcilableUpdate as err:
         node_state.write_state(root, node_state.UNRECONCILABLE, str(err), desiredConfig=new_name)
         return UpdateOutcome(node_state.UNRECONCILABLE, str(err))
@@ -237,7 +273,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     # the D-Bus manager acts on the running system: it may only mask units when root is "/"
     writer = FileWriter(root, journal, masker=systemd if root == Path("/") else None)
     units = _UnitOps(systemd)
-    old_ign, new_ign = ignition_config_of(old_mc), ignition_config_of(new_mc)
+    old_ign, new_ign = ignition_config_of(old_view), ignition_config_of(new_view)
     os_staged = False
     try:
         unit_files_changed = _write_everything(plan, old_ign, new_ign, writer, units)
@@ -279,7 +315,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                 continue
             log.info("post-config action: %s", action)
             _perform(action, systemd)
-        validate_on_disk(new_mc, root, systemd)
+        validate_on_disk(new_view, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
         node_state.write_state(root, node_state.DEGRADED, str(err), currentConfig=new_name,
                                desiredConfig=new_name)
