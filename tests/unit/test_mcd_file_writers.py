@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mcd import file_writers
 from mcd.file_writers import FileWriter, Journal, WriteError, atomic_write
 
 
@@ -165,3 +166,75 @@ def test_masks_go_through_systemd_and_roll_back(root: Path) -> None:
     assert FileWriter(root, Journal(), masker=masker).write_unit({"name": "r.service",
                                                                   "mask": False})
     assert masker.calls[-1] == ("unmask", "r.service")
+
+
+def test_batch_rename_failure_leaves_later_targets_old_and_no_temp(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    writer.write_files([entry(f"/etc/batch/f{i}.conf", f"old{i}") for i in range(20)])
+    journal.sync()
+    real_rename = os.rename
+
+    def rename(src: str, dst: Any) -> None:
+        if str(dst).endswith("/f12.conf"):
+            raise OSError(5, "Input/output error")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(file_writers.os, "rename", rename)
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    with pytest.raises(WriteError, match="/etc/batch/f12.conf"):
+        writer.write_files([entry(f"/etc/batch/f{i}.conf", f"new{i}") for i in range(20)])
+    monkeypatch.undo()
+    # renames run in order once every temp file is durable: those before f12 are new, the
+    # others untouched; no temp file is left
+    for i in range(20):
+        expected = f"new{i}" if i < 12 else f"old{i}"
+        assert (root / f"etc/batch/f{i}.conf").read_text() == expected
+    assert not [n for n in os.listdir(root / "etc/batch") if ".mcdtmp" in n]
+    journal.rollback()
+    for i in range(20):
+        assert (root / f"etc/batch/f{i}.conf").read_text() == f"old{i}"
+
+
+def test_batch_refuses_a_directory_before_touching_anything(root: Path) -> None:
+    journal = Journal()
+    FileWriter(root, journal).write_files([entry("/etc/batch/a.conf", "old")])
+    (root / "etc/batch/d.conf").mkdir()
+    with pytest.raises(WriteError, match="/etc/batch/d.conf"):
+        FileWriter(root, Journal()).write_files([entry("/etc/batch/a.conf", "new"),
+                                                 entry("/etc/batch/d.conf", "x")])
+    assert (root / "etc/batch/a.conf").read_text() == "old"
+
+
+def test_batch_decode_failure_touches_nothing(root: Path) -> None:
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    bad = {"path": "/etc/batch/bad.conf", "contents": {"source": "data:;base64,@@@"}}
+    with pytest.raises(WriteError, match="/etc/batch/bad.conf"):
+        writer.write_files([entry("/etc/batch/a.conf", "a"), bad, entry("/etc/batch/b.conf", "b")])
+    assert not (root / "etc/batch/a.conf").exists()
+    journal.rollback()
+    assert not (root / "etc/batch").exists()
+
+
+def test_batch_sweeps_temp_files_a_killed_run_left(root: Path) -> None:
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    (root / "etc/batch").mkdir()
+    stale = root / "etc/batch/.a.conf.mcdtmpabc123"
+    stale.write_text("half")
+    (root / "etc/batch/.keep").write_text("not ours")
+    writer.write_files([entry("/etc/batch/a.conf", "a"), entry("/etc/batch/b.conf", "b")])
+    assert sorted(os.listdir(root / "etc/batch")) == [".keep", "a.conf", "b.conf"]
+
+
+def test_batch_owner_lookup_sees_a_passwd_written_earlier_in_the_batch(root: Path) -> None:
+    journal = Journal()
+    writer = FileWriter(root, journal)
+    uid, gid = os.getuid(), os.getgid()
+    passwd = (root / "etc/passwd").read_text() + f"late:x:{uid}:{gid}::/:/bin/sh\n"
+    writer.write_files([entry("/etc/passwd", passwd.replace("\n", "%0A").replace(":", "%3A")),
+                        entry("/etc/batch/owned.conf", "x", user={"name": "late"})])
+    assert (root / "etc/batch/owned.conf").stat().st_uid == uid
