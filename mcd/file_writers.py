@@ -5,12 +5,13 @@ can put every file, unit and key back exactly as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,7 @@ class FileWriter:
         # systemd masks units on the real root; other roots (tests, images) get plain symlinks
         self.masker = masker
         self._id_cache: dict[str, dict[str, str]] = {}
+        self._pending: list[PendingWrite] | None = None
 
     def host_path(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
@@ -388,10 +390,29 @@ class FileWriter:
 
     def write_text(self, node_path: str, data: bytes, mode: int = DEFAULT_FILE_MODE,
                    uid: int = 0, gid: int = 0) -> None:
-        """A file the daemon owns itself (currentconfig, state): journaled, no backup."""
+        """A file the daemon owns itself (currentconfig, state, units): journaled, no backup;
+        inside `batched()` it is written with the batch."""
         target = self.host_path(node_path)
         self.journal.record(target)
+        if self._pending is not None:
+            self._pending.append(PendingWrite(target, data, mode, uid, gid, node_path))
+            return
         atomic_write(target, data, mode, uid, gid, self.journal)
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """`write_text` calls inside are written together by `atomic_write_many` at the end (if
+        nothing raised); nothing may read those files back before then."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+            pending = self._pending
+        finally:
+            self._pending = None
+        atomic_write_many(pending, self.journal)
 
     def remove(self, node_path: str) -> None:
         target = self.host_path(node_path)

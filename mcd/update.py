@@ -205,8 +205,9 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
     units.disable([n for n in to_write if new_units[n].get("contents") and n in old_units
                    and units.state(n) == "enabled"])
     unit_files_changed = False
-    for name in to_write:
-        unit_files_changed |= writer.write_unit(new_units[name])
+    with writer.batched():  # unit files and drop-ins: one batch of atomic writes
+        for name in to_write:
+            unit_files_changed |= writer.write_unit(new_units[name])
     for name in plan.diff.units_removed:
         old_unit = old_units[name]
         if old_unit.get("contents"):

@@ -238,3 +238,23 @@ def test_batch_owner_lookup_sees_a_passwd_written_earlier_in_the_batch(root: Pat
     writer.write_files([entry("/etc/passwd", passwd.replace("\n", "%0A").replace(":", "%3A")),
                         entry("/etc/batch/owned.conf", "x", user={"name": "late"})])
     assert (root / "etc/batch/owned.conf").stat().st_uid == uid
+
+
+def test_batched_unit_writes_land_together_and_a_failure_inside_writes_nothing(root: Path) -> None:
+    writer = FileWriter(root, Journal())
+    units = [{"name": f"u{i}.service", "contents": f"[Service]\nExecStart=/bin/true {i}\n",
+              "dropins": [{"name": "10-x.conf", "contents": f"[Service]\nNice={i}\n"}]}
+             for i in range(3)]
+    with writer.batched():
+        for unit in units:
+            assert writer.write_unit(unit)
+        assert not (root / "etc/systemd/system/u0.service").exists()  # not yet
+    for i in range(3):
+        assert (root / f"etc/systemd/system/u{i}.service").read_text().endswith(f"{i}\n")
+        assert (root / f"etc/systemd/system/u{i}.service.d/10-x.conf").read_text() == \
+            f"[Service]\nNice={i}\n"
+    with pytest.raises(RuntimeError), writer.batched():
+        writer.write_unit({"name": "late.service", "contents": "[Service]\n"})
+        raise RuntimeError("boom")
+    assert not (root / "etc/systemd/system/late.service").exists()
+    assert not [n for n in os.listdir(root / "etc/systemd/system") if ".mcdtmp" in n]
