@@ -11,6 +11,7 @@ import os
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -196,11 +197,11 @@ class PendingWrite:
 def atomic_write_many(writes: Sequence[PendingWrite], journal: Journal) -> None:
     """`atomic_write` for many files at once, each still entirely old or entirely new.
 
-    The temp files are written and fsynced by a few threads at a time (the filesystem commits
-    concurrent fsyncs together instead of one journal commit per file); only when every temp file
-    is durable are they renamed over their targets, in order, by this thread. A failure before the
-    renames leaves every target untouched and removes the temp files; the directories are fsynced
-    by `Journal.sync` as for single writes.
+    A few threads each run the whole atomic write of one file at a time (temp file, fsync,
+    rename): the filesystem commits their concurrent fsyncs and renames together instead of one
+    journal commit per file. Every file is renamed only after its own temp file is durable; on a
+    failure the other files still finish (old or new, never torn), then the first error is raised
+    and the caller's rollback restores them. Directories are fsynced by `Journal.sync`.
     """
     if len(writes) < 2:
         for write in writes:
@@ -210,30 +211,24 @@ def atomic_write_many(writes: Sequence[PendingWrite], journal: Journal) -> None:
     for write in writes:
         _labelled(write, make_parents, write.path, journal)
     _sweep_temps({write.path.parent for write in writes})
-    temps: list[str | None] = [None] * len(writes)
 
-    def prepare(index: int) -> None:
-        write = writes[index]
-        temps[index] = _labelled(write, _write_temp, write.path, write.data, write.mode,
-                                 write.uid, write.gid)
-
-    try:
-        with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)),
-                                thread_name_prefix="mcd-write") as pool:
-            futures = [pool.submit(prepare, index) for index in range(len(writes))]
-            for future in futures:
-                future.result()  # the first failure, once every thread has finished
-        for index, write in enumerate(writes):
-            tmp = temps[index]
-            assert tmp is not None
+    def one(write: PendingWrite) -> None:
+        tmp = _labelled(write, _write_temp, write.path, write.data, write.mode, write.uid,
+                        write.gid)
+        try:
             _labelled(write, os.rename, tmp, write.path)
-            temps[index] = None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        with _count_lock:
             journal.dirs_to_sync.add(write.path.parent)
             _count_write(journal)
-    finally:
-        for tmp in temps:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+
+    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)),
+                            thread_name_prefix="mcd-write") as pool:
+        futures = [pool.submit(one, write) for write in writes]
+    for future in futures:
+        future.result()  # the first failure in batch order, once every write has ended
 
 
 def _labelled(write: PendingWrite, func: Callable[..., _T], *args: Any) -> _T:
@@ -270,6 +265,7 @@ def replace_with_symlink(path: Path, target: str, journal: Journal) -> None:
 
 
 _writes_in_process = 0
+_count_lock = threading.Lock()
 
 
 def _count_write(journal: Journal) -> None:
@@ -378,14 +374,24 @@ class FileWriter:
     def write_files(self, entries: Iterable[Mapping[str, Any]]) -> None:
         """Every file of `entries` (and its first-takeover backup), as one batch of atomic writes:
         each file ends entirely old or entirely new, backups are renamed before their files."""
+        backups: list[PendingWrite] = []
         batch: list[PendingWrite] = []
         for entry in entries:
-            batch += self._file_write(entry)
+            *backup, write = self._file_write(entry)
+            backups += backup
+            batch.append(write)
             if entry["path"] in ("/etc/passwd", "/etc/group"):
                 # later entries may name users or groups this one defines
-                atomic_write_many(batch, self.journal)
-                batch = []
+                self._write_batch(backups, batch)
+                backups, batch = [], []
                 self._id_cache.pop(str(entry["path"])[5:], None)
+        self._write_batch(backups, batch)
+
+    def _write_batch(self, backups: list[PendingWrite], batch: list[PendingWrite]) -> None:
+        if backups:
+            # the originals are on disk for good before any file replaces them
+            atomic_write_many(backups, self.journal)
+            self.journal.sync()
         atomic_write_many(batch, self.journal)
 
     def write_text(self, node_path: str, data: bytes, mode: int = DEFAULT_FILE_MODE,

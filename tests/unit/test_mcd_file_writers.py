@@ -168,7 +168,7 @@ def test_masks_go_through_systemd_and_roll_back(root: Path) -> None:
     assert masker.calls[-1] == ("unmask", "r.service")
 
 
-def test_batch_rename_failure_leaves_later_targets_old_and_no_temp(
+def test_batch_rename_failure_is_raised_and_rolled_back_with_no_temp(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     journal = Journal()
     writer = FileWriter(root, journal)
@@ -187,10 +187,9 @@ def test_batch_rename_failure_leaves_later_targets_old_and_no_temp(
     with pytest.raises(WriteError, match="/etc/batch/f12.conf"):
         writer.write_files([entry(f"/etc/batch/f{i}.conf", f"new{i}") for i in range(20)])
     monkeypatch.undo()
-    # renames run in order once every temp file is durable: those before f12 are new, the
-    # others untouched; no temp file is left
+    # the other files of the batch all finished: each entirely new, f12 untouched; no temp left
     for i in range(20):
-        expected = f"new{i}" if i < 12 else f"old{i}"
+        expected = f"new{i}" if i != 12 else f"old{i}"
         assert (root / f"etc/batch/f{i}.conf").read_text() == expected
     assert not [n for n in os.listdir(root / "etc/batch") if ".mcdtmp" in n]
     journal.rollback()
