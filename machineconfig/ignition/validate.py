@@ -31,6 +31,44 @@ class _Plan:
 
 
 @cache
+def _clean_default(struct: str, minor: int) -> tuple[dict[str, Any], tuple[tuple[tuple[str, ...], type], ...]] | None:
+    """The struct's typed zero value when walking it finds nothing (the rules only use their path
+    to name findings, so then it finds nothing anywhere), with the paths of its int and bool
+    leaves and their types; None when the walk finds something."""
+    defaults = schema.typed_defaults(struct, minor)
+    passes = _Passes(minor, True, True, False)
+    passes.walk(defaults, struct, (), None)
+    assert passes.sink is not None and passes.duplicates is not None
+    if passes.sink.findings or passes.duplicates:
+        return None
+    leaves: list[tuple[tuple[str, ...], type]] = []
+
+    def collect(obj: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in obj.items():
+            if isinstance(value, dict):
+                collect(value, prefix + (key,))
+            elif type(value) in (int, bool):
+                leaves.append((prefix + (key,), type(value)))
+    collect(defaults, ())
+    return defaults, tuple(leaves)
+
+
+def _is_zero(value: Any, struct: str, minor: int) -> bool:
+    """`value` is exactly the clean zero value of `struct`: equal, and its int/bool leaves of the
+    same type (== alone takes False for 0 and 0.0 for 0, which rules may tell apart)."""
+    clean = _clean_default(struct, minor)
+    if clean is None or value != clean[0]:
+        return False
+    for keys, kind in clean[1]:
+        leaf = value
+        for key in keys:
+            leaf = leaf[key]
+        if type(leaf) is not kind:
+            return False
+    return True
+
+
+@cache
 def _plan(struct: str, minor: int) -> _Plan:
     ignored = schema.IGNORE_DUPS.get(struct, frozenset())
     merged = schema.MERGED_KEYS.get(struct, {})
@@ -102,6 +140,11 @@ class _Passes:
             sub = members.get(name)
             if not is_list:
                 if value is not None:
+                    if sub is None:
+                        # A zero struct with no JSON behind it finds nothing if its zero value
+                        # does not: skip the walk (most optional structs are absent).
+                        if _is_zero(value, ref, self.minor):
+                            continue
                     self.walk(value, ref, path + (name,), sub)
                 continue
             if not value:
