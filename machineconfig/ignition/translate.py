@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.schema import (
@@ -76,7 +77,61 @@ def _reorder_ignition(ign: JSON) -> JSON:
 
 
 def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
-    """Copy the fields that exist at both versions, adjusting canonical form where nullability changes."""
+    """Copy the fields that exist at both versions, adjusting canonical form where nullability changes.
+
+    Compiled once per (struct pair, versions) into straight-line code; `reshape_reference` is the
+    table-driven definition it agrees with.
+    """
+    fn = _RESHAPERS.get((sref, dref, src, dst))
+    if fn is None:
+        fn = _compile_reshape(sref, dref, src, dst)
+    return fn(obj)
+
+
+_RESHAPERS: dict[tuple[str, str, int, int], Callable[[JSON], JSON]] = {}
+_MISSING = object()
+
+
+def _compile_reshape(sref: str, dref: str, src: int, dst: int) -> Callable[[JSON], JSON]:
+    src_fields = {f.name: (kind, ref) for f, kind, ref in shaped_fields(sref, src)}
+    namespace: dict[str, Any] = {"_M": _MISSING}
+    lines = ["def _reshape(obj):", "    out = {}", "    g = obj.get"]
+    for n, (f, kind, ref) in enumerate(shaped_fields(dref, dst)):
+        if f.name not in src_fields:
+            continue
+        skind, sub_src = src_fields[f.name]
+        key = repr(f.name)
+        sub = f"_r{n}"
+        if kind in (LIST, OBJ, PTR):
+            namespace[sub] = _RESHAPERS.get((sub_src, ref, src, dst)) or _compile_reshape(sub_src, ref, src, dst)
+        lines.append(f"    v = g({key}, _M)")
+        lines.append("    if v is not _M:")
+        if kind in SCALARS:
+            if kind not in NULLABLE:
+                lines += [f"        if v != {zero_value(f)!r}:", f"            out[{key}] = v"]
+            else:
+                lines.append(f"        out[{key}] = v")
+        elif kind == SLIST:
+            lines.append(f"        out[{key}] = list(v)")
+        elif kind == LIST:
+            lines += [f"        items = [{sub}(item) for item in v]", "        if items:",
+                      f"            out[{key}] = items"]
+        elif kind == OBJ:
+            lines += [f"        sub = {sub}(v)", "        if sub:", f"            out[{key}] = sub"]
+        else:  # PTR
+            lines.append(f"        out[{key}] = {sub}(v)")
+        if skind == S and kind == SN:
+            # a plain string that becomes a pointer is carried over as a pointer to "" (upstream StrToPtr)
+            lines += ["    else:", f"        out[{key}] = ''"]
+    lines.append("    return out")
+    exec(compile("\n".join(lines) + "\n", f"<reshape {sref}->{dref} 3.{src}->3.{dst}>", "exec"), namespace)
+    fn: Callable[[JSON], JSON] = namespace["_reshape"]
+    _RESHAPERS[(sref, dref, src, dst)] = fn
+    return fn
+
+
+def reshape_reference(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
+    """The table-driven definition `reshape` is compiled from (tests compare the two)."""
     src_fields = {f.name: (kind, ref) for f, kind, ref in shaped_fields(sref, src)}
     out: JSON = {}
     for f, kind, ref in shaped_fields(dref, dst):
@@ -96,11 +151,11 @@ def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
         elif kind == SLIST:
             out[f.name] = list(value)
         elif kind == LIST:
-            items = [reshape(item, sub_src, ref, src, dst) for item in value]
+            items = [reshape_reference(item, sub_src, ref, src, dst) for item in value]
             if items:
                 out[f.name] = items
         elif kind in (OBJ, PTR):
-            sub = reshape(value, sub_src, ref, src, dst)
+            sub = reshape_reference(value, sub_src, ref, src, dst)
             # a pointer struct exists whenever its source existed; a value struct only when non-empty
             if sub or kind == PTR:
                 out[f.name] = sub

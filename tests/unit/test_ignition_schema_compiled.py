@@ -106,3 +106,29 @@ def test_zero_struct_skip_parse_reports_the_same(minor: int, data: st.DataObject
         _without_skip(mp)
         slow = outcome()
     assert fast == slow
+
+
+@SETTINGS
+@given(MINORS, MINORS, st.data())
+def test_compiled_reshape_translates_like_reference(src: int, dst: int, data: st.DataObject) -> None:
+    """translate() with the compiled reshape against translate() with the table-driven one. On
+    mutated (non-canonical) input both may crash, not necessarily with the same exception type;
+    translation errors and results must be equal."""
+    from machineconfig.ignition import translate as ign_translate
+
+    config = data.draw(config_strategy(src))
+    if data.draw(st.booleans()):
+        config = _mutate(config, data)
+
+    def outcome() -> Any:
+        try:
+            return json.dumps(ign_translate.translate(config, schema.VERSIONS[dst]))
+        except ign_translate.TranslationError as e:
+            return repr(e)
+        except (AttributeError, TypeError):
+            return "crashed on non-canonical input"
+    fast = outcome()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ign_translate, "reshape", ign_translate.reshape_reference)
+        slow = outcome()
+    assert fast == slow
