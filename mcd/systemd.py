@@ -49,7 +49,10 @@ class Systemd:
         self.timeout = timeout
         self.job_timeout = job_timeout
         self.bus = dbus.SystemBus()
-        self.manager = dbus.Interface(self.bus.get_object(BUS_NAME, MANAGER_PATH), MANAGER_IFACE)
+        # introspect=False: every call names its interface and passes typed arguments, so the
+        # extra Introspect round trip per object buys nothing
+        self.manager = dbus.Interface(self.bus.get_object(BUS_NAME, MANAGER_PATH,
+                                                          introspect=False), MANAGER_IFACE)
 
     def _call(self, method: str, *args: Any) -> Any:
         try:
@@ -124,7 +127,8 @@ class Systemd:
     # ---- job and unit state -------------------------------------------------------------
     def _unit_props(self, name: str) -> Any:
         path = self._call("LoadUnit", name)
-        return self._dbus.Interface(self.bus.get_object(BUS_NAME, path), PROPS_IFACE)
+        return self._dbus.Interface(self.bus.get_object(BUS_NAME, path, introspect=False),
+                                    PROPS_IFACE)
 
     def _active_state(self, name: str) -> str:
         props = self._unit_props(name)
@@ -152,11 +156,15 @@ class Systemd:
 
     def _wait_job(self, job_path: str, name: str) -> None:
         deadline = time.monotonic() + self.job_timeout
+        delay = 0.005
         while time.monotonic() < deadline:
             try:
-                job = self._dbus.Interface(self.bus.get_object(BUS_NAME, job_path), PROPS_IFACE)
+                job = self._dbus.Interface(self.bus.get_object(BUS_NAME, job_path,
+                                                               introspect=False), PROPS_IFACE)
                 job.Get("org.freedesktop.systemd1.Job", "State", timeout=self.timeout)
             except self._dbus.exceptions.DBusException:
                 return  # the job object is gone: the job finished
-            time.sleep(0.05)
+            # most reload jobs end within milliseconds: poll fast first, then back off
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
         raise SystemdError(f"job for {name} did not finish within {self.job_timeout:.0f}s")

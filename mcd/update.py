@@ -130,12 +130,15 @@ class _UnitOps:
         self.prior: dict[str, str] = {}
         self.touched = False
         self._states: dict[str, str] = {}
+        # the earliest state seen of each unit: before this update changed it, when asked then
+        self._first_seen: dict[str, str] = {}
 
     def state(self, name: str) -> str:
         """GetUnitFileState, answered from memory while nothing changed the unit."""
         known = self._states.get(name)
         if known is None:
             known = self._states[name] = self.systemd.unit_file_state(name)
+            self._first_seen.setdefault(name, known)
         return known
 
     def forget(self, names: list[str] | None = None) -> None:
@@ -148,7 +151,7 @@ class _UnitOps:
     def _remember(self, names: list[str]) -> None:
         for name in names:
             if name not in self.prior:
-                self.prior[name] = self.state(name)
+                self.prior[name] = self._first_seen.get(name) or self.state(name)
 
     def enable(self, names: list[str]) -> None:
         if names:

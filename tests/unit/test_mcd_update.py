@@ -237,3 +237,39 @@ def test_boot_keeps_a_failed_move_to_another_config(root: Path) -> None:
     outcome = resume_after_boot(systemd, root)
     assert outcome.state == "Unreconcilable" and "FIPS" in outcome.reason
     assert node_state.read_state(root)["desiredConfig"] == "b"
+
+
+class CountingSystemd(FakeSystemd):
+    def __init__(self) -> None:
+        super().__init__()
+        self.state_queries: list[str] = []
+
+    def unit_file_state(self, name: str) -> str:
+        self.state_queries.append(name)
+        return super().unit_file_state(name)
+
+
+def test_unit_file_states_are_asked_once_until_changed_and_rollback_uses_prior(root: Path) -> None:
+    def units(tag: str) -> list[dict[str, Any]]:
+        return [{"name": f"u{i}.service", "enabled": i % 2 == 0,
+                 "contents": f"[Service]\nExecStart=/bin/true {tag}\n[Install]\n"
+                             "WantedBy=multi-user.target\n"} for i in range(4)]
+    policy = NodeDisruptionPolicy(units={f"u{i}.service": (NONE,) for i in range(4)})
+    systemd = CountingSystemd()
+    assert apply_update(mc("empty"), mc("a", units=units("a")), systemd, root=root,
+                        policy=policy).state == "Done"
+    systemd.state_queries.clear()
+    assert apply_update(mc("a", units=units("a")), mc("b", units=units("b")), systemd, root=root,
+                        policy=policy).state == "Done"
+    # before the writes (is it enabled?), after them (enable/disable filters), and the
+    # validation: at most three times per unit, never once per call site and unit
+    assert all(systemd.state_queries.count(f"u{i}.service") <= 3 for i in range(4))
+    # a failing update rolls enablement back to the states from before it
+    systemd.fail_on = {"Reload"}
+    assert systemd.states["u0.service"] == "enabled"
+    swapped = [{**u, "enabled": not u["enabled"]} for u in units("c")]
+    outcome = apply_update(mc("b", units=units("b")), mc("c", units=swapped), systemd, root=root,
+                           policy=policy)
+    assert outcome.state == "Degraded"
+    assert systemd.states["u0.service"] == "enabled"
+    assert systemd.states["u1.service"] == "disabled"
