@@ -5,6 +5,7 @@ Works on the latest internal shape (3.3+; callers translate first). Not associat
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -153,12 +154,13 @@ def _minor_of(config: JSON) -> int:
     return MINORS.get(str(config.get("ignition", {}).get("version", "")), LATEST)
 
 
-def _keyed_lists(struct: str, minor: int) -> list[tuple[str, str, str, str]]:
+@functools.cache
+def _keyed_lists(struct: str, minor: int) -> tuple[tuple[str, str, str, str], ...]:
     """(name, kind, ref, key space) of the lists merged by key (not the concatenated ones)."""
     handles = HANDLES.get(struct, {})
     ignore = IGNORE_DUPS.get(struct, frozenset())
-    return [(f.name, kind, ref, handles.get(f.name, f.name)) for f, kind, ref in fields(struct, minor)
-            if kind in (LIST, "slist") and f.name not in ignore]
+    return tuple((f.name, kind, ref, handles.get(f.name, f.name)) for f, kind, ref in fields(struct, minor)
+                 if kind in (LIST, "slist") and f.name not in ignore)
 
 
 def _keys_unique(config: JSON, struct: str, minor: int) -> bool:
@@ -171,8 +173,9 @@ def _keys_unique(config: JSON, struct: str, minor: int) -> bool:
             count += 1
     if len(seen) != count:
         return False
-    return all(_keys_unique(config.get(f.name, {}), ref, minor)
-               for f, kind, ref in fields(struct, minor) if kind == OBJ)
+    # an absent or empty struct has no keys: only present ones can repeat one
+    return all(_keys_unique(sub, ref, minor)
+               for f, kind, ref in fields(struct, minor) if kind == OBJ and (sub := config.get(f.name, {})) != {})
 
 
 def _each_item(config: JSON, struct: str, minor: int, path: tuple[str, ...], hook: ItemHook) -> None:
@@ -197,6 +200,9 @@ class _FoldNode:
         self.nodes: dict[str, _FoldNode] = {}
         self.lists: dict[str, dict[str, Any]] = {}
         self.joined: dict[str, list[Any]] = {}
+        # True after merging an empty child, until the next non-empty one: merging {} again then
+        # changes nothing (it only drops plain values, which are gone already).
+        self.emptied = False
         for f, kind, ref in self.fields:
             name = f.name
             if kind in SCALARS or kind == PTR:
@@ -210,6 +216,12 @@ class _FoldNode:
             self.lists[name] = {item_key(ref, item): item for item in config.get(name, [])}
 
     def merge(self, child: JSON, path: tuple[str, ...], hook: ItemHook | None) -> None:
+        if not child:
+            if self.emptied:
+                return
+            self.emptied = True
+        else:
+            self.emptied = False
         for f, kind, ref in self.fields:
             name = f.name
             if kind in SCALARS or kind == PTR:

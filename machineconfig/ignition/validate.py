@@ -94,10 +94,14 @@ class _Passes:
         self.sink = Sink(minor) if semantic else None
         self.duplicates: list[Finding] | None = [] if duplicates else None
         self.unused: list[Finding] | None = [] if unused else None
+        self.plans: dict[str, _Plan] = {}
 
     def walk(self, typed: dict[str, Any], struct: str, path: tuple[PathElem, ...],
              node: JNode | None) -> None:
-        plan = _plan(struct, self.minor)
+        plans = self.plans
+        plan = plans.get(struct)
+        if plan is None:
+            plan = plans[struct] = _plan(struct, self.minor)
         sink = self.sink
         if sink is not None:
             if plan.rule is not None:
@@ -110,20 +114,26 @@ class _Passes:
         if dups is not None and plan.dup_lists:
             spaces: dict[str, set[str]] = {}
             for name, space, ref in plan.dup_lists:
+                items = typed.get(name)
+                if not items:
+                    continue
                 seen = spaces.setdefault(space, set())
-                for i, item in enumerate(typed.get(name) or []):
+                for i, item in enumerate(items):
                     key = schema.item_key(ref, item) if ref else str(item)
                     if key in seen:
                         dups.append(Finding(ERROR, path + (name, i), ERR_DUPLICATE))
                     seen.add(key)
         unused = self.unused
         is_object = node is not None and node.kind == "object"
+        # JSON members by key, the last duplicate winning (JNode.child), to find each field's node.
+        members: dict[str, JNode] = ({m.key: m.node for m in node.members}  # type: ignore[union-attr]
+                                     if is_object else {})
         if unused is not None and node is not None:  # not every struct has JSON behind it
             if not is_object:
                 unused.append(Finding(WARNING, path, (
                     f"context tree does not match content tree at {path_string(path)}. Line and "
                     "column reporting may be inconsistent. Unused keys may not be reported")))
-            else:
+            elif not members.keys() <= plan.names.keys():
                 names = plan.names
                 reported: set[str] = set()
                 for member in node.members:  # each unknown key once, at its first occurrence
@@ -131,9 +141,7 @@ class _Passes:
                     if key not in names and key not in reported:
                         reported.add(key)
                         unused.append(Finding(WARNING, path + (key,), f"unused key {key}", at_key=True))
-        # JSON members by key, the last duplicate winning (JNode.child), to find each field's node.
-        members = ({m.key: m.node for m in node.members}  # type: ignore[union-attr]
-                   if is_object and plan.children else {})
+        minor = self.minor
         for name, is_list, ref in plan.children:
             value = typed.get(name)
             # The JSON node at path + (name,), as _tree_get would find it.
@@ -143,15 +151,16 @@ class _Passes:
                     if sub is None:
                         # A zero struct with no JSON behind it finds nothing if its zero value
                         # does not: skip the walk (most optional structs are absent).
-                        if _is_zero(value, ref, self.minor):
+                        if _is_zero(value, ref, minor):
                             continue
                     self.walk(value, ref, path + (name,), sub)
                 continue
             if not value:
                 continue
             items = sub.items if sub is not None and sub.kind == "array" else []
+            n = len(items)
             for i, item in enumerate(value):
-                self.walk(item, ref, path + (name, i), items[i] if i < len(items) else None)
+                self.walk(item, ref, path + (name, i), items[i] if i < n else None)
 
 
 def semantic_findings(typed: dict[str, Any], minor: int) -> list[Finding]:
