@@ -26,7 +26,8 @@ _ESCAPES = {0x00: "0", 0x07: "a", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0B: "v", 0x
 
 
 _KEY_ORDERS: dict[tuple[Any, ...], list[Any]] = {}
-_SIMPLE_KEYS: dict[str, bool] = {}
+_SIMPLE_KEYS: dict[str, int] = {}  # 0: not simple, 1: simple, 2: simple and written as is
+_NOT_SIMPLE, _SIMPLE, _SIMPLE_AS_IS = 0, 1, 2
 _MEMO_LIMIT = 4096
 
 
@@ -44,12 +45,16 @@ def _key_order(value: dict[Any, Any]) -> list[Any]:
     return order
 
 
-def _simple_key(key_text: str) -> bool:
-    """Whether yaml.v2 writes the key inline (no line break, at most 128 bytes), memoized."""
+def _simple_key(key_text: str) -> int:
+    """Whether yaml.v2 writes the key inline (no line break, at most 128 bytes), and if so whether
+    as a plain scalar exactly as it is (`plain_as_is`); memoized."""
     simple = _SIMPLE_KEYS.get(key_text)
     if simple is None:
-        simple = not any(c in BREAKS for c in key_text) \
-            and len(key_text.encode("utf-8", "surrogatepass")) <= MAX_SIMPLE_KEY_BYTES
+        if any(c in BREAKS for c in key_text) \
+                or len(key_text.encode("utf-8", "surrogatepass")) > MAX_SIMPLE_KEY_BYTES:
+            simple = _NOT_SIMPLE
+        else:
+            simple = _SIMPLE_AS_IS if plain_as_is(key_text) else _SIMPLE
         if len(key_text) <= MAX_SIMPLE_KEY_BYTES:
             if len(_SIMPLE_KEYS) >= _MEMO_LIMIT:
                 _SIMPLE_KEYS.clear()
@@ -145,10 +150,19 @@ class Emitter:
 
     def block_mapping(self, value: dict[str, Any]) -> None:
         self.increase_indent(False, False)
+        out = self.out
         for key in _key_order(value):
             self.write_indent()
             key_text = str(key)
-            if _simple_key(key_text):
+            simple = _simple_key(key_text)
+            if simple == _SIMPLE_AS_IS:
+                # node(key, simple_key=True) and the ":" indicator, in one piece: right after
+                # write_indent no separating space is due.
+                out.append(key_text + ":")
+                self.column += len(key_text) + 1
+                self.whitespace = False
+                self.indention = False
+            elif simple:
                 self.node(key_text, mapping=True, simple_key=True)
                 self.write_indicator(":", False, False, False)
             else:
