@@ -148,7 +148,8 @@ def e2e(cluster: Cluster) -> Iterator[E2E]:
     """Three nodes booted with only the worker pointer config, joined and Done."""
     base = ensure_rootfs()
     reap_stale(RUNS_DIR)
-    factory = NodeFactory(base, RUNS_DIR / f"run-{os.getpid()}")
+    # not run-<pid>: that is the node tests' session factory, alive in the same pytest run
+    factory = NodeFactory(base, RUNS_DIR / f"e2e-{os.getpid()}")
     supervisor = RebootSupervisor([])
     try:
         assert cluster.ca is not None
