@@ -142,11 +142,15 @@ def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
 
 @_cached
 def _parsed(raw: bytes) -> ParsedIgnition:
+    from machineconfig.ignition import decode as ign_decode
     from machineconfig.ignition import version as ign_version
 
-    text = _version_text(raw)
+    # The C scanner's tree serves the version stub and the parser alike (one JSON decode).
+    fast_root = ign_decode.parse_json_fast(raw)
+    text = _version_text(raw) if fast_root is None else _version_text_of_tree(fast_root)
     if text is None:
-        return ParsedIgnition(3, *_parse_v3(raw))  # not even a version stub: the parser says why
+        # not even a version stub: the parser says why
+        return ParsedIgnition(3, *_parse_v3(raw, fast_root))
     if text == "":
         raise IgnitionConfigError(INVALID_VERSION)
     try:
@@ -156,7 +160,7 @@ def _parsed(raw: bytes) -> ParsedIgnition:
     except LookupError:
         spec_version = ""
     if spec_version in MCO_V3_VERSIONS:
-        return ParsedIgnition(3, *_parse_v3(raw))
+        return ParsedIgnition(3, *_parse_v3(raw, fast_root))
     # ParseCompatibleVersion said "unknown version" (3.6 included): MCO falls back to spec 2.
     return ParsedIgnition(2, _parse_v2(raw, text), "2.2.0")
 
@@ -180,11 +184,33 @@ def _version_text(raw: bytes) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def _parse_v3(raw: bytes) -> tuple[JSON, str]:
+def _version_text_of_tree(root: Any) -> str | None:
+    """_version_text from decode.parse_json_fast's tree of the same bytes (which exists only when
+    json.loads reads them as the same document): the last duplicate key wins, as in a dict."""
+    if root.kind != "object":
+        return None
+    ignition = None
+    for member in root.members:
+        if member.key == "ignition":
+            ignition = member.node
+    if ignition is None or ignition.kind == "null":
+        return ""
+    if ignition.kind != "object":
+        return None
+    version = None
+    for member in ignition.members:
+        if member.key == "version":
+            version = member.node
+    if version is None or version.kind == "null":
+        return ""
+    return str(version.value) if version.kind == "string" else None
+
+
+def _parse_v3(raw: bytes, fast_root: Any = None) -> tuple[JSON, str]:
     from machineconfig.ignition import parse as ign_parse
 
     try:
-        result = ign_parse.parse(raw)
+        result = ign_parse.parse(raw, fast_root=fast_root)
     except ign_parse.IgnitionParseError as e:
         if e.reason == "invalid config version (couldn't parse)":
             raise IgnitionConfigError(INVALID_VERSION) from e

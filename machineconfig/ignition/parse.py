@@ -73,15 +73,18 @@ class _PositionedLater(Report):
     __hash__ = None  # type: ignore[assignment]
 
 
-def parse(raw: bytes | str) -> ParseResult:
-    """Parse and validate a spec 3.x config; raise IgnitionParseError when upstream would refuse it."""
+def parse(raw: bytes | str, *, fast_root: JNode | None = None) -> ParseResult:
+    """Parse and validate a spec 3.x config; raise IgnitionParseError when upstream would refuse it.
+
+    `fast_root` is `decode.parse_json_fast(raw)` when the caller has it already (same result)."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
     if not data:
         raise IgnitionParseError(ERR_EMPTY)
     # Most configs are valid: try the C JSON scanner's position-less tree first. Positions only
     # matter for errors and report entries: any error means parsing again exactly, and warnings
     # are placed in the text when the report is read.
-    fast_root = parse_json_fast(data)
+    if fast_root is None:
+        fast_root = parse_json_fast(data)
     if fast_root is not None:
         try:
             return _parse_tree(data, fast_root, exact=False)
