@@ -294,15 +294,16 @@ def load_documents(docs: Iterable[Document]) -> list[Loaded]:
     return out
 
 
-def input_files(paths: Sequence[str]) -> list[str]:
-    """Every YAML/JSON file under the given files and directories, in a stable order."""
+def input_files(paths: Sequence[str], suffixes: tuple[str, ...] = YAML_SUFFIXES) -> list[str]:
+    """Every file ending in one of `suffixes` (YAML/JSON by default) under the given files and
+    directories, in a stable order; a file named directly is taken whatever its name."""
     files: list[str] = []
     for path in paths:
         if os.path.isdir(path):
             for root, dirs, names in os.walk(path):
                 dirs.sort()
                 files.extend(os.path.join(root, n) for n in sorted(names)
-                             if n.endswith(YAML_SUFFIXES) and not n.startswith("."))
+                             if n.endswith(suffixes) and not n.startswith("."))
         elif os.path.exists(path):
             files.append(path)
         else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from machineconfig.api import (
     YAML_SUFFIXES, ContainerRuntimeConfig, ControllerConfig, KubeletConfig, Loaded, MachineConfig,
     MachineConfigPool, load_documents,
 )
+from machineconfig.api import input_files as api_input_files
 from machineconfig.constants import (
     API_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION, ROLE_LABEL,
 )
@@ -84,18 +84,7 @@ def load_values(path: str) -> JSON:
 
 def input_files(paths: Sequence[str]) -> list[str]:
     """machineconfig.api.input_files, plus the user MachineConfig templates (*.yaml.j2)."""
-    files: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            for root, dirs, names in os.walk(path):
-                dirs.sort()
-                files.extend(os.path.join(root, n) for n in sorted(names)
-                             if n.endswith(INPUT_SUFFIXES) and not n.startswith("."))
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            raise InputError("no such file or directory", file=path)
-    return files
+    return api_input_files(paths, INPUT_SUFFIXES)
 
 
 def load_inputs(paths: Sequence[str], values: Mapping[str, Any] | None = None) -> Inputs:
