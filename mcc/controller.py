@@ -6,8 +6,6 @@ render -> node rollout -> drain -> pool status -> garbage collection, each a mod
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.errors import MachineConfigError
+from machineconfig.sdnotify import notify
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, Store
 from mcc import drain_controller, gc, node_controller, pool_status
 from mcc.kubelet_config import now_rfc3339
@@ -164,7 +163,7 @@ class Controller:
             except Exception:  # noqa: BLE001 - a controller must outlive one bad pass
                 log.exception("controller pass failed; retrying in %.0fs", interval)
             if first:
-                notify_ready()
+                notify("READY=1")  # systemd Type=notify; a no-op otherwise
                 first = False
             deadline = time.monotonic() + interval
             while not stop.is_set():
@@ -178,18 +177,3 @@ class Controller:
                     log.warning("waiting for store changes failed: %s", e)
                     stop.wait(min(WAIT_SLICE, left))
         log.info("controller stopped")
-
-
-def notify_ready() -> None:
-    """sd_notify READY=1 when started by systemd with Type=notify (no-op otherwise)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(1.0)
-            sock.sendto(b"READY=1", address)
-    except OSError as e:
-        log.warning("sd_notify failed: %s", e)

@@ -26,7 +26,7 @@ from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.metrics import DaemonMetrics
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.rpm_ostree import ostree_booted
-from mcd.sdnotify import notify
+from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi
 from mcd.update import apply_update
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import signal
-import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from machineconfig import constants
+from machineconfig.sdnotify import notify
 from mcs.app import SERVER_HEADER, ServerState, make_app
 from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
@@ -228,20 +227,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
 
 def notify_ready(urls: list[str]) -> bool:
     """sd_notify READY=1 under a Type=notify unit ($NOTIFY_SOCKET); a no-op otherwise."""
-    address = os.environ.get("NOTIFY_SOCKET", "")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # an abstract socket
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(5.0)
-            sock.connect(address)
-            sock.sendall(f"READY=1\nSTATUS=listening on {' '.join(urls)}".encode())
-    except OSError as e:
-        log.warning("sd_notify READY failed: %s", e)
-        return False
-    return True
+    return notify(f"READY=1\nSTATUS=listening on {' '.join(urls)}")
 
 
 def _run_one(options: ServerOptions, reuse_port: bool) -> None:

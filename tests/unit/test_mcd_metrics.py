@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mcd.metrics import DaemonMetrics, serve
-from mcd.sdnotify import notify
+from machineconfig.sdnotify import notify
 
 
 def scrape(port: int) -> str:

@@ -1,5 +1,8 @@
 """systemd's readiness protocol (sd_notify) with the standard library: one datagram to
-$NOTIFY_SOCKET; a no-op when the daemon does not run under a Type=notify unit.
+$NOTIFY_SOCKET; a no-op when the program does not run under a Type=notify unit.
+
+Shared by the three programs: mcc (READY after its first pass), mcs (READY once it listens) and
+mcd (READY, STOPPING).
 """
 from __future__ import annotations
 
