@@ -12,8 +12,6 @@ from machineconfig.store.base import NodeAPI
 
 log = logging.getLogger(__name__)
 
-CONTROL_PLANE_TOPOLOGY_ANNOTATION = f"{C.GROUP}/controlPlaneTopology"
-
 
 class DrainError(Exception):
     """The controller did not apply the request in time; `str()` is MCO's Degraded reason."""
@@ -57,7 +55,7 @@ class DrainClient:
 
     def drain(self, desired: str, timeout: float) -> None:
         annotations = self.api.get_node(self.node).annotations
-        if annotations.get(CONTROL_PLANE_TOPOLOGY_ANNOTATION) == "SingleReplica":
+        if annotations.get(C.CONTROL_PLANE_TOPOLOGY_ANNOTATION) == "SingleReplica":
             log.info("single-replica control plane: drain skipped")
             return
         value = f"drain-{desired}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
 from machineconfig.ignition.dataurl import decode
 from mcd.file_writers import DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, make_parents
 from mcd.passwd import apply_passwd
@@ -226,7 +227,7 @@ def config_name(root: Path) -> str:
         annotations = json.loads(path.read_text())
     except (OSError, ValueError):
         return ""
-    return str(annotations.get("machineconfiguration.openshift.io/currentConfig", ""))
+    return str(annotations.get(CURRENT_CONFIG_ANNOTATION, ""))
 
 
 def mark_done(root: Path, name: str) -> None:
