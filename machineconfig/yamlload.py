@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,10 @@ from machineconfig.errors import InputError
 
 log = logging.getLogger(__name__)
 
-try:  # the C loader is much faster on large inputs; both give the same nodes
-    _BaseLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+try:  # the C loader is much faster on large inputs; both give the same nodes and marks
+    BaseLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _BaseLoader = yaml.SafeLoader
+    BaseLoader = yaml.SafeLoader
 
 
 @dataclass
@@ -55,7 +56,8 @@ def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return value
 
 
-def _key_text(value: Any) -> str:
+def key_text(value: Any) -> str:
+    """The text of a non-string mapping key (`true:` is the key "true", as in Kubernetes)."""
     if value is True:
         return "true"
     if value is False:
@@ -75,7 +77,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict[str,
             if not isinstance(key_node, yaml.ScalarNode):
                 raise InputError("mapping keys must be scalars", file=file, path=path,
                                  line=key_node.start_mark.line + 1)
-            key = _key_text(_scalar(loader, key_node))
+            key = key_text(_scalar(loader, key_node))
             child = join_path(path, key)
             if key in out:
                 raise InputError(f"duplicate key {key!r}", file=file, path=child,
@@ -96,7 +98,7 @@ def load_text(text: str, file: str) -> list[Document]:
     if stripped.startswith(("{", "[")):
         return _load_json_stream(text, file)
     docs: list[Document] = []
-    loader = _BaseLoader(text)
+    loader = BaseLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -120,28 +122,36 @@ def load_text(text: str, file: str) -> list[Document]:
 
 def _load_json_stream(text: str, file: str) -> list[Document]:
     """One or more JSON documents one after the other (JSON lines included)."""
-    decoder = json.JSONDecoder()
     docs: list[Document] = []
+    try:
+        for start, end, data in json_stream(text):
+            first_line = text.count("\n", 0, start)
+            docs.append(_load_json("\n" * first_line + text[start:end], data, file))
+    except json.JSONDecodeError as e:
+        raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
+                         line=e.lineno) from e
+    return docs
+
+
+def json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
+    """(start, end, value) of each JSON document in `text`, one after the other; raises
+    json.JSONDecodeError at the first that does not parse."""
+    decoder = json.JSONDecoder()
     pos = 0
     while True:
         while pos < len(text) and text[pos] in " \t\r\n":
             pos += 1
         if pos >= len(text):
-            return docs
+            return
         start = pos
-        try:
-            data, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
-                             line=e.lineno) from e
-        first_line = text.count("\n", 0, start)
-        docs.append(_load_json("\n" * first_line + text[start:pos], data, file))
+        data, pos = decoder.raw_decode(text, pos)
+        yield start, pos, data
 
 
 def _load_json(text: str, data: Any, file: str) -> Document:
     lines: dict[str, int] = {}
     try:  # JSON is YAML: compose it only for the line numbers, best effort
-        loader = _BaseLoader(text)
+        loader = BaseLoader(text)
         try:
             node = loader.get_single_node()
             if node is not None:

@@ -12,15 +12,9 @@ from typing import Union
 import yaml
 
 from machineconfig.ignition.decode import JNode, JSONSyntaxError, parse_json
-from machineconfig.yamlload import Document
+from machineconfig.yamlload import BaseLoader, Document, json_stream, key_text
 
 Path = tuple[Union[str, int], ...]
-
-try:  # the C loader is much faster on large inputs; both give the same nodes and marks
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
-
 
 @dataclass
 class PNode:
@@ -72,7 +66,7 @@ def index_documents(text: str, docs: list[Document]) -> list[PositionIndex]:
 
 
 def _yaml_indexes(text: str) -> list[PositionIndex]:
-    loader = _Loader(text)
+    loader = BaseLoader(text)
     out: list[PositionIndex] = []
     try:
         while loader.check_node():
@@ -95,45 +89,29 @@ def _from_yaml(loader: yaml.SafeLoader, node: yaml.Node, mark: yaml.Mark) -> PNo
         loader.flatten_mapping(node)  # merge keys (<<), as yamlload does
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            out.members.append((_key_text(key), _from_yaml(loader, value_node, key_node.start_mark)))
+            out.members.append((key_text(key), _from_yaml(loader, value_node, key_node.start_mark)))
     elif isinstance(node, yaml.SequenceNode):
         out.items = [_from_yaml(loader, item, item.start_mark) for item in node.value]
     return out
 
 
-def _key_text(key: object) -> str:
-    # The text yamlload gives a non-string key (`true:` is the key "true").
-    if key is True:
-        return "true"
-    if key is False:
-        return "false"
-    return "null" if key is None else str(key)
-
-
 def _json_indexes(text: str) -> list[PositionIndex]:
     """JSON documents one after the other, positioned by Ignition's exact JSON parser."""
     data = text.encode("utf-8")
-    decoder = json.JSONDecoder()
     out: list[PositionIndex] = []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        if pos >= len(text):
-            return out
-        try:
-            _, end = decoder.raw_decode(text, pos)
-        except ValueError:
-            return out
-        start_b = len(text[:pos].encode("utf-8"))
-        end_b = start_b + len(text[pos:end].encode("utf-8"))
-        try:
-            root = parse_json(data[start_b:end_b])
-        except (JSONSyntaxError, RecursionError):
-            out.append(PositionIndex())
-        else:
-            out.append(PositionIndex(_from_json(root, data, start_b, _opening(root))))
-        pos = end
+    try:
+        for pos, end, _ in json_stream(text):
+            start_b = len(text[:pos].encode("utf-8"))
+            end_b = start_b + len(text[pos:end].encode("utf-8"))
+            try:
+                root = parse_json(data[start_b:end_b])
+            except (JSONSyntaxError, RecursionError):
+                out.append(PositionIndex())
+            else:
+                out.append(PositionIndex(_from_json(root, data, start_b, _opening(root))))
+    except json.JSONDecodeError:
+        pass  # the index ends where the JSON does (yamlload reports the error)
+    return out
 
 
 def _from_json(node: JNode, data: bytes, base: int, at: int) -> PNode:
