@@ -10,21 +10,9 @@ from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
 )
 from machineconfig.store import Store, open_store
+from tests.unit.poolyaml import pool_yaml
 
-POOL = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: worker
-spec:
-  machineConfigSelector:
-    matchLabels:
-      machineconfiguration.openshift.io/role: worker
-  nodeSelector:
-    matchLabels:
-      node-role.kubernetes.io/worker: ""
-  maxUnavailable: 1
-"""
+POOL = pool_yaml("worker", role="worker", node_role="worker", max_unavailable=1)
 
 
 def machine_config(name: str, path: str, content: str, kernel_type: str = "") -> str:

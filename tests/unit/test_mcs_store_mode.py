@@ -30,39 +30,14 @@ from tests.unit.test_mcs_layout import (
     MASTER_CONFIG, WORKER_CONFIG, WORKER_CONFIG_NEW, controller_config, decode_files, ignition_config,
     machine_config,
 )
+from tests.unit.poolyaml import pool_yaml, pools_yaml
 
 PLAIN = {"Accept-Encoding": "identity"}
 WORKER_LABEL = "node-role.kubernetes.io/worker"
 CA_PEM = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n"
 
-POOLS = f"""\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: worker
-spec:
-  machineConfigSelector:
-    matchLabels:
-      machineconfiguration.openshift.io/role: worker
-  nodeSelector:
-    matchLabels:
-      {WORKER_LABEL}: ""
----
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: master
-spec:
-  nodeSelector:
-    matchLabels:
-      node-role.kubernetes.io/master: ""
----
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: infra
-spec: {{}}
-"""
+POOLS = pools_yaml(pool_yaml("worker", role="worker", node_role="worker"),
+                   pool_yaml("master", node_role="master"), pool_yaml("infra"))
 
 
 def make_store(root: Path) -> tuple[Store, Path, Path]:

@@ -13,24 +13,10 @@ from machineconfig.store import (
     NotFoundError, Store, StoreError, open_store,
 )
 from machineconfig.store.local import LocalStore
+from tests.unit.poolyaml import pool_yaml, pools_yaml
 
-POOLS = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: worker
-spec:
-  machineConfigSelector:
-    matchLabels:
-      machineconfiguration.openshift.io/role: worker
----
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: master
-spec:
-  maxUnavailable: 1
-"""
+POOLS = pools_yaml(pool_yaml("worker", role="worker"), pool_yaml("master", max_unavailable=1))
+
 
 MC = """\
 apiVersion: machineconfiguration.openshift.io/v1
