@@ -25,6 +25,7 @@ from mcs.store_mode import build_store_state
 from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
 from tests.unit.test_mcs_store_mode import bearer, data_url_text, make_store, pool_token, store_options
+from tests.unit.test_mcs_tls import FakeHandler
 
 IGN = "application/vnd.coreos.ignition+json"
 V35 = {"Accept": f"{IGN};version=3.5.0, */*;q=0.1", "Accept-Encoding": "identity"}
@@ -234,22 +235,9 @@ def test_metrics_children_bound_once(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
-class _Handler:
-    def __init__(self) -> None:
-        self.transport = _Transport()
-
-
 def test_guard_forgets_closed_connections() -> None:
     guard = ConnectionGuard(header_timeout=0.0, response_timeout=3600.0)
-    gone, idle = _Handler(), _Handler()
+    gone, idle = FakeHandler(), FakeHandler()
     guard.connection_made(gone)  # type: ignore[arg-type]
     guard.connection_made(idle)  # type: ignore[arg-type]
     guard.connection_lost(gone)  # type: ignore[arg-type]

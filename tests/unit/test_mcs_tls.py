@@ -42,7 +42,7 @@ def test_missing_files_fail_at_start(tmp_path: Path) -> None:
         ReloadingTLS(tmp_path / "nope.crt", tmp_path / "nope.key")
 
 
-class _Transport:
+class FakeTransport:
     def __init__(self) -> None:
         self.aborted = False
 
@@ -50,14 +50,16 @@ class _Transport:
         self.aborted = True
 
 
-class _Handler:
+class FakeHandler:
+    """What ConnectionGuard sees of a connection: a transport it can abort."""
+
     def __init__(self) -> None:
-        self.transport = _Transport()
+        self.transport = FakeTransport()
 
 
 def test_guard_deadlines() -> None:
     guard = ConnectionGuard(header_timeout=0.0, response_timeout=3600.0)
-    idle, busy = _Handler(), _Handler()
+    idle, busy = FakeHandler(), FakeHandler()
     guard.connection_made(idle)  # type: ignore[arg-type]
     guard.connection_made(busy)  # type: ignore[arg-type]
     guard.request_started(busy)  # ignored: not an aiohttp RequestHandler
