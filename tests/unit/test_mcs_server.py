@@ -121,14 +121,20 @@ class Server:
             return e.code, dict(e.headers), e.read()
 
 
-def start_server(tmp_path: Path, *extra: str) -> Server:
-    base, kubeconfig = write_layout(tmp_path)
+def write_tls(root: Path, cn: str) -> tuple[CA, Path, Path, Path]:
+    """A new CA and a server certificate `cn` it issued: (ca, root/tls.crt, root/tls.key, root/ca.crt)."""
     ca = make_ca()
-    cert_pem, key_pem, _ = issue(ca, "mcs-1")
-    cert, key, ca_file = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "ca.crt"
+    cert_pem, key_pem, _ = issue(ca, cn)
+    cert, key, ca_file = root / "tls.crt", root / "tls.key", root / "ca.crt"
     cert.write_bytes(cert_pem)
     key.write_bytes(key_pem)
     ca_file.write_bytes(ca.pem())
+    return ca, cert, key, ca_file
+
+
+def start_server(tmp_path: Path, *extra: str) -> Server:
+    base, kubeconfig = write_layout(tmp_path)
+    ca, cert, key, ca_file = write_tls(tmp_path, "mcs-1")
     tokens = tmp_path / "tokens"
     tokens.write_text(f"worker {TOKEN}\nmaster {TOKEN}\n")
     log = tmp_path / "server.log"

@@ -27,7 +27,7 @@ from machineconfig.store import (
 )
 from machineconfig.store.remote import RemoteNodeAPI, _error_for
 from tests.unit.test_mcs_layout import WORKER_CONFIG
-from tests.unit.test_mcs_server import issue, make_ca, open_url
+from tests.unit.test_mcs_server import open_url, write_tls
 from tests.unit.test_mcs_store_mode import WORKER_LABEL, credentials_of, make_store, pool_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,12 +49,7 @@ class Running:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("mcs-start")
     store, inputs, sdir = make_store(root)
-    ca = make_ca()
-    cert_pem, key_pem, _ = issue(ca, "mcs-start")
-    cert, key, ca_file = root / "tls.crt", root / "tls.key", root / "ca.crt"
-    cert.write_bytes(cert_pem)
-    key.write_bytes(key_pem)
-    ca_file.write_bytes(ca.pem())
+    _, cert, key, ca_file = write_tls(root, "mcs-start")
     log = root / "server.log"
     # A short response deadline: long polls must be exempt from it.
     cmd = [sys.executable, "-m", "mcs.cli", "--log-level", "DEBUG", "start", "--store", f"local:{inputs}",
