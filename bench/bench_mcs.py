@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.unit.procs import stop_all  # noqa: E402
 from tests.unit.test_mcs_layout import ignition_config, write_layout  # noqa: E402
 
 ACCEPT = "application/vnd.coreos.ignition+json;version=3.5.0, */*;q=0.1"
@@ -218,13 +218,7 @@ def main() -> int:
                 print(f"  /healthz during the soak: {probes} answers, slowest {worst * 1000:.0f} ms")
                 print(f"  server RSS {rss0} -> {rss1} KiB, open fds {fds0} -> {fds1}")
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_all(procs)
     return 0
 
 

@@ -17,6 +17,7 @@ import pytest
 from mcd import firstboot
 from mcd.cli import main
 from tests.unit.test_mcs_layout import SSH_KEY, WORKER_CONFIG, ignition_config, write_layout
+from tests.unit.procs import stop_all
 from tests.unit.test_mcs_server import ROOT, TOKEN, Server, start_server
 
 
@@ -236,12 +237,6 @@ def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) 
             daemon.stop_requested.set()
         if thread is not None:
             thread.join(timeout=10)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
     for prog in ("mcc", "mcs"):
         assert TOKEN not in (tmp_path / f"{prog}.log").read_text()
