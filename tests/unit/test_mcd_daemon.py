@@ -17,7 +17,7 @@ from mcd.daemon import Daemon, DaemonError, Timeouts
 from mcd.drain import duration_text
 from mcd.file_writers import FileWriter, Journal
 from tests.unit.fakenodeapi import FakeNodeAPI
-from tests.unit.test_mcd_update import FakeSystemd, mc
+from tests.unit.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
 
 NODE = "node-1"
 CUR, DES = C.CURRENT_CONFIG_ANNOTATION, C.DESIRED_CONFIG_ANNOTATION
@@ -29,14 +29,6 @@ A = mc("rendered-worker-a", {"/etc/containers/policy.json": "{}", "/etc/motd": "
 B_RELOAD = mc("rendered-worker-b", {"/etc/containers/policy.json": '{"x": 1}', "/etc/motd": "hello"})
 B_REBOOT = mc("rendered-worker-b", {"/etc/containers/policy.json": "{}", "/etc/motd": "hello",
                                     "/etc/kubernetes/kubelet.conf": "kubelet"})
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    (tmp_path / "etc/group").write_text("root:x:0:\n")
-    return tmp_path
 
 
 def lay_down(root: Path, config: dict[str, Any]) -> None:

@@ -81,6 +81,7 @@ def mc(name: str, files: dict[str, str] | None = None, units: list[dict[str, Any
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
+    """A node's root directory with the passwd and group files (test_mcd_daemon uses it too)."""
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
     (tmp_path / "etc/group").write_text("root:x:0:\n")
