@@ -34,9 +34,29 @@ def _interval(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _listen_args(p: argparse.ArgumentParser) -> None:
+    """Where `mcs bootstrap` and `mcs start` listen."""
+    p.add_argument("--secure-port", type=_port, default=constants.SECURE_PORT,
+                   help="HTTPS port (0: any free port, -1: off)")
+    p.add_argument("--insecure-port", type=_port, default=constants.INSECURE_PORT,
+                   help="plain HTTP port (0: any free port, -1: off)")
+    p.add_argument("--bind-address", default=None, help="address to listen on (default: all interfaces)")
+
+
+def _timeout_args(p: argparse.ArgumentParser, response: str, checked: str) -> None:
+    """The client deadlines and input check interval of `mcs bootstrap` and `mcs start`; `response`
+    is the help of --response-timeout, `checked` what --input-check-interval checks."""
     from mcs.cache import INPUT_CHECK_INTERVAL
 
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request head (and the keep-alive idle limit)")
+    p.add_argument("--response-timeout", type=float, default=60.0, help=response)
+    p.add_argument("--input-check-interval", type=_interval, default=INPUT_CHECK_INTERVAL, metavar="SECONDS",
+                   help=f"check {checked} at most this often, not on every request: a change is served "
+                        f"within this bound (default {INPUT_CHECK_INTERVAL}; 0: every request)")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcs", description="machine-config server: serves Ignition to joining machines")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,24 +68,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="kubeconfig served to machines as /etc/kubernetes/kubeconfig (must exist)")
     boot.add_argument("--cert", type=Path, help="TLS certificate (PEM); reloaded when the file changes")
     boot.add_argument("--key", type=Path, help="TLS private key (PEM); reloaded when the file changes")
-    boot.add_argument("--secure-port", type=_port, default=constants.SECURE_PORT,
-                      help="HTTPS port (0: any free port, -1: off)")
-    boot.add_argument("--insecure-port", type=_port, default=constants.INSECURE_PORT,
-                      help="plain HTTP port (0: any free port, -1: off)")
-    boot.add_argument("--bind-address", default=None, help="address to listen on (default: all interfaces)")
+    _listen_args(boot)
     boot.add_argument("--workers", type=int, default=1,
                       help="worker processes sharing the ports (0: one per CPU)")
     boot.add_argument("--token-file", type=Path,
                       help="`pool token` per line; /config/<pool> then needs `Authorization: Bearer <token>`")
     boot.add_argument("--bootstrap-certs", action="append", default=[], metavar="REGISTRY=FILE",
                       help="serve FILE (relative to the base directory) as /etc/docker/certs.d/REGISTRY/ca.crt")
-    boot.add_argument("--header-timeout", type=float, default=10.0,
-                      help="seconds a client has to send a request head (and the keep-alive idle limit)")
-    boot.add_argument("--response-timeout", type=float, default=60.0,
-                      help="seconds a client has to receive one response")
-    boot.add_argument("--input-check-interval", type=_interval, default=INPUT_CHECK_INTERVAL, metavar="SECONDS",
-                      help="check the input files at most this often, not on every request: a change "
-                           f"is served within this bound (default {INPUT_CHECK_INTERVAL}; 0: every request)")
+    _timeout_args(boot, response="seconds a client has to receive one response",
+                  checked="the input files")
 
     start = sub.add_parser("start", help="serve pools from a store, and the node API for daemons")
     start.add_argument("--store", required=True, help="store URL, e.g. local:DIR (input YAML directory)")
@@ -75,25 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--key", type=Path, help="TLS private key (PEM); reloaded when the file changes")
     start.add_argument("--ca", type=Path,
                        help="CA (PEM) handed to nodes in node-credentials.json (default: --cert itself)")
-    start.add_argument("--secure-port", type=_port, default=constants.SECURE_PORT,
-                       help="HTTPS port (0: any free port, -1: off)")
-    start.add_argument("--insecure-port", type=_port, default=constants.INSECURE_PORT,
-                       help="plain HTTP port (0: any free port, -1: off)")
-    start.add_argument("--bind-address", default=None, help="address to listen on (default: all interfaces)")
+    _listen_args(start)
     start.add_argument("--advertise-url", help="node API URL written into served configs "
                        "(default: scheme and Host of the request for the config)")
     start.add_argument("--token-file", type=Path,
                        help="extra `pool token` lines also accepted for /config/<pool>")
     start.add_argument("--bootstrap-kubeconfig", type=Path,
                        help="kubeconfig served as /etc/kubernetes/kubeconfig (default: none is served)")
-    start.add_argument("--header-timeout", type=float, default=10.0,
-                       help="seconds a client has to send a request head (and the keep-alive idle limit)")
-    start.add_argument("--response-timeout", type=float, default=60.0,
-                       help="seconds a client has to receive one response (long polls get their own)")
-    start.add_argument("--input-check-interval", type=_interval, default=INPUT_CHECK_INTERVAL, metavar="SECONDS",
-                       help="check the store revision and input files at most this often, not on every "
-                            f"request: a change is served within this bound (default {INPUT_CHECK_INTERVAL}; "
-                            "0: every request)")
+    _timeout_args(start, response="seconds a client has to receive one response (long polls get their own)",
+                  checked="the store revision and input files")
 
     ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
     ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
