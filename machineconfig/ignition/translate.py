@@ -89,13 +89,12 @@ def reshape(obj: JSON, sref: str, dref: str, src: int, dst: int) -> JSON:
 
 
 _RESHAPERS: dict[tuple[str, str, int, int], Callable[[JSON], JSON]] = {}
-_MISSING = object()
 
 
 def _compile_reshape(sref: str, dref: str, src: int, dst: int) -> Callable[[JSON], JSON]:
     src_fields = {f.name: (kind, ref) for f, kind, ref in shaped_fields(sref, src)}
-    namespace: dict[str, Any] = {"_M": _MISSING}
-    lines = ["def _reshape(obj):", "    out = {}", "    g = obj.get"]
+    namespace: dict[str, Any] = {}
+    lines = ["def _reshape(obj):", "    out = {}"]
     for n, (f, kind, ref) in enumerate(shaped_fields(dref, dst)):
         if f.name not in src_fields:
             continue
@@ -104,8 +103,9 @@ def _compile_reshape(sref: str, dref: str, src: int, dst: int) -> Callable[[JSON
         sub = f"_r{n}"
         if kind in (LIST, OBJ, PTR):
             namespace[sub] = _RESHAPERS.get((sub_src, ref, src, dst)) or _compile_reshape(sub_src, ref, src, dst)
-        lines.append(f"    v = g({key}, _M)")
-        lines.append("    if v is not _M:")
+        # `in` and [] as reshape_reference does them (also for non-dict input)
+        lines.append(f"    if {key} in obj:")
+        lines.append(f"        v = obj[{key}]")
         if kind in SCALARS:
             if kind not in NULLABLE:
                 lines += [f"        if v != {zero_value(f)!r}:", f"            out[{key}] = v"]

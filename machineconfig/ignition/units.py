@@ -92,6 +92,21 @@ def _to_eol(r: _Reader) -> tuple[bytes, bool]:
     return line.removesuffix(b"\r").removesuffix(b"\n"), not found
 
 
+def _option_name_fast(r: _Reader) -> str | None:
+    """The option_name state in one step when the buffered bytes hold an ASCII name ending at
+    '=' before any line break: the rune loop would read exactly those bytes without a refill
+    (every rune is one whole byte inside the buffer). None: let the rune loop decide."""
+    data, pos, end = r.data, r.pos, r.w
+    eq = data.find(b"=", pos, end)
+    if eq < 0:
+        return None
+    segment = data[pos:eq]
+    if not segment.isascii() or b"\n" in segment or b"\r" in segment:
+        return None
+    r.pos = eq + 1
+    return segment.decode("ascii").strip()
+
+
 def deserialize(contents: str) -> list[UnitOption]:
     """Parse unit text; return its options or raise UnitParseError."""
     r = _Reader(contents.encode("utf-8", "surrogatepass"))
@@ -136,6 +151,11 @@ def deserialize(contents: str) -> list[UnitOption]:
                     break
             state = after_comment
         elif state == "option_name":
+            fast = _option_name_fast(r)
+            if fast is not None:
+                name = fast
+                state = "option_value"
+                continue
             partial = []
             while True:
                 ch = r.read_rune()
