@@ -1,4 +1,4 @@
-"""`mcc plan --store local:DIR --state SDIR [--policy FILE] [-o text|json]`: before a rollout,
+"""`mcc plan --store local:DIR --state SDIR [--values F] [--policy FILE] [-o text|json]`: before a rollout,
 for each pool and node, what changes and what it costs (none, reload X, restart X, drain, reboot).
 
 Renders the inputs as `mcc start` would (without writing anything) and compares each node's
@@ -16,7 +16,7 @@ from machineconfig import disruption
 from machineconfig.errors import MachineConfigError
 from machineconfig.store import open_store
 from machineconfig.store.base import MACHINE_CONFIG_POOL, NotFoundError
-from mcc import node_controller, render_controller
+from mcc import bootstrap, node_controller, render_controller
 from mcc.plan import PoolPlan, format_text, plan_pool
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
@@ -32,6 +32,8 @@ def register(subparsers: Any) -> None:
                              "(default: MCO's default policies)")
     parser.add_argument("--templates", metavar="DIR", type=Path, default=DEFAULT_TEMPLATES_DIR,
                         help="the ignition-templates tree (default: the one shipped with mcc)")
+    parser.add_argument("--values", metavar="FILE",
+                        help="YAML mapping of extra template variables (give the controller's)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.set_defaults(func=run)
 
@@ -41,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         policy = disruption.load_policy(args.policy) if args.policy else disruption.DEFAULT_POLICY
         store = open_store(args.store, args.state)
         objects = render_controller.read_inputs(store)
-        result = render_controller.render(objects, args.templates)
+        # The same variables as the controller, or the plan describes a render it never makes.
+        values = bootstrap.load_values(args.values) if args.values else {}
+        result = render_controller.render(objects, args.templates, values)
         rendered = {r.name: r.to_object() for r in result.rendered.values()}
 
         def lookup(name: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from mcc.cli import main
 from mcc.controller import Controller
 from mcc.plan import cost, format_text, plan_pool
 from machineconfig.disruption import DEFAULT_POLICY
+from machineconfig.store import open_store
+from mcc.bootstrap import load_values
 from tests.unit.clusterkit import daemon_step, join, machine_config, make_store, write
 
 
@@ -100,3 +103,34 @@ def test_mcc_plan_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     # plan writes nothing: the pool still targets the old config
     assert store.get_object("MachineConfigPool", "worker")["spec"]["configuration"]["name"] \
         == current
+
+
+
+def test_mcc_plan_renders_with_the_controllers_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The templates read values (examples/cluster-values.yaml sets the registries.conf search
+    # list): the plan must render exactly as the controller does, or every node shows a change
+    # that will never roll out.
+    repo = Path(__file__).resolve().parents[2]
+    inputs = tmp_path / "inputs"
+    shutil.copytree(repo / "examples" / "cluster", inputs)
+    values = tmp_path / "values.yaml"
+    shutil.copy(repo / "examples" / "cluster-values.yaml", values)
+    store = open_store(f"local:{inputs}", str(tmp_path / "state"))
+    controller = Controller(store, values=load_values(str(values)))
+    controller.run_pass()
+    current = str(store.get_object("MachineConfigPool", "worker")["spec"]["configuration"]["name"])
+    join(store, "n1", current)
+    controller.run_pass()
+    daemon_step(store)
+    args = ["plan", "--store", f"local:{inputs}", "--state", str(tmp_path / "state"),
+            "-o", "json"]
+
+    def worker_cost(extra: list[str]) -> str:
+        assert main(args + extra) == 0
+        doc = json.loads(capsys.readouterr().out)
+        pool = next(p for p in doc["pools"] if p["pool"] == "worker")
+        return str(pool["nodes"][0]["cost"])
+
+    assert worker_cost(["--values", str(values)]) == "none"
+    assert worker_cost([]) != "none"
