@@ -23,14 +23,14 @@ from machineconfig.constants import (
 from machineconfig.errors import MachineConfigError
 from machineconfig.store.base import (
     CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG, MACHINE_CONFIG,
-    MACHINE_CONFIG_POOL, SECRET, Store,
+    MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, Store,
 )
-from machineconfig.yamlload import Document
+from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap
 from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
 from mcc.render import SELECTING_ALL, RenderedConfig, RenderError, render_pool
-from mcc.template import DEFAULT_TEMPLATES_DIR
+from mcc.template import DEFAULT_TEMPLATES_DIR, render_user_template
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def fingerprint(objects: Mapping[str, list[JSON]]) -> str:
 def read_inputs(store: Store) -> dict[str, list[JSON]]:
     return {kind: store.list_objects(kind) for kind in (
         MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
-        CONTAINER_RUNTIME_CONFIG, SECRET)}
+        CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE)}
 
 
 def _is_generated(mc: Mapping[str, Any]) -> bool:
@@ -80,13 +80,20 @@ def _is_generated(mc: Mapping[str, Any]) -> bool:
         (mc.get("metadata") or {}).get("annotations") or {})
 
 
-def to_inputs(objects: Mapping[str, list[JSON]], generating: bool) -> bootstrap.Inputs:
+def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
+              values: Mapping[str, Any] | None = None) -> bootstrap.Inputs:
     """Adapter: bootstrap.Inputs from store objects (bootstrap reads files; each store object
-    becomes a one-document "file" named store:<kind>/<name> for messages)."""
+    becomes a one-document "file" named store:<kind>/<name> for messages). User templates
+    (`*.yaml.j2`) are rendered here with the controller's values, as `mcc render` does."""
     docs = []
     secrets = []
     for kind, items in objects.items():
         for obj in items:
+            if kind == USER_TEMPLATE:
+                path = str(obj.get("path", ""))
+                docs += [d for d in load_text(render_user_template(Path(path), values or {}), path)
+                         if not (generating and isinstance(d.data, dict) and _is_generated(d.data))]
+                continue
             name = str((obj.get("metadata") or {}).get("name", ""))
             where = f"store:{kind}/{name}"
             if kind == SECRET:
@@ -114,7 +121,7 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
     ccs = objects.get(CONTROLLER_CONFIG, [])
     generating = bool(ccs and (ccs[0].get("spec") or {}).get("infra"))
     try:
-        inputs = to_inputs(objects, generating)
+        inputs = to_inputs(objects, generating, values)
         before = {mc.name for mc in inputs.configs}
         bootstrap.run_controllers(inputs, templates_dir, values)
     except MachineConfigError as e:

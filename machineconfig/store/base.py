@@ -21,8 +21,13 @@ CONTROLLER_CONFIG = "ControllerConfig"
 KUBELET_CONFIG = "KubeletConfig"
 CONTAINER_RUNTIME_CONFIG = "ContainerRuntimeConfig"
 SECRET = "Secret"
+# A user MachineConfig written as a Jinja2 template (`*.yaml.j2` in the input directory). The
+# store cannot render it (the template variables belong to the controller), so it hands the file
+# over as {"kind": USER_TEMPLATE, "metadata": {"name": <path relative to the input dir>},
+# "path": <absolute path>}; the controller renders it with its values.
+USER_TEMPLATE = "UserTemplate"
 KINDS = (MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
-         CONTAINER_RUNTIME_CONFIG, SECRET)
+         CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE)
 
 
 class StoreError(MachineConfigError):

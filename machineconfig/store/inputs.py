@@ -13,15 +13,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from machineconfig.api import input_files, parse_object
+from machineconfig.api import YAML_SUFFIXES, input_files, parse_object
 from machineconfig.errors import InputError
-from machineconfig.store.base import SECRET
+from machineconfig.store.base import SECRET, USER_TEMPLATE
 from machineconfig.yamlload import Document, load_file
 
 log = logging.getLogger(__name__)
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode
 Key = tuple[str, str]  # kind, name
+
+TEMPLATE_SUFFIXES = tuple(s + ".j2" for s in YAML_SUFFIXES)
 
 
 @dataclass
@@ -56,8 +58,22 @@ def _document_objects(doc: Document, data: Any, base_path: str) -> list[dict[str
     return [data]
 
 
-def load_objects(path: str) -> list[dict[str, Any]]:
-    """Every object in one input file, validated; raises InputError naming file and line."""
+def load_objects(path: str, root: str | None = None) -> list[dict[str, Any]]:
+    """Every object in one input file, validated; raises InputError naming file and line.
+
+    A `*.yaml.j2` file is one USER_TEMPLATE object (see base.py): the controller renders it.
+    """
+    if path.endswith(TEMPLATE_SUFFIXES):
+        name = os.path.relpath(path, root) if root else os.path.basename(path)
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+        except OSError as e:
+            raise InputError(f"cannot read: {e.strerror}", file=path) from e
+        # The digest makes an edit of the template an edit of the object, so whoever compares
+        # objects to decide whether to re-render sees it.
+        return [{"kind": USER_TEMPLATE, "metadata": {"name": name},
+                 "path": os.path.abspath(path), "sha256": digest}]
     out: list[dict[str, Any]] = []
     for doc in load_file(path):
         out.extend(_document_objects(doc, doc.data, "$"))
@@ -89,7 +105,7 @@ class InputDir:
             changed = False
             seen: dict[str, os.stat_result] = {}
             try:
-                paths = input_files([self.path])
+                paths = input_files([self.path], YAML_SUFFIXES + TEMPLATE_SUFFIXES)
             except InputError as e:
                 paths = []
                 dir_error: str | None = str(e)
@@ -115,7 +131,7 @@ class InputDir:
                     continue
                 changed = True
                 try:
-                    objects = load_objects(p)
+                    objects = load_objects(p, self.path)
                 except InputError as e:
                     log.warning("%s (keeping its last good objects)", e)
                     self._files[p] = _File(sig, old.objects if old else [], str(e))

@@ -68,3 +68,36 @@ def test_generated_machine_configs_follow_their_sources(tmp_path: Path) -> None:
     assert "99-worker-generated-kubelet" not in names
     after = store.get_object("MachineConfigPool", "worker")["spec"]["configuration"]["name"]
     assert after != before
+
+
+def test_controller_renders_user_templates_like_mcc_render(tmp_path: Path) -> None:
+    # examples/cluster has a *.yaml.j2 MachineConfig: the running controller must render it with
+    # its values exactly as `mcc render --values` does, so both name the same rendered configs.
+    import shutil
+
+    from machineconfig.store import open_store
+    from mcc.bootstrap import load_values
+    from mcc.cli import main
+    from mcc.controller import Controller
+
+    repo = Path(__file__).resolve().parents[2]
+    inputs = tmp_path / "inputs"
+    shutil.copytree(repo / "examples" / "cluster", inputs)
+    values = str(repo / "examples" / "cluster-values.yaml")
+    assert any(p.name.endswith(".yaml.j2") for p in inputs.iterdir())
+    out = tmp_path / "out"
+    assert main(["render", str(inputs), "--values", values, "--out", str(out)]) == 0
+    offline = sorted(p.stem for p in (out / "machine-configs").glob("rendered-*.yaml"))
+    store = open_store(f"local:{inputs}", str(tmp_path / "state"))
+    Controller(store, values=load_values(values)).run_pass()
+    online = sorted(str(p["spec"]["configuration"]["name"])
+                    for p in store.list_objects("MachineConfigPool"))
+    assert online == offline
+    # An edit of the template is an input change: the worker pool moves to a new config.
+    chrony = next(p for p in inputs.iterdir() if p.name.endswith(".yaml.j2"))
+    chrony.write_text(chrony.read_text().replace("{{", "{{ 'x' ~ ", 1))
+    store.revision()
+    Controller(store, values=load_values(values)).run_pass()
+    after = sorted(str(p["spec"]["configuration"]["name"])
+                   for p in store.list_objects("MachineConfigPool"))
+    assert after != online
