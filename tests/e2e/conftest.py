@@ -23,7 +23,7 @@ from tests.e2e.cluster import (CURRENT, DESIRED, STATE, REPO_ROOT, Cluster, node
                                reap_stale_clusters, wait_until)
 from tests.e2e.nodes import RUNS_DIR, RebootSupervisor, add_pointer_nodes
 from tests.node.harness import Node, NodeFactory, reap_stale
-from tests.node.rootfs import ensure_rootfs, missing_prerequisites
+from tests.node.rootfs import ensure_rootfs, require_prerequisites
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
-
-
-def check_prerequisites() -> None:
-    missing = missing_prerequisites()
-    if missing:
-        if os.geteuid() != 0:
-            pytest.skip(f"e2e tests need root ({', '.join(missing)})")
-        pytest.fail(f"e2e test prerequisites missing: {', '.join(missing)} "
-                    "(apt-get install debootstrap systemd-container openssh-client)")
 
 
 @dataclass
@@ -124,7 +115,7 @@ def set_max_unavailable(path: Path, pool: str, value: int) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    check_prerequisites()
+    require_prerequisites("e2e")
     base = tmp_path_factory.mktemp("e2e")
     input_dir = base / "input"
     # a copy: the steps add, change and remove input files

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.node.harness import Node, NodeFactory, reap_stale
-from tests.node.rootfs import ensure_rootfs, missing_prerequisites
+from tests.node.rootfs import ensure_rootfs, require_prerequisites
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def node_factory() -> Iterator[NodeFactory]:
-    missing = missing_prerequisites()
-    if missing:
-        if os.geteuid() != 0:
-            pytest.skip(f"node tests need root ({', '.join(missing)})")
-        pytest.fail(f"node test prerequisites missing: {', '.join(missing)} "
-                    "(apt-get install debootstrap systemd-container openssh-client)")
+    require_prerequisites("node")
     base = ensure_rootfs()
     reap_stale(RUNS_DIR)
     factory = NodeFactory(base, RUNS_DIR / f"run-{os.getpid()}")

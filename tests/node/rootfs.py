@@ -54,6 +54,20 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
+def require_prerequisites(what: str) -> None:
+    """In a pytest run: skip when not root (a developer's quick run), fail when root lacks a
+    prerequisite (CI runs as root, where a missing tool must never turn into a skip)."""
+    import pytest  # only test sessions call this; the nodes CLI imports this module too
+
+    missing = missing_prerequisites()
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} tests need root ({', '.join(missing)})")
+    pytest.fail(f"{what} test prerequisites missing: {', '.join(missing)} "
+                "(apt-get install debootstrap systemd-container openssh-client)")
+
+
 def recipe_hash() -> str:
     blob = json.dumps(ROOTFS_RECIPE, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
