@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from machineconfig import constants
+from machineconfig import labels as label_selectors
+from machineconfig.api import LabelSelector
+from machineconfig.errors import MachineConfigError
 from machineconfig.store import ConflictError, ForbiddenError, NotFoundError, Store, StoreError
 from machineconfig.store.base import MACHINE_CONFIG_POOL
 from mcs.tokens import NodeTokens, PoolTokens
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# rendered-<pool>-<hash>: the hash part has no dash, so a pool "worker" does not cover "worker-a".
+RENDERED_HASH = re.compile(r"^[0-9a-f]+$")
 _MAX_NAME = 253
 _MAX_LABEL = 317  # prefix (253) + "/" + name (63)
 _MAX_VALUE = 8192
@@ -215,12 +220,59 @@ async def register(request: web.Request, api: NodeAPIState) -> web.StreamRespons
     labels = _str_map(body.get("labels") or {}, "labels")
     pool_obj = await _in_thread(api.store.get_object, MACHINE_CONFIG_POOL, pool)
     selector = ((pool_obj.get("spec") or {}).get("nodeSelector") or {}).get("matchLabels") or {}
+    await _check_reregistration(api, name, pool, pool_obj)
     # The pool's selector labels make the node a member of the pool whose token it holds.
     merged = {**labels, **{str(k): str(v) for k, v in selector.items()}}
     record = await _in_thread(api.store.register_node, name, merged)
     token = await _in_thread(api.node_tokens.issue, name)
     log.info("node %s registered into pool %s", name, pool)
     return _json({"node": record.to_dict(), "token": token})
+
+
+def _member(pool: dict[str, Any], node_labels: dict[str, str]) -> bool:
+    """Whether a node with these labels is selected by the pool (a bad selector selects nobody)."""
+    raw = (pool.get("spec") or {}).get("nodeSelector")
+    if raw is None:
+        return False
+    try:
+        return label_selectors.matches(LabelSelector.model_validate(raw), node_labels)
+    except (ValueError, MachineConfigError):  # pydantic's ValidationError is a ValueError
+        return False
+
+
+async def _check_reregistration(api: NodeAPIState, name: str, pool: str,
+                                pool_obj: dict[str, Any]) -> None:
+    """A pool token re-registers only nodes of its own pool: a worker's bootstrap token (which
+    every worker's pointer config carries) must not mint a token for a master node."""
+    try:
+        record = await _in_thread(api.store.get_node, name)
+    except NotFoundError:
+        return
+    if _member(pool_obj, record.labels):
+        return
+    pools = await _in_thread(api.store.list_objects, MACHINE_CONFIG_POOL)
+    others = sorted(str(p["metadata"]["name"]) for p in pools
+                    if _member(p, record.labels))
+    if others:
+        log.warning("refused to re-register node %s into pool %s: it is a member of %s",
+                    name, pool, ", ".join(others))
+        raise _Refused(403, f"node {name} is already registered in pool {others[0]}; "
+                            f"a {pool} bootstrap token cannot re-register it")
+
+
+async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> bool:
+    """A node reads its current and desired configs, and the rendered configs of the pools it
+    belongs to (what /config/<pool> would give it anyway) - never another pool's."""
+    record = await _in_thread(api.store.get_node, node)
+    if name in (record.annotations.get(constants.CURRENT_CONFIG_ANNOTATION),
+                record.annotations.get(constants.DESIRED_CONFIG_ANNOTATION)):
+        return True
+    for pool in await _in_thread(api.store.list_objects, MACHINE_CONFIG_POOL):
+        prefix = f"rendered-{pool['metadata']['name']}-"
+        if (name.startswith(prefix) and RENDERED_HASH.match(name[len(prefix):])
+                and _member(pool, record.labels)):
+            return True
+    return False
 
 
 @_handler
@@ -263,10 +315,12 @@ async def _bootstrap_desired(api: NodeAPIState, node: str, changes: dict[str, An
 
 @_handler
 async def get_rendered(request: web.Request, api: NodeAPIState) -> web.StreamResponse:
-    _node_of(request, api)
+    node = _node_of(request, api)
     name = request.match_info["name"]
     if not NODE_NAME.match(name) or len(name) > _MAX_NAME:
         raise _Refused(400, "invalid rendered config name")
+    if not await _may_read_rendered(api, node, name):
+        raise _Refused(403, "a node may only read the rendered configs of its own pool")
     return _json(await _in_thread(api.store.get_rendered, name))
 
 

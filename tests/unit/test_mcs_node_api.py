@@ -20,7 +20,7 @@ from machineconfig import constants
 from machineconfig.store import Store
 from mcs.app import ServerState, make_app
 from mcs.store_mode import build_store_state
-from tests.unit.test_mcs_layout import WORKER_CONFIG
+from tests.unit.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
 from tests.unit.test_mcs_store_mode import WORKER_LABEL, make_store, pool_token, store_options
 
 API = constants.NODE_API_PREFIX
@@ -171,8 +171,42 @@ def test_rendered(tmp_path: Path) -> None:
         _, token = await register(client, sdir, "worker-0")
         resp = await client.get(f"{API}/rendered/{WORKER_CONFIG}", headers=auth(token))
         assert resp.status == 200 and (await resp.json())["metadata"]["name"] == WORKER_CONFIG
-        await refused(await client.get(f"{API}/rendered/rendered-worker-nope", headers=auth(token)), 404)
+        await refused(await client.get(f"{API}/rendered/rendered-worker-ffff", headers=auth(token)), 404)
         await refused(await client.get(f"{API}/rendered/{WORKER_CONFIG}"), 401)
+
+    run(tmp_path, scenario)
+
+
+def test_rendered_only_of_own_pool(tmp_path: Path) -> None:
+    """Rendered configs carry pull secrets: a worker's token does not read the master's config,
+    unless the controller names it as the node's own current or desired config."""
+    async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
+        _, worker = await register(client, sdir, "worker-0")
+        _, master = await register(client, sdir, "master-0", pool="master")
+        text = await refused(await client.get(f"{API}/rendered/{MASTER_CONFIG}", headers=auth(worker)), 403)
+        assert "own pool" in text
+        await refused(await client.get(f"{API}/rendered/{WORKER_CONFIG}", headers=auth(master)), 403)
+        assert (await client.get(f"{API}/rendered/{MASTER_CONFIG}", headers=auth(master))).status == 200
+        # A pool whose name extends another's ("worker-a") is not covered by the shorter one.
+        await refused(await client.get(f"{API}/rendered/rendered-worker-a-0123", headers=auth(worker)), 403)
+        store.patch_node_annotations("worker-0", {constants.DESIRED_CONFIG_ANNOTATION: MASTER_CONFIG})
+        assert (await client.get(f"{API}/rendered/{MASTER_CONFIG}", headers=auth(worker))).status == 200
+
+    run(tmp_path, scenario)
+
+
+def test_pool_token_cannot_take_over_another_pools_node(tmp_path: Path) -> None:
+    async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
+        _, master = await register(client, sdir, "master-0", pool="master")
+        resp = await client.post(f"{API}/nodes/register", headers=auth(pool_token(sdir, "worker")),
+                                 json={"name": "master-0"})
+        text = await refused(resp, 403)
+        assert "master-0" in text and "pool master" in text
+        # Nothing changed: the master keeps its token and labels.
+        assert (await client.get(f"{API}/nodes/master-0", headers=auth(master))).status == 200
+        assert WORKER_LABEL not in store.get_node("master-0").labels
+        # Re-joining its own pool still works (a reinstalled node).
+        await register(client, sdir, "master-0", pool="master")
 
     run(tmp_path, scenario)
 

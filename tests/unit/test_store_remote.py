@@ -152,7 +152,7 @@ def test_errors_map_to_store_exceptions(server: Running) -> None:
     with pytest.raises(ForbiddenError):
         api.record_event("Node", "worker-3", "R", "m")
     with pytest.raises(NotFoundError):
-        api.get_rendered("rendered-worker-missing")
+        api.get_rendered("rendered-worker-0000")
     with pytest.raises(ForbiddenError, match="401"):
         RemoteNodeAPI(server.https, "wrong-token", ca_file=str(server.ca_file)).get_node("worker-2")
     with pytest.raises(ForbiddenError):
