@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from machineconfig.errors import MachineConfigError
 
@@ -107,6 +107,57 @@ class NodeAPI(Protocol):
 
         Returns the current revision (callers pass it back as `since`).
         """
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A pod that keeps a node from draining, and why.
+
+    `pod` is "namespace/name". When a PodDisruptionBudget refused the eviction, `budget` is the
+    budget's "namespace/name" and `message` the API server's text for it ("The disruption budget
+    web needs 2 healthy pods and has 2 currently"); otherwise `budget` is "" and `message` says
+    what else holds the pod (the API's error, or that an accepted eviction has not finished yet).
+    """
+
+    pod: str
+    budget: str = ""
+    message: str = ""
+
+    def __str__(self) -> str:
+        if self.budget:
+            return (f"pod {self.pod} blocked by PodDisruptionBudget {self.budget}"
+                    + (f" ({self.message})" if self.message else ""))
+        return f"pod {self.pod}" + (f": {self.message}" if self.message else "")
+
+
+@dataclass(frozen=True)
+class DrainProgress:
+    """Where the eviction of a node's pods stands after one step of `PodEvictor.evict_pods`.
+
+    `done`: no pod that a drain must move is left on the node. Otherwise `blocking` names the pods
+    still there (with the budgets that refused them) and `retry_after` is how many seconds the
+    caller should wait before the next step (a budget's Retry-After, or a short poll while
+    accepted evictions finish).
+    """
+
+    done: bool
+    blocking: tuple[Blocker, ...] = ()
+    retry_after: float = 0.0
+    evicted: tuple[str, ...] = ()  # "namespace/name" of the pods whose eviction this step started
+
+
+@runtime_checkable
+class PodEvictor(Protocol):
+    """Optional store capability: evict a cordoned node's pods through the Eviction API.
+
+    Only a store with a scheduler and pods offers it (kube). The local store does not: there a
+    drain is a cordon mark. `evict_pods` is one step and never sleeps: it lists the node's pods,
+    asks the API to evict those that are due and reports what is left; the caller (the drain
+    controller) calls it again after `retry_after` seconds and owns the attempt deadline and the
+    retry schedule. Raises StoreError when the API cannot be reached.
+    """
+
+    def evict_pods(self, node: str) -> DrainProgress: ...
 
 
 class Store(NodeAPI, Protocol):
