@@ -54,6 +54,10 @@ CONTROL_PLANE_TOPOLOGY_ANNOTATION = f"{GROUP}/controlPlaneTopology"
 # Set by our drain controller when it cordoned the node itself: an uncordon request clears only
 # such a cordon, never one an administrator made (a deliberate difference from MCO).
 CORDONED_BY_MCC_ANNOTATION = f"{GROUP}/cordonedByMCC"
+# Set by our drain controller while a drain stays blocked: the pods, and the PodDisruptionBudgets
+# that refused their eviction, that keep the node from draining (at most 2000 characters, like
+# the daemon's reason); removed when the drain completes or the request changes.
+DRAIN_REASON_ANNOTATION = f"{GROUP}/drainReason"
 
 # Values of the daemon's state annotation.
 STATE_WORKING = "Working"
