@@ -48,6 +48,7 @@ class Controller:
         self.now = now
         self.gc_enabled = gc_enabled
         self.render = RenderController(store, templates_dir, values, now)
+        self.drain = drain_controller.DrainController(store)
         # Warnings already reported (SelectingAll, membership and maxUnavailable errors): a pass
         # runs on every change, an event per pass would drown the real ones.
         self._reported: set[tuple[str, str, str]] = set()
@@ -126,9 +127,9 @@ class Controller:
                                             "Normal")
 
     def _drain(self, report: PassReport) -> None:
-        report.drain_errors = drain_controller.sync(self.store, self.store.list_nodes())
-        for node, error in report.drain_errors.items():
-            self._event_once("Node", node, "DrainFailed", error)
+        # The drain controller records its own events (a blocked drain is retried on MCO's
+        # schedule, not reported on every pass).
+        report.drain_errors = self.drain.sync(self.store.list_nodes())
 
     def _status(self, report: PassReport) -> None:
         pools = self.store.list_objects(MACHINE_CONFIG_POOL)
@@ -165,7 +166,10 @@ class Controller:
             if first:
                 notify("READY=1")  # systemd Type=notify; a no-op otherwise
                 first = False
-            deadline = time.monotonic() + interval
+            # A draining node due for its next eviction step wakes the loop early.
+            drain_due = self.drain.wake_in()
+            deadline = time.monotonic() + (interval if drain_due is None
+                                           else min(interval, max(drain_due, 0.05)))
             while not stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
