@@ -499,6 +499,41 @@ def _validate(x: Any, s: dict[str, Any], path: str, out: list[Cause]) -> None:
     _validate_combinators(x, s, path, out)
     if kind == "object":
         _validate_object(x, s, name, path, out)
+        if path and s.get("x-kubernetes-embedded-resource"):
+            _validate_embedded(x, path, out)
+
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+    "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+
+
+def _validate_embedded(x: dict[str, Any], path: str, out: list[Cause]) -> None:
+    """schemaobjectmeta's checks of an x-kubernetes-embedded-resource below the root."""
+    for key in ("apiVersion", "kind"):
+        if key not in x:
+            out.append(_cause("FieldValueRequired", f"{path}.{key}", "Required value: must not be empty"))
+    if "apiVersion" in x:
+        v = x["apiVersion"]
+        field = f"{path}.apiVersion"
+        if not isinstance(v, str):
+            out.append(_invalid(field, v, "must be a string"))
+        elif not v:
+            out.append(_invalid(field, v, "must not be empty"))
+        elif v.count("/") > 1 or v.startswith("/") or (v.count("/") == 1 and not v.split("/")[1]):
+            out.append(_invalid(field, v, f"unexpected GroupVersion string: {v}"))
+    if "kind" in x:
+        v = x["kind"]
+        field = f"{path}.kind"
+        if not isinstance(v, str):
+            out.append(_invalid(field, v, "must be a string"))
+        elif not v:
+            out.append(_invalid(field, v, "must not be empty"))
+        elif len(v) > 63 or not _DNS1035.match(v.lower()):
+            out.append(_invalid(field, v, "may have mixed case, but should otherwise match: " + _DNS1035_MSG))
 
 
 def _combinator_error(path: str, what: str) -> Cause:

@@ -319,3 +319,18 @@ def test_load_crds_keys_and_errors(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(crdschema.CRDError, match=r"b\.yaml: things\.example\.com is also defined in .*a\.yaml"):
         crdschema.load_crds(tmp_path)
+
+
+def test_embedded_resource_needs_apiversion_and_kind() -> None:
+    crd = crd_of(PRUNE_SCHEMA)
+    good = {"spec": {"embedded": {"apiVersion": "config.openshift.io/v1", "kind": "DNS", "spec": {}}}}
+    assert crdschema.validate(crd, good) == []
+    assert {f"{c['field']}: {c['message']}" for c in crdschema.validate(crd, {"spec": {"embedded": {"spec": {}}}})} == {
+        "spec.embedded.apiVersion: Required value: must not be empty",
+        "spec.embedded.kind: Required value: must not be empty",
+    }
+    bad = {"spec": {"embedded": {"apiVersion": "a/b/c", "kind": ""}}}
+    assert {f"{c['field']}: {c['message']}" for c in crdschema.validate(crd, bad)} == {
+        'spec.embedded.apiVersion: Invalid value: "a/b/c": unexpected GroupVersion string: a/b/c',
+        'spec.embedded.kind: Invalid value: "": must not be empty',
+    }
