@@ -85,6 +85,7 @@ class StoreEvent:
     reason: str
     message: str
     type: str = "Normal"  # or "Warning"
+    count: int = 1  # how many times it happened (the kube store aggregates repeats, as client-go)
 
 
 class NodeAPI(Protocol):
