@@ -126,12 +126,16 @@ _HOST = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\
 
 def server_url(state: ServerState, request: web.Request) -> str | None:
     """The URL a served machine should use for the node API: --advertise-url, else how it reached us."""
+    return server_url_for(state, request.scheme, request.headers.get("Host", ""))
+
+
+def server_url_for(state: ServerState, scheme: str, host: str) -> str | None:
+    """`server_url` from the request's scheme and Host header; None when the Host is not a host."""
     if state.advertise_url is not None:
         return state.advertise_url.rstrip("/")
-    host = request.headers.get("Host", "")
     if not _HOST.match(host) or len(host) > 260:
         return None
-    return f"{request.scheme}://{host}"
+    return f"{scheme}://{host}"
 
 
 def _pool_from_path(tail: str) -> str:

@@ -117,6 +117,15 @@ class ServedConfigCache:
             task.add_done_callback(lambda t: self._finished(building, t))
         return await asyncio.shield(task)
 
+    def peek(self, pool: str, version: str, variant: str = "") -> Served | None:
+        """The served representation if it is built and current, else None (never builds);
+        NotFound/ServeError from resolving the pool propagate."""
+        resolved = self._resolve(pool)
+        entry = self._entries.get((pool, resolved.config_name, version, variant))
+        if entry is not None and entry[0] == resolved.signature:
+            return entry[1]
+        return None
+
     def _resolve(self, pool: str) -> Resolved:
         """The source's resolution, reused for check_interval seconds (the staleness bound)."""
         if self.check_interval <= 0:

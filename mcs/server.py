@@ -23,6 +23,7 @@ from machineconfig.sdnotify import notify
 from mcs.app import SERVER_HEADER, ServerState, make_app
 from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
+from mcs.fastpath import DEADLINE_ATTR, FastPath, FastProtocol, fast_factory
 from mcs.layout import BootstrapSource
 from mcs.metrics import ServerMetrics, multiprocess_dir
 from mcs.tls import ReloadingTLS
@@ -58,10 +59,14 @@ class ServerOptions:
     # Seconds a pool's inputs (files, store revision) may go unchecked: the staleness bound of a
     # served config. 0 checks on every request; the command line defaults to INPUT_CHECK_INTERVAL.
     input_check_interval: float = 0.0
+    # Answer cached `GET|HEAD /config/<pool>` in mcs.fastpath, in front of aiohttp (same answers).
+    fast_path: bool = True
 
 
-# The attribute of a connection (aiohttp's RequestHandler) that holds its ConnectionGuard deadline.
-DEADLINE = "_mcs_deadline"
+# The attribute of a connection (aiohttp's RequestHandler or a fast-path protocol) that holds its
+# ConnectionGuard deadline.
+DEADLINE = DEADLINE_ATTR
+_PROTOCOLS = (web.RequestHandler, FastProtocol)
 
 
 class ConnectionGuard:
@@ -73,23 +78,32 @@ class ConnectionGuard:
     def __init__(self, header_timeout: float, response_timeout: float) -> None:
         self.header_timeout = header_timeout
         self.response_timeout = response_timeout
-        # The open connections; each one's deadline is an attribute of its own (DEADLINE), so the
-        # per-request calls are an attribute store and no weak-reference lookup.
-        self._handlers: weakref.WeakSet[web.RequestHandler] = weakref.WeakSet()
+        # The open connections (protocols with a `transport`); each one's deadline is an attribute
+        # of its own (DEADLINE), so the per-request calls are an attribute store and no
+        # weak-reference lookup.
+        self._handlers: weakref.WeakSet[Any] = weakref.WeakSet()
         self.aborted = 0
 
-    def connection_made(self, handler: web.RequestHandler) -> None:
+    def connection_made(self, handler: Any) -> None:
         setattr(handler, DEADLINE, time.monotonic() + self.header_timeout)
         self._handlers.add(handler)
 
-    def connection_lost(self, handler: web.RequestHandler) -> None:
+    def connection_lost(self, handler: Any) -> None:
         self._handlers.discard(handler)
         setattr(handler, DEADLINE, None)
 
     def _set(self, protocol: object, seconds: float) -> None:
-        # Only aiohttp connections this guard still watches (their deadline is not None).
-        if isinstance(protocol, web.RequestHandler) and getattr(protocol, DEADLINE, None) is not None:
+        # Only real connections (aiohttp's or the fast path's) this guard still watches (their
+        # deadline is not None).
+        if isinstance(protocol, _PROTOCOLS) and getattr(protocol, DEADLINE, None) is not None:
             setattr(protocol, DEADLINE, time.monotonic() + seconds)
+
+    def close_all(self) -> None:
+        """Abort every connection still open (shutdown)."""
+        for handler in list(self._handlers):
+            self.connection_lost(handler)
+            if handler.transport is not None:
+                handler.transport.abort()
 
     def request_started(self, protocol: object) -> None:
         self._set(protocol, self.response_timeout)
@@ -183,7 +197,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
         max_field_size=options.max_field_size, max_headers=options.max_headers, access_log=None,
         lingering_time=1.0)
 
-    def factory() -> GuardedRequestHandler:
+    def fallback() -> GuardedRequestHandler:
         return GuardedRequestHandler(manager, guard=guard, **handler_args)
 
     servers: list[asyncio.Server] = []
@@ -195,6 +209,9 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
         for scheme, port in listeners:
             if port is None:
                 continue
+            # Cached config reads are answered by the fast path; it hands anything else to aiohttp.
+            factory = fast_factory(FastPath(state, guard, scheme), fallback, options.max_headers) \
+                if options.fast_path else fallback
             server = await loop.create_server(
                 factory, options.bind_address, port, ssl=tls.context if scheme == "https" and tls else None,
                 ssl_handshake_timeout=options.handshake_timeout if scheme == "https" else None,
@@ -223,6 +240,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
         for server in servers:
             server.close()
         await runner.cleanup()
+        guard.close_all()  # the fast path's connections (aiohttp closed its own)
 
 
 def notify_ready(urls: list[str]) -> bool:

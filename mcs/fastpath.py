@@ -1,0 +1,364 @@
+"""The hot path in front of aiohttp: a lean protocol that answers `GET|HEAD /config/<pool>` from the
+served-config cache itself and hands the connection to aiohttp for anything else.
+
+A joining machine's request is a short, well-formed HTTP/1.1 head. This protocol answers such heads
+with the same bytes aiohttp would send (status line, header order, Date), counts them in the same
+metrics, writes the same access-log line and keeps the same slow-client deadlines, but without
+aiohttp's per-request objects: the whole response (head and body) is one prebuilt buffer per
+(served config, coding, Date second), handed to the transport in one write.
+
+Anything it does not fully understand goes to aiohttp unchanged: another path or method, HTTP/1.0,
+a query or percent-encoding, a body, an `Upgrade`/`Expect`, a repeated header it reads, any byte
+outside printable ASCII, a head over the size limits, a request that would not be answered 200 or
+304 (bad token, unknown pool, version 4, build error). The protocol then gives the connection,
+with every byte it has not answered, to aiohttp's request handler, which parses and answers as it
+always did (its one-line errors, its limits); the connection stays with aiohttp from then on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from mcs.app import SERVER_HEADER, ServerState, _accepts_gzip, _negotiate, access_log, server_url_for
+from mcs.cache import Served
+from mcs.negotiate import UnsupportedVersion
+from mcs.serve import POOL_NAME
+
+log = logging.getLogger(__name__)
+
+# The attribute a connection's deadline is kept in by mcs.server.ConnectionGuard.
+DEADLINE_ATTR = "_mcs_deadline"
+
+# `GET /config/<pool>[/] HTTP/1.1`; anything else (queries, %-escapes, other paths) is aiohttp's.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) /config/([a-z0-9-]{1,253})(/?) HTTP/1\.1")
+# Header lines of token names and printable ASCII (or tab) values: a strict subset of what aiohttp
+# (llhttp) accepts, so the fast path never answers a head aiohttp would have refused.
+_HEADERS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
+# Headers whose presence means the request is not a plain read (a body, a protocol switch).
+_REFUSED = frozenset({"content-length", "transfer-encoding", "upgrade", "expect", "te"})
+_READ = frozenset({"accept", "accept-encoding", "if-none-match", "authorization", "host", "connection"})
+# Unanswered bytes kept before handing over: more than aiohttp's limits, so it reports the error.
+_MAX_PENDING = 64 * 1024
+
+
+class Responses:
+    """The prebuilt wire bytes of one Served: head+body per coding, heads for HEAD and 304."""
+
+    __slots__ = ("date", "full", "full_gz", "head", "head_gz", "not_modified", "not_modified_gz")
+
+    def __init__(self, served: Served, date: str) -> None:
+        tail = f"Server: {SERVER_HEADER}\r\n".encode()
+        date_line = f"Date: {date}\r\n\r\n".encode()
+
+        def head(status: str, headers: dict[str, str], length: int | None) -> bytes:
+            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            size = f"Content-Length: {length}\r\n" if length is not None else ""
+            return f"HTTP/1.1 {status}\r\n{lines}".encode() + tail + size.encode() + date_line
+
+        self.date = date
+        self.head = head("200 OK", served.headers, len(served.body))
+        self.full = self.head + served.body
+        self.not_modified = head("304 Not Modified", served.validators(served.etag), None)
+        if served.gzip_body is not None:
+            self.head_gz = head("200 OK", served.gzip_headers, len(served.gzip_body))
+            self.full_gz = self.head_gz + served.gzip_body
+            self.not_modified_gz = head("304 Not Modified", served.validators(served.gzip_etag), None)
+        else:
+            self.head_gz, self.full_gz, self.not_modified_gz = self.head, self.full, self.not_modified
+
+
+class ConnectionWatcher(Protocol):
+    """The slow-client deadlines (mcs.server.ConnectionGuard): told of connections and requests."""
+
+    def connection_made(self, handler: Any) -> None: ...
+
+    def connection_lost(self, handler: Any) -> None: ...
+
+    def request_started(self, protocol: object) -> None: ...
+
+    def request_finished(self, protocol: object) -> None: ...
+
+
+class FastPath:
+    """What the fast protocols of one listener share: the state, the deadlines, the prebuilt bytes."""
+
+    def __init__(self, state: ServerState, guard: ConnectionWatcher | None = None, scheme: str = "http") -> None:
+        self.state = state
+        self.guard = guard
+        self.scheme = scheme
+        self._second = -1
+        self._date = ""
+        # id(served) -> (served, its responses at the current Date); cleared every second, so it
+        # holds only what was asked for within the last second.
+        self._responses: dict[int, tuple[Served, Responses]] = {}
+        self.answered = 0
+        self.handed_over = 0
+
+    def responses(self, served: Served) -> Responses:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._date = formatdate(now, usegmt=True)
+            self._responses.clear()
+        hit = self._responses.get(id(served))
+        if hit is not None and hit[0] is served:
+            return hit[1]
+        built = Responses(served, self._date)
+        self._responses[id(served)] = (served, built)
+        return built
+
+
+class Request:
+    """The parts of a fast-path request head that the answer depends on."""
+
+    __slots__ = ("head_method", "pool", "raw_path", "accept", "accept_encoding", "if_none_match",
+                 "authorization", "host", "close")
+
+    def __init__(self, head_method: bool, pool: str, raw_path: str, headers: dict[str, str], close: bool) -> None:
+        self.head_method = head_method
+        self.pool = pool
+        self.raw_path = raw_path
+        self.accept = headers.get("accept")
+        self.accept_encoding = headers.get("accept-encoding", "")
+        self.if_none_match = headers.get("if-none-match")
+        self.authorization = headers.get("authorization")
+        self.host = headers.get("host", "")
+        self.close = close
+
+
+def parse_head(head: bytes, max_headers: int) -> Request | None:
+    """A request head (without its final CRLF CRLF) the fast path may answer, or None."""
+    line_end = head.find(b"\r\n")
+    if line_end < 0:
+        return None
+    m = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    if m is None:
+        return None
+    block = head[line_end + 2:] + b"\r\n"
+    if _HEADERS.fullmatch(block) is None:
+        return None
+    headers: dict[str, str] = {}
+    lines = block.decode("ascii").split("\r\n")[:-1]
+    if len(lines) > max_headers:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        name = name.lower()
+        if name in _REFUSED:
+            return None
+        if name in _READ:
+            if name in headers:
+                return None  # which one counts is aiohttp's to decide
+            headers[name] = value.strip(" \t")
+    if "host" not in headers:
+        return None  # HTTP/1.1 requires it; aiohttp answers 400
+    close = False
+    if "connection" in headers:
+        tokens = {t.strip().lower() for t in headers["connection"].split(",")}
+        if not tokens <= {"keep-alive", "close"}:
+            return None
+        close = "close" in tokens
+    pool = m.group(2).decode()
+    if not POOL_NAME.match(pool):
+        return None
+    raw_path = f"/config/{pool}{m.group(3).decode()}"
+    return Request(m.group(1) == b"HEAD", pool, raw_path, headers, close)
+
+
+class FastProtocol(asyncio.Protocol):
+    """One connection: answers cached config reads itself, else hands over to `fallback()`."""
+
+    def __init__(self, fast: FastPath, fallback: Callable[[], asyncio.Protocol], max_headers: int) -> None:
+        self.fast = fast
+        self._fallback = fallback
+        self._max_headers = max_headers
+        self.transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._remote = "-"
+        self._write_paused = False
+        self._read_paused = False
+        self._busy = False  # waiting for a build, or for the transport to drain
+        self._closing = False
+        self._building = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, (tuple, list)) and peer:
+            self._remote = str(peer[0])
+        watcher = self.fast.guard
+        if watcher is not None:
+            watcher.connection_made(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        watcher = self.fast.guard
+        if watcher is not None:
+            watcher.connection_lost(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer = self._buffer + data if self._buffer else data
+        if not self._busy:
+            self._process()
+        elif len(self._buffer) > _MAX_PENDING and not self._read_paused and self.transport is not None:
+            self._read_paused = True  # a pipelining client: wait until we catch up
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too (after any buffered response is written)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._busy and not self._building:
+            self._busy = False
+            self._finished_response()
+            self._process()
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        while self._buffer and not self._busy and self.transport is not None and not self._closing:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > _MAX_PENDING:
+                    self._handover()
+                return
+            request = parse_head(self._buffer[:end], self._max_headers)
+            if request is None:
+                self._handover()
+                return
+            if not self._answer(request):
+                return  # handed over, or waiting for a build
+            self._buffer = self._buffer[end + 4:]
+        if self._read_paused and not self._busy and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _answer(self, request: Request, served: Served | None = None, version: str | None = None,
+                started: float | None = None) -> bool:
+        """Answer `request` (True), or hand the connection over / start a build (False)."""
+        state = self.fast.state
+        if started is None:
+            started = time.perf_counter()
+            watcher = self.fast.guard
+            if watcher is not None:
+                watcher.request_started(self)
+        if served is None:
+            if state.auth is not None and not state.auth.allows(request.pool, request.authorization):
+                self._handover()
+                return False
+            try:
+                version = _negotiate(request.accept)
+            except UnsupportedVersion:
+                self._handover()
+                return False
+            variant = ""
+            if state.per_server_url:
+                url = server_url_for(state, self.fast.scheme, request.host)
+                if url is None:
+                    self._handover()
+                    return False
+                variant = url
+            try:
+                served = state.cache.peek(request.pool, version, variant)
+            except Exception:  # noqa: BLE001 - NotFound, ServeError, ...: aiohttp answers them
+                self._handover()
+                return False
+            if served is None:
+                self._build(request, version, variant, started)
+                return False
+        assert version is not None
+        responses = self.fast.responses(served)
+        use_gzip = served.gzip_body is not None and _accepts_gzip(request.accept_encoding)
+        if request.if_none_match is not None and served.matches(request.if_none_match):
+            status, wire = 304, responses.not_modified_gz if use_gzip else responses.not_modified
+        elif request.head_method:
+            status, wire = 200, responses.head_gz if use_gzip else responses.head
+        else:
+            status, wire = 200, responses.full_gz if use_gzip else responses.full
+        transport = self.transport
+        if transport is None:
+            return False
+        transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
+        self.fast.answered += 1
+        elapsed = time.perf_counter() - started
+        state.metrics.observe_served(request.pool, version, status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %s %d %s %.1fms", self._remote, "HEAD" if request.head_method else "GET",
+                            request.raw_path, status, version, elapsed * 1000)
+        if request.close:
+            self._closing = True
+            transport.close()  # after the buffered response is written
+            return True
+        if self._write_paused:
+            self._busy = True  # the next request waits until the client has taken this answer
+            return True
+        self._finished_response()
+        return True
+
+    def _finished_response(self) -> None:
+        watcher = self.fast.guard
+        if watcher is not None:
+            watcher.request_finished(self)
+
+    def _build(self, request: Request, version: str, variant: str, started: float) -> None:
+        """A cache miss: build off the loop, then answer (or hand over on any error)."""
+        self._busy = self._building = True
+
+        def done(task: asyncio.Future[Served]) -> None:
+            self._building = False
+            self._busy = False
+            if self.transport is None or task.cancelled():
+                return
+            if task.exception() is not None:
+                self._handover()  # aiohttp asks the cache again and answers the error
+                return
+            end = self._buffer.find(b"\r\n\r\n")
+            if self._answer(request, task.result(), version, started):
+                self._buffer = self._buffer[end + 4:]
+                self._process()
+
+        task = asyncio.ensure_future(self.fast.state.cache.get(request.pool, version, variant))
+        task.add_done_callback(done)
+
+    def _handover(self) -> None:
+        """Give the connection and every unanswered byte to aiohttp's protocol."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.fast.handed_over += 1
+        protocol = self._fallback()
+        watcher = self.fast.guard
+        deadline = getattr(self, DEADLINE_ATTR, None)
+        if watcher is not None:
+            watcher.connection_lost(self)
+        self.transport = None
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if deadline is not None and getattr(protocol, DEADLINE_ATTR, None) is not None:
+            setattr(protocol, DEADLINE_ATTR, deadline)  # no fresh allowance for a slow client
+        if self._write_paused:
+            protocol.pause_writing()
+        data, self._buffer = self._buffer, b""
+        if data:
+            protocol.data_received(data)
+        if self._read_paused:
+            transport.resume_reading()
+
+
+def fast_factory(fast: FastPath, fallback: Callable[[], asyncio.Protocol], max_headers: int) -> Callable[[], Any]:
+    def factory() -> FastProtocol:
+        return FastProtocol(fast, fallback, max_headers)
+
+    return factory
