@@ -1,6 +1,7 @@
 """Where cluster state lives: the `Store` port and its implementations.
 
-`open_store("local:DIR", state_dir=...)` gives the embedded store; see base.py for the contract.
+`open_store("local:DIR", state_dir=...)` gives the embedded store, `open_store("kube:")` the
+Kubernetes API (kube.py); see base.py for the contract.
 """
 from __future__ import annotations
 
@@ -20,11 +21,19 @@ __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", 
            "Store", "StoreError", "StoreEvent", "open_store"]
 
 
-def open_store(url: str, state_dir: str | None = None) -> Store:
-    """The store a URL names: `local:DIR` (needs `state_dir`)."""
+def open_store(url: str, state_dir: str | None = None, node: str | None = None) -> Store:
+    """The store a URL names: `local:DIR` (needs `state_dir`), or `kube`, `kube:` (in-cluster
+    config, else $KUBECONFIG, else ~/.kube/config) and `kube:/path/to/kubeconfig`, which need no
+    state directory. `node` (kube only) gives a daemon's store, limited to that node."""
+    if url == "kube":
+        url = "kube:"
     scheme, sep, rest = url.partition(":")
     if not sep:
-        raise StoreError(f"store URL {url!r}: expected SCHEME:..., e.g. local:DIR")
+        raise StoreError(f"store URL {url!r}: expected SCHEME:..., e.g. local:DIR or kube:")
+    if scheme == "kube":
+        # Imported here so programs that never open a kube store do not need lightkube.
+        from machineconfig.store.kube import open_kube
+        return open_kube(rest, node=node)
     if scheme == "local":
         if rest.startswith("//"):  # tolerate local://DIR
             rest = rest[2:]
@@ -37,4 +46,4 @@ def open_store(url: str, state_dir: str | None = None) -> Store:
         # Imported here so programs that never open a local store do not load SQLite.
         from machineconfig.store.local import LocalStore
         return LocalStore(rest, state_dir)
-    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: local)")
+    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: local, kube)")

@@ -1,4 +1,5 @@
-"""Fixtures: `fakeapi` (a running FakeAPIServer) and `kubeconfig` (a file naming it)."""
+"""Fixtures: `fakeapi` (a running FakeAPIServer), `kubeconfig` (a file naming it) and `crds`
+(manifests/crds/*.yaml created in the fake)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -21,3 +22,26 @@ def fakeapi() -> Iterator[FakeAPIServer]:
 @pytest.fixture
 def kubeconfig(fakeapi: FakeAPIServer, tmp_path: Path) -> Path:
     return fakeapi.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "manifests" / "crds"
+
+
+def install_crds(server: FakeAPIServer) -> list[str]:
+    """POST every CRD under manifests/crds to the fake, as `kubectl apply` would create them."""
+    import yaml
+
+    names = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            server.create("apiextensions.k8s.io", "v1", "customresourcedefinitions", doc)
+            names.append(doc["metadata"]["name"])
+    return names
+
+
+@pytest.fixture
+def crds(fakeapi: FakeAPIServer) -> list[str]:
+    return install_crds(fakeapi)

@@ -140,4 +140,13 @@ class FakeAPIServer:
 
     def create(self, group: str, version: str, plural: str, obj: dict[str, Any],
                namespace: str = "") -> dict[str, Any]:
-        return self.state.create(self.rtype(group, version, plural), namespace, obj)
+        """Create as a POST would (a CRD is validated and its kinds served at once)."""
+        from tests.kube.fakeapi.app import crd_established, is_crd, validate_crd
+
+        rtype = self.rtype(group, version, plural)
+        if is_crd(rtype):
+            validate_crd(self.state, obj)
+        created = self.state.create(rtype, namespace, obj)
+        if is_crd(rtype):
+            crd_established(self.state, created)
+        return created

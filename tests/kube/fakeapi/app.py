@@ -149,14 +149,17 @@ def field_validation(request: web.Request, route: Route, obj: JSON) -> list[str]
     if module is None:
         return []
     unknown = list(module.unknown_fields(route.rtype.crd, obj))
-    if not unknown:
-        return []
     mode = request.query.get("fieldValidation", "Warn")
-    if mode == "Strict":
+    if unknown and mode == "Strict":
         raise bad_request("strict decoding error: " +
                           ", ".join(f'unknown field "{u}"' for u in unknown))
-    for path in unknown:
-        _drop_path(obj, path)
+    if hasattr(module, "prune"):  # pruning, null pruning and defaulting, as the server stores it
+        pruned = module.prune(route.rtype.crd, obj)
+        obj.clear()
+        obj.update(pruned)
+    else:
+        for path in unknown:
+            _drop_path(obj, path)
     return [f'unknown field "{u}"' for u in unknown] if mode == "Warn" else []
 
 

@@ -249,6 +249,9 @@ class State:
         details = {"name": name, "kind": rtype.kind, "causes": causes}
         if rtype.group:
             details["group"] = rtype.group
+        module = crdschema() if rtype.crd is not None else None
+        if module is not None and hasattr(module, "invalid_message"):
+            return APIError(422, "Invalid", module.invalid_message(rtype.crd, name, causes), details)
         return APIError(422, "Invalid", f'{rtype.kind_qualified} "{name}" is invalid: [{text}]'
                         if len(causes) > 1 else f'{rtype.kind_qualified} "{name}" is invalid: {text}',
                         details)

@@ -1,0 +1,677 @@
+"""The kube store: the Kubernetes API is the store, as in OpenShift (lightkube, synchronous).
+
+- MachineConfig, MachineConfigPool, ControllerConfig, KubeletConfig, ContainerRuntimeConfig are
+  the cluster-scoped `machineconfiguration.openshift.io/v1` custom resources (CRDs under
+  manifests/crds/); rendered configs are the MachineConfigs named `rendered-*` (they are not
+  returned by `list_objects("MachineConfig")`, as the local store keeps them apart too).
+- The pull secret is the Secret each ControllerConfig's `spec.pullSecret` names (namespace/name).
+- Nodes are core v1 Nodes: labels, annotations (the OpenShift keys), `spec.unschedulable`, and
+  ready = no Ready, DiskPressure or NetworkUnavailable condition in a bad state (MCO's test).
+- Events are core v1 Events in `default` (where events about cluster-scoped objects go), with
+  `involvedObject`, reason, message, type and `count`: a repeat of the same event from this
+  process increments the count of the existing Event instead of creating another, as client-go's
+  recorder does.
+
+Writes: JSON merge patches for annotation, label, cordon and `spec.configuration` changes (the
+API server applies them atomically to the latest version, so nothing is lost and no retry is
+needed); read-modify-write replacements (objects, `status`) carry the resourceVersion they read
+and are retried on 409 Conflict with a fresh read. Server-side apply is not used: field
+ownership would make the controller fight administrators' `kubectl edit` of generated objects.
+
+Reads go to the API server (no cache), so a controller pass sees its own writes. Change
+notification (`revision`, `wait_for_change`) comes from list+watch loops with bookmarks and
+resync on every kind the controller uses (kube_watch.py). Objects are returned without
+`metadata.resourceVersion` and `managedFields`, so a status write (which changes the
+resourceVersion) does not look like an input change to the controller.
+
+A daemon's store (`node=NAME`) watches only its own Node and refuses to touch any other node.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from machineconfig.constants import GROUP
+from machineconfig.store.base import (
+    CONTAINER_RUNTIME_CONFIG,
+    CONTROLLER_CONFIG,
+    KUBELET_CONFIG,
+    MACHINE_CONFIG,
+    MACHINE_CONFIG_POOL,
+    SECRET,
+    USER_TEMPLATE,
+    ConflictError,
+    DrainProgress,
+    ForbiddenError,
+    NodeRecord,
+    NotFoundError,
+    StoreError,
+    StoreEvent,
+)
+from machineconfig.store.kube_watch import KindWatch, Revision, WatchTarget, start_all
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+
+RENDERED_PREFIX = "rendered-"
+EVENT_NAMESPACE = "default"
+FIELD_MANAGER = "machine-config"
+# Event source components: ours all start with this, so list_events leaves the kubelet's alone.
+COMPONENT_PREFIX = "machine-config"
+CONTROLLER_COMPONENT = "machine-config-controller"
+DAEMON_COMPONENT = "machine-config-daemon"
+CONFLICT_RETRIES = 10
+SYNC_TIMEOUT = 60.0
+# Server-managed metadata left out of returned objects (see the module docstring).
+VOLATILE_METADATA = ("resourceVersion", "managedFields", "selfLink")
+
+# kind -> plural of the machineconfiguration.openshift.io/v1 custom resources.
+CUSTOM_KINDS = {
+    MACHINE_CONFIG: "machineconfigs",
+    MACHINE_CONFIG_POOL: "machineconfigpools",
+    CONTROLLER_CONFIG: "controllerconfigs",
+    KUBELET_CONFIG: "kubeletconfigs",
+    CONTAINER_RUNTIME_CONFIG: "containerruntimeconfigs",
+}
+API_VERSIONS = {**{k: f"{GROUP}/v1" for k in CUSTOM_KINDS}, "Node": "v1", "Pod": "v1"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _to_dict(obj: Any) -> JSON:
+    if isinstance(obj, dict):
+        out = dict(obj)
+        meta = out.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            out["metadata"] = meta.to_dict()
+        return copy.deepcopy(out)
+    result: JSON = obj.to_dict()
+    return result
+
+
+def _clean(obj: JSON) -> JSON:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in VOLATILE_METADATA:
+            meta.pop(key, None)
+    return obj
+
+
+def _message(e: Exception) -> str:
+    status = getattr(e, "status", None)
+    text = getattr(status, "message", None)
+    return str(text) if text else f"{type(e).__name__}: {e}"
+
+
+def _code(e: Exception) -> int:
+    status = getattr(e, "status", None)
+    code = getattr(status, "code", None)
+    if isinstance(code, int):
+        return code
+    response = getattr(e, "response", None)
+    return int(getattr(response, "status_code", 0) or 0)
+
+
+def translate(e: Exception, what: str) -> StoreError:
+    """A lightkube / transport error as the store's exception type, naming what was asked."""
+    code = _code(e)
+    message = f"kube: {what}: {_message(e)}"
+    if code == 404:
+        return NotFoundError(message)
+    if code == 409:
+        return ConflictError(message)
+    if code in (401, 403):
+        return ForbiddenError(message)
+    return StoreError(message)
+
+
+def node_ready(conditions: Any) -> bool:
+    """MCO's isNodeReady: no Ready≠True, DiskPressure≠False or NetworkUnavailable≠False."""
+    for cond in conditions or []:
+        ctype, status = cond.get("type"), cond.get("status")
+        if ctype == "Ready" and status != "True":
+            return False
+        if ctype in ("DiskPressure", "NetworkUnavailable") and status != "False":
+            return False
+    return True
+
+
+def node_record(node: JSON) -> NodeRecord:
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    try:
+        rv = int(meta.get("resourceVersion") or 0)
+    except ValueError:
+        rv = 0
+    return NodeRecord(name=str(meta.get("name") or ""), labels=dict(meta.get("labels") or {}),
+                      annotations=dict(meta.get("annotations") or {}),
+                      unschedulable=bool(spec.get("unschedulable", False)),
+                      ready=node_ready(status.get("conditions")),
+                      creation_timestamp=str(meta.get("creationTimestamp") or ""),
+                      resource_version=rv)
+
+
+def _check_changes(changes: Mapping[str, str | None], what: str) -> None:
+    for k, v in changes.items():
+        if not isinstance(k, str) or not k or (v is not None and not isinstance(v, str)):
+            raise StoreError(f"invalid {what} change {k!r}: {v!r}")
+
+
+class KubeStore:
+    """`Store` over a Kubernetes API server. `client` is a lightkube `Client`."""
+
+    def __init__(self, client: Any, node: str | None = None, component: str | None = None,
+                 sync_timeout: float = SYNC_TIMEOUT) -> None:
+        from lightkube.generic_resource import create_global_resource
+        from lightkube.resources.core_v1 import Event, Node, Secret
+
+        self.client = client
+        self.node = node
+        self.component = component or (DAEMON_COMPONENT if node else CONTROLLER_COMPONENT)
+        self.sync_timeout = sync_timeout
+        self._res: dict[str, Any] = {
+            kind: create_global_resource(GROUP, "v1", kind, plural)
+            for kind, plural in CUSTOM_KINDS.items()}
+        self._node_res = Node
+        self._event_res = Event
+        self._secret_res = Secret
+        self._revision = Revision()
+        self._watch_lock = threading.Lock()
+        self._watches: list[KindWatch] | None = None
+        self._events: dict[tuple[str, str, str, str, str], tuple[str, int]] = {}
+        self._event_lock = threading.Lock()
+        self._drainer: Any = None
+        self._host = socket.gethostname()
+
+    def __repr__(self) -> str:
+        return f"KubeStore({self.client.config.cluster.server!r}, node={self.node!r})"
+
+    # ----- plumbing
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001 - lightkube raises ApiError and httpx errors
+            raise translate(e, what) from e
+
+    def _resource(self, kind: str) -> Any:
+        res = self._res.get(kind)
+        if res is None:
+            raise StoreError(f"kube: unknown kind {kind!r}")
+        return res
+
+    def _own_node(self, name: str) -> None:
+        if self.node is not None and name != self.node:
+            raise ForbiddenError(f"kube: this daemon's store may only touch node {self.node}, "
+                                 f"not {name}")
+
+    def _controller_only(self, what: str) -> None:
+        if self.node is not None:
+            raise ForbiddenError(f"kube: a daemon's store does not {what}")
+
+    # ----- change notification
+
+    def _targets(self) -> list[WatchTarget]:
+        if self.node is not None:
+            return [WatchTarget(f"node {self.node}", self._node_res,
+                                fields={"metadata.name": self.node})]
+        targets = [WatchTarget(res._api_info.plural, res) for res in self._res.values()]
+        targets.append(WatchTarget("nodes", self._node_res))
+        return targets + self._secret_targets(self._pull_secret_refs())
+
+    def _secret_targets(self, refs: list[tuple[str, str]]) -> list[WatchTarget]:
+        """The pull secrets: each watched alone (fieldSelector metadata.name), so the store
+        needs no right to read other secrets."""
+        return [WatchTarget(f"secret {namespace}/{name}", self._secret_res, namespace=namespace,
+                            fields={"metadata.name": name}) for namespace, name in refs]
+
+    def _retarget_secrets(self) -> None:
+        """A ControllerConfig changed: watch the pull secrets it names now."""
+        try:
+            wanted = self._secret_targets(self._pull_secret_refs())
+        except StoreError as e:
+            log.warning("cannot read the ControllerConfigs for their pull secret: %s", e)
+            return
+        with self._watch_lock:
+            if self._watches is None:
+                return
+            names = {t.name for t in wanted}
+            have = {w.target.name: w for w in self._watches if w.target.name.startswith("secret ")}
+            if names == set(have):
+                return
+            for name, watch in have.items():
+                if name not in names:
+                    watch.stop()
+                    self._watches.remove(watch)
+            try:
+                self._watches += start_all(self.client, [t for t in wanted if t.name not in have],
+                                           self._revision, lambda m: StoreError(f"kube: {m}"))
+            except StoreError as e:
+                log.warning("cannot watch the pull secret: %s", e)
+            self._revision.bump()
+
+    def start(self) -> None:
+        """List every watched kind and start the watch loops (once; `revision` calls it)."""
+        with self._watch_lock:
+            if self._watches is None:
+                self._watches = start_all(
+                    self.client, self._targets(), self._revision,
+                    lambda m: StoreError(f"kube: {m}"),
+                    on_change={CUSTOM_KINDS[CONTROLLER_CONFIG]: self._retarget_secrets})
+
+    def watches(self) -> list[KindWatch]:
+        self.start()
+        assert self._watches is not None
+        return list(self._watches)
+
+    def revision(self) -> int:
+        self.start()
+        return self._revision.value
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        self.start()
+        return self._revision.wait_past(since, timeout)
+
+    def close(self) -> None:
+        with self._watch_lock:
+            for watch in self._watches or []:
+                watch.stop()
+            self._watches = None
+        self.client.close()
+
+    # ----- objects
+
+    def _list_custom(self, kind: str) -> list[JSON]:
+        res = self._resource(kind)
+        items = self._call(f"list {CUSTOM_KINDS[kind]}", lambda: list(self.client.list(res)))
+        out = []
+        for item in items:
+            obj = _clean(_to_dict(item))
+            obj.setdefault("apiVersion", f"{GROUP}/v1")
+            obj.setdefault("kind", kind)
+            out.append(obj)
+        return sorted(out, key=lambda o: str(o["metadata"].get("name")))
+
+    def _pull_secret_refs(self) -> list[tuple[str, str]]:
+        refs = []
+        for cc in self._list_custom(CONTROLLER_CONFIG):
+            ref = (cc.get("spec") or {}).get("pullSecret") or {}
+            if ref.get("name"):
+                refs.append((str(ref.get("namespace") or "openshift-config"), str(ref["name"])))
+        return sorted(set(refs))
+
+    def list_objects(self, kind: str) -> list[JSON]:
+        self._controller_only("list objects")
+        if kind == USER_TEMPLATE:
+            return []  # templates with controller values exist only in a local input directory
+        if kind == SECRET:
+            out = []
+            for namespace, name in self._pull_secret_refs():
+                try:
+                    secret = self._call(f"get secret {namespace}/{name}",
+                                        lambda: self.client.get(self._secret_res, name,
+                                                                namespace=namespace))
+                except NotFoundError:
+                    continue
+                obj = _clean(_to_dict(secret))
+                obj.setdefault("apiVersion", "v1")
+                obj.setdefault("kind", SECRET)
+                out.append(obj)
+            return out
+        objects = self._list_custom(kind)
+        if kind == MACHINE_CONFIG:
+            objects = [o for o in objects
+                       if not str(o["metadata"].get("name")).startswith(RENDERED_PREFIX)]
+        return objects
+
+    def _get_custom(self, kind: str, name: str) -> JSON:
+        res = self._resource(kind)
+        obj = _to_dict(self._call(f"get {CUSTOM_KINDS[kind]} {name}",
+                                  lambda: self.client.get(res, name)))
+        obj.setdefault("apiVersion", f"{GROUP}/v1")
+        obj.setdefault("kind", kind)
+        return obj
+
+    def get_object(self, kind: str, name: str) -> JSON:
+        self._controller_only("read objects")
+        if kind == SECRET:
+            for obj in self.list_objects(SECRET):
+                if obj["metadata"].get("name") == name:
+                    return obj
+            raise NotFoundError(f"kube: Secret {name!r} is not a pull secret any "
+                                "ControllerConfig names")
+        return _clean(self._get_custom(kind, name))
+
+    @staticmethod
+    def _desired(obj: Mapping[str, Any], kind: str) -> JSON:
+        body = copy.deepcopy(dict(obj))
+        body["apiVersion"] = f"{GROUP}/v1"
+        body["kind"] = kind
+        meta = body.setdefault("metadata", {})
+        for key in (*VOLATILE_METADATA, "uid", "creationTimestamp", "generation",
+                    "namespace"):
+            meta.pop(key, None)
+        body.pop("status", None)
+        return body
+
+    @staticmethod
+    def _same(current: JSON, desired: JSON) -> bool:
+        """Does the object already say what `desired` says (spec and the metadata we set)?"""
+        cur_meta, want_meta = current.get("metadata") or {}, desired.get("metadata") or {}
+        for key in ("labels", "annotations", "ownerReferences"):
+            if (cur_meta.get(key) or None) != (want_meta.get(key) or None):
+                return False
+        skip = ("metadata", "status", "apiVersion", "kind")
+        return {k: v for k, v in current.items() if k not in skip} == \
+            {k: v for k, v in desired.items() if k not in skip}
+
+    def _put(self, kind: str, obj: Mapping[str, Any]) -> None:
+        res = self._resource(kind)
+        desired = self._desired(obj, kind)
+        name = str(desired["metadata"].get("name") or "")
+        if not name:
+            raise StoreError(f"put {kind}: metadata.name is required")
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                current = self._get_custom(kind, name)
+            except NotFoundError:
+                try:
+                    self._call(f"create {CUSTOM_KINDS[kind]} {name}",
+                               lambda: self.client.create(res(desired)))
+                    return
+                except ConflictError:
+                    continue  # created meanwhile (409 AlreadyExists): read it and compare
+            if self._same(current, desired):
+                return
+            body = copy.deepcopy(desired)
+            meta = body["metadata"]
+            meta["resourceVersion"] = current["metadata"].get("resourceVersion")
+            try:
+                self._call(f"replace {CUSTOM_KINDS[kind]} {name}",
+                           lambda: self.client.replace(res(body)))
+                return
+            except ConflictError:
+                continue
+        raise ConflictError(f"kube: {kind} {name}: still conflicting after "
+                            f"{CONFLICT_RETRIES} attempts")
+
+    def put_object(self, obj: Mapping[str, Any]) -> None:
+        self._controller_only("write objects")
+        kind = obj.get("kind")
+        if kind not in CUSTOM_KINDS:
+            raise StoreError(f"put_object: kind {kind!r} is not stored in kube by this store")
+        self._put(str(kind), obj)
+
+    def delete_object(self, kind: str, name: str) -> None:
+        self._controller_only("delete objects")
+        res = self._resource(kind)
+        try:
+            self._call(f"delete {CUSTOM_KINDS[kind]} {name}",
+                       lambda: self.client.delete(res, name))
+        except NotFoundError:
+            pass
+
+    def set_pool_configuration(self, pool: str, name: str,
+                               source: list[dict[str, str]]) -> None:
+        self._controller_only("write pools")
+        from lightkube.types import PatchType
+
+        res = self._resource(MACHINE_CONFIG_POOL)
+        patch = {"spec": {"configuration": {"name": name, "source": [dict(s) for s in source]}}}
+        self._call(f"patch machineconfigpools {pool}",
+                   lambda: self.client.patch(res, pool, patch, patch_type=PatchType.MERGE))
+
+    def update_status(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace `status` through the status subresource, retrying on conflict."""
+        self._controller_only("write status")
+        res = self._resource(kind)
+        want = copy.deepcopy(dict(status))
+        for _ in range(CONFLICT_RETRIES):
+            current = self._get_custom(kind, name)
+            if (current.get("status") or {}) == want:
+                return
+            current["status"] = want
+            try:
+                self._call(f"update {CUSTOM_KINDS[kind]}/{name}/status",
+                           lambda: self.client.replace(res.Status(current), name))
+                return
+            except ConflictError:
+                continue
+        raise ConflictError(f"kube: status of {kind} {name}: still conflicting after "
+                            f"{CONFLICT_RETRIES} attempts")
+
+    # ----- rendered configs
+
+    def put_rendered(self, mc: Mapping[str, Any]) -> None:
+        self._controller_only("write rendered configs")
+        self._put(MACHINE_CONFIG, mc)
+
+    def get_rendered(self, name: str) -> JSON:
+        return _clean(self._get_custom(MACHINE_CONFIG, name))
+
+    def list_rendered(self) -> list[str]:
+        self._controller_only("list rendered configs")
+        return [str(o["metadata"]["name"]) for o in self._list_custom(MACHINE_CONFIG)
+                if str(o["metadata"].get("name")).startswith(RENDERED_PREFIX)]
+
+    def delete_rendered(self, name: str) -> None:
+        self.delete_object(MACHINE_CONFIG, name)
+
+    # ----- nodes
+
+    def get_node(self, name: str) -> NodeRecord:
+        self._own_node(name)
+        node = self._call(f"get node {name}", lambda: self.client.get(self._node_res, name))
+        return node_record(_to_dict(node))
+
+    def list_nodes(self) -> list[NodeRecord]:
+        self._controller_only("list nodes")
+        nodes = self._call("list nodes", lambda: list(self.client.list(self._node_res)))
+        return sorted((node_record(_to_dict(n)) for n in nodes), key=lambda r: r.name)
+
+    def _patch_node(self, name: str, patch: JSON, what: str) -> NodeRecord:
+        from lightkube.types import PatchType
+
+        self._own_node(name)
+        node = self._call(f"patch node {name} ({what})",
+                          lambda: self.client.patch(self._node_res, name, patch,
+                                                    patch_type=PatchType.MERGE))
+        return node_record(_to_dict(node))
+
+    def patch_node_annotations(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        _check_changes(changes, "annotation")
+        if not changes:
+            return self.get_node(name)
+        return self._patch_node(name, {"metadata": {"annotations": dict(changes)}}, "annotations")
+
+    def set_node_labels(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
+        self._controller_only("change node labels")
+        _check_changes(changes, "label")
+        if not changes:
+            return self.get_node(name)
+        return self._patch_node(name, {"metadata": {"labels": dict(changes)}}, "labels")
+
+    def set_unschedulable(self, name: str, value: bool) -> NodeRecord:
+        self._controller_only("cordon nodes")
+        return self._patch_node(name, {"spec": {"unschedulable": True if value else None}},
+                                "cordon" if value else "uncordon")
+
+    def set_node_ready(self, name: str, value: bool) -> NodeRecord:
+        """Set the node's Ready condition (the kubelet's job on a real cluster: for simulations)."""
+        from lightkube.types import PatchType
+
+        self._controller_only("set node conditions")
+        stamp = _now()
+        condition = {"type": "Ready", "status": "True" if value else "False",
+                     "reason": "KubeletReady" if value else "KubeletNotReady",
+                     "message": "set by machine-config", "lastHeartbeatTime": stamp,
+                     "lastTransitionTime": stamp}
+        node = self._call(f"patch node {name} status",
+                          lambda: self.client.patch(
+                              self._node_res.Status, name, {"status": {"conditions": [condition]}},
+                              patch_type=PatchType.STRATEGIC))
+        return node_record(_to_dict(node))
+
+    def register_node(self, name: str, labels: Mapping[str, str]) -> NodeRecord:
+        """Merge `labels` into the Node; create it if missing.
+
+        On a real cluster the kubelet creates its Node and this only adds labels. Creating one
+        (Ready, as a kubelet would report it) is for simulations and tests against a fake.
+        """
+        from lightkube.models.meta_v1 import ObjectMeta
+
+        self._controller_only("register nodes")
+        _check_changes(labels, "label")
+        try:
+            record = self.get_node(name)
+        except NotFoundError:
+            stamp = _now()
+            body = self._node_res(
+                metadata=ObjectMeta(name=name, labels=dict(labels)))
+            try:
+                self._call(f"create node {name}", lambda: self.client.create(body))
+            except ConflictError:
+                pass  # registered meanwhile
+            else:
+                from lightkube.types import PatchType
+                # Status (conditions) may not be set on create by every server: a status patch.
+                condition = {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                             "message": "kubelet is posting ready status",
+                             "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+                self._call(f"patch node {name} status", lambda: self.client.patch(
+                    self._node_res.Status, name, {"status": {"conditions": [condition]}},
+                    patch_type=PatchType.STRATEGIC))
+            record = self.get_node(name)
+        missing = {k: v for k, v in labels.items() if record.labels.get(k) != v}
+        if missing:
+            record = self._patch_node(name, {"metadata": {"labels": missing}}, "labels")
+        return record
+
+    # ----- drain (the Eviction API, machineconfig/store/kube_drain.py)
+
+    def evict_pods(self, node: str) -> DrainProgress:
+        self._controller_only("evict pods")
+        if self._drainer is None:
+            from machineconfig.store.kube_drain import KubeApi, KubeDrainer
+
+            self._drainer = KubeDrainer(KubeApi(self.client))
+        progress: DrainProgress = self._drainer.evict_pods(node)
+        return progress
+
+    # ----- events
+
+    def record_event(self, kind: str, name: str, reason: str, message: str,
+                     type: str = "Normal") -> None:
+        """A core v1 Event about `kind`/`name`; a repeat bumps the existing Event's count."""
+        from lightkube.types import PatchType
+
+        if kind == "Node":
+            self._own_node(name)
+        elif self.node is not None:
+            raise ForbiddenError(f"kube: a daemon's store records events about its node only, "
+                                 f"not {kind} {name}")
+        key = (kind, name, reason, message, type)
+        stamp = _now()
+        with self._event_lock:
+            seen = self._events.get(key)
+            if seen is not None:
+                event_name, count = seen
+                try:
+                    self._call(f"patch event {event_name}", lambda: self.client.patch(
+                        self._event_res, event_name,
+                        {"count": count + 1, "lastTimestamp": stamp},
+                        namespace=EVENT_NAMESPACE, patch_type=PatchType.MERGE))
+                    self._events[key] = (event_name, count + 1)
+                    return
+                except NotFoundError:
+                    pass  # expired or deleted: a new Event
+            event_name = f"{name}.{time.time_ns():x}"
+            involved: JSON = {"kind": kind, "name": name,
+                              "apiVersion": API_VERSIONS.get(kind, f"{GROUP}/v1")}
+            body = self._event_res.from_dict({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": event_name, "namespace": EVENT_NAMESPACE},
+                "involvedObject": involved, "reason": reason, "message": message, "type": type,
+                "count": 1, "firstTimestamp": stamp, "lastTimestamp": stamp,
+                "source": {"component": self.component,
+                           **({"host": self.node} if self.node else {})},
+                "reportingComponent": self.component, "reportingInstance": self._host})
+            try:
+                self._call(f"create event {event_name}", lambda: self.client.create(body))
+            except StoreError as e:
+                # Events are best effort, as in client-go: never fail the caller's work.
+                log.warning("event %s %s %s not recorded: %s", kind, name, reason, e)
+                return
+            self._events[key] = (event_name, 1)
+
+    def list_events(self, kind: str | None = None, name: str | None = None,
+                    since_seq: int = 0) -> list[StoreEvent]:
+        """Our events (source component machine-config*), oldest last change first; `seq` is the
+        Event's resourceVersion, so a repeated event moves to the end with its new count."""
+        self._controller_only("list events")
+        fields = {}
+        if kind is not None:
+            fields["involvedObject.kind"] = kind
+        if name is not None:
+            fields["involvedObject.name"] = name
+        items = self._call("list events", lambda: list(self.client.list(
+            self._event_res, namespace=EVENT_NAMESPACE, fields=fields or None)))
+        out = []
+        for item in items:
+            ev = _to_dict(item)
+            source = str((ev.get("source") or {}).get("component") or
+                         ev.get("reportingComponent") or "")
+            if not source.startswith(COMPONENT_PREFIX):
+                continue
+            meta = ev.get("metadata") or {}
+            seq = int(meta.get("resourceVersion") or 0)
+            if seq <= since_seq:
+                continue
+            involved = ev.get("involvedObject") or {}
+            out.append(StoreEvent(seq=seq, time=str(ev.get("lastTimestamp") or ""),
+                                  kind=str(involved.get("kind") or ""),
+                                  name=str(involved.get("name") or ""),
+                                  reason=str(ev.get("reason") or ""),
+                                  message=str(ev.get("message") or ""),
+                                  type=str(ev.get("type") or "Normal"),
+                                  count=int(ev.get("count") or 1)))
+        return sorted(out, key=lambda e: e.seq)
+
+
+def open_kube(path: str, node: str | None = None) -> KubeStore:
+    """A KubeStore from a kubeconfig file, or (`path` empty) the in-cluster service account,
+    else $KUBECONFIG, else ~/.kube/config."""
+    try:
+        from lightkube import Client, KubeConfig
+        from lightkube.core.exceptions import ConfigError
+    except ImportError as e:
+        raise StoreError("the kube store needs lightkube (pip install 'machine-config[kube]')") \
+            from e
+    try:
+        if path:
+            if not os.path.isfile(path):
+                raise StoreError(f"{path}: kubeconfig file not found")
+            config = KubeConfig.from_file(path)
+        else:
+            config = KubeConfig.from_env()
+        client = Client(config=config, field_manager=FIELD_MANAGER)
+    except StoreError:
+        raise
+    except (ConfigError, OSError, ValueError, KeyError, TypeError) as e:
+        where = path or "in-cluster config / $KUBECONFIG / ~/.kube/config"
+        raise StoreError(f"{where}: cannot load the kubeconfig: {e}") from e
+    return KubeStore(client, node=node)
