@@ -84,7 +84,7 @@ def test_open_store_needs_state_dir(dirs: tuple[Path, Path]) -> None:
         open_store(f"local:{dirs[0]}")
 
 
-@pytest.mark.parametrize("url", ["kube", "nfs:/x", "local:"])
+@pytest.mark.parametrize("url", ["kubernetes", "nfs:/x", "local:"])
 def test_open_store_bad_urls(url: str, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="store URL"):
         open_store(url, str(tmp_path))
