@@ -128,13 +128,18 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from machineconfig.store import StoreError
+    from machineconfig.store import StoreError, store_url
     from mcd.cluster import connect
     from mcd.daemon import Daemon
     from mcd.metrics import DaemonMetrics, serve
 
     if args.root.resolve() != Path("/"):
         print("mcd: start works on the running system only (--root /)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        url = store_url(args.store or "", args.kubeconfig) or None
+    except StoreError as err:
+        print(f"mcd: {err}", file=sys.stderr)
         return EXIT_USAGE
     node = args.node or socket.gethostname()
     metrics = DaemonMetrics()
@@ -145,7 +150,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     delay = 1.0
     while True:
         try:
-            api = connect(args.store, args.state, node, args.root, args.credentials,
+            api = connect(url, args.state, node, args.root, args.credentials,
                           _labels(args.label))
             break
         except (StoreError, OSError, ValueError) as err:
@@ -202,8 +207,10 @@ def _add_start(sub: Any) -> None:
     start = sub.add_parser("start", help="run the daemon: follow this node's desired config")
     start.add_argument("--node", help="node name (default: the hostname)")
     start.add_argument("--store", help="https://HOST:PORT (node API; default: the server in "
-                       "--credentials) or local:DIR with --state (same host)")
+                       "--credentials), local:DIR with --state (same host), or kube / "
+                       "kube:KUBECONFIG (the Kubernetes API; in-cluster config by default)")
     start.add_argument("--state", help="state directory of a local: store")
+    start.add_argument("--kubeconfig", help="kubeconfig of --store kube")
     start.add_argument("--credentials", type=Path,
                        default=Path("/etc/machine-config-daemon/node-credentials.json"))
     start.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",

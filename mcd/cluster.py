@@ -1,6 +1,7 @@
 """How `mcd start` reaches its node record: the server's node API (registering with the pool's
 bootstrap token from node-credentials.json and keeping the node token it gets back, mode 0600),
-or a store on the same host (`local:DIR` with a state directory, for tests and single machines).
+a store on the same host (`local:DIR` with a state directory, for tests and single machines), or
+the Kubernetes API (`kube[:KUBECONFIG]`: in a cluster the daemon patches its own Node).
 """
 from __future__ import annotations
 
@@ -114,8 +115,19 @@ def connect_local(url: str, state_dir: str | None, node: str, root: Path,
     return store
 
 
+def connect_kube(url: str, node: str) -> NodeAPI:
+    """The Kubernetes API directly: a store limited to this node (the kubelet registers it; until
+    it has, NotFoundError makes the caller retry)."""
+    store = open_store(url, node=node)
+    store.get_node(node)
+    log.info("node %s: kube store %s", node, url)
+    return store
+
+
 def connect(store: str | None, state_dir: str | None, node: str, root: Path,
             credentials_path: Path, labels: Mapping[str, str]) -> NodeAPI:
+    if store and (store == "kube" or store.startswith("kube:")):
+        return connect_kube(store, node)
     if store and store.startswith("local:"):
         return connect_local(store, state_dir, node, root, labels)
     return connect_remote(store, node, root, credentials_path, labels)

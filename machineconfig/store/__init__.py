@@ -18,7 +18,16 @@ from machineconfig.store.base import (
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "open_store"]
+           "Store", "StoreError", "StoreEvent", "open_store", "store_url"]
+
+
+def store_url(url: str, kubeconfig: str | None = None) -> str:
+    """The store URL of the programs' `--store URL [--kubeconfig FILE]`: `kube:FILE`."""
+    if not kubeconfig:
+        return url
+    if url in ("kube", "kube:"):
+        return f"kube:{kubeconfig}"
+    raise StoreError(f"--kubeconfig goes with --store kube, not {url!r}")
 
 
 def open_store(url: str, state_dir: str | None = None, node: str | None = None) -> Store:

@@ -1,4 +1,5 @@
-"""`mcc start --store local:DIR --state SDIR [--interval S] [--once]`: run the controller.
+"""`mcc start --store local:DIR --state SDIR | --store kube [--kubeconfig F] [--interval S] [--once]`:
+run the controller.
 
 On every change of the store (input files, node annotations) and at least every --interval
 seconds: render the pools, roll nodes forward within maxUnavailable, answer drain requests, write
@@ -16,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from machineconfig.errors import MachineConfigError
-from machineconfig.store import open_store
+from machineconfig.store import open_store, store_url
 from mcc import bootstrap
 from mcc.controller import Controller
 from mcc.template import DEFAULT_TEMPLATES_DIR
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("start", help="run the controller over a store",
                                    description=__doc__)
-    parser.add_argument("--store", required=True, metavar="URL", help="local:DIR")
+    parser.add_argument("--store", required=True, metavar="URL",
+                        help="local:DIR, or kube (the Kubernetes API: in-cluster config, else "
+                             "$KUBECONFIG, else ~/.kube/config) or kube:KUBECONFIG")
     parser.add_argument("--state", metavar="SDIR",
                         help="state directory of the local store (shared with `mcs start`)")
+    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig of --store kube")
     parser.add_argument("--interval", type=float, default=30.0, metavar="S",
                         help="longest wait between passes when nothing changes (default 30)")
     parser.add_argument("--once", action="store_true", help="run one pass and exit")
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         values = bootstrap.load_values(args.values) if args.values else {}
-        store = open_store(args.store, args.state)
+        store = open_store(store_url(args.store, args.kubeconfig), args.state)
     except MachineConfigError as e:
         print(f"mcc start: {e}", file=sys.stderr)
         return 1
