@@ -79,9 +79,12 @@ def _parser() -> argparse.ArgumentParser:
                   checked="the input files")
 
     start = sub.add_parser("start", help="serve pools from a store, and the node API for daemons")
-    start.add_argument("--store", required=True, help="store URL, e.g. local:DIR (input YAML directory)")
-    start.add_argument("--state", type=Path, required=True, metavar="SDIR",
-                       help="state directory (shared with `mcc start`); bootstrap tokens in SDIR/tokens")
+    start.add_argument("--store", required=True, help="store URL: local:DIR (input YAML directory), or kube / "
+                       "kube:KUBECONFIG (the Kubernetes API; in-cluster config by default)")
+    start.add_argument("--state", type=Path, metavar="SDIR",
+                       help="state directory (shared with `mcc start`); bootstrap tokens in SDIR/tokens. Required "
+                       "for a local store; with kube, without it there is no node API (daemons use the API server)")
+    start.add_argument("--kubeconfig", help="kubeconfig of --store kube")
     start.add_argument("--cert", type=Path, help="TLS certificate (PEM); reloaded when the file changes")
     start.add_argument("--key", type=Path, help="TLS private key (PEM); reloaded when the file changes")
     start.add_argument("--ca", type=Path,
@@ -158,10 +161,18 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
 def _start(args: argparse.Namespace) -> int:
     from mcs.auth import TokenFileError
     from mcs.server import ServerOptions, run
-    from machineconfig.store import StoreError
+    from machineconfig.store import StoreError, store_url
 
     if (args.cert is None) != (args.key is None):
         log.error("--cert and --key go together")
+        return 2
+    try:
+        store = store_url(args.store, args.kubeconfig)
+    except StoreError as e:
+        log.error("%s", e)
+        return 2
+    if args.state is None and not (store == "kube" or store.startswith("kube:")):
+        log.error("--state is required with store %s", store)
         return 2
     secure_port = args.secure_port if args.cert is not None else None
     if args.cert is None and args.secure_port is not None:
@@ -173,7 +184,7 @@ def _start(args: argparse.Namespace) -> int:
         kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key, ca=args.ca,
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout, store=args.store, state_dir=args.state,
+        response_timeout=args.response_timeout, store=store, state_dir=args.state,
         advertise_url=args.advertise_url, input_check_interval=args.input_check_interval)
     if options.secure_port is None and options.insecure_port is None:
         log.error("both listeners are off")

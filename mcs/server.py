@@ -166,8 +166,6 @@ def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> Server
     if options.store is not None:
         from mcs.store_mode import build_store_state, open_store
 
-        if options.state_dir is None:
-            raise ValueError("store mode needs a state directory")
         return build_store_state(options, open_store(options.store, options.state_dir), guard)
     if options.basedir is None or options.kubeconfig is None:
         raise ValueError("bootstrap mode needs a base directory and a kubeconfig")

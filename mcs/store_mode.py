@@ -24,17 +24,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def open_store(url: str, state_dir: Path) -> Store:
-    """The store named by `url` (the store package decides which URLs it knows)."""
+def open_store(url: str, state_dir: Path | None) -> Store:
+    """The store named by `url` (the store package decides which URLs it knows and which need a
+    state directory: local does, kube does not)."""
     from machineconfig.store import open_store as open_any
 
-    return open_any(url, str(state_dir))
+    return open_any(url, str(state_dir) if state_dir is not None else None)
 
 
 def build_store_state(options: ServerOptions, store: Store, guard: RequestWatcher | None) -> ServerState:
-    """Server state over `store`; creates a bootstrap token for every pool that has none yet."""
+    """Server state over `store`; creates a bootstrap token for every pool that has none yet.
+    Without a state directory (the kube store) there are no bootstrap tokens and no node API:
+    /config/<pool> only (guarded by --token-file when given)."""
     if options.state_dir is None:
-        raise ValueError("store mode needs a state directory")
+        source = StoreSource(store, None, f"store {options.store}", ca_file=options.ca or options.cert,
+                             kubeconfig=options.kubeconfig)
+        metrics = ServerMetrics()
+        cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
+                                  check_interval=options.input_check_interval)
+        token_auth = TokenAuth(options.token_file) if options.token_file is not None else None
+        return ServerState(source=source, cache=cache, metrics=metrics, auth=token_auth, watcher=guard,
+                           per_server_url=True, advertise_url=options.advertise_url)
     state_dir = options.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     pool_tokens = PoolTokens(state_dir)

@@ -28,7 +28,7 @@ class StoreSource:
     """Reads pools, the ControllerConfig and rendered configs from the store; resolution is
     remembered per store revision, so an unchanged store costs one revision() call per request."""
 
-    def __init__(self, store: Store, tokens: PoolTokens, label: str, ca_file: Path | None = None,
+    def __init__(self, store: Store, tokens: PoolTokens | None, label: str, ca_file: Path | None = None,
                  kubeconfig: Path | None = None) -> None:
         self.store = store
         self.tokens = tokens
@@ -105,6 +105,8 @@ class StoreSource:
 
     def credentials(self, pool: str, server_url: str) -> bytes:
         """node-credentials.json: where the node API is and the pool's bootstrap token."""
+        if self.tokens is None:
+            raise ServeError("no node API here: no bootstrap tokens")
         token = self.tokens.token_for(pool)
         if token is None:
             self.tokens.ensure([pool])
@@ -134,6 +136,7 @@ class StoreSource:
                 kubeconfig = self.kubeconfig.read_bytes()
             except OSError as e:
                 raise ServeError("bootstrap kubeconfig cannot be read") from e
-        extra = [(constants.NODE_CREDENTIALS_PATH,
+        # Without bootstrap tokens (the kube store with no --state) daemons use the API server.
+        extra = [] if self.tokens is None else [(constants.NODE_CREDENTIALS_PATH,
                   self.credentials(resolved.pool, resolved.variant), CREDENTIALS_MODE)]
         return build_served(resolved.config_name, dict(mc), cc, kubeconfig, version, extra_files=extra)
