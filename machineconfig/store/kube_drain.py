@@ -39,7 +39,7 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,10 +79,6 @@ def skip_reason(pod: Mapping[str, Any]) -> str:
     if phase in ("Succeeded", "Failed"):
         return f"finished ({phase})"
     return ""
-
-
-def pods_to_evict(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [p for p in pods if not skip_reason(p)]
 
 
 def parse_retry_after(value: str | None, now_wall: Callable[[], float] = time.time) -> float | None:

@@ -15,7 +15,8 @@ from lightkube import Client, KubeConfig
 
 from machineconfig.store.base import Blocker
 from machineconfig.store.kube_drain import (
-    BEING_DELETED, WAITING_FOR_DELETION, KubeApi, KubeDrainer,
+    BEING_DELETED, WAITING_FOR_DELETION, KubeApi, KubeDrainer, parse_retry_after,
+    refusal_blocker,
 )
 from tests.kube.fakeapi import FakeAPIServer
 from tests.kube.fakeapi.eviction import (
@@ -279,3 +280,18 @@ def test_fake_budget_arithmetic(fakeapi: FakeAPIServer, eviction: Eviction) -> N
     # the unready pod may go (the budget is satisfied without it), a ready one may not
     assert post_eviction(fakeapi, "default", "api-2")[0] == 201
     assert post_eviction(fakeapi, "default", "api-0")[0] == 429
+
+
+def test_retry_after_values() -> None:
+    assert parse_retry_after("7") == 7.0 and parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("-3") is None
+    # an HTTP date: the seconds from now
+    assert parse_retry_after("Fri, 27 Nov 2026 16:00:30 GMT",
+                             now_wall=lambda: 1795795200.0) == 30.0
+
+
+def test_refusals_without_a_budget_name_the_api_message() -> None:
+    status = {"kind": "Status", "status": "Failure", "code": 500, "message": MULTIPLE_BUDGETS}
+    assert refusal_blocker("shop/web-0", status) == Blocker("shop/web-0", "", MULTIPLE_BUDGETS)
+    assert str(refusal_blocker("shop/web-0", status)) == f"pod shop/web-0: {MULTIPLE_BUDGETS}"
