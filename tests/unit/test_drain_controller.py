@@ -292,3 +292,25 @@ def test_unknown_verb_with_an_evicting_store(
 def test_go_duration() -> None:
     assert [drain_controller.go_duration(s) for s in (5, 90, 600, 3600, 3725)] == [
         "5s", "1m30s", "10m0s", "1h0m0s", "1h2m5s"]
+
+
+def test_controller_passes_drive_the_drain_and_report_what_blocks_it(
+        store: Store, kube: EvictingStore, clock: Clock) -> None:
+    from mcc.controller import Controller
+
+    controller = Controller(cast(Store, kube))
+    controller.drain = drain_controller.DrainController(
+        cast(Store, kube), clock=clock,
+        drain_err=drain_controller.drain_err_gauge(CollectorRegistry()))
+    store.patch_node_annotations("n1", {WANT: "drain-rendered-worker-a"})
+    kube.answer = BUDGET_BLOCKS
+    for t in range(0, 95, 5):
+        clock.now = float(t)
+        report = controller.run_pass()
+        assert controller.drain.wake_in() == (5.0 if t < 90 else 60.0)
+    assert report.drain_errors == {"n1": NAMED}
+    assert report.errors == []
+    kube.answer = DrainProgress(done=True)
+    clock.now = 150.0
+    assert controller.run_pass().drain_errors == {}
+    assert store.get_node("n1").annotations[DONE] == "drain-rendered-worker-a"
