@@ -152,7 +152,7 @@ class KubeApi:
         eviction = Pod.Eviction(metadata=ObjectMeta(name=name, namespace=namespace))
         key = f"{namespace}/{name}"
         try:
-            self.client.create(eviction, name, namespace=namespace)
+            answer = self._post(eviction, name, namespace)
         except ApiError as e:
             status = _status_dict(e)
             code = int(status.get("code") or e.response.status_code)
@@ -166,7 +166,30 @@ class KubeApi:
                                   retry_after=DEFAULT_RETRY_AFTER if delay is None else delay)
         except Exception as e:  # noqa: BLE001 - transport errors
             raise _store_error(f"evicting pod {key}", e) from e
+        if answer.get("kind") == "Status" and answer.get("status") == "Failure":
+            # kube-apiserver answers a pod under two budgets with 201 and a Failure Status
+            # (code 500) in the body; client-go turns that into an error, and so do we.
+            return EvictionResult(blocker=refusal_blocker(key, answer))
         return EvictionResult(accepted=True)
+
+    def _post(self, eviction: Any, name: str, namespace: str) -> JSON:
+        """POST the Eviction; the response body as a dict. lightkube's `create` would decode a
+        2xx body as an Eviction and drop a Failure Status, so the request goes through the
+        client's own request pipeline (same auth, TLS and error translation) and the body is
+        read as JSON. Raises lightkube's ApiError for 4xx/5xx."""
+        inner = getattr(self.client, "_client", None)
+        if inner is None or not all(hasattr(inner, a) for a in (
+                "prepare_request", "build_adapter_request", "send", "raise_for_status")):
+            self.client.create(eviction, name, namespace=namespace)  # older lightkube
+            return {}
+        request = inner.prepare_request("post", obj=eviction, name=name, namespace=namespace)
+        response = inner.send(inner.build_adapter_request(request))
+        inner.raise_for_status(response)
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
 
 
 class KubeDrainer:

@@ -257,7 +257,8 @@ def test_fake_eviction_answers(fakeapi: FakeAPIServer, eviction: Eviction) -> No
                                 "currently"}]}}
     add_budget(state, "db2", {"app": "db"}, max_unavailable=1)
     code, body, _ = post_eviction(fakeapi, "default", "p")
-    assert (code, body["message"]) == (500, MULTIPLE_BUDGETS)
+    assert (code, body["code"], body["status"], body["message"]) == (
+        201, 500, "Failure", MULTIPLE_BUDGETS)
 
     # a Pending pod is deleted without asking the budgets
     add_pod(state, "starting", "n1", labels={"app": "db"}, phase="Pending")
@@ -295,3 +296,17 @@ def test_refusals_without_a_budget_name_the_api_message() -> None:
     status = {"kind": "Status", "status": "Failure", "code": 500, "message": MULTIPLE_BUDGETS}
     assert refusal_blocker("shop/web-0", status) == Blocker("shop/web-0", "", MULTIPLE_BUDGETS)
     assert str(refusal_blocker("shop/web-0", status)) == f"pod shop/web-0: {MULTIPLE_BUDGETS}"
+
+
+def test_a_pod_under_two_budgets_is_reported_not_waited_for(
+        fakeapi: FakeAPIServer, drainer: KubeDrainer, clock: Clock, eviction: Eviction) -> None:
+    add_pod(fakeapi.state, "p", "n1", labels={"app": "db"})
+    add_budget(fakeapi.state, "db", {"app": "db"}, min_available=0)
+    add_budget(fakeapi.state, "db-too", {"app": "db"}, max_unavailable="50%")
+    progress = drainer.evict_pods("n1")
+    assert progress.evicted == () and progress.retry_after == 5.0
+    assert progress.blocking == (Blocker("default/p", "", MULTIPLE_BUDGETS),)
+    clock.now += 5
+    drainer.evict_pods("n1")
+    assert eviction.answered == [("default/p", 201)] * 2  # asked again, not waited for
+    assert node_pods(fakeapi.state, "n1") == ["default/p"]

@@ -11,7 +11,9 @@ kube-apiserver, in order:
    budgets: 201;
 4. the budgets in the pod's namespace whose (non-empty) selector matches the pod's labels: more
    than one → a Status with code 500 "This pod has more than one PodDisruptionBudget, which the
-   eviction subresource does not support."; none → delete, 201;
+   eviction subresource does not support." - answered with HTTP 201 and that Failure Status in
+   the body (the REST handler returns it as the created object; client-go makes it an error);
+   none → delete, 201;
 5. one budget: a pod that is not Ready while the budget is satisfied is deleted without spending
    the allowance; otherwise
    - `status.observedGeneration < metadata.generation` (the disruption controller has not seen
@@ -156,7 +158,7 @@ async def _evict(ev: Eviction, state: State, request: web.Request, rtype: Resour
         if len(budgets) > 1:
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                   "status": "Failure", "message": MULTIPLE_BUDGETS, "code": 500},
-                                 500)
+                                 201)
         if not budgets:
             _delete_pod(ev, state, rtype, pod)
             return _success()
