@@ -143,7 +143,7 @@ class KubeApi:
             return [_to_dict(p) for p in self.client.list(
                 Pod, namespace="*", fields={"spec.nodeName": node})]
         except Exception as e:  # noqa: BLE001 - lightkube raises httpx errors; translated here
-            raise _store_error(f"listing the pods on node {node}", e) from e
+            raise _store_error(f"list pods on node {node}", e) from e
 
     def evict(self, namespace: str, name: str) -> EvictionResult:
         from lightkube.core.exceptions import ApiError
@@ -165,7 +165,7 @@ class KubeApi:
             return EvictionResult(blocker=refusal_blocker(key, status),
                                   retry_after=DEFAULT_RETRY_AFTER if delay is None else delay)
         except Exception as e:  # noqa: BLE001 - transport errors
-            raise _store_error(f"evicting pod {key}", e) from e
+            raise _store_error(f"evict pod {key}", e) from e
         if answer.get("kind") == "Status" and answer.get("status") == "Failure":
             # kube-apiserver answers a pod under two budgets with 201 and a Failure Status
             # (code 500) in the body; client-go turns that into an error, and so do we.
@@ -291,4 +291,4 @@ def _status_dict(error: Any) -> JSON:
 def _store_error(what: str, error: Exception) -> StoreError:
     status = getattr(error, "status", None)
     message = getattr(status, "message", None) or str(error) or type(error).__name__
-    return StoreError(f"{what}: {message}")
+    return StoreError(f"kube: {what}: {message}")

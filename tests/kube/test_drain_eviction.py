@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from lightkube import Client, KubeConfig
 
-from machineconfig.store.base import Blocker
+from machineconfig.store.base import Blocker, StoreError
 from machineconfig.store.kube_drain import (
     BEING_DELETED, WAITING_FOR_DELETION, KubeApi, KubeDrainer, parse_retry_after,
     refusal_blocker,
@@ -310,3 +310,10 @@ def test_a_pod_under_two_budgets_is_reported_not_waited_for(
     drainer.evict_pods("n1")
     assert eviction.answered == [("default/p", 201)] * 2  # asked again, not waited for
     assert node_pods(fakeapi.state, "n1") == ["default/p"]
+
+
+def test_an_unreachable_api_server_is_a_store_error(fakeapi: FakeAPIServer,
+                                                     drainer: KubeDrainer) -> None:
+    fakeapi.stop()
+    with pytest.raises(StoreError, match=r"^kube: list pods on node n1: "):
+        drainer.evict_pods("n1")
