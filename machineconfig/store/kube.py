@@ -55,7 +55,9 @@ from machineconfig.store.base import (
     StoreError,
     StoreEvent,
 )
-from machineconfig.store.kube_watch import KindWatch, Revision, WatchTarget, start_all
+from machineconfig.store.kube_watch import (
+    WATCH_SECONDS, KindWatch, Revision, WatchTarget, start_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ COMPONENT_PREFIX = "machine-config"
 CONTROLLER_COMPONENT = "machine-config-controller"
 DAEMON_COMPONENT = "machine-config-daemon"
 CONFLICT_RETRIES = 10
-SYNC_TIMEOUT = 60.0
 # Server-managed metadata left out of returned objects (see the module docstring).
 VOLATILE_METADATA = ("resourceVersion", "managedFields", "selfLink")
 
@@ -173,14 +174,14 @@ class KubeStore:
     """`Store` over a Kubernetes API server. `client` is a lightkube `Client`."""
 
     def __init__(self, client: Any, node: str | None = None, component: str | None = None,
-                 sync_timeout: float = SYNC_TIMEOUT) -> None:
+                 watch_seconds: int = WATCH_SECONDS) -> None:
         from lightkube.generic_resource import create_global_resource
         from lightkube.resources.core_v1 import Event, Node, Secret
 
         self.client = client
         self.node = node
         self.component = component or (DAEMON_COMPONENT if node else CONTROLLER_COMPONENT)
-        self.sync_timeout = sync_timeout
+        self.watch_seconds = watch_seconds  # server-side timeout of each watch request
         self._res: dict[str, Any] = {
             kind: create_global_resource(GROUP, "v1", kind, plural)
             for kind, plural in CUSTOM_KINDS.items()}
@@ -259,7 +260,8 @@ class KubeStore:
                     self._watches.remove(watch)
             try:
                 self._watches += start_all(self.client, [t for t in wanted if t.name not in have],
-                                           self._revision, lambda m: StoreError(f"kube: {m}"))
+                                           self._revision, lambda m: StoreError(f"kube: {m}"),
+                                           watch_seconds=self.watch_seconds)
             except StoreError as e:
                 log.warning("cannot watch the pull secret: %s", e)
             self._revision.bump()
@@ -271,7 +273,8 @@ class KubeStore:
                 self._watches = start_all(
                     self.client, self._targets(), self._revision,
                     lambda m: StoreError(f"kube: {m}"),
-                    on_change={CUSTOM_KINDS[CONTROLLER_CONFIG]: self._retarget_secrets})
+                    on_change={CUSTOM_KINDS[CONTROLLER_CONFIG]: self._retarget_secrets},
+                    watch_seconds=self.watch_seconds)
 
     def watches(self) -> list[KindWatch]:
         self.start()
@@ -295,9 +298,20 @@ class KubeStore:
 
     # ----- objects
 
+    def _crd_hint(self, kind: str, e: NotFoundError) -> NotFoundError:
+        """A 404 for the resource type itself (not an object of it): the CRD is missing."""
+        if "could not find the requested resource" in str(e):
+            return NotFoundError(f"{e} (is the CustomResourceDefinition "
+                                 f"{CUSTOM_KINDS[kind]}.{GROUP} installed? kubectl apply -k "
+                                 "manifests/)")
+        return e
+
     def _list_custom(self, kind: str) -> list[JSON]:
         res = self._resource(kind)
-        items = self._call(f"list {CUSTOM_KINDS[kind]}", lambda: list(self.client.list(res)))
+        try:
+            items = self._call(f"list {CUSTOM_KINDS[kind]}", lambda: list(self.client.list(res)))
+        except NotFoundError as e:
+            raise self._crd_hint(kind, e) from e
         out = []
         for item in items:
             obj = _clean(_to_dict(item))
@@ -340,8 +354,11 @@ class KubeStore:
 
     def _get_custom(self, kind: str, name: str) -> JSON:
         res = self._resource(kind)
-        obj = _to_dict(self._call(f"get {CUSTOM_KINDS[kind]} {name}",
-                                  lambda: self.client.get(res, name)))
+        try:
+            obj = _to_dict(self._call(f"get {CUSTOM_KINDS[kind]} {name}",
+                                      lambda: self.client.get(res, name)))
+        except NotFoundError as e:
+            raise self._crd_hint(kind, e) from e
         obj.setdefault("apiVersion", f"{GROUP}/v1")
         obj.setdefault("kind", kind)
         return obj

@@ -230,13 +230,14 @@ def _status_message(raw: bytes) -> str:
 
 def start_all(client: Any, targets: list[WatchTarget], revision: Revision,
               on_error: Callable[[str], Exception],
-              on_change: Mapping[str, Callable[[], None]] | None = None) -> list[KindWatch]:
+              on_change: Mapping[str, Callable[[], None]] | None = None,
+              watch_seconds: int = WATCH_SECONDS) -> list[KindWatch]:
     """List every target (in the caller's thread, so a missing CRD or a refused list is an error
     now, not a log line later), then start their watch loops. `on_change` maps a target name to
     a callback run after each change that loop sees."""
     watches: list[KindWatch] = []
     for target in targets:
-        watch = KindWatch(client, target, revision,
+        watch = KindWatch(client, target, revision, watch_seconds=watch_seconds,
                           on_change=(on_change or {}).get(target.name))
         try:
             watch.relist()

@@ -1,9 +1,10 @@
-"""Fixtures: `fakeapi` (a running FakeAPIServer), `kubeconfig` (a file naming it) and `crds`
-(manifests/crds/*.yaml created in the fake)."""
+"""Fixtures: `fakeapi` (a running FakeAPIServer), `kubeconfig` (a file naming it), `crds`
+(manifests/crds/*.yaml created in the fake) and `kube_store` (a KubeStore over all that)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,15 @@ def install_crds(server: FakeAPIServer) -> list[str]:
 @pytest.fixture
 def crds(fakeapi: FakeAPIServer) -> list[str]:
     return install_crds(fakeapi)
+
+
+@pytest.fixture
+def kube_store(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> Iterator[Any]:
+    """A KubeStore over the fake, with the CRDs installed."""
+    from machineconfig.store import open_store
+
+    store = open_store(f"kube:{kubeconfig}")
+    try:
+        yield store
+    finally:
+        store.close()  # type: ignore[attr-defined]

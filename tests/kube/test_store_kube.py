@@ -1,0 +1,411 @@
+"""The kube store against the fake API server: every port method, conflicts, the daemon's
+node-limited store, the pull secret, and the watches behind revision() (bookmarks, 410 relist)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig.store import (
+    ConflictError, ForbiddenError, NotFoundError, Store, StoreError, open_store, store_url,
+)
+from machineconfig.store.kube import KubeStore, node_ready
+from tests.kube.fakeapi import FakeAPIServer
+from tests.kube.kit import GROUP_PATH, apply, call, eventually, examples
+
+MC = "MachineConfig"
+MCP = "MachineConfigPool"
+
+
+def mc(name: str, path: str = "/etc/motd", role: str = "worker") -> dict[str, Any]:
+    return {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": MC,
+            "metadata": {"name": name, "labels": {"machineconfiguration.openshift.io/role": role}},
+            "spec": {"config": {"ignition": {"version": "3.2.0"},
+                                "storage": {"files": [{"path": path, "mode": 420,
+                                                       "contents": {"source": "data:,x"}}]}}}}
+
+
+def pool(name: str = "worker") -> dict[str, Any]:
+    return {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": MCP,
+            "metadata": {"name": name},
+            "spec": {"machineConfigSelector": {"matchLabels": {
+                         "machineconfiguration.openshift.io/role": name}},
+                     "nodeSelector": {"matchLabels": {f"node-role.kubernetes.io/{name}": ""}}}}
+
+
+def writes(fakeapi: FakeAPIServer) -> list[tuple[str, str]]:
+    return [(m, p) for m, p, _ in fakeapi.state.requests if m in ("POST", "PUT", "PATCH", "DELETE")]
+
+
+# ----- opening
+
+
+def test_open_store_urls(tmp_path: Path, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StoreError, match="kubeconfig file not found"):
+        open_store(f"kube:{tmp_path / 'nope'}")
+    (tmp_path / "bad").write_text("::: not yaml [")
+    with pytest.raises(StoreError, match="bad: cannot load the kubeconfig"):
+        open_store(f"kube:{tmp_path / 'bad'}")
+    assert store_url("kube", "/k") == "kube:/k" and store_url("kube:", "/k") == "kube:/k"
+    assert store_url("local:x", None) == "local:x"
+    with pytest.raises(StoreError, match="--kubeconfig goes with --store kube"):
+        store_url("local:x", "/k")
+    # `kube` and `kube:` take $KUBECONFIG (there is no in-cluster service account here), and
+    # need no state directory.
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    for url in ("kube", "kube:"):
+        store = open_store(url)
+        assert isinstance(store, KubeStore)
+        assert store.client.config.cluster.server.startswith("http://127.0.0.1:")
+        store.close()
+
+
+def test_missing_crds_is_a_clear_error(fakeapi: FakeAPIServer, kubeconfig: Path) -> None:
+    store = open_store(f"kube:{kubeconfig}")
+    with pytest.raises(NotFoundError, match=r"list controllerconfigs: the server could not find the "
+                       r"requested resource \(is the CustomResourceDefinition controllerconfigs\."
+                       r"machineconfiguration.openshift.io installed\? kubectl apply -k manifests/\)"):
+        store.revision()
+    with pytest.raises(NotFoundError, match="machineconfigpools"):
+        store.list_objects(MCP)
+
+
+def test_is_a_store(kube_store: KubeStore) -> None:
+    s: Store = kube_store  # mypy checks the protocol
+    assert callable(s.wait_for_change)
+
+
+# ----- objects
+
+
+def test_objects_crud(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    apply(fakeapi, mc("00-worker"))
+    kube_store.put_rendered({**mc("rendered-worker-abc"), "metadata": {"name": "rendered-worker-abc"}})
+    assert [o["metadata"]["name"] for o in kube_store.list_objects(MC)] == ["00-worker"]
+    got = kube_store.get_object(MC, "00-worker")
+    assert got["kind"] == MC and got["apiVersion"] == "machineconfiguration.openshift.io/v1"
+    assert "resourceVersion" not in got["metadata"] and got["metadata"]["uid"]
+    assert got["spec"]["config"]["storage"]["files"][0]["path"] == "/etc/motd"
+
+    generated = mc("99-worker-generated-kubelet", "/etc/kubelet")
+    kube_store.put_object(generated)
+    before = writes(fakeapi)
+    kube_store.put_object(generated)  # unchanged: no write at all
+    assert writes(fakeapi) == before
+    changed = mc("99-worker-generated-kubelet", "/etc/kubelet2")
+    kube_store.put_object(changed)
+    assert writes(fakeapi)[len(before):] == [
+        ("PUT", f"{GROUP_PATH}/machineconfigs/99-worker-generated-kubelet")]
+    assert kube_store.get_object(MC, "99-worker-generated-kubelet")["spec"] == changed["spec"]
+    kube_store.delete_object(MC, "99-worker-generated-kubelet")
+    kube_store.delete_object(MC, "99-worker-generated-kubelet")  # absent: no error
+    with pytest.raises(NotFoundError, match='machineconfigs.machineconfiguration.openshift.io "99-'):
+        kube_store.get_object(MC, "99-worker-generated-kubelet")
+    with pytest.raises(StoreError, match="Secret"):
+        kube_store.put_object({"kind": "Secret", "metadata": {"name": "x"}})
+
+
+def test_put_rejected_by_the_schema_names_the_field(kube_store: KubeStore) -> None:
+    bad = mc("50-bad")
+    bad["spec"]["kernelArguments"] = "not-a-list"
+    with pytest.raises(StoreError, match=r"spec.kernelArguments"):
+        kube_store.put_object(bad)
+
+
+def test_put_retries_on_conflict(kube_store: KubeStore, fakeapi: FakeAPIServer,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    kube_store.put_object(mc("99-gen"))
+    real = kube_store.client.replace
+    attempts = []
+
+    def racing_replace(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        attempts.append(obj["metadata"]["resourceVersion"])
+        if len(attempts) == 1:  # someone else writes between our read and our write
+            call(fakeapi, "PATCH", f"{GROUP_PATH}/machineconfigs/99-gen",
+                 {"metadata": {"annotations": {"other": "writer"}}}, "application/merge-patch+json")
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(kube_store.client, "replace", racing_replace)
+    kube_store.put_object(mc("99-gen", "/etc/changed"))
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+    assert kube_store.get_object(MC, "99-gen")["spec"]["config"]["storage"]["files"][0][
+        "path"] == "/etc/changed"
+
+
+def test_pool_configuration_and_status(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    apply(fakeapi, pool())
+    source = [{"apiVersion": "machineconfiguration.openshift.io/v1", "kind": MC, "name": "00-worker"}]
+    kube_store.set_pool_configuration("worker", "rendered-worker-1", source)
+    status = {"machineCount": 3, "conditions": [{"type": "Updated", "status": "True",
+                                                 "lastTransitionTime": "2026-01-01T00:00:00Z",
+                                                 "reason": "", "message": "done"}]}
+    kube_store.update_status(MCP, "worker", status)
+    got = kube_store.get_object(MCP, "worker")
+    assert got["spec"]["configuration"] == {"name": "rendered-worker-1", "source": source}
+    assert got["status"]["machineCount"] == 3
+    assert got["status"]["conditions"][0]["message"] == "done"
+    assert ("PUT", f"{GROUP_PATH}/machineconfigpools/worker/status") in writes(fakeapi)
+    before = writes(fakeapi)
+    kube_store.update_status(MCP, "worker", got["status"])  # unchanged: no write
+    assert writes(fakeapi) == before
+    with pytest.raises(NotFoundError):
+        kube_store.update_status(MCP, "nope", status)
+    with pytest.raises(NotFoundError):
+        kube_store.set_pool_configuration("nope", "x", [])
+
+
+def test_update_status_retries_on_conflict(kube_store: KubeStore, fakeapi: FakeAPIServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    apply(fakeapi, pool())
+    real = kube_store.client.replace
+    calls = []
+
+    def racing(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            call(fakeapi, "PATCH", f"{GROUP_PATH}/machineconfigpools/worker",
+                 {"spec": {"paused": True}}, "application/merge-patch+json")
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(kube_store.client, "replace", racing)
+    kube_store.update_status(MCP, "worker", {"machineCount": 1})
+    assert len(calls) == 2
+    got = kube_store.get_object(MCP, "worker")
+    assert got["status"] == {"machineCount": 1} and got["spec"]["paused"] is True
+
+
+def test_rendered(kube_store: KubeStore) -> None:
+    for name in ("rendered-worker-b", "rendered-worker-a"):
+        kube_store.put_rendered({**mc(name), "metadata": {"name": name}})
+    kube_store.put_object(mc("00-worker"))
+    assert kube_store.list_rendered() == ["rendered-worker-a", "rendered-worker-b"]
+    assert kube_store.get_rendered("rendered-worker-a")["metadata"]["name"] == "rendered-worker-a"
+    kube_store.delete_rendered("rendered-worker-a")
+    kube_store.delete_rendered("rendered-worker-a")
+    assert kube_store.list_rendered() == ["rendered-worker-b"]
+    with pytest.raises(NotFoundError):
+        kube_store.get_rendered("rendered-worker-a")
+
+
+# ----- nodes
+
+
+def test_nodes(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    rec = kube_store.register_node("n2", {"node-role.kubernetes.io/worker": ""})
+    assert rec.ready and not rec.unschedulable and rec.creation_timestamp.endswith("Z")
+    kube_store.register_node("n1", {})
+    rec = kube_store.register_node("n2", {"zone": "a"})  # present: labels merged
+    assert rec.labels == {"node-role.kubernetes.io/worker": "", "zone": "a"}
+    assert [n.name for n in kube_store.list_nodes()] == ["n1", "n2"]
+
+    first = kube_store.patch_node_annotations("n2", {CURRENT_CONFIG_ANNOTATION: "rendered-a",
+                                                     "x": "1"})
+    second = kube_store.patch_node_annotations("n2", {"x": None})
+    assert second.annotations == {CURRENT_CONFIG_ANNOTATION: "rendered-a"}
+    assert second.resource_version > first.resource_version
+    _, raw = call(fakeapi, "GET", "/api/v1/nodes/n2")
+    assert raw["metadata"]["annotations"] == {CURRENT_CONFIG_ANNOTATION: "rendered-a"}
+
+    assert kube_store.set_node_labels("n2", {"zone": None, "b": "c"}).labels == {
+        "node-role.kubernetes.io/worker": "", "b": "c"}
+    assert kube_store.set_unschedulable("n2", True).unschedulable
+    _, raw = call(fakeapi, "GET", "/api/v1/nodes/n2")
+    assert raw["spec"]["unschedulable"] is True
+    assert not kube_store.set_unschedulable("n2", False).unschedulable
+    assert not kube_store.set_node_ready("n2", False).ready
+    _, raw = call(fakeapi, "GET", "/api/v1/nodes/n2")
+    assert [c["status"] for c in raw["status"]["conditions"] if c["type"] == "Ready"] == ["False"]
+    assert kube_store.set_node_ready("n2", True).ready
+    with pytest.raises(NotFoundError, match='nodes "nope" not found'):
+        kube_store.get_node("nope")
+    with pytest.raises(NotFoundError):
+        kube_store.patch_node_annotations("nope", {"a": "b"})
+    with pytest.raises(StoreError, match="invalid annotation change"):
+        kube_store.patch_node_annotations("n2", {"": "x"})
+
+
+def test_node_ready_is_mcos_test() -> None:
+    assert node_ready([])
+    assert node_ready([{"type": "Ready", "status": "True"},
+                       {"type": "DiskPressure", "status": "False"}])
+    assert not node_ready([{"type": "Ready", "status": "Unknown"}])
+    assert not node_ready([{"type": "Ready", "status": "True"},
+                           {"type": "DiskPressure", "status": "True"}])
+    assert not node_ready([{"type": "NetworkUnavailable", "status": "Unknown"}])
+
+
+# ----- events
+
+
+def test_events_are_core_v1_events_with_counts(kube_store: KubeStore,
+                                                fakeapi: FakeAPIServer) -> None:
+    kube_store.record_event("Node", "n1", "SetDesiredConfig", "Targeted node n1 to X")
+    kube_store.record_event(MCP, "worker", "Completed", "done")
+    kube_store.record_event("Node", "n1", "SetDesiredConfig", "Targeted node n1 to X")
+    # The kubelet's events in the same namespace are not ours.
+    call(fakeapi, "POST", "/api/v1/namespaces/default/events",
+         {"metadata": {"name": "n1.kubelet"}, "involvedObject": {"kind": "Node", "name": "n1"},
+          "reason": "NodeReady", "message": "ready", "type": "Normal",
+          "source": {"component": "kubelet"}})
+    _, raw = call(fakeapi, "GET", "/api/v1/namespaces/default/events")
+    ours = [e for e in raw["items"] if e["source"]["component"] != "kubelet"]
+    assert len(ours) == 2
+    node_event = next(e for e in ours if e["involvedObject"]["kind"] == "Node")
+    assert node_event["involvedObject"] == {"kind": "Node", "name": "n1", "apiVersion": "v1"}
+    assert node_event["count"] == 2 and node_event["type"] == "Normal"
+    assert node_event["source"]["component"] == "machine-config-controller"
+    events = kube_store.list_events()
+    assert [(e.kind, e.reason, e.count) for e in events] == [
+        (MCP, "Completed", 1), ("Node", "SetDesiredConfig", 2)]  # the repeat moved it last
+    assert [e.reason for e in kube_store.list_events("Node", "n1")] == ["SetDesiredConfig"]
+    assert kube_store.list_events(MCP, "nope") == []
+    assert kube_store.list_events(since_seq=events[0].seq) == events[1:]
+
+
+# ----- the daemon's store
+
+
+def test_daemon_store_touches_only_its_node(kube_store: KubeStore, kubeconfig: Path) -> None:
+    for name in ("n1", "n2"):
+        kube_store.register_node(name, {})
+    kube_store.put_rendered({**mc("rendered-worker-a"), "metadata": {"name": "rendered-worker-a"}})
+    daemon = open_store(f"kube:{kubeconfig}", node="n1")
+    try:
+        assert daemon.get_node("n1").name == "n1"
+        assert daemon.patch_node_annotations("n1", {CURRENT_CONFIG_ANNOTATION: "x"}).annotations
+        assert daemon.get_rendered("rendered-worker-a")["metadata"]["name"] == "rendered-worker-a"
+        daemon.record_event("Node", "n1", "Reboot", "rebooting")
+        for attempt in (lambda: daemon.get_node("n2"),
+                        lambda: daemon.patch_node_annotations("n2", {"a": "b"}),
+                        lambda: daemon.list_nodes(), lambda: daemon.list_objects(MCP),
+                        lambda: daemon.set_unschedulable("n1", True),
+                        lambda: daemon.record_event("Node", "n2", "X", "y"),
+                        lambda: daemon.record_event(MCP, "worker", "X", "y")):
+            with pytest.raises(ForbiddenError):
+                attempt()
+        # It watches its own node only.
+        assert [w.target.fields for w in daemon.watches()] == [{"metadata.name": "n1"}]
+        rev = daemon.revision()
+        kube_store.patch_node_annotations("n2", {"a": "b"})
+        kube_store.put_object(pool())
+        assert daemon.wait_for_change(rev, 0.5) == rev
+        kube_store.patch_node_annotations("n1", {"a": "b"})
+        assert daemon.wait_for_change(rev, 10) > rev
+        assert kube_store.list_events("Node", "n1")[0].reason == "Reboot"
+    finally:
+        daemon.close()  # type: ignore[attr-defined]
+
+
+# ----- the pull secret
+
+
+def test_pull_secret_is_the_one_the_controller_config_names(kube_store: KubeStore,
+                                                            fakeapi: FakeAPIServer) -> None:
+    apply(fakeapi, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "openshift-config"}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+              "metadata": {"name": "pull-secret", "namespace": "openshift-config"},
+              "data": {".dockerconfigjson": "e30="}}
+    apply(fakeapi, secret)
+    apply(fakeapi, {**secret, "metadata": {"name": "other", "namespace": "openshift-config"}})
+    assert kube_store.list_objects("Secret") == []  # no ControllerConfig names one yet
+    rev = kube_store.revision()
+    cc = examples("controllerconfig.yaml")[0]
+    cc["spec"]["pullSecret"] = {"namespace": "openshift-config", "name": "pull-secret"}
+    apply(fakeapi, cc)
+    got = kube_store.list_objects("Secret")
+    assert [(s["metadata"]["name"], s["type"]) for s in got] == [
+        ("pull-secret", "kubernetes.io/dockerconfigjson")]
+    assert kube_store.get_object("Secret", "pull-secret")["data"] == {".dockerconfigjson": "e30="}
+    # The store now watches that secret (and only it): a change to it is a change.
+    eventually(lambda: any(w.target.name == "secret openshift-config/pull-secret"
+                           for w in kube_store.watches()))
+    rev = kube_store.revision()
+    apply(fakeapi, {**secret, "metadata": {"name": "other", "namespace": "openshift-config"},
+                    "data": {".dockerconfigjson": "e30K"}})
+    assert kube_store.wait_for_change(rev, 0.5) == rev
+    apply(fakeapi, {**secret, "data": {".dockerconfigjson": "eyJhIjoxfQ=="}})
+    assert kube_store.wait_for_change(rev, 10) > rev
+
+
+# ----- watches
+
+
+def test_every_kind_change_bumps_the_revision(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    rev = kube_store.revision()
+    for obj in (pool(), mc("00-worker"),
+                {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "KubeletConfig",
+                 "metadata": {"name": "k"}, "spec": {}},
+                {"apiVersion": "machineconfiguration.openshift.io/v1",
+                 "kind": "ContainerRuntimeConfig", "metadata": {"name": "c"},
+                 "spec": {"containerRuntimeConfig": {}}},
+                examples("controllerconfig.yaml")[0]):
+        apply(fakeapi, obj)
+        rev = kube_store.wait_for_change(rev, 10)
+        eventually(lambda: kube_store.revision() >= rev)
+    before = kube_store.revision()
+    call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {"name": "n9"}})
+    assert kube_store.wait_for_change(before, 10) > before
+    # Events are not watched: recording one wakes nobody (a controller must not wake itself).
+    quiet = kube_store.revision()
+    kube_store.record_event("Node", "n9", "X", "y")
+    assert kube_store.wait_for_change(quiet, 0.3) == quiet
+
+
+def test_wait_for_change_wakes_a_blocked_waiter(kube_store: KubeStore,
+                                                fakeapi: FakeAPIServer) -> None:
+    rev = kube_store.revision()
+    woke: list[int] = []
+    waiter = threading.Thread(target=lambda: woke.append(kube_store.wait_for_change(rev, 30)))
+    waiter.start()
+    apply(fakeapi, pool())
+    waiter.join(30)
+    assert woke and woke[0] > rev
+
+
+def test_bookmarks_move_the_resume_point(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    nodes = next(w for w in kube_store.watches() if w.target.name == "nodes")
+    apply(fakeapi, pool())  # another kind: the nodes watch sees no event, only bookmarks
+    rv = fakeapi.state.rv
+    eventually(lambda: nodes.bookmarks > 0 and int(nodes.resource_version) >= rv)
+    assert ("GET", "/api/v1/nodes") in [(m, p) for m, p, q in fakeapi.state.requests
+                                        if "allowWatchBookmarks=true" in q]
+
+
+def test_expired_watch_lists_again_and_sees_what_it_missed(kube_store: KubeStore,
+                                                          fakeapi: FakeAPIServer) -> None:
+    """The watch connection drops while a node is created and the server's history is compacted
+    past the watch's resume point: the watch gets 410 Expired, lists again, and the change it
+    never saw as an event still bumps the revision."""
+    nodes = next(w for w in kube_store.watches() if w.target.name == "nodes")
+    rev = kube_store.revision()
+    state = fakeapi.state
+    eventually(lambda: any(w.rtype.plural == "nodes" for w in state.watchers))
+    with state.lock:
+        dropped = [w for w in state.watchers if w.rtype.plural == "nodes"]
+        assert dropped
+        for w in dropped:
+            state.remove_watcher(w)
+        state.create(state.resource("", "v1", "nodes"), "", {"metadata": {"name": "missed"}})
+        state.compact()
+        for w in dropped:  # end those streams, as a dropped connection would
+            w.loop.call_soon_threadsafe(w.queue.put_nowait, None)
+    assert kube_store.wait_for_change(rev, 10) > rev
+    eventually(lambda: nodes.lists == 2)
+    assert "/missed" in nodes.seen
+    # And it watches again from the list's resourceVersion.
+    rev = kube_store.revision()
+    kube_store.patch_node_annotations("missed", {"a": "b"})
+    assert kube_store.wait_for_change(rev, 10) > rev
+
+
+def test_close_stops_the_watches(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> None:
+    store = open_store(f"kube:{kubeconfig}")
+    try:
+        store.revision()
+        eventually(lambda: len(fakeapi.state.active_watches) == 6)
+    finally:
+        store.close()  # type: ignore[attr-defined]
+    eventually(lambda: not fakeapi.state.active_watches)
