@@ -59,6 +59,7 @@ __all__ = [
     "unknown_fields",
     "prune",
     "invalid_message",
+    "structural_errors",
     "go_quote",
 ]
 
@@ -99,8 +100,9 @@ def load_crds(directory: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Every ``CustomResourceDefinition`` in the YAML/JSON files under ``directory`` (recursive).
 
     Keyed by ``(spec.group, spec.names.plural)``. Other kinds in the files are ignored. A file
-    that does not parse, a CRD of another apiVersion, a CRD without a structural schema for a
-    served version, or the same resource twice raises ``CRDError`` naming the file.
+    that does not parse, a CRD of another apiVersion, a CRD without a schema for a served
+    version, one kube-apiserver would refuse (``structural_errors``), or the same resource twice
+    raises ``CRDError`` naming the file.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -138,6 +140,9 @@ def load_crds(directory: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
                     )
             if sum(1 for v in versions if v.get("storage")) != 1:
                 raise CRDError(f"{path}: document {index}: exactly one version must be the storage version")
+            problems = structural_errors(doc)
+            if problems:
+                raise CRDError(f"{path}: document {index}: " + "; ".join(problems))
             key = (group, plural)
             if key in out:
                 raise CRDError(f"{path}: {plural}.{group} is also defined in {where[key]}")
@@ -743,3 +748,130 @@ def invalid_message(crd: dict[str, Any], name: str, causes: list[Cause]) -> str:
     errs = [f"{c['field']}: {c['message']}" if c["field"] else c["message"] for c in causes]
     agg = errs[0] if len(errs) == 1 else "[" + ", ".join(errs) + "]"
     return f"{kind}.{group} {go_quote(name)} is invalid: {agg}"
+
+
+# --------------------------------------------------------------------------------------------
+# the CRD itself
+
+
+_PRINTER_TYPES = frozenset({"integer", "number", "string", "boolean", "date"})
+_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean"})
+_INT_OR_STRING_ANYOF = [{"type": "integer"}, {"type": "string"}]
+# What may not appear inside allOf/anyOf/oneOf/not of a structural schema.
+_FORBIDDEN_IN_JUNCTORS = ("description", "type", "default", "additionalProperties", "nullable",
+                          "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource")
+
+
+def structural_errors(crd: dict[str, Any]) -> list[str]:
+    """The rules kube-apiserver checks before it accepts a v1 CRD (the ones our CRDs could
+    break): names, one storage version, structural schemas (a type on every node unless it is
+    int-or-string or preserves unknown fields, properties and additionalProperties not both,
+    junctors without types except the int-or-string anyOf, embedded resources as objects,
+    list-type map keys required or defaulted, defaults that validate), root metadata with no
+    properties but name/generateName, printer column types, and the status subresource only
+    with a status property. Returns one text per problem, each naming the schema path."""
+    errs: list[str] = []
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group", "")
+    plural = names.get("plural", "")
+    if crd.get("metadata", {}).get("name") != f"{plural}.{group}":
+        errs.append(f"metadata.name must be spec.names.plural+\".\"+spec.group ({plural}.{group})")
+    if spec.get("scope") not in ("Cluster", "Namespaced"):
+        errs.append("spec.scope must be Cluster or Namespaced")
+    for key in ("kind", "listKind", "singular"):
+        if not names.get(key):
+            errs.append(f"spec.names.{key} is required")
+    versions = spec.get("versions") or []
+    if sum(1 for v in versions if v.get("storage")) != 1:
+        errs.append("spec.versions: exactly one version must be the storage version")
+    for i, v in enumerate(versions):
+        where = f"spec.versions[{i}]"
+        schema = ((v.get("schema") or {}).get("openAPIV3Schema"))
+        if not isinstance(schema, dict):
+            errs.append(f"{where}.schema.openAPIV3Schema is required")
+            continue
+        if schema.get("type") != "object":
+            errs.append(f"{where}.schema.openAPIV3Schema.type must be object")
+        meta = _props(schema).get("metadata")
+        if isinstance(meta, dict):
+            extra = set(_props(meta)) - {"name", "generateName"}
+            if extra or set(meta) - {"type", "description", "properties"}:
+                errs.append(f"{where}.schema.openAPIV3Schema.properties[metadata]: must only have type "
+                            "and properties name/generateName")
+        _check_node(schema, f"{where}.schema.openAPIV3Schema", errs)
+        for j, col in enumerate(v.get("additionalPrinterColumns") or []):
+            if col.get("type") not in _PRINTER_TYPES:
+                errs.append(f"{where}.additionalPrinterColumns[{j}].type: {col.get('type')!r}")
+            if not str(col.get("jsonPath", "")).startswith("."):
+                errs.append(f"{where}.additionalPrinterColumns[{j}].jsonPath must start with '.'")
+        if "status" in (v.get("subresources") or {}) and "status" not in _props(schema):
+            errs.append(f"{where}: status subresource without a status property")
+    return errs
+
+
+def _check_node(s: dict[str, Any], path: str, errs: list[str], in_junctor: bool = False) -> None:
+    int_or_string = bool(s.get("x-kubernetes-int-or-string"))
+    preserve = s.get("x-kubernetes-preserve-unknown-fields") is True
+    t = s.get("type")
+    if in_junctor:
+        for key in _FORBIDDEN_IN_JUNCTORS:
+            if key in s and not (key == "type" and in_junctor == "int-or-string"):
+                errs.append(f"{path}.{key}: must not be set inside allOf/anyOf/oneOf/not")
+    elif t is None:
+        if not (int_or_string or preserve):
+            errs.append(f"{path}.type: Required value: must not be empty for specified object fields")
+    elif t not in _TYPES:
+        errs.append(f"{path}.type: unsupported type {t!r}")
+    elif int_or_string:
+        errs.append(f"{path}.type: must be empty with x-kubernetes-int-or-string")
+    if "properties" in s and "additionalProperties" in s:
+        errs.append(f"{path}: properties and additionalProperties are mutually exclusive")
+    if s.get("additionalProperties") is False:
+        errs.append(f"{path}.additionalProperties: must not be false")
+    if s.get("x-kubernetes-embedded-resource") and (t != "object" or not ("properties" in s or preserve)):
+        errs.append(f"{path}: x-kubernetes-embedded-resource needs type object and properties "
+                    "or x-kubernetes-preserve-unknown-fields")
+    if t == "array" and not isinstance(s.get("items"), dict):
+        errs.append(f"{path}.items: Required value: must be specified for arrays")
+    list_type = s.get("x-kubernetes-list-type")
+    if list_type is not None and list_type not in ("atomic", "set", "map"):
+        errs.append(f"{path}.x-kubernetes-list-type: {list_type!r}")
+    if list_type == "map":
+        items = s.get("items") or {}
+        keys = s.get("x-kubernetes-list-map-keys") or []
+        if items.get("type") != "object" or not keys:
+            errs.append(f"{path}: list-type map needs object items and x-kubernetes-list-map-keys")
+        for k in keys:
+            ks = _props(items).get(k)
+            if ks is None:
+                errs.append(f"{path}.x-kubernetes-list-map-keys: {k} is not a property of the items")
+            elif k not in (items.get("required") or []) and "default" not in ks:
+                errs.append(f"{path}.x-kubernetes-list-map-keys: {k} must be required or have a default")
+    elif "x-kubernetes-list-map-keys" in s:
+        errs.append(f"{path}.x-kubernetes-list-map-keys: only with x-kubernetes-list-type map")
+    if "default" in s:
+        problems: list[Cause] = []
+        _validate(copy.deepcopy(s["default"]), s, "default", problems)
+        for c in problems:
+            errs.append(f"{path}.default: {c['message']}")
+    for key in ("properties",):
+        for name, child in _props(s).items():
+            _check_node(child, f"{path}.properties[{name}]", errs)
+    ap = s.get("additionalProperties")
+    if isinstance(ap, dict):
+        _check_node(ap, f"{path}.additionalProperties", errs)
+    items = s.get("items")
+    if isinstance(items, dict):
+        _check_node(items, f"{path}.items", errs)
+    for junctor in ("allOf", "anyOf", "oneOf"):
+        for i, sub in enumerate(s.get(junctor) or []):
+            mode: bool | str = True
+            if int_or_string and junctor == "anyOf" and s.get("anyOf") == _INT_OR_STRING_ANYOF:
+                mode = "int-or-string"
+            _check_node(sub, f"{path}.{junctor}[{i}]", errs, in_junctor=mode)
+    if isinstance(s.get("not"), dict):
+        _check_node(s["not"], f"{path}.not", errs, in_junctor=True)
+    for i, rule in enumerate(s.get("x-kubernetes-validations") or []):
+        if not isinstance(rule, dict) or not isinstance(rule.get("rule"), str) or not rule["rule"]:
+            errs.append(f"{path}.x-kubernetes-validations[{i}].rule: Required value")

@@ -334,3 +334,55 @@ def test_embedded_resource_needs_apiversion_and_kind() -> None:
         'spec.embedded.apiVersion: Invalid value: "a/b/c": unexpected GroupVersion string: a/b/c',
         'spec.embedded.kind: Invalid value: "": must not be empty',
     }
+
+
+def test_shipped_crds_are_structural() -> None:
+    for key, crd in crdschema.load_crds(REPO / "manifests" / "crds").items():
+        assert crdschema.structural_errors(crd) == [], key
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"type": "object", "properties": {"spec": {"properties": {}}}},
+         "properties[spec].type: Required value"),
+        ({"type": "object", "properties": {"m": {"type": "object", "properties": {"a": {"type": "string"}},
+                                                 "additionalProperties": {"type": "string"}}}},
+         "properties and additionalProperties are mutually exclusive"),
+        ({"type": "object", "properties": {"l": {"type": "array", "x-kubernetes-list-type": "map",
+                                                 "x-kubernetes-list-map-keys": ["name"],
+                                                 "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}},
+         "name must be required or have a default"),
+        ({"type": "object", "properties": {"d": {"type": "string", "enum": ["a"], "default": "b"}}},
+         'default: Unsupported value: "b": supported values: "a"'),
+        ({"type": "object", "properties": {"x": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}},
+         "anyOf[0].type: must not be set inside allOf/anyOf/oneOf/not"),
+        ({"type": "object", "properties": {"metadata": {"type": "object", "properties": {"labels": {"type": "object"}}}}},
+         "properties[metadata]: must only have type and properties name/generateName"),
+        ({"type": "object", "properties": {"l": {"type": "array"}}}, "properties[l].items: Required value"),
+        ({"type": "object", "properties": {"e": {"type": "string", "x-kubernetes-embedded-resource": True}}},
+         "x-kubernetes-embedded-resource needs type object"),
+    ],
+)
+def test_structural_errors(schema: dict[str, Any], problem: str) -> None:
+    errs = crdschema.structural_errors(crd_of(schema))
+    assert any(problem in e for e in errs), errs
+
+
+def test_structural_errors_outside_the_schema() -> None:
+    crd = crd_of({"type": "object"})
+    crd["metadata"]["name"] = "wrong.example.com"
+    crd["spec"]["versions"][0]["additionalPrinterColumns"] = [{"name": "X", "type": "float", "jsonPath": ".spec.x"}]
+    crd["spec"]["versions"][0]["subresources"] = {"status": {}}
+    errs = crdschema.structural_errors(crd)
+    assert any("metadata.name must be" in e for e in errs)
+    assert any("additionalPrinterColumns[0].type: 'float'" in e for e in errs)
+    assert any("status subresource without a status property" in e for e in errs)
+
+
+def test_load_crds_refuses_a_crd_the_api_server_would_refuse(tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(crd_of({"type": "object", "properties": {"x": {}}})))
+    with pytest.raises(crdschema.CRDError, match=r"bad\.yaml: document 0: .*properties\[x\]\.type"):
+        crdschema.load_crds(tmp_path)

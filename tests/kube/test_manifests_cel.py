@@ -192,3 +192,27 @@ def test_nodes_without_annotations_or_labels(policy: Policy) -> None:
     first["metadata"]["annotations"] = {f"{MCO}/state": "Done", f"{MCO}/currentConfig": "rendered-worker-a"}
     assert policy.admit(DAEMON, bound("worker-a"), bare, first) == []
     assert policy.admit(DAEMON, bound("worker-a"), first, bare) == []
+
+
+def crd_rules(node: Any, path: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for rule in node.get("x-kubernetes-validations") or []:
+            out.append((path, rule["rule"]))
+        for key, value in node.items():
+            out.extend(crd_rules(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out.extend(crd_rules(value, f"{path}[{i}]"))
+    return out
+
+
+def test_crd_validation_rules_parse() -> None:
+    cel = require_celpy()
+    env = cel.Environment()
+    rules = []
+    for path in sorted((REPO / "manifests" / "crds").glob("*.yaml")):
+        rules += [(f"{path.name}{where}", rule) for where, rule in crd_rules(yaml.safe_load(path.read_text()))]
+    assert len(rules) == 7  # poolSynchronizersStatus (6) and osImageStream.name (1), as OpenShift's
+    for where, rule in rules:
+        env.compile(rule)  # raises CELParseError naming the position
