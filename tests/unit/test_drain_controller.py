@@ -314,3 +314,35 @@ def test_controller_passes_drive_the_drain_and_report_what_blocks_it(
     clock.now = 150.0
     assert controller.run_pass().drain_errors == {}
     assert store.get_node("n1").annotations[DONE] == "drain-rendered-worker-a"
+
+
+def test_the_run_loop_wakes_up_for_a_due_drain_step(store: Store) -> None:
+    """With a 1 hour interval and no store changes, only the drain's own schedule (retry after
+    0.05 s) can bring the loop back for the next eviction steps."""
+    import threading
+
+    from mcc.controller import Controller
+
+    kube = EvictingStore(store, Clock())
+    kube.answer = DrainProgress(done=False, blocking=BUDGET_BLOCKS.blocking, retry_after=0.05)
+    third = threading.Event()
+
+    def evict_pods(node: str) -> DrainProgress:
+        kube.calls.append(0.0)
+        if len(kube.calls) >= 3:
+            third.set()
+        return kube.answer
+
+    kube.evict_pods = evict_pods  # type: ignore[method-assign]
+    controller = Controller(cast(Store, kube))
+    controller.drain = drain_controller.DrainController(
+        cast(Store, kube), drain_err=drain_controller.drain_err_gauge(CollectorRegistry()))
+    store.patch_node_annotations("n1", {WANT: "drain-rendered-worker-a"})
+    stop = threading.Event()
+    loop = threading.Thread(target=controller.run, args=(stop, 3600.0))
+    loop.start()
+    try:
+        assert third.wait(30), kube.calls
+    finally:
+        stop.set()
+        loop.join(30)
