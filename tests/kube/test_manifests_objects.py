@@ -161,8 +161,10 @@ def test_machineconfig_bad_fields(crds: dict[str, dict[str, Any]]) -> None:
         ("FieldValueTypeInvalid", "spec.extensions[1]",
          'Invalid value: "integer": spec.extensions[1] in body must be of type string: "integer"'),
     }
-    # spec is required; a null spec is dropped first (not nullable), so it is missing.
-    assert causes(crds, obj("MachineConfig", None)) == {("FieldValueRequired", "spec", "Required value")}
+    # A MachineConfig's spec is optional (a null one is dropped: not nullable); a pool's is
+    # required, so a null spec there is missing.
+    assert causes(crds, obj("MachineConfig", None)) == set()
+    assert causes(crds, obj("MachineConfigPool", None)) == {("FieldValueRequired", "spec", "Required value")}
     # kernelArguments is nullable and kept; extensions is not, and a null one is dropped.
     ok = obj("MachineConfig", {"kernelArguments": None, "extensions": None})
     assert causes(crds, ok) == set()
