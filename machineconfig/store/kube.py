@@ -277,9 +277,10 @@ class KubeStore:
                     watch_seconds=self.watch_seconds)
 
     def watches(self) -> list[KindWatch]:
+        """The running watch loops (for tests and diagnostics)."""
         self.start()
-        assert self._watches is not None
-        return list(self._watches)
+        with self._watch_lock:
+            return list(self._watches or [])
 
     def revision(self) -> int:
         self.start()
