@@ -212,7 +212,8 @@ class ContainerRuntimeConfiguration(_Model):
     log_level: str | None = None
     log_size_max: str | int | None = None
     overlay_size: str | int | None = None
-    default_runtime: Literal["crun", "runc"] | None = None
+    # "": no opinion, the platform's default runtime (what the CRD defaults an absent field to)
+    default_runtime: Literal["crun", "runc", ""] | None = None
     additional_layer_stores: list[dict[str, Any]] | None = Field(None, max_length=5)
     additional_image_stores: list[dict[str, Any]] | None = Field(None, max_length=10)
     additional_artifact_stores: list[dict[str, Any]] | None = Field(None, max_length=10)
