@@ -24,11 +24,13 @@ Pods with emptyDir volumes and pods without a controller are evicted too. Each e
 
 Why a step function and not a blocking loop or a thread per node: the controller drives every node
 from one loop, and a drain can take an hour. `KubeDrainer.evict_pods(node)` never sleeps; it makes
-at most one list call plus one POST per pod that is due, remembers per pod when it may be tried
-again (and which evictions were accepted), and returns a `DrainProgress` saying what still blocks
+one list call plus one POST per pod that is due (up to 8 in flight at once, as kubectl
+evicts in parallel), remembers per pod when it may be tried again (and which evictions were
+accepted), and returns a `DrainProgress` saying what still blocks
 the node and after how many seconds the next step is worth taking. So a blocked node costs the
 loop two short requests per step and never delays another node's drain; there is no locking
-around the client or the store; a restarted controller loses nothing that matters (the cordon
+around the drain state (the eviction threads only make requests; the step itself updates the
+state when they are back); a restarted controller loses nothing that matters (the cordon
 and the pods are in the API, the per-pod retry times are only an optimisation); and tests drive
 time through the injected clock instead of sleeping. The attempt deadline (90 s) and MCO's retry
 schedule belong to the caller, `mcc.drain_controller`, which owns the drain request.
@@ -40,6 +42,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,8 @@ DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 DEFAULT_RETRY_AFTER = 5.0
 # How often to look again while accepted evictions finish (kubectl's wait-for-delete interval).
 DELETE_POLL_INTERVAL = 1.0
+# Eviction requests in flight at once within one step.
+EVICTION_CONCURRENCY = 8
 WAITING_FOR_DELETION = "eviction accepted, waiting for the pod to go"
 BEING_DELETED = "being deleted"
 
@@ -199,10 +204,12 @@ class KubeDrainer:
     """
 
     def __init__(self, api: KubeApi, clock: Callable[[], float] = time.monotonic,
-                 poll_interval: float = DELETE_POLL_INTERVAL) -> None:
+                 poll_interval: float = DELETE_POLL_INTERVAL,
+                 concurrency: int = EVICTION_CONCURRENCY) -> None:
         self.api = api
         self.clock = clock
         self.poll_interval = poll_interval
+        self.concurrency = concurrency
         self._nodes: dict[str, _NodeState] = {}
 
     def evict_pods(self, node: str) -> DrainProgress:
@@ -213,6 +220,7 @@ class KubeDrainer:
         waits: list[float] = []
         evicted: list[str] = []
         present: set[str] = set()
+        due: list[tuple[str, str]] = []  # (pod, uid) to evict in this step
         for pod in pods:
             reason = skip_reason(pod)
             key = pod_key(pod)
@@ -225,18 +233,15 @@ class KubeDrainer:
             if state.evicted.get(key) == uid:
                 blocking.append(Blocker(key, "", WAITING_FOR_DELETION))
                 waits.append(self.poll_interval)
-                continue
-            if meta.get("deletionTimestamp"):
+            elif meta.get("deletionTimestamp"):
                 blocking.append(Blocker(key, "", BEING_DELETED))
                 waits.append(self.poll_interval)
-                continue
-            due = state.not_before.get(key, 0.0)
-            if now < due:
+            elif now < state.not_before.get(key, 0.0):
                 blocking.append(state.refused[key])
-                waits.append(due - now)
-                continue
-            namespace, name = key.split("/", 1)
-            result = self.api.evict(namespace, name)
+                waits.append(state.not_before[key] - now)
+            else:
+                due.append((key, uid))
+        for (key, uid), result in zip(due, self._evict_all([k for k, _ in due])):
             if result.gone:
                 continue
             if result.accepted:
@@ -263,6 +268,20 @@ class KubeDrainer:
             return DrainProgress(done=True, evicted=tuple(evicted))
         return DrainProgress(done=False, blocking=tuple(blocking), retry_after=min(waits),
                              evicted=tuple(evicted))
+
+    def _evict_all(self, pods: list[str]) -> list[EvictionResult]:
+        """One eviction request per pod, up to `concurrency` at a time (as kubectl drain sends
+        them in parallel): a node with a hundred pods is not a hundred round trips in a row.
+        Results in the order of `pods`; the first StoreError is raised."""
+        def evict(key: str) -> EvictionResult:
+            namespace, name = key.split("/", 1)
+            return self.api.evict(namespace, name)
+
+        if len(pods) <= 1 or self.concurrency <= 1:
+            return [evict(key) for key in pods]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pods)),
+                                thread_name_prefix="evict") as pool:
+            return list(pool.map(evict, pods))
 
     def forget(self, node: str) -> None:
         """Drop a node's per-pod state (its drain request was withdrawn)."""

@@ -35,10 +35,12 @@ maxUnavailable, and the number of matching pods for an integer minAvailable, as 
 Test knobs: `retry_after` adds a `Retry-After` header (and details.retryAfterSeconds) to the
 budget-exhausted 429, which kube-apiserver itself leaves out, so clients can be tested with and
 without it; `graceful` makes an accepted eviction set `metadata.deletionTimestamp` and keep the pod
-until `finish_deletions()` (a pod's termination grace period) instead of deleting it at once.
+until `finish_deletions()` (a pod's termination grace period) instead of deleting it at once;
+`latency` delays each answer (a remote API server, for bench/drain.py).
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 from collections.abc import Mapping
@@ -71,6 +73,7 @@ class Eviction:
     retry_after: int | None = None
     graceful: bool = False
     paused: bool = False
+    latency: float = 0.0  # seconds each eviction request takes (benchmarks: a remote API server)
     # (namespace/name, HTTP code) of every eviction request, in order.
     answered: list[tuple[str, int]] = field(default_factory=list)
     state: State | None = None
@@ -100,6 +103,8 @@ def install(state: State, eviction: Eviction | None = None) -> Eviction:
     async def handler(state: State, request: web.Request, rtype: ResourceType, namespace: str,
                       name: str) -> web.StreamResponse:
         key = f"{namespace}/{name}"
+        if ev.latency:
+            await asyncio.sleep(ev.latency)
         try:
             response = await _evict(ev, state, request, rtype, namespace, name)
         except APIError as e:
