@@ -100,7 +100,11 @@ class Cluster:
 @pytest.fixture
 def cluster(fakeapi: FakeAPIServer, kubeconfig: Path) -> Iterator[Cluster]:
     with Client(config=KubeConfig.from_file(kubeconfig)) as client:
-        yield Cluster(fakeapi, client)
+        cluster = Cluster(fakeapi, client)
+        try:
+            yield cluster
+        finally:
+            cluster.store.close()  # its watch loops, before the client goes
 
 
 def web(cluster: Cluster, replicas: int, on_node: int, **budget: Any) -> None:
