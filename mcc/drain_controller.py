@@ -52,6 +52,7 @@ DRAIN_TIMEOUT = 3600.0  # then DrainFailed + mcc_drain_err, and keep retrying
 STORE_ERROR_DELAY = 5.0
 MAX_NAMED_BLOCKERS = 10
 MAX_REASON_LENGTH = 2000  # like the daemon's reason annotation
+EVENT_MESSAGE_LIMIT = 1024  # kube-apiserver's limit on an Event's note (the scheduler's truncation)
 
 # Where mcc's metrics live (the controller has no HTTP listener yet; tests read it directly).
 METRICS = CollectorRegistry()
@@ -109,6 +110,13 @@ def blocked_message(blocking: Sequence[Blocker], timeout: float = ATTEMPT_TIMEOU
     if more > 0:
         named += f"; and {more} more pod{'s' if more > 1 else ''}"
     return f"drain did not complete within {go_duration(timeout)}: {named}"
+
+
+def event_text(message: str) -> str:
+    """A message cut to what an Event may carry, marked as cut."""
+    if len(message) <= EVENT_MESSAGE_LIMIT:
+        return message
+    return message[:EVENT_MESSAGE_LIMIT - 4] + " ..."
 
 
 def _cordon(store: Store, node: NodeRecord, why: str) -> NodeRecord:
@@ -293,14 +301,16 @@ class DrainController:
                     f"{int(FAILING_THRESHOLD // 60)} minutes. Waiting {int(FAILING_DELAY // 60)} "
                     f"minutes then retrying. Error message from drain: {message}")
             log.warning("node %s: %s", name, text)
-            self.store.record_event("Node", name, "DrainThresholdExceeded", text, "Warning")
+            self.store.record_event("Node", name, "DrainThresholdExceeded", event_text(text),
+                                    "Warning")
             drain.next_at = now + FAILING_DELAY
         else:
             log.warning("node %s: %s; retrying in %s", name, message,
                         go_duration(REQUEUE_DELAY))
             if message not in drain.reported:
                 drain.reported.add(message)
-                self.store.record_event("Node", name, "DrainBlocked", message, "Warning")
+                self.store.record_event("Node", name, "DrainBlocked", event_text(message),
+                                        "Warning")
             drain.next_at = now + REQUEUE_DELAY
         if message != drain.reason:
             drain.reason = message

@@ -346,3 +346,19 @@ def test_the_run_loop_wakes_up_for_a_due_drain_step(store: Store) -> None:
     finally:
         stop.set()
         loop.join(30)
+
+
+def test_many_blockers_are_counted_and_the_event_fits_its_limit(
+        store: Store, kube: EvictingStore, controller: drain_controller.DrainController,
+        clock: Clock) -> None:
+    blockers = tuple(Blocker(f"shop/web-{i}", "shop/web", "The disruption budget web needs 40 "
+                             "healthy pods and has 40 currently") for i in range(40))
+    kube.answer = DrainProgress(done=False, blocking=blockers, retry_after=5.0)
+    store.patch_node_annotations("n1", {WANT: "drain-rendered-worker-a"})
+    errors = run_until(controller, kube, clock, 90.0)
+    assert errors["n1"].count("blocked by PodDisruptionBudget shop/web") == 10
+    assert errors["n1"].endswith("; and 30 more pods")
+    assert store.get_node("n1").annotations[REASON] == errors["n1"]  # under 2000 characters
+    [(reason, message)] = warnings(store)
+    assert reason == "DrainBlocked" and len(message) == 1024 and message.endswith(" ...")
+    assert message.startswith(errors["n1"][:1020])
