@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from mcs.app import SERVER_HEADER, ServerState, _accepts_gzip, _negotiate, access_log, server_url_for
 from mcs.cache import Served
@@ -189,8 +189,7 @@ class FastProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
         peer = transport.get_extra_info("peername")
         if isinstance(peer, (tuple, list)) and peer:
             self._remote = str(peer[0])
@@ -287,11 +286,15 @@ class FastProtocol(asyncio.Protocol):
             status, wire = 200, responses.head_gz if use_gzip else responses.head
         else:
             status, wire = 200, responses.full_gz if use_gzip else responses.full
+        if request.close:  # as aiohttp: say so after the Date line
+            head_len = len(wire) if status == 304 or request.head_method else \
+                len(responses.head_gz if use_gzip else responses.head)
+            wire = wire[:head_len - 2] + b"Connection: close\r\n\r\n" + wire[head_len:]
         transport = self.transport
         if transport is None:
             return False
-        transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
         self.fast.answered += 1
+        transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
         elapsed = time.perf_counter() - started
         state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
@@ -357,7 +360,8 @@ class FastProtocol(asyncio.Protocol):
             transport.resume_reading()
 
 
-def fast_factory(fast: FastPath, fallback: Callable[[], asyncio.Protocol], max_headers: int) -> Callable[[], Any]:
+def fast_factory(fast: FastPath, fallback: Callable[[], asyncio.Protocol],
+                 max_headers: int) -> Callable[[], asyncio.Protocol]:
     def factory() -> FastProtocol:
         return FastProtocol(fast, fallback, max_headers)
 

@@ -178,8 +178,9 @@ def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> Server
 
 
 async def serve(options: ServerOptions, stop: asyncio.Event,
-                on_ready: Callable[[list[str]], object] | None = None, reuse_port: bool = False) -> None:
-    """Run the listeners until `stop` is set."""
+                on_ready: Callable[[list[str]], object] | None = None, reuse_port: bool = False,
+                fast_paths: list[FastPath] | None = None) -> None:
+    """Run the listeners until `stop` is set; each listener's FastPath is appended to `fast_paths`."""
     loop = asyncio.get_running_loop()
     guard = ConnectionGuard(options.header_timeout, options.response_timeout)
     state = build_state(options, guard)
@@ -208,8 +209,12 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             if port is None:
                 continue
             # Cached config reads are answered by the fast path; it hands anything else to aiohttp.
-            factory = fast_factory(FastPath(state, guard, scheme), fallback, options.max_headers) \
-                if options.fast_path else fallback
+            factory: Callable[[], asyncio.Protocol] = fallback
+            if options.fast_path:
+                fast = FastPath(state, guard, scheme)
+                factory = fast_factory(fast, fallback, options.max_headers)
+                if fast_paths is not None:
+                    fast_paths.append(fast)
             server = await loop.create_server(
                 factory, options.bind_address, port, ssl=tls.context if scheme == "https" and tls else None,
                 ssl_handshake_timeout=options.handshake_timeout if scheme == "https" else None,

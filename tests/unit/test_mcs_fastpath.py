@@ -5,11 +5,21 @@ deadlines, the bounded Accept-Encoding cache, and the precomputed response heade
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
+import http.client
 import json
+import logging
+import re
+import socket
+import ssl
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -20,10 +30,12 @@ from mcs import cli
 from mcs.app import ServerState, make_app
 from mcs.cache import INPUT_CHECK_INTERVAL, ServedConfigCache
 from mcs.layout import BootstrapSource, Resolved
-from mcs.server import ConnectionGuard, ServerOptions, build_state
+from mcs.fastpath import FastPath, parse_head
+from mcs.server import ConnectionGuard, ServerOptions, build_state, serve
 from mcs.store_mode import build_store_state
 from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
+from tests.unit.test_mcs_server import write_tls
 from tests.unit.test_mcs_store_mode import bearer, data_url_text, make_store, pool_token, store_options
 from tests.unit.test_mcs_tls import FakeHandler
 
@@ -244,3 +256,383 @@ def test_guard_forgets_closed_connections() -> None:
     time.sleep(0.01)
     assert guard.sweep() == 1 and idle.transport.aborted and not gone.transport.aborted
     assert guard.sweep() == 0
+
+
+# -- mcs.fastpath: the protocol in front of aiohttp, against the real server ----------------------------
+
+class InProcessServer:
+    """`serve()` on 127.0.0.1 (HTTPS and HTTP, ports picked by the kernel) in a thread of its own."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.urls: list[str] = []
+        self.fast_paths: list[FastPath] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await serve(self.options, self._stop, on_ready=lambda urls: (self.urls.extend(urls), self._ready.set()),
+                        fast_paths=self.fast_paths)
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001 - reported by start() / stop()
+            self._error = e
+            self._ready.set()
+
+    def start(self) -> "InProcessServer":
+        self._thread.start()
+        assert self._ready.wait(30) and self._error is None, self._error
+        return self
+
+    def stop(self) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        assert not self._thread.is_alive() and self._error is None, self._error
+
+    def address(self, scheme: str) -> tuple[str, int]:
+        url = next(u for u in self.urls if u.startswith(scheme + "://"))
+        host, port = url.split("://")[1].rsplit(":", 1)
+        return host, int(port)
+
+    @property
+    def answered(self) -> int:
+        return sum(f.answered for f in self.fast_paths)
+
+    @property
+    def handed_over(self) -> int:
+        return sum(f.handed_over for f in self.fast_paths)
+
+
+class Tls:
+    def __init__(self, root: Path) -> None:
+        self.ca, self.cert, self.key, self.ca_file = write_tls(root, "mcs-fast")
+
+    def client(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self.ca.pem().decode())
+
+
+def _options(root: Path, tls: Tls, **kw: Any) -> ServerOptions:
+    base, kc = write_layout(root, ignition_config(extra_files=40))
+    write_yaml(base / "machine-configs" / f"{LARGE}.yaml", machine_config(LARGE, ignition_config(extra_files=600)))
+    write_yaml(base / "machine-pools" / "large.yaml", pool("large", LARGE))
+    tokens = root / "tokens"
+    tokens.write_text(f"worker {FAST_TOKEN}\nlarge {FAST_TOKEN}\n")
+    return ServerOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
+                         bind_address="127.0.0.1", token_file=tokens, **kw)
+
+
+LARGE = "rendered-large-0123456789abcdef0123456789abcdef"
+FAST_TOKEN = "fast-token-8c1e5f"
+AUTHZ = f"Authorization: Bearer {FAST_TOKEN}\r\n"
+ACCEPT35 = f"Accept: {IGN};version=3.5.0, */*;q=0.1\r\n"
+
+
+def exchange(srv: InProcessServer, scheme: str, tls: Tls, raw: bytes, timeout: float = 20.0) -> bytes:
+    """Send `raw` on a new connection; read until every request in it is answered or the server closes."""
+    sock = socket.create_connection(srv.address(scheme), timeout=timeout)
+    if scheme == "https":
+        sock = tls.client().wrap_socket(sock, server_hostname="127.0.0.1")
+    with sock:
+        sock.sendall(raw)
+        data = b""
+        while len(split_responses(data, raw)) < raw.count(b"\r\n\r\n"):
+            try:
+                chunk = sock.recv(1 << 20)
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def split_responses(data: bytes, raw: bytes) -> list[tuple[str, list[tuple[str, str]], bytes]]:
+    """(status line, headers without Date, body) of each response; HEAD and 304 answers have no body."""
+    methods = [line.split(b" ", 1)[0] for line in raw.split(b"\r\n") if line.split(b" ", 1)[0] in
+               (b"GET", b"HEAD", b"POST", b"PUT")]
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        headers = [tuple(h.split(": ", 1)) for h in lines[1:]]
+        length = int(dict(headers).get("Content-Length", "0"))
+        method = methods[len(out)] if len(out) < len(methods) else b"GET"
+        status = lines[0]
+        if method == b"HEAD" or " 304 " in status:
+            length = 0
+        if len(rest) < length:
+            break
+        out.append((status, [(k, v) for k, v in headers if k != "Date"], rest[:length]))  # type: ignore[misc]
+        data = rest[length:]
+    return out
+
+
+def _request(path: str, method: str = "GET", extra: str = "", version: str = "HTTP/1.1") -> bytes:
+    return f"{method} {path} {version}\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+
+
+# Requests whose answers the fast path must give exactly as aiohttp does (or leave to aiohttp).
+CASES: dict[str, bytes] = {
+    "get": _request("/config/worker", extra=AUTHZ + ACCEPT35),
+    "get 2.2 default": _request("/config/worker", extra=AUTHZ),
+    "get gzip": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip\r\n"),
+    "get gzip q=0": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip;q=0\r\n"),
+    "head": _request("/config/worker", "HEAD", AUTHZ + ACCEPT35),
+    "head gzip": _request("/config/worker", "HEAD", AUTHZ + ACCEPT35 + "Accept-Encoding: gzip, br\r\n"),
+    "trailing slash": _request("/config/worker/", extra=AUTHZ + ACCEPT35),
+    "304 star": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "If-None-Match: *\r\n"),
+    "304 gzip": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip\r\n"
+                         + "If-None-Match: W/\"nope\", *\r\n"),
+    "etag mismatch": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "If-None-Match: \"nope\"\r\n"),
+    "no token": _request("/config/worker", extra=ACCEPT35),
+    "wrong token": _request("/config/worker", extra="Authorization: Bearer nope\r\n" + ACCEPT35),
+    "token of another pool": _request("/config/master", extra=AUTHZ + ACCEPT35),
+    "unknown pool": _request("/config/nosuch", extra=AUTHZ + ACCEPT35),
+    "bad pool": _request("/config/Worker", extra=AUTHZ + ACCEPT35),
+    "nested": _request("/config/worker/x", extra=AUTHZ + ACCEPT35),
+    "version 4": _request("/config/worker", extra=AUTHZ + f"Accept: {IGN};version=4.0.0\r\n"),
+    "post": _request("/config/worker", "POST", AUTHZ + ACCEPT35 + "Content-Length: 0\r\n"),
+    "query": _request("/config/worker?x=1", extra=AUTHZ + ACCEPT35),
+    "escaped": _request("/config/w%6Frker", extra=AUTHZ + ACCEPT35),
+    "http/1.0": _request("/config/worker", extra=AUTHZ + ACCEPT35, version="HTTP/1.0"),
+    "no host": f"GET /config/worker HTTP/1.1\r\n{AUTHZ}{ACCEPT35}\r\n".encode(),
+    "two accepts": _request("/config/worker", extra=AUTHZ + ACCEPT35 + f"Accept: {IGN};version=2.2.0\r\n"),
+    "connection close": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Connection: close\r\n"),
+    "healthz": _request("/healthz"),
+    "other path head": _request("/nosuch", "HEAD"),
+    "bad header": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Bad Header: x\r\n"),
+    "pipelined": _request("/config/worker", extra=AUTHZ + ACCEPT35) + _request("/config/worker", "HEAD", AUTHZ)
+    + _request("/healthz") + _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip\r\n"),
+}
+# Answered by the fast path itself (the rest are handed to aiohttp before anything is written).
+FAST = {"get", "get 2.2 default", "get gzip", "get gzip q=0", "head", "head gzip", "trailing slash", "304 star",
+        "304 gzip", "etag mismatch", "connection close", "pipelined"}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessServer, InProcessServer, Tls]]:
+    """The same layout served with the fast path and without it (aiohttp alone)."""
+    root = tmp_path_factory.mktemp("fast")
+    tls = Tls(root)
+    options = _options(root, tls, header_timeout=2.0, response_timeout=2.0)
+    fast = InProcessServer(options).start()
+    plain = InProcessServer(dataclasses.replace(options, fast_path=False)).start()
+    yield fast, plain, tls
+    fast.stop()
+    plain.stop()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_answers_as_aiohttp(pair: tuple[InProcessServer, InProcessServer, Tls], scheme: str,
+                                 case: str) -> None:
+    fast, plain, tls = pair
+    raw = CASES[case]
+    exchange(plain, scheme, tls, raw)  # both caches warm: the first answer is then the fast path's
+    exchange(fast, scheme, tls, raw)
+    answered, handed = fast.answered, fast.handed_over
+    ours, theirs = exchange(fast, scheme, tls, raw), exchange(plain, scheme, tls, raw)
+    assert split_responses(ours, raw) == split_responses(theirs, raw)
+    assert len(split_responses(ours, raw)) >= 1
+    if case in FAST:
+        assert fast.answered > answered
+    else:
+        assert fast.answered == answered and fast.handed_over == handed + 1
+    if case == "pipelined":  # two answered, then /healthz handed over with the request after it
+        assert fast.answered == answered + 2 and fast.handed_over == handed + 1
+        assert [r[0].split(" ", 1)[1] for r in split_responses(ours, raw)] == ["200 OK"] * 4
+
+
+def test_fast_answers_are_the_served_config(pair: tuple[InProcessServer, InProcessServer, Tls]) -> None:
+    fast, _, tls = pair
+    host, port = fast.address("https")
+    conn = http.client.HTTPSConnection(host, port, context=tls.client(), timeout=20)
+    answered = fast.answered
+    try:
+        conn.request("GET", "/config/worker", headers={"Authorization": f"Bearer {FAST_TOKEN}", "Accept": V35["Accept"]})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200 and json.loads(body)["ignition"]["version"] == "3.5.0"
+        assert _served_config(body) == WORKER_CONFIG
+        etag = resp.headers["ETag"]
+        # The same keep-alive connection: gzip, a 304 for either tag, HEAD; all on the fast path.
+        conn.request("GET", "/config/worker", headers={"Authorization": f"Bearer {FAST_TOKEN}",
+                                                       "Accept": V35["Accept"], "Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        assert gzip.decompress(resp.read()) == body and resp.headers["Content-Encoding"] == "gzip"
+        for tag in (etag, resp.headers["ETag"]):
+            conn.request("GET", "/config/worker", headers={"Authorization": f"Bearer {FAST_TOKEN}",
+                                                           "Accept": V35["Accept"], "If-None-Match": tag})
+            resp = conn.getresponse()
+            assert resp.status == 304 and resp.read() == b""
+        conn.request("HEAD", "/config/worker", headers={"Authorization": f"Bearer {FAST_TOKEN}"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"" and int(resp.headers["Content-Length"]) > 10_000
+    finally:
+        conn.close()
+    assert fast.answered == answered + 5 and resp.headers["Server"] == "machine-config-server"
+
+
+def test_every_fast_answer_is_counted(tmp_path: Path) -> None:
+    tls = Tls(tmp_path)
+    srv = InProcessServer(_options(tmp_path, tls)).start()
+    try:
+        host, port = srv.address("http")
+        conn = http.client.HTTPConnection(host, port, timeout=20)
+        for i in range(30):
+            conn.request("HEAD" if i % 3 == 0 else "GET", "/config/worker",
+                         headers={"Authorization": f"Bearer {FAST_TOKEN}", "Accept": V35["Accept"]})
+            conn.getresponse().read()
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    finally:
+        srv.stop()
+    # The first request built the config (a miss the fast path waited for), the other 29 hit.
+    assert srv.answered == 30 and srv.handed_over == 1  # /metrics
+    assert 'mcs_config_requests_total{code="200",pool="worker",version="3.5.0"} 30.0' in text
+    assert 'mcs_http_request_duration_seconds_count{route="config"} 30.0' in text
+    assert 'mcs_config_builds_total{pool="worker",version="3.5.0"} 1.0' in text
+
+
+def test_access_log_has_no_secrets(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tls = Tls(tmp_path)
+    srv = InProcessServer(_options(tmp_path, tls)).start()
+    with caplog.at_level(logging.INFO, logger="mcs.access"):
+        try:
+            for scheme in ("http", "https"):
+                exchange(srv, scheme, tls, _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Connection: close\r\n"))
+        finally:
+            srv.stop()  # also waits for the log lines written after the answers
+    lines = [r.getMessage() for r in caplog.records if r.name == "mcs.access"]
+    assert len(lines) == 2 and srv.answered == 2
+    assert all(re.fullmatch(r"127\.0\.0\.1 GET /config/worker 200 3\.5\.0 [0-9.]+ms", line) for line in lines), lines
+    assert FAST_TOKEN not in caplog.text
+
+
+def test_pool_change_served_through_the_fast_path(tmp_path: Path) -> None:
+    tls = Tls(tmp_path)
+    options = _options(tmp_path, tls, input_check_interval=0.1)
+    srv = InProcessServer(options).start()
+    try:
+        host, port = srv.address("http")
+        conn = http.client.HTTPConnection(host, port, timeout=20)
+        headers = {"Authorization": f"Bearer {FAST_TOKEN}", "Accept": V35["Accept"]}
+        conn.request("GET", "/config/worker", headers=headers)
+        assert _served_config(conn.getresponse().read()) == WORKER_CONFIG
+        assert options.basedir is not None
+        write_yaml(options.basedir / "machine-configs" / f"{WORKER_CONFIG_NEW}.yaml",
+                   machine_config(WORKER_CONFIG_NEW, ignition_config()))
+        write_yaml(options.basedir / "machine-pools" / "worker.yaml", pool("worker", WORKER_CONFIG_NEW))
+        give_up = time.monotonic() + DEADLINE
+        while True:
+            conn.request("GET", "/config/worker", headers=headers)
+            if _served_config(conn.getresponse().read()) == WORKER_CONFIG_NEW:
+                break
+            assert time.monotonic() < give_up, "the change on disk was never served"
+            time.sleep(0.02)
+        conn.close()
+    finally:
+        srv.stop()
+    assert srv.handed_over == 0  # the rebuild happened on the fast path's own connection
+
+
+def test_trickling_client_is_dropped_on_the_fast_path(pair: tuple[InProcessServer, InProcessServer, Tls]) -> None:
+    fast, _, tls = pair
+    # A head trickled one byte at a time: dropped by the head deadline (2 s here), not answered.
+    request = CASES["get"]
+    with socket.create_connection(fast.address("http"), timeout=10) as sock:
+        started = time.monotonic()
+        closed = False
+        for i in range(len(request) - 1):
+            try:
+                sock.sendall(request[i:i + 1])
+                sock.settimeout(0.2)
+                if sock.recv(1024) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed, "a client trickling its request head was never disconnected"
+        assert time.monotonic() - started < 15
+
+
+def test_never_reading_client_is_dropped_on_the_fast_path(tmp_path: Path) -> None:
+    # A client that asks for the large config many times and never reads: while the transport
+    # holds more than it takes, no further request is answered and the response deadline applies
+    # (the long head deadline here would let it linger).
+    tls = Tls(tmp_path)
+    fast = InProcessServer(_options(tmp_path, tls, header_timeout=60.0, response_timeout=1.5)).start()
+    exchange(fast, "http", tls, _request("/config/large", "HEAD", AUTHZ + ACCEPT35))  # built
+    aborted = sum(f.guard.aborted for f in fast.fast_paths if isinstance(f.guard, ConnectionGuard))
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.settimeout(10)
+        sock.connect(fast.address("http"))
+        sock.sendall(_request("/config/large", extra=AUTHZ + ACCEPT35) * 20)
+        time.sleep(4.5)
+        got = b""
+        try:
+            sock.settimeout(5)
+            while chunk := sock.recv(1 << 20):
+                got += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert len(got) < 20 * 500_000, "the never-reading client was sent everything"
+    try:
+        assert sum(f.guard.aborted for f in fast.fast_paths if isinstance(f.guard, ConnectionGuard)) > aborted
+        assert exchange(fast, "http", tls, CASES["healthz"]).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        fast.stop()
+
+
+def test_responses_prebuilt_per_served_config() -> None:
+    from mcs.cache import make_served
+
+    served = make_served("rendered-x", "3.5.0", b'{"ignition":{"version":"3.5.0"}}' * 20)
+    fast = FastPath(ServerState(source=None, cache=None))  # type: ignore[arg-type]
+    first = fast.responses(served)
+    assert fast.responses(served) is first  # built once per second
+    head, _, body = first.full.partition(b"\r\n\r\n")
+    assert body == served.body and first.head == head + b"\r\n\r\n"
+    assert f"Content-Length: {len(served.body)}".encode() in head and b"\r\nDate: " in head
+    assert first.full_gz.endswith(served.gzip_body or b"-") and b"Content-Encoding: gzip" in first.head_gz
+    assert first.not_modified.startswith(b"HTTP/1.1 304 Not Modified\r\n")
+    assert b"Content-Length" not in first.not_modified and served.etag.encode() in first.not_modified
+    assert served.gzip_etag.encode() in first.not_modified_gz
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /config/worker HTTP/1.1\r\nHost: x\r\nX: \x80",  # not ASCII
+    b"GET /config/worker HTTP/1.1\r\nHost: x\r\n folded",  # obs-fold
+    b"GET /config/worker HTTP/1.1\r\nHost: x\nAccept: y",  # bare LF
+    b"GET /config/worker HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+    b"GET /config/worker HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: upgrade",
+    b"GET /config/worker HTTP/1.1\r\nHost: x\r\nHost: y",
+    b"GET /config/worker  HTTP/1.1\r\nHost: x",
+    b"get /config/worker HTTP/1.1\r\nHost: x",
+    b"GET /config/-worker HTTP/1.1\r\nHost: x",
+    b"GET /config/worker HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(70)) + b"Host: x",
+])
+def test_heads_left_to_aiohttp(head: bytes) -> None:
+    assert parse_head(head, max_headers=64) is None
+
+
+def test_head_parsed() -> None:
+    req = parse_head(b"HEAD /config/worker/ HTTP/1.1\r\nhost: x\r\nACCEPT:  a/b \r\nConnection: Keep-Alive, close\r\n"
+                     b"X-Other: 1\r\nX-Other: 2", max_headers=64)
+    assert req is not None and req.head_method and req.pool == "worker" and req.raw_path == "/config/worker/"
+    assert req.accept == "a/b" and req.close and req.authorization is None and req.accept_encoding == ""
