@@ -77,8 +77,8 @@ def test_renders_every_kind_once(docs: list[dict[str, Any]]) -> None:
         "ServiceAccount": 3,
         "ClusterRole": 3,
         "ClusterRoleBinding": 3,
-        "Role": 1,
-        "RoleBinding": 1,
+        "Role": 2,
+        "RoleBinding": 2,
         "ValidatingAdmissionPolicy": 1,
         "ValidatingAdmissionPolicyBinding": 1,
         "Deployment": 1,
@@ -149,28 +149,34 @@ def expand(group: str, resources: list[str], verbs: list[str]) -> set[tuple[str,
 
 
 READ = ["get", "list", "watch"]
+# What each program's requests need (test_manifests_rbac_usage.py shows they need no more).
 EXPECTED_RULES = {
     "machine-config-controller": (
-        expand(GROUP, ["machineconfigs"], READ + ["create", "update", "patch", "delete"])
-        | expand(GROUP, ["machineconfigpools", "kubeletconfigs", "containerruntimeconfigs"],
-                 READ + ["update", "patch"])
-        | expand(GROUP, ["controllerconfigs"], READ)
-        | expand(GROUP, ["machineconfigpools/status", "controllerconfigs/status",
-                         "kubeletconfigs/status", "containerruntimeconfigs/status"], ["get", "update", "patch"])
+        expand(GROUP, ["machineconfigs"], READ + ["create", "update", "delete"])
+        | expand(GROUP, ["machineconfigpools"], READ + ["patch"])
+        | expand(GROUP, ["kubeletconfigs", "containerruntimeconfigs", "controllerconfigs"], READ)
+        | expand(GROUP, ["machineconfigpools/status", "kubeletconfigs/status",
+                         "containerruntimeconfigs/status"], ["update"])
         | expand("", ["nodes"], READ + ["patch"])
         | expand("", ["pods"], ["list"])
         | expand("", ["pods/eviction"], ["create"])
-        | expand("policy", ["poddisruptionbudgets"], READ)
         | expand("", ["events"], ["create", "patch"])
-        | expand("events.k8s.io", ["events"], ["create", "patch"])
     ),
-    "machine-config-server": expand(GROUP, ["machineconfigs", "machineconfigpools", "controllerconfigs"], READ),
+    "machine-config-server": (
+        expand(GROUP, ["machineconfigs", "machineconfigpools", "controllerconfigs"], READ)
+        | expand(GROUP, ["kubeletconfigs", "containerruntimeconfigs"], ["list", "watch"])
+        | expand("", ["nodes"], ["list", "watch"])
+    ),
     "machine-config-daemon": (
         expand("", ["nodes"], READ + ["patch"])
         | expand(GROUP, ["machineconfigs"], READ)
         | expand("", ["events"], ["create", "patch"])
-        | expand("events.k8s.io", ["events"], ["create", "patch"])
     ),
+}
+# Namespaced grants: the pull secret, by name only.
+EXPECTED_ROLES = {
+    "machine-config-controller": {("", "secrets", v, ("pull-secret",)) for v in READ},
+    "machine-config-server": {("", "secrets", v, ("pull-secret",)) for v in ("list", "watch")},
 }
 
 
@@ -182,13 +188,15 @@ def test_rbac_is_exactly_what_each_program_uses(docs: list[dict[str, Any]]) -> N
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
         find(docs, "ServiceAccount", name)
-    # The only namespaced grant: the controller reads the one pull secret.
-    role = find(docs, "Role", "machine-config-controller-pull-secret")
-    assert role["metadata"]["namespace"] == "openshift-config"
-    assert rules_of(role) == {("", "secrets", "get", ("pull-secret",))}
-    binding = find(docs, "RoleBinding", "machine-config-controller-pull-secret")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "machine-config-controller",
-                                    "namespace": NAMESPACE}]
+    for account, expected_rules in EXPECTED_ROLES.items():
+        name = f"{account}-pull-secret"
+        role = find(docs, "Role", name)
+        assert role["metadata"]["namespace"] == "openshift-config"
+        assert rules_of(role) == expected_rules, name
+        binding = find(docs, "RoleBinding", name)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    assert len([d for d in docs if d["kind"] == "Role"]) == len(EXPECTED_ROLES)
 
 
 def test_no_role_grants_wildcards_or_escalation(docs: list[dict[str, Any]]) -> None:

@@ -263,3 +263,19 @@ def test_status_is_checked_too(crds: dict[str, dict[str, Any]]) -> None:
         ("FieldValueTypeInvalid", "status.conditions[0].lastTransitionTime",
          'Invalid value: "soon": status.conditions[0].lastTransitionTime in body must be of type date-time: "soon"'),
     }
+
+
+def test_what_the_api_server_stores_loads_in_the_programs(crds: dict[str, dict[str, Any]]) -> None:
+    """The API server hands the programs back the pruned and defaulted object (e.g. a
+    ContainerRuntimeConfig's defaultRuntime "" that nobody wrote): our models must take it."""
+    from machineconfig.api import KINDS as MODELS
+
+    for where, obj in EXAMPLES + VECTOR_INPUTS + RENDERED:
+        stored = crdschema.prune(crds[obj["kind"]], obj)
+        MODELS[obj["kind"]].model_validate(stored)
+    ctrcfg = crdschema.prune(
+        crds["ContainerRuntimeConfig"],
+        {"apiVersion": API_VERSION, "kind": "ContainerRuntimeConfig", "metadata": {"name": "x"},
+         "spec": {"containerRuntimeConfig": {"pidsLimit": 2048}}})
+    assert ctrcfg["spec"]["containerRuntimeConfig"]["defaultRuntime"] == ""
+    MODELS["ContainerRuntimeConfig"].model_validate(ctrcfg)
