@@ -10,6 +10,7 @@ the annotations the daemon owns.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -331,3 +332,29 @@ def test_admission_policy_covers_the_daemon_and_its_annotations(docs: list[dict[
     assert all(v.get("reason") == "Forbidden" for v in spec["validations"])
     binding = find(docs, "ValidatingAdmissionPolicyBinding", "machine-config-daemon-own-node")
     assert binding["spec"] == {"policyName": "machine-config-daemon-own-node", "validationActions": ["Deny"]}
+
+
+def test_every_field_is_one_the_api_knows(docs: list[dict[str, Any]]) -> None:
+    """Strict decoding, as `kubectl apply` asks of the API server: each document goes through the
+    Kubernetes API types (lightkube-models) and back unchanged, so no field is misspelled or
+    unknown to the kind (a dropped field would be rejected, or silently ignored, by the server)."""
+    from lightkube.codecs import from_dict
+
+    def dropped(a: Any, b: Any, path: str) -> list[str]:
+        if isinstance(a, dict):
+            out = [f"{path}.{k}" for k in a if not isinstance(b, dict) or k not in b]
+            return out + [p for k in a if isinstance(b, dict) and k in b for p in dropped(a[k], b[k], f"{path}.{k}")]
+        if isinstance(a, list):
+            assert isinstance(b, list) and len(a) == len(b), path
+            return [p for i, (x, y) in enumerate(zip(a, b)) for p in dropped(x, y, f"{path}[{i}]")]
+        assert a == b, f"{path}: {a!r} became {b!r}"
+        return []
+
+    for d in docs:
+        where = f"{d['kind']} {d['metadata']['name']}"
+        assert dropped(d, from_dict(d).to_dict(), where) == []
+
+    # The check itself: a misspelled field is caught.
+    bad = copy.deepcopy(find(docs, "Deployment", "machine-config-controller"))
+    bad["spec"]["template"]["spec"]["containers"][0]["comand"] = ["mcc"]
+    assert dropped(bad, from_dict(bad).to_dict(), "x") == ["x.spec.template.spec.containers[0].comand"]
