@@ -317,3 +317,18 @@ def test_an_unreachable_api_server_is_a_store_error(fakeapi: FakeAPIServer,
     fakeapi.stop()
     with pytest.raises(StoreError, match=r"^kube: list pods on node n1: "):
         drainer.evict_pods("n1")
+
+
+def test_fake_unhealthy_pod_eviction_policy(fakeapi: FakeAPIServer, eviction: Eviction) -> None:
+    state = fakeapi.state
+    for i, ready in enumerate((True, True, False)):
+        add_pod(state, f"db-{i}", "n1", labels={"app": "db"}, ready=ready)
+    # needs 3 healthy, has 2: under the default policy (IfHealthyBudget) the unready pod stays
+    add_budget(state, "db", {"app": "db"}, min_available=3)
+    assert post_eviction(fakeapi, "default", "db-2")[0] == 429
+    pdbs = fakeapi.rtype("policy", "v1", "poddisruptionbudgets")
+    pdb = state.get(pdbs, "default", "db")
+    pdb["spec"]["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
+    state.update(pdbs, "default", "db", pdb)
+    assert post_eviction(fakeapi, "default", "db-2")[0] == 201
+    assert post_eviction(fakeapi, "default", "db-0")[0] == 429  # a ready one still may not go

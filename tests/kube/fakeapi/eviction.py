@@ -14,8 +14,8 @@ kube-apiserver, in order:
    eviction subresource does not support." - answered with HTTP 201 and that Failure Status in
    the body (the REST handler returns it as the created object; client-go makes it an error);
    none → delete, 201;
-5. one budget: a pod that is not Ready while the budget is satisfied is deleted without spending
-   the allowance; otherwise
+5. one budget: a pod that is not Ready is deleted without spending the allowance when the budget
+   is satisfied without it, or always under `unhealthyPodEvictionPolicy: AlwaysAllow`; otherwise
    - `status.observedGeneration < metadata.generation` (the disruption controller has not seen
      the latest spec): 429 TooManyRequests, `Retry-After: 10`, cause DisruptionBudget "The
      disruption budget <name> is still being processed by the server.";
@@ -172,8 +172,10 @@ async def _evict(ev: Eviction, state: State, request: web.Request, rtype: Resour
             pdb = reconcile_budget(state, pdb)
         pdb_name = pdb["metadata"]["name"]
         status = pdb.get("status") or {}
-        if not is_ready(pod) and status.get("currentHealthy", 0) >= status.get(
-                "desiredHealthy", 0) and status.get("desiredHealthy", 0) > 0:
+        if not is_ready(pod) and (
+                (pdb.get("spec") or {}).get("unhealthyPodEvictionPolicy") == "AlwaysAllow" or (
+                    status.get("currentHealthy", 0) >= status.get("desiredHealthy", 0)
+                    and status.get("desiredHealthy", 0) > 0)):
             _delete_pod(ev, state, rtype, pod)
             return _success()
         if int(status.get("observedGeneration") or 0) < int(
@@ -374,8 +376,11 @@ def add_replicaset(state: State, name: str, replicas: int, namespace: str = "def
 
 def add_budget(state: State, name: str, selector: Mapping[str, str], namespace: str = "default",
                min_available: int | str | None = None,
-               max_unavailable: int | str | None = None) -> JSON:
+               max_unavailable: int | str | None = None,
+               unhealthy_pod_eviction_policy: str | None = None) -> JSON:
     spec: JSON = {"selector": {"matchLabels": dict(selector)}}
+    if unhealthy_pod_eviction_policy is not None:
+        spec["unhealthyPodEvictionPolicy"] = unhealthy_pod_eviction_policy
     if min_available is not None:
         spec["minAvailable"] = min_available
     if max_unavailable is not None:
