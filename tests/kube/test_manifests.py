@@ -358,3 +358,46 @@ def test_every_field_is_one_the_api_knows(docs: list[dict[str, Any]]) -> None:
     bad = copy.deepcopy(find(docs, "Deployment", "machine-config-controller"))
     bad["spec"]["template"]["spec"]["containers"][0]["comand"] = ["mcc"]
     assert dropped(bad, from_dict(bad).to_dict(), "x") == ["x.spec.template.spec.containers[0].comand"]
+
+
+# --------------------------------------------------------------------------------------------
+# the CRDs: names, scope, subresources and columns as OpenShift has them
+
+CRD_FACTS = {
+    # kind: (plural, short names, status subresource, printer columns (name, type, jsonPath))
+    "MachineConfig": ("machineconfigs", ["mc"], False, [
+        ("GeneratedByController", "string",
+         r".metadata.annotations.machineconfiguration\.openshift\.io/generated-by-controller-version"),
+        ("IgnitionVersion", "string", ".spec.config.ignition.version"),
+        ("Age", "date", ".metadata.creationTimestamp")]),
+    "MachineConfigPool": ("machineconfigpools", ["mcp"], True, [
+        ("Config", "string", ".status.configuration.name"),
+        ("Updated", "string", '.status.conditions[?(@.type=="Updated")].status'),
+        ("Updating", "string", '.status.conditions[?(@.type=="Updating")].status'),
+        ("Degraded", "string", '.status.conditions[?(@.type=="Degraded")].status'),
+        ("MachineCount", "number", ".status.machineCount"),
+        ("ReadyMachineCount", "number", ".status.readyMachineCount"),
+        ("UpdatedMachineCount", "number", ".status.updatedMachineCount"),
+        ("DegradedMachineCount", "number", ".status.degradedMachineCount"),
+        ("Age", "date", ".metadata.creationTimestamp")]),
+    "ControllerConfig": ("controllerconfigs", None, True, []),
+    "KubeletConfig": ("kubeletconfigs", None, True, []),
+    "ContainerRuntimeConfig": ("containerruntimeconfigs", ["ctrcfg"], True, []),
+}
+
+
+def test_crd_names_scope_subresources_and_columns(docs: list[dict[str, Any]]) -> None:
+    crds = {d["spec"]["names"]["kind"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == set(CRD_FACTS)
+    for kind, (plural, short, status, columns) in CRD_FACTS.items():
+        spec = crds[kind]["spec"]
+        assert crds[kind]["metadata"]["name"] == f"{plural}.{GROUP}"
+        assert spec["group"] == GROUP and spec["scope"] == "Cluster"
+        assert spec["names"]["plural"] == plural and spec["names"]["singular"] == kind.lower()
+        assert spec["names"]["listKind"] == kind + "List"
+        assert spec["names"].get("shortNames") == short, kind
+        (version,) = spec["versions"]
+        assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+        assert ("status" in version.get("subresources", {})) is status, kind
+        got = [(c["name"], c["type"], c["jsonPath"]) for c in version.get("additionalPrinterColumns", [])]
+        assert got == columns, kind
