@@ -64,8 +64,12 @@ class DrainClient:
             self.event("Drain", "Draining node to update config.", "Normal")
         if not self.handshake(value, timeout):
             self.event("FailedToDrain", "failed to drain node", "Warning")
-            raise DrainError(f"failed to drain node: {self.node} after {duration_text(timeout)}. "
-                             "Please see machine-config-controller logs for more information")
+            message = (f"failed to drain node: {self.node} after {duration_text(timeout)}. "
+                       "Please see machine-config-controller logs for more information")
+            # MCO's text, then what the controller says blocks it (pods and disruption budgets),
+            # so the pool's NodeDegraded message names the blockers without a trip to the logs.
+            blocked = self.api.get_node(self.node).annotations.get(C.DRAIN_REASON_ANNOTATION)
+            raise DrainError(f"{message}: {blocked}" if blocked else message)
 
     def uncordon(self, current: str, timeout: float) -> None:
         if not self.handshake(f"uncordon-{current}", timeout):

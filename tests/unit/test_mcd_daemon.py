@@ -284,6 +284,21 @@ def test_drain_timeout_text(root: Path) -> None:
     assert ann(api)[STATE] == "Degraded"
 
 
+def test_drain_timeout_names_what_blocks_it(root: Path) -> None:
+    """The controller's drainReason (pods and budgets that refuse eviction) follows MCO's text."""
+    lay_down(root, A)
+    api = cluster(A, B_REBOOT, current="rendered-worker-a", desired="rendered-worker-b")
+    api.auto_drain = False
+    blocked = ("drain did not complete within 1m30s: pod default/web-0 blocked by "
+               "PodDisruptionBudget default/web")
+    api.patch_node_annotations(NODE, {C.DRAIN_REASON_ANNOTATION: blocked})
+    d = Daemon(api, NODE, FakeSystemd(), root=root,
+               timeouts=Timeouts(drain=0.2, uncordon=5, watch=0.05, backoff_min=0.01))
+    d.run(max_iterations=1)
+    assert ann(api)[REASON] == ("failed to drain node: node-1 after 0.2 seconds. Please see "
+                                f"machine-config-controller logs for more information: {blocked}")
+
+
 def test_durations_read_like_mco() -> None:
     assert duration_text(3600) == "1 hour"
     assert duration_text(600) == "10 minutes"
