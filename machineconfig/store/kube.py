@@ -20,7 +20,8 @@ ownership would make the controller fight administrators' `kubectl edit` of gene
 
 Reads go to the API server (no cache), so a controller pass sees its own writes. Change
 notification (`revision`, `wait_for_change`) comes from list+watch loops with bookmarks and
-resync on every kind the controller uses (kube_watch.py). Objects are returned without
+resync (kube_watch.py) on every kind the process has read (from its first read on): the
+controller watches all it uses, the server only pools, MachineConfigs and the ControllerConfig. Objects are returned without
 `metadata.resourceVersion` and `managedFields`, so a status write (which changes the
 resourceVersion) does not look like an input change to the controller.
 
@@ -189,8 +190,10 @@ class KubeStore:
         self._event_res = Event
         self._secret_res = Secret
         self._revision = Revision()
-        self._watch_lock = threading.Lock()
-        self._watches: list[KindWatch] | None = None
+        self._watch_lock = threading.RLock()
+        self._watches: dict[str, KindWatch] = {}  # by target name
+        self._closed = False
+        self._secrets_used = False  # list_objects("Secret") was called: watch the pull secrets
         self._events: dict[tuple[str, str, str, str, str], tuple[str, int]] = {}
         self._event_lock = threading.Lock()
         self._drainer: Any = None
@@ -226,75 +229,84 @@ class KubeStore:
 
     # ----- change notification
 
-    def _targets(self) -> list[WatchTarget]:
-        if self.node is not None:
-            return [WatchTarget(f"node {self.node}", self._node_res,
-                                fields={"metadata.name": self.node})]
-        targets = [WatchTarget(res._api_info.plural, res) for res in self._res.values()]
-        targets.append(WatchTarget("nodes", self._node_res))
-        return targets + self._secret_targets(self._pull_secret_refs())
+    def _target(self, kind: str) -> WatchTarget:
+        if kind == "Node":
+            if self.node is not None:
+                return WatchTarget(f"node {self.node}", self._node_res,
+                                   fields={"metadata.name": self.node})
+            return WatchTarget("nodes", self._node_res)
+        return WatchTarget(CUSTOM_KINDS[kind], self._resource(kind))
 
-    def _secret_targets(self, refs: list[tuple[str, str]]) -> list[WatchTarget]:
-        """The pull secrets: each watched alone (fieldSelector metadata.name), so the store
-        needs no right to read other secrets."""
-        return [WatchTarget(f"secret {namespace}/{name}", self._secret_res, namespace=namespace,
-                            fields={"metadata.name": name}) for namespace, name in refs]
+    @staticmethod
+    def _secret_target(ref: tuple[str, str], res: Any) -> WatchTarget:
+        """A pull secret is watched alone (fieldSelector metadata.name): the store needs no
+        right to read other secrets."""
+        namespace, name = ref
+        return WatchTarget(f"secret {namespace}/{name}", res, namespace=namespace,
+                           fields={"metadata.name": name})
+
+    def _watch(self, target: WatchTarget) -> None:
+        """Watch `target` from now on (listed once here, then a watch loop), if not yet.
+
+        Every kind this store reads is watched from its first read on, so `revision()` covers
+        what the process uses, and the process needs no right to list or watch anything else
+        (the server never watches nodes). The watch starts before the read that asked for it,
+        so no change after the read goes unseen.
+        """
+        with self._watch_lock:
+            if self._closed or target.name in self._watches:
+                return
+            on_change = {CUSTOM_KINDS[CONTROLLER_CONFIG]: self._retarget_secrets}
+            watch, = start_all(self.client, [target], self._revision,
+                               lambda what, e: translate(e, what), on_change=on_change,
+                               watch_seconds=self.watch_seconds)
+            self._watches[target.name] = watch
 
     def _retarget_secrets(self) -> None:
-        """A ControllerConfig changed: watch the pull secrets it names now."""
+        """A ControllerConfig changed: if pull secrets are in use, watch the ones it names now."""
+        if not self._secrets_used:
+            return
         try:
-            wanted = self._secret_targets(self._pull_secret_refs())
+            wanted = {t.name: t for t in (self._secret_target(ref, self._secret_res)
+                                          for ref in self._pull_secret_refs())}
         except StoreError as e:
             log.warning("cannot read the ControllerConfigs for their pull secret: %s", e)
             return
         with self._watch_lock:
-            if self._watches is None:
+            have = [n for n in self._watches if n.startswith("secret ")]
+            if set(have) == set(wanted):
                 return
-            names = {t.name for t in wanted}
-            have = {w.target.name: w for w in self._watches if w.target.name.startswith("secret ")}
-            if names == set(have):
-                return
-            for name, watch in have.items():
-                if name not in names:
-                    watch.stop()
-                    self._watches.remove(watch)
+            for name in have:
+                if name not in wanted:
+                    self._watches.pop(name).stop()
+        for name, target in wanted.items():
             try:
-                self._watches += start_all(self.client, [t for t in wanted if t.name not in have],
-                                           self._revision, lambda m: StoreError(f"kube: {m}"),
-                                           watch_seconds=self.watch_seconds)
+                self._watch(target)
             except StoreError as e:
                 log.warning("cannot watch the pull secret: %s", e)
-            self._revision.bump()
-
-    def start(self) -> None:
-        """List every watched kind and start the watch loops (once; `revision` calls it)."""
-        with self._watch_lock:
-            if self._watches is None:
-                self._watches = start_all(
-                    self.client, self._targets(), self._revision,
-                    lambda m: StoreError(f"kube: {m}"),
-                    on_change={CUSTOM_KINDS[CONTROLLER_CONFIG]: self._retarget_secrets},
-                    watch_seconds=self.watch_seconds)
+        self._revision.bump()
 
     def watches(self) -> list[KindWatch]:
         """The running watch loops (for tests and diagnostics)."""
-        self.start()
         with self._watch_lock:
-            return list(self._watches or [])
+            return list(self._watches.values())
 
     def revision(self) -> int:
-        self.start()
+        if self.node is not None:
+            self._watch(self._target("Node"))
         return self._revision.value
 
     def wait_for_change(self, since: int, timeout: float) -> int:
-        self.start()
+        if self.node is not None:
+            self._watch(self._target("Node"))
         return self._revision.wait_past(since, timeout)
 
     def close(self) -> None:
         with self._watch_lock:
-            for watch in self._watches or []:
+            self._closed = True
+            for watch in self._watches.values():
                 watch.stop()
-            self._watches = None
+            self._watches = {}
         self.client.close()
 
     # ----- objects
@@ -310,6 +322,7 @@ class KubeStore:
     def _list_custom(self, kind: str) -> list[JSON]:
         res = self._resource(kind)
         try:
+            self._watch(self._target(kind))
             items = self._call(f"list {CUSTOM_KINDS[kind]}", lambda: list(self.client.list(res)))
         except NotFoundError as e:
             raise self._crd_hint(kind, e) from e
@@ -335,7 +348,9 @@ class KubeStore:
             return []  # templates with controller values exist only in a local input directory
         if kind == SECRET:
             out = []
+            self._secrets_used = True
             for namespace, name in self._pull_secret_refs():
+                self._watch(self._secret_target((namespace, name), self._secret_res))
                 try:
                     secret = self._call(f"get secret {namespace}/{name}",
                                         lambda: self.client.get(self._secret_res, name,
@@ -356,6 +371,8 @@ class KubeStore:
     def _get_custom(self, kind: str, name: str) -> JSON:
         res = self._resource(kind)
         try:
+            if self.node is None:
+                self._watch(self._target(kind))
             obj = _to_dict(self._call(f"get {CUSTOM_KINDS[kind]} {name}",
                                       lambda: self.client.get(res, name)))
         except NotFoundError as e:
@@ -493,11 +510,13 @@ class KubeStore:
 
     def get_node(self, name: str) -> NodeRecord:
         self._own_node(name)
+        self._watch(self._target("Node"))
         node = self._call(f"get node {name}", lambda: self.client.get(self._node_res, name))
         return node_record(_to_dict(node))
 
     def list_nodes(self) -> list[NodeRecord]:
         self._controller_only("list nodes")
+        self._watch(self._target("Node"))
         nodes = self._call("list nodes", lambda: list(self.client.list(self._node_res)))
         return sorted((node_record(_to_dict(n)) for n in nodes), key=lambda r: r.name)
 

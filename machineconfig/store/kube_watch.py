@@ -229,7 +229,7 @@ def _status_message(raw: bytes) -> str:
 
 
 def start_all(client: Any, targets: list[WatchTarget], revision: Revision,
-              on_error: Callable[[str], Exception],
+              on_error: Callable[[str, Exception], Exception],
               on_change: Mapping[str, Callable[[], None]] | None = None,
               watch_seconds: int = WATCH_SECONDS) -> list[KindWatch]:
     """List every target (in the caller's thread, so a missing CRD or a refused list is an error
@@ -244,7 +244,7 @@ def start_all(client: Any, targets: list[WatchTarget], revision: Revision,
         except Exception as e:
             for w in watches:
                 w.stop()
-            raise on_error(f"listing {target.name}: {e}") from e
+            raise on_error(f"list {target.name}", e) from e
         watches.append(watch)
     for watch in watches:
         watch.start()

@@ -65,12 +65,15 @@ def test_open_store_urls(tmp_path: Path, kubeconfig: Path, monkeypatch: pytest.M
 
 def test_missing_crds_is_a_clear_error(fakeapi: FakeAPIServer, kubeconfig: Path) -> None:
     store = open_store(f"kube:{kubeconfig}")
-    with pytest.raises(NotFoundError, match=r"list controllerconfigs: the server could not find the "
-                       r"requested resource \(is the CustomResourceDefinition controllerconfigs\."
-                       r"machineconfiguration.openshift.io installed\? kubectl apply -k manifests/\)"):
-        store.revision()
-    with pytest.raises(NotFoundError, match="machineconfigpools"):
+    with pytest.raises(NotFoundError, match=r"list machineconfigpools: the server could not find "
+                       r"the requested resource \(is the CustomResourceDefinition machineconfigpools"
+                       r"\.machineconfiguration.openshift.io installed\? kubectl apply -k "
+                       r"manifests/\)"):
         store.list_objects(MCP)
+    with pytest.raises(NotFoundError, match="machineconfigs.machineconfiguration.openshift.io "
+                                            "installed"):
+        store.get_rendered("rendered-worker-1")
+    store.close()  # type: ignore[attr-defined]
 
 
 def test_is_a_store(kube_store: KubeStore) -> None:
@@ -275,7 +278,8 @@ def test_daemon_store_touches_only_its_node(kube_store: KubeStore, kubeconfig: P
     daemon = open_store(f"kube:{kubeconfig}", node="n1")
     try:
         assert daemon.get_node("n1").name == "n1"
-        assert daemon.patch_node_annotations("n1", {CURRENT_CONFIG_ANNOTATION: "x"}).annotations
+        patched = daemon.patch_node_annotations("n1", {CURRENT_CONFIG_ANNOTATION: "x"})
+        assert patched.annotations
         assert daemon.get_rendered("rendered-worker-a")["metadata"]["name"] == "rendered-worker-a"
         daemon.record_event("Node", "n1", "Reboot", "rebooting")
         for attempt in (lambda: daemon.get_node("n2"),
@@ -288,6 +292,8 @@ def test_daemon_store_touches_only_its_node(kube_store: KubeStore, kubeconfig: P
                 attempt()
         # It watches its own node only.
         assert [w.target.fields for w in daemon.watches()] == [{"metadata.name": "n1"}]
+        watch = daemon.watches()[0]
+        eventually(lambda: int(watch.resource_version or 0) >= patched.resource_version)
         rev = daemon.revision()
         kube_store.patch_node_annotations("n2", {"a": "b"})
         kube_store.put_object(pool())
@@ -333,7 +339,16 @@ def test_pull_secret_is_the_one_the_controller_config_names(kube_store: KubeStor
 # ----- watches
 
 
-def test_every_kind_change_bumps_the_revision(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+def read_everything(store: KubeStore) -> None:
+    """What a controller pass reads."""
+    for kind in ("MachineConfig", MCP, "ControllerConfig", "KubeletConfig",
+                 "ContainerRuntimeConfig", "Secret"):
+        store.list_objects(kind)
+    store.list_nodes()
+
+
+def test_every_kind_read_is_watched(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    read_everything(kube_store)
     rev = kube_store.revision()
     for obj in (pool(), mc("00-worker"),
                 {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "KubeletConfig",
@@ -357,8 +372,27 @@ def test_every_kind_change_bumps_the_revision(kube_store: KubeStore, fakeapi: Fa
     assert kube_store.wait_for_change(quiet, 0.3) == quiet
 
 
+def test_only_kinds_read_are_watched(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    """The server reads pools, the ControllerConfig and rendered configs, never nodes: it never
+    watches them (and needs no right to)."""
+    kube_store.list_objects(MCP)
+    with pytest.raises(NotFoundError):
+        kube_store.get_object("ControllerConfig", "machine-config-controller")
+    with pytest.raises(NotFoundError):
+        kube_store.get_rendered("rendered-worker-1")
+    assert sorted(w.target.name for w in kube_store.watches()) == [
+        "controllerconfigs", "machineconfigpools", "machineconfigs"]
+    rev = kube_store.revision()
+    call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {"name": "n9"}})
+    assert kube_store.wait_for_change(rev, 0.3) == rev
+    assert not any("/nodes" in p for m, p, _ in fakeapi.state.requests if m == "GET")
+    apply(fakeapi, pool())
+    assert kube_store.wait_for_change(rev, 10) > rev
+
+
 def test_wait_for_change_wakes_a_blocked_waiter(kube_store: KubeStore,
                                                 fakeapi: FakeAPIServer) -> None:
+    read_everything(kube_store)
     rev = kube_store.revision()
     woke: list[int] = []
     waiter = threading.Thread(target=lambda: woke.append(kube_store.wait_for_change(rev, 30)))
@@ -369,6 +403,7 @@ def test_wait_for_change_wakes_a_blocked_waiter(kube_store: KubeStore,
 
 
 def test_bookmarks_move_the_resume_point(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+    read_everything(kube_store)
     nodes = next(w for w in kube_store.watches() if w.target.name == "nodes")
     apply(fakeapi, pool())  # another kind: the nodes watch sees no event, only bookmarks
     rv = fakeapi.state.rv
@@ -382,6 +417,7 @@ def test_expired_watch_lists_again_and_sees_what_it_missed(kube_store: KubeStore
     """The watch connection drops while a node is created and the server's history is compacted
     past the watch's resume point: the watch gets 410 Expired, lists again, and the change it
     never saw as an event still bumps the revision."""
+    read_everything(kube_store)
     nodes = next(w for w in kube_store.watches() if w.target.name == "nodes")
     rev = kube_store.revision()
     state = fakeapi.state
@@ -407,7 +443,7 @@ def test_expired_watch_lists_again_and_sees_what_it_missed(kube_store: KubeStore
 def test_close_stops_the_watches(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> None:
     store = open_store(f"kube:{kubeconfig}")
     try:
-        store.revision()
+        read_everything(store)  # type: ignore[arg-type]
         eventually(lambda: len(fakeapi.state.active_watches) == 6)
     finally:
         store.close()  # type: ignore[attr-defined]
