@@ -216,3 +216,39 @@ def test_crd_validation_rules_parse() -> None:
     assert len(rules) == 7  # poolSynchronizersStatus (6) and osImageStream.name (1), as OpenShift's
     for where, rule in rules:
         env.compile(rule)  # raises CELParseError naming the position
+
+
+def test_the_daemon_stores_own_writes_are_admitted(policy: Policy, fakeapi: Any, kubeconfig: Path) -> None:
+    """What the daemon's kube store really sends (merge patches of its annotations, through the
+    fake API server) passes the policy for its own node; the same changes to another node do not."""
+    from machineconfig import constants as C
+    from machineconfig.store import open_store
+    from tests.kube.conftest import install_crds
+    from tests.kube.kit import call
+
+    install_crds(fakeapi)
+    for name in ("n1", "n2"):
+        code, out = call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {
+            "name": name, "labels": {"node-role.kubernetes.io/worker": ""},
+            "annotations": {C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-b",
+                            C.CURRENT_CONFIG_ANNOTATION: "rendered-worker-a"}}})
+        assert code == 201, out
+    start = len(fakeapi.state.history)
+    store = open_store(f"kube:{kubeconfig}", node="n1")
+    try:
+        store.patch_node_annotations("n1", {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING,
+                                            C.DESIRED_DRAIN_ANNOTATION: "drain-rendered-worker-b"})
+        store.patch_node_annotations("n1", {C.POST_CONFIG_ACTION_ANNOTATION: "Rebooting"})
+        store.patch_node_annotations("n1", {C.CURRENT_CONFIG_ANNOTATION: "rendered-worker-b",
+                                            C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE,
+                                            C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
+                                            C.POST_CONFIG_ACTION_ANNOTATION: None})
+    finally:
+        store.close()  # type: ignore[attr-defined]
+    updates = [e for e in list(fakeapi.state.history)[start:]
+               if e.type == "MODIFIED" and e.new["metadata"]["name"] == "n1"]
+    assert len(updates) == 3
+    for e in updates:
+        assert policy.admit(DAEMON, bound("n1"), e.old, e.new) == []
+        assert policy.admit(DAEMON, bound("n2"), e.old, e.new) == [
+            "machine-config-daemon on node n2 may not change node n1"]
