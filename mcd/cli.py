@@ -134,8 +134,16 @@ def cmd_start(args: argparse.Namespace) -> int:
     from mcd.metrics import DaemonMetrics, serve
 
     if args.root.resolve() != Path("/"):
-        print("mcd: start works on the running system only (--root /)", file=sys.stderr)
-        return EXIT_USAGE
+        # In a container (the kube DaemonSet) the host's / is mounted at --root: files are
+        # written under it, systemd is the host's (DBUS_SYSTEM_BUS_ADDRESS names its bus socket
+        # under --root) and rpm-ostree runs chrooted into it.
+        if not (args.root / "run/systemd/system").is_dir():
+            print(f"mcd: --root {args.root} is not a running systemd host's root "
+                  f"(no {args.root / 'run/systemd/system'}); start drives that host's systemd",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        from mcd import rpm_ostree
+        rpm_ostree.set_host_root(args.root)
     try:
         url = store_url(args.store or "", args.kubeconfig) or None
     except StoreError as err:

@@ -39,8 +39,20 @@ def ostree_booted(root: Path) -> bool:
     return (root / OSTREE_BOOTED.lstrip("/")).exists()
 
 
+# The host's root as the daemon sees it. "/" on the host itself; in a container with the host's
+# / mounted at /rootfs (the kube DaemonSet), rpm-ostree runs chrooted there, as MCO's daemon does.
+_host_root = Path("/")
+
+
+def set_host_root(root: Path) -> None:
+    global _host_root
+    _host_root = root
+
+
 def run_rpm_ostree(args: Sequence[str]) -> str:
     cmd = ["rpm-ostree", *args]
+    if _host_root.resolve() != Path("/"):
+        cmd = ["chroot", str(_host_root), *cmd]
     log.info("running %s", " ".join(cmd))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)

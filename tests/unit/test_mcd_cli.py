@@ -101,3 +101,11 @@ def test_validate_lists_every_mismatch(tmp_path: Path, capsys: pytest.CaptureFix
         "lstat /etc/x: no such file or directory",
         'unexpected on-disk state validating against rendered-a: could not stat file "/etc/y": '
         "lstat /etc/y: no such file or directory"]
+
+
+def test_start_refuses_a_root_that_is_not_a_running_host(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--root /rootfs` is for a container with the host's / mounted there; a plain directory
+    (no running systemd under it) is refused before anything is contacted."""
+    assert main(["start", "--root", str(tmp_path), "--store", "kube", "--metrics-listen", ""]) == 2
+    assert "is not a running systemd host's root" in capsys.readouterr().err

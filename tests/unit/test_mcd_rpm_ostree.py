@@ -106,3 +106,23 @@ def test_os_validation_texts() -> None:
         validate_os(mc("r", kernelArguments=["quiet nosmt", "a=1"]), FakeRpmOstree())
     assert str(err.value).endswith("missing expected kernel arguments: [nosmt a=1]")
     validate_os(mc("r", kernelArguments=["quiet"]), FakeRpmOstree())
+
+
+def test_in_a_container_rpm_ostree_runs_chrooted_into_the_host_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kube DaemonSet mounts the host's / at /rootfs: rpm-ostree must act on the host."""
+    import subprocess
+
+    from mcd import rpm_ostree
+    seen: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
+
+    monkeypatch.setattr(rpm_ostree.subprocess, "run", fake_run)
+    monkeypatch.setattr(rpm_ostree, "_host_root", Path("/"))
+    rpm_ostree.run_rpm_ostree(["kargs"])
+    rpm_ostree.set_host_root(tmp_path)
+    rpm_ostree.run_rpm_ostree(["kargs"])
+    assert seen == [["rpm-ostree", "kargs"], ["chroot", str(tmp_path), "rpm-ostree", "kargs"]]
