@@ -17,6 +17,7 @@ always did (its one-line errors, its limits); the connection stays with aiohttp 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -133,6 +134,10 @@ class Request:
 
 def parse_head(head: bytes, max_headers: int) -> Request | None:
     """A request head (without its final CRLF CRLF) the fast path may answer, or None."""
+    return _parse_head_cached(head, max_headers)
+
+
+def _parse_head(head: bytes, max_headers: int) -> Request | None:
     line_end = head.find(b"\r\n")
     if line_end < 0:
         return None
@@ -168,6 +173,12 @@ def parse_head(head: bytes, max_headers: int) -> Request | None:
         return None
     raw_path = f"/config/{pool}{m.group(3).decode()}"
     return Request(m.group(1) == b"HEAD", pool, raw_path, headers, close)
+
+
+# Joining machines of a pool send byte-identical heads (Ignition's client, the same Accept, Host and
+# pool token), so a head is parsed once; bounded, as heads are the clients' to choose. A Request is
+# never changed after parsing.
+_parse_head_cached = functools.lru_cache(maxsize=512)(_parse_head)
 
 
 class FastProtocol(asyncio.Protocol):

@@ -3,8 +3,10 @@ request latency; rendered at /metrics from a registry of its own.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -44,6 +46,11 @@ class ServerMetrics:
         self._config: dict[tuple[str, str, int], Any] = {}
         # (pool, version, code) of a served config -> its (requests, latency, config_requests) children.
         self._served: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        # The answers to config reads (the hot path) are tallied in plain numbers per (pool,
+        # version, code) - [count, latency sum, count per latency bucket (+Inf last)] - and added
+        # to the children above by flush(): before every /metrics rendering, and once a second
+        # (FLUSH_INTERVAL) so other workers' scrapes see them too. Every request is counted.
+        self._tallies: dict[tuple[str, str, int], list[Any]] = {}
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         counter = self._requests.get((route, code))
@@ -56,17 +63,47 @@ class ServerMetrics:
         histogram.observe(seconds)
 
     def observe_served(self, pool: str, version: str, code: int, seconds: float) -> None:
-        """A config request answered 200 or 304 (`pool` exists): route and config metrics in one
-        lookup of the children bound for (pool, version, code)."""
-        bound = self._served.get((pool, version, code))
-        if bound is None:
-            bound = self._served[(pool, version, code)] = (
-                self.requests.labels("config", str(code)), self.latency.labels("config"),
-                self.config_requests.labels(pool, version, str(code)))
-        requests, latency, config = bound
-        requests.inc()
-        latency.observe(seconds)
-        config.inc()
+        """A config request answered 200 or 304 (`pool` exists): tallied for the route and config
+        metrics of (pool, version, code), added to them by the next flush()."""
+        tally = self._tallies.get((pool, version, code))
+        if tally is None:
+            tally = self._tally(pool, version, code)
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2][bisect_left(_BUCKETS, seconds)] += 1
+
+    def _tally(self, pool: str, version: str, code: int) -> list[Any]:
+        key = (pool, version, code)
+        bound = self._served[key] = (
+            self.requests.labels("config", str(code)), self.latency.labels("config"),
+            self.config_requests.labels(pool, version, str(code)))
+        tally = self._tallies[key] = [0, 0.0, [0] * (len(_BUCKETS) + 1)]
+        if not _histogram_internals(bound[1]):  # another prometheus-client: no batching
+            log.warning("prometheus-client histogram internals changed; latency observed per request")
+        return tally
+
+    def flush(self) -> None:
+        """Add the tallied config answers to the Prometheus children (and so to the shared files
+        of a multi-worker server)."""
+        for key, tally in self._tallies.items():
+            count = tally[0]
+            if not count:
+                continue
+            requests, latency, config = self._served[key]
+            requests.inc(count)
+            config.inc(count)
+            buckets = tally[2]
+            if _histogram_internals(latency):
+                latency._sum.inc(tally[1])
+                for i, n in enumerate(buckets):
+                    if n:
+                        latency._buckets[i].inc(n)
+            else:
+                # Exact bucket counts, the sum approximated by each bucket's bound (fallback only).
+                for i, n in enumerate(buckets):
+                    for _ in range(n):
+                        latency.observe(_BUCKETS[i] if i < len(_BUCKETS) else tally[1] / count)
+            tally[0], tally[1], tally[2] = 0, 0.0, [0] * len(buckets)
 
     def observe_config(self, pool: str, version: str, code: int) -> None:
         """`pool` must be a pool that exists (or UNKNOWN_POOL) so clients cannot grow the label set."""
@@ -76,6 +113,7 @@ class ServerMetrics:
         counter.inc()
 
     def render(self) -> bytes:
+        self.flush()
         if multiprocess_dir():
             # With --workers N every worker writes its values to shared files; sum them all here
             # so a scrape sees the whole server whichever worker answers it.
@@ -83,6 +121,22 @@ class ServerMetrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+# How often a worker adds its tallied config answers to the metrics (mcs.server runs flush_every).
+FLUSH_INTERVAL = 1.0
+
+
+async def flush_every(metrics: ServerMetrics, interval: float = FLUSH_INTERVAL) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        metrics.flush()
+
+
+def _histogram_internals(child: Any) -> bool:
+    """prometheus-client's Histogram child keeps a `_sum` value and one value per bucket."""
+    buckets = getattr(child, "_buckets", None)
+    return hasattr(child, "_sum") and isinstance(buckets, list) and len(buckets) == len(_BUCKETS) + 1
 
 
 def multiprocess_dir() -> str | None:

@@ -25,7 +25,7 @@ from mcs.auth import TokenAuth
 from mcs.cache import ServedConfigCache
 from mcs.fastpath import DEADLINE_ATTR, FastPath, FastProtocol, fast_factory
 from mcs.layout import BootstrapSource
-from mcs.metrics import ServerMetrics, multiprocess_dir
+from mcs.metrics import ServerMetrics, flush_every, multiprocess_dir
 from mcs.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
     urls: list[str] = []
     listeners: list[tuple[str, int | None]] = [("https", options.secure_port if tls else None),
                                                ("http", options.insecure_port)]
-    tasks = [asyncio.create_task(guard.run())]
+    tasks = [asyncio.create_task(guard.run()), asyncio.create_task(flush_every(state.metrics))]
     try:
         for scheme, port in listeners:
             if port is None:
@@ -244,6 +244,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             server.close()
         await runner.cleanup()
         guard.close_all()  # the fast path's connections (aiohttp closed its own)
+        state.metrics.flush()
 
 
 def notify_ready(urls: list[str]) -> bool:

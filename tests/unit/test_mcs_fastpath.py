@@ -636,3 +636,35 @@ def test_head_parsed() -> None:
                      b"X-Other: 1\r\nX-Other: 2", max_headers=64)
     assert req is not None and req.head_method and req.pool == "worker" and req.raw_path == "/config/worker/"
     assert req.accept == "a/b" and req.close and req.authorization is None and req.accept_encoding == ""
+
+
+def test_tallied_metrics_equal_per_request_observations() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from mcs.metrics import _BUCKETS, ServerMetrics
+
+    metrics = ServerMetrics()
+    registry = CollectorRegistry()
+    hist = Histogram("ref", "reference", buckets=_BUCKETS, registry=registry)
+    count = Counter("refc", "reference", registry=registry)
+    latencies = [0.0, 0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.2, 4.9, 10.0, 11.0, 99.0] * 3
+    for i, seconds in enumerate(latencies):
+        metrics.observe_served("worker", "3.5.0", 304 if i % 4 == 0 else 200, seconds)
+        hist.observe(seconds)
+        count.inc()
+    get = metrics.registry.get_sample_value
+    assert not get("mcs_http_request_duration_seconds_count", {"route": "config"})  # not flushed yet
+    metrics.flush()
+    for bound in [*_BUCKETS, float("inf")]:
+        le = "+Inf" if bound == float("inf") else str(bound)
+        assert get("mcs_http_request_duration_seconds_bucket", {"route": "config", "le": le}) == \
+            registry.get_sample_value("ref_bucket", {"le": le}), le
+    assert get("mcs_http_request_duration_seconds_sum", {"route": "config"}) == \
+        pytest.approx(registry.get_sample_value("ref_sum"))
+    served = sum(get("mcs_config_requests_total", {"pool": "worker", "version": "3.5.0", "code": code}) or 0
+                 for code in ("200", "304"))
+    assert served == count._value.get() == len(latencies)
+    metrics.flush()  # nothing new: nothing added twice
+    assert get("mcs_http_requests_total", {"route": "config", "code": "200"}) == 24
+    metrics.observe_served("worker", "3.5.0", 200, 0.001)
+    assert b'mcs_http_requests_total{code="200",route="config"} 25.0' in metrics.render()  # render flushes
