@@ -223,3 +223,73 @@ def test_rollout_is_the_same_on_the_local_and_the_kube_store(local: Cluster, kub
     for reason in ("RenderedConfigGenerated", "SetDesiredConfig", "Cordon", "Drain", "Reboot",
                    "NodeDone"):
         assert reason in reasons, reason
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+VALUES = Path(__file__).resolve().parents[2] / "examples" / "cluster-values.yaml"
+
+
+def test_examples_render_the_same_on_both_stores(local: Cluster, kube: Cluster,
+                                                 fakeapi: FakeAPIServer) -> None:
+    """The quick start's inputs (templates, KubeletConfig, ContainerRuntimeConfig, pull secret
+    through the ControllerConfig's reference, three pools): the same generated MachineConfigs,
+    rendered configs, pool configurations, KubeletConfig / ContainerRuntimeConfig status and
+    events on both stores, one node per pool rolled onto them."""
+    from mcc import bootstrap
+
+    values = bootstrap.load_values(str(VALUES))
+    apply(fakeapi, {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "openshift-config"}})
+    for cluster in (local, kube):
+        cluster.controller = Controller(cluster.store, values=values, now=lambda: NOW)
+        for path in sorted(EXAMPLES.glob("*.yaml")):  # not the *.yaml.j2 template: local only
+            cluster.put_input(path.name, path.read_text())
+        cluster.settle()
+        for pool_name, node in (("master", "m1"), ("worker", "w1"), ("infra", "i1")):
+            target = cluster.store.get_object("MachineConfigPool", pool_name)["spec"][
+                "configuration"]["name"]
+            cluster.store.register_node(node, {f"node-role.kubernetes.io/{pool_name}": ""})
+            cluster.store.patch_node_annotations(node, {
+                C.CURRENT_CONFIG_ANNOTATION: target, C.DESIRED_CONFIG_ANNOTATION: target,
+                C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE})
+        cluster.settle()
+
+    def outcome(cluster: Cluster) -> dict[str, Any]:
+        store = cluster.store
+        pools = {p["metadata"]["name"]: (p["spec"]["configuration"],
+                                         {k: v for k, v in p["status"].items()
+                                          if k != "observedGeneration"})
+                 for p in store.list_objects("MachineConfigPool")}
+        generated = {m["metadata"]["name"]: m["spec"] for m in store.list_objects("MachineConfig")
+                     if C.GENERATED_BY_CONTROLLER_VERSION_ANNOTATION in
+                     (m["metadata"].get("annotations") or {})}
+        statuses = {(k, o["metadata"]["name"]): [
+                        {f: c.get(f) for f in ("type", "status", "message")}
+                        for c in (o.get("status") or {}).get("conditions") or []]
+                    for k in ("KubeletConfig", "ContainerRuntimeConfig")
+                    for o in store.list_objects(k)}
+        rendered = {n: store.get_rendered(n)["spec"] for n in store.list_rendered()}
+        return {"pools": pools, "generated": generated, "statuses": statuses,
+                "rendered": rendered}
+
+    a, b = outcome(local), outcome(kube)
+    assert sorted(a["pools"]) == ["infra", "master", "worker"]
+    assert any(name.startswith("99-worker-generated-kubelet") for name in a["generated"])
+    assert all(conds for conds in a["statuses"].values())
+    assert a == b
+    assert local.events() == kube.events()
+    # The pull secret reached the rendered configs through the ControllerConfig's reference.
+    worker = b["pools"]["worker"][0]["name"]
+    files = b["rendered"][worker]["config"]["storage"]["files"]
+    source = next(f["contents"]["source"] for f in files
+                  if f["path"] == "/var/lib/kubelet/config.json")
+    assert "registry.example.com" in decode_data_url(source)
+
+
+def decode_data_url(source: str) -> str:
+    import base64
+    import urllib.parse
+
+    head, _, data = source.partition(",")
+    return base64.b64decode(data).decode() if head.endswith(";base64") else \
+        urllib.parse.unquote(data)
