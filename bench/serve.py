@@ -1,22 +1,27 @@
 """Benchmark of the machine-config server against nginx: wrk on loopback against `/config/<pool>`
 for a typical pool (about 180 KB served) and a large one (about 3 MB), with 16 and 64 connections,
-beside nginx serving exactly the same bytes as a static file (sendfile on) in the same run.
+identity and gzip, beside nginx serving exactly the same bytes as static files (sendfile on) in the
+same run.
 
-mcs runs twice, side by side on two ports: with one worker process per core, and with one worker.
-Runs alternate between the servers (the order rotates per cell), so a burst of load elsewhere on
-the machine does not land on one side only. Prints req/s, p50, p99 and the ratio to nginx; the
-issue's target is at least half of nginx's req/s.
+mcs runs twice, side by side on two ports: with `--workers N` (default: one per core) and with one
+worker (the default a user gets); each is compared with an nginx running the same number of
+worker processes. Runs alternate between the servers (the order rotates per round), so a burst of
+load elsewhere on the machine does not land on one side only. Prints req/s, p50, p99, the server's
+CPU time per request (user+system of its whole process group: less sensitive to other load than
+req/s) and the ratio to nginx's req/s with its spread over the rounds. The issue's target is at
+least half of nginx's req/s.
 
 Needs `wrk` and `nginx` (Debian: `apt-get install -y wrk nginx-light`); exits 2 without them.
 
 Usage: .venv/bin/python bench/serve.py [--duration 10] [--connections 16 64] [--sizes typical large]
-                                       [--rounds 1] [--workers N] [--gzip]
-       --gzip: also send `Accept-Encoding: gzip` as Ignition's Go client does; nginx then serves mcs's
-       gzip body through gzip_static. Note that the fixture configs compress far better than real ones.
+                                       [--codings identity gzip] [--rounds 3] [--workers N]
+       gzip sends `Accept-Encoding: gzip` as Ignition's Go client does; nginx then serves mcs's gzip
+       body through gzip_static. Note that the fixture configs compress far better than real ones.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -61,6 +66,7 @@ class Result:
     requests: int
     bytes_read: float
     errors: int  # socket errors (connect, read, write, timeout) plus non-2xx/3xx responses
+    cpu_us: float = 0.0  # the server's CPU time (user + system, all its processes) per request
 
 
 @dataclass
@@ -128,6 +134,22 @@ def terminated_on_sigterm() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in group `pgid` (the server and its workers)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state ppid pgrp ... utime(11) stime(12)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     # Another process could take it before the server binds; on a quiet loopback that does not happen.
     with socket.socket() as s:
@@ -139,8 +161,8 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 
 
 def request_headers(gzip: bool) -> dict[str, str]:
-    """What the load sends: Ignition's Accept header, and with --gzip the Accept-Encoding of Go's
-    HTTP client (which Ignition uses). Without it, wrk sends no Accept-Encoding: identity bytes."""
+    """What the load sends: Ignition's Accept header, and for gzip the Accept-Encoding of Go's
+    HTTP client (which Ignition uses); otherwise an explicit identity."""
     return {"Accept": ACCEPT, "Accept-Encoding": "gzip" if gzip else "identity"}
 
 
@@ -197,8 +219,8 @@ NGINX_CONF = """\
 daemon off;
 master_process on;
 worker_processes {workers};
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}-error.log warn;
 {user}
 events {{ worker_connections 4096; }}
 http {{
@@ -211,7 +233,7 @@ http {{
     keepalive_timeout 60s;
     types {{ }}
     default_type application/json;
-    gzip_static {gzip_static};
+    gzip_static on;
     gzip_vary on;
     client_body_temp_path {tmp}/nginx-tmp/body;
     proxy_temp_path {tmp}/nginx-tmp/proxy;
@@ -226,29 +248,30 @@ http {{
 """
 
 
-def start_nginx(tmp: Path, bodies: dict[str, bytes], workers: int, gzip: bool) -> Server:
-    """nginx serving each pool's bytes at the same path mcs uses, `/config/<pool>`; with gzip, the
-    bytes are mcs's gzip body, served by gzip_static from `<pool>.gz` (no compression per request)."""
-    for pool_name, body in bodies.items():
-        path = tmp / "www" / "config" / pool_name
+def write_www(tmp: Path, bodies: dict[tuple[str, bool], bytes]) -> None:
+    """Each pool's bytes at the path mcs uses, `/config/<pool>`, and mcs's gzip body beside it as
+    `<pool>.gz` for gzip_static (nginx compresses nothing per request)."""
+    for (pool_name, gzip), body in bodies.items():
+        path = tmp / "www" / "config" / (pool_name + (".gz" if gzip else ""))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
-        if gzip:
-            path.with_name(pool_name + ".gz").write_bytes(body)
+
+
+def start_nginx(tmp: Path, pool_name: str, workers: int) -> Server:
+    """nginx with `workers` worker processes serving `tmp/www` (see write_www) on a port of its own."""
     # nginx creates the temp directories themselves but not their parent.
     (tmp / "nginx-tmp").mkdir(exist_ok=True)
     port = free_port()
-    conf = tmp / "nginx.conf"
+    conf = tmp / f"nginx-w{workers}.conf"
     # As root, nginx workers would drop to `nobody`, who cannot enter the private temp directory.
     user = "user root;" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(tmp=tmp, workers=workers, port=port, user=user,
-                                      gzip_static="on" if gzip else "off"))
-    log = tmp / "nginx.log"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, workers=workers, port=port, user=user, name=f"nginx-w{workers}"))
+    log = tmp / f"nginx-w{workers}.log"
     # -p and -e keep nginx away from /var/log/nginx and /usr/share/nginx before it reads the config.
-    proc = spawn(["nginx", "-p", str(tmp), "-e", str(tmp / "nginx-error.log"), "-c", str(conf)], log)
+    proc = spawn(["nginx", "-p", str(tmp), "-e", str(tmp / f"nginx-w{workers}-error.log"), "-c", str(conf)], log)
     base_url = f"http://127.0.0.1:{port}"
-    wait_up(f"{base_url}/config/{next(iter(bodies))}", proc, log)
-    return Server("nginx", base_url, proc)
+    wait_up(f"{base_url}/config/{pool_name}", proc, log)
+    return Server(f"nginx {workers}w", base_url, proc)
 
 
 # -- wrk ---------------------------------------------------------------------------------------------
@@ -324,14 +347,18 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--sizes", nargs="+", choices=sorted(POOLS), default=["typical", "large"])
-    parser.add_argument("--rounds", type=int, default=1, help="runs per server and cell (the median is shown)")
+    parser.add_argument("--codings", nargs="+", choices=["identity", "gzip"], default=["identity", "gzip"],
+                        help="gzip: Accept-Encoding: gzip as Ignition's Go client sends it (nginx: gzip_static)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per server and cell (the median is shown, and the spread of the ratio)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="mcs worker processes of the multi-worker server (default: one per core)")
-    parser.add_argument("--gzip", action="store_true",
-                        help="send Accept-Encoding: gzip as Ignition's Go client does (nginx: gzip_static)")
+                        help="worker processes of the multi-worker mcs and its nginx (default: one per core)")
+    parser.add_argument("--gzip", action="store_true", help="the same as --codings gzip")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="wrk request timeout: a 3 MB answer under 64 connections can take seconds")
     args = parser.parse_args()
+    if args.gzip:
+        args.codings = ["gzip"]
 
     missing = check_tools()
     if missing:
@@ -351,81 +378,111 @@ def main() -> int:
             cleanup()
 
 
+def measure(server: Server, url: str, conns: int, duration: float, timeout: float, gzip: bool) -> Result:
+    """One wrk run, with the server's CPU time per request over it."""
+    before = group_cpu_seconds(server.proc.pid)
+    res = run_wrk(url, conns, duration, timeout, gzip)
+    cpu = group_cpu_seconds(server.proc.pid) - before
+    return dataclasses.replace(res, cpu_us=cpu * 1e6 / max(res.requests, 1))
+
+
 def run(tmp: Path, args: argparse.Namespace, cores: int, worker_counts: list[int]) -> int:
     base, kubeconfig = build_layout(tmp)
     mcs_servers = [start_mcs(tmp, base, kubeconfig, w) for w in worker_counts]
+    codings = [c == "gzip" for c in args.codings]
 
     # The bytes nginx serves are the bytes mcs serves, fetched once (the first request builds them).
-    bodies: dict[str, bytes] = {}
-    for size in args.sizes:
-        t0 = time.perf_counter()
-        status, body = fetch(f"{mcs_servers[0].base_url}/config/{POOLS[size]}", gzip=args.gzip)
-        cold = time.perf_counter() - t0
-        if status != 200:
-            raise SystemExit(f"mcs answered {status} for {size}: {body[:200]!r}")
-        bodies[POOLS[size]] = body
-        coding = "gzip" if args.gzip else "identity"
-        print(f"{size} pool: {len(body) / 1024:.0f} KiB served ({coding}; first request, building it: "
-              f"{cold * 1000:.0f} ms)")
-    nginx = start_nginx(tmp, bodies, cores, args.gzip)
-    servers = [nginx, *mcs_servers]
-    for server in servers:
+    bodies: dict[tuple[str, bool], bytes] = {}
+    for gzip in codings:
         for size in args.sizes:
-            status, body = fetch(f"{server.base_url}/config/{POOLS[size]}", gzip=args.gzip)
-            if status != 200 or body != bodies[POOLS[size]]:
-                raise SystemExit(f"{server.name} does not serve the same {size} bytes")
+            t0 = time.perf_counter()
+            status, body = fetch(f"{mcs_servers[0].base_url}/config/{POOLS[size]}", gzip=gzip)
+            cold = time.perf_counter() - t0
+            if status != 200:
+                raise SystemExit(f"mcs answered {status} for {size}: {body[:200]!r}")
+            bodies[(POOLS[size], gzip)] = body
+            print(f"{size} pool: {len(body) / 1024:.0f} KiB served ({'gzip' if gzip else 'identity'}; first "
+                  f"request, building it: {cold * 1000:.0f} ms)")
+    write_www(tmp, bodies)
+    # Each mcs beside an nginx with as many worker processes.
+    pairs = [(mcs, start_nginx(tmp, POOLS[args.sizes[0]], w)) for mcs, w in zip(mcs_servers, worker_counts)]
+    servers = [server for pair in pairs for server in pair]
+    for server in servers:
+        for (pool_name, gzip), served in bodies.items():
+            status, body = fetch(f"{server.base_url}/config/{pool_name}", gzip=gzip)
+            if status != 200 or body != served:
+                raise SystemExit(f"{server.name} does not serve the same {pool_name} bytes")
 
     # Warm-up: every mcs worker builds its own cache on its first request, and SO_REUSEPORT spreads
     # connections over the workers by hash, so a short wrk run is what reaches them all.
-    print(f"warming up ({len(servers)} servers, {len(args.sizes)} pools) ...", flush=True)
+    print(f"warming up ({len(servers)} servers) ...", flush=True)
     for server in servers:
-        for size in args.sizes:
-            run_wrk(f"{server.base_url}/config/{POOLS[size]}", 16, 2, 30, args.gzip)
+        for (pool_name, gzip) in bodies:
+            run_wrk(f"{server.base_url}/config/{pool_name}", 16, 2, 30, gzip)
 
-    print(f"\nload average before: {os.getloadavg()[0]:.1f} ({cores} cores)")
-    print(f"wrk -t2 -d{args.duration:.0f}s --latency on loopback, {cores} cores "
-          f"(wrk shares them with the server), {args.rounds} round(s), median shown")
-    print("headers: " + "; ".join(f"{k}: {v}" for k, v in request_headers(args.gzip).items()))
-    header = f"{'pool':<8} {'conns':>5}  {'server':<8} {'req/s':>9} {'p50':>11} {'p99':>11} {'vs nginx':>9}  errors"
+    load_before = os.getloadavg()
+    print(f"\nload average before: {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f} ({cores} cores)")
+    print(f"wrk -t2 -d{args.duration:.0f}s --latency on loopback, {cores} cores (wrk shares them with the "
+          f"servers), {args.rounds} round(s): median req/s, p50, p99 and CPU; ratio: median [min-max] of the "
+          f"rounds' mcs/nginx req/s")
+    print(f"servers: {', '.join(s.name for s in servers)} (mcs `--workers N`; nginx worker_processes N); "
+          f"access logs off on both; keep-alive on both")
+    print(f"headers: Accept: {ACCEPT}; Accept-Encoding: identity | gzip")
+    header = (f"{'pool':<8} {'coding':<8} {'conns':>5}  {'server':<9} {'req/s':>9} {'p50':>11} {'p99':>11} "
+              f"{'CPU/req':>9}  {'vs nginx':<17} errors")
     print(header)
     print("-" * len(header))
-    results: dict[tuple[str, int, str], list[Result]] = {}
+    results: dict[tuple[str, bool, int, str], list[Result]] = {}
     turn = 0
     below: list[str] = []
-    for size in args.sizes:
-        for conns in args.connections:
-            for _ in range(args.rounds):
-                # Rotate who goes first, so no server always runs right after the same neighbour.
-                order = servers[turn % len(servers):] + servers[:turn % len(servers)]
-                turn += 1
-                for server in order:
-                    res = run_wrk(f"{server.base_url}/config/{POOLS[size]}", conns, args.duration, args.timeout,
-                                  args.gzip)
-                    per_request = res.bytes_read / max(res.requests, 1)
-                    # A lower bound only: wrk counts the bytes of replies still in flight at the end
-                    # (64 x 3 MB is a lot of them) and prints the total rounded ("2.92GB").
-                    expected = len(bodies[POOLS[size]])
-                    if res.requests and per_request < expected * 0.99:
-                        raise SystemExit(f"{server.name}: {per_request:.0f} bytes per response, "
-                                         f"expected about {expected}")
-                    results.setdefault((size, conns, server.name), []).append(res)
-            ref = statistics.median(r.rps for r in results[(size, conns, nginx.name)])
-            for server in servers:
-                runs = results[(size, conns, server.name)]
-                rps = statistics.median(r.rps for r in runs)
-                p50 = statistics.median(r.p50_ms for r in runs)
-                p99 = statistics.median(r.p99_ms for r in runs)
-                ratio = rps / ref if ref else 0.0
-                first = server is nginx  # the cell's first line names the pool and connection count
-                print(f"{size if first else '':<8} {conns if first else '':>5}  {server.name:<8} {rps:9.1f} "
-                      f"{fmt_ms(p50)} {fmt_ms(p99)} {'' if first else f'{ratio:.2f}':>9}  "
-                      f"{sum(r.errors for r in runs)}")
-                if server is not nginx and ratio < TARGET_RATIO:
-                    below.append(f"{server.name} {size} c{conns} ({ratio:.3f})")
+    summary: list[tuple[str, float]] = []
+    for gzip in codings:
+        for size in args.sizes:
+            pool_name = POOLS[size]
+            expected = len(bodies[(pool_name, gzip)])
+            for conns in args.connections:
+                for _ in range(args.rounds):
+                    # Rotate who goes first, so no server always runs right after the same neighbour.
+                    order = servers[turn % len(servers):] + servers[:turn % len(servers)]
+                    turn += 1
+                    for server in order:
+                        res = measure(server, f"{server.base_url}/config/{pool_name}", conns, args.duration,
+                                      args.timeout, gzip)
+                        per_request = res.bytes_read / max(res.requests, 1)
+                        # A lower bound only: wrk counts the bytes of replies still in flight at the end
+                        # (64 x 3 MB is a lot of them) and prints the total rounded ("2.92GB").
+                        if res.requests and per_request < expected * 0.99:
+                            raise SystemExit(f"{server.name}: {per_request:.0f} bytes per response, "
+                                             f"expected about {expected}")
+                        results.setdefault((size, gzip, conns, server.name), []).append(res)
+                first_line = True
+                for mcs, nginx in pairs:
+                    ref_runs = results[(size, gzip, conns, nginx.name)]
+                    runs = results[(size, gzip, conns, mcs.name)]
+                    ratios = [m.rps / n.rps if n.rps else 0.0 for m, n in zip(runs, ref_runs)]
+                    for server, rs in ((nginx, ref_runs), (mcs, runs)):
+                        cell = (f"{size:<8} {'gzip' if gzip else 'identity':<8} {conns:>5}" if first_line
+                                else " " * 23)
+                        first_line = False
+                        ratio = ""
+                        if server is mcs:
+                            ratio = f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+                        print(f"{cell}  {server.name:<9} {statistics.median(r.rps for r in rs):9.1f} "
+                              f"{fmt_ms(statistics.median(r.p50_ms for r in rs))} "
+                              f"{fmt_ms(statistics.median(r.p99_ms for r in rs))} "
+                              f"{statistics.median(r.cpu_us for r in rs):6.0f} us  {ratio:<17} "
+                              f"{sum(r.errors for r in rs)}")
+                    median_ratio = statistics.median(ratios)
+                    summary.append((f"{mcs.name} {size} {'gzip' if gzip else 'identity'} c{conns}", median_ratio))
+                    if median_ratio < TARGET_RATIO:
+                        below.append(f"{mcs.name} {size} {'gzip' if gzip else 'identity'} c{conns} "
+                                     f"({median_ratio:.3f})")
     # The machine may be shared: a load average well above the core count means noisy figures.
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({cores} cores)")
-    print(f"\ntarget: mcs at least {TARGET_RATIO:.0%} of nginx's req/s with {args.workers} worker(s); "
-          f"below it: {', '.join(below) or 'none'}")
+    load_after = os.getloadavg()
+    print(f"load average at the end: {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} ({cores} cores)")
+    worst = min(summary, key=lambda item: item[1])
+    print(f"\ntarget: mcs at least {TARGET_RATIO:.0%} of nginx's req/s (same worker count); lowest median "
+          f"ratio: {worst[1]:.2f} ({worst[0]}); below the target: {', '.join(below) or 'none'}")
     return 0
 
 
