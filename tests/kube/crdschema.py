@@ -16,8 +16,9 @@ in ``manifests/crds``. What it reproduces (apiextensions-apiserver + kube-openap
 * validation: type (with ``nullable`` and ``x-kubernetes-int-or-string``), ``required``,
   ``enum``, ``pattern``, ``minLength``/``maxLength``, ``minimum``/``maximum`` (and exclusive),
   ``multipleOf``, ``minItems``/``maxItems``, ``uniqueItems``, ``minProperties``/``maxProperties``,
-  formats ``date-time``, ``byte``, ``int32``/``int64`` (others are not checked, as kube-apiserver
-  strips most formats), ``x-kubernetes-list-type: set|map`` duplicates.
+  formats ``date-time`` and ``byte`` on strings (kube-openapi checks formats of strings only, so
+  ``int32``/``int64`` bound nothing; most other formats are stripped by kube-apiserver),
+  ``x-kubernetes-list-type: set|map`` duplicates.
 
 Each problem is returned as a ``metav1.StatusCause``-shaped dict
 ``{"reason": ..., "message": ..., "field": ...}`` with kube-apiserver's texts, e.g.::
@@ -661,12 +662,6 @@ def _validate_number(x: float | int, s: dict[str, Any], name: str, path: str, ou
             out.append(
                 _invalid(path, x, f"{name} in body should be greater than or equal to {_go_number(mn)}")
             )
-    fmt = s.get("format")
-    if isinstance(x, int) and not isinstance(x, bool):
-        if fmt == "int32" and not -(2**31) <= x < 2**31:
-            out.append(_type_invalid(path, x, f"{name} in body must be of type int32: {go_quote(str(x))}"))
-        if fmt == "int64" and not -(2**63) <= x < 2**63:
-            out.append(_type_invalid(path, x, f"{name} in body must be of type int64: {go_quote(str(x))}"))
 
 
 def _validate_array(x: list[Any], s: dict[str, Any], name: str, path: str, out: list[Cause]) -> None:
