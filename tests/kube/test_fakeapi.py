@@ -251,3 +251,54 @@ def test_subresource_hook(fakeapi: FakeAPIServer) -> None:
     assert (code, body["reason"]) == (404, "NotFound")
     code, body, _ = call(fakeapi, "POST", "/api/v1/namespaces/default/pods/p/other", {})
     assert code == 404
+
+
+def test_delete_answers_like_the_registry(fakeapi: FakeAPIServer) -> None:
+    call(fakeapi, "POST", "/api/v1/nodes", node("n1"))
+    code, body, _ = call(fakeapi, "DELETE", "/api/v1/nodes/n1")
+    assert code == 200 and body["kind"] == "Status" and body["status"] == "Success"
+    assert body["details"]["name"] == "n1" and body["details"]["kind"] == "nodes"
+    call(fakeapi, "POST", "/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}})
+    code, body, _ = call(fakeapi, "DELETE", "/api/v1/namespaces/default/pods/p")
+    assert code == 200 and body["metadata"]["name"] == "p"  # pods answer the object
+    code, body, _ = call(fakeapi, "DELETE", "/api/v1/namespaces/default/pods/p")
+    assert code == 404 and body["reason"] == "NotFound"
+
+
+def test_list_in_pages(fakeapi: FakeAPIServer) -> None:
+    for i in range(5):
+        call(fakeapi, "POST", "/api/v1/nodes", node(f"n{i}"))
+    _, first, _ = call(fakeapi, "GET", "/api/v1/nodes?limit=2")
+    assert [i["metadata"]["name"] for i in first["items"]] == ["n0", "n1"]
+    assert first["metadata"]["remainingItemCount"] == 3
+    call(fakeapi, "POST", "/api/v1/nodes", node("n9"))  # after the snapshot: not in the pages
+    names, token = [], first["metadata"]["continue"]
+    while token:
+        _, page, _ = call(fakeapi, "GET", f"/api/v1/nodes?limit=2&continue={token}")
+        assert page["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+        names += [i["metadata"]["name"] for i in page["items"]]
+        token = page["metadata"].get("continue")
+    assert names == ["n2", "n3", "n4"]
+    code, status, _ = call(fakeapi, "GET", "/api/v1/nodes?limit=2&continue=bogus")
+    assert (code, status["reason"]) == (410, "Expired")
+
+
+def test_custom_resources_validated_against_the_shipped_crds(fakeapi: FakeAPIServer,
+                                                             crds: list[str]) -> None:
+    pool = {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfigPool",
+            "metadata": {"name": "worker"}, "spec": {"paused": False, "bogus": 1}}
+    # kubectl's default: strict field validation.
+    code, status, _ = call(fakeapi, "POST", POOLS + "?fieldValidation=Strict", pool)
+    assert (code, status["reason"]) == (400, "BadRequest")
+    assert status["message"] == 'strict decoding error: unknown field "spec.bogus"'
+    # The server's default (Warn): pruned, with a Warning header.
+    code, created, headers = call(fakeapi, "POST", POOLS, pool)
+    assert code == 201 and created["spec"] == {"paused": False}
+    assert headers["Warning"] == '299 - "unknown field \\"spec.bogus\\""'
+    # A schema violation: 422 Invalid naming the field.
+    bad = dict(pool, metadata={"name": "infra"}, spec={"paused": "yes"})
+    code, status, _ = call(fakeapi, "POST", POOLS, bad)
+    assert (code, status["reason"]) == (422, "Invalid")
+    assert status["details"]["causes"][0]["field"] == "spec.paused"
+    assert status["message"].startswith(
+        'MachineConfigPool.machineconfiguration.openshift.io "infra" is invalid: spec.paused')

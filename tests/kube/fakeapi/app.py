@@ -293,14 +293,43 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def list_(state: State, request: web.Request, route: Route) -> web.Response:
-    items, rv = state.list(route.rtype, route.namespace, request.query.get("labelSelector", ""),
-                           request.query.get("fieldSelector", ""))
+    """A list, in pages when `limit` is given: `metadata.continue` names the next page and every
+    page answers at the first page's resourceVersion (the snapshot is kept here, as etcd would
+    serve it); an unknown token is 410 Expired, like a compacted one."""
+    q = request.query
+    token = q.get("continue", "")
+    if token:
+        page = state.continued.get(token)
+        if page is None:
+            raise APIError(410, "Expired", "The provided continue parameter is too old to display "
+                           "a consistent list result. You can start a new list without the "
+                           "continue parameter, or use the continue token in this response to "
+                           "retrieve the remainder of the results. Continuing with the provided "
+                           "token results in an inconsistent list - objects that were created, "
+                           "modified, or deleted between the time the first chunk was returned "
+                           "and now may show up in the list.")
+        items, rv = page
+    else:
+        items, rv = state.list(route.rtype, route.namespace, q.get("labelSelector", ""),
+                               q.get("fieldSelector", ""))
     if route.rtype.crd is None:
         for item in items:  # typed lists carry no kind/apiVersion per item
             item.pop("kind", None)
             item.pop("apiVersion", None)
+    meta: JSON = {"resourceVersion": str(rv)}
+    try:
+        limit = int(q.get("limit") or 0)
+    except ValueError:
+        raise bad_request(f"invalid limit: {q.get('limit')}") from None
+    if limit > 0 and len(items) > limit:
+        rest = items[limit:]
+        items = items[:limit]
+        next_token = f"page-{len(state.continued) + 1}-{rv}"
+        state.continued[next_token] = (rest, rv)
+        meta["continue"] = next_token
+        meta["remainingItemCount"] = len(rest)
     return json_response({"kind": f"{route.rtype.kind}List", "apiVersion": route.rtype.api_version,
-                          "metadata": {"resourceVersion": str(rv)}, "items": items})
+                          "metadata": meta, "items": items})
 
 
 async def create(state: State, request: web.Request, route: Route) -> web.Response:
@@ -359,6 +388,8 @@ def delete(state: State, route: Route) -> web.Response:
     gone = state.delete(route.rtype, route.namespace, route.name)
     if is_crd(route.rtype):
         crd_removed(state, gone)
+    if route.rtype.return_deleted_object:
+        return json_response(gone)
     details: JSON = {"name": route.name, "kind": route.rtype.plural,
                      "uid": gone["metadata"].get("uid")}
     if route.rtype.group:

@@ -80,6 +80,9 @@ class ResourceType:
     crd: JSON | None = None  # the CustomResourceDefinition serving this type
     # What status a new object starts with when it may not bring its own (Pods: Pending).
     initial_status: JSON | None = None
+    # DELETE answers the deleted object (Pod, Namespace, CRD...) or a Success Status (most kinds,
+    # custom resources included), as the real registry's ReturnDeletedObject decides.
+    return_deleted_object: bool = False
 
     @property
     def api_version(self) -> str:
@@ -158,6 +161,8 @@ class State:
         self.objects: dict[tuple[str, str, str], dict[tuple[str, str], JSON]] = {}
         self.watchers: list[Watcher] = []
         self.active_watches: set[Watcher] = set()  # open watch streams (closed on stop)
+        # Paged lists: continue token -> (the remaining items, the list's resourceVersion).
+        self.continued: dict[str, tuple[list[JSON], int]] = {}
         self.subresources: dict[tuple[str, str, str, str], SubresourceHandler] = {}
         # Every request seen, as (method, path, query string): tests assert on what was called.
         self.requests: list[tuple[str, str, str]] = []
@@ -471,13 +476,14 @@ def crdschema() -> Any:
 def builtin_types() -> list[ResourceType]:
     return [
         ResourceType("", "v1", "Namespace", "namespaces", False, status_subresource=True,
-                     fields=("status.phase",), status_on_create=True),
+                     fields=("status.phase",), status_on_create=True, return_deleted_object=True),
         ResourceType("", "v1", "Node", "nodes", False, status_subresource=True,
                      fields=("spec.unschedulable",), status_on_create=True),
         ResourceType("", "v1", "Pod", "pods", True, status_subresource=True,
                      fields=("spec.nodeName", "status.phase", "spec.schedulerName",
                              "spec.serviceAccountName", "status.podIP", "status.nominatedNodeName"),
-                     initial_status={"phase": "Pending", "qosClass": "BestEffort"}),
+                     initial_status={"phase": "Pending", "qosClass": "BestEffort"},
+                     return_deleted_object=True),
         ResourceType("", "v1", "Secret", "secrets", True, fields=("type",)),
         ResourceType("", "v1", "ConfigMap", "configmaps", True),
         ResourceType("", "v1", "Event", "events", True,
@@ -492,5 +498,6 @@ def builtin_types() -> list[ResourceType]:
         ResourceType("apps", "v1", "DaemonSet", "daemonsets", True, status_subresource=True,
                      generation=True),
         ResourceType("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
-                     "customresourcedefinitions", False, status_subresource=True, generation=True),
+                     "customresourcedefinitions", False, status_subresource=True, generation=True,
+                     return_deleted_object=True),
     ]
