@@ -73,6 +73,7 @@ COMPONENT_PREFIX = "machine-config"
 CONTROLLER_COMPONENT = "machine-config-controller"
 DAEMON_COMPONENT = "machine-config-daemon"
 CONFLICT_RETRIES = 10
+EVENT_CACHE_SIZE = 4096  # events remembered for aggregation (client-go keeps as many)
 # Server-managed metadata left out of returned objects (see the module docstring).
 VOLATILE_METADATA = ("resourceVersion", "managedFields", "selfLink")
 
@@ -632,6 +633,7 @@ class KubeStore:
                         self._event_res, event_name,
                         {"count": count + 1, "lastTimestamp": stamp},
                         namespace=EVENT_NAMESPACE, patch_type=PatchType.MERGE))
+                    del self._events[key]  # re-inserted last: the cache keeps recent ones
                     self._events[key] = (event_name, count + 1)
                     return
                 except NotFoundError:
@@ -654,6 +656,8 @@ class KubeStore:
                 log.warning("event %s %s %s not recorded: %s", kind, name, reason, e)
                 return
             self._events[key] = (event_name, 1)
+            while len(self._events) > EVENT_CACHE_SIZE:
+                del self._events[next(iter(self._events))]  # the oldest
 
     def list_events(self, kind: str | None = None, name: str | None = None,
                     since_seq: int = 0) -> list[StoreEvent]:
@@ -706,6 +710,10 @@ def open_kube(path: str, node: str | None = None) -> KubeStore:
         else:
             config = KubeConfig.from_env()
         client = Client(config=config, field_manager=FIELD_MANAGER)
+        # lightkube's HTTP library logs every request at INFO: the programs log at INFO.
+        http_log = logging.getLogger("httpx2")
+        if http_log.level == logging.NOTSET:
+            http_log.setLevel(logging.WARNING)
     except StoreError:
         raise
     except (ConfigError, OSError, ValueError, KeyError, TypeError) as e:

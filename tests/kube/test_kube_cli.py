@@ -85,7 +85,7 @@ def test_controller_and_server_processes_on_kube(fakeapi: FakeAPIServer, kubecon
                                                  procs: list[subprocess.Popen[bytes]]) -> None:
     inputs(fakeapi)
     mcc = spawn(procs, tmp_path / "mcc.log", "mcc.cli", "start", "--store", "kube",
-                "--kubeconfig", str(kubeconfig), "--interval", "5")
+                "--kubeconfig", str(kubeconfig), "--interval", "600")
     eventually(lambda: bool((pool(fakeapi).get("spec") or {}).get("configuration")), 60)
     first = pool(fakeapi)["spec"]["configuration"]["name"]
 
@@ -111,7 +111,8 @@ def test_controller_and_server_processes_on_kube(fakeapi: FakeAPIServer, kubecon
                        if f["path"] == "/etc/machine-config-daemon/node-annotations.json")
     assert first in urllib.parse.unquote(annotations["contents"]["source"])
 
-    # A node the kubelet registered, booted into the first config: the controller counts it.
+    # A node the kubelet registered, booted into the first config: the controller (woken by its
+    # watch on nodes) counts it.
     call(fakeapi, "POST", "/api/v1/nodes", {
         "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""},
                      "annotations": {C.CURRENT_CONFIG_ANNOTATION: first,
@@ -120,7 +121,7 @@ def test_controller_and_server_processes_on_kube(fakeapi: FakeAPIServer, kubecon
         "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
     eventually(lambda: (pool(fakeapi).get("status") or {}).get("updatedMachineCount") == 1, 60)
 
-    # A new MachineConfig: the controller (woken by its watch, not its 5 s interval alone)
+    # A new MachineConfig: the controller, woken by its watch (its interval is 10 minutes),
     # renders it and targets the node.
     apply(fakeapi, yaml.safe_load(machine_config("50-worker", "/etc/other", "x\n")))
     eventually(lambda: call(fakeapi, "GET", "/api/v1/nodes/n1")[1]["metadata"]["annotations"][
@@ -128,6 +129,10 @@ def test_controller_and_server_processes_on_kube(fakeapi: FakeAPIServer, kubecon
     stop_all([mcc, mcs])
     assert mcc.returncode == 0, (tmp_path / "mcc.log").read_text()
     assert mcs.returncode == 0, mcs_log.read_text()
+    for log in (mcs_log, tmp_path / "mcc.log"):
+        text = log.read_text()
+        assert "fake-token" not in text  # the kubeconfig's bearer token
+        assert "HTTP Request:" not in text  # no line per API request
 
 
 def test_mcd_connects_to_its_own_node(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str],
