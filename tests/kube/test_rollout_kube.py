@@ -197,7 +197,8 @@ def conditions(snapshot: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["message"]) for c in snapshot["status"]["conditions"]}
 
 
-def test_rollout_is_the_same_on_the_local_and_the_kube_store(local: Cluster, kube: Cluster) -> None:
+def test_rollout_is_the_same_on_the_local_and_the_kube_store(local: Cluster, kube: Cluster,
+                                                            fakeapi: FakeAPIServer) -> None:
     on_local = scenario(local)
     on_kube = scenario(kube)
 
@@ -218,6 +219,11 @@ def test_rollout_is_the_same_on_the_local_and_the_kube_store(local: Cluster, kub
     # And the kube store shows the same, phase by phase.
     for phase, (a, b) in enumerate(zip(on_local, on_kube)):
         assert a == b, f"phase {phase} differs"
+    # A settled controller writes nothing to the API server (no status or annotation churn).
+    requests = len(fakeapi.state.requests)
+    kube.controller.run_pass()
+    assert [(m, p) for m, p, _ in fakeapi.state.requests[requests:]
+            if m in ("POST", "PUT", "PATCH", "DELETE")] == []
     assert local.events() == kube.events()
     reasons = [e[2] for e in kube.events()]
     for reason in ("RenderedConfigGenerated", "SetDesiredConfig", "Cordon", "Drain", "Reboot",
