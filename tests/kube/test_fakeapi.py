@@ -202,6 +202,10 @@ def test_watch_label_selector_turns_leaving_into_deleted(fakeapi: FakeAPIServer)
     events = stream(fakeapi, "/api/v1/nodes?watch=1&labelSelector=role%3Dworker&timeoutSeconds=1"
                     f"&resourceVersion={n1['metadata']['resourceVersion']}")
     assert [e["type"] for e in events] == ["DELETED"]
+    # The object as it was when it still matched, at the change's resourceVersion.
+    gone = events[0]["object"]
+    assert gone["metadata"]["labels"] == {"role": "worker"}
+    assert int(gone["metadata"]["resourceVersion"]) > int(n1["metadata"]["resourceVersion"])
 
 
 def test_watch_from_compacted_resource_version_is_410_expired(fakeapi: FakeAPIServer) -> None:

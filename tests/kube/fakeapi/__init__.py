@@ -35,6 +35,23 @@ fake answers it as a Status), `state.lock` (an RLock) to make several steps atom
 `app.json_response(body, status, headers)` and `app.status_response(APIError(...))`.
 Tests may force a watch to expire with `state.compact()` or a small `history_limit`, and set
 `bookmark_interval`. `state.requests` records every (method, path, query) received.
+
+Also as the real server: a watch without resourceVersion (or "0") starts with an ADDED event per
+existing object; an object leaving a watch's label/field selection is a DELETED event carrying
+its previous content; a write that changes nothing keeps the resourceVersion (no event);
+metadata.generation counts spec changes of custom resources; a PUT of a custom resource needs
+metadata.resourceVersion (422), built-in kinds may omit it; status may be set when creating a
+Node or Namespace, a Pod starts Pending; namespaced objects need their Namespace (404); DELETE
+answers the object for Pods, Namespaces and CRDs and a Success Status otherwise; lists page with
+limit / continue.
+
+Not reproduced: authentication and authorization (every request is allowed; RBAC is checked
+against the recorded requests by tests/kube/test_manifests_rbac_usage.py), server-side apply
+(application/apply-patch+yaml is answered 415), managedFields, finalizers and graceful deletion
+(a DELETE removes the object at once), deletecollection, discovery (/api, /apis), the
+resourceVersionMatch / sendInitialEvents list and watch options, admission (defaults of
+built-in kinds, quota), protobuf and CBOR, and kubelets (nothing runs pods or posts node
+status: tests do).
 """
 from __future__ import annotations
 

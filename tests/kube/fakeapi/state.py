@@ -447,7 +447,11 @@ def watch_event(watcher: Watcher, event: HistoryEvent) -> JSON | None:
     if now_:
         return {"type": "ADDED", "object": copy.deepcopy(event.new)}
     if was:
-        return {"type": "DELETED", "object": copy.deepcopy(event.new)}
+        # Like the watch cache: the previous content, at the event's resourceVersion.
+        gone = copy.deepcopy(event.old)
+        assert gone is not None
+        gone["metadata"]["resourceVersion"] = str(event.rv)
+        return {"type": "DELETED", "object": gone}
     return None
 
 
