@@ -1,0 +1,83 @@
+"""The real daemon (mcd.daemon.Daemon, the real update engine on a tmp root, an in-memory
+systemd) on the kube store limited to its node, with the real controller (mcc.controller) running
+its loop over the kube store in a thread: a reboot update drains through the desiredDrain /
+lastAppliedDrain handshake (the controller cordons the Node via spec.unschedulable and evicts its
+pods, here none), queues the reboot, and after the "reboot" the new daemon process uncordons and
+reports Done - all through the fake API server, as `mcc start --store kube` and
+`mcd start --store kube --node NAME` would."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machineconfig import constants as C
+from machineconfig.store import open_store
+from mcc.controller import Controller
+from mcd.daemon import Daemon, Timeouts
+from tests.kube.fakeapi import FakeAPIServer
+from tests.kube.kit import call
+from tests.unit.test_mcd_daemon import A, B_REBOOT, lay_down
+from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+
+NODE = "node-1"
+# Bounds, not speeds: the controller thread answers a drain request within milliseconds.
+TIMEOUTS = Timeouts(drain=60, uncordon=60, watch=0.5, backoff_min=0.01, backoff_max=0.05,
+                    drift_poll=0.01, drift_full=0.5)
+
+
+@pytest.fixture
+def controller(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> Iterator[Any]:
+    store = open_store(f"kube:{kubeconfig}")
+    for config in (A, B_REBOOT):
+        store.put_rendered(config)
+    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
+    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.DESIRED_CONFIG_ANNOTATION: B_REBOOT["metadata"]["name"],
+                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    stop = threading.Event()
+    thread = threading.Thread(target=Controller(store).run, args=(stop, 1.0), daemon=True)
+    thread.start()
+    yield store
+    stop.set()
+    thread.join(30)
+    store.close()  # type: ignore[attr-defined]
+
+
+def test_reboot_update_through_the_api_server(controller: Any, fakeapi: FakeAPIServer,
+                                             kubeconfig: Path, root: Path) -> None:
+    lay_down(root, A)
+    systemd = FakeSystemd()
+    api = open_store(f"kube:{kubeconfig}", node=NODE)
+    try:
+        daemon = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)
+        daemon.booting = False
+        daemon.sync()
+        annotations = api.get_node(NODE).annotations
+        assert annotations[C.LAST_APPLIED_DRAIN_ANNOTATION] == "drain-rendered-worker-b"
+        assert annotations[C.POST_CONFIG_ACTION_ANNOTATION] == "Rebooting"
+        assert annotations[C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-a"
+        assert systemd.calls[-1] == ("Reboot", "Node will reboot into config rendered-worker-b")
+        _, node = call(fakeapi, "GET", f"/api/v1/nodes/{NODE}")
+        assert node["spec"]["unschedulable"] is True  # cordoned by the controller
+        assert node["metadata"]["annotations"][C.CORDONED_BY_MCC_ANNOTATION] == "true"
+        # The pods on the node were looked up for eviction.
+        assert any(p == "/api/v1/pods" and "spec.nodeName" in q
+                   for _, p, q in fakeapi.state.requests)
+
+        resumed = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)  # after the reboot
+        resumed.sync()
+        annotations = api.get_node(NODE).annotations
+        assert annotations[C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION] == "Done"
+        assert annotations[C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-b"
+        assert annotations[C.LAST_APPLIED_DRAIN_ANNOTATION] == "uncordon-rendered-worker-b"
+        _, node = call(fakeapi, "GET", f"/api/v1/nodes/{NODE}")
+        assert not node["spec"].get("unschedulable")
+        assert (root / "etc/kubernetes/kubelet.conf").read_text() == "kubelet"
+        reasons = [e.reason for e in controller.list_events("Node", NODE)]
+        assert {"Cordon", "Drain", "Reboot"} <= set(reasons)
+    finally:
+        api.close()  # type: ignore[attr-defined]
