@@ -31,7 +31,7 @@ from mcs.app import ServerState, make_app
 from mcs.cache import INPUT_CHECK_INTERVAL, ServedConfigCache
 from mcs.layout import BootstrapSource, Resolved
 from mcs.fastpath import FastPath, parse_head
-from mcs.server import ConnectionGuard, ServerOptions, build_state, serve
+from mcs.server import ConnectionGuard, ServerOptions, build_state, loop_factory, serve
 from mcs.store_mode import build_store_state
 from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
@@ -263,8 +263,9 @@ def test_guard_forgets_closed_connections() -> None:
 class InProcessServer:
     """`serve()` on 127.0.0.1 (HTTPS and HTTP, ports picked by the kernel) in a thread of its own."""
 
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, loop: str = "auto") -> None:
         self.options = options
+        self.loop = loop
         self.urls: list[str] = []
         self.fast_paths: list[FastPath] = []
         self._ready = threading.Event()
@@ -281,7 +282,8 @@ class InProcessServer:
                         fast_paths=self.fast_paths)
 
         try:
-            asyncio.run(main())
+            with asyncio.Runner(loop_factory=loop_factory(self.loop)) as runner:
+                runner.run(main())
         except BaseException as e:  # noqa: BLE001 - reported by start() / stop()
             self._error = e
             self._ready.set()
@@ -372,7 +374,7 @@ def split_responses(data: bytes, raw: bytes) -> list[tuple[str, list[tuple[str, 
             length = 0
         if len(rest) < length:
             break
-        out.append((status, [(k, v) for k, v in headers if k != "Date"], rest[:length]))  # type: ignore[misc]
+        out.append((status, [(k, v) for k, v in headers if k != "Date"], rest[:length]))
         data = rest[length:]
     return out
 
@@ -419,14 +421,15 @@ FAST = {"get", "get 2.2 default", "get gzip", "get gzip q=0", "head", "head gzip
         "304 gzip", "etag mismatch", "connection close", "pipelined"}
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessServer, InProcessServer, Tls]]:
-    """The same layout served with the fast path and without it (aiohttp alone)."""
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def pair(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessServer, InProcessServer, Tls]]:
+    """The same layout served with the fast path and without it (aiohttp alone), on either loop."""
     root = tmp_path_factory.mktemp("fast")
     tls = Tls(root)
     options = _options(root, tls, header_timeout=2.0, response_timeout=2.0)
-    fast = InProcessServer(options).start()
-    plain = InProcessServer(dataclasses.replace(options, fast_path=False)).start()
+    fast = InProcessServer(options, request.param).start()
+    plain = InProcessServer(dataclasses.replace(options, fast_path=False), request.param).start()
     yield fast, plain, tls
     fast.stop()
     plain.stop()
@@ -483,9 +486,10 @@ def test_fast_answers_are_the_served_config(pair: tuple[InProcessServer, InProce
     assert fast.answered == answered + 5 and resp.headers["Server"] == "machine-config-server"
 
 
-def test_every_fast_answer_is_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_every_fast_answer_is_counted(tmp_path: Path, loop: str) -> None:
     tls = Tls(tmp_path)
-    srv = InProcessServer(_options(tmp_path, tls)).start()
+    srv = InProcessServer(_options(tmp_path, tls), loop).start()
     try:
         host, port = srv.address("http")
         conn = http.client.HTTPConnection(host, port, timeout=20)
@@ -570,12 +574,13 @@ def test_trickling_client_is_dropped_on_the_fast_path(pair: tuple[InProcessServe
         assert time.monotonic() - started < 15
 
 
-def test_never_reading_client_is_dropped_on_the_fast_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_never_reading_client_is_dropped_on_the_fast_path(tmp_path: Path, loop: str) -> None:
     # A client that asks for the large config many times and never reads: while the transport
     # holds more than it takes, no further request is answered and the response deadline applies
     # (the long head deadline here would let it linger).
     tls = Tls(tmp_path)
-    fast = InProcessServer(_options(tmp_path, tls, header_timeout=60.0, response_timeout=1.5)).start()
+    fast = InProcessServer(_options(tmp_path, tls, header_timeout=60.0, response_timeout=1.5), loop).start()
     exchange(fast, "http", tls, _request("/config/large", "HEAD", AUTHZ + ACCEPT35))  # built
     aborted = sum(f.guard.aborted for f in fast.fast_paths if isinstance(f.guard, ConnectionGuard))
     with socket.socket() as sock:
@@ -668,3 +673,13 @@ def test_tallied_metrics_equal_per_request_observations() -> None:
     assert get("mcs_http_requests_total", {"route": "config", "code": "200"}) == 24
     metrics.observe_served("worker", "3.5.0", 200, 0.001)
     assert b'mcs_http_requests_total{code="200",route="config"} 25.0' in metrics.render()  # render flushes
+
+
+def test_event_loop_choice() -> None:
+    import uvloop
+
+    assert loop_factory("auto") is uvloop.new_event_loop  # a dependency: always there
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is asyncio.new_event_loop
+    with pytest.raises(ValueError, match="expected auto, uvloop or asyncio"):
+        loop_factory("trio")
