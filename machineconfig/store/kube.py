@@ -280,12 +280,13 @@ class KubeStore:
             for name in have:
                 if name not in wanted:
                     self._watches.pop(name).stop()
-        for name, target in wanted.items():
-            try:
-                self._watch(target)
-            except StoreError as e:
-                log.warning("cannot watch the pull secret: %s", e)
-        self._revision.bump()
+            # Under the lock (an RLock): whoever sees the new watches sees this change too.
+            for name, target in wanted.items():
+                try:
+                    self._watch(target)
+                except StoreError as e:
+                    log.warning("cannot watch the pull secret: %s", e)
+            self._revision.bump()
 
     def watches(self) -> list[KindWatch]:
         """The running watch loops (for tests and diagnostics)."""
