@@ -9,7 +9,6 @@ On the kube store each daemon uses a store limited to its own node, as `mcd star
 does; the inputs are applied over HTTP as kubectl would (strict field validation)."""
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -10,7 +10,7 @@ import pytest
 
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
 from machineconfig.store import (
-    ConflictError, ForbiddenError, NotFoundError, Store, StoreError, open_store, store_url,
+    ForbiddenError, NotFoundError, Store, StoreError, open_store, store_url,
 )
 from machineconfig.store.kube import KubeStore, node_ready
 from tests.kube.fakeapi import FakeAPIServer
