@@ -5,8 +5,9 @@ then watches with `allowWatchBookmarks=true`: ADDED / MODIFIED / DELETED events 
 revision; BOOKMARK events only move the resume point; a watch that ends (server timeout, dropped
 connection) resumes from the last resourceVersion seen; an ERROR event or HTTP status 410
 (`Expired` / `Gone`: the resume point is older than the server's history) makes it list again,
-and the list bumps the revision when anything differs from what the watch had seen (a resync).
-Other errors are retried with a capped exponential backoff.
+and the list bumps the revision when anything differs from what the watch had seen. The same
+full list runs every RESYNC_SECONDS (when a watch request ends) as a periodic resync. Other
+errors are retried with a capped exponential backoff.
 
 The objects themselves are not cached here: the store reads through to the API server, so a
 controller pass always sees its own writes; watches only say *that* something changed.
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Server-side timeout of one watch request; the loop then resumes from the last resourceVersion.
 WATCH_SECONDS = 300
+# A full list this long after the last one (checked when a watch request ends): a resync that
+# catches anything a watch could have missed, bumping the revision only when something differs.
+RESYNC_SECONDS = 1800
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
@@ -82,6 +86,8 @@ class KindWatch:
         self.target = target
         self.revision = revision
         self.on_change = on_change  # called (in this loop's thread) after each change seen
+        self.resync_seconds = RESYNC_SECONDS
+        self._listed_at = 0.0
         self.watch_seconds = watch_seconds
         self.resource_version = ""
         self.seen: dict[str, str] = {}  # "namespace/name" -> resourceVersion
@@ -106,6 +112,7 @@ class KindWatch:
                 meta.get("resourceVersion") or "")
         self.resource_version = str(items.resourceVersion)
         self.lists += 1
+        self._listed_at = time.monotonic()
         if current != self.seen or not self.synced.is_set():
             first = not self.synced.is_set()
             self.seen = current
@@ -184,6 +191,8 @@ class KindWatch:
                 self._watch_once()
                 delay = BACKOFF_START
                 self.error = ""
+                if time.monotonic() - self._listed_at >= self.resync_seconds:
+                    need_list = True
             except Expired as e:
                 log.info("watch %s: %s; listing again", self.target.name, e)
                 need_list = True

@@ -448,3 +448,18 @@ def test_close_stops_the_watches(fakeapi: FakeAPIServer, kubeconfig: Path, crds:
     finally:
         store.close()  # type: ignore[attr-defined]
     eventually(lambda: not fakeapi.state.active_watches)
+
+
+def test_periodic_resync_lists_again(kube_store: KubeStore, fakeapi: FakeAPIServer,
+                                     kubeconfig: Path, crds: list[str]) -> None:
+    """A watch request that ends after the resync period is followed by a full list; a list
+    that finds what the watch already saw changes nothing."""
+    store = KubeStore(kube_store.client, watch_seconds=1)
+    store.list_nodes()
+    nodes = store.watches()[0]
+    nodes.resync_seconds = 0
+    rev = store.revision()
+    eventually(lambda: nodes.lists >= 2)
+    assert store.revision() == rev
+    for w in store.watches():
+        w.stop()
