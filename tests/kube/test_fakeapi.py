@@ -306,3 +306,13 @@ def test_custom_resources_validated_against_the_shipped_crds(fakeapi: FakeAPISer
     assert status["details"]["causes"][0]["field"] == "spec.paused"
     assert status["message"].startswith(
         'MachineConfigPool.machineconfiguration.openshift.io "infra" is invalid: spec.paused')
+
+
+def test_event_namespace_must_match_the_object(fakeapi: FakeAPIServer) -> None:
+    call(fakeapi, "POST", "/api/v1/namespaces", {"metadata": {"name": "other"}})
+    event = {"metadata": {"name": "n1.1"}, "involvedObject": {"kind": "Node", "name": "n1"},
+             "reason": "X", "message": "y", "type": "Normal"}
+    code, _, _ = call(fakeapi, "POST", "/api/v1/namespaces/default/events", event)
+    assert code == 201
+    code, status, _ = call(fakeapi, "POST", "/api/v1/namespaces/other/events", event)
+    assert (code, status["details"]["causes"][0]["field"]) == (422, "involvedObject.namespace")

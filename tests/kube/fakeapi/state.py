@@ -83,6 +83,8 @@ class ResourceType:
     # DELETE answers the deleted object (Pod, Namespace, CRD...) or a Success Status (most kinds,
     # custom resources included), as the real registry's ReturnDeletedObject decides.
     return_deleted_object: bool = False
+    # Kind-specific validation beyond metadata and CRD schemas: the Status causes it finds.
+    validator: Callable[[JSON], list[JSON]] | None = None
 
     @property
     def api_version(self) -> str:
@@ -247,6 +249,10 @@ class State:
                          "generateName is required", "field": "metadata.name"}
             raise self.invalid(rtype, name, [cause])
         self.validate_custom(rtype, obj, name)
+        if rtype.validator is not None:
+            causes = rtype.validator(obj)
+            if causes:
+                raise self.invalid(rtype, name, causes)
 
     def invalid(self, rtype: ResourceType, name: str, causes: list[JSON]) -> APIError:
         text = ", ".join(f"{c.get('field')}: {c.get('message')}" if c.get("field")
@@ -477,6 +483,20 @@ def crdschema() -> Any:
         return None
 
 
+def validate_event(event: JSON) -> list[JSON]:
+    """core/v1 Events without eventTime (the legacy recorder's): an event about a cluster-scoped
+    object lives in `default`, one about a namespaced object in that object's namespace."""
+    if event.get("eventTime"):
+        return []
+    involved = event.get("involvedObject") or {}
+    namespace = (event.get("metadata") or {}).get("namespace", "")
+    want = involved.get("namespace") or ""
+    if (not want and namespace not in ("", "default")) or (want and namespace != want):
+        return [{"reason": "FieldValueInvalid", "field": "involvedObject.namespace",
+                 "message": f'Invalid value: "{want}": does not match event.namespace'}]
+    return []
+
+
 def builtin_types() -> list[ResourceType]:
     return [
         ResourceType("", "v1", "Namespace", "namespaces", False, status_subresource=True,
@@ -495,7 +515,7 @@ def builtin_types() -> list[ResourceType]:
                              "involvedObject.name", "involvedObject.uid",
                              "involvedObject.apiVersion", "involvedObject.resourceVersion",
                              "involvedObject.fieldPath", "reason", "reportingComponent", "source",
-                             "type")),
+                             "type"), validator=validate_event),
         ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True),
         ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True,
                      status_subresource=True, generation=True),
