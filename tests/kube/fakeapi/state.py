@@ -299,6 +299,8 @@ class State:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
             name = str(meta.get("name") or "")
+            if rtype.namespaced:
+                meta["namespace"] = namespace
             self._validate_meta(rtype, obj, name)
             self._check_namespace(rtype, namespace)
             store = self._store(rtype)
