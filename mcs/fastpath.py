@@ -132,8 +132,11 @@ class Request:
         self.close = close
 
 
-def parse_head(head: bytes, max_headers: int) -> Request | None:
-    """A request head (without its final CRLF CRLF) the fast path may answer, or None."""
+def parse_head(head: bytes, max_headers: int, max_size: int = 8190) -> Request | None:
+    """A request head (without its final CRLF CRLF) the fast path may answer, or None. A head
+    over `max_size` bytes (aiohttp's line and field limits) or `max_headers` lines is aiohttp's."""
+    if len(head) > max_size:
+        return None
     return _parse_head_cached(head, max_headers)
 
 
@@ -184,10 +187,12 @@ _parse_head_cached = functools.lru_cache(maxsize=512)(_parse_head)
 class FastProtocol(asyncio.Protocol):
     """One connection: answers cached config reads itself, else hands over to `fallback()`."""
 
-    def __init__(self, fast: FastPath, fallback: Callable[[], asyncio.Protocol], max_headers: int) -> None:
+    def __init__(self, fast: FastPath, fallback: Callable[[], asyncio.Protocol], max_headers: int,
+                 max_size: int) -> None:
         self.fast = fast
         self._fallback = fallback
         self._max_headers = max_headers
+        self._max_size = max_size
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._remote = "-"
@@ -244,7 +249,7 @@ class FastProtocol(asyncio.Protocol):
                 if len(self._buffer) > _MAX_PENDING:
                     self._handover()
                 return
-            request = parse_head(self._buffer[:end], self._max_headers)
+            request = parse_head(self._buffer[:end], self._max_headers, self._max_size)
             if request is None:
                 self._handover()
                 return
@@ -371,9 +376,10 @@ class FastProtocol(asyncio.Protocol):
             transport.resume_reading()
 
 
-def fast_factory(fast: FastPath, fallback: Callable[[], asyncio.Protocol],
-                 max_headers: int) -> Callable[[], asyncio.Protocol]:
+def fast_factory(fast: FastPath, fallback: Callable[[], asyncio.Protocol], max_headers: int,
+                 max_size: int) -> Callable[[], asyncio.Protocol]:
+    """Protocols for a listener; `max_size` is the smaller of aiohttp's line and field limits."""
     def factory() -> FastProtocol:
-        return FastProtocol(fast, fallback, max_headers)
+        return FastProtocol(fast, fallback, max_headers, max_size)
 
     return factory

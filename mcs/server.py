@@ -214,7 +214,8 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             factory: Callable[[], asyncio.Protocol] = fallback
             if options.fast_path:
                 fast = FastPath(state, guard, scheme)
-                factory = fast_factory(fast, fallback, options.max_headers)
+                factory = fast_factory(fast, fallback, options.max_headers,
+                                       min(options.max_line_size, options.max_field_size))
                 if fast_paths is not None:
                     fast_paths.append(fast)
             server = await loop.create_server(

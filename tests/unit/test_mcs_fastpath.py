@@ -412,6 +412,7 @@ CASES: dict[str, bytes] = {
     "connection close": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Connection: close\r\n"),
     "healthz": _request("/healthz"),
     "other path head": _request("/nosuch", "HEAD"),
+    "big header": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "X-Big: " + "a" * 9000 + "\r\n"),
     "bad header": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Bad Header: x\r\n"),
     "pipelined": _request("/config/worker", extra=AUTHZ + ACCEPT35) + _request("/config/worker", "HEAD", AUTHZ)
     + _request("/healthz") + _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip\r\n"),
