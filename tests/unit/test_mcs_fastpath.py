@@ -36,7 +36,8 @@ from mcs.store_mode import build_store_state
 from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
 from tests.unit.test_mcs_server import write_tls
-from tests.unit.test_mcs_store_mode import bearer, data_url_text, make_store, pool_token, store_options
+from tests.unit.test_mcs_store_mode import bearer, credentials_of, data_url_text, make_store, pool_token, \
+    store_options
 from tests.unit.test_mcs_tls import FakeHandler
 
 IGN = "application/vnd.coreos.ignition+json"
@@ -684,3 +685,33 @@ def test_event_loop_choice() -> None:
     assert loop_factory("asyncio") is asyncio.new_event_loop
     with pytest.raises(ValueError, match="expected auto, uvloop or asyncio"):
         loop_factory("trio")
+
+
+def test_store_mode_same_answers_as_aiohttp(tmp_path: Path) -> None:
+    # `mcs start`: the served config names the server URL the request came in by (Host header and
+    # scheme), so each (scheme, Host) is its own cached variant; a Host that is no host is aiohttp's 400.
+    _, inputs, sdir = make_store(tmp_path)
+    tls = Tls(tmp_path)
+    options = ServerOptions(store=f"local:{inputs}", state_dir=sdir, cert=tls.cert, key=tls.key, secure_port=0,
+                            insecure_port=0, bind_address="127.0.0.1")
+    fast = InProcessServer(options).start()
+    plain = InProcessServer(dataclasses.replace(options, fast_path=False)).start()
+    try:
+        auth = f"Authorization: Bearer {pool_token(sdir, 'worker')}\r\n"
+        for scheme in ("http", "https"):
+            for host in ("mcs.example:22624", "[::1]:22624", "10.0.0.5", "evil/x y"):
+                raw = f"GET /config/worker HTTP/1.1\r\nHost: {host}\r\n{auth}{ACCEPT35}\r\n".encode()
+                for _ in range(2):  # the first builds the variant
+                    answered = fast.answered
+                    ours, theirs = exchange(fast, scheme, tls, raw), exchange(plain, scheme, tls, raw)
+                    assert split_responses(ours, raw) == split_responses(theirs, raw)
+                status = split_responses(ours, raw)[0][0]
+                if host == "evil/x y":
+                    assert status == "HTTP/1.1 400 Bad Request" and fast.answered == answered
+                else:
+                    assert status == "HTTP/1.1 200 OK" and fast.answered == answered + 1
+                    body = split_responses(ours, raw)[0][2]
+                    assert credentials_of(json.loads(body))[0]["server"] == f"{scheme}://{host}"
+    finally:
+        fast.stop()
+        plain.stop()
