@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import CURRENT, DESIRED, REASON, STATE, condition, wait_until
+from tests.e2e.cluster import (CURRENT, DESIRED, REASON, REPO_ROOT, STATE, condition,
+                               wait_until)
 from tests.e2e.conftest import E2E, JOIN_TIMEOUT, WORKERS
 from tests.e2e.history import NodeHistory
 from tests.e2e.nodes import FIRSTBOOT_UNIT_NAME
@@ -315,3 +319,30 @@ def test_hand_edit_degrades_the_node_until_the_file_is_fixed(e2e: E2E) -> None:
     e2e.wait_pool_updated(60)
     assert len(e2e.supervisor.reboots) == reboots, "fixing a drifted file needs no reboot"
     assert host.file(REGISTRIES).content == original
+
+
+def test_host_checks_pass_on_every_node(e2e: E2E, tmp_path: Path) -> None:
+    """The tests/hosts suite, unchanged (the Vagrant test runs it against its VMs), against the
+    three nodes: given their ssh config and the pool's rendered config."""
+    target = e2e.wait_pool_updated(ROLLOUT_TIMEOUT)
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("".join(node.ssh_config.read_text() for node in e2e.nodes))
+
+    def host_suite(config_name: str) -> subprocess.CompletedProcess[str]:
+        rendered = tmp_path / f"{config_name}.json"
+        rendered.write_text(json.dumps(e2e.store.get_rendered(config_name)))
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             str(REPO_ROOT / "tests/hosts"), "--hosts=" + ",".join(f"ssh://{n}" for n in WORKERS),
+             f"--ssh-config={ssh_config}", f"--mc-config={rendered}"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+    proc = host_suite(target)
+    assert proc.returncode == 0, f"tests/hosts failed on the nodes:\n{proc.stdout[-6000:]}"
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
+    # and it can fail: the master pool's config is not what these workers run
+    master = str(e2e.pool("master")["spec"]["configuration"]["name"])
+    proc = host_suite(master)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "test_current_config_is_the_pools" in proc.stdout, proc.stdout[-3000:]

@@ -1,0 +1,306 @@
+"""The mini cluster of vagrant/ for real: the Debian box built (cached by its recipe), libvirt
+started by hand when it is not running, two VMs brought up with `vagrant up` (plain QEMU where
+the host has no usable KVM), both join from their fw_cfg pointer config and reach Done, one
+kubelet change rolls out with a reboot per VM within maxUnavailable 1, and the tests/hosts
+suite passes against both VMs. `vagrant destroy -f` and the host-side programs are stopped
+whatever happens.
+
+Each phase's duration is printed and written to WORKDIR/timings.txt (no timed assertions).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.cluster import (CURRENT, DESIRED, STATE, free_port, node_summary,
+                               open_local_store, pool_summary, wait_until)
+from tests.e2e.conftest import set_max_unavailable
+from tests.e2e.history import NodeHistory
+
+log = logging.getLogger(__name__)
+
+pytestmark = [pytest.mark.vagrant, pytest.mark.timeout(2400)]
+
+REPO = Path(__file__).resolve().parents[2]
+VAGRANT_DIR = REPO / "vagrant"
+RUNS_DIR = Path("/var/tmp/machine-config-tests")
+CACHE_DIR = Path(os.environ.get("MCT_CACHE_DIR", "/var/cache/machine-config-tests"))
+WORKERS = ("worker-1", "worker-2")
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+TOOLS = ("vagrant", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img",
+         "debootstrap", "sfdisk", "grub-mkimage", "mkfs.ext4", "ssh", "openssl", "curl")
+# generous: under emulation on 2 busy cores a boot takes 2-4 min
+UP_TIMEOUT = 1500
+JOIN_TIMEOUT = 900
+ROLLOUT_TIMEOUT = 1200
+
+
+def require_prerequisites() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if os.geteuid() != 0:
+        pytest.skip(f"the Vagrant test needs root ({', '.join(missing + ['root'])})")
+    if missing or not Path("/usr/lib/grub/i386-pc/boot.img").exists():
+        pytest.fail(f"Vagrant test prerequisites missing: {', '.join(missing) or 'grub-pc-bin'} "
+                    "(scripts/setup test installs them)")
+
+
+@dataclass
+class Timings:
+    path: Path
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    start: float = field(default_factory=time.monotonic)
+
+    def phase(self, name: str) -> _Phase:
+        return _Phase(self, name)
+
+    def record(self, name: str, seconds: float) -> None:
+        self.phases.append((name, seconds))
+        line = f"[vagrant test] {name}: {seconds:.0f}s"
+        print(line, flush=True)
+        log.info(line)
+        self.write()
+
+    def write(self) -> None:
+        lines = [f"{name:<40} {seconds:7.0f}s" for name, seconds in self.phases]
+        lines.append(f"{'total so far':<40} {time.monotonic() - self.start:7.0f}s")
+        self.path.write_text("\n".join(lines) + "\n")
+
+
+@dataclass
+class _Phase:
+    timings: Timings
+    name: str
+    began: float = 0.0
+
+    def __enter__(self) -> _Phase:
+        self.began = time.monotonic()
+        print(f"[vagrant test] {self.name} ...", flush=True)
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        suffix = "" if exc_type is None else " (failed)"
+        self.timings.record(self.name + suffix, time.monotonic() - self.began)
+
+
+@dataclass
+class VagrantCluster:
+    """One `vagrant up` of vagrant/Vagrantfile with its own state, network, port and names."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    subnet: str = "192.168.126"
+
+    def __post_init__(self) -> None:
+        self.input_dir = self.workdir / "input"
+        self.state_dir = self.workdir / "state"
+        self.console_dir = self.workdir / "console"
+        self.ssh_config = self.workdir / "ssh-config"
+        self.timings = Timings(self.workdir / "timings.txt")
+        self.network = f"mct-{os.getpid()}"
+        self.env = {
+            **os.environ,
+            "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_DOTFILE_PATH": str(self.workdir / "dotvagrant"),
+            "MC_BOX": "debian", "MC_WORKERS": str(len(WORKERS)), "MC_MEMORY": "1024",
+            "MC_STATE": str(self.state_dir), "MC_INPUT": str(self.input_dir),
+            "MC_CONSOLE_DIR": str(self.console_dir), "MC_SUBNET": self.subnet,
+            "MC_NETWORK": self.network, "MC_PORT": str(self.port),
+            "MC_PREFIX": f"mct-{os.getpid()}-",
+        }
+        self.env.pop("MC_ACCEL", None)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.subnet}.1:{self.port}"
+
+    def vagrant(self, *args: str, timeout: float, log_name: str) -> subprocess.CompletedProcess[str]:
+        """Run vagrant in vagrant/; its (long, progress-bar) output goes to WORKDIR/<log_name>."""
+        with open(self.workdir / log_name, "a") as out:
+            proc = subprocess.run(["vagrant", *args], cwd=VAGRANT_DIR, env=self.env, text=True,
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        return proc
+
+    def log_tail(self, log_name: str, lines: int = 30) -> str:
+        try:
+            text = (self.workdir / log_name).read_text(errors="replace")
+        except OSError:
+            return ""
+        kept = [l for l in text.replace("\r", "\n").splitlines() if "Progress:" not in l]
+        return "\n".join(kept[-lines:])
+
+    def consoles(self, lines: int = 25) -> str:
+        parts = []
+        for path in sorted(self.console_dir.glob("*.log")):
+            text = path.read_text(errors="replace").replace("\r", "")
+            parts.append(f"--- {path.name}\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
+
+    def store(self) -> Any:
+        return open_local_store(self.input_dir, self.state_dir)
+
+    def ssh(self, name: str, command: str, timeout: float = 120) -> str:
+        proc = subprocess.run(["ssh", "-F", str(self.ssh_config), name, command],
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"ssh {name} {command!r} exited {proc.returncode}: "
+                                 f"{proc.stderr[-500:]}")
+        return proc.stdout
+
+    def stop_host_side(self) -> None:
+        subprocess.run([str(VAGRANT_DIR / "cluster"), "stop", "--state", str(self.state_dir),
+                        "--network", self.network, "--subnet", self.subnet,
+                        "--port", str(self.port)],
+                       timeout=120, check=False, capture_output=True)
+
+
+def describe(cluster: VagrantCluster, store: Any) -> str:
+    try:
+        state = pool_summary(dict(store.get_object("MachineConfigPool", "worker"))) + "\n" + \
+            node_summary(store.list_nodes())
+    except Exception as err:  # noqa: BLE001 - a description must not hide the failure
+        state = f"(store unreadable: {err!r})"
+    return f"{state}\nmcc:\n{tail(cluster.state_dir / 'mcc.log')}\nconsoles:\n{cluster.consoles()}"
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def pool_updated(store: Any, target: str | None = None) -> str | None:
+    """The worker pool's config when it is Updated and both VMs are Done on it."""
+    pool = dict(store.get_object("MachineConfigPool", "worker"))
+    spec = ((pool.get("spec") or {}).get("configuration") or {}).get("name")
+    status = ((pool.get("status") or {}).get("configuration") or {}).get("name")
+    cond = {c.get("type"): c.get("status") for c in (pool.get("status") or {}).get("conditions") or []}
+    if not spec or spec != status or cond.get("Updated") != "True":
+        return None
+    if target is not None and spec != target:
+        return None
+    nodes = {n.name: n.annotations for n in store.list_nodes()}
+    if sorted(nodes) != sorted(WORKERS) or any(
+            a.get(CURRENT) != spec or a.get(DESIRED) != spec or a.get(STATE) != "Done"
+            for a in nodes.values()):
+        return None
+    return str(spec)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[VagrantCluster]:
+    require_prerequisites()
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    workdir = RUNS_DIR / f"vagrant-{os.getpid()}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    workdir.chmod(0o711)  # QEMU (libvirt-qemu) reads the pointer configs under it
+    running = VagrantCluster(workdir)
+    running.console_dir.mkdir()
+    shutil.copytree(REPO / "examples/cluster", running.input_dir)
+    set_max_unavailable(running.input_dir / "pools.yaml", "worker", 1)
+    libvirt_started = False
+    try:
+        with running.timings.phase("box build (vagrant/box/build)"):
+            proc = subprocess.run([sys.executable, str(VAGRANT_DIR / "box/build"),
+                                   "--cache-dir", str(CACHE_DIR)],
+                                  capture_output=True, text=True, timeout=1800)
+            (workdir / "box-build.log").write_text(proc.stdout + proc.stderr)
+            assert proc.returncode == 0, f"vagrant/box/build failed:\n{proc.stderr[-3000:]}"
+        with running.timings.phase("libvirtd"):
+            proc = subprocess.run([str(VAGRANT_DIR / "libvirtd"), "start"], capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, f"vagrant/libvirtd start: {proc.stderr}"
+            libvirt_started = proc.stdout.strip() == "started"
+        yield running
+    finally:
+        try:
+            with running.timings.phase("vagrant destroy -f"):
+                destroyed = running.vagrant("destroy", "-f", timeout=600, log_name="destroy.log")
+            if destroyed.returncode != 0:
+                log.error("vagrant destroy -f exited %d:\n%s", destroyed.returncode,
+                          running.log_tail("destroy.log"))
+        finally:
+            running.stop_host_side()
+            if libvirt_started:
+                subprocess.run([str(VAGRANT_DIR / "libvirtd"), "stop"], timeout=120, check=False)
+            print("[vagrant test] timings:\n" + running.timings.path.read_text(), flush=True)
+
+
+def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: VagrantCluster
+                                                                  ) -> None:
+    with cluster.timings.phase(f"vagrant up ({len(WORKERS)} VMs)"):
+        up = cluster.vagrant("up", "--provider=libvirt", timeout=UP_TIMEOUT, log_name="up.log")
+        assert up.returncode == 0, f"vagrant up exited {up.returncode}:\n" \
+            f"{cluster.log_tail('up.log')}\n{cluster.consoles()}"
+    store = cluster.store()
+
+    with cluster.timings.phase("join: both VMs Done"):
+        joined = wait_until(lambda: pool_updated(store), JOIN_TIMEOUT,
+                            "both VMs to join the worker pool and report Done",
+                            lambda: describe(cluster, store), interval=2)
+    ssh_config = subprocess.run(["vagrant", "ssh-config"], cwd=VAGRANT_DIR, env=cluster.env,
+                                capture_output=True, text=True, timeout=120, check=True).stdout
+    cluster.ssh_config.write_text(ssh_config)
+    boots = {name: cluster.ssh(name, "cat /proc/sys/kernel/random/boot_id").strip()
+             for name in WORKERS}
+    for name in WORKERS:
+        # the VM named itself from its pointer config, and the daemon runs from the served unit
+        assert cluster.ssh(name, "hostname").strip() == name
+        assert cluster.ssh(name, "systemctl is-active machine-config-daemon").strip() == "active"
+
+    # a kubelet change: the default disruption policy reboots for kubelet.conf
+    path = cluster.input_dir / "kubeletconfig.yaml"
+    kubelet_config = yaml.safe_load(path.read_text())
+    kubelet_config["spec"]["kubeletConfig"]["maxPods"] = 242
+    with cluster.timings.phase("rollout with reboots (maxUnavailable 1)"):
+        with NodeHistory(cluster.store, interval=0.5) as history:
+            tmp = path.with_name(".kubeletconfig.yaml.tmp")
+            tmp.write_text(yaml.safe_dump(kubelet_config, sort_keys=False))
+            os.replace(tmp, path)
+            target = wait_until(
+                lambda: (lambda t: t if t and t != joined else None)(
+                    dict(store.get_object("MachineConfigPool", "worker"))["spec"]
+                    ["configuration"]["name"]),
+                120, "a new rendered config for the worker pool", lambda: describe(cluster, store))
+            wait_until(lambda: pool_updated(store, target), ROLLOUT_TIMEOUT,
+                       f"both VMs Done on {target}", lambda: describe(cluster, store), interval=2)
+    assert not history.errors, history.errors
+    worst, where = history.max_unavailable()
+    assert worst <= 1, f"{worst} VMs unavailable at once: {where}"
+    windows = history.update_windows(target)
+    assert sorted(windows) == sorted(WORKERS), windows
+    (first_start, first_done), (second_start, _) = sorted(windows.values())
+    assert second_start >= first_done, f"the VMs updated at the same time: {windows}"
+    for name in WORKERS:
+        assert cluster.ssh(name, "cat /proc/sys/kernel/random/boot_id").strip() != boots[name], \
+            f"{name} did not reboot"
+        assert '"maxPods": 242' in cluster.ssh(name, f"cat {KUBELET_CONF}")
+
+    with cluster.timings.phase("tests/hosts against the VMs"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             str(REPO / "tests/hosts"), "--hosts=" + ",".join(f"ssh://{n}" for n in WORKERS),
+             f"--ssh-config={cluster.ssh_config}", "--sudo",
+             f"--mc-config={cluster.url}/config/worker",
+             f"--mc-ca={cluster.state_dir / 'tls/ca.crt'}",
+             f"--mc-token-file={cluster.state_dir / 'tokens'}"],
+            cwd=REPO, capture_output=True, text=True, timeout=900)
+        (cluster.workdir / "hosts-suite.log").write_text(proc.stdout + proc.stderr)
+        print(proc.stdout[-1500:], flush=True)
+    assert proc.returncode == 0, f"tests/hosts failed against the VMs:\n{proc.stdout[-6000:]}"
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
