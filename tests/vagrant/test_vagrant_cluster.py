@@ -101,6 +101,7 @@ class VagrantCluster:
     workdir: Path
     port: int = field(default_factory=free_port)
     subnet: str = "192.168.126"
+    failed: bool = True  # until the test says otherwise
 
     def __post_init__(self) -> None:
         self.input_dir = self.workdir / "input"
@@ -238,6 +239,10 @@ def cluster() -> Iterator[VagrantCluster]:
             if libvirt_started:
                 subprocess.run([str(VAGRANT_DIR / "libvirtd"), "stop"], timeout=120, check=False)
             print("[vagrant test] timings:\n" + running.timings.path.read_text(), flush=True)
+            if not running.failed:
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                print(f"[vagrant test] logs, consoles and timings kept in {workdir}", flush=True)
 
 
 def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: VagrantCluster
@@ -304,3 +309,4 @@ def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: Vagran
     assert proc.returncode == 0, f"tests/hosts failed against the VMs:\n{proc.stdout[-6000:]}"
     summary = proc.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
+    cluster.failed = False
