@@ -215,17 +215,18 @@ def cluster() -> Iterator[VagrantCluster]:
     set_max_unavailable(running.input_dir / "pools.yaml", "worker", 1)
     libvirt_started = False
     try:
+        # libvirtd first: the box build deletes vagrant-libvirt's copy of an older box
+        with running.timings.phase("libvirtd"):
+            proc = subprocess.run([str(VAGRANT_DIR / "libvirtd"), "start"], capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, f"vagrant/libvirtd start: {proc.stderr}"
+            libvirt_started = proc.stdout.strip() == "started"
         with running.timings.phase("box build (vagrant/box/build)"):
             proc = subprocess.run([sys.executable, str(VAGRANT_DIR / "box/build"),
                                    "--cache-dir", str(CACHE_DIR)],
                                   capture_output=True, text=True, timeout=1800)
             (workdir / "box-build.log").write_text(proc.stdout + proc.stderr)
             assert proc.returncode == 0, f"vagrant/box/build failed:\n{proc.stderr[-3000:]}"
-        with running.timings.phase("libvirtd"):
-            proc = subprocess.run([str(VAGRANT_DIR / "libvirtd"), "start"], capture_output=True,
-                                  text=True, timeout=120)
-            assert proc.returncode == 0, f"vagrant/libvirtd start: {proc.stderr}"
-            libvirt_started = proc.stdout.strip() == "started"
         yield running
     finally:
         try:
