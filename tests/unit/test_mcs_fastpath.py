@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import gzip
 import http.client
 import json
@@ -715,3 +716,54 @@ def test_store_mode_same_answers_as_aiohttp(tmp_path: Path) -> None:
     finally:
         fast.stop()
         plain.stop()
+
+
+def test_two_workers_count_every_request(tmp_path: Path) -> None:
+    # `mcs bootstrap --workers 2` with prometheus-client's multiprocess directory: each worker adds
+    # its tallies to the shared files at least once a second, so a scrape (answered by either
+    # worker) comes to the number of requests made, over connections both workers took.
+    import os
+    import subprocess
+    import sys
+
+    from tests.unit.test_mcs_server import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base, kubeconfig = write_layout(tmp_path)
+    metrics_dir = tmp_path / "prom"
+    metrics_dir.mkdir()
+    log = tmp_path / "log"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mcs.cli", "bootstrap", "--server-basedir", str(base),
+                                 "--bootstrap-kubeconfig", str(kubeconfig), "--insecure-port", str(port),
+                                 "--secure-port", "-1", "--bind-address", "127.0.0.1", "--workers", "2"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    try:
+        give_up = time.monotonic() + DEADLINE
+        while log.read_text().count("listening on") < 2:
+            assert proc.poll() is None and time.monotonic() < give_up, log.read_text()
+            time.sleep(0.05)
+        assert log.read_text().count("(event loop: uvloop)") == 2
+        for _ in range(40):  # a new connection each: SO_REUSEPORT spreads them over the workers
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            conn.request("GET", "/config/worker", headers={"Accept": V35["Accept"]})
+            assert conn.getresponse().read()
+            conn.close()
+        line = 'mcs_config_requests_total{code="200",pool="worker",version="3.5.0"} 40.0'
+        # One connection, so one worker answers every scrape: the other's count arrives by itself.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        while True:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            if line in text:
+                break
+            assert time.monotonic() < give_up, text
+            time.sleep(0.2)
+        conn.close()
+        assert len(list(metrics_dir.glob("counter_*.db"))) == 2  # both workers answered some
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log.read_text()
