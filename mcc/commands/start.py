@@ -43,7 +43,24 @@ def register(subparsers: Any) -> None:
                         help="YAML mapping of extra variables for the templates")
     parser.add_argument("--no-gc", action="store_true",
                         help="keep rendered configs nothing refers to (MCO's behaviour)")
+    parser.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                        help="serve /metrics (mcc_drain_err) there; off by default")
     parser.set_defaults(func=run)
+
+
+def serve_metrics(listen: str) -> int | None:
+    """The controller's /metrics in a thread; returns the port, None when it could not start."""
+    from prometheus_client import start_http_server
+
+    from mcc.drain_controller import METRICS
+    host, _, port = listen.rpartition(":")
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=METRICS)
+    except (OSError, ValueError) as err:
+        log.warning("metrics listener on %s not started: %s", listen, err)
+        return None
+    log.info("metrics on http://%s:%d/metrics", host or "127.0.0.1", server.server_port)
+    return int(server.server_port)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mcc start: {e}", file=sys.stderr)
         return 1
     controller = Controller(store, args.templates, values, gc_enabled=not args.no_gc)
+    if args.metrics_listen and not args.once:
+        serve_metrics(args.metrics_listen)
     if args.once:
         report = controller.run_pass()
         for error in [*report.render_errors.values(), *report.errors,
