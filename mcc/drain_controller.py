@@ -54,7 +54,7 @@ MAX_NAMED_BLOCKERS = 10
 MAX_REASON_LENGTH = 2000  # like the daemon's reason annotation
 EVENT_MESSAGE_LIMIT = 1024  # kube-apiserver's limit on an Event's note (the scheduler's truncation)
 
-# Where mcc's metrics live (the controller has no HTTP listener yet; tests read it directly).
+# Where mcc's metrics live (served by `mcc start --metrics-listen HOST:PORT`).
 METRICS = CollectorRegistry()
 
 
