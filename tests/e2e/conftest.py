@@ -171,10 +171,3 @@ def _steps_in_order(request: pytest.FixtureRequest) -> Iterator[None]:
     if report is not None and report.failed:
         _FAILED[module] = request.node.name
 
-
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]

@@ -50,11 +50,3 @@ def node(node_factory: NodeFactory, request: pytest.FixtureRequest) -> Iterator[
             log.error("node %s console:\n%s", created.name, created.console_tail(60))
         node_factory.destroy(created)
 
-
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    # keep the call-phase report on the item so the node fixture can dump the console on failure
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]

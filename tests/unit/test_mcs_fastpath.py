@@ -37,6 +37,7 @@ from mcs.store_mode import build_store_state
 from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
 from tests.unit.test_mcs_server import write_tls
+from tests.unit.slowclient import trickle_until_closed
 from tests.unit.test_mcs_store_mode import bearer, credentials_of, data_url_text, make_store, pool_token, \
     store_options
 from tests.unit.test_mcs_tls import FakeHandler
@@ -560,19 +561,7 @@ def test_trickling_client_is_dropped_on_the_fast_path(pair: tuple[InProcessServe
     request = CASES["get"]
     with socket.create_connection(fast.address("http"), timeout=10) as sock:
         started = time.monotonic()
-        closed = False
-        for i in range(len(request) - 1):
-            try:
-                sock.sendall(request[i:i + 1])
-                sock.settimeout(0.2)
-                if sock.recv(1024) == b"":
-                    closed = True
-                    break
-            except socket.timeout:
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
+        closed = trickle_until_closed(sock, request[:-1])
         assert closed, "a client trickling its request head was never disconnected"
         assert time.monotonic() - started < 15
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.unit.test_mcs_layout import KUBECONFIG, write_layout
+from tests.unit.slowclient import trickle_until_closed
 
 IGN = "application/vnd.coreos.ignition+json"
 TOKEN = "worker-token-5d1f0c2a9b"
@@ -316,19 +317,7 @@ def _raw(server: Server) -> tuple[str, int]:
 def test_one_byte_a_second_client_is_dropped(server: Server) -> None:
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"
     with socket.create_connection(_raw(server), timeout=10) as sock:
-        closed = False
-        for i in range(len(request)):
-            try:
-                sock.sendall(request[i:i + 1])
-                sock.settimeout(0.2)
-                if sock.recv(1024) == b"":
-                    closed = True
-                    break
-            except socket.timeout:
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                closed = True
-                break
+        closed = trickle_until_closed(sock, request)
         assert closed, "a client trickling its request head was never disconnected"
     assert server.get("/healthz")[0] == 200
 
