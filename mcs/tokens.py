@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mcs.auth import TokenFileError, bearer_token, parse_tokens
+from mcs.layout import Signature, stat_signature
 from mcs.serve import POOL_NAME
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,13 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class _Reloading:
     """A file re-read (at most every `check_interval` seconds) when its stat signature changes."""
 
     def __init__(self, path: Path, check_interval: float) -> None:
         self.path = path
         self.check_interval = check_interval
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: Signature | None = None
         self._checked = -1e9
 
     def _maybe_reload(self, force: bool = False) -> None:
@@ -86,7 +79,7 @@ class _Reloading:
         if not force and now - self._checked < self.check_interval:
             return
         self._checked = now
-        signature = _signature(self.path)
+        signature = stat_signature(self.path)
         if signature == self._signature:
             return
         try:
