@@ -184,23 +184,26 @@ def _version_text(raw: bytes) -> str | None:
     return version if isinstance(version, str) else None
 
 
+def _last_member(obj: Any, key: str) -> Any:
+    """The value of `key` in an object node of that tree (the last one, as json.loads keeps)."""
+    found = None
+    for member in obj.members:
+        if member.key == key:
+            found = member.node
+    return found
+
+
 def _version_text_of_tree(root: Any) -> str | None:
     """_version_text from decode.parse_json_fast's tree of the same bytes (which exists only when
     json.loads reads them as the same document): the last duplicate key wins, as in a dict."""
     if root.kind != "object":
         return None
-    ignition = None
-    for member in root.members:
-        if member.key == "ignition":
-            ignition = member.node
+    ignition = _last_member(root, "ignition")
     if ignition is None or ignition.kind == "null":
         return ""
     if ignition.kind != "object":
         return None
-    version = None
-    for member in ignition.members:
-        if member.key == "version":
-            version = member.node
+    version = _last_member(ignition, "version")
     if version is None or version.kind == "null":
         return ""
     return str(version.value) if version.kind == "string" else None
