@@ -166,6 +166,17 @@ def node_record(node: JSON) -> NodeRecord:
                       resource_version=rv)
 
 
+def _retry_on_conflict(what: str, attempt: Callable[[], None]) -> None:
+    """Run `attempt` (read, compare, write with the resourceVersion it read) until no 409."""
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            attempt()
+            return
+        except ConflictError:
+            continue
+    raise ConflictError(f"kube: {what}: still conflicting after {CONFLICT_RETRIES} attempts")
+
+
 def _check_changes(changes: Mapping[str, str | None], what: str) -> None:
     for k, v in changes.items():
         if not isinstance(k, str) or not k or (v is not None and not isinstance(v, str)):
@@ -422,29 +433,22 @@ class KubeStore:
         name = str(desired["metadata"].get("name") or "")
         if not name:
             raise StoreError(f"put {kind}: metadata.name is required")
-        for _ in range(CONFLICT_RETRIES):
+        def attempt() -> None:
             try:
                 current = self._get_custom(kind, name)
             except NotFoundError:
-                try:
-                    self._call(f"create {CUSTOM_KINDS[kind]} {name}",
-                               lambda: self.client.create(res(desired)))
-                    return
-                except ConflictError:
-                    continue  # created meanwhile (409 AlreadyExists): read it and compare
+                # 409 AlreadyExists when created meanwhile: the next attempt reads and compares.
+                self._call(f"create {CUSTOM_KINDS[kind]} {name}",
+                           lambda: self.client.create(res(desired)))
+                return
             if self._same(current, desired):
                 return
             body = copy.deepcopy(desired)
-            meta = body["metadata"]
-            meta["resourceVersion"] = current["metadata"].get("resourceVersion")
-            try:
-                self._call(f"replace {CUSTOM_KINDS[kind]} {name}",
-                           lambda: self.client.replace(res(body)))
-                return
-            except ConflictError:
-                continue
-        raise ConflictError(f"kube: {kind} {name}: still conflicting after "
-                            f"{CONFLICT_RETRIES} attempts")
+            body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+            self._call(f"replace {CUSTOM_KINDS[kind]} {name}",
+                       lambda: self.client.replace(res(body)))
+
+        _retry_on_conflict(f"{kind} {name}", attempt)
 
     def put_object(self, obj: Mapping[str, Any]) -> None:
         self._controller_only("write objects")
@@ -477,19 +481,15 @@ class KubeStore:
         self._controller_only("write status")
         res = self._resource(kind)
         want = copy.deepcopy(dict(status))
-        for _ in range(CONFLICT_RETRIES):
+        def attempt() -> None:
             current = self._get_custom(kind, name)
             if (current.get("status") or {}) == want:
                 return
             current["status"] = want
-            try:
-                self._call(f"update {CUSTOM_KINDS[kind]}/{name}/status",
-                           lambda: self.client.replace(res.Status(current), name))
-                return
-            except ConflictError:
-                continue
-        raise ConflictError(f"kube: status of {kind} {name}: still conflicting after "
-                            f"{CONFLICT_RETRIES} attempts")
+            self._call(f"update {CUSTOM_KINDS[kind]}/{name}/status",
+                       lambda: self.client.replace(res.Status(current), name))
+
+        _retry_on_conflict(f"status of {kind} {name}", attempt)
 
     # ----- rendered configs
 
