@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from machineconfig import constants as C
-from machineconfig.store import ConflictError, ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store
+from machineconfig.store import ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store
 from machineconfig.store.remote import RemoteNodeAPI
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,11 @@ def connect_remote(url: str | None, node: str, root: Path, credentials_path: Pat
     if credentials is None:
         raise StoreError(f"node {node} has no valid token and no {credentials_path} to register")
     labels = {**default_labels(root, credentials), **labels}
-    try:
-        # The last token proves this is the same machine; the server refuses (409) to hand a
-        # registered node's name to a caller without it.
-        api, record = RemoteNodeAPI.register(url, credentials.pool_token, node, labels, ca_file,
-                                             node_token=stored or None, on_token=keep)
-    except ConflictError as err:
-        raise StoreError(f"{err} (on the server: mcs node revoke {node} --state SDIR)") from err
+    # The last token proves this is the same machine: the server refuses (409, a ConflictError
+    # the caller retries) to hand a registered node's name to a caller without it, until the
+    # admin revokes the node's tokens (`mcs node revoke NAME`).
+    api, record = RemoteNodeAPI.register(url, credentials.pool_token, node, labels, ca_file,
+                                         node_token=stored or None, on_token=keep)
     log.info("node %s registered with labels %s", record.name, sorted(record.labels))
     return api
 

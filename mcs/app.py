@@ -62,6 +62,7 @@ class ServerState:
     per_server_url: bool = False
     advertise_url: str | None = None
     node_api: NodeAPIState | None = None
+    tls_port: int | None = None  # the bound TLS port (set by the server once it listens)
 
 
 STATE = web.AppKey("mcs_state", ServerState)
@@ -133,8 +134,13 @@ def server_url_for(state: ServerState, scheme: str, host: str) -> str | None:
     """`server_url` from the request's scheme and Host header; None when the Host is not a host."""
     if state.advertise_url is not None:
         return state.advertise_url.rstrip("/")
-    if not _HOST.match(host) or len(host) > 260:
+    match = _HOST.match(host)
+    if match is None or len(host) > 260:
         return None
+    if scheme == "http" and state.node_api is not None and state.tls_port is not None:
+        # The node API is served over TLS only: a config fetched from the plain port names the
+        # TLS listener at the same host.
+        return f"https://{match.group(1)}:{state.tls_port}"
     return f"{scheme}://{host}"
 
 

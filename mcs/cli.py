@@ -30,8 +30,8 @@ def _port(text: str) -> int | None:
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if not 60 <= value <= 366 * 24 * 3600:
-        raise argparse.ArgumentTypeError(f"not a lifetime between 60 seconds and a year: {text}")
+    if not 2 <= value <= 366 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"not a lifetime between 2 seconds and a year: {text}")
     return value
 
 

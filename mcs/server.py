@@ -235,6 +235,8 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             servers.append(server)
             for sock in server.sockets:
                 host, bound = sock.getsockname()[:2]
+                if scheme == "https":
+                    state.tls_port = bound
                 shown = f"[{host}]" if ":" in host else host
                 urls.append(f"{scheme}://{shown}:{bound}")
         for url in urls:

@@ -294,17 +294,17 @@ class NodeTokens(_Reloading):
         return name in self._entries
 
     def owns(self, name: str, token: str) -> bool:
-        """Whether `token` is node `name`'s own: its latest token (even expired: the node was
-        off for a while) or the one it replaced, within the grace period."""
+        """Whether `token` is node `name`'s own, as proof for registering it again: its latest
+        token or the one it replaced, expired or not (the node was off for a while, or died
+        between renewing and storing the new token). Proof only: no API call takes an expired
+        token."""
         self._maybe_reload()
         entry = self._entries.get(name)
         if entry is None:
             return False
         presented = digest(token)
-        if hmac.compare_digest(presented, entry.digest):
-            return True
-        return entry.previous is not None and hmac.compare_digest(presented, entry.previous) \
-            and self.clock() < entry.previous_expires
+        return hmac.compare_digest(presented, entry.digest) or (
+            entry.previous is not None and hmac.compare_digest(presented, entry.previous))
 
     def node_for(self, authorization: str | None) -> str | None:
         """The node whose valid (unexpired) token the `Authorization` header carries, if any."""

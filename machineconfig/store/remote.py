@@ -105,6 +105,10 @@ class RemoteNodeAPI:
                 return
             try:
                 self.renew()
+            except ForbiddenError:
+                # Not a valid token (any more): the call itself fails the same way, and the
+                # caller registers again.
+                self._renew_at = time.monotonic() + 60.0
             except StoreError as e:
                 # The token may still be valid for a while: try again in a minute.
                 log.warning("node token not renewed, retrying in 60 s: %s", e)
