@@ -7,7 +7,6 @@ node, record events about the own node, and long-poll the store revision.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import re
@@ -23,6 +22,7 @@ from machineconfig.store.base import MACHINE_CONFIG_POOL
 from mcs.node_policy import (
     PolicyError, RateLimiter, check_labels, describe_pools, parse_json_object, pool_of, pools_selecting,
 )
+from mcs.revision_watch import RevisionWatch
 from mcs.tokens import IssuedToken, NodeTokens, PoolTokens
 
 log = logging.getLogger(__name__)
@@ -37,73 +37,6 @@ _MAX_KEY = 317  # prefix (253) + "/" + name (63)
 _MAX_VALUE = 8192
 _EVENT_TYPES = ("Normal", "Warning")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="machine-config-server"'}
-
-
-class RevisionWatch:
-    """One thread long-polls the store (`wait_for_change`) and wakes every waiting request, so a
-    thousand watching nodes cost one thread, not a thousand."""
-
-    def __init__(self, store: Store, poll: float = 1.0) -> None:
-        self.store = store
-        self.poll = poll
-        self.revision: int | None = None
-        self._changed: asyncio.Future[int] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcs-watch")
-
-    async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.revision is None:
-            self.revision = await loop.run_in_executor(self._executor, self.store.revision)
-        if self._task is None:
-            self._changed = loop.create_future()
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        failing = False
-        while True:
-            assert self.revision is not None
-            try:
-                revision = await loop.run_in_executor(self._executor, self.store.wait_for_change,
-                                                      self.revision, self.poll)
-            except Exception as e:  # noqa: BLE001 - this task must outlive any store failure
-                if not failing:
-                    log.warning("watching the store failed, retrying every second: %s", type(e).__name__)
-                failing = True
-                await asyncio.sleep(1.0)
-                continue
-            failing = False
-            if revision != self.revision:
-                self.revision = revision
-                changed, self._changed = self._changed, loop.create_future()
-                if changed is not None and not changed.done():
-                    changed.set_result(revision)
-
-    async def wait(self, since: int, timeout: float) -> int:
-        """The revision once it differs from `since`, or when `timeout` seconds have passed.
-
-        A `since` ahead of the store (its state was replaced) is answered at once, as the store does.
-        """
-        await self._start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.revision == since:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._changed is None:
-                break
-            try:
-                await asyncio.wait_for(asyncio.shield(self._changed), remaining)
-            except TimeoutError:
-                break
-        assert self.revision is not None
-        return self.revision
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        # The worker thread ends by itself within `poll` seconds.
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _register_limiter() -> RateLimiter:

@@ -13,7 +13,8 @@ from mcs.app import ServerState
 from mcs.auth import AnyOf, Authorizer, TokenAuth
 from mcs.cache import ServedConfigCache
 from mcs.metrics import ServerMetrics
-from mcs.node_api import NodeAPIState, RevisionWatch
+from mcs.node_api import NodeAPIState
+from mcs.revision_watch import RevisionWatch
 from mcs.store_source import StoreSource
 from mcs.tokens import NodeTokens, PoolTokens
 
