@@ -1,5 +1,6 @@
 """How `mcd start` reaches its node record: the server's node API (registering with the pool's
-bootstrap token from node-credentials.json and keeping the node token it gets back, mode 0600),
+bootstrap token from node-credentials.json and keeping the node token it gets back, mode 0600,
+renewed before it expires),
 a store on the same host (`local:DIR` with a state directory, for tests and single machines), or
 the Kubernetes API (`kube[:KUBECONFIG]`: in a cluster the daemon patches its own Node).
 """
@@ -89,8 +90,15 @@ def connect_remote(url: str | None, node: str, root: Path, credentials_path: Pat
         _write_private(ca_path, credentials.ca_pem, 0o644)
         ca_file = str(ca_path)
     token_path = root / NODE_TOKEN_PATH.lstrip("/")
-    if token_path.exists():
-        api = RemoteNodeAPI(url, token_path.read_text().strip(), ca_file)
+
+    def keep(token: str) -> None:
+        # Every new token (registration, renewal) replaces the stored one before it is used.
+        _write_private(token_path, token + "\n")
+
+    stored = token_path.read_text().strip() if token_path.exists() else ""
+    if stored:
+        # Its lifetime is unknown here: the first call renews it (and learns the new one's).
+        api = RemoteNodeAPI(url, stored, ca_file, on_token=keep)
         try:
             api.get_node(node)
             log.info("node %s: using the stored node token with %s", node, url)
@@ -100,8 +108,11 @@ def connect_remote(url: str | None, node: str, root: Path, credentials_path: Pat
     if credentials is None:
         raise StoreError(f"node {node} has no valid token and no {credentials_path} to register")
     labels = {**default_labels(root, credentials), **labels}
-    api, record = RemoteNodeAPI.register(url, credentials.pool_token, node, labels, ca_file)
-    _write_private(token_path, api.token + "\n")
+    # The last token proves this is the same machine: the server refuses (409, a ConflictError
+    # the caller retries) to hand a registered node's name to a caller without it, until the
+    # admin revokes the node's tokens (`mcs node revoke NAME`).
+    api, record = RemoteNodeAPI.register(url, credentials.pool_token, node, labels, ca_file,
+                                         node_token=stored or None, on_token=keep)
     log.info("node %s registered with labels %s", record.name, sorted(record.labels))
     return api
 

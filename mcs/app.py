@@ -62,6 +62,7 @@ class ServerState:
     per_server_url: bool = False
     advertise_url: str | None = None
     node_api: NodeAPIState | None = None
+    tls_port: int | None = None  # the bound TLS port (set by the server once it listens)
 
 
 STATE = web.AppKey("mcs_state", ServerState)
@@ -133,8 +134,13 @@ def server_url_for(state: ServerState, scheme: str, host: str) -> str | None:
     """`server_url` from the request's scheme and Host header; None when the Host is not a host."""
     if state.advertise_url is not None:
         return state.advertise_url.rstrip("/")
-    if not _HOST.match(host) or len(host) > 260:
+    match = _HOST.match(host)
+    if match is None or len(host) > 260:
         return None
+    if scheme == "http" and state.node_api is not None and state.tls_port is not None:
+        # The node API is served over TLS only: a config fetched from the plain port names the
+        # TLS listener at the same host.
+        return f"https://{match.group(1)}:{state.tls_port}"
     return f"{scheme}://{host}"
 
 
@@ -266,13 +272,22 @@ async def observe(request: web.Request,
     return resp
 
 
-def make_app(state: ServerState) -> web.Application:
+async def handle_api_over_plain(request: web.Request) -> web.StreamResponse:
+    return error(404, "not found: the node API is served over TLS only")
+
+
+def make_app(state: ServerState, tls: bool = True) -> web.Application:
+    """The application of one listener. The node API (and so every token issued) is served on the
+    TLS listener only (`tls`); the plain one serves /config/<pool>, /healthz and /metrics."""
+    node_api = state.node_api if tls else None
     # Only the node API takes bodies (annotation patches, events); keep the rest tight.
     app = web.Application(middlewares=[observe],
-                          client_max_size=64 * 1024 if state.node_api is not None else 1024)
+                          client_max_size=64 * 1024 if node_api is not None else 1024)
     app[STATE] = state
-    if state.node_api is not None:
-        add_routes(app, state.node_api)
+    if node_api is not None:
+        add_routes(app, node_api)
+    elif state.node_api is not None:
+        app.router.add_route("*", "/api/{tail:.*}", handle_api_over_plain)
     app.router.add_route("*", "/config/{tail:.*}", handle_config)
     app.router.add_route("*", "/healthz", handle_healthz)
     app.router.add_route("*", "/metrics", handle_metrics)

@@ -1,5 +1,6 @@
 """The `mcs` command line: `mcs bootstrap` serves a bootstrap directory, `mcs start` serves a store
-(and the node API), `mcs pointer` prints the pointer Ignition config new machines boot with.
+(and the node API), `mcs pointer` prints the pointer Ignition config new machines boot with, and
+`mcs node revoke|list` administers the node tokens of a state directory.
 """
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def _port(text: str) -> int | None:
     value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port: {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 2 <= value <= 366 * 24 * 3600:
+        raise argparse.ArgumentTypeError(f"not a lifetime between 2 seconds and a year: {text}")
     return value
 
 
@@ -96,8 +104,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="extra `pool token` lines also accepted for /config/<pool>")
     start.add_argument("--bootstrap-kubeconfig", type=Path,
                        help="kubeconfig served as /etc/kubernetes/kubeconfig (default: none is served)")
+    start.add_argument("--node-token-ttl", type=_seconds, default=24 * 3600, metavar="SECONDS",
+                       help="lifetime of the node tokens the node API issues; daemons renew theirs at "
+                            "half-life (default 86400)")
     _timeout_args(start, response="seconds a client has to receive one response (long polls get their own)",
                   checked="the store revision and input files")
+
+    node = sub.add_parser("node", help="administer the node API's node tokens (store mode)")
+    node_sub = node.add_subparsers(dest="node_command", required=True)
+    revoke = node_sub.add_parser("revoke", help="end every token of a node at once; it may then register "
+                                 "again with its pool's bootstrap token (a reinstalled or lost machine)")
+    revoke.add_argument("name", help="node name")
+    revoke.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
+    listing = node_sub.add_parser("list", help="the nodes holding a token")
+    listing.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
 
     ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
     ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
@@ -185,7 +205,8 @@ def _start(args: argparse.Namespace) -> int:
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         token_file=args.token_file, header_timeout=args.header_timeout,
         response_timeout=args.response_timeout, store=store, state_dir=args.state,
-        advertise_url=args.advertise_url, input_check_interval=args.input_check_interval)
+        advertise_url=args.advertise_url, input_check_interval=args.input_check_interval,
+        node_token_ttl=args.node_token_ttl)
     if options.secure_port is None and options.insecure_port is None:
         log.error("both listeners are off")
         return 2
@@ -225,6 +246,30 @@ def _pointer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node(args: argparse.Namespace) -> int:
+    from mcs.tokens import NODE_TOKENS_FILE, NodeTokens
+
+    if not (args.state / NODE_TOKENS_FILE).exists():
+        print(f"mcs node: no {NODE_TOKENS_FILE} in {args.state}", file=sys.stderr)
+        return 1
+    try:
+        tokens = NodeTokens(args.state)
+        if args.node_command == "list":
+            for name in tokens.names():
+                print(name)
+            return 0
+        if not tokens.revoke(args.name):
+            print(f"mcs node revoke: node {args.name} holds no token", file=sys.stderr)
+            return 1
+    except (OSError, ValueError) as e:
+        print(f"mcs node: {e}", file=sys.stderr)
+        return 1
+    # A running server re-reads the file within a second: the node's token stops working then.
+    log.info("revoked every token of node %s; it may register again with its pool's bootstrap token",
+             args.name)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
@@ -233,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bootstrap(args)
     if args.command == "start":
         return _start(args)
+    if args.command == "node":
+        return _node(args)
     return _pointer(args)
 
 

@@ -1,11 +1,12 @@
-"""The node API daemons use in store mode (JSON under /api/v1): register with a pool's bootstrap
-token for a node token, then read the own node record, patch only daemon-owned annotations, read
-rendered configs, record events about the own node, and long-poll the store revision.
+"""The node API daemons use in store mode (JSON under /api/v1, on the TLS listener only):
+register with a pool's bootstrap token for a node token (only into that pool; a node already
+holding a token must present it), renew the token before it expires, read the own node record,
+patch only daemon-owned annotations, read the rendered configs the controller decided for the
+node, record events about the own node, and long-poll the store revision.
 """
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import re
@@ -16,12 +17,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from machineconfig import constants
-from machineconfig import labels as label_selectors
-from machineconfig.api import LabelSelector
-from machineconfig.errors import MachineConfigError
-from machineconfig.store import ConflictError, ForbiddenError, NotFoundError, Store, StoreError
+from machineconfig.store import ConflictError, ForbiddenError, NodeRecord, NotFoundError, Store, StoreError
 from machineconfig.store.base import MACHINE_CONFIG_POOL
-from mcs.tokens import NodeTokens, PoolTokens
+from mcs.node_policy import (
+    PolicyError, RateLimiter, check_labels, describe_pools, parse_json_object, pool_of, pools_selecting,
+)
+from mcs.revision_watch import RevisionWatch
+from mcs.tokens import IssuedToken, NodeTokens, PoolTokens
 
 log = logging.getLogger(__name__)
 
@@ -31,77 +33,20 @@ NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # rendered-<pool>-<hash>: the hash part has no dash, so a pool "worker" does not cover "worker-a".
 RENDERED_HASH = re.compile(r"^[0-9a-f]+$")
 _MAX_NAME = 253
-_MAX_LABEL = 317  # prefix (253) + "/" + name (63)
+_MAX_KEY = 317  # prefix (253) + "/" + name (63)
 _MAX_VALUE = 8192
 _EVENT_TYPES = ("Normal", "Warning")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="machine-config-server"'}
 
 
-class RevisionWatch:
-    """One thread long-polls the store (`wait_for_change`) and wakes every waiting request, so a
-    thousand watching nodes cost one thread, not a thousand."""
+def _register_limiter() -> RateLimiter:
+    # Per peer address: a node registers once per boot; 20 at once then one every 3 s.
+    return RateLimiter(rate=1 / 3, burst=20)
 
-    def __init__(self, store: Store, poll: float = 1.0) -> None:
-        self.store = store
-        self.poll = poll
-        self.revision: int | None = None
-        self._changed: asyncio.Future[int] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcs-watch")
 
-    async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.revision is None:
-            self.revision = await loop.run_in_executor(self._executor, self.store.revision)
-        if self._task is None:
-            self._changed = loop.create_future()
-            self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        failing = False
-        while True:
-            assert self.revision is not None
-            try:
-                revision = await loop.run_in_executor(self._executor, self.store.wait_for_change,
-                                                      self.revision, self.poll)
-            except Exception as e:  # noqa: BLE001 - this task must outlive any store failure
-                if not failing:
-                    log.warning("watching the store failed, retrying every second: %s", type(e).__name__)
-                failing = True
-                await asyncio.sleep(1.0)
-                continue
-            failing = False
-            if revision != self.revision:
-                self.revision = revision
-                changed, self._changed = self._changed, loop.create_future()
-                if changed is not None and not changed.done():
-                    changed.set_result(revision)
-
-    async def wait(self, since: int, timeout: float) -> int:
-        """The revision once it differs from `since`, or when `timeout` seconds have passed.
-
-        A `since` ahead of the store (its state was replaced) is answered at once, as the store does.
-        """
-        await self._start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.revision == since:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._changed is None:
-                break
-            try:
-                await asyncio.wait_for(asyncio.shield(self._changed), remaining)
-            except TimeoutError:
-                break
-        assert self.revision is not None
-        return self.revision
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        # The worker thread ends by itself within `poll` seconds.
-        self._executor.shutdown(wait=False, cancel_futures=True)
+def _event_limiter() -> RateLimiter:
+    # Per node: a daemon records a handful of events per update; 60 at once then one a second.
+    return RateLimiter(rate=1.0, burst=60)
 
 
 @dataclass
@@ -114,15 +59,18 @@ class NodeAPIState:
     watch: RevisionWatch
     max_watch: float = constants.NODE_API_MAX_WATCH_SECONDS
     extend_deadline: Callable[[object, float], None] | None = field(default=None)
+    register_limit: RateLimiter = field(default_factory=_register_limiter)
+    event_limit: RateLimiter = field(default_factory=_event_limiter)
 
 
 NODE_API = web.AppKey("mcs_node_api", NodeAPIState)
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 def _json(value: Any) -> web.Response:
@@ -131,9 +79,9 @@ def _json(value: Any) -> web.Response:
     return resp
 
 
-def _text(status: int, message: str) -> web.Response:
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     resp = web.Response(status=status, text=message + "\n", content_type="text/plain",
-                        headers=_CHALLENGE if status == 401 else None)
+                        headers=_CHALLENGE if status == 401 else headers)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -152,7 +100,9 @@ def _handler(fn: Callable[[web.Request, NodeAPIState], Any]) -> Callable[[web.Re
             result: web.StreamResponse = await fn(request, request.app[NODE_API])
             return result
         except _Refused as e:
-            return _text(e.status, str(e))
+            return _text(e.status, _one_line(e), e.headers)
+        except PolicyError as e:
+            return _text(400, _one_line(e))
         except NotFoundError as e:
             return _text(404, _one_line(e))
         except ForbiddenError as e:
@@ -171,17 +121,20 @@ def _one_line(e: Exception) -> str:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as e:
-        raise _Refused(400, "the body is not JSON") from e
-    if not isinstance(body, dict):
-        raise _Refused(400, "the body must be a JSON object")
-    return body
+    # Read the bytes ourselves: aiohttp would decode with whatever charset the client names.
+    # Too large a body raises aiohttp's 413, answered as one line by the app's middleware.
+    return parse_json_object(await request.read())
+
+
+def _limit(limiter: RateLimiter, key: str, what: str) -> None:
+    wait = limiter.retry_after(key)
+    if wait > 0:
+        seconds = max(1, int(wait + 0.999))
+        raise _Refused(429, f"too many {what}: retry after {seconds} s", {"Retry-After": str(seconds)})
 
 
 def _node_of(request: web.Request, api: NodeAPIState) -> str:
-    """The node whose token the request carries (401 otherwise)."""
+    """The node whose valid token the request carries (401 otherwise)."""
     node = api.node_tokens.node_for(request.headers.get("Authorization"))
     if node is None:
         raise _Refused(401, "a valid node token is required")
@@ -199,17 +152,24 @@ def _str_map(value: Any, what: str, allow_none: bool = False) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Refused(400, f"{what} must be an object")
     for key, val in value.items():
-        if not isinstance(key, str) or not key or len(key) > _MAX_LABEL:
+        if not key or len(key) > _MAX_KEY:
             raise _Refused(400, f"{what}: invalid key")
         if not (isinstance(val, str) or (allow_none and val is None)):
-            raise _Refused(400, f"{what}: value of {key} must be a string")
+            raise _Refused(400, f"{what}.{key[:_MAX_KEY]}: the value must be a string")
         if isinstance(val, str) and len(val) > _MAX_VALUE:
-            raise _Refused(400, f"{what}: value of {key} is too long")
+            raise _Refused(400, f"{what}.{key}: the value is longer than {_MAX_VALUE} characters")
     return value
+
+
+def _issued(record: NodeRecord, issued: IssuedToken) -> dict[str, Any]:
+    return {"node": record.to_dict(), "token": issued.token, "expiresIn": int(issued.expires_in)}
 
 
 @_handler
 async def register(request: web.Request, api: NodeAPIState) -> web.StreamResponse:
+    """A pool's bootstrap token creates (or re-registers) a node of that pool only; a node that
+    holds a live token must present it (`token` in the body) or be revoked by the admin first."""
+    _limit(api.register_limit, request.remote or "", "registrations from this address")
     pool = api.pool_tokens.pool_for(request.headers.get("Authorization"))
     if pool is None:
         raise _Refused(401, "a valid pool bootstrap token is required")
@@ -217,62 +177,78 @@ async def register(request: web.Request, api: NodeAPIState) -> web.StreamRespons
     name = body.get("name")
     if not isinstance(name, str) or not NODE_NAME.match(name) or len(name) > _MAX_NAME:
         raise _Refused(400, "name must be a DNS subdomain")
-    labels = _str_map(body.get("labels") or {}, "labels")
+    labels = check_labels(body.get("labels") if body.get("labels") is not None else {})
+    proof = body.get("token")
+    if proof is not None and (not isinstance(proof, str) or len(proof) > 512):
+        raise _Refused(400, "token must be a string")
     pool_obj = await _in_thread(api.store.get_object, MACHINE_CONFIG_POOL, pool)
-    selector = ((pool_obj.get("spec") or {}).get("nodeSelector") or {}).get("matchLabels") or {}
-    await _check_reregistration(api, name, pool, pool_obj)
-    # The pool's selector labels make the node a member of the pool whose token it holds.
-    merged = {**labels, **{str(k): str(v) for k, v in selector.items()}}
-    record = await _in_thread(api.store.register_node, name, merged)
-    token = await _in_thread(api.node_tokens.issue, name)
-    log.info("node %s registered into pool %s", name, pool)
-    return _json({"node": record.to_dict(), "token": token})
-
-
-def _member(pool: dict[str, Any], node_labels: dict[str, str]) -> bool:
-    """Whether a node with these labels is selected by the pool (a bad selector selects nobody)."""
-    raw = (pool.get("spec") or {}).get("nodeSelector")
-    if raw is None:
-        return False
-    try:
-        return label_selectors.matches(LabelSelector.model_validate(raw), node_labels)
-    except (ValueError, MachineConfigError):  # pydantic's ValidationError is a ValueError
-        return False
-
-
-async def _check_reregistration(api: NodeAPIState, name: str, pool: str,
-                                pool_obj: dict[str, Any]) -> None:
-    """A pool token re-registers only nodes of its own pool: a worker's bootstrap token (which
-    every worker's pointer config carries) must not mint a token for a master node."""
-    try:
-        record = await _in_thread(api.store.get_node, name)
-    except NotFoundError:
-        return
-    if _member(pool_obj, record.labels):
-        return
     pools = await _in_thread(api.store.list_objects, MACHINE_CONFIG_POOL)
-    others = sorted(str(p["metadata"]["name"]) for p in pools
-                    if _member(p, record.labels))
-    if others:
-        log.warning("refused to re-register node %s into pool %s: it is a member of %s",
-                    name, pool, ", ".join(others))
-        raise _Refused(403, f"node {name} is already registered in pool {others[0]}; "
-                            f"a {pool} bootstrap token cannot re-register it")
+    try:
+        existing: NodeRecord | None = await _in_thread(api.store.get_node, name)
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        was = pools_selecting(pools, existing.labels)
+        if was and pool_of(was) != pool:
+            log.warning("refused to re-register node %s into pool %s: it is in %s",
+                        name, pool, describe_pools(was))
+            raise _Refused(403, f"node {name} is already registered in pool {describe_pools(was)}; "
+                                f"a {pool} bootstrap token cannot re-register it")
+    # The pool's selector labels make the node a member of the pool whose token it holds; they
+    # must not make it a member of any other pool as well.
+    selector = ((pool_obj.get("spec") or {}).get("nodeSelector") or {}).get("matchLabels") or {}
+    merged = {**(existing.labels if existing is not None else {}), **labels,
+              **{str(k): str(v) for k, v in selector.items()}}
+    matched = pools_selecting(pools, merged)
+    if pool_of(matched) != pool:
+        log.warning("refused to register node %s with a %s bootstrap token: its labels put it in %s",
+                    name, pool, describe_pools(matched))
+        raise _Refused(403, f"a {pool} bootstrap token registers nodes of pool {pool} only: these "
+                            f"labels put node {name} in {describe_pools(matched)}")
+    if existing is not None and api.node_tokens.has_token(name) and \
+            (proof is None or not api.node_tokens.owns(name, proof)):
+        log.warning("refused to re-register node %s: it holds a live token that was not presented", name)
+        raise _Refused(409, f"node {name} is registered and holds a live token: present it as "
+                            f"\"token\", or revoke it on the server (mcs node revoke {name})")
+    record = await _in_thread(api.store.register_node, name, merged)
+    issued = await _in_thread(api.node_tokens.issue, name)
+    log.info("node %s registered into pool %s", name, pool)
+    return _json(_issued(record, issued))
+
+
+@_handler
+async def renew_token(request: web.Request, api: NodeAPIState) -> web.StreamResponse:
+    """A new node token for the valid one presented; that one stays valid for a grace period."""
+    rotated = await _in_thread(api.node_tokens.rotate, request.headers.get("Authorization"))
+    if rotated is None:
+        raise _Refused(401, "a valid node token is required")
+    name, issued = rotated
+    record = await _in_thread(api.store.get_node, name)
+    return _json(_issued(record, issued))
+
+
+async def _node_pool(api: NodeAPIState, record: NodeRecord) -> str | None:
+    """The node's pool from the server's own record of it (labels the node cannot change)."""
+    pools = await _in_thread(api.store.list_objects, MACHINE_CONFIG_POOL)
+    return pool_of(pools_selecting(pools, record.labels))
+
+
+def _of_pool(pool: str | None, name: str) -> bool:
+    """Whether `name` is a rendered config of `pool` (rendered-<pool>-<hash>, hash without dash)."""
+    if pool is None:
+        return False
+    prefix = f"rendered-{pool}-"
+    return name.startswith(prefix) and RENDERED_HASH.match(name[len(prefix):]) is not None
 
 
 async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> bool:
-    """A node reads its current and desired configs, and the rendered configs of the pools it
-    belongs to (what /config/<pool> would give it anyway) - never another pool's."""
+    """What the controller decided: the node's desiredConfig (which only the controller writes,
+    or the node once at bootstrap within its own pool) and its pool's rendered configs. Never a
+    value the node writes itself, such as currentConfig."""
     record = await _in_thread(api.store.get_node, node)
-    if name in (record.annotations.get(constants.CURRENT_CONFIG_ANNOTATION),
-                record.annotations.get(constants.DESIRED_CONFIG_ANNOTATION)):
+    if name == record.annotations.get(constants.DESIRED_CONFIG_ANNOTATION):
         return True
-    for pool in await _in_thread(api.store.list_objects, MACHINE_CONFIG_POOL):
-        prefix = f"rendered-{pool['metadata']['name']}-"
-        if (name.startswith(prefix) and RENDERED_HASH.match(name[len(prefix):])
-                and _member(pool, record.labels)):
-            return True
-    return False
+    return _of_pool(await _node_pool(api, record), name)
 
 
 @_handler
@@ -288,29 +264,46 @@ async def patch_annotations(request: web.Request, api: NodeAPIState) -> web.Stre
     body = await _body(request)
     changes = _str_map(body.get("changes"), "changes", allow_none=True)
     foreign = sorted(k for k in changes if k not in constants.DAEMON_OWNED_ANNOTATIONS)
-    if foreign == [constants.DESIRED_CONFIG_ANNOTATION]:
-        if await _bootstrap_desired(api, node, changes):
-            foreign = []
-    if foreign:
+    if foreign and foreign != [constants.DESIRED_CONFIG_ANNOTATION]:
         raise _Refused(403, f"annotation {foreign[0]} is not the daemon's to write")
+    current = changes.get(constants.CURRENT_CONFIG_ANNOTATION)
+    if not foreign and not current:
+        return _json((await _in_thread(api.store.patch_node_annotations, node, changes)).to_dict())
+    # Config names: judged against the server's own record of the node and its pool.
+    record = await _in_thread(api.store.get_node, node)
+    pool = await _node_pool(api, record)
+    if foreign and not _bootstrap_desired(record, pool, changes):
+        raise _Refused(403, f"annotation {foreign[0]} is not the daemon's to write")
+    if foreign:
+        log.info("node %s: bootstrap desiredConfig %s accepted", node,
+                 changes[constants.DESIRED_CONFIG_ANNOTATION])
+    if current and not _may_claim(record, pool, current):
+        # The controller adopts a new node's currentConfig as its desiredConfig: a node must
+        # not name another pool's config there.
+        raise _Refused(403, f"annotation {constants.CURRENT_CONFIG_ANNOTATION}: {current[:80]} is not "
+                            f"a rendered config of the node's pool nor its desiredConfig")
     record = await _in_thread(api.store.patch_node_annotations, node, changes)
     return _json(record.to_dict())
 
 
-async def _bootstrap_desired(api: NodeAPIState, node: str, changes: dict[str, Any]) -> bool:
+def _may_claim(record: NodeRecord, pool: str | None, config: str) -> bool:
+    """A node may report as current its pool's configs, its desiredConfig, or what it reported."""
+    a = record.annotations
+    return _of_pool(pool, config) or config in (a.get(constants.DESIRED_CONFIG_ANNOTATION),
+                                                a.get(constants.CURRENT_CONFIG_ANNOTATION))
+
+
+def _bootstrap_desired(record: NodeRecord, pool: str | None, changes: dict[str, Any]) -> bool:
     """MCO's daemon writes desiredConfig once, from node-annotations.json, so the node controller
-    sees a new node as Done in its config: allowed while the node has none, and only equal to the
-    current config (the controller owns the key from then on)."""
-    record = await _in_thread(api.store.get_node, node)
+    sees a new node as Done in its config: allowed while the node has none, only equal to the
+    current config and only a config of the node's own pool (the controller owns the key from
+    then on)."""
     if constants.DESIRED_CONFIG_ANNOTATION in record.annotations:
         return False
     current = changes.get(constants.CURRENT_CONFIG_ANNOTATION,
                           record.annotations.get(constants.CURRENT_CONFIG_ANNOTATION))
     desired = changes[constants.DESIRED_CONFIG_ANNOTATION]
-    if desired is None or desired != current:
-        return False
-    log.info("node %s: bootstrap desiredConfig %s accepted", node, desired)
-    return True
+    return isinstance(desired, str) and desired == current and _of_pool(pool, desired)
 
 
 @_handler
@@ -320,7 +313,7 @@ async def get_rendered(request: web.Request, api: NodeAPIState) -> web.StreamRes
     if not NODE_NAME.match(name) or len(name) > _MAX_NAME:
         raise _Refused(400, "invalid rendered config name")
     if not await _may_read_rendered(api, node, name):
-        raise _Refused(403, "a node may only read the rendered configs of its own pool")
+        raise _Refused(403, "a node may only read its desiredConfig and the rendered configs of its own pool")
     return _json(await _in_thread(api.store.get_rendered, name))
 
 
@@ -337,6 +330,7 @@ async def post_event(request: web.Request, api: NodeAPIState) -> web.StreamRespo
         raise _Refused(400, "message must be a string of at most 8192 characters")
     if kind not in _EVENT_TYPES:
         raise _Refused(400, "type must be Normal or Warning")
+    _limit(api.event_limit, node, "events from this node")
     await _in_thread(api.store.record_event, "Node", node, reason, message, kind)
     return _json({})
 
@@ -363,6 +357,7 @@ def add_routes(app: web.Application, api: NodeAPIState) -> None:
     app[NODE_API] = api
     prefix = constants.NODE_API_PREFIX
     app.router.add_post(f"{prefix}/nodes/register", register)
+    app.router.add_post(f"{prefix}/token", renew_token)
     app.router.add_get(f"{prefix}/nodes/{{name}}", get_node, allow_head=False)
     app.router.add_patch(f"{prefix}/nodes/{{name}}/annotations", patch_annotations)
     app.router.add_get(f"{prefix}/rendered/{{name}}", get_rendered, allow_head=False)

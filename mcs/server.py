@@ -63,6 +63,8 @@ class ServerOptions:
     fast_path: bool = True
     # The event loop of each worker: "uvloop", "asyncio", or "auto" (uvloop when it is installed).
     event_loop: str = "auto"
+    # Lifetime of a node token (store mode); the daemon renews it at half-life.
+    node_token_ttl: float = 24 * 3600.0
 
 
 # The attribute of a connection (aiohttp's RequestHandler or a fast-path protocol) that holds its
@@ -189,17 +191,24 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
     tls: ReloadingTLS | None = None
     if options.cert is not None and options.key is not None:
         tls = ReloadingTLS(options.cert, options.key)
-    runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
-    await runner.setup()
-    manager = runner.server
-    assert manager is not None
+    # One application per listener: the node API exists on the TLS one only.
+    runners = {scheme: web.AppRunner(make_app(state, tls=scheme == "https"), access_log=None,
+                                     handle_signals=False) for scheme in ("https", "http")}
+    for runner in runners.values():
+        await runner.setup()
     handler_args: dict[str, Any] = dict(
         loop=loop, keepalive_timeout=options.header_timeout + 5, max_line_size=options.max_line_size,
         max_field_size=options.max_field_size, max_headers=options.max_headers, access_log=None,
         lingering_time=1.0)
 
-    def fallback() -> GuardedRequestHandler:
-        return GuardedRequestHandler(manager, guard=guard, **handler_args)
+    def fallback_for(scheme: str) -> Callable[[], GuardedRequestHandler]:
+        manager = runners[scheme].server
+        assert manager is not None
+
+        def fallback() -> GuardedRequestHandler:
+            return GuardedRequestHandler(manager, guard=guard, **handler_args)
+
+        return fallback
 
     servers: list[asyncio.Server] = []
     urls: list[str] = []
@@ -211,6 +220,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             if port is None:
                 continue
             # Cached config reads are answered by the fast path; it hands anything else to aiohttp.
+            fallback = fallback_for(scheme)
             factory: Callable[[], asyncio.Protocol] = fallback
             if options.fast_path:
                 fast = FastPath(state, guard, scheme)
@@ -225,6 +235,8 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             servers.append(server)
             for sock in server.sockets:
                 host, bound = sock.getsockname()[:2]
+                if scheme == "https":
+                    state.tls_port = bound
                 shown = f"[{host}]" if ":" in host else host
                 urls.append(f"{scheme}://{shown}:{bound}")
         for url in urls:
@@ -245,7 +257,8 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             task.cancel()
         for server in servers:
             server.close()
-        await runner.cleanup()
+        for runner in runners.values():
+            await runner.cleanup()
         guard.close_all()  # the fast path's connections (aiohttp closed its own)
         state.metrics.flush()
 

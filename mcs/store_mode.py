@@ -13,7 +13,8 @@ from mcs.app import ServerState
 from mcs.auth import AnyOf, Authorizer, TokenAuth
 from mcs.cache import ServedConfigCache
 from mcs.metrics import ServerMetrics
-from mcs.node_api import NodeAPIState, RevisionWatch
+from mcs.node_api import NodeAPIState
+from mcs.revision_watch import RevisionWatch
 from mcs.store_source import StoreSource
 from mcs.tokens import NodeTokens, PoolTokens
 
@@ -46,7 +47,9 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
         return ServerState(source=source, cache=cache, metrics=metrics, auth=token_auth, watcher=guard,
                            per_server_url=True, advertise_url=options.advertise_url)
     state_dir = options.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if options.cert is None or options.secure_port is None:
+        log.warning("no TLS listener: the node API is off (it is served over TLS only)")
     pool_tokens = PoolTokens(state_dir)
     # TLS on: nodes must trust our certificate; --ca names its CA, else the certificate is its own.
     ca = options.ca if options.ca is not None else options.cert
@@ -62,7 +65,7 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
     auth: Authorizer = pool_tokens
     if options.token_file is not None:
         auth = AnyOf(pool_tokens, TokenAuth(options.token_file))
-    node_api = NodeAPIState(store=store, pool_tokens=pool_tokens, node_tokens=NodeTokens(state_dir),
+    node_api = NodeAPIState(store=store, pool_tokens=pool_tokens, node_tokens=NodeTokens(state_dir, ttl=options.node_token_ttl),
                             watch=RevisionWatch(store),
                             extend_deadline=guard.extend if guard is not None else None)
     return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard,

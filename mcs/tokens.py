@@ -1,7 +1,8 @@
 """Store-mode credentials in the state directory: one bootstrap token per pool (`<SDIR>/tokens`,
 `pool token` lines, kept in clear because the server hands it out in the Ignition it serves) and
-node tokens issued at registration (`<SDIR>/node-tokens.json`, SHA-256 digests only). Both files
-are 0600, replaced atomically under a lock, re-read when they change; no token is ever logged.
+node tokens issued at registration (`<SDIR>/node-tokens.json`, SHA-256 digests only, each with its
+expiry; renewed by the node before it expires). Both files are 0600, replaced atomically under a
+lock, re-read when they change; no token is ever logged.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mcs.auth import TokenFileError, bearer_token, parse_tokens
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 POOL_TOKENS_FILE = "tokens"
 NODE_TOKENS_FILE = "node-tokens.json"
+DEFAULT_NODE_TOKEN_TTL = 24 * 3600.0
+DEFAULT_NODE_TOKEN_GRACE = 300.0
 
 
 def new_token() -> str:
@@ -153,39 +157,174 @@ class PoolTokens(_Reloading):
         return hmac.compare_digest(digest(token), digest(expected))
 
 
-class NodeTokens(_Reloading):
-    """Node tokens: one live token per node name, stored as a digest; re-issuing replaces it."""
+@dataclass(frozen=True)
+class IssuedToken:
+    """A node token as handed out: the secret (never logged) and its lifetime."""
 
-    def __init__(self, state_dir: Path, check_interval: float = 1.0) -> None:
+    token: str
+    expires_in: float  # seconds from issuing
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(expires_in={self.expires_in:.0f})"
+
+
+@dataclass(frozen=True)
+class _NodeEntry:
+    digest: str
+    expires: float  # epoch seconds
+    previous: str | None = None  # the token this one replaced, valid until previous_expires
+    previous_expires: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"digest": self.digest, "expires": self.expires}
+        if self.previous is not None:
+            out.update(previous=self.previous, previousExpires=self.previous_expires)
+        return out
+
+
+def _entry(value: object, default_expires: float) -> _NodeEntry:
+    if isinstance(value, str):  # the first format: name -> digest, no expiry recorded
+        return _NodeEntry(value, default_expires)
+    if not isinstance(value, dict) or not isinstance(value.get("digest"), str):
+        raise ValueError("not a node token entry")
+    previous = value.get("previous")
+    return _NodeEntry(value["digest"], float(value.get("expires", default_expires)),
+                      previous if isinstance(previous, str) else None,
+                      float(value.get("previousExpires", 0.0)))
+
+
+class NodeTokens(_Reloading):
+    """Node tokens: one live token per node name, stored as a digest with its expiry. Renewing
+    (`rotate`) keeps the replaced token valid for `grace` seconds, so a node that renewed but did
+    not yet store the new token is not locked out; `revoke` (the admin's `mcs node revoke`) ends
+    every token of a node at once."""
+
+    def __init__(self, state_dir: Path, check_interval: float = 1.0,
+                 ttl: float = DEFAULT_NODE_TOKEN_TTL, grace: float = DEFAULT_NODE_TOKEN_GRACE,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__(state_dir / NODE_TOKENS_FILE, check_interval)
-        self._digests: dict[str, str] = {}  # node name -> digest
-        self._by_digest: dict[str, str] = {}
+        self.ttl = ttl
+        self.grace = grace
+        self.clock = clock
+        self._entries: dict[str, _NodeEntry] = {}
+        self._by_digest: dict[str, str] = {}  # current or previous digest -> node name
         self._maybe_reload(force=True)
 
     def _parse(self, text: str) -> None:
         data = json.loads(text) if text.strip() else {}
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ValueError("not an object of digests")
-        self._digests = {str(k): v for k, v in data.items()}
-        self._by_digest = {v: k for k, v in self._digests.items()}
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        nodes = data.get("nodes", {}) if data.get("version") == 2 else data
+        if not isinstance(nodes, dict):
+            raise ValueError("not an object of nodes")
+        # Digests from the first format carry no expiry: they get a full lifetime from now.
+        default_expires = self.clock() + self.ttl
+        self._entries = {str(k): _entry(v, default_expires) for k, v in nodes.items()}
+        by_digest: dict[str, str] = {}
+        for name, entry in self._entries.items():
+            by_digest[entry.digest] = name
+            if entry.previous is not None:
+                by_digest.setdefault(entry.previous, name)
+        self._by_digest = by_digest
 
-    def issue(self, name: str) -> str:
-        """A fresh token for node `name`; any earlier token of that node stops working."""
-        token = new_token()
+    def _write(self, change: Callable[[dict[str, _NodeEntry]], None]) -> None:
         with _locked(self.path):
             self._maybe_reload(force=True)
-            digests = dict(self._digests)
-            digests[name] = digest(token)
-            write_private(self.path, json.dumps(digests, sort_keys=True, indent=1).encode())
+            if self._signature != stat_signature(self.path):
+                # Unreadable: rewriting it from what we hold would drop every other node's token.
+                raise TokenFileError(f"{self.path} is unreadable; not rewritten")
+            entries = dict(self._entries)
+            change(entries)
+            data = {"version": 2, "nodes": {k: v.to_json() for k, v in sorted(entries.items())}}
+            write_private(self.path, json.dumps(data, indent=1).encode())
             self._maybe_reload(force=True)
+
+    def issue(self, name: str) -> IssuedToken:
+        """A fresh token for node `name`; every earlier token of that node stops working."""
+        token = new_token()
+        expires = self.clock() + self.ttl
+
+        def change(entries: dict[str, _NodeEntry]) -> None:
+            entries[name] = _NodeEntry(digest(token), expires)
+
+        self._write(change)
         log.debug("issued a node token for %s", name)
-        return token
+        return IssuedToken(token, self.ttl)
+
+    def rotate(self, authorization: str | None) -> tuple[str, IssuedToken] | None:
+        """A new token for the node whose valid token the header carries (None when it carries
+        none); the presented token stays valid for `grace` seconds (never past its own expiry)."""
+        presented = bearer_token(authorization)
+        name = self.node_for(authorization)
+        if presented is None or name is None:
+            return None
+        token = new_token()
+        now = self.clock()
+        old = digest(presented)
+        result: list[str] = []
+
+        def change(entries: dict[str, _NodeEntry]) -> None:
+            entry = entries.get(name)
+            if entry is None or old not in (entry.digest, entry.previous):
+                return  # revoked or rotated by someone else meanwhile
+            old_expires = entry.expires if old == entry.digest else entry.previous_expires
+            entries[name] = _NodeEntry(digest(token), now + self.ttl, old,
+                                       min(now + self.grace, old_expires))
+            result.append(name)
+
+        self._write(change)
+        if not result:
+            return None
+        log.info("node %s renewed its token", name)
+        return name, IssuedToken(token, self.ttl)
+
+    def revoke(self, name: str) -> bool:
+        """Forget every token of node `name`; False when it had none."""
+        found: list[bool] = []
+
+        def change(entries: dict[str, _NodeEntry]) -> None:
+            found.append(entries.pop(name, None) is not None)
+
+        self._write(change)
+        return found[0]
+
+    def has_token(self, name: str) -> bool:
+        """Whether node `name` holds a token that was issued and not revoked (expired or not)."""
+        self._maybe_reload()
+        return name in self._entries
+
+    def owns(self, name: str, token: str) -> bool:
+        """Whether `token` is node `name`'s own, as proof for registering it again: its latest
+        token or the one it replaced, expired or not (the node was off for a while, or died
+        between renewing and storing the new token). Proof only: no API call takes an expired
+        token."""
+        self._maybe_reload()
+        entry = self._entries.get(name)
+        if entry is None:
+            return False
+        presented = digest(token)
+        return hmac.compare_digest(presented, entry.digest) or (
+            entry.previous is not None and hmac.compare_digest(presented, entry.previous))
 
     def node_for(self, authorization: str | None) -> str | None:
-        """The node whose token the `Authorization` header carries, if any."""
+        """The node whose valid (unexpired) token the `Authorization` header carries, if any."""
         self._maybe_reload()
         token = bearer_token(authorization)
-        return None if token is None else self._by_digest.get(digest(token))
+        if token is None:
+            return None
+        presented = digest(token)
+        name = self._by_digest.get(presented)
+        entry = self._entries.get(name) if name is not None else None
+        if entry is None:
+            return None
+        now = self.clock()
+        if presented == entry.digest:
+            return name if now < entry.expires else None
+        return name if presented == entry.previous and now < entry.previous_expires else None
+
+    def names(self) -> list[str]:
+        self._maybe_reload(force=True)
+        return sorted(self._entries)
 
 
-__all__ = ["NodeTokens", "PoolTokens", "TokenFileError", "new_token", "write_private"]
+__all__ = ["IssuedToken", "NodeTokens", "PoolTokens", "TokenFileError", "new_token", "write_private"]

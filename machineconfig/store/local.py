@@ -34,6 +34,7 @@ RENDERED_DIR = "rendered"
 # waiters at once.
 POLL_SECONDS = 0.2
 MAX_EVENTS = 100_000  # older events are pruned so the database does not grow forever
+MAX_EVENTS_PER_OBJECT = 1_000  # per object (a node, a pool): the oldest go first
 
 
 def _now() -> str:
@@ -62,7 +63,7 @@ class LocalStore:
         if not os.path.isdir(input_dir):
             raise StoreError(f"{input_dir}: input directory does not exist")
         try:
-            os.makedirs(state_dir, exist_ok=True)
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
         except OSError as e:
             raise StoreError(f"{state_dir}: cannot create the state directory: {e.strerror}") \
                 from e
@@ -371,6 +372,13 @@ class LocalStore:
             seq = db.execute("INSERT INTO events (time, kind, name, reason, message, type) "
                              "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
                              (_now(), kind, name, reason, message, type)).fetchone()[0]
+            # Per object: the newest MAX_EVENTS_PER_OBJECT stay, so one chatty (or hostile)
+            # node cannot push every other object's events out.
+            row = db.execute("SELECT seq FROM events WHERE kind = ? AND name = ? ORDER BY seq DESC "
+                             "LIMIT 1 OFFSET ?", (kind, name, MAX_EVENTS_PER_OBJECT)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM events WHERE kind = ? AND name = ? AND seq <= ?",
+                           (kind, name, row[0]))
             if seq % 1000 == 0:
                 db.execute("DELETE FROM events WHERE seq <= ?", (seq - MAX_EVENTS,))
 

@@ -1,6 +1,7 @@
-"""`RemoteNodeAPI`: the daemon's `NodeAPI` over the server's node API (JSON over HTTP(S), bearer
-node token). Standard library only, since the daemon is synchronous; one connection per call, every
-call bounded by a timeout; HTTP errors become the store's exception types. Retrying is the caller's.
+"""`RemoteNodeAPI`: the daemon's `NodeAPI` over the server's node API (JSON over HTTPS, bearer
+node token renewed at half-life). Standard library only, since the daemon is synchronous; one
+connection per call, every call bounded by a timeout; HTTP errors become the store's exception
+types. Retrying is the caller's.
 """
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import http.client
 import json
 import logging
 import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -39,11 +41,25 @@ def _error_for(status: int, text: str) -> StoreError:
     return StoreError(message)
 
 
+def _token_of(answer: Any, what: str) -> tuple[str, float]:
+    """The token and its lifetime (seconds) from a register or renew answer."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("token"), str) \
+            or not isinstance(answer.get("node"), dict):
+        raise StoreError(f"node API: {what}: malformed answer")
+    expires_in = answer.get("expiresIn")
+    if not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) or expires_in <= 0:
+        expires_in = 3600.0  # an older server: renew within the hour
+    return answer["token"], float(expires_in)
+
+
 class RemoteNodeAPI:
     """`NodeAPI` against `base_url` (e.g. https://mcs.example:22623) with a node token."""
 
     def __init__(self, base_url: str, token: str, ca_file: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, expires_in: float | None = None,
+                 on_token: Callable[[str], None] | None = None) -> None:
+        """`on_token` keeps a renewed token (on disk, 0600); without it the token is never
+        renewed. A token of unknown lifetime (`expires_in` None) is renewed at the first call."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StoreError(f"node API: not an http(s) URL: {base_url!r}")
@@ -55,6 +71,12 @@ class RemoteNodeAPI:
         self._port = parts.port
         self._prefix = parts.path.rstrip("/") + constants.NODE_API_PREFIX
         self._context: ssl.SSLContext | None = None
+        self._on_token = on_token
+        self._renew_lock = threading.Lock()
+        self._renew_at: float | None = None
+        if on_token is not None:
+            self._renew_at = time.monotonic() + self._renew_after(expires_in) if expires_in is not None \
+                else 0.0
         if self._https:
             # Without a CA file the system trust store decides (a server with a public certificate).
             self._context = ssl.create_default_context(cafile=ca_file)
@@ -70,8 +92,48 @@ class RemoteNodeAPI:
                                                context=self._context)
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
+    @staticmethod
+    def _renew_after(expires_in: float) -> float:
+        # At half-life: a node that misses one renewal (server down) still has time for more.
+        return max(expires_in, 0.0) / 2
+
+    def _maybe_renew(self) -> None:
+        if self._renew_at is None or time.monotonic() < self._renew_at:
+            return
+        with self._renew_lock:
+            if time.monotonic() < self._renew_at:
+                return
+            try:
+                self.renew()
+            except ForbiddenError:
+                # Not a valid token (any more): the call itself fails the same way, and the
+                # caller registers again.
+                self._renew_at = time.monotonic() + 60.0
+            except StoreError as e:
+                # The token may still be valid for a while: try again in a minute.
+                log.warning("node token not renewed, retrying in 60 s: %s", e)
+                self._renew_at = time.monotonic() + 60.0
+
+    def renew(self) -> None:
+        """Trade the node token for a new one (the old one stays valid for a short grace period)
+        and hand it to `on_token`."""
+        answer = self._request("POST", "/token", {})
+        token, expires_in = _token_of(answer, "renew")
+        if self._on_token is not None:
+            self._on_token(token)
+        self._token = token
+        self._renew_at = time.monotonic() + self._renew_after(expires_in)
+        log.info("node token renewed; valid for %d s", int(expires_in))
+
     def _call(self, method: str, path: str, body: Any = None, token: str | None = None,
               timeout: float | None = None) -> Any:
+        """One request (renewing the node token first when it is due)."""
+        if token is None:
+            self._maybe_renew()
+        return self._request(method, path, body, token, timeout)
+
+    def _request(self, method: str, path: str, body: Any = None, token: str | None = None,
+                 timeout: float | None = None) -> Any:
         """One request; returns the decoded JSON body or raises a StoreError subclass."""
         headers = {"Authorization": f"Bearer {token or self._token}", "Accept": "application/json",
                    "User-Agent": "machine-config-daemon"}
@@ -100,15 +162,22 @@ class RemoteNodeAPI:
 
     @classmethod
     def register(cls, base_url: str, pool_token: str, name: str, labels: Mapping[str, str],
-                 ca_file: str | None = None, timeout: float = 30.0) -> tuple[RemoteNodeAPI, NodeRecord]:
+                 ca_file: str | None = None, timeout: float = 30.0, node_token: str | None = None,
+                 on_token: Callable[[str], None] | None = None) -> tuple[RemoteNodeAPI, NodeRecord]:
         """Register (or re-register) node `name` with its pool's bootstrap token; returns a client
-        holding the fresh node token, and the node record."""
+        holding the fresh node token, and the node record. A node already registered must present
+        its own last token (`node_token`), else the server answers 409 (ConflictError)."""
         probe = cls(base_url, pool_token, ca_file, timeout)
-        answer = probe._call("POST", "/nodes/register", {"name": name, "labels": dict(labels)})
-        if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
-            raise StoreError("node API: register: malformed answer")
+        body: dict[str, Any] = {"name": name, "labels": dict(labels)}
+        if node_token:
+            body["token"] = node_token
+        answer = probe._call("POST", "/nodes/register", body)
+        token, expires_in = _token_of(answer, "register")
+        if on_token is not None:
+            on_token(token)
         log.info("registered node %s with %s", name, probe.base_url)
-        return cls(base_url, answer["token"], ca_file, timeout), NodeRecord.from_dict(answer["node"])
+        return (cls(base_url, token, ca_file, timeout, expires_in, on_token),
+                NodeRecord.from_dict(answer["node"]))
 
     @property
     def token(self) -> str:

@@ -61,7 +61,7 @@ class RenderedDir:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)  # rendered configs hold the pull secret
         self._remove_stale_temporaries()
 
     def _remove_stale_temporaries(self) -> None:

@@ -36,6 +36,29 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('inputs', '');
 """
 
 
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644 less the umask); SQLite
+    gives its -wal and -shm files the mode of the database file. A file left 0644 by an older
+    version is narrowed once: it holds the pull secret."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        for name in (path, path + "-wal", path + "-shm"):
+            try:
+                mode = os.stat(name).st_mode & 0o777
+                if mode & 0o077:
+                    os.chmod(name, 0o600)
+                    log.warning("%s was mode %o: now 0600 (it holds secrets)", name, mode)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"{name}: cannot make the state database private: {e.strerror}") from e
+        return
+    except OSError as e:
+        raise StoreError(f"{path}: cannot create the state database: {e.strerror}") from e
+    os.close(fd)
+
+
 class Database:
     """A state database shared by threads (a connection each) and processes (file locks)."""
 
@@ -43,6 +66,7 @@ class Database:
         self.path = path
         self._local = threading.local()
         self._pid = os.getpid()
+        _create_private(path)
         try:
             self.conn().executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
         except sqlite3.Error as e:

@@ -169,7 +169,12 @@ def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) 
     import threading
 
     from machineconfig import constants as C
+    import time
+
+    from machineconfig.store import ConflictError
     from mcd.cluster import connect
+    from mcs.tokens import NodeTokens
+    from tests.unit.test_mcs_server import write_tls
     from mcd.daemon import Daemon, Timeouts
     from tests.unit.test_mcd_update import FakeSystemd
 
@@ -182,20 +187,23 @@ def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) 
     (state / "tokens").chmod(0o600)
     port = free_port()
     store = f"local:{inputs}"
+    # The node API is served over TLS only.
+    _, cert, key, ca_file = write_tls(tmp_path, "127.0.0.1")
     procs = [subprocess.Popen([sys.executable, "-m", f"{prog}.cli", *args], cwd=ROOT,
                               stdout=open(tmp_path / f"{prog}.log", "wb"), stderr=subprocess.STDOUT)
              for prog, args in (
                  ("mcc", ["start", "--store", store, "--state", str(state), "--interval", "1"]),
-                 ("mcs", ["start", "--store", store, "--state", str(state), "--secure-port", "-1",
-                          "--insecure-port", str(port), "--bind-address", "127.0.0.1"]))]
+                 ("mcs", ["start", "--store", store, "--state", str(state), "--secure-port", str(port),
+                          "--insecure-port", "-1", "--bind-address", "127.0.0.1", "--cert", str(cert),
+                          "--key", str(key), "--ca", str(ca_file)]))]
     daemon: Daemon | None = None
     thread: threading.Thread | None = None
     try:
-        url = f"http://127.0.0.1:{port}/config/worker"
-        assert main(["firstboot", "--url", url, "--token", TOKEN, "--root", str(node_root),
+        url = f"https://127.0.0.1:{port}/config/worker"
+        assert main(["firstboot", "--url", url, "--token", TOKEN, "--root", str(node_root), "--ca", str(ca_file),
                      "--no-reboot", "--retry-for", "60"]) == 0
         creds = json.loads((node_root / "etc/machine-config-daemon/node-credentials.json").read_text())
-        assert creds["server"] == f"http://127.0.0.1:{port}" and creds["pool"] == "worker"
+        assert creds["server"] == f"https://127.0.0.1:{port}" and creds["pool"] == "worker"
         assert (node_root / "etc/containers/policy.json").read_text() == "v1"
         api = connect(None, None, "node-a", node_root,
                       node_root / "etc/machine-config-daemon/node-credentials.json", {})
@@ -225,9 +233,22 @@ def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) 
         assert (node_root / "etc/containers/policy.json").read_text() == "v2"
         assert ("ReloadUnit", "crio.service") in systemd.calls
         assert not any(call[0] == "Reboot" for call in systemd.calls)
-        # a node token the server no longer knows: registered again with the pool token
+        # a restarted daemon keeps its name with its stored token (renewed at once)
         token_file = node_root / "etc/machine-config-daemon/node-token"
+        before = token_file.read_text()
+        again = connect(None, None, "node-a", node_root,
+                        node_root / "etc/machine-config-daemon/node-credentials.json", {})
+        assert again.get_node("node-a").annotations[C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION] == "Done"
+        assert token_file.read_text() != before
+        # a token that is not the node's own does not take the name over (409) ...
         token_file.write_text("stale-token\n")
+        with pytest.raises(ConflictError, match="mcs node revoke node-a"):
+            connect(None, None, "node-a", node_root,
+                    node_root / "etc/machine-config-daemon/node-credentials.json", {})
+        # ... until the admin revokes the node's tokens: then the pool token registers it again
+        # (the server re-reads the token file within a second)
+        assert NodeTokens(state).revoke("node-a")
+        time.sleep(1.5)
         again = connect(None, None, "node-a", node_root,
                         node_root / "etc/machine-config-daemon/node-credentials.json", {})
         assert again.get_node("node-a").annotations[C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION] == "Done"

@@ -47,9 +47,12 @@ def auth(token: str) -> dict[str, str]:
 
 
 async def register(client: TestClient, sdir: Path, name: str, pool: str = "worker",
-                   labels: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
-    resp = await client.post(f"{API}/nodes/register", headers=auth(pool_token(sdir, pool)),
-                             json={"name": name, "labels": labels or {}})
+                   labels: dict[str, str] | None = None, proof: str | None = None
+                   ) -> tuple[dict[str, Any], str]:
+    body: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if proof is not None:
+        body["token"] = proof
+    resp = await client.post(f"{API}/nodes/register", headers=auth(pool_token(sdir, pool)), json=body)
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     return body["node"], body["token"]
@@ -95,10 +98,11 @@ def test_register_refusals(tmp_path: Path) -> None:
 
 
 def test_reregister_replaces_the_token(tmp_path: Path) -> None:
+    """Re-registering needs the node's own token (see test_node_api_security for the refusal)."""
     async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
         _, first = await register(client, sdir, "worker-0")
         store.patch_node_annotations("worker-0", {STATE_KEY: "Done"})
-        node, second = await register(client, sdir, "worker-0")
+        node, second = await register(client, sdir, "worker-0", proof=first)
         assert second != first and node["annotations"][STATE_KEY] == "Done"
         await refused(await client.get(f"{API}/nodes/worker-0", headers=auth(first)), 401)
         assert (await client.get(f"{API}/nodes/worker-0", headers=auth(second))).status == 200
@@ -205,8 +209,8 @@ def test_pool_token_cannot_take_over_another_pools_node(tmp_path: Path) -> None:
         # Nothing changed: the master keeps its token and labels.
         assert (await client.get(f"{API}/nodes/master-0", headers=auth(master))).status == 200
         assert WORKER_LABEL not in store.get_node("master-0").labels
-        # Re-joining its own pool still works (a reinstalled node).
-        await register(client, sdir, "master-0", pool="master")
+        # Re-joining its own pool still works (a reinstalled node), with its own token.
+        await register(client, sdir, "master-0", pool="master", proof=master)
 
     run(tmp_path, scenario)
 

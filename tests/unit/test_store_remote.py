@@ -162,8 +162,9 @@ def test_errors_map_to_store_exceptions(server: Running) -> None:
     # TLS without our CA: a StoreError, not an ssl exception.
     with pytest.raises(StoreError, match="SSL|certificate"):
         RemoteNodeAPI(server.https, api.token, timeout=5).get_node("worker-2")
-    # The plain listener serves the same API.
-    assert RemoteNodeAPI(server.http, api.token, timeout=5).get_node("worker-2").name == "worker-2"
+    # The plain listener does not serve the node API (tokens travel over TLS only).
+    with pytest.raises(NotFoundError, match="TLS only"):
+        RemoteNodeAPI(server.http, api.token, timeout=5).get_node("worker-2")
 
 
 def test_wait_for_change(server: Running) -> None:
