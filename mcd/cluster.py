@@ -15,6 +15,8 @@ from pathlib import Path
 from machineconfig import constants as C
 from machineconfig.store import ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store
 from machineconfig.store.remote import RemoteNodeAPI
+from mcd.file_writers import Journal, atomic_write
+from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +66,13 @@ def default_labels(root: Path, credentials: Credentials | None) -> dict[str, str
     return {ROLE_LABEL_PREFIX + pool: ""} if pool else {}
 
 
-def _write_private(path: Path, data: str, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
+def _write_private(root: Path, node_path: str, data: str, mode: int = 0o600) -> Path:
+    """Atomically, created with `mode` (never wider on the way), resolved inside `root`."""
+    journal = Journal(root)
+    atomic_write(root, node_path, data.encode(), mode, os.geteuid(), os.getegid(), journal)
+    journal.sync()
+    fs = NodeRoot(root)
+    return fs.host_path(fs.canonical(node_path))  # a host path with no link to leave the root
 
 
 def connect_remote(url: str | None, node: str, root: Path, credentials_path: Path,
@@ -85,12 +85,10 @@ def connect_remote(url: str | None, node: str, root: Path, credentials_path: Pat
         raise StoreError(f"no --store given and no {credentials_path}")
     ca_file: str | None = None
     if credentials and credentials.ca_pem:
-        ca_path = root / SERVER_CA_PATH.lstrip("/")
-        _write_private(ca_path, credentials.ca_pem, 0o644)
-        ca_file = str(ca_path)
-    token_path = root / NODE_TOKEN_PATH.lstrip("/")
-    if token_path.exists():
-        api = RemoteNodeAPI(url, token_path.read_text().strip(), ca_file)
+        ca_file = str(_write_private(root, SERVER_CA_PATH, credentials.ca_pem, 0o644))
+    fs = NodeRoot(root)
+    if fs.lexists(NODE_TOKEN_PATH):
+        api = RemoteNodeAPI(url, fs.read_text(NODE_TOKEN_PATH, follow=False).strip(), ca_file)
         try:
             api.get_node(node)
             log.info("node %s: using the stored node token with %s", node, url)
@@ -101,7 +99,7 @@ def connect_remote(url: str | None, node: str, root: Path, credentials_path: Pat
         raise StoreError(f"node {node} has no valid token and no {credentials_path} to register")
     labels = {**default_labels(root, credentials), **labels}
     api, record = RemoteNodeAPI.register(url, credentials.pool_token, node, labels, ca_file)
-    _write_private(token_path, api.token + "\n")
+    _write_private(root, NODE_TOKEN_PATH, api.token + "\n")
     log.info("node %s registered with labels %s", record.name, sorted(record.labels))
     return api
 

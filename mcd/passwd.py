@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from mcd.file_writers import FileWriter
+from mcd.file_writers import FileWriter, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,14 @@ def write_ssh_keys(writer: FileWriter, users: list[Mapping[str, Any]]) -> None:
         return
     uid, gid = int(entry[2]), int(entry[3])
     keys = "".join(f"{key}\n" for user in users for key in user.get("sshAuthorizedKeys") or [])
-    for node_dir in (SSH_DIR, AUTHORIZED_KEYS_DIR):
-        # resolved inside the root; a link at the last component is refused, never followed
-        writer.fs.makedirs(node_dir, writer.journal.created_dirs)
-        # sshd's StrictModes refuses keys in a directory others may write or that core does not own
-        writer.fs.set_dir_attrs(node_dir, 0o700, uid, gid)
+    try:
+        for node_dir in (SSH_DIR, AUTHORIZED_KEYS_DIR):
+            # resolved inside the root; a link at the last component is refused, never followed
+            writer.fs.makedirs(node_dir, writer.journal.created_dirs)
+            # sshd's StrictModes refuses keys in a directory others may write or core does not own
+            writer.fs.set_dir_attrs(node_dir, 0o700, uid, gid)
+    except OSError as err:
+        raise WriteError(f"failed to write file {AUTHORIZED_KEYS}: {err.strerror}") from err
     writer.write_text(AUTHORIZED_KEYS, keys.encode(), 0o600, uid, gid)
     log.info("wrote %d SSH keys for core", keys.count("\n"))
 

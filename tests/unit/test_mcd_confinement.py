@@ -240,3 +240,32 @@ def test_state_currentconfig_and_backups_are_created_0600(root: Path) -> None:
     assert outcome.state != "Degraded", outcome.reason
     assert (root / "etc/motd").read_text() == "distro"
     assert stat.S_IMODE((root / "etc/motd").stat().st_mode) == 0o644
+
+
+def test_firstboot_records_are_created_0600(node_root: Path) -> None:
+    previous = os.umask(0)
+    try:
+        credentials = {"path": "/etc/machine-config-daemon/node-credentials.json", "mode": 0o600,
+                       "overwrite": True, "contents": data('{"server": "https://x"}')}
+        firstboot.apply_config(ignition(storage={"files": [credentials]}), node_root)
+        firstboot.mark_done(node_root, "rendered-worker-1")
+    finally:
+        os.umask(previous)
+    for node_path in (credentials["path"], firstboot.DONE_STAMP):
+        path = node_root / str(node_path).lstrip("/")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, node_path
+
+
+def test_link_loops_and_a_link_at_the_last_component(root: Path, outside: Path) -> None:
+    from mcd.noderoot import NodeRoot
+
+    (root / "a").symlink_to("b")
+    (root / "b").symlink_to("/a")
+    fs = NodeRoot(root)
+    with pytest.raises(OSError, match="too many levels of symbolic links"):
+        fs.makedirs("/a/x")
+    (root / "d").symlink_to(outside)
+    with pytest.raises(OSError):
+        fs.set_dir_attrs("/d", 0o777)  # chmod/chown never follow the last component
+    (root / "top").write_text("top")
+    assert fs.read_bytes("/../../../top") == b"top"  # ".." at the root stays there
