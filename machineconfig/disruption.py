@@ -7,8 +7,6 @@ daemon, which acts on it, and the controller's `mcc plan`, which predicts it.
 from __future__ import annotations
 
 import enum
-import functools
-import gzip
 import logging
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from machineconfig.ignition.dataurl import decode
+from machineconfig.ignition.dataurl import decode_contents
 from machineconfig.reconcile import ignition_config_of
 
 log = logging.getLogger(__name__)
@@ -126,14 +124,8 @@ def decoded_contents(entry: Mapping[str, Any]) -> bytes:
     compression = contents.get("compression") or ""
     if compression not in ("", "gzip"):
         raise ValueError(f"file {entry.get('path')}: unsupported compression {compression!r}")
-    return _decode(source, compression)
-
-
-@functools.lru_cache(maxsize=4096)
-def _decode(source: str, compression: str) -> bytes:
-    # an update decodes each file twice (write, then validate): decode once
-    data = decode(source)
-    return gzip.decompress(data) if compression == "gzip" else data
+    # decoded afresh each time (a capped stream): a cache of decoded bytes could hold gigabytes
+    return decode_contents(source, compression, str(entry.get("path") or ""))
 
 
 # --- Node Disruption Policies ----------------------------------------------------------------

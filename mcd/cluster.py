@@ -16,6 +16,8 @@ from pathlib import Path
 from machineconfig import constants as C
 from machineconfig.store import ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store
 from machineconfig.store.remote import RemoteNodeAPI
+from mcd.file_writers import Journal, atomic_write
+from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,13 @@ def default_labels(root: Path, credentials: Credentials | None) -> dict[str, str
     return {ROLE_LABEL_PREFIX + pool: ""} if pool else {}
 
 
-def _write_private(path: Path, data: str, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
+def _write_private(root: Path, node_path: str, data: str, mode: int = 0o600) -> Path:
+    """Atomically, created with `mode` (never wider on the way), resolved inside `root`."""
+    journal = Journal(root)
+    atomic_write(root, node_path, data.encode(), mode, os.geteuid(), os.getegid(), journal)
+    journal.sync()
+    fs = NodeRoot(root)
+    return fs.host_path(fs.canonical(node_path))  # a host path with no link to leave the root
 
 
 def connect_remote(url: str | None, node: str, root: Path, credentials_path: Path,
@@ -86,16 +86,14 @@ def connect_remote(url: str | None, node: str, root: Path, credentials_path: Pat
         raise StoreError(f"no --store given and no {credentials_path}")
     ca_file: str | None = None
     if credentials and credentials.ca_pem:
-        ca_path = root / SERVER_CA_PATH.lstrip("/")
-        _write_private(ca_path, credentials.ca_pem, 0o644)
-        ca_file = str(ca_path)
-    token_path = root / NODE_TOKEN_PATH.lstrip("/")
+        ca_file = str(_write_private(root, SERVER_CA_PATH, credentials.ca_pem, 0o644))
+    fs = NodeRoot(root)
 
     def keep(token: str) -> None:
         # Every new token (registration, renewal) replaces the stored one before it is used.
-        _write_private(token_path, token + "\n")
+        _write_private(root, NODE_TOKEN_PATH, token + "\n")
 
-    stored = token_path.read_text().strip() if token_path.exists() else ""
+    stored = fs.read_text(NODE_TOKEN_PATH, follow=False).strip() if fs.lexists(NODE_TOKEN_PATH) else ""
     if stored:
         # Its lifetime is unknown here: the first call renews it (and learns the new one's).
         api = RemoteNodeAPI(url, stored, ca_file, on_token=keep)

@@ -4,6 +4,7 @@ Working/Done/Degraded/Unreconcilable, resumes after a reboot and heals once the 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -24,6 +25,7 @@ from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy
 from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.metrics import DaemonMetrics
+from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.rpm_ostree import ostree_booted
 from machineconfig.sdnotify import notify
@@ -242,13 +244,14 @@ class Daemon:
     def _first_run(self, annotations: dict[str, str]) -> None:
         """MCO's checkStateOnFirstRun: bootstrap annotations, disk validation, Done or update."""
         self._housekeeping()
-        bootstrap = self.root / NODE_ANNOTATIONS_FILE.lstrip("/")
+        fs = NodeRoot(self.root)
         from_file: dict[str, str] = {}
-        if bootstrap.exists():
-            from_file = {str(k): str(v) for k, v in json.loads(bootstrap.read_text()).items()}
+        if fs.lexists(NODE_ANNOTATIONS_FILE):
+            from_file = {str(k): str(v) for k, v in
+                         json.loads(fs.read_text(NODE_ANNOTATIONS_FILE, follow=False)).items()}
             if C.CURRENT_CONFIG_ANNOTATION not in annotations:
                 annotations = self._bootstrap_annotations(annotations, from_file)
-            bootstrap.replace(self.root / NODE_ANNOTATIONS_BAK.lstrip("/"))
+            fs.rename(NODE_ANNOTATIONS_FILE, NODE_ANNOTATIONS_BAK)
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
         if on_disk is not None:
@@ -301,12 +304,13 @@ class Daemon:
         return self.patch(wanted).annotations
 
     def _housekeeping(self) -> None:
-        encapsulated = self.root / ENCAPSULATED_FILE.lstrip("/")
-        if encapsulated.exists():
+        fs = NodeRoot(self.root)
+        if fs.lexists(ENCAPSULATED_FILE):
             log.info("firstboot leftover %s renamed to .bak", ENCAPSULATED_FILE)
-            encapsulated.replace(encapsulated.with_name(encapsulated.name + ".bak"))
+            fs.rename(ENCAPSULATED_FILE, ENCAPSULATED_FILE + ".bak")
         # Ignition's presets did their work at first boot; later they would fight our units
-        (self.root / IGNITION_PRESET.lstrip("/")).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            fs.unlink(IGNITION_PRESET)
 
     def _update(self, current: str, desired: str, on_disk: Mapping[str, Any] | None,
                 state: str | None) -> None:

@@ -6,11 +6,13 @@ can put every file, unit and key back exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import posixpath
+import secrets
 import signal
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from machineconfig.errors import MachineConfigError
 from mcd.diff import decoded_contents
+from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,10 @@ NOORIG_DIR = "/etc/machine-config-daemon/noorig"
 SYSTEMD_DIR = "/etc/systemd/system"
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
+# Backups of replaced files may hold secrets (a replaced /etc/shadow): readable by root only,
+# with the original's mode and owner kept beside them for the restore.
+BACKUP_MODE = 0o600
+BACKUP_ATTRS_SUFFIX = ".attrs"
 
 # Written by other owners (the certificate writer) and never removed as stale data.
 STALE_DELETE_SKIP = frozenset({
@@ -64,92 +71,100 @@ class PriorState:
     target: str = ""
 
 
-def capture(path: Path) -> PriorState:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+def capture(root: NodeRoot, node_path: str) -> PriorState:
+    st = root.lstat(node_path)
+    if st is None:
         return PriorState("absent")
     if stat.S_ISLNK(st.st_mode):
-        return PriorState("symlink", target=os.readlink(path))
+        return PriorState("symlink", target=root.readlink(node_path))
     if stat.S_ISREG(st.st_mode):
-        return PriorState("file", path.read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-    raise WriteError(f"{path}: not a regular file or symlink, refusing to replace it")
+        return PriorState("file", root.read_bytes(node_path, follow=False),
+                          stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    raise WriteError(f"{node_path}: not a regular file or symlink, refusing to replace it")
+
+
+def _as_root(root: NodeRoot | Path | str) -> NodeRoot:
+    return root if isinstance(root, NodeRoot) else NodeRoot(root)
 
 
 class Journal:
-    """Prior states of every path an update changes, and the directories it created."""
+    """Prior states of every path an update changes (node paths under one root), and the
+    directories it created."""
 
-    def __init__(self) -> None:
-        self.priors: dict[Path, PriorState] = {}
-        self.order: list[Path] = []
-        self.created_dirs: list[Path] = []
-        self.dirs_to_sync: set[Path] = set()
+    def __init__(self, root: NodeRoot | Path | str | None = None) -> None:
+        # bound by the FileWriter that writes through this journal when not given here
+        self.root: NodeRoot | None = None if root is None else _as_root(root)
+        self.priors: dict[str, PriorState] = {}
+        self.order: list[str] = []
+        self.created_dirs: list[str] = []
+        self.dirs_to_sync: set[str] = set()
         self.writes = 0
 
-    def record(self, path: Path) -> None:
-        """Remember `path`'s state before its first change in this update."""
-        if path not in self.priors:
-            self.priors[path] = capture(path)
-            self.order.append(path)
+    def _root(self) -> NodeRoot:
+        if self.root is None:
+            raise RuntimeError("journal used before a root was bound to it")
+        return self.root
+
+    def record(self, node_path: str) -> None:
+        """Remember `node_path`'s state before its first change in this update."""
+        if node_path not in self.priors:
+            self.priors[node_path] = capture(self._root(), node_path)
+            self.order.append(node_path)
 
     def sync(self) -> None:
         """fsync every directory a rename happened in: renames are durable only after this."""
         for directory in sorted(self.dirs_to_sync):
             try:
-                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            except FileNotFoundError:
+                self._root().fsync_dir(directory)
+            except (FileNotFoundError, NotADirectoryError):
                 continue  # removed again by a rollback: nothing left to make durable
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         self.dirs_to_sync.clear()
 
     def rollback(self) -> None:
         """Put every recorded path back as it was, newest change first; keep going on errors."""
-        for path in reversed(self.order):
-            prior = self.priors[path]
+        root = self._root()
+        for node_path in reversed(self.order):
+            prior = self.priors[node_path]
             try:
-                restore(path, prior, self)
+                restore(root, node_path, prior, self)
             except OSError as err:
-                log.error("rollback of %s failed: %s", path, err)
+                log.error("rollback of %s failed: %s", node_path, err)
         for directory in reversed(self.created_dirs):
             try:
-                directory.rmdir()
+                root.rmdir(directory)
             except OSError:
                 pass  # not empty: something else lives there now
         self.sync()
         log.info("rolled back %d paths", len(self.order))
 
 
-def restore(path: Path, prior: PriorState, journal: Journal) -> None:
+def restore(root: NodeRoot, node_path: str, prior: PriorState, journal: Journal) -> None:
     if prior.kind == "absent":
-        if path.is_symlink() or path.exists():
-            path.unlink()
+        if root.lexists(node_path):
+            root.unlink(node_path)
+            journal.dirs_to_sync.add(posixpath.dirname(node_path))
     elif prior.kind == "symlink":
-        replace_with_symlink(path, prior.target, journal)
+        replace_with_symlink(root, node_path, prior.target, journal)
     else:
-        atomic_write(path, prior.data, prior.mode, prior.uid, prior.gid, journal)
+        atomic_write(root, node_path, prior.data, prior.mode, prior.uid, prior.gid, journal)
 
 
-def make_parents(path: Path, journal: Journal) -> None:
-    """Create missing parent directories with 0755, remembering them for rollback."""
-    missing = []
-    parent = path.parent
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=DEFAULT_DIR_MODE)
-        # mkdir's mode is filtered by the umask; the Ignition default is exactly 0755
-        os.chmod(directory, DEFAULT_DIR_MODE)
-        journal.created_dirs.append(directory)
+def make_parents(root: NodeRoot, node_path: str, journal: Journal) -> None:
+    """Create missing parent directories with 0755 (inside the root), remembering them for
+    rollback."""
+    with root.parent(node_path, create=True, created=journal.created_dirs):
+        pass
 
 
-def _write_temp(path: Path, data: bytes, mode: int, uid: int, gid: int) -> str:
-    """A durable temp file beside `path` holding `data`: created, chowned, chmodded, written and
-    fsynced; its name is returned. On failure nothing is left behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}")
+def _write_temp(dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: int) -> str:
+    """A durable temp file beside `name` in `dir_fd` holding `data`: created 0600, chowned,
+    chmodded, written and fsynced; its name is returned. On failure nothing is left behind."""
+    fd = -1
+    while fd < 0:
+        tmp = f".{name}{TEMP_MARK}{secrets.token_hex(4)}"
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=dir_fd)
     try:
         # chown before chmod: chown clears setuid/setgid bits that chmod has to set
         os.fchown(fd, uid, gid)
@@ -163,30 +178,42 @@ def _write_temp(path: Path, data: bytes, mode: int, uid: int, gid: int) -> str:
     except BaseException:
         if fd >= 0:
             os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
     return tmp
 
 
-def atomic_write(path: Path, data: bytes, mode: int, uid: int, gid: int,
-                 journal: Journal) -> None:
-    """Temp file in the same directory, chown, chmod, write, fsync, rename."""
-    make_parents(path, journal)
-    tmp = _write_temp(path, data, mode, uid, gid)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    journal.dirs_to_sync.add(path.parent)
-    _count_write(journal)
+def _write_into(root: NodeRoot, node_path: str, data: bytes, mode: int, uid: int, gid: int,
+                journal: Journal, lock: threading.Lock | None = None) -> None:
+    with root.parent(node_path, create=True, created=journal.created_dirs) as (dir_fd, name):
+        tmp = _write_temp(dir_fd, name, data, mode, uid, gid)
+        try:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    with lock or contextlib.nullcontext():
+        journal.dirs_to_sync.add(posixpath.dirname(node_path))
+        _count_write(journal)
+
+
+def atomic_write(root: NodeRoot | Path | str, node_path: str, data: bytes, mode: int, uid: int,
+                 gid: int, journal: Journal) -> None:
+    """Temp file (0600) in the same directory, chown, chmod, write, fsync, rename; every
+    directory on the way resolved inside `root`, the last component replaced, never followed."""
+    root = _as_root(root)
+    if journal.root is None:
+        journal.root = root
+    _write_into(root, node_path, data, mode, uid, gid, journal)
 
 
 @dataclass(frozen=True)
 class PendingWrite:
-    """One file of a batch: where it goes, its bytes and attributes, and the name for errors."""
+    """One file of a batch: its node path, its bytes and attributes, and the name for errors."""
 
-    path: Path
+    path: str
     data: bytes
     mode: int
     uid: int
@@ -194,7 +221,7 @@ class PendingWrite:
     label: str
 
 
-def atomic_write_many(writes: Sequence[PendingWrite], journal: Journal) -> None:
+def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: Journal) -> None:
     """`atomic_write` for many files at once, each still entirely old or entirely new.
 
     A few threads each run the whole atomic write of one file at a time (temp file, fsync,
@@ -205,24 +232,16 @@ def atomic_write_many(writes: Sequence[PendingWrite], journal: Journal) -> None:
     """
     if len(writes) < 2:
         for write in writes:
-            _labelled(write, atomic_write, write.path, write.data, write.mode, write.uid,
+            _labelled(write, atomic_write, root, write.path, write.data, write.mode, write.uid,
                       write.gid, journal)
         return
     for write in writes:
-        _labelled(write, make_parents, write.path, journal)
-    _sweep_temps({write.path.parent for write in writes})
+        _labelled(write, make_parents, root, write.path, journal)
+    _sweep_temps(root, {posixpath.dirname(write.path) for write in writes})
 
     def one(write: PendingWrite) -> None:
-        tmp = _labelled(write, _write_temp, write.path, write.data, write.mode, write.uid,
-                        write.gid)
-        try:
-            _labelled(write, os.rename, tmp, write.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        with _count_lock:
-            journal.dirs_to_sync.add(write.path.parent)
-            _count_write(journal)
+        _labelled(write, _write_into, root, write.path, write.data, write.mode, write.uid,
+                  write.gid, journal, _count_lock)
 
     with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)),
                             thread_name_prefix="mcd-write") as pool:
@@ -238,29 +257,30 @@ def _labelled(write: PendingWrite, func: Callable[..., _T], *args: Any) -> _T:
         raise WriteError(f"failed to write file {write.label}: {err}") from err
 
 
-def _sweep_temps(directories: Iterable[Path]) -> None:
+def _sweep_temps(root: NodeRoot, directories: Iterable[str]) -> None:
     """Remove temp files a killed run left in `directories` (a batch may leave many)."""
     for directory in directories:
         try:
-            entries = list(os.scandir(directory))
+            names = root.listdir(directory)
         except OSError:
             continue
-        for entry in entries:
-            if entry.name.startswith(".") and TEMP_MARK in entry.name:
-                log.info("removing %s, left by an interrupted update", entry.path)
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+        for name in names:
+            if name.startswith(".") and TEMP_MARK in name:
+                node_path = posixpath.join(directory, name)
+                log.info("removing %s, left by an interrupted update", node_path)
+                with contextlib.suppress(FileNotFoundError):
+                    root.unlink(node_path)
 
 
-def replace_with_symlink(path: Path, target: str, journal: Journal) -> None:
-    make_parents(path, journal)
-    tmp = path.with_name(f".{path.name}.mcdtmp-link")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.rename(tmp, path)
-    journal.dirs_to_sync.add(path.parent)
+def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: Journal) -> None:
+    """`node_path` becomes a symlink to `target` (the link itself is created, nothing followed)."""
+    with root.parent(node_path, create=True, created=journal.created_dirs) as (dir_fd, name):
+        tmp = f".{name}{TEMP_MARK}-link"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        os.symlink(target, tmp, dir_fd=dir_fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    journal.dirs_to_sync.add(posixpath.dirname(node_path))
     _count_write(journal)
 
 
@@ -285,10 +305,14 @@ class UnitMasker(Protocol):
 
 
 class FileWriter:
-    """Writes Ignition files and units under `root` ("/" on a node, a tmp dir in tests)."""
+    """Writes Ignition files and units under `root` ("/" on a node, a tmp dir in tests); every
+    path is resolved inside it (see mcd.noderoot for the rule)."""
 
     def __init__(self, root: Path, journal: Journal, masker: UnitMasker | None = None) -> None:
-        self.root = root
+        self.root = Path(root)
+        self.fs = NodeRoot(self.root)
+        if journal.root is None:
+            journal.root = self.fs
         self.journal = journal
         # systemd masks units on the real root; other roots (tests, images) get plain symlinks
         self.masker = masker
@@ -296,7 +320,8 @@ class FileWriter:
         self._pending: list[PendingWrite] | None = None
 
     def host_path(self, node_path: str) -> Path:
-        return self.root / node_path.lstrip("/")
+        """For messages and tools given `--root` only: never opened by the writer itself."""
+        return self.fs.host_path(node_path)
 
     # ---- owners -------------------------------------------------------------------------
     def _lookup(self, database: str, name: str) -> int:
@@ -305,7 +330,7 @@ class FileWriter:
         ids = self._id_cache.get(database)
         if ids is None:
             ids = {}
-            for line in self.host_path(f"/etc/{database}").read_text().splitlines():
+            for line in self.fs.read_text(f"/etc/{database}").splitlines():
                 fields = line.split(":")
                 if len(fields) > 2:
                     ids.setdefault(fields[0], fields[2])
@@ -323,32 +348,51 @@ class FileWriter:
         return int(uid), int(gid)
 
     # ---- backups ------------------------------------------------------------------------
-    def orig_path(self, node_path: str) -> Path:
-        return self.host_path(ORIG_DIR + node_path + ".mcdorig")
+    @staticmethod
+    def orig_path(node_path: str) -> str:
+        return ORIG_DIR + node_path + ".mcdorig"
 
-    def noorig_path(self, node_path: str) -> Path:
-        return self.host_path(NOORIG_DIR + node_path + ".mcdnoorig")
+    @staticmethod
+    def noorig_path(node_path: str) -> str:
+        return NOORIG_DIR + node_path + ".mcdnoorig"
 
     def backup_original(self, node_path: str) -> None:
         """Keep what the OS had at `node_path` the first time we take it over (never overwritten)."""
-        backup = self._backup_write(node_path)
-        if backup is not None:
-            atomic_write(backup.path, backup.data, backup.mode, backup.uid, backup.gid,
+        for backup in self._backup_writes(node_path):
+            atomic_write(self.fs, backup.path, backup.data, backup.mode, backup.uid, backup.gid,
                          self.journal)
 
-    def _backup_write(self, node_path: str) -> PendingWrite | None:
-        """The backup `backup_original` makes (recorded in the journal), or None if one exists."""
+    def _backup_writes(self, node_path: str) -> list[PendingWrite]:
+        """The backup `backup_original` makes (recorded in the journal): the original's bytes
+        (0600, whatever the original's mode: it may be a secret) and its attributes beside it,
+        or an empty stamp that there was none; nothing when a backup exists."""
         orig, noorig = self.orig_path(node_path), self.noorig_path(node_path)
-        if orig.exists() or noorig.exists():
-            return None
-        target = self.host_path(node_path)
-        self.journal.record(orig if target.is_file() else noorig)
-        if target.is_file() and not target.is_symlink():
-            st = target.stat()
+        if self.fs.lexists(orig) or self.fs.lexists(noorig):
+            return []
+        st = self.fs.lstat(node_path)
+        me = os.geteuid(), os.getegid()
+        if st is not None and stat.S_ISREG(st.st_mode):
             log.info("backing up original %s", node_path)
-            return PendingWrite(orig, target.read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid,
-                                st.st_gid, node_path)
-        return PendingWrite(noorig, b"", DEFAULT_FILE_MODE, 0, 0, node_path)
+            attrs = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+            self.journal.record(orig)
+            self.journal.record(orig + BACKUP_ATTRS_SUFFIX)
+            return [PendingWrite(orig, self.fs.read_bytes(node_path, follow=False), BACKUP_MODE,
+                                 *me, node_path),
+                    PendingWrite(orig + BACKUP_ATTRS_SUFFIX, json.dumps(attrs).encode() + b"\n",
+                                 BACKUP_MODE, *me, node_path)]
+        self.journal.record(noorig)
+        return [PendingWrite(noorig, b"", BACKUP_MODE, *me, node_path)]
+
+    def _original_attrs(self, orig: str) -> tuple[int, int, int]:
+        """Mode, uid and gid of a backed-up original (from its attributes file; a backup made
+        before those existed carries them itself)."""
+        try:
+            attrs = json.loads(self.fs.read_bytes(orig + BACKUP_ATTRS_SUFFIX, follow=False))
+            return int(attrs["mode"]), int(attrs["uid"]), int(attrs["gid"])
+        except (FileNotFoundError, NotADirectoryError):
+            st = self.fs.lstat(orig)
+            assert st is not None
+            return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
 
     # ---- files --------------------------------------------------------------------------
     def _file_write(self, entry: Mapping[str, Any]) -> list[PendingWrite]:
@@ -360,13 +404,11 @@ class FileWriter:
             data = decoded_contents(entry)
             uid, gid = self.owner_of(entry)
             mode = int(entry.get("mode", DEFAULT_FILE_MODE))
-            target = self.host_path(node_path)
-            backup = self._backup_write(node_path)
-            self.journal.record(target)
+            backups = self._backup_writes(node_path)
+            self.journal.record(node_path)
         except (OSError, ValueError, KeyError, MachineConfigError) as err:
             raise WriteError(f"failed to write file {node_path}: {err}") from err
-        write = PendingWrite(target, data, mode, uid, gid, node_path)
-        return [write] if backup is None else [backup, write]
+        return [*backups, PendingWrite(node_path, data, mode, uid, gid, node_path)]
 
     def write_file(self, entry: Mapping[str, Any]) -> None:
         self.write_files([entry])
@@ -390,20 +432,19 @@ class FileWriter:
     def _write_batch(self, backups: list[PendingWrite], batch: list[PendingWrite]) -> None:
         if backups:
             # the originals are on disk for good before any file replaces them
-            atomic_write_many(backups, self.journal)
+            atomic_write_many(self.fs, backups, self.journal)
             self.journal.sync()
-        atomic_write_many(batch, self.journal)
+        atomic_write_many(self.fs, batch, self.journal)
 
     def write_text(self, node_path: str, data: bytes, mode: int = DEFAULT_FILE_MODE,
                    uid: int = 0, gid: int = 0) -> None:
         """A file the daemon owns itself (currentconfig, state, units): journaled, no backup;
         inside `batched()` it is written with the batch."""
-        target = self.host_path(node_path)
-        self.journal.record(target)
+        self.journal.record(node_path)
         if self._pending is not None:
-            self._pending.append(PendingWrite(target, data, mode, uid, gid, node_path))
+            self._pending.append(PendingWrite(node_path, data, mode, uid, gid, node_path))
             return
-        atomic_write(target, data, mode, uid, gid, self.journal)
+        atomic_write(self.fs, node_path, data, mode, uid, gid, self.journal)
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
@@ -418,16 +459,16 @@ class FileWriter:
             pending = self._pending
         finally:
             self._pending = None
-        atomic_write_many(pending, self.journal)
+        atomic_write_many(self.fs, pending, self.journal)
 
     def remove(self, node_path: str) -> None:
-        target = self.host_path(node_path)
-        if not (target.exists() or target.is_symlink()):
+        """Unlink `node_path` itself (a link is removed, never followed), journaled."""
+        if not self.fs.lexists(node_path):
             log.warning("stale %s already absent", node_path)
             return
-        self.journal.record(target)
-        target.unlink()
-        self.journal.dirs_to_sync.add(target.parent)
+        self.journal.record(node_path)
+        self.fs.unlink(node_path)
+        self.journal.dirs_to_sync.add(posixpath.dirname(node_path))
 
     def remove_stale(self, node_path: str) -> None:
         """A path that left the config: restore the OS original, or delete what we created."""
@@ -435,18 +476,19 @@ class FileWriter:
             log.info("stale %s is owned by the certificate writer: kept", node_path)
             return
         orig, noorig = self.orig_path(node_path), self.noorig_path(node_path)
-        if noorig.exists():
+        if self.fs.lexists(noorig):
             log.info("stale %s did not exist before us: deleted", node_path)
-            self.remove(NOORIG_DIR + node_path + ".mcdnoorig")
+            self.remove(noorig)
             self.remove(node_path)
-        elif orig.exists():
+        elif self.fs.lexists(orig):
             log.info("stale %s: original restored from %s", node_path, orig)
-            st = orig.stat()
-            target = self.host_path(node_path)
-            self.journal.record(target)
-            atomic_write(target, orig.read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid,
-                         st.st_gid, self.journal)
-            self.remove(ORIG_DIR + node_path + ".mcdorig")
+            mode, uid, gid = self._original_attrs(orig)
+            self.journal.record(node_path)
+            atomic_write(self.fs, node_path, self.fs.read_bytes(orig, follow=False), mode, uid,
+                         gid, self.journal)
+            self.remove(orig)
+            if self.fs.lexists(orig + BACKUP_ATTRS_SUFFIX):
+                self.remove(orig + BACKUP_ATTRS_SUFFIX)
         else:
             log.info("stale %s has no backup record: deleted", node_path)
             self.remove(node_path)
@@ -458,13 +500,15 @@ class FileWriter:
     def write_unit(self, unit: Mapping[str, Any]) -> bool:
         """Drop-ins, then the unit file or mask; True when anything on disk changed."""
         name = str(unit["name"])
+        check_unit_name(name)
         changed = False
         for dropin in unit.get("dropins") or []:
+            check_unit_name(str(dropin["name"]), f"drop-in of {name}")
             node_path = f"{SYSTEMD_DIR}/{name}.d/{dropin['name']}"
             contents = str(dropin.get("contents") or "")
             if not contents:
                 # an empty drop-in means "no drop-in", as MCO does since 4.7
-                if self.host_path(node_path).exists():
+                if self.fs.lexists(node_path):
                     self.remove(node_path)
                     changed = True
                 continue
@@ -472,11 +516,10 @@ class FileWriter:
             self.write_text(node_path, contents.encode())
             changed = True
         node_path = self.unit_path(name)
-        target = self.host_path(node_path)
-        masked = target.is_symlink() and os.readlink(target) == "/dev/null"
+        masked = self.fs.is_symlink(node_path) and self.fs.readlink(node_path) == "/dev/null"
         if unit.get("mask"):
             if not masked:
-                self._mask(name, target)
+                self._mask(name, node_path)
                 changed = True
         elif unit.get("contents"):
             self.backup_original(node_path)
@@ -484,42 +527,50 @@ class FileWriter:
             changed = True
         elif masked:
             log.info("unit %s unmasked", name)
-            self.journal.record(target)
+            self.journal.record(node_path)
             if self.masker is None:
-                target.unlink()
+                self.fs.unlink(node_path)
             else:
                 self.masker.unmask([name])
-            self.journal.dirs_to_sync.add(target.parent)
+            self.journal.dirs_to_sync.add(SYSTEMD_DIR)
             changed = True
         return changed
 
-    def _mask(self, name: str, target: Path) -> None:
+    def _mask(self, name: str, node_path: str) -> None:
         # recorded first: whoever creates the /dev/null link, rollback restores what was there
-        self.journal.record(target)
+        self.journal.record(node_path)
         if self.masker is None:
-            replace_with_symlink(target, "/dev/null", self.journal)
+            replace_with_symlink(self.fs, node_path, "/dev/null", self.journal)
             return
-        if target.exists() or target.is_symlink():
+        if self.fs.lexists(node_path):
             # MaskUnitFiles refuses to replace a regular unit file; MCO removes it first too
-            target.unlink()
+            self.fs.unlink(node_path)
         self.masker.mask([name])
-        self.journal.dirs_to_sync.add(target.parent)
+        self.journal.dirs_to_sync.add(SYSTEMD_DIR)
 
     def remove_stale_unit(self, old_unit: Mapping[str, Any], new_unit: Mapping[str, Any] | None
                           ) -> bool:
         """Remove drop-ins and unit files the new config no longer has; True on a change."""
         name = str(old_unit["name"])
+        check_unit_name(name)
         new_dropins = {d["name"] for d in (new_unit or {}).get("dropins") or []}
         changed = False
         for dropin in old_unit.get("dropins") or []:
+            check_unit_name(str(dropin["name"]), f"drop-in of {name}")
             node_path = f"{SYSTEMD_DIR}/{name}.d/{dropin['name']}"
-            if dropin["name"] not in new_dropins and self.host_path(node_path).exists():
+            if dropin["name"] not in new_dropins and self.fs.lexists(node_path):
                 self.remove_stale(node_path)
                 changed = True
         if new_unit is None and (old_unit.get("contents") or old_unit.get("mask")):
             node_path = self.unit_path(name)
-            if self.host_path(node_path).exists() or self.host_path(node_path).is_symlink():
+            if self.fs.lexists(node_path):
                 self.remove_stale(node_path)
                 changed = True
         return changed
 
+
+def check_unit_name(name: str, what: str = "unit") -> None:
+    """A unit or drop-in name is one file name: no "/", not "." or ".." (systemd's own rule;
+    Ignition checks only the suffix, so "../../x.service" would otherwise leave the unit dir)."""
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise WriteError(f"{what} name {name!r} is not a plain file name")

@@ -4,11 +4,14 @@ the daemon. `complete_encapsulated` is the second step (MCO's firstboot-complete
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import ssl
+import stat
 import subprocess
 import time
 import urllib.error
@@ -18,11 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machineconfig import mcoparse
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode
-from mcd.file_writers import DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, make_parents
+from mcd.diff import decoded_contents
+from mcd.file_writers import (DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, WriteError,
+                              atomic_write, check_unit_name, replace_with_symlink)
+from mcd.noderoot import NodeRoot
 from mcd.passwd import apply_passwd
 from mcd.rpm_ostree import ostree_booted
+from mcd.state import STATE_FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,8 @@ DONE_STAMP = "/var/lib/machine-config-daemon/firstboot.done"
 UNIT_SEARCH = (SYSTEMD_DIR, "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
                "/lib/systemd/system")
 FETCH_TIMEOUT = 30.0
+# A served config is a few MB; anything past this is refused before it is parsed.
+MAX_CONFIG_BYTES = 64 << 20
 BACKOFF_MAX = 60.0
 
 
@@ -71,7 +82,12 @@ def _fetch_once(source: Source, timeout: float) -> dict[str, Any]:
         handlers.append(urllib.request.HTTPSHandler(context=context))
     request = urllib.request.Request(source.url, headers=headers)
     with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as response:
-        config: dict[str, Any] = json.loads(response.read())
+        body = response.read(MAX_CONFIG_BYTES + 1)
+    if len(body) > MAX_CONFIG_BYTES:
+        raise FirstbootError(f"{source.url} served more than {MAX_CONFIG_BYTES} bytes")
+    config: dict[str, Any] = json.loads(body)
+    if not isinstance(config, dict):
+        raise FirstbootError(f"{source.url} served JSON that is not an object")
     version = str((config.get("ignition") or {}).get("version", ""))
     if not version.startswith("3."):
         raise FirstbootError(f"{source.url} served Ignition {version or '(none)'}, want 3.x")
@@ -100,41 +116,33 @@ def fetch(source: Source, retry_for: float = 0.0, timeout: float = FETCH_TIMEOUT
 
 # ---- Ignition's files stage ----------------------------------------------------------------
 
-def _owner(writer: FileWriter, entry: Mapping[str, Any]) -> tuple[int, int]:
-    return writer.owner_of(entry)
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fetched config checked with the controller's rules (Ignition's validation and MCO's
+    MachineConfig checks, machineconfig.mcoparse) and the daemon's own (unit, drop-in and
+    [Install] names are plain file names), before anything touches the disk; returns it as
+    spec 3.5.0. Raises FirstbootError with the reason on one line."""
+    raw = json.dumps(config).encode()
+    try:
+        mcoparse.check_machine_config_ignition(raw)
+        converted = mcoparse.parse_and_convert_config(raw)
+    except mcoparse.IgnitionConfigError as err:
+        raise FirstbootError("invalid config: " + " ".join(str(err).split())) from err
+    units = (converted.get("systemd") or {}).get("units") or []
+    for index, unit in enumerate(units):
+        where = f"$.systemd.units.{index}"
+        try:
+            check_unit_name(str(unit.get("name")))
+            for dropin in unit.get("dropins") or []:
+                check_unit_name(str(dropin.get("name")), "drop-in")
+            for key, values in _install_section_of(str(unit.get("contents") or "")).items():
+                for value in values:
+                    check_unit_name(value, f"[Install] {key}")
+        except WriteError as err:
+            raise FirstbootError(f"invalid config: {where}: {err}") from err
+    return converted
 
 
-def _write_directories(writer: FileWriter, config: Mapping[str, Any]) -> None:
-    for entry in (config.get("storage") or {}).get("directories") or []:
-        target = writer.host_path(str(entry["path"]))
-        make_parents(target / "x", writer.journal)
-        os.chmod(target, int(entry.get("mode", DEFAULT_DIR_MODE)))
-        os.chown(target, *_owner(writer, entry))
-        log.info("directory %s", entry["path"])
-
-
-def _write_links(writer: FileWriter, config: Mapping[str, Any]) -> None:
-    for entry in (config.get("storage") or {}).get("links") or []:
-        target = writer.host_path(str(entry["path"]))
-        make_parents(target, writer.journal)
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        if entry.get("hard"):
-            os.link(writer.host_path(str(entry["target"])), target)
-        else:
-            target.symlink_to(str(entry["target"]))
-        log.info("link %s -> %s", entry["path"], entry["target"])
-
-
-def _install_section(writer: FileWriter, unit: Mapping[str, Any]) -> dict[str, list[str]]:
-    """WantedBy/RequiredBy/Alias of the unit as written, or as the OS ships it."""
-    text = str(unit.get("contents") or "")
-    if not text:
-        for directory in UNIT_SEARCH:
-            path = writer.host_path(f"{directory}/{unit['name']}")
-            if path.is_file():
-                text = path.read_text()
-                break
+def _install_section_of(text: str) -> dict[str, list[str]]:
     install: dict[str, list[str]] = {}
     section = ""
     for line in text.splitlines():
@@ -143,24 +151,136 @@ def _install_section(writer: FileWriter, unit: Mapping[str, Any]) -> dict[str, l
             section = line
         elif section == "[Install]" and "=" in line:
             key, _, value = line.partition("=")
-            install.setdefault(key.strip(), []).extend(value.split())
+            if key.strip() in ("WantedBy", "RequiredBy", "Alias"):
+                install.setdefault(key.strip(), []).extend(value.split())
     return install
 
 
-def _enablement_links(writer: FileWriter, unit: Mapping[str, Any]) -> list[Path]:
+def _owner(writer: FileWriter, entry: Mapping[str, Any]) -> tuple[int, int]:
+    return writer.owner_of(entry)
+
+
+def _write_directories(writer: FileWriter, config: Mapping[str, Any]) -> None:
+    fs = writer.fs
+    for entry in (config.get("storage") or {}).get("directories") or []:
+        path = str(entry["path"])
+        st = fs.lstat(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            if not entry.get("overwrite"):
+                raise FirstbootError(f"directory {path}: a non-directory exists there already "
+                                     "and overwrite is false")
+            writer.journal.record(path)
+            fs.unlink(path)
+        fs.makedirs(path, writer.journal.created_dirs)
+        # a link at the last component is refused here, never followed
+        fs.set_dir_attrs(path, int(entry.get("mode", DEFAULT_DIR_MODE)), *_owner(writer, entry))
+        log.info("directory %s", path)
+
+
+def _keep_existing_file(writer: FileWriter, entry: Mapping[str, Any]) -> bool:
+    """Ignition's `overwrite: false` for a file: True when the node already has it (then only
+    owner and mode are set, or nothing); raises when the existing node may not be replaced."""
+    if entry.get("overwrite"):
+        return False
+    path = str(entry["path"])
+    st = writer.fs.lstat(path)
+    if st is None:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        raise FirstbootError(f"file {path}: a non regular file exists there already and "
+                             "overwrite is false")
+    source = (entry.get("contents") or {}).get("source")
+    if source is not None and writer.fs.read_bytes(path, follow=False) != \
+            decoded_contents(entry):
+        # the same bytes are no conflict: a first boot that crashed half-way can run again
+        raise FirstbootError(f"file {path}: a file exists there already and overwrite is false")
+    uid, gid = _owner(writer, entry)
+    mode = int(entry["mode"]) if "mode" in entry else stat.S_IMODE(st.st_mode)
+    fd = writer.fs.open(path)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    log.info("file %s exists and overwrite is false: kept", path)
+    return True
+
+
+def _write_files(writer: FileWriter, config: Mapping[str, Any]) -> None:
+    files = (config.get("storage") or {}).get("files") or []
+    writer.write_files([entry for entry in files if not _keep_existing_file(writer, entry)])
+
+
+def _write_links(writer: FileWriter, config: Mapping[str, Any]) -> None:
+    fs, journal = writer.fs, writer.journal
+    for entry in (config.get("storage") or {}).get("links") or []:
+        path, target = str(entry["path"]), str(entry["target"])
+        st = fs.lstat(path)
+        if st is not None and not entry.get("overwrite"):
+            same = fs.readlink(path) == target if stat.S_ISLNK(st.st_mode) else (
+                bool(entry.get("hard")) and fs.lstat(target) is not None
+                and _same_inode(st, fs.lstat(target)))
+            if same:
+                log.info("link %s -> %s already there", path, target)
+                continue
+            raise FirstbootError(f"link {path}: a different node exists there already and "
+                                 "overwrite is false")
+        journal.record(path)
+        if entry.get("hard"):
+            _hard_link(writer, target, path)
+        else:
+            replace_with_symlink(fs, path, target, journal)
+        log.info("link %s -> %s", path, target)
+
+
+def _same_inode(a: os.stat_result, b: os.stat_result | None) -> bool:
+    return b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _hard_link(writer: FileWriter, target: str, path: str) -> None:
+    """`path` becomes a hard link to `target`, both resolved inside the root (a relative target
+    counts from the root, as Ignition joins it onto the root)."""
+    fs = writer.fs
+    with fs.parent("/" + target.lstrip("/")) as (src_fd, src_name), \
+            fs.parent(path, create=True, created=writer.journal.created_dirs) as (dst_fd, name):
+        tmp = f".{name}.mcdtmp-hardlink"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dst_fd)
+        os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
+    writer.journal.dirs_to_sync.add(posixpath.dirname(path))
+
+
+def _install_section(writer: FileWriter, unit: Mapping[str, Any]) -> dict[str, list[str]]:
+    """WantedBy/RequiredBy/Alias of the unit as written, or as the OS ships it."""
+    text = str(unit.get("contents") or "")
+    if not text:
+        for directory in UNIT_SEARCH:
+            node_path = f"{directory}/{unit['name']}"
+            if writer.fs.is_file(node_path):
+                text = writer.fs.read_text(node_path)
+                break
+    install = _install_section_of(text)
+    for key, values in install.items():
+        for value in values:
+            # the OS's own unit files are not validated with the config: checked here
+            check_unit_name(value, f"[Install] {key} of {unit['name']}")
+    return install
+
+
+def _enablement_links(writer: FileWriter, unit: Mapping[str, Any]) -> list[str]:
     name = str(unit["name"])
     install = _install_section(writer, unit)
-    links = [writer.host_path(f"{SYSTEMD_DIR}/{target}.wants/{name}")
-             for target in install.get("WantedBy", [])]
-    links += [writer.host_path(f"{SYSTEMD_DIR}/{target}.requires/{name}")
+    links = [f"{SYSTEMD_DIR}/{target}.wants/{name}" for target in install.get("WantedBy", [])]
+    links += [f"{SYSTEMD_DIR}/{target}.requires/{name}"
               for target in install.get("RequiredBy", [])]
-    links += [writer.host_path(f"{SYSTEMD_DIR}/{alias}") for alias in install.get("Alias", [])]
+    links += [f"{SYSTEMD_DIR}/{alias}" for alias in install.get("Alias", [])]
     return links
 
 
 def _unit_file(writer: FileWriter, name: str) -> str:
     for directory in UNIT_SEARCH:
-        if writer.host_path(f"{directory}/{name}").is_file():
+        if writer.fs.is_file(f"{directory}/{name}"):
             return f"{directory}/{name}"
     return f"{SYSTEMD_DIR}/{name}"
 
@@ -174,11 +294,11 @@ def _write_units(writer: FileWriter, config: Mapping[str, Any]) -> None:
             continue
         # what `systemctl enable` would do, without a running manager (we reboot next)
         for link in _enablement_links(writer, unit):
-            if link.is_symlink() or link.exists():
-                link.unlink()
+            writer.journal.record(link)
+            if writer.fs.lexists(link):
+                writer.fs.unlink(link)
             if unit["enabled"]:
-                make_parents(link, writer.journal)
-                link.symlink_to(_unit_file(writer, name))
+                replace_with_symlink(writer.fs, link, _unit_file(writer, name), writer.journal)
         presets.append(f"{'enable' if unit['enabled'] else 'disable'} {name}")
         log.info("unit %s %s", name, "enabled" if unit["enabled"] else "disabled")
     if presets:
@@ -187,9 +307,11 @@ def _write_units(writer: FileWriter, config: Mapping[str, Any]) -> None:
 
 
 def _create_users(writer: FileWriter, config: Mapping[str, Any]) -> None:
-    passwd = writer.host_path("/etc/passwd")
-    known = {line.split(":")[0] for line in passwd.read_text().splitlines()} \
-        if passwd.exists() else set()
+    try:
+        passwd = writer.fs.read_text("/etc/passwd")
+    except (FileNotFoundError, NotADirectoryError):
+        passwd = ""
+    known = {line.split(":")[0] for line in passwd.splitlines()}
     for user in (config.get("passwd") or {}).get("users") or []:
         name = str(user["name"])
         if name in known:
@@ -208,41 +330,51 @@ def _create_users(writer: FileWriter, config: Mapping[str, Any]) -> None:
 
 
 def apply_config(config: Mapping[str, Any], root: Path) -> None:
-    """Ignition's files stage onto `root`: directories, files, links, units, then users."""
+    """Ignition's files stage onto `root`: the config validated first, then directories, files,
+    links, units and users, every path resolved inside `root` (mcd.noderoot); a failure undoes
+    every file, link and directory written so far."""
+    checked = validate_config(config)
     journal = Journal()
     writer = FileWriter(root, journal)
-    _write_directories(writer, config)
-    writer.write_files((config.get("storage") or {}).get("files") or [])
-    _write_links(writer, config)
-    _write_units(writer, config)
-    _create_users(writer, config)
-    apply_passwd(writer, {}, config)
-    journal.sync()
+    try:
+        _write_directories(writer, checked)
+        _write_files(writer, checked)
+        _write_links(writer, checked)
+        _write_units(writer, checked)
+        _create_users(writer, checked)
+        apply_passwd(writer, {}, checked)
+        journal.sync()
+    except (OSError, ValueError, WriteError, MachineConfigError) as err:
+        journal.rollback()
+        raise FirstbootError(f"applying the config failed, nothing kept: {err}") from err
+    except FirstbootError:
+        journal.rollback()
+        raise
 
 
 def config_name(root: Path) -> str:
     """The rendered config the node was served (from the annotations file)."""
-    path = root / NODE_ANNOTATIONS.lstrip("/")
     try:
-        annotations = json.loads(path.read_text())
+        annotations = json.loads(NodeRoot(root).read_text(NODE_ANNOTATIONS))
     except (OSError, ValueError):
         return ""
     return str(annotations.get(CURRENT_CONFIG_ANNOTATION, ""))
 
 
 def mark_done(root: Path, name: str) -> None:
-    stamp = root / DONE_STAMP.lstrip("/")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(name + "\n")
+    journal = Journal(root)
+    atomic_write(root, DONE_STAMP, (name + "\n").encode(), STATE_FILE_MODE, os.geteuid(),
+                 os.getegid(), journal)
+    journal.sync()
 
 
 def complete_encapsulated(root: Path) -> bool:
     """MCO's firstboot-complete-machineconfig: True when a reboot is needed for OS changes."""
-    path = root / ENCAPSULATED.lstrip("/")
-    if not path.exists():
+    fs = NodeRoot(root)
+    if not fs.lexists(ENCAPSULATED):
         log.info("no %s: nothing to complete", ENCAPSULATED)
         return False
-    mc = json.loads(path.read_text())
+    mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
     spec = mc.get("spec") or {}
     if ostree_booted(root) and (spec.get("kernelArguments") or spec.get("extensions")
                                 or spec.get("kernelType") not in (None, "", "default")):
@@ -251,6 +383,6 @@ def complete_encapsulated(root: Path) -> bool:
     elif spec.get("kernelArguments"):
         log.warning("kernel arguments %s need rpm-ostree: not applied on this host",
                     spec["kernelArguments"])
-    path.replace(path.with_name(path.name + ".bak"))
+    fs.rename(ENCAPSULATED, ENCAPSULATED + ".bak")
     log.info("first boot of %s complete", (mc.get("metadata") or {}).get("name", "?"))
     return False

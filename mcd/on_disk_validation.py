@@ -4,6 +4,7 @@ Used after a reboot, after a rebootless update and by `mcd validate`; names the 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -13,8 +14,9 @@ from typing import Any
 
 from machineconfig.errors import MachineConfigError
 from machineconfig.reconcile import ignition_config_of, name_of
-from mcd.diff import decoded_contents
+from machineconfig.ignition.dataurl import contents_digest
 from mcd.file_writers import DEFAULT_FILE_MODE, SYSTEMD_DIR
+from mcd.noderoot import NodeRoot
 from mcd.rpm_ostree import Runner, booted_image, missing_kernel_arguments, run_rpm_ostree
 from mcd.systemd import SystemdApi
 
@@ -68,10 +70,18 @@ def _mode_text(mode: int) -> str:
     return f"{go_mode_string(mode)}/{mode}/{'0' + format(mode, 'o') if mode else '0'}"
 
 
-def check_file(root: Path, node_path: str, expected: bytes, mode: int) -> None:
-    host = root / node_path.lstrip("/")
+def _disk_digest(fs: NodeRoot, node_path: str) -> str:
+    with os.fdopen(fs.open(node_path, follow=False), "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def check_file(root: Path, node_path: str, expected: bytes | tuple[int, str], mode: int) -> None:
+    """`node_path` (resolved inside `root`, never through a link that leaves it) has `mode` and
+    `expected` contents: the bytes, or their (size, SHA-256 hex)."""
+    fs = NodeRoot(root)
     try:
-        st = os.lstat(host)
+        with fs.parent(node_path) as (dir_fd, name):
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError as err:
         raise ValueError(f'could not stat file "{node_path}": lstat {node_path}: '
                          f"{os.strerror(err.errno or 0).lower()}") from None
@@ -79,24 +89,33 @@ def check_file(root: Path, node_path: str, expected: bytes, mode: int) -> None:
     if received != mode:
         raise ValueError(f'mode mismatch for file: "{node_path}"; expected: {_mode_text(mode)}; '
                          f"received: {_mode_text(received)}")
-    if host.read_bytes() != expected:
-        log.info("content mismatch for %s (expected %d bytes)", node_path, len(expected))
+    size, digest = (len(expected), hashlib.sha256(expected).hexdigest()) \
+        if isinstance(expected, bytes) else expected
+    if st.st_size != size or _disk_digest(fs, node_path) != digest:
+        log.info("content mismatch for %s (expected %d bytes)", node_path, size)
         raise ValueError(f'content mismatch for file "{node_path}"')
 
 
 def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None) -> None:
+    fs = NodeRoot(root)
     name = str(unit["name"])
     for dropin in unit.get("dropins") or []:
         node_path = f"{SYSTEMD_DIR}/{name}.d/{dropin['name']}"
         contents = str(dropin.get("contents") or "")
-        if not contents and not (root / node_path.lstrip("/")).exists():
+        if not contents and not fs.lexists(node_path):
             continue
         check_file(root, node_path, contents.encode(), DEFAULT_FILE_MODE)
     node_path = f"{SYSTEMD_DIR}/{name}"
-    host = root / node_path.lstrip("/")
     if unit.get("mask"):
         # MCO checks masks only for units with contents; we check every masked unit
-        link = os.path.realpath(host) if host.is_symlink() else str(host)
+        link = node_path
+        if fs.is_symlink(node_path):
+            link = fs.readlink(node_path)
+            if link != "/dev/null":
+                try:
+                    link = fs.canonical(node_path)
+                except OSError:
+                    pass
         if link != "/dev/null":
             raise ValueError(f'state validation: invalid unit masked setting. path: "{node_path}"; '
                              f"expected: /dev/null; received: {link}")
@@ -111,14 +130,26 @@ def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None)
                              f"{'enabled' if unit['enabled'] else 'disabled'}")
 
 
+def _expected_digest(entry: Mapping[str, Any]) -> tuple[int, str]:
+    contents = entry.get("contents") or {}
+    source = contents.get("source")
+    compression = contents.get("compression") or ""
+    if source is None:
+        return 0, hashlib.sha256(b"").hexdigest()
+    if compression not in ("", "gzip"):
+        raise ValueError(f"file {entry.get('path')}: unsupported compression {compression!r}")
+    # remembered per source: the drift monitor validates every minute without decoding again
+    return contents_digest(source, compression, str(entry.get("path") or ""))
+
+
 def _check_file_entry(root: Path, entry: Mapping[str, Any]) -> None:
     if entry.get("append"):
         raise ValueError("found an append section when checking files. Append is not supported")
     try:
-        contents = decoded_contents(entry)
+        expected = _expected_digest(entry)
     except (ValueError, MachineConfigError) as err:
         raise ValueError(f'couldn\'t decode file "{entry["path"]}": {err}') from err
-    check_file(root, entry["path"], contents, int(entry.get("mode", DEFAULT_FILE_MODE)))
+    check_file(root, entry["path"], expected, int(entry.get("mode", DEFAULT_FILE_MODE)))
 
 
 def find_mismatches(mc: Mapping[str, Any], root: Path = Path("/"),

@@ -5,11 +5,10 @@ Keys go to /home/core/.ssh/authorized_keys.d/ignition (0600, core:core); hashes 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from mcd.file_writers import FileWriter
+from mcd.file_writers import FileWriter, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ LOCKED_HASH = "*"
 
 
 def _passwd_entry(writer: FileWriter, name: str) -> list[str] | None:
-    for line in writer.host_path("/etc/passwd").read_text().splitlines():
+    for line in writer.fs.read_text("/etc/passwd").splitlines():
         fields = line.split(":")
         if fields[0] == name and len(fields) >= 7:
             return fields
@@ -37,14 +36,14 @@ def write_ssh_keys(writer: FileWriter, users: list[Mapping[str, Any]]) -> None:
         return
     uid, gid = int(entry[2]), int(entry[3])
     keys = "".join(f"{key}\n" for user in users for key in user.get("sshAuthorizedKeys") or [])
-    for node_dir in (SSH_DIR, AUTHORIZED_KEYS_DIR):
-        directory = writer.host_path(node_dir)
-        if not directory.exists():
-            directory.mkdir(mode=0o700)
-            writer.journal.created_dirs.append(directory)
-        # sshd's StrictModes refuses keys in a directory others may write or that core does not own
-        os.chown(directory, uid, gid)
-        os.chmod(directory, 0o700)
+    try:
+        for node_dir in (SSH_DIR, AUTHORIZED_KEYS_DIR):
+            # resolved inside the root; a link at the last component is refused, never followed
+            writer.fs.makedirs(node_dir, writer.journal.created_dirs)
+            # sshd's StrictModes refuses keys in a directory others may write or core does not own
+            writer.fs.set_dir_attrs(node_dir, 0o700, uid, gid)
+    except OSError as err:
+        raise WriteError(f"failed to write file {AUTHORIZED_KEYS}: {err.strerror}") from err
     writer.write_text(AUTHORIZED_KEYS, keys.encode(), 0o600, uid, gid)
     log.info("wrote %d SSH keys for core", keys.count("\n"))
 
@@ -55,8 +54,7 @@ def write_password_hashes(writer: FileWriter, old_users: list[Mapping[str, Any]]
     wanted = {str(u["name"]): str(u.get("passwordHash") or LOCKED_HASH) for u in new_users}
     for user in old_users:
         wanted.setdefault(str(user["name"]), LOCKED_HASH)
-    shadow = writer.host_path(SHADOW)
-    lines = shadow.read_text().splitlines()
+    lines = writer.fs.read_text(SHADOW, follow=False).splitlines()
     changed = False
     for index, line in enumerate(lines):
         fields = line.split(":")
@@ -65,8 +63,8 @@ def write_password_hashes(writer: FileWriter, old_users: list[Mapping[str, Any]]
             lines[index] = ":".join(fields)
             changed = True
             log.info("password hash of %s updated", fields[0])
-    if changed:
-        st = shadow.stat()
+    st = writer.fs.lstat(SHADOW)
+    if changed and st is not None:
         # rewritten whole and atomically so the journal can restore the previous shadow file
         writer.write_text(SHADOW, ("\n".join(lines) + "\n").encode(), st.st_mode & 0o7777,
                           st.st_uid, st.st_gid)

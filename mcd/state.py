@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mcd.file_writers import Journal, atomic_write
+from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +22,23 @@ FORCE_FILE = "/run/machine-config-daemon-force"
 WORKING, DONE, DEGRADED, UNRECONCILABLE = "Working", "Done", "Degraded", "Unreconcilable"
 REBOOTING = "Rebooting"
 MAX_REASON = 2000
+# The current config holds every secret of the node's config (pull secret, kubeconfig): like
+# every record the daemon keeps, readable by root only.
+STATE_FILE_MODE = 0o600
 
 
-def _host(root: Path, node_path: str) -> Path:
-    return root / node_path.lstrip("/")
+def _read(root: Path, node_path: str) -> str | None:
+    try:
+        return NodeRoot(root).read_text(node_path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def read_current_config(root: Path) -> dict[str, Any] | None:
-    path = _host(root, CURRENT_CONFIG)
-    if not path.exists():
+    text = _read(root, CURRENT_CONFIG)
+    if text is None:
         return None
-    config: dict[str, Any] = json.loads(path.read_text())
+    config: dict[str, Any] = json.loads(text)
     return config
 
 
@@ -40,10 +47,10 @@ def current_config_bytes(mc: Mapping[str, Any]) -> bytes:
 
 
 def read_state(root: Path) -> dict[str, Any]:
-    path = _host(root, STATE_FILE)
-    if not path.exists():
+    text = _read(root, STATE_FILE)
+    if text is None:
         return {}
-    state: dict[str, Any] = json.loads(path.read_text())
+    state: dict[str, Any] = json.loads(text)
     return state
 
 
@@ -51,12 +58,12 @@ def write_state(root: Path, state: str, reason: str = "", **fields: Any) -> dict
     """Record the node state; never part of an update's rollback, so a failure stays visible."""
     record = {**read_state(root), "state": state, "reason": reason[:MAX_REASON], **fields}
     journal = Journal()
-    atomic_write(_host(root, STATE_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n")
-                 .encode(), 0o644, os.geteuid(), os.getegid(), journal)
+    atomic_write(root, STATE_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n")
+                 .encode(), STATE_FILE_MODE, os.geteuid(), os.getegid(), journal)
     journal.sync()
     log.info("state %s%s", state, f": {reason}" if reason else "")
     return record
 
 
 def force_file_present(root: Path) -> bool:
-    return _host(root, FORCE_FILE).exists()
+    return NodeRoot(root).lexists(FORCE_FILE)

@@ -5,6 +5,7 @@ after that point the node only reloads, restarts or reboots.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from mcd import state as node_state
 from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolicy, describe,
                          drain_required, post_config_actions)
 from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
-from mcd.file_writers import FileWriter, Journal
+from mcd.file_writers import FileWriter, Journal, check_unit_name
+from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.passwd import apply_passwd
 from mcd.rpm_ostree import (OSTREE_BOOTED, Runner, apply_os_changes, ostree_booted,
@@ -193,6 +195,11 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
     """All file, unit and passwd writes of the update; True when unit files changed."""
     old_files, new_files = files_by_path(old_ign), files_by_path(new_ign)
     old_units, new_units = units_by_name(old_ign), units_by_name(new_ign)
+    for unit in [*old_units.values(), *new_units.values()]:
+        # before anything is written: a unit name with a "/" would leave the unit directory
+        check_unit_name(str(unit["name"]))
+        for dropin in unit.get("dropins") or []:
+            check_unit_name(str(dropin["name"]), f"drop-in of {unit['name']}")
     # every file of B is written, not just the changed ones: a crashed run then converges
     writer.write_files(new_files.values())
     dropin_paths = {f"/etc/systemd/system/{u}.d/{d['name']}" for u, unit in new_units.items()
@@ -267,7 +274,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         node_state.write_state(root, node_state.UNRECONCILABLE, str(err), desiredConfig=new_name)
         return UpdateOutcome(node_state.UNRECONCILABLE, str(err))
     if plan.force:
-        (root / node_state.FORCE_FILE.lstrip("/")).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            NodeRoot(root).unlink(node_state.FORCE_FILE)
     if plan.drain:
         if request_drain is not None:
             request_drain(new_name)
@@ -289,7 +297,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         if needs_reload:
             # exactly one manager Reload per update, however many units changed
             systemd.daemon_reload()
-        writer.write_text(node_state.CURRENT_CONFIG, node_state.current_config_bytes(new_mc))
+        writer.write_text(node_state.CURRENT_CONFIG, node_state.current_config_bytes(new_mc),
+                          node_state.STATE_FILE_MODE)
         journal.sync()
     except Exception as err:  # noqa: BLE001 - every failure before the point of no return rolls back
         log.error("update to %s failed, rolling back: %s", new_name, err)

@@ -1,20 +1,30 @@
 """RFC 2397 data URLs: a decoder with the strictness and error texts of the Go `dataurl` library
 Ignition uses, and the two encodings the MCO writes (percent-escaped and base64).
 
-Compression is not handled here: callers gunzip the decoded bytes when `compression` says so.
+`decode_contents` is what a file entry stands for: the data URL decoded, then gunzipped as a
+stream that stops at a size cap (MAX_DECODED_BYTES, 256 MiB per file unless the environment's
+MACHINECONFIG_MAX_FILE_BYTES says otherwise), so a small config cannot expand into gigabytes.
 """
 from __future__ import annotations
 
 import binascii
+import functools
+import hashlib
+import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes
 
 from machineconfig.errors import MachineConfigError
 
-__all__ = ["DataURL", "DataURLError", "decode", "decode_url", "encode_base64", "encode_percent"]
+__all__ = ["DataURL", "DataURLError", "ContentsTooLargeError", "contents_digest", "decode",
+           "decode_contents", "decode_url", "encode_base64", "encode_percent", "max_decoded_bytes"]
 
 DATA_PREFIX = "data:"
+MAX_DECODED_BYTES = 256 << 20
+MAX_DECODED_BYTES_ENV = "MACHINECONFIG_MAX_FILE_BYTES"
+_GUNZIP_CHUNK = 1 << 20
 
 # RFC 2045 tspecials: never part of a token.
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
@@ -418,3 +428,73 @@ def encode_base64(data: bytes, mime: str = "text/plain;charset=utf-8") -> str:
     import base64
 
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+class ContentsTooLargeError(DataURLError):
+    """A file's decoded (decompressed) contents exceed the size cap."""
+
+
+def max_decoded_bytes() -> int:
+    """The cap on one file's decoded contents (the environment may lower or raise it)."""
+    text = os.environ.get(MAX_DECODED_BYTES_ENV, "")
+    try:
+        return int(text) if text else MAX_DECODED_BYTES
+    except ValueError:
+        raise DataURLError(f"{MAX_DECODED_BYTES_ENV}={text!r} is not a byte count") from None
+
+
+def _too_large(what: str, limit: int, how: str) -> ContentsTooLargeError:
+    return ContentsTooLargeError(f"file {what or '(unnamed)'}: contents exceed {limit} bytes "
+                                 f"{how} (the limit, {MAX_DECODED_BYTES_ENV})")
+
+
+def gunzip_capped(data: bytes, limit: int, what: str = "") -> bytes:
+    """gzip (several members allowed, as Go's reader) decompressed as a stream: never more
+    than `limit` + 1 MiB of output exists at once, and more than `limit` bytes is an error."""
+    if not data:
+        return b""  # as gzip.decompress: no members, no bytes
+    out = bytearray()
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        pending = rest
+        while pending:
+            out += inflater.decompress(pending, _GUNZIP_CHUNK)
+            if len(out) > limit:
+                raise _too_large(what, limit, "after gzip decompression")
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+        if not inflater.eof:
+            out += inflater.flush()
+            if not inflater.eof:
+                raise DataURLError(f"file {what or '(unnamed)'}: gzip data is truncated")
+        if len(out) > limit:
+            raise _too_large(what, limit, "after gzip decompression")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+
+
+def decode_contents(source: str, compression: str = "", what: str = "",
+                    limit: int | None = None) -> bytes:
+    """The bytes a file entry's `contents` stand for: decoded, gunzipped when `compression` is
+    "gzip", at most `limit` bytes (default `max_decoded_bytes()`); `what` names the file."""
+    if limit is None:
+        limit = max_decoded_bytes()
+    try:
+        data = decode(source)
+        if compression == "gzip":
+            return gunzip_capped(data, limit, what)
+    except zlib.error as err:
+        raise DataURLError(f"file {what or '(unnamed)'}: bad gzip data: {err}") from None
+    if len(data) > limit:
+        raise _too_large(what, limit, "")
+    return data
+
+
+@functools.lru_cache(maxsize=4096)
+def contents_digest(source: str, compression: str = "", what: str = "") -> tuple[int, str]:
+    """(size, SHA-256 hex) of `decode_contents`: remembered, where the bytes never are."""
+    data = decode_contents(source, compression, what)
+    return len(data), hashlib.sha256(data).hexdigest()

@@ -26,15 +26,15 @@ def entry(path: str, text: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_atomic_write_sets_mode_owner_and_leaves_no_temp(tmp_path: Path) -> None:
-    journal = Journal()
+    journal = Journal(tmp_path)
     target = tmp_path / "a/b/c.conf"
-    atomic_write(target, b"data", 0o640, os.getuid(), os.getgid(), journal)
+    atomic_write(tmp_path, "/a/b/c.conf", b"data", 0o640, os.getuid(), os.getgid(), journal)
     assert target.read_bytes() == b"data"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "a/b").stat().st_mode) == 0o755
     assert os.listdir(tmp_path / "a/b") == ["c.conf"]
-    assert journal.dirs_to_sync == {tmp_path / "a/b"}
+    assert journal.dirs_to_sync == {"/a/b"}
     journal.sync()
 
 
@@ -176,10 +176,10 @@ def test_batch_rename_failure_is_raised_and_rolled_back_with_no_temp(
     journal.sync()
     real_rename = os.rename
 
-    def rename(src: str, dst: Any) -> None:
-        if str(dst).endswith("/f12.conf"):
+    def rename(src: str, dst: Any, **dir_fds: int) -> None:
+        if str(dst) == "f12.conf":
             raise OSError(5, "Input/output error")
-        real_rename(src, dst)
+        real_rename(src, dst, **dir_fds)
 
     monkeypatch.setattr(file_writers.os, "rename", rename)
     journal = Journal()

@@ -1,0 +1,256 @@
+"""A node's root directory, and every path under it resolved without ever leaving it.
+
+The rule (openat2's RESOLVE_IN_ROOT, done with an O_NOFOLLOW walk of directory fds): a node path
+is resolved one component at a time from the root, as if the root were "/". ".." stops at the
+root; a symlink met on the way is read and followed by the walk itself, an absolute target taken
+relative to the root (as Ignition resolves links against the root it provisions), so no link can
+lead outside. The last component is never followed by a change: a write renames over it, a
+removal unlinks the link itself, chmod/chown refuse anything but a real directory. Reads may
+follow it, under the same rule.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+# As the kernel: more links than this on one resolution is a loop.
+MAX_LINKS = 40
+_WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_MODE = 0o755
+
+
+def _split(node_path: str) -> list[str]:
+    return [part for part in node_path.split("/") if part not in ("", ".")]
+
+
+class NodeRoot:
+    """The directory a daemon treats as "/" ("/" on a node, a tmp dir in tests)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"NodeRoot({str(self.path)!r})"
+
+    def host_path(self, node_path: str) -> Path:
+        """Where `node_path` would be without links: for messages and tools given `--root`."""
+        return self.path / node_path.lstrip("/")
+
+    # ---- resolution ----------------------------------------------------------------------
+    def _walk(self, parts: list[str], node_path: str, create: bool,
+              created: list[str] | None) -> tuple[int, str]:
+        """An O_PATH fd of the directory `parts` lead to, and its canonical node path."""
+        stack = [os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+        canon: list[str] = []
+        pending = list(reversed(parts))
+        links = 0
+        try:
+            while pending:
+                part = pending.pop()
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if len(stack) > 1:
+                        os.close(stack.pop())
+                        canon.pop()
+                    continue
+                try:
+                    fd = os.open(part, _WALK, dir_fd=stack[-1])
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(part, _DIR_MODE, dir_fd=stack[-1])
+                    except FileExistsError:
+                        pass  # a dangling link raced in: the next round reads it
+                    else:
+                        # mkdir's mode is filtered by the umask; Ignition's default is exactly 0755
+                        self._chmod_dir(stack[-1], part, _DIR_MODE)
+                        if created is not None:
+                            created.append("/" + "/".join([*canon, part]))
+                    pending.append(part)
+                    continue
+                except NotADirectoryError:
+                    try:
+                        target = os.readlink(part, dir_fd=stack[-1])
+                    except OSError:
+                        raise NotADirectoryError(
+                            errno.ENOTDIR, f"{node_path}: /{'/'.join([*canon, part])} is not a "
+                            "directory") from None
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise OSError(errno.ELOOP, f"{node_path}: too many levels of symbolic "
+                                      "links") from None
+                    if target.startswith("/"):
+                        while len(stack) > 1:
+                            os.close(stack.pop())
+                        canon.clear()
+                    pending.extend(reversed(target.split("/")))
+                    continue
+                stack.append(fd)
+                canon.append(part)
+        except BaseException:
+            for fd in stack:
+                os.close(fd)
+            raise
+        for fd in stack[:-1]:
+            os.close(fd)
+        return stack[-1], "/" + "/".join(canon)
+
+    @contextlib.contextmanager
+    def parent(self, node_path: str, *, create: bool = False,
+               created: list[str] | None = None) -> Iterator[tuple[int, str]]:
+        """(fd of the resolved parent directory, last component); with `create` the missing
+        directories are made 0755 and their node paths appended to `created`."""
+        parts = _split(node_path)
+        if not parts or parts[-1] == "..":
+            raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a file path")
+        fd, _ = self._walk(parts[:-1], node_path, create, created)
+        try:
+            yield fd, parts[-1]
+        finally:
+            os.close(fd)
+
+    def canonical(self, node_path: str, follow: bool = True) -> str:
+        """The node path `node_path` resolves to (links followed inside the root); the last
+        component is followed only with `follow`."""
+        for _ in range(MAX_LINKS):
+            parts = _split(node_path)
+            fd, parent = self._walk(parts[:-1], node_path, False, None)
+            try:
+                if not parts:
+                    return "/"
+                if parts[-1] == "..":
+                    return parent.rsplit("/", 1)[0] or "/"
+                name = parts[-1]
+                joined = parent.rstrip("/") + "/" + name
+                if not follow:
+                    return joined
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                except OSError:
+                    return joined
+            finally:
+                os.close(fd)
+            node_path = target if target.startswith("/") else parent + "/" + target
+        raise OSError(errno.ELOOP, f"{node_path}: too many levels of symbolic links")
+
+    def directory(self, node_path: str, *, create: bool = False,
+                  created: list[str] | None = None) -> int:
+        """An O_PATH fd of the directory at `node_path` (links inside the root followed)."""
+        fd, _ = self._walk(_split(node_path), node_path, create, created)
+        return fd
+
+    # ---- reads ---------------------------------------------------------------------------
+    def lstat(self, node_path: str) -> os.stat_result | None:
+        """The last component's own stat (a link is not followed); None when absent."""
+        try:
+            with self.parent(node_path) as (fd, name):
+                return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def stat(self, node_path: str) -> os.stat_result | None:
+        try:
+            return self.lstat(self.canonical(node_path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def lexists(self, node_path: str) -> bool:
+        return self.lstat(node_path) is not None
+
+    def is_symlink(self, node_path: str) -> bool:
+        st = self.lstat(node_path)
+        return st is not None and stat.S_ISLNK(st.st_mode)
+
+    def is_file(self, node_path: str) -> bool:
+        """A regular file, following a final link inside the root."""
+        st = self.stat(node_path)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def is_dir(self, node_path: str) -> bool:
+        st = self.stat(node_path)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def readlink(self, node_path: str) -> str:
+        with self.parent(node_path) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
+    def open(self, node_path: str, follow: bool = False) -> int:
+        """A read-only fd of the regular file at `node_path`; a final link is an error unless
+        `follow` (then resolved inside the root)."""
+        if follow:
+            node_path = self.canonical(node_path)
+        with self.parent(node_path) as (dir_fd, name):
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a regular file")
+        return fd
+
+    def read_bytes(self, node_path: str, follow: bool = True) -> bytes:
+        with os.fdopen(self.open(node_path, follow), "rb") as handle:
+            return handle.read()
+
+    def read_text(self, node_path: str, follow: bool = True) -> str:
+        return self.read_bytes(node_path, follow).decode()
+
+    def listdir(self, node_path: str) -> list[str]:
+        fd = self.directory(node_path)
+        try:
+            dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        try:
+            return os.listdir(dfd)
+        finally:
+            os.close(dfd)
+
+    # ---- changes -------------------------------------------------------------------------
+    @staticmethod
+    def _chmod_dir(dir_fd: int, name: str, mode: int, uid: int = -1, gid: int = -1) -> None:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+        try:
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)  # before chmod: chown clears setgid
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+    def makedirs(self, node_path: str, created: list[str] | None = None) -> None:
+        fd, _ = self._walk(_split(node_path), node_path, True, created)
+        os.close(fd)
+
+    def set_dir_attrs(self, node_path: str, mode: int, uid: int = -1, gid: int = -1) -> None:
+        """chown and chmod a real directory (a link there is refused, never followed)."""
+        with self.parent(node_path) as (fd, name):
+            self._chmod_dir(fd, name, mode, uid, gid)
+
+    def unlink(self, node_path: str) -> None:
+        with self.parent(node_path) as (fd, name):
+            os.unlink(name, dir_fd=fd)
+
+    def rmdir(self, node_path: str) -> None:
+        with self.parent(node_path) as (fd, name):
+            os.rmdir(name, dir_fd=fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        with self.parent(src) as (sfd, sname), self.parent(dst) as (dfd, dname):
+            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+    def fsync_dir(self, node_path: str) -> None:
+        fd = self.directory(node_path)
+        try:
+            dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
