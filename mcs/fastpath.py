@@ -45,6 +45,19 @@ _REFUSED = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"
 _READ = frozenset({"accept", "accept-encoding", "if-none-match", "authorization", "host", "connection"})
 # Unanswered bytes kept before handing over: more than aiohttp's limits, so it reports the error.
 _MAX_PENDING = 64 * 1024
+# What every head the fast path answers starts with; and bytes no such head holds (a bare LF line end,
+# anything outside printable ASCII, tab and CR LF): an incomplete head that starts otherwise or holds
+# one of them (an LF-only request, a TLS ClientHello on the plain port) is aiohttp's at once, not after
+# the header timeout.
+_STARTS = (b"GET /config/", b"HEAD /config/")
+_NEVER_IN_HEAD = re.compile(rb"(?<!\r)\n|[^\t\r\n\x20-\x7e]")
+
+
+def may_be_fast(partial: bytes) -> bool:
+    """False when `partial` (bytes of a head not yet complete) can never become a head we answer."""
+    if not any(partial[:len(s)] == s[:len(partial)] for s in _STARTS):
+        return False
+    return _NEVER_IN_HEAD.search(partial) is None
 
 
 class Responses:
@@ -246,7 +259,7 @@ class FastProtocol(asyncio.Protocol):
         while self._buffer and not self._busy and self.transport is not None and not self._closing:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._buffer) > _MAX_PENDING:
+                if len(self._buffer) > _MAX_PENDING or not may_be_fast(self._buffer):
                     self._handover()
                 return
             request = parse_head(self._buffer[:end], self._max_headers, self._max_size)
