@@ -19,7 +19,7 @@ from mcs.cache import ConfigSource, Served, ServedConfigCache
 from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
 from mcs.node_api import NodeAPIState, add_routes
-from mcs.serve import POOL_NAME, NotFound, ServeError
+from mcs.serve import NotFound, ServeError, valid_pool_name
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mcs.access")
@@ -150,8 +150,8 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
     request[POOL] = pool
     if request.method not in _READ_METHODS:
         return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
-    if not POOL_NAME.match(pool) or len(pool) > 253:
-        return error(400, "invalid pool name")
+    if not valid_pool_name(pool):
+        return error(404, "no such pool: invalid pool name")  # checked before any file or store look-up
     if state.auth is not None and not state.auth.allows(pool, request.headers.get("Authorization")):
         return error(401, "a valid bearer token for this pool is required",
                      {"WWW-Authenticate": 'Bearer realm="machine-config-server"'})
@@ -214,7 +214,7 @@ def _route_of(path: str) -> str:
 
 
 def _pool_label(state: ServerState, pool: object, status: int) -> str:
-    if not isinstance(pool, str) or not POOL_NAME.match(pool):
+    if not isinstance(pool, str) or not valid_pool_name(pool):
         return UNKNOWN_POOL
     if status in (200, 304):
         return pool

@@ -28,7 +28,7 @@ from typing import Any, Protocol, cast
 from mcs.app import SERVER_HEADER, ServerState, _accepts_gzip, _negotiate, access_log, server_url_for
 from mcs.cache import Served
 from mcs.negotiate import UnsupportedVersion
-from mcs.serve import POOL_NAME
+from mcs.serve import valid_pool_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 DEADLINE_ATTR = "_mcs_deadline"
 
 # `GET /config/<pool>[/] HTTP/1.1`; anything else (queries, %-escapes, other paths) is aiohttp's.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) /config/([a-z0-9-]{1,253})(/?) HTTP/1\.1")
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) /config/([a-z0-9.-]{1,253})(/?) HTTP/1\.1")
 # Header lines of token names and printable ASCII (or tab) values: a strict subset of what aiohttp
 # (llhttp) accepts, so the fast path never answers a head aiohttp would have refused.
 _HEADERS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
@@ -185,7 +185,7 @@ def _parse_head(head: bytes, max_headers: int) -> Request | None:
             return None
         close = "close" in tokens
     pool = m.group(2).decode()
-    if not POOL_NAME.match(pool):
+    if not valid_pool_name(pool):
         return None
     raw_path = f"/config/{pool}{m.group(3).decode()}"
     return Request(m.group(1) == b"HEAD", pool, raw_path, headers, close)

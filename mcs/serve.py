@@ -24,7 +24,16 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# What Kubernetes allows as a MachineConfigPool's name (a cluster-scoped object's): a DNS-1123
+# subdomain, dot-separated lowercase alphanumeric labels with inner '-', at most 253 characters. No
+# such name holds '/', '..' or a leading '.', so it is safe as a path component.
+POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_POOL_NAME = 253
+
+
+def valid_pool_name(name: str) -> bool:
+    """True when `name` can name a pool; checked before a name touches a file system or a store."""
+    return len(name) <= MAX_POOL_NAME and POOL_NAME.fullmatch(name) is not None
 
 # On-node paths of what the server adds (MCO's pkg/server and daemon constants).
 KUBELET_CA_PATH = "/etc/kubernetes/kubelet-ca.crt"
