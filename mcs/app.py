@@ -135,6 +135,12 @@ def server_url_for(state: ServerState, scheme: str, host: str) -> str | None:
         return state.advertise_url.rstrip("/")
     if not _HOST.match(host) or len(host) > 260:
         return None
+    # One URL per server, however the Host was spelled: host names are case-insensitive, and the
+    # scheme's default port is the same as none (the URL keys the cached answer).
+    host = host.lower()
+    default = ":443" if scheme == "https" else ":80"
+    if host.endswith(default):
+        host = host[:-len(default)]
     return f"{scheme}://{host}"
 
 

@@ -62,6 +62,15 @@ _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u202
 _GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
 
 
+def embedded(text: str) -> bytes:
+    """The bytes `text` becomes in a served config when a source writes it as a JSON string inside
+    an inline file (node-credentials.json's server URL): JSON, then percent-encoding, then JSON again.
+    Each step maps characters one by one, so the result can be spliced in place of another's."""
+    in_file = go_json(text)[1:-1]
+    in_url = encode_percent(in_file)[len("data:,"):]
+    return go_json(in_url)[1:-1]
+
+
 def go_json(value: Any, indent: int | None = None) -> bytes:
     """Serialize like Go's json.Marshal / MarshalIndent: UTF-8, HTML-safe escapes, keys in given order."""
     if indent is None:
