@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig.store import Store
-from mcs.app import ServerState
+from mcs.app import ServerState, make_app
 from mcs.cache import MAX_VARIANTS
+from mcs.fastpath import may_be_fast
 from mcs.server import ServerOptions
+from mcs.store_mode import build_store_state
 from mcs.store_source import StoreSource
 from mcs.tls import ReloadingTLS
 from tests.unit.test_mcs_fastpath import ACCEPT35, InProcessServer, Tls
@@ -119,7 +121,7 @@ def test_store_mode_pool_names(tmp_path: Path, fast: bool, caplog: pytest.LogCap
 # -- 2. the Host header -------------------------------------------------------------------------------
 
 def test_random_hosts_neither_rebuild_nor_grow_the_cache(tmp_path: Path) -> None:
-    async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
+    async def scenario(client: "TestClient[Any, Any]", state: ServerState, store: Store, sdir: Path) -> None:
         token = pool_token(sdir, "worker")
         hosts = [f"h{i}.example:22624" for i in range(3 * MAX_VARIANTS)]
         for host in hosts:
@@ -158,7 +160,7 @@ def test_random_hosts_neither_rebuild_nor_grow_the_cache(tmp_path: Path) -> None
 
 
 def test_host_is_no_key_when_the_answer_does_not_name_it(tmp_path: Path) -> None:
-    async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
+    async def scenario(client: "TestClient[Any, Any]", state: ServerState, store: Store, sdir: Path) -> None:
         token = pool_token(sdir, "worker")
         for i in range(20):
             resp = await client.get("/config/worker", headers={**bearer(token), "Host": f"h{i}.example"})
@@ -168,6 +170,26 @@ def test_host_is_no_key_when_the_answer_does_not_name_it(tmp_path: Path) -> None
         assert state.cache.builds == 1 and state.cache.entry_count("worker") == 1
 
     run(tmp_path, scenario, advertise_url="https://mcs.example:22623/")
+
+
+def test_host_is_no_key_without_node_credentials(tmp_path: Path) -> None:
+    # No state directory (as with the kube store): no node-credentials.json, so no server URL in the
+    # answer, and a new Host is no reason to build again.
+    async def main() -> None:
+        store, _, _ = make_store(tmp_path)
+        state = build_store_state(ServerOptions(store="local:unused"), store, guard=None)
+        server = TestServer(make_app(state), host="127.0.0.1")
+        await server.start_server(access_log=None)
+        async with TestClient(server, auto_decompress=False) as client:
+            bodies = set()
+            for i in range(3 * MAX_VARIANTS):
+                resp = await client.get("/config/worker", headers={"Host": f"h{i}.example"})
+                assert resp.status == 200
+                bodies.add(await resp.read())
+            assert len(bodies) == 1 and b"h0.example" not in bodies.pop()
+            assert state.cache.builds == 1 and state.cache.derived == 0
+
+    asyncio.run(main())
 
 
 # -- 3. heads the fast path cannot read ---------------------------------------------------------------
@@ -200,6 +222,15 @@ def test_unreadable_heads_answered_at_once(bootstrap_pair: tuple[InProcessServer
     assert theirs.startswith(b"HTTP/1.") and b" 400 " in theirs.split(b"\r\n", 1)[0], theirs
     assert ours.split(b"\r\n", 1)[0] == theirs.split(b"\r\n", 1)[0]
     assert fast.handed_over == handed + 1
+
+
+@pytest.mark.parametrize(("partial", "expected"), [
+    (b"G", True), (b"GET /con", True), (b"HEAD /config/worker HTTP/1.1\r\nHost: x\r\n", True),
+    (b"GET /config/worker HTTP/1.1\r", True), (b"GET /healthz", False), (b"POST /", False),
+    (b"GET /config/w HTTP/1.1\n", False), (b"GET /config/w HTTP/1.1\r\nX: \xff", False), (b"\x16\x03", False),
+])
+def test_may_be_fast(partial: bytes, expected: bool) -> None:
+    assert may_be_fast(partial) is expected
 
 
 # -- 4. TLS cipher suites -----------------------------------------------------------------------------
