@@ -19,7 +19,7 @@ from mcs.cache import ConfigSource, Served, ServedConfigCache
 from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
 from mcs.node_api import NodeAPIState, add_routes
-from mcs.serve import POOL_NAME, NotFound, ServeError
+from mcs.serve import NotFound, ServeError, valid_pool_name
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mcs.access")
@@ -140,7 +140,13 @@ def server_url_for(state: ServerState, scheme: str, host: str) -> str | None:
     if scheme == "http" and state.node_api is not None and state.tls_port is not None:
         # The node API is served over TLS only: a config fetched from the plain port names the
         # TLS listener at the same host.
-        return f"https://{match.group(1)}:{state.tls_port}"
+        return f"https://{match.group(1).lower()}:{state.tls_port}"
+    # One URL per server, however the Host was spelled: host names are case-insensitive, and the
+    # scheme's default port is the same as none (the URL keys the cached answer).
+    host = host.lower()
+    default = ":443" if scheme == "https" else ":80"
+    if host.endswith(default):
+        host = host[:-len(default)]
     return f"{scheme}://{host}"
 
 
@@ -156,8 +162,8 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
     request[POOL] = pool
     if request.method not in _READ_METHODS:
         return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
-    if not POOL_NAME.match(pool) or len(pool) > 253:
-        return error(400, "invalid pool name")
+    if not valid_pool_name(pool):
+        return error(404, "no such pool: invalid pool name")  # checked before any file or store look-up
     if state.auth is not None and not state.auth.allows(pool, request.headers.get("Authorization")):
         return error(401, "a valid bearer token for this pool is required",
                      {"WWW-Authenticate": 'Bearer realm="machine-config-server"'})
@@ -220,7 +226,7 @@ def _route_of(path: str) -> str:
 
 
 def _pool_label(state: ServerState, pool: object, status: int) -> str:
-    if not isinstance(pool, str) or not POOL_NAME.match(pool):
+    if not isinstance(pool, str) or not valid_pool_name(pool):
         return UNKNOWN_POOL
     if status in (200, 304):
         return pool

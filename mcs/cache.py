@@ -1,5 +1,11 @@
 """The served bytes per (pool, rendered config, spec version): built once, kept until an input file
 changes on disk, with a strong ETag and a precomputed gzip body.
+
+In store mode the served config names the server URL the machine reached us by (the request's Host):
+that URL is its only part that depends on the request. So a pool's config is built once per spec
+version with a placeholder URL, cut around it (a template), and each URL's answer is spliced from the
+template: no rebuild, and its ETag and gzip body come from hash and deflate states kept at the cut.
+Spliced answers are kept in an LRU of MAX_VARIANTS per pool, rendered config and version.
 """
 from __future__ import annotations
 
@@ -8,12 +14,15 @@ import dataclasses
 import gzip
 import hashlib
 import logging
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from mcs.layout import Resolved
+from mcs.serve import embedded
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,63 @@ class Served:
         return "*" in tags or self.etag in tags or self.gzip_etag in tags
 
 
+# Server URLs no request can bring (`.invalid` is reserved): a template is built with the first, and
+# with the second too when the first is not found in it, to tell whether the URL matters at all.
+PLACEHOLDER_URL = "https://mcs-template-3f9c2e71d04b.invalid:1"
+_SECOND_PLACEHOLDER_URL = "https://mcs-template-8a61d5c0b7e2.invalid:2"
+# gzip's member header as gzip.compress(..., mtime=0) writes it: deflate, no flags, mtime 0, OS unknown.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+class Template:
+    """A served config cut around its server URL, with the hash and deflate states of the part before."""
+
+    __slots__ = ("config_name", "version", "prefix", "suffix", "_sha", "_deflated", "_crc")
+
+    def __init__(self, config_name: str, version: str, prefix: bytes, suffix: bytes) -> None:
+        self.config_name = config_name
+        self.version = version
+        self.prefix = prefix
+        self.suffix = suffix
+        self._sha = hashlib.sha256(prefix)
+        # A sync flush ends the prefix on a byte boundary with no back-reference beyond it, so any
+        # raw deflate stream may follow it.
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._deflated = compressor.compress(prefix) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._crc = zlib.crc32(prefix)
+
+    def derive(self, url: str) -> Served:
+        """The answer naming `url`: byte for byte what a full build for `url` gives, tagged alike."""
+        middle = embedded(url)
+        body = b"".join((self.prefix, middle, self.suffix))
+        sha = self._sha.copy()
+        sha.update(middle)
+        sha.update(self.suffix)
+        digest = sha.hexdigest()[:40]
+        gz: bytes | None = None
+        if len(body) >= GZIP_MIN_SIZE:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            tail = compressor.compress(middle) + compressor.compress(self.suffix) + compressor.flush()
+            crc = zlib.crc32(self.suffix, zlib.crc32(middle, self._crc))
+            gz = b"".join((_GZIP_HEADER, self._deflated, tail, struct.pack("<II", crc, len(body) & 0xFFFFFFFF)))
+        return Served(self.config_name, self.version, body, f'"{digest}"', gz, f'"{digest}-gz"')
+
+
+def make_template(source: ConfigSource, resolved: Resolved, version: str) -> Template | Served | None:
+    """Build once with a placeholder URL: a Template when the URL occurs once, the Served itself when
+    the answer does not depend on the URL (a second build with another placeholder is equal), else
+    None (each URL then needs a build of its own)."""
+    body = source.build(dataclasses.replace(resolved, variant=PLACEHOLDER_URL), version)
+    parts = body.split(embedded(PLACEHOLDER_URL))
+    if len(parts) == 2:
+        return Template(resolved.config_name, version, parts[0], parts[1])
+    if len(parts) == 1:
+        other = source.build(dataclasses.replace(resolved, variant=_SECOND_PLACEHOLDER_URL), version)
+        if other == body:
+            return make_served(resolved.config_name, version, body)
+    return None
+
+
 def make_served(config_name: str, version: str, body: bytes) -> Served:
     """Hash and compress once; the gzip body is deterministic (mtime 0) so its tag is stable."""
     digest = hashlib.sha256(body).hexdigest()[:40]
@@ -81,6 +147,7 @@ def make_served(config_name: str, version: str, body: bytes) -> Served:
 
 
 _Key = tuple[str, str, str, str]  # pool, rendered config, spec version, variant
+_TemplateKey = tuple[str, str, str]  # pool, rendered config, spec version
 
 
 class ServedConfigCache:
@@ -94,9 +161,18 @@ class ServedConfigCache:
         # pool -> (when to check its inputs again, what they resolved to); only pools that resolved
         # get an entry, so clients asking for made-up pools cannot grow it.
         self._resolved: dict[str, tuple[float, Resolved]] = {}
+        # Least recently used first (a hit moves a variant's entry to the end).
         self._entries: dict[_Key, tuple[tuple[object, ...], Served]] = {}
         self._building: dict[tuple[_Key, tuple[object, ...]], asyncio.Future[Served]] = {}
-        self.builds = 0
+        self._templates: dict[_TemplateKey, tuple[tuple[object, ...], Template | Served | None]] = {}
+        self._making: dict[tuple[_TemplateKey, tuple[object, ...]],
+                           asyncio.Future[Template | Served | None]] = {}
+        self.builds = 0  # calls of the source's build (a template counts once)
+        self.derived = 0  # answers spliced from a template
+
+    def entry_count(self, pool: str) -> int:
+        """How many answers are kept for `pool` (every config, version and server URL)."""
+        return sum(1 for k in self._entries if k[0] == pool)
 
     async def get(self, pool: str, version: str, variant: str = "") -> Served:
         """The served representation; NotFound/ServeError from the source propagate."""
@@ -104,6 +180,8 @@ class ServedConfigCache:
         key = (pool, resolved.config_name, version, variant)
         entry = self._entries.get(key)
         if entry is not None and entry[0] == resolved.signature:
+            if variant:
+                self._entries[key] = self._entries.pop(key)  # most recently used
             return entry[1]
         if variant:
             resolved = dataclasses.replace(resolved, variant=variant)
@@ -121,8 +199,11 @@ class ServedConfigCache:
         """The served representation if it is built and current, else None (never builds);
         NotFound/ServeError from resolving the pool propagate."""
         resolved = self._resolve(pool)
-        entry = self._entries.get((pool, resolved.config_name, version, variant))
+        key = (pool, resolved.config_name, version, variant)
+        entry = self._entries.get(key)
         if entry is not None and entry[0] == resolved.signature:
+            if variant:
+                self._entries[key] = self._entries.pop(key)  # most recently used
             return entry[1]
         return None
 
@@ -149,14 +230,52 @@ class ServedConfigCache:
         self._store(building[0], building[1], task.result())
 
     async def _build(self, resolved: Resolved, version: str) -> Served:
+        loop = asyncio.get_running_loop()
+        if resolved.variant:
+            template = await self._template(resolved, version)
+            if isinstance(template, Served):
+                return template  # the same answer for every server URL
+            if template is not None:
+                self.derived += 1
+                return await loop.run_in_executor(None, template.derive, resolved.variant)
+
         def work() -> Served:
             return make_served(resolved.config_name, version, self.source.build(resolved, version))
 
+        self._count_build(resolved, version)
+        return await loop.run_in_executor(None, work)
+
+    def _count_build(self, resolved: Resolved, version: str) -> None:
         self.builds += 1
         if self._on_build is not None:
             self._on_build(resolved.pool, version)
         log.info("building config %s for pool %s at spec %s", resolved.config_name, resolved.pool, version)
-        return await asyncio.get_running_loop().run_in_executor(None, work)
+
+    async def _template(self, resolved: Resolved, version: str) -> Template | Served | None:
+        """The pool's template at this version for the current inputs, built once (shared)."""
+        key = (resolved.pool, resolved.config_name, version)
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] == resolved.signature:
+            return hit[1]
+        making = (key, resolved.signature)
+        task = self._making.get(making)
+        if task is None:
+            self._count_build(resolved, version)
+            task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(
+                None, make_template, self.source, resolved, version))
+            self._making[making] = task
+            task.add_done_callback(lambda t: self._template_made(making, t))
+        return await asyncio.shield(task)
+
+    def _template_made(self, making: tuple[_TemplateKey, tuple[object, ...]],
+                       task: asyncio.Future[Template | Served | None]) -> None:
+        self._making.pop(making, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        (pool, config_name, version), signature = making
+        for old in [k for k in self._templates if k[0] == pool and k[1] != config_name]:
+            del self._templates[old]
+        self._templates[(pool, config_name, version)] = (signature, task.result())
 
     def _store(self, key: _Key, signature: tuple[object, ...], served: Served) -> None:
         pool, config_name, version, variant = key
@@ -165,5 +284,6 @@ class ServedConfigCache:
             del self._entries[old]
         same = [k for k in self._entries if k[:3] == key[:3] and k[3] != variant]
         for old in same[:max(0, len(same) - MAX_VARIANTS + 1)]:
-            del self._entries[old]  # the oldest variants first (dicts keep insertion order)
+            del self._entries[old]  # the least recently used first (the dict's order)
+        self._entries.pop(key, None)
         self._entries[key] = (signature, served)

@@ -28,7 +28,7 @@ from typing import Any, Protocol, cast
 from mcs.app import SERVER_HEADER, ServerState, _accepts_gzip, _negotiate, access_log, server_url_for
 from mcs.cache import Served
 from mcs.negotiate import UnsupportedVersion
-from mcs.serve import POOL_NAME
+from mcs.serve import valid_pool_name
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 DEADLINE_ATTR = "_mcs_deadline"
 
 # `GET /config/<pool>[/] HTTP/1.1`; anything else (queries, %-escapes, other paths) is aiohttp's.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) /config/([a-z0-9-]{1,253})(/?) HTTP/1\.1")
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) /config/([a-z0-9.-]{1,253})(/?) HTTP/1\.1")
 # Header lines of token names and printable ASCII (or tab) values: a strict subset of what aiohttp
 # (llhttp) accepts, so the fast path never answers a head aiohttp would have refused.
 _HEADERS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
@@ -45,6 +45,19 @@ _REFUSED = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"
 _READ = frozenset({"accept", "accept-encoding", "if-none-match", "authorization", "host", "connection"})
 # Unanswered bytes kept before handing over: more than aiohttp's limits, so it reports the error.
 _MAX_PENDING = 64 * 1024
+# What every head the fast path answers starts with; and bytes no such head holds (a bare LF line end,
+# anything outside printable ASCII, tab and CR LF): an incomplete head that starts otherwise or holds
+# one of them (an LF-only request, a TLS ClientHello on the plain port) is aiohttp's at once, not after
+# the header timeout.
+_STARTS = (b"GET /config/", b"HEAD /config/")
+_NEVER_IN_HEAD = re.compile(rb"(?<!\r)\n|[^\t\r\n\x20-\x7e]")
+
+
+def may_be_fast(partial: bytes) -> bool:
+    """False when `partial` (bytes of a head not yet complete) can never become a head we answer."""
+    if not any(partial[:len(s)] == s[:len(partial)] for s in _STARTS):
+        return False
+    return _NEVER_IN_HEAD.search(partial) is None
 
 
 class Responses:
@@ -172,7 +185,7 @@ def _parse_head(head: bytes, max_headers: int) -> Request | None:
             return None
         close = "close" in tokens
     pool = m.group(2).decode()
-    if not POOL_NAME.match(pool):
+    if not valid_pool_name(pool):
         return None
     raw_path = f"/config/{pool}{m.group(3).decode()}"
     return Request(m.group(1) == b"HEAD", pool, raw_path, headers, close)
@@ -246,7 +259,7 @@ class FastProtocol(asyncio.Protocol):
         while self._buffer and not self._busy and self.transport is not None and not self._closing:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._buffer) > _MAX_PENDING:
+                if len(self._buffer) > _MAX_PENDING or not may_be_fast(self._buffer):
                     self._handover()
                 return
             request = parse_head(self._buffer[:end], self._max_headers, self._max_size)

@@ -3,6 +3,7 @@ pool serves, the state of every input file (for cache invalidation), and reading
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mcs.serve import JSON, POOL_NAME, NotFound, ServeError, build_served
+from mcs.serve import JSON, NotFound, ServeError, build_served, valid_pool_name
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ def stat_signature(path: str | Path) -> Signature | None:
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return None  # a name no file can have: as missing
+        raise
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -112,12 +117,12 @@ class BootstrapSource:
         self._kubeconfig = str(kubeconfig)
 
     def pool_path(self, pool: str) -> str:
-        if not POOL_NAME.match(pool):
+        if not valid_pool_name(pool):
             raise ValueError("invalid pool name")
         return f"{self._pool_dir}/{pool}.yaml"
 
     def has_pool(self, pool: str) -> bool:
-        return bool(POOL_NAME.match(pool)) and stat_signature(self.pool_path(pool)) is not None
+        return valid_pool_name(pool) and stat_signature(self.pool_path(pool)) is not None
 
     def describe(self) -> str:
         return str(self.basedir)
@@ -131,10 +136,12 @@ class BootstrapSource:
             names = os.listdir(self.basedir / "machine-pools")
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in names if n.endswith(".yaml") and POOL_NAME.match(n[:-5]))
+        return sorted(n[:-5] for n in names if n.endswith(".yaml") and valid_pool_name(n[:-5]))
 
     def resolve(self, pool: str) -> Resolved:
         """Cheap (a few stat calls): the config name and input signature; parses the pool only on change."""
+        if not valid_pool_name(pool):
+            raise NotFound("no such pool: invalid pool name")
         pool_path = self.pool_path(pool)
         pool_sig = stat_signature(pool_path)
         if pool_sig is None:

@@ -24,7 +24,16 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# What Kubernetes allows as a MachineConfigPool's name (a cluster-scoped object's): a DNS-1123
+# subdomain, dot-separated lowercase alphanumeric labels with inner '-', at most 253 characters. No
+# such name holds '/', '..' or a leading '.', so it is safe as a path component.
+POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_POOL_NAME = 253
+
+
+def valid_pool_name(name: str) -> bool:
+    """True when `name` can name a pool; checked before a name touches a file system or a store."""
+    return len(name) <= MAX_POOL_NAME and POOL_NAME.fullmatch(name) is not None
 
 # On-node paths of what the server adds (MCO's pkg/server and daemon constants).
 KUBELET_CA_PATH = "/etc/kubernetes/kubelet-ca.crt"
@@ -51,6 +60,15 @@ class ServeError(Exception):
 
 _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+
+def embedded(text: str) -> bytes:
+    """The bytes `text` becomes in a served config when a source writes it as a JSON string inside
+    an inline file (node-credentials.json's server URL): JSON, then percent-encoding, then JSON again.
+    Each step maps characters one by one, so the result can be spliced in place of another's."""
+    in_file = go_json(text)[1:-1]
+    in_url = encode_percent(in_file)[len("data:,"):]
+    return go_json(in_url)[1:-1]
 
 
 def go_json(value: Any, indent: int | None = None) -> bytes:

@@ -15,7 +15,7 @@ from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, StoreError
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL
 from mcs.layout import CONFIG_NAME, Resolved, choose_config, stat_signature
-from mcs.serve import JSON, POOL_NAME, NotFound, ServeError, build_served, go_json
+from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, valid_pool_name
 from mcs.tokens import PoolTokens
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,11 @@ class StoreSource:
     def pools(self) -> list[str]:
         names = (str((p.get("metadata") or {}).get("name") or "") for p in
                  self.store.list_objects(MACHINE_CONFIG_POOL))
-        return sorted(n for n in names if POOL_NAME.match(n))
+        return sorted(n for n in names if valid_pool_name(n))
 
     def has_pool(self, pool: str) -> bool:
+        if not valid_pool_name(pool):
+            return False
         try:
             self.store.get_object(MACHINE_CONFIG_POOL, pool)
         except StoreError:
@@ -74,8 +76,8 @@ class StoreSource:
         return self._cc
 
     def resolve(self, pool: str) -> Resolved:
-        if not POOL_NAME.match(pool):
-            raise NotFound("invalid pool name")
+        if not valid_pool_name(pool):
+            raise NotFound("no such pool: invalid pool name")
         try:
             revision = self.store.revision()
             with self._lock:

@@ -276,7 +276,7 @@ def test_metrics(tmp_path: Path) -> None:
         assert 'mcs_config_requests_total{code="200",pool="worker",version="3.2.0"} 2.0' in text
         assert 'mcs_config_requests_total{code="200",pool="worker",version="2.2.0"} 1.0' in text
         assert 'mcs_config_requests_total{code="404",pool="_unknown",version="2.2.0"} 1.0' in text
-        assert 'mcs_config_requests_total{code="400",pool="_unknown",version=""} 1.0' in text
+        assert 'mcs_config_requests_total{code="404",pool="_unknown",version=""} 1.0' in text
         assert "nosuchpool" not in text
         assert 'mcs_http_request_duration_seconds_bucket{le="0.001",route="config"}' in text
         assert 'mcs_config_builds_total{pool="worker",version="3.2.0"} 1.0' in text

@@ -206,8 +206,8 @@ def test_errors(server: Server) -> None:
     for path, headers, expected in [
         ("/config/worker", {}, 401),
         ("/config/master", {"Authorization": "Bearer nope"}, 401),
-        ("/config/x/../../etc", AUTH, 400),
-        ("/config/Worker", AUTH, 400),
+        ("/config/x/../../etc", AUTH, 404),
+        ("/config/Worker", AUTH, 404),
         ("/config/worker", {**AUTH, "Accept": f"{IGN};version=4.0.0"}, 400),
         ("/nothing", {}, 404),
     ]:
