@@ -540,7 +540,7 @@ class ControlPlane:
 
     # -- clients
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             ctx = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
             ctx.load_cert_chain(self.workdir / "admin.crt", self.workdir / "admin.key")
@@ -552,7 +552,7 @@ class ControlPlane:
              kubeconfig: Path | None = None) -> tuple[int, Any]:
         """One HTTP request as admin (or as the user of `kubeconfig`, one this class wrote):
         (status, the JSON body; `raw`: the text)."""
-        ctx = self._ssl_context() if kubeconfig is None else self._context_for(kubeconfig)
+        ctx = self.ssl_context() if kubeconfig is None else self._context_for(kubeconfig)
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
