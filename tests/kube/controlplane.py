@@ -511,7 +511,10 @@ class ControlPlane:
         out = []
         for line in self._audit_bytes()[since:].splitlines():
             event = json.loads(line)
-            if event.get("stage") != "ResponseComplete":
+            # a watch is logged when its response starts (it completes much later); every
+            # other request when it completes
+            wanted = "ResponseStarted" if event.get("verb") == "watch" else "ResponseComplete"
+            if event.get("stage") != wanted:
                 continue
             record = AuditRecord(
                 verb=event["verb"], method=VERB_METHODS.get(event["verb"], event["verb"].upper()),
