@@ -12,8 +12,6 @@ On the real control plane (tests/kube/controlplane.py; one per session):
 - `kubeconfig`: the admin kubeconfig; `crds`: `kube_crds` on a `clean_cluster`;
   `kube_store`: a controller's KubeStore on a `clean_cluster` (closed afterwards).
 - autouse `no_stray_watches`: a test that leaves a store watch running fails.
-
-On the fake (to be removed): `fakeapi`, `install_crds`.
 """
 from __future__ import annotations
 
@@ -26,7 +24,6 @@ from typing import Any
 import pytest
 
 from tests.kube.controlplane import ControlPlane, ControlPlaneError
-from tests.kube.fakeapi import FakeAPIServer
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"
@@ -117,29 +114,6 @@ def empty_cluster_scope(cp: ControlPlane) -> None:
 def clean_cluster(control_plane: ControlPlane, kube_crds: list[str]) -> ControlPlane:
     empty_cluster_scope(control_plane)
     return control_plane
-
-
-@pytest.fixture
-def fakeapi() -> Iterator[FakeAPIServer]:
-    server = FakeAPIServer(bookmark_interval=0.2).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def install_crds(server: FakeAPIServer) -> list[str]:
-    """POST every CRD under manifests/crds to the fake, as `kubectl apply` would create them."""
-    import yaml
-
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            server.create("apiextensions.k8s.io", "v1", "customresourcedefinitions", doc)
-            names.append(doc["metadata"]["name"])
-    return names
 
 
 @pytest.fixture
