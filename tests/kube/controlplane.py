@@ -32,10 +32,11 @@ API (stable; the fixtures in tests/kube/conftest.py build on it):
     cp.wait_for(what, predicate, timeout)  # poll; one-line ControlPlaneError on timeout
     cp.stop()                            # kill every process group, remove the data dir
 
-kube-apiserver runs with `--watch-cache=false`: every watch is served by etcd, so compacting
-etcd gives a watch from an older resourceVersion a real 410 Gone at once (with the watch cache
-the apiserver would serve it from its own history, which nothing lets a test shrink on demand).
-The price: no BOOKMARK events (only the watch cache sends them).
+kube-apiserver serves nodes without its watch cache (`--watch-cache-sizes=nodes#0`): a watch of
+nodes is served by etcd, so compacting etcd gives a nodes watch from an older resourceVersion a
+real 410 Gone at once (from the watch cache the apiserver would serve it out of its own history,
+which nothing lets a test shrink on demand). Every other kind keeps the watch cache, which sends
+BOOKMARK events (about 2 s before a watch's timeoutSeconds ends, else every minute).
 
 kube-controller-manager runs the serviceaccount, serviceaccount-token, namespace,
 garbage-collector and disruption controllers: PodDisruptionBudget status and owner-reference
@@ -74,7 +75,7 @@ SERVICE_CIDR = "10.0.0.0/24"
 KCM_CONTROLLERS = ("serviceaccount-controller,serviceaccount-token-controller,namespace-controller,"
                    "garbage-collector-controller,disruption-controller")
 START_TIMEOUT = 90.0
-WATCH_CACHE_FLAGS = ["--watch-cache=false"]
+WATCH_CACHE_FLAGS = ["--watch-cache-sizes=nodes#0"]
 # Requests of the control plane's own components are not audited (they are many).
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy

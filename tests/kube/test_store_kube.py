@@ -441,6 +441,35 @@ def test_wait_for_change_wakes_a_blocked_waiter(kube_store: KubeStore,
     assert woke and woke[0] > rev
 
 
+def test_bookmarks_move_the_resume_point(kube_store: KubeStore,
+                                        control_plane: ControlPlane) -> None:
+    """kube-apiserver's watch cache sends a BOOKMARK shortly before a watch request's
+    timeoutSeconds: it moves the resume point (past writes of other kinds) and wakes nobody."""
+    cp = control_plane
+    mark = cp.audit_mark()
+    store = KubeStore(kube_store.client, watch_seconds=4)
+    try:
+        store.list_objects(MCP)
+        pools = store.watches()[0]
+        listed = int(pools.resource_version)
+        rev = store.revision()
+        written = int(apply(cp, mc("00-worker"))["metadata"]["resourceVersion"])
+        # another kind: the pools watch sees no event, only bookmarks; a consistent list of
+        # pools makes the pools' watch cache catch up with etcd's revision (a progress
+        # notification), and the next bookmark carries it
+        call(cp, "GET", f"{GROUP_PATH}/machineconfigpools")
+        eventually(lambda: pools.bookmarks > 0 and int(pools.resource_version) >= written, 20)
+        assert written > listed
+        assert store.revision() == rev
+        cp.audit_mark()
+        assert any("allowWatchBookmarks=true" in r.uri
+                   for r in cp.requests(mark, user="admin") if r.verb == "watch"
+                   and r.path == f"{GROUP_PATH}/machineconfigpools")
+    finally:
+        for w in store.watches():
+            w.stop()
+
+
 def test_expired_watch_lists_again_and_sees_what_it_missed(
         control_plane: ControlPlane, clean_cluster: ControlPlane,
         monkeypatch: pytest.MonkeyPatch) -> None:
