@@ -16,7 +16,8 @@ API (stable; the fixtures in tests/kube/conftest.py build on it):
     cp.kubeconfig                        # Path of an admin kubeconfig (client cert, system:masters)
     cp.client()                          # a lightkube Client as admin
     cp.client(kubeconfig)                # ... from any kubeconfig
-    cp.create_namespace(prefix)          # a fresh namespace (name returned), its default SA present
+    cp.create_namespace(prefix, wait_for_account=False)  # a fresh namespace (name returned)
+    cp.delete_namespace(name)            # ask for its deletion (finished by the namespace ctrl)
     cp.user_kubeconfig(user, groups)     # a kubeconfig authenticating as `user` (client cert)
     cp.service_account_kubeconfig(ns, name)  # a kubeconfig with a real bound SA token
                                          #   (TokenRequest; the SA is created when missing)
@@ -24,6 +25,7 @@ API (stable; the fixtures in tests/kube/conftest.py build on it):
     cp.compact_etcd()                    # compact etcd to its current revision (old watches: 410)
     cp.etcd_revision()                   # etcd's current revision
     cp.restart_apiserver()               # stop kube-apiserver, start it again on the same port
+    cp.stop_apiserver(); cp.start_apiserver()  # the same in two steps
     mark = cp.audit_mark()               # a position in the audit log after every answered request
     cp.requests(since=mark, user=None, writes_only=False)  # [AuditRecord(verb, method, path,
                                          #   uri, user, code)] from kube-apiserver's audit log
@@ -36,7 +38,14 @@ kube-apiserver serves nodes without its watch cache (`--watch-cache-sizes=nodes#
 nodes is served by etcd, so compacting etcd gives a nodes watch from an older resourceVersion a
 real 410 Gone at once (from the watch cache the apiserver would serve it out of its own history,
 which nothing lets a test shrink on demand). Every other kind keeps the watch cache, which sends
-BOOKMARK events (about 2 s before a watch's timeoutSeconds ends, else every minute).
+BOOKMARK events (about 2 s before a watch's timeoutSeconds ends, else every minute; only when
+the cache's resourceVersion moved on since the watcher's last event, e.g. after a consistent list).
+
+Also: authorization is RBAC, the ServiceAccount admission plugin is off (a pod needs no
+ServiceAccount in its brand-new namespace), every request but the control plane's own is in an
+audit log (Metadata level), and etcd's data dir, the PKI and the logs live under one work
+directory (in /dev/shm when writable) removed by `stop()`. Child processes die with the test
+process (PR_SET_PDEATHSIG) even when it is killed.
 
 kube-controller-manager runs the serviceaccount, serviceaccount-token, namespace,
 garbage-collector and disruption controllers: PodDisruptionBudget status and owner-reference
