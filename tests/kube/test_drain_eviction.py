@@ -121,7 +121,12 @@ def test_budget_allowing_one_disruption_drains_one_pod_at_a_time(
         refused = [b for b in progress.blocking if b.budget]
         for b in refused:  # the budget is named, with the API server's words
             assert b.budget == f"{ns}/web"
-            assert b.message == "The disruption budget web needs 3 healthy pods and has 3 currently"
+            # kube-apiserver's two words for it: the allowance is spent on an eviction the
+            # disruption controller has not seen through yet (the refusals that race the
+            # accepted one), or the budget has no healthy pod to spare
+            assert b.message in (
+                "The disruption budget web does not allow evicting pods currently",
+                "The disruption budget web needs 3 healthy pods and has 3 currently")
         if progress.evicted:
             assert len(progress.evicted) == 1  # one at a time
             # the ReplicaSet replaces the evicted pod on another node, and it becomes Ready
