@@ -128,7 +128,13 @@ def connect_kube(url: str, node: str) -> NodeAPI:
     """The Kubernetes API directly: a store limited to this node (the kubelet registers it; until
     it has, NotFoundError makes the caller retry)."""
     store = open_store(url, node=node)
-    store.get_node(node)
+    try:
+        store.get_node(node)
+    except BaseException:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()  # its watch on the node: mcd start retries with a new store
+        raise
     log.info("node %s: kube store %s", node, url)
     return store
 

@@ -65,8 +65,10 @@ def serve_metrics(listen: str) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.verbose:
-        # One line per decision is this program's log; the CLI default is warnings only.
-        logging.getLogger("mcc").setLevel(logging.INFO)
+        # One line per decision is this program's log (the controller's and the store's, e.g.
+        # "evicted pod"); the CLI default is warnings only.
+        for name in ("mcc", "machineconfig"):
+            logging.getLogger(name).setLevel(logging.INFO)
     if args.interval <= 0:
         print("mcc start: --interval must be positive", file=sys.stderr)
         return 2
@@ -95,5 +97,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log.info("controller started on %s (state %s), interval %.0fs", args.store, args.state,
              args.interval)
-    controller.run(stop, args.interval)
+    try:
+        controller.run(stop, args.interval)
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()  # the kube store's watches
     return 0

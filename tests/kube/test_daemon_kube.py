@@ -3,7 +3,7 @@ systemd) on the kube store limited to its node, with the real controller (mcc.co
 its loop over the kube store in a thread: a reboot update drains through the desiredDrain /
 lastAppliedDrain handshake (the controller cordons the Node via spec.unschedulable and evicts its
 pods, here none), queues the reboot, and after the "reboot" the new daemon process uncordons and
-reports Done - all through the fake API server, as `mcc start --store kube` and
+reports Done - all through the real kube-apiserver, as `mcc start --store kube` and
 `mcd start --store kube --node NAME` would."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from machineconfig import constants as C
 from machineconfig.store import open_store
 from mcc.controller import Controller
 from mcd.daemon import Daemon, Timeouts
-from tests.kube.fakeapi import FakeAPIServer
+from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import call
 from tests.unit.test_mcd_daemon import A, B_REBOOT, lay_down
 from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
@@ -30,7 +30,7 @@ TIMEOUTS = Timeouts(drain=60, uncordon=60, watch=0.5, backoff_min=0.01, backoff_
 
 
 @pytest.fixture
-def controller(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> Iterator[Any]:
+def controller(clean_cluster: ControlPlane, kubeconfig: Path) -> Iterator[Any]:
     store = open_store(f"kube:{kubeconfig}")
     for config in (A, B_REBOOT):
         store.put_rendered(config)
@@ -47,8 +47,10 @@ def controller(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> Ite
     store.close()  # type: ignore[attr-defined]
 
 
-def test_reboot_update_through_the_api_server(controller: Any, fakeapi: FakeAPIServer,
+def test_reboot_update_through_the_api_server(controller: Any, control_plane: ControlPlane,
                                              kubeconfig: Path, root: Path) -> None:
+    fakeapi = control_plane
+    mark = fakeapi.audit_mark()
     lay_down(root, A)
     systemd = FakeSystemd()
     api = open_store(f"kube:{kubeconfig}", node=NODE)
@@ -65,8 +67,9 @@ def test_reboot_update_through_the_api_server(controller: Any, fakeapi: FakeAPIS
         assert node["spec"]["unschedulable"] is True  # cordoned by the controller
         assert node["metadata"]["annotations"][C.CORDONED_BY_MCC_ANNOTATION] == "true"
         # The pods on the node were looked up for eviction.
-        assert any(p == "/api/v1/pods" and "spec.nodeName" in q
-                   for _, p, q in fakeapi.state.requests)
+        fakeapi.audit_mark()
+        assert any(r.path == "/api/v1/pods" and "spec.nodeName" in r.uri
+                   for r in fakeapi.requests(mark))
 
         resumed = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)  # after the reboot
         resumed.sync()

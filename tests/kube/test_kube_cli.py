@@ -1,6 +1,8 @@
 """The three programs on the kube store: `mcc start --store kube --kubeconfig F` and
-`mcs start --store kube:F` as processes against the fake API server (no state directory), and
-`mcd start`'s connection (a store limited to its own node, the node registered by the kubelet)."""
+`mcs start --store kube:F` as processes against the real control plane (no state directory), and
+`mcd start`'s connection (a store limited to its own node, the node registered by the kubelet).
+The programs authenticate with a service-account token (bound to cluster-admin here; RBAC of the
+real manifests is tested elsewhere)."""
 from __future__ import annotations
 
 import json
@@ -19,8 +21,8 @@ import yaml
 from machineconfig import constants as C
 from machineconfig.store import ForbiddenError, NotFoundError
 from mcd.cluster import connect
-from tests.kube.fakeapi import FakeAPIServer
-from tests.kube.kit import GROUP_PATH, apply, call, eventually
+from tests.kube.controlplane import ControlPlane
+from tests.kube.kit import GROUP_PATH, add_pod, apply, call, eventually
 from tests.unit.clusterkit import machine_config
 from tests.unit.poolyaml import pool_yaml
 from tests.unit.procs import stop_all
@@ -43,17 +45,37 @@ def spawn(procs: list[subprocess.Popen[bytes]], log: Path, *cmd: str) -> subproc
     return proc
 
 
-def inputs(fakeapi: FakeAPIServer) -> None:
+@pytest.fixture
+def token_kubeconfig(clean_cluster: ControlPlane, kube_namespace: str) -> Path:
+    """A kubeconfig with a real token of a service account bound to cluster-admin."""
+    cp = clean_cluster
+    path = cp.service_account_kubeconfig(kube_namespace, "programs")
+    code, out = call(cp, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "metadata": {"name": f"programs-{kube_namespace}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "programs",
+                      "namespace": kube_namespace}]})
+    assert code == 201, out
+    return path
+
+
+def token_of(kubeconfig: Path) -> str:
+    return str(yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"])
+
+
+def inputs(fakeapi: ControlPlane) -> None:
     for text in (pool_yaml("worker", role="worker", node_role="worker"),
                  machine_config("00-worker", "/etc/motd", "hello\n")):
         apply(fakeapi, yaml.safe_load(text))
 
 
-def pool(fakeapi: FakeAPIServer) -> dict[str, Any]:
+def pool(fakeapi: ControlPlane) -> dict[str, Any]:
     return call(fakeapi, "GET", f"{GROUP_PATH}/machineconfigpools/worker")[1]
 
 
-def test_mcc_start_once(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> None:
+def test_mcc_start_once(clean_cluster: ControlPlane, kubeconfig: Path) -> None:
+    fakeapi = clean_cluster
     inputs(fakeapi)
     done = subprocess.run([sys.executable, "-m", "mcc.cli", "start", "--store", "kube",
                            "--kubeconfig", str(kubeconfig), "--once"], cwd=ROOT,
@@ -79,9 +101,10 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--state is required" in done.stderr
 
 
-def test_controller_and_server_processes_on_kube(fakeapi: FakeAPIServer, kubeconfig: Path,
-                                                 crds: list[str], tmp_path: Path,
+def test_controller_and_server_processes_on_kube(clean_cluster: ControlPlane,
+                                                 token_kubeconfig: Path, tmp_path: Path,
                                                  procs: list[subprocess.Popen[bytes]]) -> None:
+    fakeapi, kubeconfig = clean_cluster, token_kubeconfig
     inputs(fakeapi)
     mcc = spawn(procs, tmp_path / "mcc.log", "mcc.cli", "start", "--store", "kube",
                 "--kubeconfig", str(kubeconfig), "--interval", "600")
@@ -130,16 +153,45 @@ def test_controller_and_server_processes_on_kube(fakeapi: FakeAPIServer, kubecon
     assert mcs.returncode == 0, mcs_log.read_text()
     for log in (mcs_log, tmp_path / "mcc.log"):
         text = log.read_text()
-        assert "fake-token" not in text  # the kubeconfig's bearer token
+        assert token_of(kubeconfig) not in text  # the kubeconfig's bearer token
         assert "HTTP Request:" not in text  # no line per API request
 
 
-def test_mcd_connects_to_its_own_node(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str],
+def test_mcc_start_logs_the_stores_decisions(clean_cluster: ControlPlane, kube_namespace: str,
+                                            kubeconfig: Path, tmp_path: Path,
+                                            procs: list[subprocess.Popen[bytes]]) -> None:
+    """The store's one-line decisions (here "evicted pod") are part of mcc start's log, not only
+    the `mcc` loggers'."""
+    cp, ns = clean_cluster, kube_namespace
+    inputs(cp)
+    call(cp, "POST", "/api/v1/nodes", {"metadata": {
+        "name": "n1", "labels": {"node-role.kubernetes.io/worker": ""}}})
+    add_pod(cp, ns, "web", "n1")
+    log = tmp_path / "mcc.log"
+    mcc = spawn(procs, log, "mcc.cli", "start", "--store", "kube", "--kubeconfig",
+                str(kubeconfig), "--interval", "600")
+    call(cp, "PATCH", "/api/v1/nodes/n1", {"metadata": {"annotations": {
+        C.DESIRED_DRAIN_ANNOTATION: "drain-rendered-worker-x"}}}, "application/merge-patch+json")
+
+    def drained() -> bool:
+        assert mcc.poll() is None, log.read_text()
+        annotations = call(cp, "GET", "/api/v1/nodes/n1")[1]["metadata"]["annotations"]
+        return bool(annotations.get(C.LAST_APPLIED_DRAIN_ANNOTATION) == "drain-rendered-worker-x")
+
+    eventually(drained, 60)
+    stop_all([mcc])
+    text = log.read_text()
+    assert f"node n1: evicted pod {ns}/web" in text, text
+
+
+def test_mcd_connects_to_its_own_node(clean_cluster: ControlPlane, kubeconfig: Path,
                                       tmp_path: Path) -> None:
+    fakeapi = clean_cluster
     with pytest.raises(NotFoundError):  # not registered by its kubelet yet: mcd start retries
         connect(f"kube:{kubeconfig}", None, "n1", tmp_path, tmp_path / "none.json", {})
     for name in ("n1", "n2"):
         call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {"name": name}})
+    mark = fakeapi.audit_mark()
     api = connect(f"kube:{kubeconfig}", None, "n1", tmp_path, tmp_path / "none.json", {})
     try:
         api.patch_node_annotations("n1", {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
@@ -148,12 +200,15 @@ def test_mcd_connects_to_its_own_node(fakeapi: FakeAPIServer, kubeconfig: Path, 
         api.wait_for_change(0, 0)  # starts its watch
 
         def node_reads() -> list[str]:
-            return [q for m, p, q in fakeapi.state.requests if p == "/api/v1/nodes" and m == "GET"]
+            fakeapi.audit_mark()
+            return [r.uri for r in fakeapi.requests(mark, user="admin")
+                    if r.path == "/api/v1/nodes" and r.method == "GET"]
 
         eventually(lambda: any("watch=true" in q for q in node_reads()))
         watches = node_reads()
         # The daemon's requests name only its node.
-        paths = {p for m, p, _ in fakeapi.state.requests if "/nodes" in p and m != "POST"}
+        paths = {r.path for r in fakeapi.requests(mark, user="admin")
+                 if "/nodes" in r.path and r.method != "POST"}
         assert paths == {"/api/v1/nodes/n1", "/api/v1/nodes"}
         assert all("fieldSelector=metadata.name%3Dn1" in q for q in watches)
     finally:
