@@ -78,8 +78,8 @@ def test_renders_every_kind_once(docs: list[dict[str, Any]]) -> None:
         "ServiceAccount": 3,
         "ClusterRole": 3,
         "ClusterRoleBinding": 3,
-        "Role": 1,
-        "RoleBinding": 1,
+        "Role": 3,
+        "RoleBinding": 3,
         "ValidatingAdmissionPolicy": 1,
         "ValidatingAdmissionPolicyBinding": 1,
         "Deployment": 1,
@@ -97,7 +97,7 @@ def test_documents_are_well_formed(docs: list[dict[str, Any]]) -> None:
         assert meta.get("name"), f"{key} without a name"
         where = f"{d['kind']} {meta['name']}"
         if KNOWN_KINDS[key]:
-            assert meta.get("namespace") in (NAMESPACE, "openshift-config"), f"{where}: namespace"
+            assert meta.get("namespace") in (NAMESPACE, "openshift-config", "default"), f"{where}: namespace"
         else:
             assert "namespace" not in meta, f"{where} is cluster-scoped but has a namespace"
         assert meta.get("labels", {}).get("app.kubernetes.io/part-of") == "machine-config", where
@@ -161,18 +161,21 @@ EXPECTED_RULES = {
         | expand("", ["nodes"], READ + ["patch"])
         | expand("", ["pods"], ["list"])
         | expand("", ["pods/eviction"], ["create"])
-        | expand("", ["events"], ["create", "patch"])
     ),
     "machine-config-server": expand(GROUP, ["machineconfigs", "machineconfigpools", "controllerconfigs"], READ),
     "machine-config-daemon": (
         expand("", ["nodes"], READ + ["patch"])
         | expand(GROUP, ["machineconfigs"], READ)
-        | expand("", ["events"], ["create", "patch"])
     ),
 }
-# The only namespaced grant: the controller reads the pull secret, by name only.
+# The namespaced grants: (service account, role name suffix) -> (namespace, rules). The controller
+# reads the pull secret, by name only; the controller and daemon record events in `default`.
+EVENTS = {("", "events", v, ()) for v in ("create", "patch")}
 EXPECTED_ROLES = {
-    "machine-config-controller": {("", "secrets", v, ("pull-secret",)) for v in READ},
+    ("machine-config-controller", "pull-secret"): (
+        "openshift-config", {("", "secrets", v, ("pull-secret",)) for v in READ}),
+    ("machine-config-controller", "events"): ("default", EVENTS),
+    ("machine-config-daemon", "events"): ("default", EVENTS),
 }
 
 
@@ -184,10 +187,10 @@ def test_rbac_is_exactly_what_each_program_uses(docs: list[dict[str, Any]]) -> N
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
         find(docs, "ServiceAccount", name)
-    for account, expected_rules in EXPECTED_ROLES.items():
-        name = f"{account}-pull-secret"
+    for (account, suffix), (namespace, expected_rules) in EXPECTED_ROLES.items():
+        name = f"{account}-{suffix}"
         role = find(docs, "Role", name)
-        assert role["metadata"]["namespace"] == "openshift-config"
+        assert role["metadata"]["namespace"] == namespace
         assert rules_of(role) == expected_rules, name
         binding = find(docs, "RoleBinding", name)
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
