@@ -1,0 +1,607 @@
+"""A real Kubernetes control plane for the kube tests, the way envtest runs one: etcd,
+kube-apiserver and kube-controller-manager (optionally kube-scheduler) on loopback, with a
+generated CA, serving certificates and service-account keys; no kubelet.
+
+Binaries: `<name>.xz` in `$MC_KUBE_BIN_DIR`, else the first `shared/bin` found next to the
+repository (`<repo>/../shared/bin`, `<repo>/../../shared/bin`: a worktree under `/work/wt/X`
+finds `/work/shared/bin`). They are decompressed once into
+`$MC_KUBE_CACHE_DIR` (default `/var/cache/machine-config-tests`, or `~/.cache/machine-config-tests`
+when that is not writable) as `kube-bin-<sha256 of the .xz, 16 hex>/<name>`, under a file lock.
+A missing binary is a `ControlPlaneError` whose message is one line naming it.
+
+API (stable; the fixtures in tests/kube/conftest.py build on it):
+
+    cp = ControlPlane.start(workdir)     # or the session fixture `control_plane`
+    cp.url                               # https://127.0.0.1:PORT
+    cp.kubeconfig                        # Path of an admin kubeconfig (client cert, system:masters)
+    cp.client()                          # a lightkube Client as admin
+    cp.client(kubeconfig)                # ... from any kubeconfig
+    cp.create_namespace(prefix)          # a fresh namespace (name returned), its default SA present
+    cp.user_kubeconfig(user, groups)     # a kubeconfig authenticating as `user` (client cert)
+    cp.service_account_kubeconfig(ns, name)  # a kubeconfig with a real bound SA token
+                                         #   (TokenRequest; the SA is created when missing)
+    cp.call(method, path, body, ctype, kubeconfig=None)  # raw HTTP: (status, JSON body)
+    cp.compact_etcd()                    # compact etcd to its current revision (old watches: 410)
+    cp.etcd_revision()                   # etcd's current revision
+    cp.restart_apiserver()               # stop kube-apiserver, start it again on the same port
+    cp.stop()                            # kill every process group, remove the data dir
+
+kube-apiserver runs with `--watch-cache=false`: every watch is served by etcd, so compacting
+etcd gives a watch from an older resourceVersion a real 410 Gone at once (with the watch cache
+the apiserver would serve it from its own history, which nothing lets a test shrink on demand).
+The price: no BOOKMARK events (only the watch cache sends them).
+
+kube-controller-manager runs the serviceaccount, serviceaccount-token, namespace,
+garbage-collector and disruption controllers: PodDisruptionBudget status and owner-reference
+garbage collection are computed for real. Nothing runs pods: a pod bound with `spec.nodeName`
+stays Pending until a test patches its status (see `set_pod_ready`).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import ipaddress
+import json
+import lzma
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+SERVICE_CIDR = "10.0.0.0/24"
+KCM_CONTROLLERS = ("serviceaccount-controller,serviceaccount-token-controller,namespace-controller,"
+                   "garbage-collector-controller,disruption-controller")
+START_TIMEOUT = 90.0
+
+
+class ControlPlaneError(Exception):
+    """The control plane could not be provided (message: one line)."""
+
+
+# ---------------------------------------------------------------- binaries
+
+def bin_dir() -> Path:
+    env = os.environ.get("MC_KUBE_BIN_DIR")
+    if env:
+        return Path(env)
+    for up in (REPO.parent, REPO.parent.parent):
+        if (up / "shared" / "bin").is_dir():
+            return up / "shared" / "bin"
+    return REPO.parent / "shared" / "bin"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("MC_KUBE_CACHE_DIR")
+    if env:
+        return Path(env)
+    default = Path("/var/cache/machine-config-tests")
+    try:
+        default.mkdir(parents=True, exist_ok=True)
+        if os.access(default, os.W_OK):
+            return default
+    except OSError:
+        pass
+    return Path.home() / ".cache" / "machine-config-tests"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def binary(name: str) -> Path:
+    """The decompressed executable `name`, from the cache (filled on first use)."""
+    source = bin_dir() / f"{name}.xz"
+    if not source.is_file():
+        raise ControlPlaneError(
+            f"kube test binary missing: {source} (set MC_KUBE_BIN_DIR to a directory with "
+            f"{', '.join(b + '.xz' for b in BINARIES)})")
+    target_dir = cache_dir() / f"kube-bin-{_sha256(source)[:16]}"
+    target = target_dir / name
+    if target.is_file() and os.access(target, os.X_OK):
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with (target_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_file():
+            fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{name}.")
+            try:
+                with os.fdopen(fd, "wb") as out, lzma.open(source) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    return target
+
+
+# ---------------------------------------------------------------- PKI
+
+def _key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[no-any-return]
+                             serialization.NoEncryption())
+
+
+def _pem_cert(cert: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[no-any-return]
+
+
+@dataclass
+class CA:
+    key: Any
+    cert: Any
+
+    @classmethod
+    def create(cls) -> CA:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
+        key = _key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "machine-config-test-ca")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False),
+                    critical=True)
+                .sign(key, hashes.SHA256()))
+        return cls(key, cert)
+
+    def issue(self, common_name: str, organizations: tuple[str, ...] = (),
+              dns: tuple[str, ...] = (), ips: tuple[str, ...] = (),
+              server: bool = False) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a client (or, `server`, a serving) certificate."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = _key()
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs))
+                   .issuer_name(self.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.ExtendedKeyUsage(
+                       [ExtendedKeyUsageOID.SERVER_AUTH if server
+                        else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return _pem_cert(builder.sign(self.key, hashes.SHA256())), _pem_key(key)
+
+
+def _write(path: Path, data: bytes | str, mode: int = 0o600) -> Path:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    path.chmod(mode)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- processes
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Die with the test process (PR_SET_PDEATHSIG), whatever kills it."""
+    import ctypes
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(  # noqa: S603 - our own test binaries
+                self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_pdeathsig)
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # the group may still hold children once the leader is gone
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen = None
+
+    def last_line(self) -> str:
+        try:
+            lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1][:300] if lines else ""
+
+    def check(self) -> None:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise ControlPlaneError(f"{self.name} exited {self.popen.returncode}: "
+                                    f"{self.last_line()} (log {self.log})")
+
+
+# ---------------------------------------------------------------- the control plane
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    ca: CA
+    api_port: int
+    etcd_port: int
+    procs: dict[str, Proc] = field(default_factory=dict)
+    kubeconfig: Path = Path()
+    _ssl: ssl.SSLContext | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_port}"
+
+    # -- start / stop
+
+    @classmethod
+    def start(cls, workdir: Path | None = None, scheduler: bool = False) -> ControlPlane:
+        """Start etcd, kube-apiserver and kube-controller-manager (and kube-scheduler) and wait
+        until /readyz answers ok and `default/default` ServiceAccount exists."""
+        binaries = {name: binary(name) for name in
+                    BINARIES + (("kube-scheduler",) if scheduler else ())}
+        if workdir is None:
+            base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+            workdir = Path(tempfile.mkdtemp(prefix="mc-kube-", dir=base))
+        workdir.mkdir(parents=True, exist_ok=True)
+        cp = cls(workdir, CA.create(), free_port(), free_port())
+        try:
+            cp._pki()
+            cp._launch(binaries)
+        except BaseException:
+            cp.stop()
+            raise
+        return cp
+
+    def _pki(self) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        pki = self.workdir / "pki"
+        pki.mkdir()
+        _write(pki / "ca.crt", _pem_cert(self.ca.cert), 0o644)
+        cert, key = self.ca.issue(
+            "kube-apiserver", server=True,
+            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local"),
+            ips=("127.0.0.1", "10.0.0.1"))
+        _write(pki / "apiserver.crt", cert, 0o644)
+        _write(pki / "apiserver.key", key)
+        sa = _key()
+        _write(pki / "sa.key", _pem_key(sa))
+        _write(pki / "sa.pub", sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+        self.kubeconfig = self.user_kubeconfig("admin", ("system:masters",),
+                                               self.workdir / "admin.kubeconfig")
+        self.user_kubeconfig("system:kube-controller-manager", (),
+                             self.workdir / "kcm.kubeconfig")
+        self.user_kubeconfig("system:kube-scheduler", (), self.workdir / "scheduler.kubeconfig")
+
+    def _launch(self, binaries: dict[str, Path]) -> None:
+        pki = self.workdir / "pki"
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        self.procs["etcd"] = Proc("etcd", [
+            str(binaries["etcd"]), "--data-dir", str(self.workdir / "etcd"),
+            "--listen-client-urls", self.etcd_url,
+            "--listen-peer-urls", f"http://127.0.0.1:{free_port()}",
+            "--name", "test", "--quota-backend-bytes", str(1 << 30)], logs / "etcd.log")
+        self.procs["kube-apiserver"] = Proc("kube-apiserver", [
+            str(binaries["kube-apiserver"]),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=RBAC", "--allow-privileged=true",
+            "--watch-cache=false", "--enable-priority-and-fairness=false",
+            "--profiling=false", "--endpoint-reconciler-type=none",
+            "--disable-admission-plugins=ServiceAccount"], logs / "kube-apiserver.log")
+        self.procs["kube-controller-manager"] = Proc("kube-controller-manager", [
+            str(binaries["kube-controller-manager"]),
+            f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
+            "--leader-elect=false", "--secure-port=0", "--profiling=false",
+            f"--controllers={KCM_CONTROLLERS}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=false",
+            "--concurrent-gc-syncs=5"], logs / "kube-controller-manager.log")
+        if "kube-scheduler" in binaries:
+            self.procs["kube-scheduler"] = Proc("kube-scheduler", [
+                str(binaries["kube-scheduler"]),
+                f"--kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                "--leader-elect=false", "--secure-port=0"], logs / "kube-scheduler.log")
+        self.procs["etcd"].start()
+        self._wait("etcd", lambda: self._etcd_post("/v3/kv/range", {"key": "YQ=="}) is not None)
+        self.procs["kube-apiserver"].start()
+        self._wait_apiserver()
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if name in self.procs:
+                self.procs[name].start()
+        self._wait("default service account",
+                   lambda: self.call("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0]
+                   == 200)
+
+    def _wait(self, what: str, ready: Any, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for proc in self.procs.values():
+                if proc.popen is not None:
+                    proc.check()
+            try:
+                if ready():
+                    return
+            except (OSError, ValueError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"{what} not ready after {timeout:.0f}s "
+                                        f"(logs in {self.workdir / 'logs'})")
+            time.sleep(0.1)
+
+    def _wait_apiserver(self) -> None:
+        self._wait("kube-apiserver /readyz",
+                   lambda: self.call("GET", "/readyz", raw=True)[0] == 200)
+
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver (open watches end as connections drop) and start it again on
+        the same port; returns once /readyz answers ok."""
+        proc = self.procs["kube-apiserver"]
+        proc.stop(timeout=2.0)  # graceful shutdown waits for the open watches far longer
+        proc.start()
+        self._wait_apiserver()
+
+    def stop_apiserver(self) -> None:
+        self.procs["kube-apiserver"].stop(timeout=2.0)
+
+    def start_apiserver(self) -> None:
+        self.procs["kube-apiserver"].start()
+        self._wait_apiserver()
+
+    def stop(self) -> None:
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            if name in self.procs:
+                self.procs[name].stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- etcd
+
+    def _etcd_post(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        req = urllib.request.Request(self.etcd_url + path, data=json.dumps(body).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+        except (OSError, urllib.error.URLError):
+            return None
+
+    def etcd_revision(self) -> int:
+        answer = self._etcd_post("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
+        if answer is None:
+            raise ControlPlaneError("etcd did not answer a range request")
+        return int(answer["header"]["revision"])
+
+    def compact_etcd(self) -> int:
+        """Compact etcd up to its current revision (physically): any watch or list from an
+        older resourceVersion is answered 410 Gone. Returns the revision."""
+        revision = self.etcd_revision()
+        if self._etcd_post("/v3/kv/compaction", {"revision": str(revision),
+                                                 "physical": True}) is None:
+            raise ControlPlaneError(f"etcd compaction to {revision} failed")
+        return revision
+
+    # -- clients
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
+            ctx.load_cert_chain(self.workdir / "admin.crt", self.workdir / "admin.key")
+            self._ssl = ctx
+        return self._ssl
+
+    def call(self, method: str, path: str, body: Any = None,
+             ctype: str = "application/json", raw: bool = False,
+             kubeconfig: Path | None = None) -> tuple[int, Any]:
+        """One HTTP request as admin (or as the user of `kubeconfig`, one this class wrote):
+        (status, the JSON body; `raw`: the text)."""
+        ctx = self._ssl_context() if kubeconfig is None else self._context_for(kubeconfig)
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers["Content-Type"] = ctype
+        token = self._token_for(kubeconfig) if kubeconfig is not None else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:  # noqa: S310
+                text = resp.read().decode()
+                return resp.status, (text if raw else json.loads(text or "{}"))
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            if raw:
+                return e.code, text
+            try:
+                return e.code, json.loads(text)
+            except ValueError:
+                return e.code, {"message": text}
+
+    @staticmethod
+    def _user_of(kubeconfig: Path) -> dict[str, Any]:
+        import yaml
+        config = yaml.safe_load(kubeconfig.read_text())
+        return config["users"][0]["user"]  # type: ignore[no-any-return]
+
+    def _context_for(self, kubeconfig: Path) -> ssl.SSLContext:
+        user = self._user_of(kubeconfig)
+        ctx = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
+        if "client-certificate" in user:
+            ctx.load_cert_chain(user["client-certificate"], user["client-key"])
+        return ctx
+
+    def _token_for(self, kubeconfig: Path) -> str | None:
+        token = self._user_of(kubeconfig).get("token")
+        return str(token) if token else None
+
+    def client(self, kubeconfig: Path | None = None) -> Any:
+        """A lightkube Client (admin, or from `kubeconfig`)."""
+        from lightkube import Client, KubeConfig
+        return Client(KubeConfig.from_file(str(kubeconfig or self.kubeconfig)))
+
+    def _write_kubeconfig(self, path: Path, user: dict[str, Any]) -> Path:
+        import yaml
+        _write(path, yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {
+                "server": self.url,
+                "certificate-authority": str(self.workdir / "pki" / "ca.crt")}}],
+            "users": [{"name": "test", "user": user}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        }))
+        return path
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = (),
+                        path: Path | None = None) -> Path:
+        """A kubeconfig authenticating as `user` in `groups` with a client certificate (the
+        certificate and key sit next to it)."""
+        if path is None:
+            users = self.workdir / "users"
+            users.mkdir(exist_ok=True)
+            path = users / f"{secrets.token_hex(4)}.kubeconfig"
+        cert, key = self.ca.issue(user, groups)
+        stem = path.with_suffix("")
+        crt_path = _write(stem.with_suffix(".crt"), cert, 0o644)
+        key_path = _write(stem.with_suffix(".key"), key)
+        return self._write_kubeconfig(path, {"client-certificate": str(crt_path),
+                                             "client-key": str(key_path)})
+
+    def service_account_kubeconfig(self, namespace: str, name: str,
+                                   path: Path | None = None) -> Path:
+        """A kubeconfig with a real token of ServiceAccount `namespace/name` (TokenRequest,
+        one hour; the account is created when missing): the server sees the same user, groups
+        and `extra` as for a pod's projected token."""
+        self.call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                  {"metadata": {"name": name}})
+        code, answer = self.call(
+            "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"expirationSeconds": 3600}})
+        if code != 201:
+            raise ControlPlaneError(f"token for {namespace}/{name}: {code} {answer}")
+        if path is None:
+            users = self.workdir / "users"
+            users.mkdir(exist_ok=True)
+            path = users / f"sa-{namespace}-{name}-{secrets.token_hex(3)}.kubeconfig"
+        return self._write_kubeconfig(path, {"token": answer["status"]["token"]})
+
+    # -- objects
+
+    def create_namespace(self, prefix: str = "test", wait_for_account: bool = False) -> str:
+        """A new namespace `<prefix>-<random>`; with `wait_for_account`, returns once its
+        `default` ServiceAccount exists (as pods in it need with real admission)."""
+        name = f"{prefix[:40].rstrip('-').lower()}-{secrets.token_hex(3)}"
+        code, answer = self.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        if code != 201:
+            raise ControlPlaneError(f"namespace {name}: {code} {answer.get('message')}")
+        if wait_for_account:
+            self._wait(f"namespace {name} default service account", lambda: self.call(
+                "GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200, 30)
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        """Ask for the namespace's deletion (the namespace controller finishes it later)."""
+        self.call("DELETE", f"/api/v1/namespaces/{name}")
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool = True) -> dict[str, Any]:
+        """Set a pod's status to Running and Ready (what a kubelet would report)."""
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        flag = "True" if ready else "False"
+        code, answer = self.call(
+            "PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}/status",
+            {"status": {"phase": "Running", "startTime": now, "conditions": [
+                {"type": "Ready", "status": flag, "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}]}},
+            "application/merge-patch+json")
+        if code != 200:
+            raise ControlPlaneError(f"pod {namespace}/{name} status: {code} {answer}")
+        return answer  # type: ignore[no-any-return]
+
+    def wait_for(self, what: str, ready: Any, timeout: float = 30.0) -> None:
+        """Poll `ready()` every 0.1 s until true (one-line ControlPlaneError on timeout)."""
+        self._wait(what, ready, timeout)
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None, scheduler: bool = False) -> Iterator[ControlPlane]:
+    cp = ControlPlane.start(workdir, scheduler)
+    try:
+        yield cp
+    finally:
+        cp.stop()
