@@ -24,6 +24,11 @@ API (stable; the fixtures in tests/kube/conftest.py build on it):
     cp.compact_etcd()                    # compact etcd to its current revision (old watches: 410)
     cp.etcd_revision()                   # etcd's current revision
     cp.restart_apiserver()               # stop kube-apiserver, start it again on the same port
+    mark = cp.audit_mark()               # a position in the audit log after every answered request
+    cp.requests(since=mark, user=None, writes_only=False)  # [AuditRecord(verb, method, path,
+                                         #   uri, user, code)] from kube-apiserver's audit log
+    cp.set_pod_ready(ns, pod)            # a pod's status Running/Ready, as a kubelet would post
+    cp.wait_for(what, predicate, timeout)  # poll; one-line ControlPlaneError on timeout
     cp.stop()                            # kill every process group, remove the data dir
 
 kube-apiserver runs with `--watch-cache=false`: every watch is served by etcd, so compacting
@@ -68,6 +73,20 @@ SERVICE_CIDR = "10.0.0.0/24"
 KCM_CONTROLLERS = ("serviceaccount-controller,serviceaccount-token-controller,namespace-controller,"
                    "garbage-collector-controller,disruption-controller")
 START_TIMEOUT = 90.0
+WATCH_CACHE_FLAGS = ["--watch-cache=false"]
+# Requests of the control plane's own components are not audited (they are many).
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  users: [system:kube-controller-manager, system:kube-scheduler, system:apiserver]
+- level: None
+  nonResourceURLs: [/readyz, /healthz, /livez]
+- level: Metadata
+"""
+VERB_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE",
+                "deletecollection": "DELETE", "get": "GET", "list": "GET", "watch": "GET"}
 
 
 class ControlPlaneError(Exception):
@@ -276,6 +295,17 @@ class Proc:
 
 # ---------------------------------------------------------------- the control plane
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request as kube-apiserver's audit log saw it."""
+    verb: str     # get, list, watch, create, update, patch, delete, deletecollection
+    method: str   # the HTTP method (GET for get/list/watch)
+    path: str     # the request path without the query
+    uri: str      # the path with the query
+    user: str     # the authenticated user name
+    code: int     # the response status
+
+
 @dataclass
 class ControlPlane:
     workdir: Path
@@ -321,6 +351,7 @@ class ControlPlane:
         pki = self.workdir / "pki"
         pki.mkdir()
         _write(pki / "ca.crt", _pem_cert(self.ca.cert), 0o644)
+        _write(pki / "audit-policy.yaml", AUDIT_POLICY, 0o644)
         cert, key = self.ca.issue(
             "kube-apiserver", server=True,
             dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -360,9 +391,12 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC", "--allow-privileged=true",
-            "--watch-cache=false", "--enable-priority-and-fairness=false",
+            *WATCH_CACHE_FLAGS, "--enable-priority-and-fairness=false",
             "--profiling=false", "--endpoint-reconciler-type=none",
-            "--disable-admission-plugins=ServiceAccount"], logs / "kube-apiserver.log")
+            "--disable-admission-plugins=ServiceAccount",
+            f"--audit-policy-file={pki / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}", "--audit-log-mode=blocking",
+            "--audit-log-maxsize=0"], logs / "kube-apiserver.log")
         self.procs["kube-controller-manager"] = Proc("kube-controller-manager", [
             str(binaries["kube-controller-manager"]),
             f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
@@ -428,6 +462,55 @@ class ControlPlane:
             if name in self.procs:
                 self.procs[name].stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- what clients asked (the audit log)
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "logs" / "audit.log"
+
+    def audit_mark(self) -> int:
+        """A position in the audit log after every request answered so far (a marker request is
+        made and awaited in the log): pass it to `requests(since=...)`."""
+        marker = f"/api/v1/namespaces/audit-mark-{secrets.token_hex(6)}"
+        self.call("GET", marker)
+
+        def logged() -> bool:
+            return marker.encode() in self._audit_bytes()
+
+        self._wait("audit log", logged, 10)
+        data = self._audit_bytes()
+        return data.index(b"\n", data.index(marker.encode())) + 1
+
+    def _audit_bytes(self) -> bytes:
+        try:
+            return self.audit_log.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def requests(self, since: int = 0, user: str | None = None,
+                 writes_only: bool = False) -> list[AuditRecord]:
+        """The requests the audit log holds from position `since` (see `audit_mark`), oldest
+        first; of `user` only if given; only create/update/patch/delete with `writes_only`.
+        Requests of the control plane's own components are not there."""
+        out = []
+        for line in self._audit_bytes()[since:].splitlines():
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete":
+                continue
+            record = AuditRecord(
+                verb=event["verb"], method=VERB_METHODS.get(event["verb"], event["verb"].upper()),
+                path=event["requestURI"].split("?", 1)[0], uri=event["requestURI"],
+                user=event["user"].get("username", ""),
+                code=int(event.get("responseStatus", {}).get("code", 0)))
+            if user is not None and record.user != user:
+                continue
+            if writes_only and record.method in ("GET", "WATCH"):
+                continue
+            if "/namespaces/audit-mark-" in record.path:
+                continue
+            out.append(record)
+        return out
 
     # -- etcd
 
