@@ -127,7 +127,7 @@ def can(cp: ControlPlane, user: str, verb: str, group: str, resource: str,
 
 
 # What each account must not do (a sample: the neighbours of what it may).
-FORBIDDEN = {
+FORBIDDEN: dict[str, list[tuple[str, str, str, str | None, str | None]]] = {
     CONTROLLER: [
         ("delete", "", "pods", "default", "p"), ("update", "", "nodes", None, "n1"),
         ("delete", "", "nodes", None, "n1"), ("patch", "", "nodes/status", None, "n1"),
@@ -162,14 +162,14 @@ def test_rbac_grants_the_table_and_nothing_near_it(installed: ControlPlane) -> N
             if not can(cp, account(name), verb, group, resource, namespace="default"
                        if resource.startswith("pods") else None):
                 problems.append(f"{name}: {verb} {group}/{resource} refused")
-    for (name, _), (namespace, rules) in EXPECTED_ROLES.items():
-        for group, resource, verb, names in sorted(rules):
-            if not can(cp, account(name), verb, group, resource, namespace, (names or (None,))[0]):
+    for (name, _), (namespace, role_rules) in EXPECTED_ROLES.items():
+        for group, resource, verb, names in sorted(role_rules):
+            if not can(cp, account(name), verb, group, resource, namespace, names[0] if names else None):
                 problems.append(f"{name}: {verb} {group}/{resource} in {namespace} refused")
     for name, samples in FORBIDDEN.items():
-        for verb, group, resource, namespace, obj in samples:
-            if can(cp, account(name), verb, group, resource, namespace, obj):
-                problems.append(f"{name}: {verb} {group}/{resource} ns={namespace} name={obj} allowed")
+        for verb, group, resource, where, obj in samples:
+            if can(cp, account(name), verb, group, resource, where, obj):
+                problems.append(f"{name}: {verb} {group}/{resource} ns={where} name={obj} allowed")
     assert problems == []
 
 
@@ -180,6 +180,17 @@ def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[st
 
 def refused(output: str) -> list[str]:
     return [line for line in output.splitlines() if re.search(r"forbidden|\b403\b", line, re.I)]
+
+
+def audited(cp: ControlPlane, since: int, name: str) -> set[tuple[str, str]]:
+    """(verb, path pattern) of every request the account made since `since`, per the API
+    server's audit log; fails listing those it refused."""
+    records = cp.requests(since=since, user=account(name))
+    denied = sorted({f"{r.code} {r.verb} {r.uri}" for r in records if r.code in (401, 403)})
+    assert denied == [], "\n".join(denied)
+    return {(r.verb, re.sub(r"/(nodes|pods|machineconfigs|machineconfigpools|events|secrets|"
+                            r"kubeletconfigs|containerruntimeconfigs|controllerconfigs)/[^/]+",
+                            r"/\1/NAME", r.path)) for r in records}
 
 
 def resource_versions(cp: ControlPlane, plural: str) -> dict[str, str]:
@@ -204,6 +215,7 @@ def test_controller_as_its_service_account(cluster: ControlPlane, kube_namespace
     config = cp.service_account_kubeconfig(NAMESPACE, CONTROLLER)
     command = ["mcc.cli", "start", "--store", "kube", "--kubeconfig", str(config), "--once",
                "--values", str(VALUES)]
+    mark = cp.audit_mark()
     first = run(command)
     assert first.returncode == 0, first.stderr
     assert refused(first.stdout + first.stderr) == []
@@ -218,6 +230,13 @@ def test_controller_as_its_service_account(cluster: ControlPlane, kube_namespace
     assert code == 404 or pod["metadata"].get("deletionTimestamp"), "the pod was evicted"
     code, events = cp.call("GET", "/api/v1/namespaces/default/events")
     assert {e["reason"] for e in events["items"]} >= {"RenderedConfigGenerated"}
+    requests = audited(cp, mark, CONTROLLER)
+    assert {("create", f"{MC_PATH}/machineconfigs"), ("patch", f"{MC_PATH}/machineconfigpools/NAME"),
+            ("update", f"{MC_PATH}/machineconfigpools/NAME/status"),
+            ("update", f"{MC_PATH}/kubeletconfigs/NAME/status"),
+            ("get", "/api/v1/namespaces/openshift-config/secrets/NAME"), ("patch", "/api/v1/nodes/NAME"),
+            ("list", "/api/v1/pods"), ("create", f"/api/v1/namespaces/{kube_namespace}/pods/NAME/eviction"),
+            ("create", "/api/v1/namespaces/default/events")} <= requests, sorted(requests)
 
     machine_configs = resource_versions(cp, "machineconfigs")
     second = run(command)
@@ -252,6 +271,7 @@ def test_server_as_its_service_account(cluster: ControlPlane) -> None:
                 "--values", str(VALUES)])
     assert done.returncode == 0, done.stderr
     config = cp.service_account_kubeconfig(NAMESPACE, SERVER)
+    mark = cp.audit_mark()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcs.cli", "start", "--store", f"kube:{config}",
          "--insecure-port", "0", "--secure-port", "-1", "--bind-address", "127.0.0.1"],
@@ -268,6 +288,10 @@ def test_server_as_its_service_account(cluster: ControlPlane) -> None:
         proc.terminate()
         output = proc.communicate(timeout=30)[0]
     assert refused(output) == []
+    requests = audited(cp, mark, SERVER)
+    # (its watches end when it stops: the audit log may not have them yet)
+    assert {("get", f"{MC_PATH}/machineconfigpools/NAME"), ("list", f"{MC_PATH}/machineconfigs")} <= requests, \
+        sorted(requests)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,57 +316,72 @@ def patch_node(cp: ControlPlane, config: Path, node: str, patch: dict[str, Any])
     return code, str(answer.get("message", ""))
 
 
-def annotations(values: dict[str, str | None]) -> dict[str, Any]:
+def annotate(values: dict[str, str | None]) -> dict[str, Any]:
     return {"metadata": {"annotations": values}}
+
+
+DAEMON_STORE_SCRIPT = """
+import sys
+from machineconfig import constants as C
+from machineconfig.store import open_store
+
+store = open_store("kube:" + sys.argv[1], node="n1")
+try:
+    assert store.get_node("n1") is not None
+    store.revision()
+    assert store.get_rendered("rendered-worker-b") is not None
+    store.patch_node_annotations("n1", {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING,
+                                        C.DESIRED_DRAIN_ANNOTATION: "drain-rendered-worker-b"})
+    store.patch_node_annotations("n1", {C.POST_CONFIG_ACTION_ANNOTATION: "Rebooting"})
+    store.patch_node_annotations("n1", {C.CURRENT_CONFIG_ANNOTATION: "rendered-worker-b",
+                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE,
+                                        C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
+                                        C.POST_CONFIG_ACTION_ANNOTATION: None})
+    message = "Setting node n1, currentConfig rendered-worker-b to Done"
+    store.record_event("Node", "n1", "NodeDone", message)
+    store.record_event("Node", "n1", "NodeDone", message)  # a repeat: patched
+finally:
+    store.close()
+"""
 
 
 def test_daemon_store_with_its_pod_token(two_nodes: ControlPlane, tmp_path: Path) -> None:
     """What `mcd start --store kube` does through its store, with the token of its pod on n1:
     read its node and rendered config, watch the node, write its annotations, record events.
     The same writes aimed at n2 are refused by the admission policy."""
-    from machineconfig.store import open_store
-
     cp = two_nodes
     config = daemon_pod_token(cp, "n1", tmp_path / "daemon.kubeconfig")
     cp.call("POST", f"{MC_PATH}/machineconfigs", {
         "apiVersion": f"{GROUP}/v1", "kind": "MachineConfig",
         "metadata": {"name": "rendered-worker-b"}, "spec": {"config": {"ignition": {"version": "3.5.0"}}}})
-    store = open_store(f"kube:{config}", node="n1")
-    try:
-        assert store.get_node("n1") is not None
-        store.revision()
-        assert store.get_rendered("rendered-worker-b") is not None
-        store.patch_node_annotations("n1", {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING,
-                                            C.DESIRED_DRAIN_ANNOTATION: "drain-rendered-worker-b"})
-        store.patch_node_annotations("n1", {C.POST_CONFIG_ACTION_ANNOTATION: "Rebooting"})
-        store.patch_node_annotations("n1", {C.CURRENT_CONFIG_ANNOTATION: "rendered-worker-b",
-                                            C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE,
-                                            C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
-                                            C.POST_CONFIG_ACTION_ANNOTATION: None})
-        message = "Setting node n1, currentConfig rendered-worker-b to Done"
-        store.record_event("Node", "n1", "NodeDone", message)
-        store.record_event("Node", "n1", "NodeDone", message)  # a repeat: patched
-    finally:
-        store.close()  # type: ignore[attr-defined]
+    mark = cp.audit_mark()
+    # a process of its own, as the daemon is
+    done = subprocess.run([sys.executable, "-c", DAEMON_STORE_SCRIPT, str(config)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     code, node = cp.call("GET", "/api/v1/nodes/n1")
     assert node["metadata"]["annotations"][C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-b"
     assert C.POST_CONFIG_ACTION_ANNOTATION not in node["metadata"]["annotations"]
     code, events = cp.call("GET", "/api/v1/namespaces/default/events")
     assert [e["count"] for e in events["items"] if e["reason"] == "NodeDone"] == [2]
+    requests = audited(cp, mark, DAEMON)
+    assert {("get", "/api/v1/nodes/NAME"), ("list", "/api/v1/nodes"), ("get", f"{MC_PATH}/machineconfigs/NAME"),
+            ("patch", "/api/v1/nodes/NAME"), ("create", "/api/v1/namespaces/default/events"),
+            ("patch", "/api/v1/namespaces/default/events/NAME")} <= requests, sorted(requests)
     # the same change on the other node: refused by the policy, naming both nodes
-    code, message = patch_node(cp, config, "n2", annotations({C.CURRENT_CONFIG_ANNOTATION: "rendered-worker-b"}))
+    code, message = patch_node(cp, config, "n2", annotate({C.CURRENT_CONFIG_ANNOTATION: "rendered-worker-b"}))
     assert code == 403 and message.endswith("machine-config-daemon on node n1 may not change node n2"), message
 
 
 def test_admission_policy_on_its_own_node(two_nodes: ControlPlane, tmp_path: Path) -> None:
     cp = two_nodes
     config = daemon_pod_token(cp, "n1", tmp_path / "daemon.kubeconfig")
-    ok = annotations({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING})
+    ok = annotate({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING})
     assert patch_node(cp, config, "n1", ok)[0] == 200
     cases = [
-        (annotations({C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-c"}),
+        (annotate({C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-c"}),
          f"machine-config-daemon may not change annotation(s) {C.DESIRED_CONFIG_ANNOTATION}"),
-        (annotations({C.DESIRED_CONFIG_ANNOTATION: None}),
+        (annotate({C.DESIRED_CONFIG_ANNOTATION: None}),
          f"machine-config-daemon may not change annotation(s) {C.DESIRED_CONFIG_ANNOTATION}"),
         ({"metadata": {"labels": {"node-role.kubernetes.io/infra": ""}}},
          "the machine-config-daemon may not change node labels"),
@@ -365,7 +404,7 @@ def test_admission_policy_without_a_node_name(two_nodes: ControlPlane, tmp_path:
     cp = two_nodes
     config = impersonating(cp, tmp_path / "as.kubeconfig", account(DAEMON), ACCOUNT_GROUPS, extra)
     proc = kubectl(cp, "patch", "node", "n1", "--type", "merge", "-p",
-                   json.dumps(annotations({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE})),
+                   json.dumps(annotate({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE})),
                    kubeconfig=config, check=False)
     assert proc.returncode != 0
     assert "Error from server (Forbidden)" in proc.stderr, proc.stderr
@@ -378,11 +417,11 @@ def test_admission_policy_with_impersonated_node_name(two_nodes: ControlPlane, t
     cp = two_nodes
     config = impersonating(cp, tmp_path / "as.kubeconfig", account(DAEMON), ACCOUNT_GROUPS,
                            {NODE_NAME_EXTRA: ["n1"]})
-    patch = json.dumps(annotations({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE}))
+    patch = json.dumps(annotate({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE}))
     kubectl(cp, "patch", "node", "n1", "--type", "merge", "-p", patch, kubeconfig=config)
     proc = kubectl(cp, "patch", "node", "n2", "--type", "merge", "-p", patch, kubeconfig=config,
                    check=False)
     assert proc.stderr.strip().endswith("machine-config-daemon on node n1 may not change node n2"), proc.stderr
     # other users are not matched by the policy (RBAC alone decides): the admin may
-    code, message = patch_node(cp, cp.kubeconfig, "n2", annotations({C.DESIRED_CONFIG_ANNOTATION: "x"}))
+    code, message = patch_node(cp, cp.kubeconfig, "n2", annotate({C.DESIRED_CONFIG_ANNOTATION: "x"}))
     assert code == 200, message
