@@ -114,7 +114,15 @@ def _clean(obj: JSON) -> JSON:
 def _message(e: Exception) -> str:
     status = getattr(e, "status", None)
     text = getattr(status, "message", None)
-    return str(text) if text else f"{type(e).__name__}: {e}"
+    if text:
+        return str(text)
+    response = getattr(e, "response", None)
+    if getattr(response, "status_code", 0) == 404:
+        # kube-apiserver answers a path it does not serve at all (a group whose last CRD is
+        # gone) with a plain-text "404 page not found", not a Status: say what it means, in
+        # the words of the Status it sends for a missing type of a served group.
+        return "the server could not find the requested resource"
+    return f"{type(e).__name__}: {e}"
 
 
 def _code(e: Exception) -> int:
@@ -315,11 +323,16 @@ class KubeStore:
         return self._revision.wait_past(since, timeout)
 
     def close(self) -> None:
+        """Stop every watch loop (and wait for their threads, briefly), then close the client."""
         with self._watch_lock:
             self._closed = True
-            for watch in self._watches.values():
+            watches = list(self._watches.values())
+            for watch in watches:
                 watch.stop()
             self._watches = {}
+        for watch in watches:
+            if not watch.join(5.0):
+                log.warning("watch %s did not stop within 5 s", watch.target.name)
         self.client.close()
 
     # ----- objects

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -139,6 +140,8 @@ class KindWatch:
         response = client.send(request, stream=True)
         self._response = response
         try:
+            if self._stop.is_set():  # stop() came while the request was being sent
+                return
             if response.status_code == 410:
                 raise Expired(f"HTTP 410 on watch {self.target.name}")
             if response.status_code >= 400:
@@ -211,13 +214,38 @@ class KindWatch:
         self._thread.start()
 
     def stop(self) -> None:
+        """End the loop now: a watch blocked reading its stream is woken by shutting its socket
+        down (closing the response alone does not wake a read in progress, and the server would
+        keep the stream open until its timeout)."""
         self._stop.set()
         response = self._response
         if response is not None:
-            try:
-                response.close()
-            except Exception:  # noqa: BLE001 - best effort from another thread
-                pass
+            _interrupt(response)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the loop's thread to end; whether it did."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+
+def _interrupt(response: Any) -> None:
+    """Wake the thread reading `response`: shut its socket down (the reader then sees the end of
+    the stream and closes the response itself). Closing from here instead would free the file
+    descriptor under the reader, which could then read another connection's bytes."""
+    try:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+    except Exception:  # noqa: BLE001 - best effort from another thread
+        sock = None
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 def _meta(item: Any) -> dict[str, Any]:

@@ -9,10 +9,16 @@ On the real control plane (tests/kube/controlplane.py; one per session):
   cluster scope: every object of the machineconfiguration.openshift.io kinds, every Node, the
   Events of the store's event namespace, the Secrets of openshift-config.
 
-On the fake (to be removed): `fakeapi`, `kubeconfig`, `crds`, `kube_store`.
+- `kubeconfig`: the admin kubeconfig; `crds`: `kube_crds` on a `clean_cluster`;
+  `kube_store`: a controller's KubeStore on a `clean_cluster` (closed afterwards).
+- autouse `no_stray_watches`: a test that leaves a store watch running fails.
+
+On the fake (to be removed): `fakeapi`, `install_crds`.
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,8 @@ import pytest
 from tests.kube.controlplane import ControlPlane, ControlPlaneError
 from tests.kube.fakeapi import FakeAPIServer
 
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "manifests" / "crds"
 MC_GROUP_PATH = "/apis/machineconfiguration.openshift.io/v1"
 MC_PLURALS = ("machineconfigs", "machineconfigpools", "controllerconfigs", "kubeletconfigs",
               "containerruntimeconfigs")
@@ -91,7 +99,13 @@ def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) 
 
 
 def empty_cluster_scope(cp: ControlPlane) -> None:
-    """Delete what tests create in cluster scope (and the store's shared namespaces)."""
+    """Delete what tests create in cluster scope (and the store's shared namespaces), and every
+    pod a failed test may have left bound to a node (a drain would find it)."""
+    _, pods = cp.call("GET", "/api/v1/pods")
+    for pod in pods.get("items", []):
+        meta = pod["metadata"]
+        cp.call("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+                "?gracePeriodSeconds=0")
     for plural in MC_PLURALS:
         cp.call("DELETE", f"{MC_GROUP_PATH}/{plural}")
     cp.call("DELETE", "/api/v1/nodes")
@@ -114,15 +128,6 @@ def fakeapi() -> Iterator[FakeAPIServer]:
         server.stop()
 
 
-@pytest.fixture
-def kubeconfig(fakeapi: FakeAPIServer, tmp_path: Path) -> Path:
-    return fakeapi.write_kubeconfig(tmp_path / "kubeconfig")
-
-
-REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO / "manifests" / "crds"
-
-
 def install_crds(server: FakeAPIServer) -> list[str]:
     """POST every CRD under manifests/crds to the fake, as `kubectl apply` would create them."""
     import yaml
@@ -138,17 +143,39 @@ def install_crds(server: FakeAPIServer) -> list[str]:
 
 
 @pytest.fixture
-def crds(fakeapi: FakeAPIServer) -> list[str]:
-    return install_crds(fakeapi)
+def kubeconfig(control_plane: ControlPlane) -> Path:
+    """The admin kubeconfig of the real control plane."""
+    return control_plane.kubeconfig
 
 
 @pytest.fixture
-def kube_store(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> Iterator[Any]:
-    """A KubeStore over the fake, with the CRDs installed."""
+def crds(clean_cluster: ControlPlane, kube_crds: list[str]) -> list[str]:
+    return kube_crds
+
+
+@pytest.fixture
+def kube_store(clean_cluster: ControlPlane) -> Iterator[Any]:
+    """A controller's KubeStore on the real control plane (CRDs installed, cluster scope
+    emptied)."""
     from machineconfig.store import open_store
 
-    store = open_store(f"kube:{kubeconfig}")
+    store = open_store(f"kube:{clean_cluster.kubeconfig}")
     try:
         yield store
     finally:
         store.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def no_stray_watches() -> Iterator[None]:
+    """Every test stops the store watches it starts (a watch left running retries against a
+    server that is gone, into later tests)."""
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        stray = sorted(t.name for t in threading.enumerate()
+                       if t.name.startswith("kube-watch-") and t.is_alive())
+        if not stray or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not stray, f"store watches still running after the test: {stray}"

@@ -28,6 +28,7 @@ API (stable; the fixtures in tests/kube/conftest.py build on it):
     cp.requests(since=mark, user=None, writes_only=False)  # [AuditRecord(verb, method, path,
                                          #   uri, user, code)] from kube-apiserver's audit log
     cp.set_pod_ready(ns, pod)            # a pod's status Running/Ready, as a kubelet would post
+    with cp.controller_manager_paused(): ...  # kube-controller-manager SIGSTOPped in the block
     cp.wait_for(what, predicate, timeout)  # poll; one-line ControlPlaneError on timeout
     cp.stop()                            # kill every process group, remove the data dir
 
@@ -365,7 +366,9 @@ class ControlPlane:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
         self.kubeconfig = self.user_kubeconfig("admin", ("system:masters",),
                                                self.workdir / "admin.kubeconfig")
-        self.user_kubeconfig("system:kube-controller-manager", (),
+        # in system:masters: with one identity for all its controllers (no per-controller
+        # service accounts) the default RBAC lacks e.g. poddisruptionbudgets/status
+        self.user_kubeconfig("system:kube-controller-manager", ("system:masters",),
                              self.workdir / "kcm.kubeconfig")
         self.user_kubeconfig("system:kube-scheduler", (), self.workdir / "scheduler.kubeconfig")
 
@@ -457,6 +460,18 @@ class ControlPlane:
         self.procs["kube-apiserver"].start()
         self._wait_apiserver()
 
+    @contextlib.contextmanager
+    def controller_manager_paused(self) -> Iterator[None]:
+        """kube-controller-manager stopped (SIGSTOP) inside the block, continued after it: e.g.
+        a PodDisruptionBudget whose new spec the disruption controller has not yet seen."""
+        proc = self.procs["kube-controller-manager"]
+        assert proc.popen is not None
+        os.killpg(proc.popen.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(proc.popen.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             if name in self.procs:
@@ -540,7 +555,7 @@ class ControlPlane:
 
     # -- clients
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             ctx = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
             ctx.load_cert_chain(self.workdir / "admin.crt", self.workdir / "admin.key")
@@ -552,7 +567,7 @@ class ControlPlane:
              kubeconfig: Path | None = None) -> tuple[int, Any]:
         """One HTTP request as admin (or as the user of `kubeconfig`, one this class wrote):
         (status, the JSON body; `raw`: the text)."""
-        ctx = self._ssl_context() if kubeconfig is None else self._context_for(kubeconfig)
+        ctx = self.ssl_context() if kubeconfig is None else self._context_for(kubeconfig)
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:

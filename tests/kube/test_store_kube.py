@@ -1,8 +1,12 @@
-"""The kube store against the fake API server: every port method, conflicts, the daemon's
-node-limited store, the pull secret, and the watches behind revision() (bookmarks, 410 relist)."""
+"""The kube store against the real control plane (tests/kube/controlplane.py): every port method,
+conflicts, the daemon's node-limited store, the pull secret, and the watches behind revision()
+(a real 410 after an etcd compaction, a real kube-apiserver restart). What the store wrote is
+read from kube-apiserver's audit log."""
 from __future__ import annotations
 
+import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +16,10 @@ from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
 from machineconfig.store import (
     ForbiddenError, NotFoundError, Store, StoreError, open_store, store_url,
 )
+from machineconfig.store import kube_watch
 from machineconfig.store.kube import KubeStore, node_ready
-from tests.kube.fakeapi import FakeAPIServer
-from tests.kube.kit import GROUP_PATH, apply, call, eventually, examples
+from tests.kube.controlplane import ControlPlane
+from tests.kube.kit import GROUP_PATH, apply, call, controller_config, eventually, writes
 
 MC = "MachineConfig"
 MCP = "MachineConfigPool"
@@ -36,10 +41,6 @@ def pool(name: str = "worker") -> dict[str, Any]:
                      "nodeSelector": {"matchLabels": {f"node-role.kubernetes.io/{name}": ""}}}}
 
 
-def writes(fakeapi: FakeAPIServer) -> list[tuple[str, str]]:
-    return [(m, p) for m, p, _ in fakeapi.state.requests if m in ("POST", "PUT", "PATCH", "DELETE")]
-
-
 # ----- opening
 
 
@@ -59,12 +60,31 @@ def test_open_store_urls(tmp_path: Path, kubeconfig: Path, monkeypatch: pytest.M
     for url in ("kube", "kube:"):
         store = open_store(url)
         assert isinstance(store, KubeStore)
-        assert store.client.config.cluster.server.startswith("http://127.0.0.1:")
+        assert store.client.config.cluster.server.startswith("https://127.0.0.1:")
         store.close()
 
 
-def test_missing_crds_is_a_clear_error(fakeapi: FakeAPIServer, kubeconfig: Path) -> None:
-    store = open_store(f"kube:{kubeconfig}")
+CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+@pytest.fixture
+def without_crds(clean_cluster: ControlPlane) -> Iterator[ControlPlane]:
+    """The pool and machineconfig CRDs deleted for one test (created again after it)."""
+    from tests.kube.conftest import apply_crds
+
+    cp = clean_cluster
+    for name in ("machineconfigpools", "machineconfigs"):
+        cp.call("DELETE", f"{CRD}/{name}.machineconfiguration.openshift.io")
+    for name in ("machineconfigpools", "machineconfigs"):
+        cp.wait_for(f"{name} gone", lambda n=name: cp.call("GET", f"{GROUP_PATH}/{n}")[0] == 404)
+    try:
+        yield cp
+    finally:
+        apply_crds(cp)
+
+
+def test_missing_crds_is_a_clear_error(without_crds: ControlPlane) -> None:
+    store = open_store(f"kube:{without_crds.kubeconfig}")
     with pytest.raises(NotFoundError, match=r"list machineconfigpools: the server could not find "
                        r"the requested resource \(is the CustomResourceDefinition machineconfigpools"
                        r"\.machineconfiguration.openshift.io installed\? kubectl apply -k "
@@ -84,8 +104,9 @@ def test_is_a_store(kube_store: KubeStore) -> None:
 # ----- objects
 
 
-def test_objects_crud(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
-    apply(fakeapi, mc("00-worker"))
+def test_objects_crud(kube_store: KubeStore, control_plane: ControlPlane) -> None:
+    cp = control_plane
+    apply(cp, mc("00-worker"))
     kube_store.put_rendered({**mc("rendered-worker-abc"), "metadata": {"name": "rendered-worker-abc"}})
     assert [o["metadata"]["name"] for o in kube_store.list_objects(MC)] == ["00-worker"]
     got = kube_store.get_object(MC, "00-worker")
@@ -95,12 +116,12 @@ def test_objects_crud(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
 
     generated = mc("99-worker-generated-kubelet", "/etc/kubelet")
     kube_store.put_object(generated)
-    before = writes(fakeapi)
+    mark = cp.audit_mark()
     kube_store.put_object(generated)  # unchanged: no write at all
-    assert writes(fakeapi) == before
+    assert writes(cp, mark) == []
     changed = mc("99-worker-generated-kubelet", "/etc/kubelet2")
     kube_store.put_object(changed)
-    assert writes(fakeapi)[len(before):] == [
+    assert writes(cp, mark) == [
         ("PUT", f"{GROUP_PATH}/machineconfigs/99-worker-generated-kubelet")]
     assert kube_store.get_object(MC, "99-worker-generated-kubelet")["spec"] == changed["spec"]
     kube_store.delete_object(MC, "99-worker-generated-kubelet")
@@ -118,7 +139,7 @@ def test_put_rejected_by_the_schema_names_the_field(kube_store: KubeStore) -> No
         kube_store.put_object(bad)
 
 
-def test_put_retries_on_conflict(kube_store: KubeStore, fakeapi: FakeAPIServer,
+def test_put_retries_on_conflict(kube_store: KubeStore, control_plane: ControlPlane,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     kube_store.put_object(mc("99-gen"))
     real = kube_store.client.replace
@@ -127,7 +148,7 @@ def test_put_retries_on_conflict(kube_store: KubeStore, fakeapi: FakeAPIServer,
     def racing_replace(obj: Any, *args: Any, **kwargs: Any) -> Any:
         attempts.append(obj["metadata"]["resourceVersion"])
         if len(attempts) == 1:  # someone else writes between our read and our write
-            call(fakeapi, "PATCH", f"{GROUP_PATH}/machineconfigs/99-gen",
+            call(control_plane, "PATCH", f"{GROUP_PATH}/machineconfigs/99-gen",
                  {"metadata": {"annotations": {"other": "writer"}}}, "application/merge-patch+json")
         return real(obj, *args, **kwargs)
 
@@ -138,8 +159,11 @@ def test_put_retries_on_conflict(kube_store: KubeStore, fakeapi: FakeAPIServer,
         "path"] == "/etc/changed"
 
 
-def test_pool_configuration_and_status(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
-    apply(fakeapi, pool())
+def test_pool_configuration_and_status(kube_store: KubeStore,
+                                       control_plane: ControlPlane) -> None:
+    cp = control_plane
+    apply(cp, pool())
+    mark = cp.audit_mark()
     source = [{"apiVersion": "machineconfiguration.openshift.io/v1", "kind": MC, "name": "00-worker"}]
     kube_store.set_pool_configuration("worker", "rendered-worker-1", source)
     status = {"machineCount": 3, "conditions": [{"type": "Updated", "status": "True",
@@ -150,26 +174,26 @@ def test_pool_configuration_and_status(kube_store: KubeStore, fakeapi: FakeAPISe
     assert got["spec"]["configuration"] == {"name": "rendered-worker-1", "source": source}
     assert got["status"]["machineCount"] == 3
     assert got["status"]["conditions"][0]["message"] == "done"
-    assert ("PUT", f"{GROUP_PATH}/machineconfigpools/worker/status") in writes(fakeapi)
-    before = writes(fakeapi)
+    assert ("PUT", f"{GROUP_PATH}/machineconfigpools/worker/status") in writes(cp, mark)
+    mark = cp.audit_mark()
     kube_store.update_status(MCP, "worker", got["status"])  # unchanged: no write
-    assert writes(fakeapi) == before
+    assert writes(cp, mark) == []
     with pytest.raises(NotFoundError):
         kube_store.update_status(MCP, "nope", status)
     with pytest.raises(NotFoundError):
         kube_store.set_pool_configuration("nope", "x", [])
 
 
-def test_update_status_retries_on_conflict(kube_store: KubeStore, fakeapi: FakeAPIServer,
+def test_update_status_retries_on_conflict(kube_store: KubeStore, control_plane: ControlPlane,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    apply(fakeapi, pool())
+    apply(control_plane, pool())
     real = kube_store.client.replace
     calls = []
 
     def racing(obj: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 1:
-            call(fakeapi, "PATCH", f"{GROUP_PATH}/machineconfigpools/worker",
+            call(control_plane, "PATCH", f"{GROUP_PATH}/machineconfigpools/worker",
                  {"spec": {"paused": True}}, "application/merge-patch+json")
         return real(obj, *args, **kwargs)
 
@@ -196,7 +220,8 @@ def test_rendered(kube_store: KubeStore) -> None:
 # ----- nodes
 
 
-def test_nodes(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+def test_nodes(kube_store: KubeStore, control_plane: ControlPlane) -> None:
+    cp = control_plane
     rec = kube_store.register_node("n2", {"node-role.kubernetes.io/worker": ""})
     assert rec.ready and not rec.unschedulable and rec.creation_timestamp.endswith("Z")
     kube_store.register_node("n1", {})
@@ -209,17 +234,17 @@ def test_nodes(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
     second = kube_store.patch_node_annotations("n2", {"x": None})
     assert second.annotations == {CURRENT_CONFIG_ANNOTATION: "rendered-a"}
     assert second.resource_version > first.resource_version
-    _, raw = call(fakeapi, "GET", "/api/v1/nodes/n2")
+    _, raw = call(cp, "GET", "/api/v1/nodes/n2")
     assert raw["metadata"]["annotations"] == {CURRENT_CONFIG_ANNOTATION: "rendered-a"}
 
     assert kube_store.set_node_labels("n2", {"zone": None, "b": "c"}).labels == {
         "node-role.kubernetes.io/worker": "", "b": "c"}
     assert kube_store.set_unschedulable("n2", True).unschedulable
-    _, raw = call(fakeapi, "GET", "/api/v1/nodes/n2")
+    _, raw = call(cp, "GET", "/api/v1/nodes/n2")
     assert raw["spec"]["unschedulable"] is True
     assert not kube_store.set_unschedulable("n2", False).unschedulable
     assert not kube_store.set_node_ready("n2", False).ready
-    _, raw = call(fakeapi, "GET", "/api/v1/nodes/n2")
+    _, raw = call(cp, "GET", "/api/v1/nodes/n2")
     assert [c["status"] for c in raw["status"]["conditions"] if c["type"] == "Ready"] == ["False"]
     assert kube_store.set_node_ready("n2", True).ready
     with pytest.raises(NotFoundError, match='nodes "nope" not found'):
@@ -244,16 +269,17 @@ def test_node_ready_is_mcos_test() -> None:
 
 
 def test_events_are_core_v1_events_with_counts(kube_store: KubeStore,
-                                                fakeapi: FakeAPIServer) -> None:
+                                                control_plane: ControlPlane) -> None:
+    cp = control_plane
     kube_store.record_event("Node", "n1", "SetDesiredConfig", "Targeted node n1 to X")
     kube_store.record_event(MCP, "worker", "Completed", "done")
     kube_store.record_event("Node", "n1", "SetDesiredConfig", "Targeted node n1 to X")
     # The kubelet's events in the same namespace are not ours.
-    call(fakeapi, "POST", "/api/v1/namespaces/default/events",
+    call(cp, "POST", "/api/v1/namespaces/default/events",
          {"metadata": {"name": "n1.kubelet"}, "involvedObject": {"kind": "Node", "name": "n1"},
           "reason": "NodeReady", "message": "ready", "type": "Normal",
           "source": {"component": "kubelet"}})
-    _, raw = call(fakeapi, "GET", "/api/v1/namespaces/default/events")
+    _, raw = call(cp, "GET", "/api/v1/namespaces/default/events")
     ours = [e for e in raw["items"] if e["source"]["component"] != "kubelet"]
     assert len(ours) == 2
     node_event = next(e for e in ours if e["involvedObject"]["kind"] == "Node")
@@ -309,18 +335,19 @@ def test_daemon_store_touches_only_its_node(kube_store: KubeStore, kubeconfig: P
 
 
 def test_pull_secret_is_the_one_the_controller_config_names(kube_store: KubeStore,
-                                                            fakeapi: FakeAPIServer) -> None:
-    apply(fakeapi, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "openshift-config"}})
+                                                            control_plane: ControlPlane) -> None:
+    cp = control_plane
+    apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "openshift-config"}})
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
               "metadata": {"name": "pull-secret", "namespace": "openshift-config"},
               "data": {".dockerconfigjson": "e30="}}
-    apply(fakeapi, secret)
-    apply(fakeapi, {**secret, "metadata": {"name": "other", "namespace": "openshift-config"}})
+    apply(cp, secret)
+    apply(cp, {**secret, "metadata": {"name": "other", "namespace": "openshift-config"}})
     assert kube_store.list_objects("Secret") == []  # no ControllerConfig names one yet
     rev = kube_store.revision()
-    cc = examples("controllerconfig.yaml")[0]
+    cc = controller_config()
     cc["spec"]["pullSecret"] = {"namespace": "openshift-config", "name": "pull-secret"}
-    apply(fakeapi, cc)
+    apply(cp, cc)
     got = kube_store.list_objects("Secret")
     assert [(s["metadata"]["name"], s["type"]) for s in got] == [
         ("pull-secret", "kubernetes.io/dockerconfigjson")]
@@ -329,10 +356,10 @@ def test_pull_secret_is_the_one_the_controller_config_names(kube_store: KubeStor
     eventually(lambda: any(w.target.name == "secret openshift-config/pull-secret"
                            for w in kube_store.watches()))
     rev = kube_store.revision()
-    apply(fakeapi, {**secret, "metadata": {"name": "other", "namespace": "openshift-config"},
+    apply(cp, {**secret, "metadata": {"name": "other", "namespace": "openshift-config"},
                     "data": {".dockerconfigjson": "e30K"}})
     assert kube_store.wait_for_change(rev, 0.5) == rev
-    apply(fakeapi, {**secret, "data": {".dockerconfigjson": "eyJhIjoxfQ=="}})
+    apply(cp, {**secret, "data": {".dockerconfigjson": "eyJhIjoxfQ=="}})
     assert kube_store.wait_for_change(rev, 10) > rev
 
 
@@ -347,7 +374,8 @@ def read_everything(store: KubeStore) -> None:
     store.list_nodes()
 
 
-def test_every_kind_read_is_watched(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+def test_every_kind_read_is_watched(kube_store: KubeStore, control_plane: ControlPlane) -> None:
+    cp = control_plane
     read_everything(kube_store)
     rev = kube_store.revision()
     for obj in (pool(), mc("00-worker"),
@@ -356,12 +384,12 @@ def test_every_kind_read_is_watched(kube_store: KubeStore, fakeapi: FakeAPIServe
                 {"apiVersion": "machineconfiguration.openshift.io/v1",
                  "kind": "ContainerRuntimeConfig", "metadata": {"name": "c"},
                  "spec": {"containerRuntimeConfig": {}}},
-                examples("controllerconfig.yaml")[0]):
-        apply(fakeapi, obj)
+                controller_config()):
+        apply(cp, obj)
         rev = kube_store.wait_for_change(rev, 10)
         eventually(lambda: kube_store.revision() >= rev)
     before = kube_store.revision()
-    call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {"name": "n9"}})
+    call(cp, "POST", "/api/v1/nodes", {"metadata": {"name": "n9"}})
     assert kube_store.wait_for_change(before, 10) > before
     # Events are not watched: recording one wakes nobody (a controller must not wake itself).
     # (The ControllerConfig names a pull secret: once that secret is watched, all is quiet.)
@@ -378,9 +406,11 @@ def test_every_kind_read_is_watched(kube_store: KubeStore, fakeapi: FakeAPIServe
     assert kube_store.wait_for_change(quiet, 0.3) == quiet
 
 
-def test_only_kinds_read_are_watched(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
+def test_only_kinds_read_are_watched(kube_store: KubeStore, control_plane: ControlPlane) -> None:
     """The server reads pools, the ControllerConfig and rendered configs, never nodes: it never
     watches them (and needs no right to)."""
+    cp = control_plane
+    mark = cp.audit_mark()
     kube_store.list_objects(MCP)
     with pytest.raises(NotFoundError):
         kube_store.get_object("ControllerConfig", "machine-config-controller")
@@ -389,83 +419,99 @@ def test_only_kinds_read_are_watched(kube_store: KubeStore, fakeapi: FakeAPIServ
     assert sorted(w.target.name for w in kube_store.watches()) == [
         "controllerconfigs", "machineconfigpools", "machineconfigs"]
     rev = kube_store.revision()
-    call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {"name": "n9"}})
+    call(cp, "POST", "/api/v1/nodes", {"metadata": {"name": "n9"}})
     assert kube_store.wait_for_change(rev, 0.3) == rev
-    assert not any("/nodes" in p for m, p, _ in fakeapi.state.requests if m == "GET")
-    apply(fakeapi, pool())
+    cp.audit_mark()
+    assert not any("/nodes" in r.path for r in cp.requests(mark, user="admin")
+                   if r.method == "GET")
+    apply(cp, pool())
     assert kube_store.wait_for_change(rev, 10) > rev
 
 
 def test_wait_for_change_wakes_a_blocked_waiter(kube_store: KubeStore,
-                                                fakeapi: FakeAPIServer) -> None:
+                                                control_plane: ControlPlane) -> None:
+    cp = control_plane
     read_everything(kube_store)
     rev = kube_store.revision()
     woke: list[int] = []
     waiter = threading.Thread(target=lambda: woke.append(kube_store.wait_for_change(rev, 30)))
     waiter.start()
-    apply(fakeapi, pool())
+    apply(cp, pool())
     waiter.join(30)
     assert woke and woke[0] > rev
 
 
-def test_bookmarks_move_the_resume_point(kube_store: KubeStore, fakeapi: FakeAPIServer) -> None:
-    read_everything(kube_store)
-    nodes = next(w for w in kube_store.watches() if w.target.name == "nodes")
-    apply(fakeapi, pool())  # another kind: the nodes watch sees no event, only bookmarks
-    rv = fakeapi.state.rv
-    eventually(lambda: nodes.bookmarks > 0 and int(nodes.resource_version) >= rv)
-    assert ("GET", "/api/v1/nodes") in [(m, p) for m, p, q in fakeapi.state.requests
-                                        if "allowWatchBookmarks=true" in q]
-
-
-def test_expired_watch_lists_again_and_sees_what_it_missed(kube_store: KubeStore,
-                                                          fakeapi: FakeAPIServer) -> None:
-    """The watch connection drops while a node is created and the server's history is compacted
-    past the watch's resume point: the watch gets 410 Expired, lists again, and the change it
-    never saw as an event still bumps the revision."""
-    read_everything(kube_store)
-    nodes = next(w for w in kube_store.watches() if w.target.name == "nodes")
-    rev = kube_store.revision()
-    state = fakeapi.state
-    eventually(lambda: any(w.rtype.plural == "nodes" for w in state.watchers))
-    with state.lock:
-        dropped = [w for w in state.watchers if w.rtype.plural == "nodes"]
-        assert dropped
-        for w in dropped:
-            state.remove_watcher(w)
-        state.create(state.resource("", "v1", "nodes"), "", {"metadata": {"name": "missed"}})
-        state.compact()
-        for w in dropped:  # end those streams, as a dropped connection would
-            w.loop.call_soon_threadsafe(w.queue.put_nowait, None)
-    assert kube_store.wait_for_change(rev, 10) > rev
-    eventually(lambda: nodes.lists == 2)
-    assert "/missed" in nodes.seen
-    # And it watches again from the list's resourceVersion.
-    rev = kube_store.revision()
-    kube_store.patch_node_annotations("missed", {"a": "b"})
-    assert kube_store.wait_for_change(rev, 10) > rev
-
-
-def test_close_stops_the_watches(fakeapi: FakeAPIServer, kubeconfig: Path, crds: list[str]) -> None:
-    store = open_store(f"kube:{kubeconfig}")
+def test_expired_watch_lists_again_and_sees_what_it_missed(
+        control_plane: ControlPlane, clean_cluster: ControlPlane,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes watch's connection drops; while it waits to reconnect a node is created and etcd
+    is compacted past the watch's resume point: kube-apiserver answers the resumed watch 410
+    Expired, the watch lists again, and the change it never saw as an event still bumps the
+    revision."""
+    cp = control_plane
+    monkeypatch.setattr(kube_watch, "BACKOFF_START", 3.0)  # a wide window to act in
+    store = open_store(f"kube:{cp.kubeconfig}")
     try:
-        read_everything(store)  # type: ignore[arg-type]
-        eventually(lambda: len(fakeapi.state.active_watches) == 6)
+        assert isinstance(store, KubeStore)
+        read_everything(store)
+        nodes = next(w for w in store.watches() if w.target.name == "nodes")
+        eventually(lambda: nodes._response is not None)
+        rev = store.revision()
+        # the connection drops (the loop retries in 3 s)
+        nodes._response.extensions["network_stream"].get_extra_info("socket").shutdown(
+            socket.SHUT_RDWR)
+        call(cp, "POST", "/api/v1/nodes", {"metadata": {"name": "missed"}})
+        # one more write, so that the compaction goes past the revision the watch resumes at
+        call(cp, "POST", "/api/v1/nodes", {"metadata": {"name": "also-missed"}})
+        cp.compact_etcd()
+        assert store.wait_for_change(rev, 20) > rev
+        eventually(lambda: nodes.lists == 2, 20)
+        assert "/missed" in nodes.seen
+        # And it watches again from the list's resourceVersion.
+        rev = store.revision()
+        store.patch_node_annotations("missed", {"a": "b"})
+        assert store.wait_for_change(rev, 10) > rev
     finally:
         store.close()  # type: ignore[attr-defined]
-    eventually(lambda: not fakeapi.state.active_watches)
 
 
-def test_periodic_resync_lists_again(kube_store: KubeStore, fakeapi: FakeAPIServer,
-                                     kubeconfig: Path, crds: list[str]) -> None:
+def test_watches_outlive_an_api_server_restart(kube_store: KubeStore,
+                                               control_plane: ControlPlane) -> None:
+    """kube-apiserver stops (every watch connection drops) and starts again: the watches resume
+    from where they were and see the next change; the store reads and writes again."""
+    read_everything(kube_store)
+    kube_store.register_node("n1", {})
+    control_plane.restart_apiserver()
+    rev = kube_store.revision()
+    call(control_plane, "POST", "/api/v1/nodes", {"metadata": {"name": "n2"}})
+    assert kube_store.wait_for_change(rev, 40) > rev
+    assert [n.name for n in kube_store.list_nodes()] == ["n1", "n2"]
+    assert all(not w.error for w in kube_store.watches()) or kube_store.wait_for_change(
+        kube_store.revision(), 0.1) >= 0
+
+
+def test_close_stops_the_watches(clean_cluster: ControlPlane) -> None:
+    store = open_store(f"kube:{clean_cluster.kubeconfig}")
+    try:
+        read_everything(store)  # type: ignore[arg-type]
+        threads = [w._thread for w in store.watches()]  # type: ignore[attr-defined]
+        assert len(threads) == 6 and all(t is not None and t.is_alive() for t in threads)
+    finally:
+        store.close()  # type: ignore[attr-defined]
+    eventually(lambda: not any(t is not None and t.is_alive() for t in threads))
+
+
+def test_periodic_resync_lists_again(kube_store: KubeStore) -> None:
     """A watch request that ends after the resync period is followed by a full list; a list
     that finds what the watch already saw changes nothing."""
     store = KubeStore(kube_store.client, watch_seconds=1)
-    store.list_nodes()
-    nodes = store.watches()[0]
-    nodes.resync_seconds = 0
-    rev = store.revision()
-    eventually(lambda: nodes.lists >= 2)
-    assert store.revision() == rev
-    for w in store.watches():
-        w.stop()
+    try:
+        store.list_nodes()
+        nodes = store.watches()[0]
+        nodes.resync_seconds = 0
+        rev = store.revision()
+        eventually(lambda: nodes.lists >= 2)
+        assert store.revision() == rev
+    finally:
+        for w in store.watches():
+            w.stop()
