@@ -72,9 +72,14 @@ def now_rfc3339() -> str:
 
 
 def set_condition(obj: dict[str, Any], ctype: str, ok: bool, message: str, now: str) -> None:
-    """Append the verdict, keep the last MAX_CONDITIONS, and mark the generation as observed."""
+    """Record the verdict, keep the last MAX_CONDITIONS, and mark the generation as observed.
+
+    As MCO does, a verdict repeating the last one (same message) replaces it with the new time
+    instead of being appended, so passes that conclude the same thing do not fill the list."""
     status = obj.setdefault("status", {})
     conditions = list(status.get("conditions") or [])
+    if conditions and isinstance(conditions[-1], dict) and conditions[-1].get("message") == message:
+        conditions.pop()
     conditions.append({"type": ctype, "status": "True" if ok else "False",
                        "lastTransitionTime": now, "reason": "", "message": message})
     status["conditions"] = conditions[-MAX_CONDITIONS:]

@@ -151,6 +151,15 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
     return result
 
 
+def _owned(mc: Mapping[str, Any]) -> JSON:
+    """What the controller sets on a generated MachineConfig: not what the store adds (uid,
+    resourceVersion, creationTimestamp, managedFields ...)."""
+    meta = mc.get("metadata") or {}
+    return {"metadata": {k: meta.get(k) or None for k in ("name", "labels", "annotations",
+                                                          "ownerReferences")},
+            **{k: v for k, v in mc.items() if k not in ("metadata", "status", "apiVersion")}}
+
+
 class RenderController:
     """Publishes renders to the store; remembers the inputs it last rendered."""
 
@@ -180,7 +189,7 @@ class RenderController:
         wanted = {str(mc["metadata"]["name"]) for mc in result.generated}
         for mc in result.generated:
             name = str(mc["metadata"]["name"])
-            if _strip(existing.get(name) or {}) != _strip(mc):
+            if _owned(existing.get(name) or {}) != _owned(mc):
                 store.put_object(mc)
                 log.info("generated MachineConfig %s stored", name)
         # Only a pass that generated anything owns the set (a failed one proves nothing).

@@ -49,8 +49,8 @@ def controller(clean_cluster: ControlPlane, kubeconfig: Path) -> Iterator[Any]:
 
 def test_reboot_update_through_the_api_server(controller: Any, control_plane: ControlPlane,
                                              kubeconfig: Path, root: Path) -> None:
-    fakeapi = control_plane
-    mark = fakeapi.audit_mark()
+    cp = control_plane
+    mark = cp.audit_mark()
     lay_down(root, A)
     systemd = FakeSystemd()
     api = open_store(f"kube:{kubeconfig}", node=NODE)
@@ -63,13 +63,13 @@ def test_reboot_update_through_the_api_server(controller: Any, control_plane: Co
         assert annotations[C.POST_CONFIG_ACTION_ANNOTATION] == "Rebooting"
         assert annotations[C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-a"
         assert systemd.calls[-1] == ("Reboot", "Node will reboot into config rendered-worker-b")
-        _, node = call(fakeapi, "GET", f"/api/v1/nodes/{NODE}")
+        _, node = call(cp, "GET", f"/api/v1/nodes/{NODE}")
         assert node["spec"]["unschedulable"] is True  # cordoned by the controller
         assert node["metadata"]["annotations"][C.CORDONED_BY_MCC_ANNOTATION] == "true"
         # The pods on the node were looked up for eviction.
-        fakeapi.audit_mark()
+        cp.audit_mark()
         assert any(r.path == "/api/v1/pods" and "spec.nodeName" in r.uri
-                   for r in fakeapi.requests(mark))
+                   for r in cp.requests(mark))
 
         resumed = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)  # after the reboot
         resumed.sync()
@@ -77,7 +77,7 @@ def test_reboot_update_through_the_api_server(controller: Any, control_plane: Co
         assert annotations[C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION] == "Done"
         assert annotations[C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-b"
         assert annotations[C.LAST_APPLIED_DRAIN_ANNOTATION] == "uncordon-rendered-worker-b"
-        _, node = call(fakeapi, "GET", f"/api/v1/nodes/{NODE}")
+        _, node = call(cp, "GET", f"/api/v1/nodes/{NODE}")
         assert not node["spec"].get("unschedulable")
         assert (root / "etc/kubernetes/kubelet.conf").read_text() == "kubelet"
         reasons = [e.reason for e in controller.list_events("Node", NODE)]

@@ -64,28 +64,28 @@ def token_of(kubeconfig: Path) -> str:
     return str(yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"])
 
 
-def inputs(fakeapi: ControlPlane) -> None:
+def inputs(cp: ControlPlane) -> None:
     for text in (pool_yaml("worker", role="worker", node_role="worker"),
                  machine_config("00-worker", "/etc/motd", "hello\n")):
-        apply(fakeapi, yaml.safe_load(text))
+        apply(cp, yaml.safe_load(text))
 
 
-def pool(fakeapi: ControlPlane) -> dict[str, Any]:
-    return call(fakeapi, "GET", f"{GROUP_PATH}/machineconfigpools/worker")[1]
+def pool(cp: ControlPlane) -> dict[str, Any]:
+    return call(cp, "GET", f"{GROUP_PATH}/machineconfigpools/worker")[1]
 
 
 def test_mcc_start_once(clean_cluster: ControlPlane, kubeconfig: Path) -> None:
-    fakeapi = clean_cluster
-    inputs(fakeapi)
+    cp = clean_cluster
+    inputs(cp)
     done = subprocess.run([sys.executable, "-m", "mcc.cli", "start", "--store", "kube",
                            "--kubeconfig", str(kubeconfig), "--once"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    name = pool(fakeapi)["spec"]["configuration"]["name"]
+    name = pool(cp)["spec"]["configuration"]["name"]
     assert name.startswith("rendered-worker-")
-    code, rendered = call(fakeapi, "GET", f"{GROUP_PATH}/machineconfigs/{name}")
+    code, rendered = call(cp, "GET", f"{GROUP_PATH}/machineconfigs/{name}")
     assert code == 200 and rendered["metadata"]["ownerReferences"][0]["kind"] == "MachineConfigPool"
-    assert pool(fakeapi)["status"]["conditions"]
+    assert pool(cp)["status"]["conditions"]
 
 
 def test_cli_errors(tmp_path: Path) -> None:
@@ -104,12 +104,12 @@ def test_cli_errors(tmp_path: Path) -> None:
 def test_controller_and_server_processes_on_kube(clean_cluster: ControlPlane,
                                                  token_kubeconfig: Path, tmp_path: Path,
                                                  procs: list[subprocess.Popen[bytes]]) -> None:
-    fakeapi, kubeconfig = clean_cluster, token_kubeconfig
-    inputs(fakeapi)
+    cp, kubeconfig = clean_cluster, token_kubeconfig
+    inputs(cp)
     mcc = spawn(procs, tmp_path / "mcc.log", "mcc.cli", "start", "--store", "kube",
                 "--kubeconfig", str(kubeconfig), "--interval", "600")
-    eventually(lambda: bool((pool(fakeapi).get("spec") or {}).get("configuration")), 60)
-    first = pool(fakeapi)["spec"]["configuration"]["name"]
+    eventually(lambda: bool((pool(cp).get("spec") or {}).get("configuration")), 60)
+    first = pool(cp)["spec"]["configuration"]["name"]
 
     mcs_log = tmp_path / "mcs.log"
     mcs = spawn(procs, mcs_log, "mcs.cli", "start", "--store", f"kube:{kubeconfig}",
@@ -135,18 +135,18 @@ def test_controller_and_server_processes_on_kube(clean_cluster: ControlPlane,
 
     # A node the kubelet registered, booted into the first config: the controller (woken by its
     # watch on nodes) counts it.
-    call(fakeapi, "POST", "/api/v1/nodes", {
+    call(cp, "POST", "/api/v1/nodes", {
         "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""},
                      "annotations": {C.CURRENT_CONFIG_ANNOTATION: first,
                                      C.DESIRED_CONFIG_ANNOTATION: first,
                                      C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"}},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
-    eventually(lambda: (pool(fakeapi).get("status") or {}).get("updatedMachineCount") == 1, 60)
+    eventually(lambda: (pool(cp).get("status") or {}).get("updatedMachineCount") == 1, 60)
 
     # A new MachineConfig: the controller, woken by its watch (its interval is 10 minutes),
     # renders it and targets the node.
-    apply(fakeapi, yaml.safe_load(machine_config("50-worker", "/etc/other", "x\n")))
-    eventually(lambda: call(fakeapi, "GET", "/api/v1/nodes/n1")[1]["metadata"]["annotations"][
+    apply(cp, yaml.safe_load(machine_config("50-worker", "/etc/other", "x\n")))
+    eventually(lambda: call(cp, "GET", "/api/v1/nodes/n1")[1]["metadata"]["annotations"][
         C.DESIRED_CONFIG_ANNOTATION] != first, 60)
     stop_all([mcc, mcs])
     assert mcc.returncode == 0, (tmp_path / "mcc.log").read_text()
@@ -186,12 +186,12 @@ def test_mcc_start_logs_the_stores_decisions(clean_cluster: ControlPlane, kube_n
 
 def test_mcd_connects_to_its_own_node(clean_cluster: ControlPlane, kubeconfig: Path,
                                       tmp_path: Path) -> None:
-    fakeapi = clean_cluster
+    cp = clean_cluster
     with pytest.raises(NotFoundError):  # not registered by its kubelet yet: mcd start retries
         connect(f"kube:{kubeconfig}", None, "n1", tmp_path, tmp_path / "none.json", {})
     for name in ("n1", "n2"):
-        call(fakeapi, "POST", "/api/v1/nodes", {"metadata": {"name": name}})
-    mark = fakeapi.audit_mark()
+        call(cp, "POST", "/api/v1/nodes", {"metadata": {"name": name}})
+    mark = cp.audit_mark()
     api = connect(f"kube:{kubeconfig}", None, "n1", tmp_path, tmp_path / "none.json", {})
     try:
         api.patch_node_annotations("n1", {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
@@ -200,14 +200,14 @@ def test_mcd_connects_to_its_own_node(clean_cluster: ControlPlane, kubeconfig: P
         api.wait_for_change(0, 0)  # starts its watch
 
         def node_reads() -> list[str]:
-            fakeapi.audit_mark()
-            return [r.uri for r in fakeapi.requests(mark, user="admin")
+            cp.audit_mark()
+            return [r.uri for r in cp.requests(mark, user="admin")
                     if r.path == "/api/v1/nodes" and r.method == "GET"]
 
         eventually(lambda: any("watch=true" in q for q in node_reads()))
         watches = node_reads()
         # The daemon's requests name only its node.
-        paths = {r.path for r in fakeapi.requests(mark, user="admin")
+        paths = {r.path for r in cp.requests(mark, user="admin")
                  if "/nodes" in r.path and r.method != "POST"}
         assert paths == {"/api/v1/nodes/n1", "/api/v1/nodes"}
         assert all("fieldSelector=metadata.name%3Dn1" in q for q in watches)

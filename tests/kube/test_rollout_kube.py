@@ -145,7 +145,7 @@ def local(tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 def kube(clean_cluster: ControlPlane) -> Iterator[Cluster]:
-    fakeapi = clean_cluster
+    cp = clean_cluster
     kubeconfig = clean_cluster.kubeconfig
     store = open_store(f"kube:{kubeconfig}")
     daemon_stores: list[Any] = []
@@ -158,7 +158,7 @@ def kube(clean_cluster: ControlPlane) -> Iterator[Cluster]:
     def put(name: str, text: str) -> None:
         for doc in yaml.safe_load_all(text):
             if doc:
-                apply(fakeapi, doc)
+                apply(cp, doc)
 
     yield Cluster(store, put, daemon_api, Controller(store, now=lambda: NOW), [])
     for s in [store, *daemon_stores]:

@@ -161,3 +161,12 @@ def test_storage_template_is_needed_only_when_storage_changes() -> None:
         [ctrcfg("overlay", "infra", overlaySize="5G")], [pool("infra")], [], now=NOW,
         controller_config=controller_config("None"), templates_dir=TEMPLATES)
     assert "/etc/containers/storage.conf" in files(out[0])
+
+
+def test_a_repeated_verdict_replaces_the_last_condition() -> None:
+    # A second render pass over the same ContainerRuntimeConfig adds no condition (MCO's rule:
+    # the same message as the last refreshes its time).
+    _, updated = generate(ctrcfg("pids", pidsLimit=2048))
+    _, again = generate(*updated)
+    _, third = generate(*again)
+    assert [(c["type"], c["message"]) for c in third[0]["status"]["conditions"]] == [("Success", "Success")]

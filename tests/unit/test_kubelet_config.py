@@ -192,6 +192,20 @@ def test_conditions_keep_a_window_of_three() -> None:
     assert [c["message"] for c in updated[0]["status"]["conditions"]] == ["1", "2", "Success"]
 
 
+def test_a_repeated_verdict_replaces_the_last_condition() -> None:
+    # Every render pass (each input change, each restart) judges the KubeletConfig again: the
+    # same verdict refreshes the last condition's time instead of adding one (MCO's rule).
+    _, updated = generate(kubelet_config("w"))
+    out, again = generate_kubelet_machine_configs(updated, POOLS, TEMPLATE_MCS, now="2026-11-27T15:00:00Z")
+    assert again[0]["status"]["conditions"] == [
+        {"type": "Accepted", "status": "True", "lastTransitionTime": "2026-11-27T15:00:00Z", "reason": "",
+         "message": "Success"}]
+    # A different verdict is appended after it.
+    _, third = generate(dict(again[0], spec={**again[0]["spec"], "logLevel": 11}))
+    assert [c["message"] for c in third[0]["status"]["conditions"]] == [
+        "Success", "Error: KubeletConfig's LogLevel is not valid [0,10]: 11"]
+
+
 @pytest.mark.parametrize(("sel", "labels", "matches"), [
     ({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}, True),
     ({"matchLabels": {"a": "1"}}, {"a": "2"}, False),
