@@ -128,6 +128,11 @@ class Inotify:
             os.close(self.fd)
             self.fd = None
 
+    def __del__(self) -> None:
+        # instances are few per user (fs.inotify.max_user_instances, 128 by default), and a
+        # dropped monitor must give its one back
+        self.close()
+
     def __enter__(self) -> Inotify:
         return self
 
