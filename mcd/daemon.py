@@ -150,7 +150,8 @@ class Daemon:
             else:
                 waiter = select.poll()
                 waiter.register(self.store_watch.fileno(), select.POLLIN)
-                disk = self.drift.fileno() if self.drift is not None else None
+                # the loop takes the monitor's events only while no reboot is queued
+                disk = self.drift.fileno() if self.drift and not self.reboot_queued else None
                 if disk is not None:
                     waiter.register(disk, select.POLLIN)
                 waiter.poll(max(timeout, 0.0) * 1000)
