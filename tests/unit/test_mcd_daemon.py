@@ -393,3 +393,20 @@ def test_rejected_token_ends_the_loop(root: Path) -> None:
     d = daemon(api, root)
     d.run(max_iterations=3)
     assert d.token_rejected
+
+
+def test_a_refused_long_poll_ends_the_loop(root: Path) -> None:
+    """The store watch thread's error reaches the loop: a rejected token ends it too."""
+    from machineconfig.store.base import ForbiddenError
+
+    lay_down(root, A)
+    api = cluster(A, current="rendered-worker-a", desired="rendered-worker-a")
+
+    def refuse(since: int, timeout: float) -> int:
+        raise ForbiddenError("node API: HTTP 401: unknown token")
+
+    api.wait_for_change = refuse  # type: ignore[method-assign]
+    d = daemon(api, root, timeouts=SLEEPY)
+    d.run(max_iterations=5)
+    assert d.token_rejected and ann(api)[STATE] == "Done"
+    assert wait_for(lambda: not [t for t in threading.enumerate() if t.name == "mcd-store-watch"])
