@@ -137,8 +137,14 @@ class DirectoryWatches:
             self.inotify.rm_watch(wd)
         self.interest, self.watched = interest, watched
 
+    def _node_path(self, host: Path) -> str:
+        try:
+            return "/" + str(host.relative_to(self.root)).lstrip(".")
+        except ValueError:
+            return str(host)
+
     def relevant(self, events: Iterable[inotify.Event]) -> list[str]:
-        """What the events say changed (host paths, or a reason); [] when nothing managed."""
+        """What the events say changed (node paths, or a reason); [] when nothing managed."""
         changed: list[str] = []
         restructure = False
         for event in events:
@@ -150,16 +156,16 @@ class DirectoryWatches:
             if where is None:
                 continue  # a watch removed since (its last events still arrive)
             if event.mask & _SELF_EVENTS:
-                changed.append(f"{where} (directory gone or moved)")
+                changed.append(f"{self._node_path(where)} (directory gone or moved)")
                 restructure = True
                 continue
             if event.name in self.interest.get(event.wd, ()):
-                changed.append(str(where / event.name))
+                changed.append(self._node_path(where / event.name))
                 if event.mask & inotify.IN_ISDIR and event.mask & _ENTRY_EVENTS:
                     restructure = True  # a directory on the way appeared or went
             elif where == self.systemd_dir and self.units and event.mask & inotify.IN_ISDIR \
                     and event.name.endswith(ENABLEMENT_DIR_SUFFIXES):
-                changed.append(str(where / event.name))
+                changed.append(self._node_path(where / event.name))
                 restructure = True
         if restructure:
             self.resolve()
@@ -247,7 +253,7 @@ class DriftMonitor:
         """Take the events (or poll when due); validate a settled change, or when the full
         check is due."""
         now = self.clock()
-        changed = self._changes(now)
+        changed = list(dict.fromkeys(self._changes(now)))  # a write is a modify and a close
         if changed:
             log.info("managed paths changed on disk: %s", ", ".join(changed[:5]))
             if self.changed_at is None:
