@@ -130,7 +130,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 def cmd_start(args: argparse.Namespace) -> int:
     from machineconfig.store import StoreError, store_url
     from mcd.cluster import connect
-    from mcd.daemon import Daemon
+    from mcd.daemon import Daemon, Timeouts
     from mcd.metrics import DaemonMetrics, serve
 
     if args.root.resolve() != Path("/"):
@@ -166,8 +166,10 @@ def cmd_start(args: argparse.Namespace) -> int:
             if stop.wait(delay):
                 return EXIT_OK
             delay = min(delay * 2, 60.0)
+    drift_timeouts = Timeouts() if args.drift_poll is None else \
+        Timeouts(drift_poll=args.drift_poll, drift_inotify=False)
     daemon = Daemon(api, node, _systemd(), root=args.root, metrics=metrics,
-                    policy=_policy(args.policy))
+                    policy=_policy(args.policy), timeouts=drift_timeouts)
     daemon.install_signal_handlers()
     daemon.run()
     return EXIT_FAILED if daemon.token_rejected else EXIT_OK
@@ -227,6 +229,9 @@ def _add_start(sub: Any) -> None:
                        help="HOST:PORT of /metrics; empty to disable")
     start.add_argument("--policy", type=Path)
     start.add_argument("--root", type=Path, default=Path("/"))
+    start.add_argument("--drift-poll", type=float, metavar="SECONDS",
+                       help="poll the managed paths this often instead of watching them with "
+                       "inotify (default: inotify)")
     start.set_defaults(func=cmd_start)
     first = sub.add_parser("firstboot", help="fetch and apply the full config a pointer names "
                            "(with --url or --pointer), or complete the encapsulated config")

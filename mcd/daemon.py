@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import select
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from mcd.metrics import DaemonMetrics
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.rpm_ostree import ostree_booted
+from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi
 from mcd.update import apply_update
@@ -57,11 +59,12 @@ class _Stopped(BaseException):
 class Timeouts:
     drain: float = 3600.0  # MCO: 1 hour
     uncordon: float = 600.0  # MCO: 10 minutes
-    watch: float = 10.0  # longest single wait for a store change
+    watch: float = 600.0  # longest single wait for a store change (the loop sleeps that long)
     backoff_min: float = 1.0
     backoff_max: float = 60.0
-    drift_poll: float = POLL_INTERVAL
-    drift_full: float = FULL_CHECK_INTERVAL
+    drift_poll: float = POLL_INTERVAL  # lstat poll of the managed paths, without inotify
+    drift_full: float = FULL_CHECK_INTERVAL  # full validation even when nothing was seen
+    drift_inotify: bool = True  # False: poll (as where inotify is unavailable)
 
 
 class _RebootHook:
@@ -113,6 +116,7 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.revision = 0
         self.drift: DriftMonitor | None = None
+        self.store_watch: StoreWatch | None = None  # while run() runs
         self.drainer = DrainClient(api, node, self._wait, clock, self.event, self.timeouts.watch)
 
     # ---- the store ------------------------------------------------------------------------
@@ -139,10 +143,21 @@ class Daemon:
             raise DaemonError(f'machineconfig.{C.GROUP} "{name}" not found') from err
 
     def _wait(self, timeout: float) -> bool:
-        """Wait for a store change (True) or the timeout; SIGTERM may cut a wait short."""
+        """Wait for a store change (True), the timeout, or (while run() runs) a change the
+        drift monitor's inotify fd announces; SIGTERM may cut a wait short."""
         self.waiting = True
         try:
-            revision = self.api.wait_for_change(self.revision, max(timeout, 0.0))
+            if self.store_watch is None:
+                revision = self.api.wait_for_change(self.revision, max(timeout, 0.0))
+            else:
+                waiter = select.poll()
+                waiter.register(self.store_watch.fileno(), select.POLLIN)
+                # the loop takes the monitor's events only while no reboot is queued
+                disk = self.drift.fileno() if self.drift and not self.reboot_queued else None
+                if disk is not None:
+                    waiter.register(disk, select.POLLIN)
+                waiter.poll(max(timeout, 0.0) * 1000)
+                revision = self.store_watch.take()
         finally:
             self.waiting = False
         changed = revision != self.revision
@@ -177,7 +192,8 @@ class Daemon:
             return
         self._stop_drift()
         self.drift = DriftMonitor(mc, self.root, self.systemd, self._on_drift,
-                                  self.timeouts.drift_poll, self.timeouts.drift_full, self.clock)
+                                  self.timeouts.drift_poll, self.timeouts.drift_full, self.clock,
+                                  use_inotify=self.timeouts.drift_inotify)
         # a drift already reported is remembered, so the monitor notices when it is fixed
         self.drift.drift = known_drift
         self.event("ConfigDriftMonitorStarted",
@@ -369,7 +385,18 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_sigterm)
 
     def run(self, max_iterations: int | None = None) -> None:
-        """Sync, then wait for a change, a drift poll or a retry; errors back off 1 s to 60 s."""
+        """Sync, then sleep until the store changes, a managed path changes (inotify), a retry
+        or the drift monitor's next check is due; errors back off 1 s to 60 s."""
+        self.store_watch = StoreWatch(self.api, self.revision, self.timeouts.watch,
+                                      self.timeouts.backoff_min, self.timeouts.backoff_max)
+        try:
+            self._loop(max_iterations)
+        finally:
+            # a short wait (tests) is joined; a long poll ends with the process
+            self.store_watch.stop(join=min(self.timeouts.watch, 0.5))
+            self.store_watch = None
+
+    def _loop(self, max_iterations: int | None) -> None:
         pending, next_try, backoff, iterations = True, 0.0, 0.0, 0
         # ready once connected: a first sync may wait an hour for a drain
         notify(f"READY=1\nSTATUS=following node {self.node_name}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,11 @@ CUR, DES = C.CURRENT_CONFIG_ANNOTATION, C.DESIRED_CONFIG_ANNOTATION
 STATE, REASON = C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION
 FAST = Timeouts(drain=5, uncordon=5, watch=0.05, backoff_min=0.01, backoff_max=0.05,
                 drift_poll=0.01, drift_full=0.5)
+POLLING = Timeouts(drain=5, uncordon=5, watch=0.05, backoff_min=0.01, backoff_max=0.05,
+                   drift_poll=0.01, drift_full=0.5, drift_inotify=False)
+# nothing periodic within a test: the loop sleeps until the store or inotify wakes it
+SLEEPY = Timeouts(drain=5, uncordon=5, watch=60, backoff_min=0.01, backoff_max=0.05,
+                  drift_poll=3600, drift_full=3600)
 
 A = mc("rendered-worker-a", {"/etc/containers/policy.json": "{}", "/etc/motd": "hello"})
 B_RELOAD = mc("rendered-worker-b", {"/etc/containers/policy.json": '{"x": 1}', "/etc/motd": "hello"})
@@ -46,8 +53,9 @@ def cluster(*configs: dict[str, Any], current: str = "", desired: str = "") -> F
     return api
 
 
-def daemon(api: FakeNodeAPI, root: Path, systemd: FakeSystemd | None = None) -> Daemon:
-    return Daemon(api, NODE, systemd or FakeSystemd(), root=root, timeouts=FAST)
+def daemon(api: FakeNodeAPI, root: Path, systemd: FakeSystemd | None = None,
+           timeouts: Timeouts = FAST) -> Daemon:
+    return Daemon(api, NODE, systemd or FakeSystemd(), root=root, timeouts=timeouts)
 
 
 def ann(api: FakeNodeAPI) -> dict[str, str]:
@@ -228,10 +236,11 @@ def test_bootstrap_from_node_annotations_file(root: Path, daemon_keys_only: bool
     assert (root / "etc/ignition-machine-config-encapsulated.json.bak").exists()
 
 
-def test_drift_degrades_naming_the_path_then_fix_is_done(root: Path) -> None:
+@pytest.mark.parametrize("timeouts", [FAST, POLLING], ids=["inotify", "poll"])
+def test_drift_degrades_naming_the_path_then_fix_is_done(root: Path, timeouts: Timeouts) -> None:
     lay_down(root, A)
     api = cluster(A, current="rendered-worker-a", desired="rendered-worker-a")
-    d = daemon(api, root)
+    d = daemon(api, root, timeouts=timeouts)
     d.run(max_iterations=2)
     assert ann(api)[STATE] == "Done"
     motd = root / "etc/motd"
@@ -250,6 +259,47 @@ def test_drift_degrades_naming_the_path_then_fix_is_done(root: Path) -> None:
         if ann(api)[STATE] == "Done":
             break
     assert ann(api)[STATE] == "Done" and ann(api)[REASON] == ""
+
+
+def wait_for(check: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_drift_is_noticed_through_inotify_while_the_loop_sleeps(root: Path) -> None:
+    """Poll, full check and store wait all an hour or a minute away: only inotify can tell."""
+    lay_down(root, A)
+    api = cluster(A, B_RELOAD, current="rendered-worker-a", desired="rendered-worker-a")
+    d = daemon(api, root, timeouts=SLEEPY)
+    loop = threading.Thread(target=d.run, daemon=True)
+    loop.start()
+    try:
+        # Done is reported just before the monitor starts: wait for the monitor
+        assert wait_for(lambda: "ConfigDriftMonitorStarted" in api.reasons())
+        (root / "etc/motd").write_text("hand edit")
+        assert wait_for(lambda: ann(api).get(STATE) == "Degraded"), ann(api)
+        assert ann(api)[REASON].endswith('content mismatch for file "/etc/motd"')
+        (root / "etc/motd").write_text("hello")
+        assert wait_for(lambda: ann(api).get(STATE) == "Done"), ann(api)
+        # the daemon's own writes (an update in watched directories) are no drift
+        drifts = api.reasons().count("ConfigDriftDetected")
+        api.set_annotations(NODE, {DES: "rendered-worker-b"})
+        assert wait_for(lambda: ann(api).get(CUR) == "rendered-worker-b"
+                        and ann(api).get(STATE) == "Done"), ann(api)
+        assert wait_for(lambda: d.drift is not None and d.drift.name == "rendered-worker-b")
+        assert api.reasons().count("ConfigDriftDetected") == drifts
+    finally:
+        d.stop_requested.set()
+        api.set_annotations(NODE, {})  # wakes the loop
+        loop.join(5)
+    assert not loop.is_alive()
+    # the store watch ends with its current long poll: one more change ends it now
+    api.set_annotations(NODE, {})
+    assert wait_for(lambda: not [t for t in threading.enumerate() if t.name == "mcd-store-watch"])
 
 
 def test_boot_validation_failure_heals_when_file_fixed(root: Path) -> None:
@@ -343,3 +393,20 @@ def test_rejected_token_ends_the_loop(root: Path) -> None:
     d = daemon(api, root)
     d.run(max_iterations=3)
     assert d.token_rejected
+
+
+def test_a_refused_long_poll_ends_the_loop(root: Path) -> None:
+    """The store watch thread's error reaches the loop: a rejected token ends it too."""
+    from machineconfig.store.base import ForbiddenError
+
+    lay_down(root, A)
+    api = cluster(A, current="rendered-worker-a", desired="rendered-worker-a")
+
+    def refuse(since: int, timeout: float) -> int:
+        raise ForbiddenError("node API: HTTP 401: unknown token")
+
+    api.wait_for_change = refuse  # type: ignore[method-assign]
+    d = daemon(api, root, timeouts=SLEEPY)
+    d.run(max_iterations=5)
+    assert d.token_rejected and ann(api)[STATE] == "Done"
+    assert wait_for(lambda: not [t for t in threading.enumerate() if t.name == "mcd-store-watch"])

@@ -1,9 +1,11 @@
-"""mcd.metrics: MCO's metric names on a real /metrics listener; a busy port is not fatal;
-sd_notify readiness over a real datagram socket.
+"""mcd.metrics: MCO's metric names on a real /metrics listener; a busy port is not fatal; the
+listener sleeps between scrapes; sd_notify readiness over a real datagram socket.
 """
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -43,6 +45,30 @@ def test_names_and_values_on_the_listener() -> None:
     assert 'state="Degraded"' not in text  # one state series at a time
     assert 'mcd_update_state{config="rendered-worker-b",err=""}' in text
     assert "mcd_reboots_failed_total 1.0" in text and "mcd_drain_err 1.0" in text
+
+
+def context_switches(thread: threading.Thread) -> int:
+    """How often the thread went to sleep or was preempted so far (its wake-ups)."""
+    status = open(f"/proc/self/task/{thread.native_id}/status").read()
+    return sum(int(line.split()[1]) for line in status.splitlines()
+               if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+
+
+def test_the_listener_sleeps_between_scrapes() -> None:
+    server = serve(DaemonMetrics(), "127.0.0.1:0")
+    assert server is not None
+    try:
+        listener, = [t for t in threading.enumerate() if t.name == "mcd-metrics"]
+        scrape(server.server_port)
+        time.sleep(0.2)
+        before = context_switches(listener)
+        time.sleep(1.6)  # a listener polling for shutdown every 0.5 s wakes 3 times
+        assert context_switches(listener) - before <= 1
+        assert "mcd_state" in scrape(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not listener.is_alive()
 
 
 def test_busy_port_is_not_fatal() -> None:
