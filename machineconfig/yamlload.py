@@ -294,6 +294,10 @@ def read_bounded(path: str) -> bytes:
             data = f.read(MAX_FILE_BYTES + 1)
     except IsADirectoryError:
         raise InputError("not a regular file (a directory)", file=path) from None
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"dangling symlink (to {os.readlink(path)})", file=path) from None
+        raise InputError("cannot read: No such file or directory", file=path) from None
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", file=path) from None
     if len(data) > MAX_FILE_BYTES:
