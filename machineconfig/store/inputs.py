@@ -127,6 +127,9 @@ class InputDir:
             inside = os.path.realpath(exclude)
             if inside.startswith(os.path.realpath(path) + os.sep):
                 self._exclude = inside + os.sep
+        # Loading a file happens under _refresh_lock only: readers (the server's event loop
+        # among them) wait at most for the swap of the results under _lock, never for a parse.
+        self._refresh_lock = threading.Lock()
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
         self._objects: dict[Key, dict[str, Any]] = {}
@@ -137,7 +140,7 @@ class InputDir:
 
     def refresh(self) -> bool:
         """Stat every input file, reload the changed ones; True when anything changed."""
-        with self._lock:
+        with self._refresh_lock:
             changed = False
             seen: dict[str, os.stat_result] = {}
             try:
@@ -224,9 +227,10 @@ class InputDir:
             objects[key] = found[chosen][1]
             where[key] = files[chosen]
         self._where = where
-        self._objects = objects
-        self._errors = errors
-        self._fingerprint = h.hexdigest()
+        with self._lock:
+            self._objects = objects
+            self._errors = errors
+            self._fingerprint = h.hexdigest()
 
     def fingerprint(self) -> str:
         """Identifies the set of file versions loaded (equal in every process seeing them)."""
