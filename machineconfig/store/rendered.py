@@ -56,6 +56,8 @@ def content_problem(name: str, mc: Mapping[str, Any]) -> str | None:
 
     A config our controller rendered (it carries the generated-by annotation and a hashed name)
     must hash to its name; other objects (written by other tools) only need the right name."""
+    if mc.get("kind") != "MachineConfig":
+        return "kind is not MachineConfig"
     meta = mc.get("metadata")
     if not isinstance(meta, Mapping) or meta.get("name") != name:
         return "metadata.name is not the file's name"
