@@ -20,7 +20,7 @@ from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
     RELEASE_IMAGE_VERSION_ANNOTATION,
 )
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store.base import (
     CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG, MACHINE_CONFIG,
     MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
@@ -261,7 +261,7 @@ class RenderController:
                 set_condition(status, RENDER_DEGRADED, False, "", "", self.now())
             else:
                 error = result.errors.get(name, f"Failed to render configuration for pool {name}")
-                log.warning("pool %s: %s (keeping %s)", name, error,
+                log.warning("pool %s: %s (keeping %s)", name, one_line(error),
                             ((pool.get("spec") or {}).get("configuration") or {}).get("name")
                             or "no rendered config")
                 set_condition(status, RENDER_DEGRADED, True, "", error, self.now())
