@@ -363,3 +363,16 @@ def test_running_controller_and_server_survive_hostile_files(tmp_path: Path) -> 
     assert f"{rendered}: corrupt rendered config" in mcc_log
     for proc in procs:
         assert proc.returncode == 0
+
+
+def test_bootstrap_server_reads_bounded(tmp_path: Path) -> None:
+    from mcs.layout import load_object
+    from mcs.serve import ServeError
+    path = tmp_path / "worker.yaml"
+    path.write_text(bomb_mc())
+    with pytest.raises(ServeError) as e:
+        load_object(path)
+    assert one_line(str(e.value)) == (f"cannot parse worker.yaml: line 14: document expands to "
+                                      f"more than {MAX_NODES} nodes (aliases)")
+    with pytest.raises(FileNotFoundError):
+        load_object(tmp_path / "absent.yaml")
