@@ -215,10 +215,13 @@ class InputDir:
                 contenders.setdefault(key, []).append((p, obj))
         for key, found in contenders.items():
             # One name in two files is an error (as in `mcc render`): the file that held it
-            # before keeps it, so the rendered state does not change; else the first file.
+            # before keeps it, so the rendered state does not change; a process that has no
+            # "before" (just started) takes the file modified longest ago, likely the same.
             files = [p for p, _ in found]
             owner = self._where.get(key)
-            chosen = files.index(owner) if owner in files else 0
+            if owner not in files:
+                owner = min(files, key=lambda p: (self._files[p].signature[0], p))
+            chosen = files.index(owner)
             if len(found) > 1:
                 for p in files:
                     if p != files[chosen]:

@@ -376,3 +376,16 @@ def test_bootstrap_server_reads_bounded(tmp_path: Path) -> None:
                                       f"more than {MAX_NODES} nodes (aliases)")
     with pytest.raises(FileNotFoundError):
         load_object(tmp_path / "absent.yaml")
+
+
+def test_duplicate_name_seen_by_a_new_process_keeps_the_older_file(tmp_path: Path) -> None:
+    store, inputs = make_store(tmp_path)
+    old = inputs / "00-worker.yaml"
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    break_duplicate(inputs)
+    fresh = LocalStore(str(inputs), str(tmp_path / "state"))  # e.g. mcc restarted
+    assert fresh.get_object("MachineConfig", "00-worker")["spec"]["config"]["storage"][
+        "files"][0]["contents"]["source"].endswith("aGVsbG8K")  # "hello\n", not the copy
+    (error,) = fresh.input_errors()
+    assert error.startswith(f"{inputs / '0-copy.yaml'}: MachineConfig '00-worker' is already "
+                            f"defined in {old}")
