@@ -72,9 +72,31 @@ def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode, file: str = "",
         return str(node.value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return fix_surrogates(value)
     if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
         raise InputError("integer out of range (more than 64 bits)", file=file, path=path,
                          line=node.start_mark.line + 1)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def fix_surrogates(text: str) -> str:
+    """A `\\ud83d\\ude00` pair becomes its character and a lone surrogate U+FFFD, as Go's
+    decoders do: a lone one is no text at all (it cannot be written as UTF-8)."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _fix_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return fix_surrogates(value) if _SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_fix_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {_fix_strings(k): _fix_strings(v) for k, v in value.items()}
     return value
 
 
@@ -269,6 +291,8 @@ def json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
 
 def _load_json(text: str, data: Any, file: str) -> Document:
     check_data(data, file)
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk every string (depth is bounded)
+        data = _fix_strings(data)
     lines: dict[str, int] = {}
     try:  # JSON is YAML: compose it only for the line numbers, best effort
         loader = BaseLoader(text)

@@ -389,3 +389,9 @@ def test_duplicate_name_seen_by_a_new_process_keeps_the_older_file(tmp_path: Pat
     (error,) = fresh.input_errors()
     assert error.startswith(f"{inputs / '0-copy.yaml'}: MachineConfig '00-worker' is already "
                             f"defined in {old}")
+
+
+def test_lone_surrogate_escapes_become_replacement_characters() -> None:
+    # Go's decoder does the same; a lone surrogate cannot be written as UTF-8 anywhere later.
+    (doc,) = load_text('{"a": "\\ud800x\\ud83d\\ude00", "\\udc00": 1}', "f.json")
+    assert doc.data == {"a": "\ufffdx\U0001f600", "\ufffd": 1}
