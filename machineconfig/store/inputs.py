@@ -89,11 +89,7 @@ def load_objects(path: str, root: str | None = None) -> list[dict[str, Any]]:
     """
     if path.endswith(TEMPLATE_SUFFIXES):
         name = os.path.relpath(path, root) if root else os.path.basename(path)
-        try:
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-        except OSError as e:
-            raise InputError(f"cannot read: {e.strerror}", file=path) from e
+        digest = hashlib.sha256(read_bounded(path)).hexdigest()
         # The digest makes an edit of the template an edit of the object, so whoever compares
         # objects to decide whether to re-render sees it.
         return [{"kind": USER_TEMPLATE, "metadata": {"name": name},
