@@ -103,8 +103,9 @@ class LocalStore:
                     return
                 try:
                     store._sync_inputs(0.0, scanner=True)
-                except Exception:  # noqa: BLE001 - the database may be busy; next time
-                    log.exception("input scan failed")
+                except Exception as e:  # noqa: BLE001 - the database may be busy; next time
+                    log.warning("input scan failed: %s: %s", type(e).__name__,
+                                " ".join(str(e).split()))
                 del store
 
         self._sync_inputs(0.0)
