@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from machineconfig.api import YAML_SUFFIXES, parse_object
-from machineconfig.errors import InputError
+from machineconfig.errors import InputError, one_line
 from machineconfig.store.base import SECRET, USER_TEMPLATE
 from machineconfig.yamlload import Document, decode_text, load_text, read_bounded
 
@@ -178,8 +178,8 @@ class InputDir:
                     else:
                         self._files[p] = _File(sig)
                 except InputError as e:
-                    log.warning("%s (keeping its last good objects)", e)
-                    self._files[p] = _File(sig, kept, str(e))
+                    log.warning("%s (keeping its last good objects)", one_line(e))
+                    self._files[p] = _File(sig, kept, one_line(e))
                 except Exception as e:  # noqa: BLE001 - one bad file must not stop the rest
                     log.warning("%s (keeping its last good objects)", _describe(p, e))
                     self._files[p] = _File(sig, kept, _describe(p, e))
