@@ -95,7 +95,7 @@ def looks_like_objects(raw: bytes) -> bool:
         return False
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep for json's decoder
         return bool(_YAML_OBJECT.search(text)) or bool(
             _JSON_KIND.search(text) and _JSON_API_VERSION.search(text))
     if not isinstance(value, dict) or any(k.lower() == "ignition" for k in value):

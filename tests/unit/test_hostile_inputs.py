@@ -395,3 +395,14 @@ def test_lone_surrogate_escapes_become_replacement_characters() -> None:
     # Go's decoder does the same; a lone surrogate cannot be written as UTF-8 anywhere later.
     (doc,) = load_text('{"a": "\\ud800x\\ud83d\\ude00", "\\udc00": 1}', "f.json")
     assert doc.data == {"a": "\ufffdx\U0001f600", "\ufffd": 1}
+
+
+@pytest.mark.parametrize("text", ["[" * 1200 + "]" * 1200, '{"kind": "MachineConfig", '
+                                  '"apiVersion": "v1", "spec": ' + "[" * 1200 + "]" * 1200 + "}"])
+def test_validate_deep_json_is_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "mcc.cli", "validate", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    one_line(proc.stdout + proc.stderr)
