@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from machineconfig.errors import InputError
@@ -156,6 +156,12 @@ VALIDATE_LINE = re.compile(
                                                        raw.replace(b"420", b"9" * 5000),
                                                        raw.replace(b"{", b"[" * 700 + b"{")])),
                       mutated_text([json.loads(t) for t in IGNITION if _is_json(t)], False)))
+@example(data=b"[" * 1200 + b"]" * 1200)
+@example(data=b"kind: MachineConfig\napiVersion: v1\nspec:\n  config:\n    ignition:\n"
+              b"      version: 3.2.0\n    storage: {files: [{path: /a, mode: " + b"9" * 5000
+              + b"}]}\n")
+@example(data=b'{"ignition": {"version": "3.2.0"}, "storage": {"files": [{"path": "/a", '
+              b'"mode": ' + b"9" * 5000 + b"}]}}")
 def test_fuzz_validate(tmp_path_factory: Any, data: bytes) -> None:
     path = tmp_path_factory.mktemp("v") / "in.yaml"
     path.write_bytes(data)
