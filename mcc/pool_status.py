@@ -122,12 +122,13 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     else:
         reason = message = ""
         set_condition(status, NODE_DEGRADED, False, "", "", now)
-    if input_errors is not None:
-        if input_errors:
-            set_condition(status, INPUT_DEGRADED, True, INPUT_ERRORS_REASON,
-                          input_errors_message(input_errors), now)
-        else:
-            set_condition(status, INPUT_DEGRADED, False, "", "", now)
+    # Present once there was an input error (then False when fixed): a store that never had
+    # one shows MCO's conditions only, as the kube store does.
+    if input_errors:
+        set_condition(status, INPUT_DEGRADED, True, INPUT_ERRORS_REASON,
+                      input_errors_message(input_errors), now)
+    elif find_condition(status, INPUT_DEGRADED) is not None:
+        set_condition(status, INPUT_DEGRADED, False, "", "", now)
     if not degraded and not is_condition_true(status, RENDER_DEGRADED) and input_errors:
         set_condition(status, DEGRADED, True, INPUT_ERRORS_REASON,
                       input_errors_message(input_errors), now)
