@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # MachineConfig nests about 10 levels deep; these leave room for anything real and stop bombs.
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 100  # levels of mappings/sequences, aliases expanded
-MAX_NODES = 200_000  # YAML nodes per document once aliases are expanded
+MAX_NODES = 200_000  # YAML nodes per file (all its documents) once aliases are expanded
 # Go's decoders hold integers in 64 bits; a longer one is no configuration value.
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
 LONGEST_INT = sys.get_int_max_str_digits() or 4300  # what int() converts at all
@@ -158,9 +158,9 @@ def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
     return []
 
 
-def check_node(root: yaml.Node, file: str) -> None:
-    """Refuse a composed document that is too deep, expands to too many nodes or refers to
-    itself, before anything is built from it.
+def check_node(root: yaml.Node, file: str, budget: int = MAX_NODES) -> int:
+    """Refuse a composed document that is too deep, expands to more than `budget` nodes or
+    refers to itself, before anything is built from it; returns its expanded node count.
 
     Aliases share one node in the composed graph, so this walk (iterative, each node measured
     once) costs the size of the text, while building would cost the expanded size.
@@ -179,7 +179,7 @@ def check_node(root: yaml.Node, file: str) -> None:
                 size += child_size
                 height = max(height, child_height)
             open_nodes.discard(key)
-            if size > MAX_NODES:
+            if size > budget:
                 raise InputError(f"document expands to more than {MAX_NODES} nodes (aliases)",
                                  file=file, path=path, line=line)
             measured[key] = (size, height + 1)
@@ -200,6 +200,7 @@ def check_node(root: yaml.Node, file: str) -> None:
         for name, child in _children(node):
             stack.append((child, depth + 1, join_path(path, name) if name != "" else path,
                           False))
+    return measured[id(root)][0]
 
 
 def check_data(data: Any, file: str) -> None:
@@ -231,13 +232,14 @@ def load_text(text: str, file: str) -> list[Document]:
     if stripped.startswith(("{", "[")):
         return _load_json_stream(text, file)
     docs: list[Document] = []
+    budget = MAX_NODES  # for the whole file: many small bombs are one big one
     loader = BaseLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
-            check_node(node, file)
+            budget -= check_node(node, file, budget)
             lines: dict[str, int] = {}
             data = _build(loader, node, "$", lines, file)
             if data is not None:
@@ -249,6 +251,8 @@ def load_text(text: str, file: str) -> list[Document]:
                          line=mark.line + 1 if mark else None) from e
     except yaml.YAMLError as e:
         raise InputError(f"invalid YAML: {_one_line(str(e))}", file=file) from e
+    except RecursionError:  # pragma: no cover - only the pure-Python composer recurses
+        raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file) from None
     finally:
         loader.dispose()
     return docs

@@ -406,3 +406,11 @@ def test_validate_deep_json_is_one_line(tmp_path: Path, text: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     one_line(proc.stdout + proc.stderr)
+
+
+def test_alias_budget_is_per_file_not_per_document() -> None:
+    doc = ('a: &a ["x","x","x","x","x","x","x","x","x","x"]\nb: &b [' + ",".join(["*a"] * 10)
+           + "]\nc: &c [" + ",".join(["*b"] * 10) + "]\nd: [" + ",".join(["*c"] * 10) + "]\n")
+    assert len(load_text(doc, "f.yaml")) == 1  # about 11,000 nodes: fine
+    with pytest.raises(InputError, match=f"more than {MAX_NODES} nodes"):
+        load_text("---\n".join([doc] * 30), "f.yaml")
