@@ -107,8 +107,9 @@ class RenderedDir:
     def __init__(self, path: str) -> None:
         self.path = path
         os.makedirs(path, exist_ok=True)
-        # name -> stat signature of the file version whose content was verified
-        self._verified: dict[str, tuple[int, int, int]] = {}
+        # name -> digest of the bytes last verified (a digest, not a stat signature: an
+        # in-place rewrite of the same size within one clock tick keeps mtime and inode)
+        self._verified: dict[str, bytes] = {}
         self._verified_lock = threading.Lock()
         self._remove_stale_temporaries()
 
@@ -156,7 +157,6 @@ class RenderedDir:
         path = self._file(name)
         try:
             with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
                 data = f.read()
         except FileNotFoundError:
             raise NotFoundError(f"rendered config {name!r} not found") from None
@@ -169,7 +169,7 @@ class RenderedDir:
                              f"{' '.join(str(e).split())[:200]}") from None
         if not isinstance(obj, dict):
             raise StoreError(f"{path}: corrupt rendered config: not an object")
-        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        signature = hashlib.sha256(data).digest()
         with self._verified_lock:
             verified = self._verified.get(name) == signature
         if not verified:
