@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -198,5 +197,3 @@ def test_fuzz_store_loader(tmp_path_factory: Any, data: bytes) -> None:
         text = str(e)
         assert "\n" not in text and text.startswith(str(path)), text
 
-
-logging.getLogger("mcc").setLevel(logging.ERROR)  # warnings of rejected inputs are expected

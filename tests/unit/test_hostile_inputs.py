@@ -5,6 +5,7 @@ file's error (one line: file, line, field path); the controller keeps running, p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import socket
@@ -239,6 +240,7 @@ def test_unexpected_error_in_one_file_is_that_files_error(tmp_path: Path) -> Non
 
 def test_damaged_rendered_config_is_detected_and_rendered_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="mcc")
     store, _ = make_store(tmp_path)
     controller = Controller(store, now=lambda: "2026-01-01T00:00:00Z")
     run_pass(controller)
