@@ -4,7 +4,6 @@ file's error (one line: file, line, field path); the controller keeps running, p
 (InputDegraded), the last good objects and rendered configs stay, memory stays bounded."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
