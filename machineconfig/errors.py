@@ -27,3 +27,8 @@ class InputError(MachineConfigError):
         if self.path:
             where.append(self.path)
         return (": ".join(where) + ": " if where else "") + self.message
+
+
+def one_line(text: object) -> str:
+    """`text` on one line (a report or wrapped error joined with "; "), for logs and CLI output."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())

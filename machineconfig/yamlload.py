@@ -1,13 +1,18 @@
 """Load YAML or JSON documents and remember the line of every field.
 
 Built on PyYAML's compose API so that a schema error can name the file, the line and the JSON
-path (`$.spec.config.storage.files.3.path`) a person has to fix.
+path (`$.spec.config.storage.files.3.path`) a person has to fix. Input files are not trusted:
+size, nesting depth, alias expansion and integers are bounded before anything is built.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import logging
+import os
+import re
+import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +22,15 @@ import yaml
 from machineconfig.errors import InputError
 
 log = logging.getLogger(__name__)
+
+# Bounds on one input file. Kubernetes keeps an object under 1.5 MB (etcd's request limit); a
+# MachineConfig nests about 10 levels deep; these leave room for anything real and stop bombs.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 100  # levels of mappings/sequences, aliases expanded
+MAX_NODES = 200_000  # YAML nodes per file (all its documents) once aliases are expanded
+# Go's decoders hold integers in 64 bits; a longer one is no configuration value.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+LONGEST_INT = sys.get_int_max_str_digits() or 4300  # what int() converts at all
 
 try:  # the C loader is much faster on large inputs; both give the same nodes and marks
     BaseLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -46,14 +60,54 @@ def join_path(parent: str, key: str | int) -> str:
     return f"{parent}.{key}"
 
 
-def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
-    value = loader.construct_object(node, deep=True)
+def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode, file: str = "",
+            path: str = "$") -> Any:
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as e:  # an integer beyond Python's conversion limit
+        raise InputError(f"invalid number: {_number_problem(e)}", file=file, path=path,
+                         line=node.start_mark.line + 1) from None
     # What Kubernetes' YAML-to-JSON step would store: timestamps become strings.
     if isinstance(value, (datetime.date, datetime.datetime)):
         return str(node.value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return fix_surrogates(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        raise InputError("integer out of range (more than 64 bits)", file=file, path=path,
+                         line=node.start_mark.line + 1)
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def fix_surrogates(text: str) -> str:
+    """A `\\ud83d\\ude00` pair becomes its character and a lone surrogate U+FFFD, as Go's
+    decoders do: a lone one is no text at all (it cannot be written as UTF-8)."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _fix_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return fix_surrogates(value) if _SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_fix_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {_fix_strings(k): _fix_strings(v) for k, v in value.items()}
+    return value
+
+
+def _number_problem(e: Exception) -> str:
+    if "digits" in str(e):
+        return f"integer of more than {LONGEST_INT} digits"
+    return _one_line(str(e))[:80]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def key_text(value: Any) -> str:
@@ -77,7 +131,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict[str,
             if not isinstance(key_node, yaml.ScalarNode):
                 raise InputError("mapping keys must be scalars", file=file, path=path,
                                  line=key_node.start_mark.line + 1)
-            key = key_text(_scalar(loader, key_node))
+            key = key_text(_scalar(loader, key_node, file, path))
             child = join_path(path, key)
             if key in out:
                 raise InputError(f"duplicate key {key!r}", file=file, path=child,
@@ -89,21 +143,103 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict[str,
         return [_build(loader, item, join_path(path, i), lines, file)
                 for i, item in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
-    return _scalar(loader, node)
+    return _scalar(loader, node, file, path)
+
+
+def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
+    if isinstance(node, yaml.MappingNode):
+        out: list[tuple[str | int, yaml.Node]] = []
+        for k, v in node.value:
+            out.append(("", k))
+            out.append((str(k.value) if isinstance(k, yaml.ScalarNode) else "", v))
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    return []
+
+
+def check_node(root: yaml.Node, file: str, budget: int = MAX_NODES) -> int:
+    """Refuse a composed document that is too deep, expands to more than `budget` nodes or
+    refers to itself, before anything is built from it; returns its expanded node count.
+
+    Aliases share one node in the composed graph, so this walk (iterative, each node measured
+    once) costs the size of the text, while building would cost the expanded size.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
+    open_nodes: set[int] = set()  # on the current path: met again means a recursive alias
+    stack: list[tuple[yaml.Node, int, str, bool]] = [(root, 1, "$", False)]
+    while stack:
+        node, depth, path, done = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if done:
+            size, height = 1, 0
+            for _, child in _children(node):
+                child_size, child_height = measured[id(child)]
+                size += child_size
+                height = max(height, child_height)
+            open_nodes.discard(key)
+            if size > budget:
+                raise InputError(f"document expands to more than {MAX_NODES} nodes (aliases)",
+                                 file=file, path=path, line=line)
+            measured[key] = (size, height + 1)
+            continue
+        known = measured.get(key)
+        if known is not None:
+            if depth + known[1] - 1 > MAX_DEPTH:
+                raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file,
+                                 path=path, line=line)
+            continue
+        if key in open_nodes:
+            raise InputError("recursive alias", file=file, path=path, line=line)
+        if depth > MAX_DEPTH:
+            raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file, path=path,
+                             line=line)
+        open_nodes.add(key)
+        stack.append((node, depth, path, True))
+        for name, child in _children(node):
+            stack.append((child, depth + 1, join_path(path, name) if name != "" else path,
+                          False))
+    return measured[id(root)][0]
+
+
+def check_data(data: Any, file: str) -> None:
+    """The same bounds on a value parsed from JSON (no aliases there: depth and integers)."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "$")]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            if isinstance(value, int) and not isinstance(value, bool) \
+                    and not INT_MIN <= value <= INT_MAX:
+                raise InputError("integer out of range (more than 64 bits)", file=file,
+                                 path=path)
+            continue
+        if depth > MAX_DEPTH:
+            raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file, path=path)
+        for k, v in items:
+            stack.append((v, depth + 1, join_path(path, k)))
 
 
 def load_text(text: str, file: str) -> list[Document]:
     """Every non-empty document in `text` (YAML, or JSON which is parsed as JSON)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"larger than {MAX_FILE_BYTES} bytes", file=file)
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
         return _load_json_stream(text, file)
     docs: list[Document] = []
+    budget = MAX_NODES  # for the whole file: many small bombs are one big one
     loader = BaseLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
+            budget -= check_node(node, file, budget)
             lines: dict[str, int] = {}
             data = _build(loader, node, "$", lines, file)
             if data is not None:
@@ -111,10 +247,12 @@ def load_text(text: str, file: str) -> list[Document]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "invalid YAML"
-        raise InputError(f"invalid YAML: {problem}", file=file,
+        raise InputError(f"invalid YAML: {_one_line(problem)}", file=file,
                          line=mark.line + 1 if mark else None) from e
     except yaml.YAMLError as e:
-        raise InputError(f"invalid YAML: {e}", file=file) from e
+        raise InputError(f"invalid YAML: {_one_line(str(e))}", file=file) from e
+    except RecursionError:  # pragma: no cover - only the pure-Python composer recurses
+        raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file) from None
     finally:
         loader.dispose()
     return docs
@@ -130,6 +268,13 @@ def _load_json_stream(text: str, file: str) -> list[Document]:
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
                          line=e.lineno) from e
+    except RecursionError:
+        raise InputError(f"nested deeper than {MAX_DEPTH} levels", file=file) from None
+    except ValueError as e:  # an integer beyond Python's conversion limit
+        long_number = re.search(r"\d{%d}" % LONGEST_INT, text)
+        line = text.count("\n", 0, long_number.start()) + 1 if long_number else None
+        raise InputError(f"invalid number: {_number_problem(e)}", file=file,
+                         line=line) from None
     return docs
 
 
@@ -149,12 +294,16 @@ def json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
 
 
 def _load_json(text: str, data: Any, file: str) -> Document:
+    check_data(data, file)
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk every string (depth is bounded)
+        data = _fix_strings(data)
     lines: dict[str, int] = {}
     try:  # JSON is YAML: compose it only for the line numbers, best effort
         loader = BaseLoader(text)
         try:
             node = loader.get_single_node()
             if node is not None:
+                check_node(node, file)
                 _build(loader, node, "$", lines, file)
         finally:
             loader.dispose()
@@ -163,13 +312,36 @@ def _load_json(text: str, data: Any, file: str) -> Document:
     return Document(data, file, lines)
 
 
+def read_bounded(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES; InputError naming it otherwise."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError("not a regular file", file=path)
+            data = f.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        raise InputError("not a regular file (a directory)", file=path) from None
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"dangling symlink (to {os.readlink(path)})", file=path) from None
+        raise InputError("cannot read: No such file or directory", file=path) from None
+    except OSError as e:
+        raise InputError(f"cannot read: {e.strerror}", file=path) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"larger than {MAX_FILE_BYTES} bytes", file=path)
+    return data
+
+
+def decode_text(data: bytes, file: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"not UTF-8 text: {e.reason} at byte {e.start}", file=file,
+                         line=line) from None
+
+
 def load_file(path: str) -> list[Document]:
     """All documents of one file; a read or decode error names the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text: {e.reason}", file=path) from e
-    except OSError as e:
-        raise InputError(f"cannot read: {e.strerror}", file=path) from e
-    return load_text(text, path)
+    return load_text(decode_text(read_bounded(path), path), path)

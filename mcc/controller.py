@@ -135,9 +135,11 @@ class Controller:
         pools = self.store.list_objects(MACHINE_CONFIG_POOL)
         members, _ = node_controller.assign_nodes(pools, self.store.list_nodes())
         now = self.now()
+        input_errors = self._input_errors()
         for pool in pools:
             name = node_controller.pool_name(pool)
-            status = pool_status.calculate_status(pool, members.get(name, []), now)
+            status = pool_status.calculate_status(pool, members.get(name, []), now,
+                                                  input_errors)
             if status == (pool.get("status") or {}):
                 continue
             self.store.update_status(MACHINE_CONFIG_POOL, name, status)
@@ -147,6 +149,14 @@ class Controller:
                      status["unavailableMachineCount"], status["degradedMachineCount"])
             for reason, message in pool_status.status_events(pool, status):
                 self.store.record_event(MACHINE_CONFIG_POOL, name, reason, message, "Normal")
+
+    def _input_errors(self) -> list[str] | None:
+        """Why input files fail to load, on a store that has input files (the local one)."""
+        errors = getattr(self.store, "input_errors", None)
+        if not callable(errors):
+            return None
+        # The store logs each one when it loads the file; here they go into pool status.
+        return [str(e) for e in errors()]
 
     def _gc(self, report: PassReport) -> None:
         report.deleted = gc.collect(self.store)

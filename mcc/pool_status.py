@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 UPDATED, UPDATING, NODE_DEGRADED = "Updated", "Updating", "NodeDegraded"
 RENDER_DEGRADED, DEGRADED = "RenderDegraded", "Degraded"
+# Ours (the local store): input files that cannot be loaded. Not RenderDegraded: the pool still
+# renders, from those files' last good objects, and a broken file names no pool.
+INPUT_DEGRADED, INPUT_ERRORS_REASON = "InputDegraded", "InputFileErrors"
+MAX_LISTED_ERRORS = 10
 
 
 def find_condition(status: Mapping[str, Any], kind: str) -> JSON | None:
@@ -57,8 +61,19 @@ def set_condition(status: JSON, kind: str, value: bool, reason: str, message: st
                        "reason": reason, "message": message})
 
 
-def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: str) -> JSON:
-    """The pool's status for `nodes` (its members); other fields of the old status are kept."""
+def input_errors_message(errors: Sequence[str]) -> str:
+    listed = "; ".join(errors[:MAX_LISTED_ERRORS])
+    more = f"; and {len(errors) - MAX_LISTED_ERRORS} more" if len(errors) > MAX_LISTED_ERRORS \
+        else ""
+    return (f"{len(errors)} input file error(s), the last good objects stay in use: "
+            f"{listed}{more}")
+
+
+def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: str,
+                     input_errors: Sequence[str] | None = None) -> JSON:
+    """The pool's status for `nodes` (its members); other fields of the old status are kept.
+
+    `input_errors`: why input files fail to load (a store with input files; None elsewhere)."""
     spec = pool.get("spec") or {}
     status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
     target = str((spec.get("configuration") or {}).get("name") or "")
@@ -107,7 +122,17 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     else:
         reason = message = ""
         set_condition(status, NODE_DEGRADED, False, "", "", now)
-    if degraded or is_condition_true(status, RENDER_DEGRADED):
+    # Present once there was an input error (then False when fixed): a store that never had
+    # one shows MCO's conditions only, as the kube store does.
+    if input_errors:
+        set_condition(status, INPUT_DEGRADED, True, INPUT_ERRORS_REASON,
+                      input_errors_message(input_errors), now)
+    elif find_condition(status, INPUT_DEGRADED) is not None:
+        set_condition(status, INPUT_DEGRADED, False, "", "", now)
+    if not degraded and not is_condition_true(status, RENDER_DEGRADED) and input_errors:
+        set_condition(status, DEGRADED, True, INPUT_ERRORS_REASON,
+                      input_errors_message(input_errors), now)
+    elif degraded or is_condition_true(status, RENDER_DEGRADED):
         set_condition(status, DEGRADED, True, reason, message, now)
     else:
         set_condition(status, DEGRADED, False, "", "", now)

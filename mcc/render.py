@@ -6,7 +6,6 @@ worker-first merge order, the field rules, MCO's error texts and the byte-identi
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from machineconfig import labels, mcoparse, yamlv2
+from machineconfig.store.rendered import hashed_name
 from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool, MachineConfigSpec
 from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
@@ -27,14 +27,6 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-# pkg/controller/render/hash.go: fixed 80 random bytes prepended to the YAML before MD5.
-SALT = bytes((
-    16, 124, 206, 228, 139, 56, 175, 175, 79, 229, 134, 118, 157, 154, 211, 110,
-    25, 93, 47, 253, 172, 106, 37, 7, 174, 13, 160, 185, 110, 17, 87, 52,
-    219, 131, 12, 206, 218, 141, 116, 135, 188, 181, 192, 151, 233, 62, 126, 165,
-    64, 83, 179, 119, 15, 168, 208, 197, 146, 107, 58, 227, 133, 188, 238, 26,
-    33, 26, 235, 202, 32, 173, 31, 234, 41, 144, 148, 79, 6, 206, 23, 22,
-))
 WORKER_POOL = "worker"
 KERNEL_TYPE_DEFAULT, KERNEL_TYPE_REALTIME, KERNEL_TYPE_64K = "default", "realtime", "64k-pages"
 KERNEL_TYPES = frozenset({"", KERNEL_TYPE_DEFAULT, KERNEL_TYPE_REALTIME, KERNEL_TYPE_64K})
@@ -265,12 +257,6 @@ def spec_yaml(spec: JSON) -> str:
         return yamlv2.dump(spec)
     except yamlv2.YAMLError as e:
         raise RenderError(f"error converting JSON to YAML: {e}") from e
-
-
-def hashed_name(pool_name: str, yaml_text: str) -> str:
-    """`rendered-<pool>-<md5(salt + yaml)>` (getMachineConfigHashedName)."""
-    digest = hashlib.md5(SALT + yaml_text.encode("utf-8"), usedforsecurity=False).hexdigest()
-    return f"rendered-{pool_name}-{digest}"
 
 
 def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[MachineConfig],

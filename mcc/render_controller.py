@@ -20,10 +20,10 @@ from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
     RELEASE_IMAGE_VERSION_ANNOTATION,
 )
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store.base import (
     CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG, MACHINE_CONFIG,
-    MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, Store,
+    MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
 )
 from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap
@@ -171,17 +171,50 @@ class RenderController:
         self.values = values
         self.now = now or now_rfc3339
         self.last_fingerprint = ""
+        self._reported_damage: set[str] = set()
 
     def sync(self) -> RenderResult | None:
-        """Render if the inputs changed since the last pass; None when they did not."""
+        """Render if the inputs changed since the last pass, or a pool's rendered config is
+        damaged in the store; None when neither."""
         objects = read_inputs(self.store)
         fp = fingerprint(objects)
-        if fp == self.last_fingerprint:
+        if fp == self.last_fingerprint and not self._damaged(objects):
             return None
         result = render(objects, self.templates_dir, self.values)
         self.publish(objects, result)
         self.last_fingerprint = fp
         return result
+
+    def _damaged(self, objects: Mapping[str, list[JSON]]) -> bool:
+        """True when a rendered config some pool uses cannot be read back intact (the store
+        checks content against the name); rendering again writes it anew."""
+        damaged = False
+        for pool in objects.get(MACHINE_CONFIG_POOL, []):
+            name = ((pool.get("spec") or {}).get("configuration") or {}).get("name")
+            if not name:
+                continue
+            try:
+                self.store.get_rendered(str(name))
+            except NotFoundError:
+                damaged = True
+                problem = f"rendered config {name} is missing"
+            except StoreError as e:
+                damaged = True
+                problem = " ".join(str(e).split())
+            else:
+                continue
+            if problem not in self._reported_damage:  # once: a render that fails is retried
+                self._reported_damage.add(problem)
+                log.warning("%s; rendering again", problem)
+        return damaged
+
+    def _intact(self, name: str) -> bool:
+        try:
+            self.store.get_rendered(name)
+        except StoreError as e:
+            log.warning("%s; writing it again", " ".join(str(e).split()))
+            return False
+        return True
 
     def publish(self, objects: Mapping[str, list[JSON]], result: RenderResult) -> None:
         store = self.store
@@ -220,7 +253,7 @@ class RenderController:
             status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
             rendered = result.rendered.get(name)
             if rendered is not None:
-                if rendered.name not in have:
+                if rendered.name not in have or not self._intact(rendered.name):
                     store.put_rendered(rendered.to_object())
                     message = (f"{rendered.name} successfully generated (release version: "
                                f"{release}, controller version: {CONTROLLER_VERSION})")
@@ -237,7 +270,7 @@ class RenderController:
                 set_condition(status, RENDER_DEGRADED, False, "", "", self.now())
             else:
                 error = result.errors.get(name, f"Failed to render configuration for pool {name}")
-                log.warning("pool %s: %s (keeping %s)", name, error,
+                log.warning("pool %s: %s (keeping %s)", name, one_line(error),
                             ((pool.get("spec") or {}).get("configuration") or {}).get("name")
                             or "no rendered config")
                 set_condition(status, RENDER_DEGRADED, True, "", error, self.now())

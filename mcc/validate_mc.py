@@ -38,6 +38,15 @@ _UNEXPECTED_USER = "unexpected user with name: "
 Located = tuple[str, Path, str]
 
 
+# Control characters other than tab, escaped so one finding stays one line whatever the keys
+# and values of the file hold.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f, 0x85, 0x2028, 0x2029) if c != 0x09}
+
+
+def printable(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 @dataclass(frozen=True)
 class Finding:
     """One report line: `<kind> at <path>, <file>:<line>:<col>: <message>`.
@@ -59,7 +68,7 @@ class Finding:
         where = self.file
         if self.line is not None:
             where += f":{self.line}" + (f":{self.col}" if self.col is not None else "")
-        return f"{self.kind} at {self.path}, {where}: {self.message}"
+        return printable(f"{self.kind} at {self.path}, {where}: {self.message}")
 
 
 @dataclass
@@ -95,7 +104,7 @@ def looks_like_objects(raw: bytes) -> bool:
         return False
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep for json's decoder
         return bool(_YAML_OBJECT.search(text)) or bool(
             _JSON_KIND.search(text) and _JSON_API_VERSION.search(text))
     if not isinstance(value, dict) or any(k.lower() == "ignition" for k in value):
@@ -130,7 +139,7 @@ def _load_failure(e: InputError, file: str) -> FileResult:
         where += f":{mark.line + 1}:{mark.column + 1}"
     elif e.line is not None:
         where += f":{e.line}"
-    return FileResult([], [f"couldn't parse config: {where}: {e.message}"], True)
+    return FileResult([], [printable(f"couldn't parse config: {where}: {e.message}")], True)
 
 
 def _objects(data: Any) -> Iterator[tuple[Path, Any]]:

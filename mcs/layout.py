@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from machineconfig.errors import InputError
+from machineconfig.yamlload import decode_text, load_text, read_bounded
 from mcs.serve import JSON, NotFound, ServeError, build_served, valid_pool_name
 
 log = logging.getLogger(__name__)
@@ -22,36 +22,24 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
-# libyaml's parser when available: rendered configs reach megabytes and pure-Python YAML is slow.
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """Safe loading that keeps timestamps as strings, as Go's YAML-to-JSON step does."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def load_object(path: Path) -> JSON:
-    """One Kubernetes object from a YAML (or JSON) file; ServeError names the file, not its content."""
+    """One Kubernetes object from a YAML (or JSON) file; ServeError names the file, not its content.
+
+    The file is bounded like any input (size, depth, aliases: machineconfig.yamlload)."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise ServeError(f"cannot read {path.name}: {e.strerror}") from e
+        raw = read_bounded(str(path))
+    except InputError as e:
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(str(path)) from None
+        raise ServeError(f"cannot read {path.name}: {e.message}") from None
     try:
-        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ServeError(f"cannot parse {path.name}:{where}") from e
-    if not isinstance(data, dict):
+        docs = load_text(decode_text(raw, path.name), path.name)
+    except InputError as e:
+        where = f" line {e.line}" if e.line else ""
+        raise ServeError(f"cannot parse {path.name}:{where}: {e.message}") from None
+    if len(docs) != 1 or not isinstance(docs[0].data, dict):
         raise ServeError(f"{path.name}: not an object")
+    data: JSON = docs[0].data
     return data
 
 

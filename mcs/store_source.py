@@ -24,6 +24,10 @@ CONTROLLER_CONFIG_NAME = "machine-config-controller"
 CREDENTIALS_MODE = 0o600
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
 class StoreSource:
     """Reads pools, the ControllerConfig and rendered configs from the store; resolution is
     remembered per store revision, so an unchanged store costs one revision() call per request."""
@@ -39,6 +43,10 @@ class StoreSource:
         self._revision: int | None = None
         self._resolved: dict[str, Resolved] = {}
         self._cc: tuple[str, JSON] | None = None  # (digest, object) at self._revision
+        # Requests are answered on the event loop: input files must be parsed elsewhere.
+        scan = getattr(store, "scan_inputs_in_background", None)
+        if callable(scan):
+            scan()
 
     def describe(self) -> str:
         return self.label
@@ -90,6 +98,7 @@ class StoreSource:
         except NotFoundError as e:
             raise NotFound(f"pool {pool!r} not found") from e
         except StoreError as e:
+            log.warning("pool %s: %s", pool, _one_line(e))
             raise ServeError(f"store: {type(e).__name__}") from e
         if resolved.signature[-1] != self._file_signatures():
             resolved = Resolved(pool, resolved.config_name,
@@ -131,6 +140,7 @@ class StoreSource:
         except NotFoundError as e:
             raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
         except StoreError as e:
+            log.warning("rendered config %s: %s", resolved.config_name, _one_line(e))
             raise ServeError(f"store: {type(e).__name__}") from e
         kubeconfig: bytes | None = None
         if self.kubeconfig is not None:

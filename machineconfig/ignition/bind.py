@@ -128,8 +128,10 @@ class Binder:
         assert kind == INT
         if node.kind != "number":
             raise _type_error(node, self.root_name, ptr, go_type)
-        text = str(node.value)
-        if any(c in text for c in ".eE") or not INT64_MIN <= int(text) <= INT64_MAX:
+        text = str(node.value)  # the literal text of the number
+        # Length first: int() of thousands of digits raises instead of answering "too large".
+        if any(c in text for c in ".eE") or len(text.lstrip("-")) > 19 \
+                or not INT64_MIN <= int(text) <= INT64_MAX:
             raise _type_error(node, self.root_name, ptr, go_type, value=f"number {text}")
         return int(text)
 

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -73,6 +74,8 @@ class LocalStore:
         self._rendered = RenderedDir(os.path.join(state_dir, RENDERED_DIR))
         self._inputs = InputDir(input_dir, exclude=state_dir)
         self._synced_fingerprint: str | None = None
+        self._scanner: threading.Thread | None = None
+        self._scanner_stop = threading.Event()
         self._scan_lock = threading.Lock()
         self._last_scan = 0.0
         self._cond = threading.Condition()
@@ -85,12 +88,39 @@ class LocalStore:
 
     # ----- change detection
 
-    def _sync_inputs(self, max_age: float) -> None:
+    def scan_inputs_in_background(self, interval: float = POLL_SECONDS) -> None:
+        """From now on input files are loaded by a thread of their own every `interval` s, and
+        readers only read what it loaded: a server's event loop never parses a file. The thread
+        ends with close() or when the store is garbage."""
+        if self._scanner is not None:
+            return
+        stop = self._scanner_stop = threading.Event()
+        ref = weakref.ref(self)
+
+        def scan() -> None:
+            while not stop.wait(interval):
+                store = ref()
+                if store is None:
+                    return
+                try:
+                    store._sync_inputs(0.0, scanner=True)
+                except Exception as e:  # noqa: BLE001 - the database may be busy; next time
+                    log.warning("input scan failed: %s: %s", type(e).__name__,
+                                " ".join(str(e).split()))
+                del store
+
+        self._sync_inputs(0.0)
+        self._scanner = threading.Thread(target=scan, name="input-scanner", daemon=True)
+        self._scanner.start()
+
+    def _sync_inputs(self, max_age: float, scanner: bool = False) -> None:
         """Reload changed input files; record a new input fingerprint in the database.
 
         The fingerprint comparison makes the controller and the server, which both watch the
         same files, bump the revision once per change instead of once each.
         """
+        if self._scanner is not None and not scanner:
+            return
         now = time.monotonic()
         with self._scan_lock:
             if max_age and now - self._last_scan < max_age:
@@ -139,6 +169,7 @@ class LocalStore:
         return self._inputs.errors()
 
     def close(self) -> None:
+        self._scanner_stop.set()
         self._db.close()
 
     # ----- objects

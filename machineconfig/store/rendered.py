@@ -1,22 +1,37 @@
 """Rendered MachineConfigs as files `<state>/rendered/<name>.json`, replaced atomically.
 
 A reader sees the old file or the new one, never a mix: write a temporary file, fsync it, rename
-it over the old one, fsync the directory so the rename itself survives a crash.
+it over the old one, fsync the directory so the rename itself survives a crash. A file damaged on
+disk is caught on reading: a controller-rendered config must hash to its own name.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from machineconfig import yamlv2
+from machineconfig.constants import GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
 from machineconfig.store.base import NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
+# pkg/controller/render/hash.go: fixed 80 random bytes prepended to the YAML before MD5.
+SALT = bytes((
+    16, 124, 206, 228, 139, 56, 175, 175, 79, 229, 134, 118, 157, 154, 211, 110,
+    25, 93, 47, 253, 172, 106, 37, 7, 174, 13, 160, 185, 110, 17, 87, 52,
+    219, 131, 12, 206, 218, 141, 116, 135, 188, 181, 192, 151, 233, 62, 126, 165,
+    64, 83, 179, 119, 15, 168, 208, 197, 146, 107, 58, 227, 133, 188, 238, 26,
+    33, 26, 235, 202, 32, 173, 31, 234, 41, 144, 148, 79, 6, 206, 23, 22,
+))
+_HASHED_NAME = re.compile(r"rendered-(.+)-[0-9a-f]{32}")
 SUFFIX = ".json"
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 600
@@ -28,6 +43,36 @@ def check_name(name: object) -> str:
             or "\0" in name or len(name) > 253:
         raise StoreError(f"invalid rendered config name {name!r}")
     return name
+
+
+def hashed_name(pool_name: str, yaml_text: str) -> str:
+    """`rendered-<pool>-<md5(salt + yaml)>` (MCO's getMachineConfigHashedName)."""
+    digest = hashlib.md5(SALT + yaml_text.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"rendered-{pool_name}-{digest}"
+
+
+def content_problem(name: str, mc: Mapping[str, Any]) -> str | None:
+    """Why `mc` cannot be the rendered config stored as `name`, or None.
+
+    A config our controller rendered (it carries the generated-by annotation and a hashed name)
+    must hash to its name; other objects (written by other tools) only need the right name."""
+    if mc.get("kind") != "MachineConfig":
+        return "kind is not MachineConfig"
+    meta = mc.get("metadata")
+    if not isinstance(meta, Mapping) or meta.get("name") != name:
+        return "metadata.name is not the file's name"
+    annotations = meta.get("annotations")
+    match = _HASHED_NAME.fullmatch(name)
+    if match is None or not isinstance(annotations, Mapping) \
+            or GENERATED_BY_CONTROLLER_VERSION_ANNOTATION not in annotations:
+        return None
+    try:
+        expected = hashed_name(match.group(1), yamlv2.dump(mc.get("spec")))
+    except Exception as e:  # noqa: BLE001 - damaged content may break the emitter any way
+        return f"its spec cannot be hashed ({type(e).__name__})"
+    if expected != name:
+        return f"its spec hashes to {expected}"
+    return None
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -62,6 +107,10 @@ class RenderedDir:
     def __init__(self, path: str) -> None:
         self.path = path
         os.makedirs(path, mode=0o700, exist_ok=True)  # rendered configs hold the pull secret
+        # name -> digest of the bytes last verified (a digest, not a stat signature: an
+        # in-place rewrite of the same size within one clock tick keeps mtime and inode)
+        self._verified: dict[str, bytes] = {}
+        self._verified_lock = threading.Lock()
         self._remove_stale_temporaries()
 
     def _remove_stale_temporaries(self) -> None:
@@ -103,6 +152,8 @@ class RenderedDir:
         return True
 
     def get(self, name: str) -> dict[str, Any]:
+        """The config; StoreError naming the file and the damage when it is not what was
+        written (unparsable, or content that does not match its name)."""
         path = self._file(name)
         try:
             with open(path, "rb") as f:
@@ -113,10 +164,20 @@ class RenderedDir:
             raise StoreError(f"{path}: cannot read: {e.strerror}") from e
         try:
             obj = json.loads(data)
-        except ValueError as e:
-            raise StoreError(f"{path}: corrupt rendered config: {e}") from e
+        except (ValueError, RecursionError) as e:
+            raise StoreError(f"{path}: corrupt rendered config: "
+                             f"{' '.join(str(e).split())[:200]}") from None
         if not isinstance(obj, dict):
             raise StoreError(f"{path}: corrupt rendered config: not an object")
+        signature = hashlib.sha256(data).digest()
+        with self._verified_lock:
+            verified = self._verified.get(name) == signature
+        if not verified:
+            problem = content_problem(name, obj)
+            if problem is not None:
+                raise StoreError(f"{path}: corrupt rendered config: {problem}")
+            with self._verified_lock:
+                self._verified[name] = signature
         return obj
 
     def names(self) -> list[str]:

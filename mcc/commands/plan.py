@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import disruption
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store import open_store
 from machineconfig.store.base import MACHINE_CONFIG_POOL, NotFoundError
 from mcc import bootstrap, node_controller, render_controller
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
                                    members.get(name, []), lookup, policy))
     except (MachineConfigError, disruption.PolicyError) as e:
-        print(f"mcc plan: {e}", file=sys.stderr)
+        print(f"mcc plan: {one_line(e)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"mcc plan: {e.filename or ''}: {e.strerror}", file=sys.stderr)

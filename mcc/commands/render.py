@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from machineconfig.errors import InputError
+from machineconfig.errors import InputError, one_line
 from mcc import bootstrap
 from mcc.layout import to_yaml, write_layout
 from mcc.render import RenderedConfig
@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
         finally:
             # A rejected KubeletConfig does not stop the render (as in MCO): say so, one line each.
             for warning in inputs.warnings:
-                print(f"mcc render: warning: {warning}", file=sys.stderr)
+                print(f"mcc render: warning: {one_line(warning)}", file=sys.stderr)
         rendered = bootstrap.render_all(inputs)
         if args.out:
             write_layout(args.out, inputs, rendered)
         else:
             print_rendered(rendered, args.output)
     except (InputError, bootstrap.PoolRenderError) as e:
-        print(f"mcc render: {e}", file=sys.stderr)
+        print(f"mcc render: {one_line(e)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"mcc render: {e.filename or ''}: {e.strerror}", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store import open_store, store_url
 from mcc import bootstrap
 from mcc.controller import Controller
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         values = bootstrap.load_values(args.values) if args.values else {}
         store = open_store(store_url(args.store, args.kubeconfig), args.state)
     except MachineConfigError as e:
-        print(f"mcc start: {e}", file=sys.stderr)
+        print(f"mcc start: {one_line(e)}", file=sys.stderr)
         return 1
     controller = Controller(store, args.templates, values, gc_enabled=not args.no_gc)
     if args.metrics_listen and not args.once:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         report = controller.run_pass()
         for error in [*report.render_errors.values(), *report.errors,
                       *report.drain_errors.values()]:
-            print(f"mcc start: {error}", file=sys.stderr)
+            print(f"mcc start: {one_line(error)}", file=sys.stderr)
         return 1 if report.errors else 0
     stop = threading.Event()
 

@@ -27,14 +27,20 @@ from typing import Any
 
 from machineconfig.ignition.parse import IgnitionParseError, parse
 from machineconfig.ignition.report import Report
+from machineconfig.yamlload import MAX_FILE_BYTES
 from mcc.validate_mc import looks_like_objects, validate_objects
 
 
 def _read(name: str) -> bytes:
+    """The file's bytes, at most MAX_FILE_BYTES of them (OSError otherwise)."""
     if name == "-":
-        return sys.stdin.buffer.read()
-    with open(name, "rb") as f:
-        return f.read()
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    else:
+        with open(name, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(f"larger than {MAX_FILE_BYTES} bytes")
+    return data
 
 
 def validate_one(raw: bytes) -> int:

@@ -82,7 +82,9 @@ def test_decoded_files_are_not_kept_in_memory(tmp_path: Path) -> None:
                for i in range(40)]
     result = run_child(tmp_path, entries)
     assert result["errors"] == []
-    assert int(str(result["maxrss_kib"])) < 300 * 1024
+    # measured 284-331 MiB (one file at a time, plus the allocator's slack); caching every
+    # decoded file would add 640 MiB on top
+    assert int(str(result["maxrss_kib"])) < 450 * 1024
 
 
 def test_the_limit_is_configurable_and_names_the_file(monkeypatch: pytest.MonkeyPatch) -> None:

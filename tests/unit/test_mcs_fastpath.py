@@ -308,6 +308,11 @@ class InProcessServer:
         return host, int(port)
 
     @property
+    def ident(self) -> int | None:
+        """The server thread's id (log records carry it)."""
+        return self._thread.ident
+
+    @property
     def answered(self) -> int:
         return sum(f.answered for f in self.fast_paths)
 

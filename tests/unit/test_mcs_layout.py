@@ -62,8 +62,9 @@ def machine_config(name: str, config: dict[str, Any], kernel_arguments: list[str
         "kind": "MachineConfig",
         "metadata": {
             "name": name,
-            "annotations": {"machineconfiguration.openshift.io/release-image-version": "4.99.0",
-                            "machineconfiguration.openshift.io/generated-by-controller-version": "abc"},
+            # No generated-by-controller-version: the name is made up, not the hash of the spec
+            # (the local store checks that hash for what a controller rendered).
+            "annotations": {"machineconfiguration.openshift.io/release-image-version": "4.99.0"},
             "ownerReferences": [{"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfigPool",
                                  "name": name.split("-")[1], "uid": "", "controller": True,
                                  "blockOwnerDeletion": True}],

@@ -341,7 +341,9 @@ def test_the_controller_config_names_the_pull_secret_among_several(
     (cluster / "pull-secret.yaml").unlink()
     assert main(["render", str(cluster)]) == 1
     err = capsys.readouterr().err
-    assert err == (f"mcc render: {cluster / 'controllerconfig.yaml'}:25: $.spec.pullSecret.name: "
+    cc_lines = (cluster / "controllerconfig.yaml").read_text().splitlines()
+    line = cc_lines.index("  pullSecret:") + 2  # the `name:` line under it, 1-based
+    assert err == (f"mcc render: {cluster / 'controllerconfig.yaml'}:{line}: $.spec.pullSecret.name: "
                    "ControllerConfig spec.pullSecret names Secret 'pull-secret', which is not "
                    f"among the inputs (found 'other' in {cluster / 'other-secret.yaml'})\n")
     # without a reference, the only Secret given is used (stringData works as well as data)
