@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 
 def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
@@ -15,3 +16,13 @@ def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> N
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` every 0.1 s until it is true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -26,7 +26,7 @@ from machineconfig.yamlload import MAX_DEPTH, MAX_NODES, load_file, load_text
 from mcc.controller import Controller
 from mcc.pool_status import INPUT_DEGRADED, find_condition
 from tests.unit.clusterkit import POOL, machine_config, make_store, write
-from tests.unit.procs import stop_all
+from tests.unit.procs import stop_all, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hostile-inputs-token-0123456789"
@@ -272,13 +272,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def fetch(port: int) -> tuple[int, bytes]:

@@ -17,7 +17,7 @@ import pytest
 from mcd import firstboot
 from mcd.cli import main
 from tests.unit.test_mcs_layout import SSH_KEY, WORKER_CONFIG, ignition_config, write_layout
-from tests.unit.procs import stop_all
+from tests.unit.procs import stop_all, wait_for
 from tests.unit.test_mcs_server import ROOT, TOKEN, Server, start_server
 
 
@@ -154,15 +154,6 @@ def free_port() -> int:
         return port
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) -> None:
