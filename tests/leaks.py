@@ -1,0 +1,188 @@
+"""What a test left running: threads, child processes and pending asyncio tasks that exist after
+it and did not before (tests/conftest.py checks this around every test).
+
+Processes count as the test's when they descend from this pytest process (by parent pid) or
+carry this session's MCT_LEAK_SESSION environment variable, which every child inherits unless
+given an environment of its own: a program started with `setsid ... &` by a script that has
+exited has lost its parent but keeps the variable. Processes are told apart by pid and start
+time, so a reused pid is a new process.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SESSION_VAR = "MCT_LEAK_SESSION"
+
+
+def _setup_session() -> str:
+    token = os.environ.get(SESSION_VAR)
+    if not token or os.environ.get("MCT_LEAK_SESSION_PID") != str(os.getpid()):
+        # a pytest run inside a test's pytest (tests/hosts from tests/vagrant) gets its own
+        token = uuid.uuid4().hex
+        os.environ[SESSION_VAR] = token
+        os.environ["MCT_LEAK_SESSION_PID"] = str(os.getpid())
+    return token
+
+
+SESSION = _setup_session()
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    start: int  # clock ticks after boot: with the pid, one process for ever
+    ppid: int
+    state: str
+    command: str
+
+    def describe(self) -> str:
+        zombie = " (exited, never waited for)" if self.state == "Z" else ""
+        return f"process {self.pid}{zombie}: {self.command}"
+
+
+def _read_proc(pid: int) -> Proc | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: the fields follow the last ')'
+    head, _, rest = stat.rpartition(")")
+    fields = rest.split()
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip() \
+        or "[" + head.partition("(")[2] + "]"
+    return Proc(pid, int(fields[19]), int(fields[1]), fields[0], command[:300])
+
+
+def _has_session_var(pid: int) -> bool:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{SESSION_VAR}={SESSION}".encode() in env.split(b"\0")
+
+
+def processes() -> dict[tuple[int, int], Proc]:
+    """This session's processes other than pytest itself, keyed by (pid, start time)."""
+    me = os.getpid()
+    table: dict[int, Proc] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != me:
+            proc = _read_proc(int(entry.name))
+            if proc is not None:
+                table[proc.pid] = proc
+    children: dict[int, list[int]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    ours: set[int] = set()
+    todo = list(children.get(me, []))
+    todo += [pid for pid in table if pid not in ours and _has_session_var(pid)]
+    while todo:
+        pid = todo.pop()
+        if pid in ours or pid not in table:
+            continue
+        ours.add(pid)
+        todo.extend(children.get(pid, []))
+    return {(table[pid].pid, table[pid].start): table[pid] for pid in ours}
+
+
+def pending_tasks() -> set[asyncio.Task[object]]:
+    # every Task registers itself here (asyncio.all_tasks() only sees one loop's)
+    registry = getattr(asyncio.tasks, "_all_tasks", None)
+    if registry is None:
+        return set()
+    while True:
+        try:
+            return {task for task in list(registry) if not task.done()}
+        except RuntimeError:  # the set changed size while copied: another thread made a task
+            continue
+
+
+@dataclass
+class Snapshot:
+    threads: set[threading.Thread]
+    procs: dict[tuple[int, int], Proc]
+    tasks: set[asyncio.Task[object]]
+
+    @classmethod
+    def take(cls) -> Snapshot:
+        return cls(set(threading.enumerate()), processes(), pending_tasks())
+
+
+@dataclass
+class Leaks:
+    threads: list[threading.Thread] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
+    tasks: list[asyncio.Task[object]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.threads or self.procs or self.tasks)
+
+    def describe(self) -> str:
+        lines = [f"thread {t.name!r} ({'daemon' if t.daemon else 'non-daemon'}, "
+                 f"target {_target_name(t)})" for t in self.threads]
+        lines += [p.describe() for p in self.procs]
+        lines += [f"asyncio task {t.get_name()!r}: {_coro_name(t)}" for t in self.tasks]
+        return "\n".join("  " + line for line in lines)
+
+    def kill_processes(self) -> None:
+        """SIGKILL the leaked processes (they are checked again by pid and start time) and reap
+        those that are this process's children."""
+        for proc in self.procs:
+            again = _read_proc(proc.pid)
+            if again is not None and again.start == proc.start and again.state != "Z":
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 2
+        for proc in self.procs:
+            while time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(proc.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break  # not our child (its own parent reaps it) or reaped already
+                if pid:
+                    break
+                time.sleep(0.02)
+
+
+def _target_name(thread: threading.Thread) -> str:
+    target = getattr(thread, "_target", None)
+    if target is None:
+        return type(thread).__qualname__ + ".run"
+    return getattr(target, "__qualname__", repr(target))
+
+
+def _coro_name(task: asyncio.Task[object]) -> str:
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", repr(coro))
+
+
+def find_leaks(before: Snapshot) -> Leaks:
+    now = Snapshot.take()
+    return Leaks(
+        threads=sorted((t for t in now.threads - before.threads if t.is_alive()),
+                       key=lambda t: t.name),
+        procs=[p for key, p in sorted(now.procs.items()) if key not in before.procs],
+        tasks=sorted(now.tasks - before.tasks, key=lambda t: t.get_name()))
+
+
+def leaks_after(before: Snapshot, grace: float, poll: float = 0.05) -> Leaks:
+    """The leaks that remain after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        leaks = find_leaks(before)
+        if not leaks or time.monotonic() >= deadline:
+            return leaks
+        time.sleep(poll)
