@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 SESSION_VAR = "MCT_LEAK_SESSION"
 
@@ -47,38 +46,66 @@ class Proc:
         return f"process {self.pid}{zombie}: {self.command}"
 
 
-def _read_proc(pid: int) -> Proc | None:
+def _read(path: str, size: int = 4096) -> bytes | None:
+    # os.open/os.read: Path.read_* costs ten times as much, and this runs twice per test
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_proc(pid: int, command: bool = False) -> Proc | None:
+    raw = _read(f"/proc/{pid}/stat")
+    if not raw:
+        return None
+    stat = raw.decode(errors="replace")
     # comm may hold spaces and parentheses: the fields follow the last ')'
     head, _, rest = stat.rpartition(")")
     fields = rest.split()
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        cmdline = b""
-    command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip() \
-        or "[" + head.partition("(")[2] + "]"
-    return Proc(pid, int(fields[19]), int(fields[1]), fields[0], command[:300])
+    name = "[" + head.partition("(")[2] + "]"
+    if command:
+        cmdline = _read(f"/proc/{pid}/cmdline") or b""
+        name = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()[:300] or name
+    return Proc(pid, int(fields[19]), int(fields[1]), fields[0], name)
 
 
 def _has_session_var(pid: int) -> bool:
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
+    env = _read(f"/proc/{pid}/environ", 65536) or b""
     return f"{SESSION_VAR}={SESSION}".encode() in env.split(b"\0")
 
 
+# (pid, start time) of processes a longer-lived fixture started while a test ran
+_FIXTURE_OWNED: set[tuple[int, int]] = set()
+
+
+def owned_by_fixture(pid: int) -> None:
+    """Say that a process started while a test ran belongs to a session- or module-scoped
+    fixture (e.g. a node booted again after a reboot by a supervisor thread), like everything
+    that fixture started before: neither it nor its descendants count as that test's leak."""
+    proc = _read_proc(pid)
+    if proc is not None:
+        _FIXTURE_OWNED.add((proc.pid, proc.start))
+
+
 def processes() -> dict[tuple[int, int], Proc]:
-    """This session's processes other than pytest itself, keyed by (pid, start time)."""
+    """This session's processes other than pytest itself (and those owned by a fixture), keyed
+    by (pid, start time)."""
     me = os.getpid()
     table: dict[int, Proc] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and int(entry.name) != me:
-            proc = _read_proc(int(entry.name))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            proc = _read_proc(int(entry))
             if proc is not None:
                 table[proc.pid] = proc
     children: dict[int, list[int]] = {}
@@ -86,14 +113,29 @@ def processes() -> dict[tuple[int, int], Proc]:
         children.setdefault(proc.ppid, []).append(proc.pid)
     ours: set[int] = set()
     todo = list(children.get(me, []))
-    todo += [pid for pid in table if pid not in ours and _has_session_var(pid)]
+    # a daemon whose parent exited was reparented (to init, or a subreaper outside this tree)
+    todo += [pid for pid, proc in table.items()
+             if (proc.ppid == 1 or proc.ppid not in table) and _has_session_var(pid)]
+    roots = {pid for pid, start in _FIXTURE_OWNED if pid in table and table[pid].start == start}
+    _FIXTURE_OWNED.intersection_update((pid, table[pid].start) for pid in roots)
+    owned: set[int] = set()
+    while roots:
+        pid = roots.pop()
+        if pid not in owned:
+            owned.add(pid)
+            roots.update(children.get(pid, []))
     while todo:
         pid = todo.pop()
-        if pid in ours or pid not in table:
+        if pid in ours or pid not in table or pid in owned:
             continue
         ours.add(pid)
         todo.extend(children.get(pid, []))
     return {(table[pid].pid, table[pid].start): table[pid] for pid in ours}
+
+
+def _with_command(proc: Proc) -> Proc:
+    again = _read_proc(proc.pid, command=True)
+    return again if again is not None and again.start == proc.start else proc
 
 
 def pending_tasks() -> set[asyncio.Task[object]]:
@@ -174,7 +216,7 @@ def find_leaks(before: Snapshot) -> Leaks:
     return Leaks(
         threads=sorted((t for t in now.threads - before.threads if t.is_alive()),
                        key=lambda t: t.name),
-        procs=[p for key, p in sorted(now.procs.items()) if key not in before.procs],
+        procs=[_with_command(p) for key, p in sorted(now.procs.items()) if key not in before.procs],
         tasks=sorted(now.tasks - before.tasks, key=lambda t: t.get_name()))
 
 
