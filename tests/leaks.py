@@ -32,6 +32,32 @@ def _setup_session() -> str:
 
 SESSION = _setup_session()
 
+# Who started each thread: a thread started by a thread that ran before the test (other than the
+# main thread, which runs the test itself) is that thread's, e.g. the worker pool a module-scoped
+# server's loop starts on its first request. Thread.start is wrapped once for the whole session.
+_CREATOR = "_mct_leaks_creator"
+_thread_start = threading.Thread.start
+
+
+def _start_recording_creator(self: threading.Thread) -> None:
+    setattr(self, _CREATOR, threading.current_thread())
+    _thread_start(self)
+
+
+if threading.Thread.start is _thread_start:
+    threading.Thread.start = _start_recording_creator  # type: ignore[method-assign]
+
+
+def _started_by_the_test(thread: threading.Thread, before: set[threading.Thread]) -> bool:
+    creator = getattr(thread, _CREATOR, None)
+    seen = set()
+    while creator is not None and creator not in seen:
+        if creator in before:
+            return creator is threading.main_thread()
+        seen.add(creator)
+        creator = getattr(creator, _CREATOR, None)
+    return True
+
 
 @dataclass(frozen=True)
 class Proc:
@@ -214,7 +240,8 @@ def _coro_name(task: asyncio.Task[object]) -> str:
 def find_leaks(before: Snapshot) -> Leaks:
     now = Snapshot.take()
     return Leaks(
-        threads=sorted((t for t in now.threads - before.threads if t.is_alive()),
+        threads=sorted((t for t in now.threads - before.threads
+                        if t.is_alive() and _started_by_the_test(t, before.threads)),
                        key=lambda t: t.name),
         procs=[_with_command(p) for key, p in sorted(now.procs.items()) if key not in before.procs],
         tasks=sorted(now.tasks - before.tasks, key=lambda t: t.get_name()))

@@ -27,6 +27,36 @@ def test_a_thread_left_running_is_named() -> None:
     assert not leaks_after(before, grace=2)
 
 
+def test_threads_a_longer_lived_thread_starts_are_its_own() -> None:
+    stop = threading.Event()
+    started = threading.Event()
+    pool: list[threading.Thread] = []
+
+    def server() -> None:  # a module-scoped fixture's thread: starts workers when asked
+        started.wait()
+        worker = threading.Thread(target=stop.wait, name="server-worker")
+        worker.start()
+        pool.append(worker)
+        stop.wait()
+
+    fixture_thread = threading.Thread(target=server, name="fixture-server")
+    fixture_thread.start()
+    before = Snapshot.take()  # the test starts here
+    started.set()
+    mine = threading.Thread(target=stop.wait, name="test-thread")
+    mine.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not pool and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool and pool[0].is_alive()
+        assert [t.name for t in find_leaks(before).threads] == ["test-thread"]
+    finally:
+        stop.set()
+        for thread in (mine, fixture_thread, *pool):
+            thread.join()
+
+
 def test_a_thread_that_ends_within_the_grace_period_is_no_leak() -> None:
     before = Snapshot.take()
     threading.Thread(target=time.sleep, args=(0.3,), name="finishing").start()
