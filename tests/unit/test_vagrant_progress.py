@@ -33,8 +33,9 @@ FIRST_BOOT = [
     (20, "console", "Booting `Debian (machine-config box)'\r\n"),
     (30, "console", "[    0.000000] Linux version 6.1.0-41-amd64 (debian-kernel@lists.debian.org)\n"),
     (70, "console", "\x1b[0;1;39mWelcome to \x1b[0mDebian GNU/Linux 12 (bookworm)\x1b[0m!\n"),
-    (150, "console", "         Starting \x1b[0;1;39mmachine-config-daemon-pointer.service\x1b[0m"
-                     " - Machine Config Daemon: join from a pointer config...\n"),
+    (150, "console", "         Starting \x1b[0;1;39mmachine-config-da…n: join from a pointer "
+                     "config...\n"),
+    (151, "console", "machine-config: the join starts (mcd firstboot --pointer)\n"),
     (200, "console", "[  OK  ] Stopped target multi-user.target - Multi-User System.\n"),
     (215, "console", "[  215.1] reboot: Restarting system\n"),
     (240, "console", "[    0.000000] Linux version 6.1.0-41-amd64\n"),
@@ -80,7 +81,11 @@ def test_a_slow_stage_goes_on_while_the_console_advances(tmp_path: Path) -> None
             "[ ***  ] A start job is running for Kubernetes Kubelet (3min 2s / 5min)\n")
         watch.poll()
         watch.check("vagrant up", 10_000, 1000)
+    say(tmp_path / "console/worker-1.log", "\x1b[0;31m*     \x1b[0m] Job ssh.service/start "
+                                           "running (5min 51s / 7min 17s)\r\r\n")
+    watch.poll()
     assert "Kubernetes Kubelet (3min 2s / 5min)" in watch.table()
+    assert "start job seen: ssh.service (5min 51s / 7min 17s)" in watch.table()
     # ... until it is quiet for longer than `stall`
     clock.now += 61
     with pytest.raises(StageTimeout, match=r"worker-1: systemd up to the join or sshd: \d+s, "

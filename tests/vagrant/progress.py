@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
-START_JOB = re.compile(r"A (?:start|stop) job is running for (.+?) \(([^/()]+) / ([^()]+)\)")
+# systemd's "A start job is running for UNIT (1min 2s / 5min)" (older) and
+# "Job UNIT/start running (1min 2s / 5min)" (252); the unit's name may be cut short with "…"
+START_JOB = re.compile(r"(?:A (?:start|stop) job is running for (.+?)|Job (\S+?)/(?:start|stop) "
+                       r"running) \(([^/()]+) / ([^()]+)\)")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Milestones: a console line matching the pattern starts the stage named after it. Order does
@@ -25,7 +28,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 CONSOLE_MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("kernel", re.compile(r"Linux version \d")),
     ("systemd", re.compile(r"Welcome to .*Debian|systemd\[1\]: systemd \d+")),
-    ("join", re.compile(r"Starting .*join from a pointer config")),
+    # the box's drop-in echoes this (the unit's status line is cut to the console's width)
+    ("join", re.compile(r"machine-config: the join starts|Starting .*from a pointer config")),
     ("sshd", re.compile(r"Starting .*OpenBSD Secure Shell|Starting .*ssh\.service")),
     ("up", re.compile(r"Started .*OpenBSD Secure Shell|Started .*ssh\.service| login: ?$")),
     ("reset", re.compile(r"reboot: Restarting system|reboot: Power down")),
@@ -150,7 +154,8 @@ class BootWatch:
                     timeline.enter("domain", now)
                 job = START_JOB.search(line)
                 if job:
-                    self.start_jobs[vm][job.group(1).strip()] = f"{job.group(2)} / {job.group(3)}"
+                    unit = (job.group(1) or job.group(2)).strip()
+                    self.start_jobs[vm][unit] = f"{job.group(3)} / {job.group(4)}"
                 for key, pattern in CONSOLE_MILESTONES:
                     if pattern.search(line):
                         timeline.enter(key, now)
