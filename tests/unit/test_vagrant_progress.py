@@ -36,7 +36,8 @@ FIRST_BOOT = [
     (150, "console", "         Starting \x1b[0;1;39mmachine-config-da…n: join from a pointer "
                      "config...\n"),
     (151, "console", "machine-config: the join starts (mcd firstboot --pointer)\n"),
-    (200, "console", "[  OK  ] Stopped target multi-user.target - Multi-User System.\n"),
+    (199, "console", "[  OK  ] Stopped machine-config-dae…-795646a5ec71dc64642b318c4d32f76d.\n"),
+    (200, "console", "[  OK  ] Stopped target network-online.target - Network is Online.\n"),
     (215, "console", "[  215.1] reboot: Restarting system\n"),
     (240, "console", "[    0.000000] Linux version 6.1.0-41-amd64\n"),
     (280, "console", "Welcome to Debian GNU/Linux 12 (bookworm)!\n"),
