@@ -119,7 +119,11 @@ def connect_kube(url: str, node: str) -> NodeAPI:
     """The Kubernetes API directly: a store limited to this node (the kubelet registers it; until
     it has, NotFoundError makes the caller retry)."""
     store = open_store(url, node=node)
-    store.get_node(node)
+    try:
+        store.get_node(node)
+    except BaseException:
+        store.close()  # get_node started the node's watch: a retry must not leave it running
+        raise
     log.info("node %s: kube store %s", node, url)
     return store
 
