@@ -122,7 +122,10 @@ def connect_kube(url: str, node: str) -> NodeAPI:
     try:
         store.get_node(node)
     except BaseException:
-        store.close()  # get_node started the node's watch: a retry must not leave it running
+        # get_node started the node's watch: a retry must not leave it running
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
         raise
     log.info("node %s: kube store %s", node, url)
     return store
