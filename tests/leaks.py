@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -159,6 +160,11 @@ def processes() -> dict[tuple[int, int], Proc]:
     return {(table[pid].pid, table[pid].start): table[pid] for pid in ours}
 
 
+# An ssh connection-sharing master (ControlPersist, as testinfra's ssh backend uses): it belongs
+# to the session-wide connection cache, whichever test opened it, and ends by itself when idle.
+SSH_MUX = re.compile(r"ssh: \S+ \[mux\]")
+
+
 def _with_command(proc: Proc) -> Proc:
     again = _read_proc(proc.pid, command=True)
     return again if again is not None and again.start == proc.start else proc
@@ -243,7 +249,8 @@ def find_leaks(before: Snapshot) -> Leaks:
         threads=sorted((t for t in now.threads - before.threads
                         if t.is_alive() and _started_by_the_test(t, before.threads)),
                        key=lambda t: t.name),
-        procs=[_with_command(p) for key, p in sorted(now.procs.items()) if key not in before.procs],
+        procs=[p for p in (_with_command(p) for key, p in sorted(now.procs.items())
+                           if key not in before.procs) if not SSH_MUX.match(p.command)],
         tasks=sorted(now.tasks - before.tasks, key=lambda t: t.get_name()))
 
 

@@ -114,3 +114,19 @@ def test_a_pending_asyncio_task_is_named() -> None:
         loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
         loop.close()
     assert not find_leaks(before)
+
+
+def test_an_ssh_connection_master_is_the_connection_cache_s() -> None:
+    # testinfra's ssh backend leaves `ssh: CONTROLPATH [mux]` (ControlPersist) behind on purpose
+    before = Snapshot.take()
+    master = subprocess.Popen(["bash", "-c", 'exec -a "ssh: /tmp/cp-worker-1 [mux]" sleep 30'])
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if "[mux]" in Path(f"/proc/{master.pid}/cmdline").read_text():
+                break
+            time.sleep(0.02)
+        assert not find_leaks(before)
+    finally:
+        master.kill()
+        master.wait()
