@@ -33,6 +33,7 @@ FIRST_BOOT = [
     (20, "console", "Booting `Debian (machine-config box)'\r\n"),
     (30, "console", "[    0.000000] Linux version 6.1.0-41-amd64 (debian-kernel@lists.debian.org)\n"),
     (70, "console", "\x1b[0;1;39mWelcome to \x1b[0mDebian GNU/Linux 12 (bookworm)\x1b[0m!\n"),
+    (100, "console", "\nDebian GNU/Linux 12 machine-config-box ttyS0\n\nmachine-config-box login: "),
     (150, "console", "         Starting \x1b[0;1;39mmachine-config-da…n: join from a pointer "
                      "config...\n"),
     (151, "console", "machine-config: the join starts (mcd firstboot --pointer)\n"),

@@ -31,7 +31,8 @@ CONSOLE_MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # the box's drop-in echoes this (the unit's status line is cut to the console's width)
     ("join", re.compile(r"machine-config: the join starts|Starting .*from a pointer config")),
     ("sshd", re.compile(r"Starting .*OpenBSD Secure Shell|Starting .*ssh\.service")),
-    ("up", re.compile(r"Started .*OpenBSD Secure Shell|Started .*ssh\.service| login: ?$")),
+    # (not the login prompt: getty starts before the join on the first boot)
+    ("up", re.compile(r"Started .*OpenBSD Secure Shell|Started .*ssh\.service")),
     ("reset", re.compile(r"reboot: Restarting system|reboot: Power down")),
     # (a first boot that reboots from the join never reached multi-user: any target stopping)
     ("shutdown", re.compile(r"Stopped target |Reached target .*(Shutdown|Reboot)|"
