@@ -127,5 +127,5 @@ def test_vagrant_steps_before_the_console_exists(tmp_path: Path) -> None:
                              "storage...\n")
     watch.poll()
     clock.now = 1010 + 600 + 31
-    with pytest.raises(StageTimeout, match="vagrant: box upload: 631s, over its budget of 600s"):
+    with pytest.raises(StageTimeout, match="worker-1: vagrant: box upload: 631s, over its budget of 600s"):
         watch.check("vagrant up", 10_000, 1000)

@@ -129,8 +129,10 @@ class BootWatch:
     def __post_init__(self) -> None:
         self.start = self.clock()
         self.timelines = {vm: Timeline(vm) for vm in self.vms}
-        self.vagrant = Timeline("vagrant")
-        self.vagrant.enter("host side (vagrant/cluster start)", self.start)
+        # Vagrant's steps per VM ("==> worker-1: ..."): the VMs come up in parallel
+        self.vagrant = {vm: Timeline(vm) for vm in self.vms}
+        for timeline in self.vagrant.values():
+            timeline.enter("host side (vagrant/cluster start)", self.start)
         self._consoles = {vm: _Tail(self.console_dir / f"{vm}.log") for vm in self.vms}
         self._vagrant_tail = _Tail(self.vagrant_log)
         self._logs = [_Tail(p) for p in self.other_logs]
@@ -141,11 +143,13 @@ class BootWatch:
         now = self.clock()
         for line in self._vagrant_tail.read():
             self.last_activity = now
+            who = re.match(r"==> ([\w.-]+):", line.strip())
+            if who is None or who.group(1) not in self.vagrant:
+                continue
             for key, pattern in VAGRANT_MILESTONES:
                 if pattern.search(line):
-                    self.vagrant.enter(key, now)
-                    who = re.match(r"==> ([\w.-]+):", line.strip())
-                    if key == "domain start" and who and who.group(1) in self.timelines:
+                    self.vagrant[who.group(1)].enter(key, now)
+                    if key == "domain start" and self.timelines[who.group(1)].current is None:
                         self.timelines[who.group(1)].enter("domain", now)
         for vm, tail in self._consoles.items():
             for line in tail.read():
@@ -189,10 +193,12 @@ class BootWatch:
                 title, stage_budget = STAGES[key]
                 if stage_budget:
                     candidates.append((f"{vm}: {title}", now - start, stage_budget))
-        if self.vagrant.current is not None:
-            key, start = self.vagrant.current
-            if VAGRANT_BUDGETS.get(key):
-                candidates.append((f"vagrant: {key}", now - start, VAGRANT_BUDGETS[key]))
+        for vm, timeline in self.vagrant.items():
+            if timeline.current is not None:
+                key, start = timeline.current
+                if VAGRANT_BUDGETS.get(key):
+                    candidates.append((f"{vm}: vagrant: {key}", now - start,
+                                       VAGRANT_BUDGETS[key]))
         candidates.append((what, now - since, budget))
         for stage, elapsed, stage_budget in candidates:
             if elapsed > stage_budget * self.cap:
@@ -224,8 +230,9 @@ class BootWatch:
         """Every stage's duration, per VM and for Vagrant's own steps."""
         now = self.clock()
         lines = []
-        for key, seconds in self.vagrant.durations(now):
-            lines.append(f"  vagrant   {key:<44} {seconds:6.0f}s")
+        for vm, timeline in self.vagrant.items():
+            for key, seconds in timeline.durations(now):
+                lines.append(f"  {vm:<9} vagrant: {key:<38} {seconds:6.0f}s")
         for vm, timeline in self.timelines.items():
             boot = 0
             for key, seconds in timeline.durations(now):
