@@ -19,6 +19,7 @@ from typing import TypeVar
 T = TypeVar("T")
 # systemd's "A start job is running for UNIT (1min 2s / 5min)" (older) and
 # "Job UNIT/start running (1min 2s / 5min)" (252); the unit's name may be cut short with "…"
+LOGIN = re.compile(r"\S login: ?(?:$|\[ *\d)")  # kernel messages may follow on its line
 START_JOB = re.compile(r"(?:A (?:start|stop) job is running for (.+?)|Job (\S+?)/(?:start|stop) "
                        r"running) \(([^/()]+) / ([^()]+)\)")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -31,7 +32,7 @@ CONSOLE_MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # the box's drop-in echoes this (the unit's status line is cut to the console's width)
     ("join", re.compile(r"machine-config: the join starts|Starting .*from a pointer config")),
     ("sshd", re.compile(r"Starting .*OpenBSD Secure Shell|Starting .*ssh\.service")),
-    # (not the login prompt: getty starts before the join on the first boot)
+    # (a login prompt alone is not: getty starts before the join on the first boot)
     ("up", re.compile(r"Started .*OpenBSD Secure Shell|Started .*ssh\.service")),
     ("reset", re.compile(r"reboot: Restarting system|reboot: Power down")),
     # (a first boot that reboots from the join never reached multi-user: any target stopping)
@@ -166,6 +167,12 @@ class BootWatch:
                     if pattern.search(line):
                         timeline.enter(key, now)
                         break
+                else:
+                    # systemd often ends its status output before "Started ssh.service": a
+                    # login prompt after sshd's start says the VM is up as well
+                    current = timeline.current
+                    if current and current[0] == "sshd" and LOGIN.search(line):
+                        timeline.enter("up", now)
         for tail in self._logs:
             if tail.read():
                 self.last_activity = now
