@@ -1,10 +1,21 @@
-"""Shared by every test directory: the call-phase report kept on the item (`item.rep_call`), so
-fixtures of the node, e2e and vagrant tests can dump consoles and logs when a test failed."""
+"""Shared by every test directory.
+
+- The call-phase report kept on the item (`item.rep_call`), so fixtures of the node, e2e and
+  vagrant tests can dump consoles and logs when a test failed.
+- `_stops_what_it_starts` (autouse): after each test, no thread, child process or pending asyncio
+  task that the test started may be left (see tests/leaks.py). Whatever a session- or
+  module-scoped fixture starts belongs to that fixture and is not counted.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+
+from tests.leaks import Snapshot, leaks_after
+
+# seconds a test's leftovers get to finish (a thread joining, a process exiting after SIGTERM)
+LEAK_GRACE = 2.0
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -13,3 +24,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _stops_what_it_starts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test's teardown naming every thread, child process and pending asyncio task it
+    left behind (after up to LEAK_GRACE s). Leaked processes are killed afterwards, so that one
+    leak does not spill into the next tests. `@pytest.mark.allow_leaks` opts a test out."""
+    if request.node.get_closest_marker("allow_leaks") is not None:
+        yield
+        return
+    before = Snapshot.take()
+    yield
+    leaks = leaks_after(before, grace=LEAK_GRACE)
+    if leaks:
+        leaks.kill_processes()
+        pytest.fail(f"{request.node.nodeid} left behind:\n{leaks.describe()}", pytrace=False)

@@ -14,13 +14,16 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store import open_store, store_url
 from mcc import bootstrap
 from mcc.controller import Controller
 from mcc.template import DEFAULT_TEMPLATES_DIR
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def serve_metrics(listen: str) -> int | None:
-    """The controller's /metrics in a thread; returns the port, None when it could not start."""
+def serve_metrics(listen: str) -> WSGIServer | None:
+    """The controller's /metrics in a thread; returns its server (`server_port`; `shutdown()`
+    stops the thread), None when it could not start."""
     from prometheus_client import start_http_server
 
     from mcc.drain_controller import METRICS
@@ -60,7 +64,7 @@ def serve_metrics(listen: str) -> int | None:
         log.warning("metrics listener on %s not started: %s", listen, err)
         return None
     log.info("metrics on http://%s:%d/metrics", host or "127.0.0.1", server.server_port)
-    return int(server.server_port)
+    return server
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.leaks import owned_by_fixture
 from tests.node.harness import Node, NodeFactory, reap_stale
 from tests.node.rootfs import REBOOT_EXIT_STATUS, ensure_rootfs, missing_prerequisites
 
@@ -115,6 +116,8 @@ class RebootSupervisor:
                     continue
                 try:
                     node.boot()
+                    if node.proc is not None:  # the fixture's node, not the running test's
+                        owned_by_fixture(node.proc.pid)
                 except Exception as err:  # noqa: BLE001 - recorded, the test reports it
                     self._dead.add(node.name)
                     self.failures.append(f"{node.name}: boot after reboot failed: {err}")

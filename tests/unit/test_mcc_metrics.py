@@ -8,14 +8,17 @@ from mcc.drain_controller import DRAIN_ERR
 
 
 def test_drain_err_is_served() -> None:
-    port = serve_metrics("127.0.0.1:0")
-    assert port
+    server = serve_metrics("127.0.0.1:0")
+    assert server is not None
     DRAIN_ERR.labels(node="worker-7").set(1)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics",
+                                    timeout=10) as resp:
             text = resp.read().decode()
     finally:
         DRAIN_ERR.remove("worker-7")
+        server.shutdown()
+        server.server_close()
     assert 'mcc_drain_err{node="worker-7"} 1.0' in text
 
 

@@ -5,14 +5,19 @@ kubelet change rolls out with a reboot per VM within maxUnavailable 1, and the t
 suite passes against both VMs. `vagrant destroy -f` and the host-side programs are stopped
 whatever happens.
 
-Each phase's duration is printed and written to WORKDIR/timings.txt (no timed assertions).
+Timeouts follow measured progress (tests/vagrant/progress.py): every boot stage of every VM has a
+budget, and a wait fails only once a stage is past its budget with no new console or log line for
+STALL seconds (or at 3x its budget), naming the stage. Each phase's duration, every VM's boot
+stages and the box build's steps are printed at the end, pass or fail, and kept in
+WORKDIR/timings.txt.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,13 +30,15 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import (CURRENT, DESIRED, STATE, free_port, node_summary,
-                               open_local_store, pool_summary, wait_until)
+                               open_local_store, pool_summary)
 from tests.e2e.conftest import set_max_unavailable
 from tests.e2e.history import NodeHistory
+from tests.vagrant.progress import BootWatch
 
 log = logging.getLogger(__name__)
 
-pytestmark = [pytest.mark.vagrant, pytest.mark.timeout(2400)]
+# the last resort only: the waits below fail first, naming the stage that hung
+pytestmark = [pytest.mark.vagrant, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANT_DIR = REPO / "vagrant"
@@ -41,10 +48,14 @@ WORKERS = ("worker-1", "worker-2")
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 TOOLS = ("vagrant", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img",
          "debootstrap", "sfdisk", "grub-mkimage", "mkfs.ext4", "ssh", "openssl", "curl")
-# generous: under emulation on 2 busy cores a boot takes 2-4 min
-UP_TIMEOUT = 1500
-JOIN_TIMEOUT = 900
-ROLLOUT_TIMEOUT = 1200
+# Budgets (s) of the waits; each VM boot stage has its own (progress.STAGES). A wait past its
+# budget goes on while the consoles or logs advance (a new line within STALL s), up to 3x.
+UP_BUDGET = 900
+JOIN_BUDGET = 600
+ROLLOUT_BUDGET = 900
+STALL = 120
+# Vagrant's own wait for ssh must not end first: the watch decides
+VAGRANT_BOOT_TIMEOUT = 3 * UP_BUDGET
 
 
 def require_prerequisites() -> None:
@@ -62,6 +73,8 @@ class Timings:
     phases: list[tuple[str, float]] = field(default_factory=list)
     start: float = field(default_factory=time.monotonic)
 
+    extra: list[str] = field(default_factory=list)  # more tables, written after the phases
+
     def phase(self, name: str) -> _Phase:
         return _Phase(self, name)
 
@@ -75,7 +88,7 @@ class Timings:
     def write(self) -> None:
         lines = [f"{name:<40} {seconds:7.0f}s" for name, seconds in self.phases]
         lines.append(f"{'total so far':<40} {time.monotonic() - self.start:7.0f}s")
-        self.path.write_text("\n".join(lines) + "\n")
+        self.path.write_text("\n".join(lines + self.extra) + "\n")
 
 
 @dataclass
@@ -102,6 +115,7 @@ class VagrantCluster:
     port: int = field(default_factory=free_port)
     subnet: str = "192.168.126"
     failed: bool = True  # until the test says otherwise
+    watch: BootWatch | None = None  # from `vagrant up` on
 
     def __post_init__(self) -> None:
         self.input_dir = self.workdir / "input"
@@ -119,6 +133,7 @@ class VagrantCluster:
             "MC_CONSOLE_DIR": str(self.console_dir), "MC_SUBNET": self.subnet,
             "MC_NETWORK": self.network, "MC_PORT": str(self.port),
             "MC_PREFIX": f"mct-{os.getpid()}-",
+            "MC_BOOT_TIMEOUT": str(VAGRANT_BOOT_TIMEOUT),
         }
         self.env.pop("MC_ACCEL", None)
 
@@ -133,6 +148,29 @@ class VagrantCluster:
                                   stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
                                   stdin=subprocess.DEVNULL)
         return proc
+
+    def up(self) -> None:
+        """`vagrant up`, watched: fails naming the stage a VM (or Vagrant) is stuck in."""
+        self.watch = BootWatch(self.console_dir, WORKERS, self.workdir / "up.log",
+                               (self.state_dir / "mcc.log", self.state_dir / "mcs.log"),
+                               stall=STALL)
+        with open(self.workdir / "up.log", "a") as out:
+            proc = subprocess.Popen(["vagrant", "up", "--provider=libvirt"], cwd=VAGRANT_DIR,
+                                    env=self.env, text=True, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        try:
+            self.watch.wait(lambda: proc.poll() is not None, "vagrant up", UP_BUDGET)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        assert proc.returncode == 0, f"vagrant up exited {proc.returncode}:\n" \
+            f"{self.log_tail('up.log')}\n{self.consoles()}\n{self.watch.table()}"
 
     def log_tail(self, log_name: str, lines: int = 30) -> str:
         try:
@@ -201,7 +239,22 @@ def pool_updated(store: Any, target: str | None = None) -> str | None:
     return str(spec)
 
 
-@pytest.fixture(scope="module")
+def box_build_steps(log_text: str) -> list[str]:
+    """The box build's steps with their durations, from its "[box HH:MM:SS] what" lines."""
+    steps = []
+    for line in log_text.splitlines():
+        match = re.match(r"\[box (\d\d):(\d\d):(\d\d)\] (.*)", line)
+        if match:
+            h, m, s_ = (int(g) for g in match.groups()[:3])
+            steps.append((h * 3600 + m * 60 + s_, match.group(4)))
+    out = []
+    for (at, what), (after, _) in zip(steps, steps[1:]):
+        out.append(f"  box       {what[:60]:<60} {(after - at) % 86400:6d}s")
+    return out
+
+
+# function scope: everything it starts is stopped before tests/conftest.py's leak check
+@pytest.fixture
 def cluster() -> Iterator[VagrantCluster]:
     require_prerequisites()
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
@@ -226,6 +279,7 @@ def cluster() -> Iterator[VagrantCluster]:
                                    "--cache-dir", str(CACHE_DIR)],
                                   capture_output=True, text=True, timeout=1800)
             (workdir / "box-build.log").write_text(proc.stdout + proc.stderr)
+            running.timings.extra += ["box build steps:"] + box_build_steps(proc.stderr)
             assert proc.returncode == 0, f"vagrant/box/build failed:\n{proc.stderr[-3000:]}"
         yield running
     finally:
@@ -239,6 +293,11 @@ def cluster() -> Iterator[VagrantCluster]:
             running.stop_host_side()
             if libvirt_started:
                 subprocess.run([str(VAGRANT_DIR / "libvirtd"), "stop"], timeout=120, check=False)
+            if running.watch is not None:
+                running.watch.poll()
+                running.timings.extra += ["boot stages (from the serial consoles and Vagrant's "
+                                          "output):", running.watch.table()]
+            running.timings.write()
             print("[vagrant test] timings:\n" + running.timings.path.read_text(), flush=True)
             if not running.failed:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -249,14 +308,14 @@ def cluster() -> Iterator[VagrantCluster]:
 def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: VagrantCluster
                                                                   ) -> None:
     with cluster.timings.phase(f"vagrant up ({len(WORKERS)} VMs)"):
-        up = cluster.vagrant("up", "--provider=libvirt", timeout=UP_TIMEOUT, log_name="up.log")
-        assert up.returncode == 0, f"vagrant up exited {up.returncode}:\n" \
-            f"{cluster.log_tail('up.log')}\n{cluster.consoles()}"
+        cluster.up()
     store = cluster.store()
+    watch = cluster.watch
+    assert watch is not None
 
     with cluster.timings.phase("join: both VMs Done"):
-        joined = wait_until(lambda: pool_updated(store), JOIN_TIMEOUT,
-                            "both VMs to join the worker pool and report Done",
+        joined = watch.wait(lambda: pool_updated(store),
+                            "both VMs to join the worker pool and report Done", JOIN_BUDGET,
                             lambda: describe(cluster, store), interval=2)
     ssh_config = subprocess.run(["vagrant", "ssh-config"], cwd=VAGRANT_DIR, env=cluster.env,
                                 capture_output=True, text=True, timeout=120, check=True).stdout
@@ -277,13 +336,14 @@ def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: Vagran
             tmp = path.with_name(".kubeletconfig.yaml.tmp")
             tmp.write_text(yaml.safe_dump(kubelet_config, sort_keys=False))
             os.replace(tmp, path)
-            target = wait_until(
+            target = watch.wait(
                 lambda: (lambda t: t if t and t != joined else None)(
                     dict(store.get_object("MachineConfigPool", "worker"))["spec"]
                     ["configuration"]["name"]),
-                120, "a new rendered config for the worker pool", lambda: describe(cluster, store))
-            wait_until(lambda: pool_updated(store, target), ROLLOUT_TIMEOUT,
-                       f"both VMs Done on {target}", lambda: describe(cluster, store), interval=2)
+                "a new rendered config for the worker pool", 120,
+                lambda: describe(cluster, store))
+            watch.wait(lambda: pool_updated(store, target), f"both VMs Done on {target}",
+                       ROLLOUT_BUDGET, lambda: describe(cluster, store), interval=2)
     assert not history.errors, history.errors
     worst, where = history.max_unavailable()
     assert worst <= 1, f"{worst} VMs unavailable at once: {where}"
