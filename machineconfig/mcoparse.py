@@ -232,10 +232,10 @@ def _parse_v2(raw: bytes, version: str) -> JSON:
 
     # ign2.Parse accepts 2.0-2.2 (go-semver equality) and translates to 2.2; the fields we
     # read kept their shape, so only the version changes.
-    if ign_version.parse_semver(version) not in {ign_version.parse_semver(v)
-                                                 for v in ("2.0.0", "2.1.0", "2.2.0")}:
+    semver = ign_version.parse_semver(version)
+    if semver not in {ign_version.parse_semver(v) for v in ("2.0.0", "2.1.0", "2.2.0")}:
         raise IgnitionConfigError(UNKNOWN_VERSION)
-    obj = json.loads(raw)
+    obj = spec2.upgrade_to_v22(json.loads(raw), semver.minor)
     obj["ignition"]["version"] = "2.2.0"
     try:
         config = spec2.canonicalize(obj, "Config")

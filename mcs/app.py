@@ -19,7 +19,7 @@ from mcs.cache import ConfigSource, Served, ServedConfigCache
 from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
 from mcs.node_api import NodeAPIState, add_routes
-from mcs.serve import NotFound, ServeError, valid_pool_name
+from mcs.serve import NotAcceptable, NotFound, ServeError, valid_pool_name
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mcs.access")
@@ -182,6 +182,10 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
         served = await state.cache.get(pool, version, variant)
     except NotFound as e:
         return error(404, str(e))
+    except NotAcceptable as e:
+        state.metrics.observe_not_acceptable(pool, version)
+        log.warning("pool %s at spec %s: %s", pool, version, e)
+        return error(406, str(e))
     except ServeError as e:
         log.error("cannot serve pool %s at spec %s: %s", pool, version, e)
         return error(500, f"cannot serve pool {pool!r}: {e}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mcs.layout import Resolved
-from mcs.serve import embedded
+from mcs.serve import NotAcceptable, embedded
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,9 @@ class ServedConfigCache:
         self._templates: dict[_TemplateKey, tuple[tuple[object, ...], Template | Served | None]] = {}
         self._making: dict[tuple[_TemplateKey, tuple[object, ...]],
                            asyncio.Future[Template | Served | None]] = {}
+        # (pool, rendered config, spec version) -> (inputs' signature, the refusal): a config the
+        # version cannot express stays refused until its inputs change, without a build per request.
+        self._refused: dict[_TemplateKey, tuple[tuple[object, ...], NotAcceptable]] = {}
         self.builds = 0  # calls of the source's build (a template counts once)
         self.derived = 0  # answers spliced from a template
 
@@ -183,6 +186,7 @@ class ServedConfigCache:
             if variant:
                 self._entries[key] = self._entries.pop(key)  # most recently used
             return entry[1]
+        self._raise_refused(key, resolved.signature)
         if variant:
             resolved = dataclasses.replace(resolved, variant=variant)
         building = (key, resolved.signature)
@@ -205,7 +209,13 @@ class ServedConfigCache:
             if variant:
                 self._entries[key] = self._entries.pop(key)  # most recently used
             return entry[1]
+        self._raise_refused(key, resolved.signature)
         return None
+
+    def _raise_refused(self, key: _Key, signature: tuple[object, ...]) -> None:
+        refused = self._refused.get(key[:3])
+        if refused is not None and refused[0] == signature:
+            raise refused[1]
 
     def _resolve(self, pool: str) -> Resolved:
         """The source's resolution, reused for check_interval seconds (the staleness bound)."""
@@ -225,7 +235,15 @@ class ServedConfigCache:
 
     def _finished(self, building: tuple[_Key, tuple[object, ...]], task: asyncio.Future[Served]) -> None:
         self._building.pop(building, None)
-        if task.cancelled() or task.exception() is not None:  # .exception() also marks it retrieved
+        if task.cancelled():
+            return
+        error = task.exception()  # also marks it retrieved
+        if isinstance(error, NotAcceptable):
+            (pool, config_name, version, _), signature = building
+            for old in [k for k in self._refused if k[0] == pool and k[1] != config_name]:
+                del self._refused[old]
+            self._refused[(pool, config_name, version)] = (signature, error)
+        if error is not None:
             return
         self._store(building[0], building[1], task.result())
 

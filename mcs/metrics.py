@@ -39,6 +39,10 @@ class ServerMetrics:
         self.builds = Counter(
             "mcs_config_builds", "Served configs built (cache misses) by pool and spec version",
             ["pool", "version"], registry=self.registry)
+        self.not_acceptable = Counter(
+            "mcs_config_not_acceptable",
+            "Config requests refused 406: the config uses a field the requested spec version cannot express",
+            ["pool", "version"], registry=self.registry)
 
         # Label children looked up once: `labels()` costs more than the increment itself.
         self._requests: dict[tuple[str, int], Any] = {}
@@ -111,6 +115,10 @@ class ServerMetrics:
         if counter is None:
             counter = self._config[(pool, version, code)] = self.config_requests.labels(pool, version, str(code))
         counter.inc()
+
+    def observe_not_acceptable(self, pool: str, version: str) -> None:
+        """A 406 answer; `pool` exists (its config was built), so clients cannot grow the label set."""
+        self.not_acceptable.labels(pool, version).inc()
 
     def render(self) -> bytes:
         self.flush()

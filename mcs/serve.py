@@ -17,7 +17,7 @@ from machineconfig.errors import InputError
 from machineconfig.ignition.dataurl import encode_percent
 from machineconfig.ignition.parse import IgnitionParseError, parse
 from machineconfig.ignition.spec2 import parse_v2
-from machineconfig.ignition.translate import TranslationError, translate
+from machineconfig.ignition.translate import Inexpressible, TranslationError, translate
 from mcs.negotiate import version_less
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class NotFound(Exception):
 
 class ServeError(Exception):
     """The config exists but cannot be served (HTTP 500). `str()` is one line and holds no secret."""
+
+
+class NotAcceptable(ServeError):
+    """The config uses a field the requested spec cannot express (HTTP 406): refused, never dropped.
+    `str()` is one line naming the field and the version; it depends only on the config and version."""
 
 
 # -- Go encoding/json compatible output ------------------------------------------------------------
@@ -240,6 +245,8 @@ def convert(config: JSON, version: str) -> JSON:
     """The one place a config changes spec version (3.5 canonical dict to 2.2, 3.0-3.4 or 3.6)."""
     try:
         return translate(config, version)
+    except Inexpressible as e:
+        raise NotAcceptable(f"config uses {e.field}, which spec {version} cannot express") from e
     except TranslationError as e:
         raise ServeError(f"cannot convert to spec {version}: {_one_line(str(e))}") from e
 

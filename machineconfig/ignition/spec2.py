@@ -12,7 +12,7 @@ from machineconfig.ignition import dataurl
 from machineconfig.ignition.schema import B, BN, IN, JSON, LIST, OBJ, PTR, SLIST, SN, I, S
 from machineconfig.ignition.translate import url_scheme
 
-__all__ = ["TREE_V2", "parse_v2", "validate_v2"]
+__all__ = ["TREE_V2", "parse_v2", "upgrade_to_v22", "validate_v2"]
 
 
 class Field(NamedTuple):
@@ -326,3 +326,38 @@ def _check_disk(r: _Report, path: str, disk: JSON) -> None:
             if any(start < s + n and s < start + size for s, n in spans):
                 r.error(ppath, "partitions overlap")
             spans.append((start, size))
+
+
+def upgrade_to_v22(obj: Any, minor: int) -> Any:
+    """What ign2.Parse's 2.0 -> 2.1 -> 2.2 translation makes explicit, on decoded JSON of a 2.`minor` config.
+
+    Spec 2.0 and 2.1 hold file and directory modes as plain ints, so 2.2 gets an explicit mode (0 when
+    unset). Spec 2.0 holds a file's user and group as a plain int id (no name), so 2.1 gets an explicit
+    id (0 when unset). Spec 2.0 has no directories or links. Values of the wrong type are left for
+    canonicalize to refuse. Returns a new object; `obj` is not modified.
+    """
+    if minor >= 2 or not isinstance(obj, dict) or not isinstance(obj.get("storage"), dict):
+        return obj
+    storage = dict(obj["storage"])
+    kinds = ("files",) if minor == 0 else ("files", "directories")
+    for kind in kinds:
+        nodes = storage.get(kind)
+        if not isinstance(nodes, list):
+            continue
+        out = []
+        for node in nodes:
+            if isinstance(node, dict):
+                node = dict(node)
+                if node.get("mode") is None:
+                    node["mode"] = 0
+                if minor == 0 and kind == "files":
+                    for who in ("user", "group"):
+                        owner = node.get(who)
+                        if owner is None:
+                            node[who] = {"id": 0}
+                        elif isinstance(owner, dict):
+                            ident = owner.get("id")
+                            node[who] = {"id": 0 if ident is None else ident}
+            out.append(node)
+        storage[kind] = out
+    return dict(obj, storage=storage)

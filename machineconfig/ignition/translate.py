@@ -15,11 +15,22 @@ from machineconfig.ignition.schema import (
 )
 from machineconfig.ignition.url import schemes_for
 
-__all__ = ["translate", "TranslationError", "SUPPORTED_VERSIONS"]
+__all__ = ["translate", "Inexpressible", "TranslationError", "SUPPORTED_VERSIONS"]
 
 
 class TranslationError(MachineConfigError):
     """A config cannot be translated to the requested version; the message names the field path."""
+
+
+class Inexpressible(TranslationError):
+    """A valid config uses a field an older spec has no way to say (a down-translation refusal).
+
+    `field` is the field path without the leading `$.` (e.g. `storage.luks.0.cex.enabled`).
+    """
+
+    def __init__(self, target: str, path: str, what: str) -> None:
+        super().__init__(f"cannot translate to {target}: {path} {what}")
+        self.field = path[2:] if path.startswith("$.") else path
 
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("2.2.0",) + tuple(VERSIONS[m] for m in sorted(VERSIONS))
@@ -187,7 +198,7 @@ def url_scheme(source: str) -> str:
 
 
 def _fail(target: str, path: str, what: str) -> TranslationError:
-    return TranslationError(f"cannot translate to {target}: {path} {what}")
+    return Inexpressible(target, path, what)
 
 
 def _objects(config: JSON, minor: int, struct: str) -> Iterator[tuple[JSON, str]]:

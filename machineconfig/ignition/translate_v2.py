@@ -9,7 +9,7 @@ import posixpath
 
 from machineconfig.ignition.schema import JSON
 from machineconfig.ignition.spec2 import canonicalize, validate_v2
-from machineconfig.ignition.translate import TranslationError, reshape, url_scheme
+from machineconfig.ignition.translate import Inexpressible, TranslationError, reshape, url_scheme
 
 __all__ = ["v22_to_v30", "v32_to_v22"]
 
@@ -171,7 +171,7 @@ def _check_unique(config: JSON) -> None:
 
 
 def _fail(path: str, what: str) -> TranslationError:
-    return TranslationError(f"cannot translate to 2.2.0: {path} {what}")
+    return Inexpressible("2.2.0", path, what)
 
 
 def _check_v22(config: JSON) -> None:
