@@ -261,6 +261,9 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             await runner.cleanup()
         guard.close_all()  # the fast path's connections (aiohttp closed its own)
         state.metrics.flush()
+        close = getattr(state.source, "close", None)
+        if callable(close):
+            close()  # the store's threads end with it
 
 
 def notify_ready(urls: list[str]) -> bool:

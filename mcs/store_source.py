@@ -48,6 +48,12 @@ class StoreSource:
         if callable(scan):
             scan()
 
+    def close(self) -> None:
+        """Close the store (ends its background input scan); the server calls it on shutdown."""
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+
     def describe(self) -> str:
         return self.label
 

@@ -78,6 +78,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.leaks import owned_by_fixture
+
 REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.0.0.0/24"
@@ -271,6 +273,8 @@ class Proc:
             self.popen = subprocess.Popen(  # noqa: S603 - our own test binaries
                 self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_pdeathsig)
+        # the session's control plane, even when a test restarts a component (leak check)
+        owned_by_fixture(self.popen.pid)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

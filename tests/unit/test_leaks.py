@@ -123,7 +123,7 @@ def test_an_ssh_connection_master_is_the_connection_cache_s() -> None:
     try:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if "[mux]" in Path(f"/proc/{master.pid}/cmdline").read_text():
+            if Path(f"/proc/{master.pid}/cmdline").read_text().startswith("ssh: "):  # exec done
                 break
             time.sleep(0.02)
         assert not find_leaks(before)

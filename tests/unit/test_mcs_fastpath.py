@@ -157,6 +157,7 @@ def test_store_change_served_within_the_bound(tmp_path: Path) -> None:
         finally:
             await client.close()
             await server.close()
+            store.close()  # its background input scan
 
     asyncio.run(main())
 
@@ -176,6 +177,7 @@ def test_store_revision_not_scanned_per_request(tmp_path: Path) -> None:
         finally:
             await client.close()
             await server.close()
+            store.close()  # its background input scan
 
     asyncio.run(main())
 

@@ -178,17 +178,20 @@ def test_host_is_no_key_without_node_credentials(tmp_path: Path) -> None:
     # answer, and a new Host is no reason to build again.
     async def main() -> None:
         store, _, _ = make_store(tmp_path)
-        state = build_store_state(ServerOptions(store="local:unused"), store, guard=None)
-        server = TestServer(make_app(state), host="127.0.0.1")
-        await server.start_server(access_log=None)
-        async with TestClient(server, auto_decompress=False) as client:
-            bodies = set()
-            for i in range(3 * MAX_VARIANTS):
-                resp = await client.get("/config/worker", headers={"Host": f"h{i}.example"})
-                assert resp.status == 200
-                bodies.add(await resp.read())
-            assert len(bodies) == 1 and b"h0.example" not in bodies.pop()
-            assert state.cache.builds == 1 and state.cache.derived == 0
+        try:
+            state = build_store_state(ServerOptions(store="local:unused"), store, guard=None)
+            server = TestServer(make_app(state), host="127.0.0.1")
+            await server.start_server(access_log=None)
+            async with TestClient(server, auto_decompress=False) as client:
+                bodies = set()
+                for i in range(3 * MAX_VARIANTS):
+                    resp = await client.get("/config/worker", headers={"Host": f"h{i}.example"})
+                    assert resp.status == 200
+                    bodies.add(await resp.read())
+                assert len(bodies) == 1 and b"h0.example" not in bodies.pop()
+                assert state.cache.builds == 1 and state.cache.derived == 0
+        finally:
+            store.close()  # its background input scan
 
     asyncio.run(main())
 

@@ -69,11 +69,14 @@ Scenario = Callable[[TestClient, ServerState, Store, Path], Awaitable[None]]
 def run(tmp_path: Path, scenario: Scenario, **options: Any) -> None:
     async def main() -> None:
         store, _, sdir = make_store(tmp_path)
-        state = build_store_state(store_options(sdir, **options), store, guard=None)
-        server = TestServer(make_app(state), host="127.0.0.1")
-        await server.start_server(access_log=None)
-        async with TestClient(server, auto_decompress=False) as client:
-            await scenario(client, state, store, sdir)
+        try:
+            state = build_store_state(store_options(sdir, **options), store, guard=None)
+            server = TestServer(make_app(state), host="127.0.0.1")
+            await server.start_server(access_log=None)
+            async with TestClient(server, auto_decompress=False) as client:
+                await scenario(client, state, store, sdir)
+        finally:
+            store.close()  # its background input scan
 
     asyncio.run(main())
 
