@@ -44,7 +44,10 @@ NODE_CREDENTIALS_PATH = "/etc/machine-config-daemon/node-credentials.json"
 
 # Node API (served next to /config/<pool>).
 NODE_API_PREFIX = "/api/v1"
-NODE_API_MAX_WATCH_SECONDS = 60.0
+# Longest single long poll of the node API: a quiet node wakes once per this many seconds. The
+# server gives a watch response this long plus a margin (ConnectionGuard.extend) and the client
+# waits this plus its slack before calling the server dead.
+NODE_API_MAX_WATCH_SECONDS = 300.0
 
 # Annotations the controller writes besides desiredConfig/lastAppliedDrain.
 DESIRED_IMAGE_ANNOTATION = f"{GROUP}/desiredImage"

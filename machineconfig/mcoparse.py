@@ -23,6 +23,7 @@ from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.ignition import spec2
 from machineconfig.ignition.validate import validate_config
 from machineconfig.ignition.translate import TranslationError, translate
+from machineconfig.unitnames import unit_name_findings
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +277,14 @@ def _go_octal(value: int) -> str:
 
 @_cached
 def check_machine_config_ignition(raw: bytes) -> None:
-    """The Ignition half of ValidateMachineConfig: IgnParseWrapper then ValidateIgnition."""
-    validate_ignition(_parsed(raw))
+    """The Ignition half of ValidateMachineConfig: IgnParseWrapper then ValidateIgnition, then
+    (beyond MCO: Ignition checks only the suffix) unit, drop-in and [Install] names are plain
+    file names, the rule the daemon applies (machineconfig.unitnames)."""
+    parsed = _parsed(raw)
+    validate_ignition(parsed)
+    for path, problem in unit_name_findings(parsed.config):
+        where = "$" + "".join(f".{p}" for p in path)
+        raise IgnitionConfigError(f"{problem} at {where}")
 
 
 def parse_and_convert_config(raw: bytes) -> JSON:

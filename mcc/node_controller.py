@@ -295,10 +295,23 @@ def rollout_order(nodes: Sequence[NodeRecord], count: int) -> list[NodeRecord]:
     return [nodes[d[-1]] for d in first]
 
 
+def belongs_to_pool(config: str, pool: str) -> bool:
+    """Whether a rendered config name is one of `pool`'s: `rendered-<pool>-<digest>`, the digest
+    without a dash (so `rendered-worker-gpu-<digest>` is pool worker-gpu's, not worker's)."""
+    prefix = f"rendered-{pool}-"
+    digest = config[len(prefix):]
+    return config.startswith(prefix) and digest != "" and "-" not in digest and "/" not in digest
+
+
 def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeRecord]:
     """A node that joined with a currentConfig but no desiredConfig (the node API lets the daemon
     write only its own keys) gets desiredConfig = currentConfig: what MCO's node-annotations file
-    gives a new node. Without it the node would count as unavailable forever."""
+    gives a new node. Without it the node would count as unavailable forever.
+
+    The node wrote its currentConfig itself: it is adopted only when it is a config of the pool
+    the controller put the node in; otherwise (another pool's config, anything else) the node
+    gets the pool's current config, so a node can never make another pool's config its desired
+    one (what it may then read)."""
     view: list[NodeRecord] | None = None
     for i, node in enumerate(nodes):
         a = node.annotations
@@ -307,6 +320,13 @@ def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeR
         if view is None:
             view = list(nodes)
         current = a[CURRENT_CONFIG_ANNOTATION]
+        if not belongs_to_pool(current, result.pool):
+            log.warning("node %s: currentConfig %r is not a config of pool %s: desiredConfig set "
+                        "to %s", node.name, current[:300], result.pool, result.target)
+            result.events.append(("ForeignConfig", f"Node {node.name} reported currentConfig "
+                                  f"{current[:300]!r}, not a config of pool {result.pool}: "
+                                  f"targeted to {result.target}"))
+            current = result.target
         view[i] = replace(node, annotations={**a, DESIRED_CONFIG_ANNOTATION: current})
         result.patches.setdefault(node.name, {})[DESIRED_CONFIG_ANNOTATION] = current
         result.adopted.append(node.name)
@@ -336,7 +356,8 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
     if topology:
         for node in nodes:
             if node.annotations.get(CONTROL_PLANE_TOPOLOGY_ANNOTATION) != topology:
-                result.patches[node.name] = {CONTROL_PLANE_TOPOLOGY_ANNOTATION: topology}
+                # added to the node's patch: an adoption above must not be dropped
+                result.patches.setdefault(node.name, {})[CONTROL_PLANE_TOPOLOGY_ANNOTATION] = topology
     chosen, capacity = candidates(nodes, target, result.max_unavailable)
     if len(chosen) > capacity:
         chosen = rollout_order(chosen, capacity)

@@ -7,14 +7,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from machineconfig.constants import (
     API_VERSION,
@@ -25,6 +30,7 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import InputError
 from machineconfig.ignition.dataurl import encode_percent
+from machineconfig.yamlload import MAX_FILE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +179,196 @@ def render_file(env: SandboxedEnvironment, root: Path, path: Path, context: Mapp
         raise InputError(f"template error: {e}", file=str(path), line=_error_line(e, str(path))) from e
 
 
+# A user template's render is bounded (the file is then that file's error, never a hang or a
+# memory blow-up of `mcc render` / `mcc start`): its output and every string, list or number it
+# builds stay under the input size limit, loop iterations are counted, and the render has a
+# wall-clock budget checked at every iteration.
+MAX_TEMPLATE_ITERATIONS = 2_000_000
+MAX_TEMPLATE_SECONDS = 20.0
+_ITER = "mcc_bounded_iter"
+_JOIN = "mcc_bounded_join"
+_BIG_NUMBER = re.compile(r"\d{%d,}" % len(str(MAX_FILE_BYTES)))
+# Filters whose numeric argument sets the size of what they build.
+_SIZED_FILTERS = ("center", "indent", "batch", "slice", "wordwrap", "truncate")
+_SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+class TemplateLimitError(SecurityError):
+    """A user template went over one of the render bounds."""
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, (str, bytes, list, tuple)):
+        return len(value)
+    return 1
+
+
+def _check_format(text: Any) -> None:
+    if isinstance(text, str) and _BIG_NUMBER.search(text):
+        raise TemplateLimitError(f"format width over {MAX_FILE_BYTES}")
+
+
+class _Bounds(NodeTransformer):
+    """Every `{% for %}` iterates through the budget; every `~` joins through the size check."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        visited = self.generic_visit(node)
+        assert isinstance(visited, nodes.For)
+        node = visited
+        node.iter = nodes.Call(nodes.Name(_ITER, "load"), [node.iter], [], None, None,
+                               lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        visited = self.generic_visit(node)
+        assert isinstance(visited, nodes.Concat)
+        node = visited
+        return nodes.Call(nodes.Name(_JOIN, "load"), [nodes.List(node.nodes)], [], None, None,
+                          lineno=node.lineno)
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox (no attribute escapes, `range` capped at MAX_RANGE) plus size, iteration
+    and time bounds; one environment per render (the budget is the render's)."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.iterations = 0
+        self.deadline = time.monotonic() + MAX_TEMPLATE_SECONDS
+        self.globals[_ITER] = self._bounded_iter
+        self.globals[_JOIN] = self._bounded_join
+        for name in _SIZED_FILTERS:
+            self.filters[name] = self._sized_filter(self.filters[name])
+        self.filters["format"] = self._format_filter(self.filters["format"])
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        result = _Bounds().visit(tree)
+        assert isinstance(result, nodes.Template)
+        return result
+
+    def tick(self) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_TEMPLATE_ITERATIONS:
+            raise TemplateLimitError(f"more than {MAX_TEMPLATE_ITERATIONS} loop iterations")
+        if self.iterations % 1024 == 0 and time.monotonic() > self.deadline:
+            raise TemplateLimitError(f"rendering took more than {MAX_TEMPLATE_SECONDS:g} s")
+
+    def _bounded_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            self.tick()
+            yield item
+
+    def _bounded_join(self, parts: list[Any]) -> str:
+        texts = [str(p) for p in parts]
+        if sum(len(t) for t in texts) > MAX_FILE_BYTES:
+            raise TemplateLimitError(f"a string longer than {MAX_FILE_BYTES} bytes")
+        return "".join(texts)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if (isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int)
+                        and len(seq) * count > MAX_FILE_BYTES):
+                    raise TemplateLimitError(f"a value longer than {MAX_FILE_BYTES} bytes")
+        elif operator == "**":
+            if (isinstance(left, int) and isinstance(right, int)
+                    and abs(left) > 1 and right > 0
+                    and abs(left).bit_length() * right > 8 * MAX_FILE_BYTES):
+                raise TemplateLimitError(f"a number larger than {MAX_FILE_BYTES} bytes")
+        elif operator == "+":
+            if _size(left) + _size(right) > MAX_FILE_BYTES:
+                raise TemplateLimitError(f"a value longer than {MAX_FILE_BYTES} bytes")
+        elif operator == "%":
+            _check_format(left)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _SIZED_METHODS:
+                for arg in list(args) + list(kwargs.values()):
+                    if isinstance(arg, int) and arg > MAX_FILE_BYTES:
+                        raise TemplateLimitError(f"a string longer than {MAX_FILE_BYTES} bytes")
+        __self.tick()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format(getattr(value, "__self__", None))
+        return wrapped
+
+    @staticmethod
+    def _sized_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+        def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+            for arg in list(args) + list(kwargs.values()):
+                if isinstance(arg, int) and not isinstance(arg, bool) and arg > MAX_FILE_BYTES:
+                    raise TemplateLimitError(f"filter argument {arg} over {MAX_FILE_BYTES}")
+            return func(value, *args, **kwargs)
+        return bounded
+
+    @staticmethod
+    def _format_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+        def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+            _check_format(value)
+            return func(value, *args, **kwargs)
+        return bounded
+
+
+def _bounded_environment(root: Path) -> BoundedEnvironment:
+    env = BoundedEnvironment(loader=jinja2.FileSystemLoader(str(root)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["b64decode"] = _b64decode
+    env.filters["b64encode"] = lambda s: base64.b64encode(str(s).encode()).decode("ascii")
+    env.filters["tojson_compact"] = lambda v: json.dumps(v, separators=(",", ":"))
+    env.filters["quote_toml"] = lambda s: json.dumps(str(s))
+    return env
+
+
 def render_user_template(path: Path, values: Mapping[str, Any]) -> str:
-    """Render a user MachineConfig written as *.yaml.j2; `values` keys are variables (also `values`)."""
+    """Render a user MachineConfig written as *.yaml.j2; `values` keys are variables (also
+    `values`). Bounded (BoundedEnvironment): a template over a bound is an InputError naming
+    the file (and line where known), like any other bad input."""
     path = Path(path)
-    env = _environment(path.parent)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(f"cannot read template: {e.strerror}", file=str(path)) from e
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"template larger than {MAX_FILE_BYTES} bytes", file=str(path))
+    env = _bounded_environment(path.parent)
     context = {**values, "values": dict(values)}
-    return render_file(env, path.parent, path, context)
+    name = path.name
+    try:
+        template = env.get_template(name)
+        out: list[str] = []
+        total = 0
+        for chunk in template.generate(**context):
+            total += len(chunk)
+            if total > MAX_FILE_BYTES:
+                raise TemplateLimitError(f"output larger than {MAX_FILE_BYTES} bytes")
+            out.append(chunk)
+            env.tick()
+        return "".join(out)
+    except TemplateLimitError as e:
+        raise InputError(f"template over a render limit: {e}", file=str(path),
+                         line=_error_line(e, str(path))) from e
+    except jinja2.TemplateSyntaxError as e:
+        raise InputError(f"template syntax error: {e.message}", file=str(path), line=e.lineno) from e
+    except jinja2.UndefinedError as e:
+        raise InputError(f"undefined variable: {e.message}", file=str(path),
+                         line=_error_line(e, str(path))) from e
+    except jinja2.TemplateError as e:
+        raise InputError(f"template error: {e}", file=str(path), line=_error_line(e, str(path))) from e
+    except (OverflowError, MemoryError, RecursionError, ArithmeticError, TypeError,
+            ValueError) as e:
+        raise InputError(f"template error: {type(e).__name__}: {' '.join(str(e).split())}",
+                         file=str(path), line=_error_line(e, str(path))) from e
 
 
 def template_context(controller_config: Mapping[str, Any], role: str, *,

@@ -20,6 +20,7 @@ from machineconfig.ignition.parse import IgnitionParseError, parse
 from machineconfig.ignition.report import ERROR, ReportEntry
 from machineconfig.ignition.translate import translate
 from machineconfig.ignition.validate import validate_config
+from machineconfig.unitnames import unit_name_findings
 from machineconfig.yamlload import Document, load_text
 from mcc.positions import Path, PositionIndex, index_documents, node_path_at
 from mcc.render import KERNEL_TYPES, SUPPORTED_EXTENSIONS
@@ -231,6 +232,9 @@ def ignition_findings(raw: bytes) -> list[Located]:
                        if e.is_fatal and (e.path, e.message) not in seen)
         out.extend(_mode_findings(parsed.config))
         out.extend(_conversion_findings(raw, parsed))
+    if not any(k == ERROR for k, _, _ in out):
+        # beyond Ignition (it checks only the suffix): the daemon's unit name rule
+        out.extend((ERROR, path, message) for path, message in unit_name_findings(_raw_object(raw)))
     if not any(k == ERROR for k, _, _ in out):
         try:  # the safety net: whatever MCO refuses is an error, even if not explained above
             mcoparse.check_machine_config_ignition(raw)

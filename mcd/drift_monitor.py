@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from machineconfig.reconcile import ignition_config_of, name_of
 from mcd import inotify
 from mcd.file_writers import SYSTEMD_DIR
+from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk
 from mcd.systemd import SystemdApi
 
@@ -59,12 +61,15 @@ def enablement_units(mc: Mapping[str, Any]) -> list[str]:
             if "enabled" in u]
 
 
-def _signature(path: Path) -> Signature:
+def _signature(fs: NodeRoot, node_path: str) -> Signature:
+    """The entry's own lstat (and link target), resolved inside the root."""
     try:
-        st = os.lstat(path)
+        st = fs.lstat(node_path)
+        if st is None:
+            return None
+        target = fs.readlink(node_path) if stat.S_ISLNK(st.st_mode) else ""
     except OSError:
         return None
-    target = os.readlink(path) if os.path.islink(path) else ""
     return (st.st_mtime_ns, st.st_size, st.st_mode, st.st_ino, target)
 
 
@@ -78,6 +83,7 @@ class DirectoryWatches:
 
     def __init__(self, root: Path, paths: Iterable[str], units: Iterable[str] = ()) -> None:
         self.root = root
+        self.fs = NodeRoot(root)
         self.names: dict[Path, set[str]] = {}  # host directory -> entry names that matter
         for node_path in paths:
             host = root / node_path.lstrip("/")
@@ -101,20 +107,31 @@ class DirectoryWatches:
         if self.units:
             # new .wants directories must be seen too, so the unit dir watches their names
             wanted.setdefault(self.systemd_dir, set())
+            # listed and tested inside the root (NodeRoot): a link never leads the watches out
             try:
-                entries = [e for e in os.scandir(self.systemd_dir)
-                           if e.name.endswith(ENABLEMENT_DIR_SUFFIXES) and e.is_dir()]
+                names = [n for n in self.fs.listdir(SYSTEMD_DIR)
+                         if n.endswith(ENABLEMENT_DIR_SUFFIXES)
+                         and self.fs.is_dir(f"{SYSTEMD_DIR}/{n}")]
             except OSError:
-                entries = []
-            for entry in entries:
-                wanted.setdefault(Path(entry.path), set()).update(self.units)
+                names = []
+            for name in names:
+                wanted.setdefault(self.systemd_dir / name, set()).update(self.units)
         return wanted
 
     def _watch_nearest(self, directory: Path, names: set[str]) -> tuple[int, Path, set[str]]:
+        """The directory is resolved inside the root (NodeRoot: a link on the way, even one to
+        "/outside", is followed as the daemon's writes follow it, never out of the root) and
+        the watch is placed on the inode that resolution opened, not on a host path."""
         while True:
             try:
-                return self.inotify.add_watch(str(directory), DIR_EVENTS), directory, names
-            except inotify.InotifyError as err:
+                node_path = "/" + directory.relative_to(self.root).as_posix().lstrip(".")
+                fd = self.fs.directory(node_path)
+                try:
+                    return (self.inotify.add_watch_fd(fd, DIR_EVENTS, str(directory)), directory,
+                            names)
+                finally:
+                    os.close(fd)
+            except OSError as err:
                 # missing (or not a directory): watch the parent for it to appear, never
                 # leaving the root
                 if err.errno not in (errno.ENOENT, errno.ENOTDIR) or directory == self.root \
@@ -218,7 +235,8 @@ class DriftMonitor:
                  len(self.paths), how)
 
     def _scan(self) -> dict[str, Signature]:
-        return {p: _signature(self.root / p.lstrip("/")) for p in self.paths}
+        fs = NodeRoot(self.root)
+        return {p: _signature(fs, p) for p in self.paths}
 
     def fileno(self) -> int | None:
         """The inotify fd the daemon waits on (readable: something changed), or None."""

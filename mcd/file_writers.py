@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from machineconfig.errors import MachineConfigError
+from machineconfig.unitnames import unit_name_problem
 from mcd.diff import decoded_contents
 from mcd.noderoot import NodeRoot
 
@@ -572,5 +573,6 @@ class FileWriter:
 def check_unit_name(name: str, what: str = "unit") -> None:
     """A unit or drop-in name is one file name: no "/", not "." or ".." (systemd's own rule;
     Ignition checks only the suffix, so "../../x.service" would otherwise leave the unit dir)."""
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise WriteError(f"{what} name {name!r} is not a plain file name")
+    problem = unit_name_problem(name, what)  # the controller's rule too (machineconfig.unitnames)
+    if problem:
+        raise WriteError(problem)

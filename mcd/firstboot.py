@@ -25,6 +25,7 @@ from machineconfig import mcoparse
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode
+from machineconfig.unitnames import install_section
 from mcd.diff import decoded_contents
 from mcd.file_writers import (DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, WriteError,
                               atomic_write, check_unit_name, replace_with_symlink)
@@ -134,26 +135,12 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             check_unit_name(str(unit.get("name")))
             for dropin in unit.get("dropins") or []:
                 check_unit_name(str(dropin.get("name")), "drop-in")
-            for key, values in _install_section_of(str(unit.get("contents") or "")).items():
+            for key, values in install_section(str(unit.get("contents") or "")).items():
                 for value in values:
                     check_unit_name(value, f"[Install] {key}")
         except WriteError as err:
             raise FirstbootError(f"invalid config: {where}: {err}") from err
     return converted
-
-
-def _install_section_of(text: str) -> dict[str, list[str]]:
-    install: dict[str, list[str]] = {}
-    section = ""
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Install]" and "=" in line:
-            key, _, value = line.partition("=")
-            if key.strip() in ("WantedBy", "RequiredBy", "Alias"):
-                install.setdefault(key.strip(), []).extend(value.split())
-    return install
 
 
 def _owner(writer: FileWriter, entry: Mapping[str, Any]) -> tuple[int, int]:
@@ -260,7 +247,7 @@ def _install_section(writer: FileWriter, unit: Mapping[str, Any]) -> dict[str, l
             if writer.fs.is_file(node_path):
                 text = writer.fs.read_text(node_path)
                 break
-    install = _install_section_of(text)
+    install = install_section(text)
     for key, values in install.items():
         for value in values:
             # the OS's own unit files are not validated with the config: checked here

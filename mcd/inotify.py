@@ -25,6 +25,7 @@ IN_UNMOUNT = 0x00002000
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
 IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
@@ -100,10 +101,21 @@ class Inotify:
         return self.fd
 
     def add_watch(self, path: str, mask: int) -> int:
-        """Watch `path` for the events in `mask`; the same path twice gives the same wd."""
-        wd = self._libc.inotify_add_watch(self.fileno(), os.fsencode(path), mask)
+        """Watch `path` for the events in `mask`; the same path twice gives the same wd. A final
+        symlink is not followed (IN_DONT_FOLLOW); for paths under a root, add_watch_fd."""
+        wd = self._libc.inotify_add_watch(self.fileno(), os.fsencode(path), mask | IN_DONT_FOLLOW)
         if wd < 0:
             raise _call_failed(f"inotify_add_watch {path}")
+        return int(wd)
+
+    def add_watch_fd(self, fd: int, mask: int, what: str = "") -> int:
+        """Watch the directory an (O_PATH) fd refers to: the inode the fd was opened on, however
+        it was reached, never whatever a path names by the time the kernel looks it up (the
+        /proc/self/fd link is the kernel's own, to exactly that inode)."""
+        wd = self._libc.inotify_add_watch(self.fileno(), os.fsencode(f"/proc/self/fd/{fd}"),
+                                          mask)
+        if wd < 0:
+            raise _call_failed(f"inotify_add_watch {what or fd}")
         return int(wd)
 
     def rm_watch(self, wd: int) -> None:

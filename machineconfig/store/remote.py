@@ -206,7 +206,7 @@ class RemoteNodeAPI:
                                        "message": message, "type": type})
 
     def wait_for_change(self, since: int, timeout: float) -> int:
-        """Long polls of at most 60 s each until the revision passes `since` or `timeout` ends."""
+        """Long polls of at most NODE_API_MAX_WATCH_SECONDS (300 s) each until the revision passes `since` or `timeout` ends."""
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             remaining = max(deadline - time.monotonic(), 0.0)
