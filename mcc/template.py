@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 import yaml
@@ -147,10 +147,13 @@ def _b64decode(value: str | bytes) -> str:
     return base64.b64decode(text).decode("utf-8")
 
 
-def _environment(root: Path) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(root)),
-                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                               autoescape=False)
+E = TypeVar("E", bound=SandboxedEnvironment)
+
+
+def _environment(root: Path, kind: type[E]) -> E:
+    """The project's templates use SandboxedEnvironment; user templates the BoundedEnvironment."""
+    env = kind(loader=jinja2.FileSystemLoader(str(root)), undefined=jinja2.StrictUndefined,
+               keep_trailing_newline=True, autoescape=False)
     env.filters["b64decode"] = _b64decode
     env.filters["b64encode"] = lambda s: base64.b64encode(str(s).encode()).decode("ascii")
     env.filters["tojson_compact"] = lambda v: json.dumps(v, separators=(",", ":"))
@@ -319,17 +322,6 @@ class BoundedEnvironment(SandboxedEnvironment):
         return bounded
 
 
-def _bounded_environment(root: Path) -> BoundedEnvironment:
-    env = BoundedEnvironment(loader=jinja2.FileSystemLoader(str(root)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
-    env.filters["b64decode"] = _b64decode
-    env.filters["b64encode"] = lambda s: base64.b64encode(str(s).encode()).decode("ascii")
-    env.filters["tojson_compact"] = lambda v: json.dumps(v, separators=(",", ":"))
-    env.filters["quote_toml"] = lambda s: json.dumps(str(s))
-    return env
-
-
 def render_user_template(path: Path, values: Mapping[str, Any]) -> str:
     """Render a user MachineConfig written as *.yaml.j2; `values` keys are variables (also
     `values`). Bounded (BoundedEnvironment): a template over a bound is an InputError naming
@@ -341,7 +333,7 @@ def render_user_template(path: Path, values: Mapping[str, Any]) -> str:
         raise InputError(f"cannot read template: {e.strerror}", file=str(path)) from e
     if size > MAX_FILE_BYTES:
         raise InputError(f"template larger than {MAX_FILE_BYTES} bytes", file=str(path))
-    env = _bounded_environment(path.parent)
+    env = _environment(path.parent, BoundedEnvironment)
     context = {**values, "values": dict(values)}
     name = path.name
     try:
@@ -455,7 +447,7 @@ def render_role(controller_config: Mapping[str, Any], templates_dir: Path, role:
     templates_dir = Path(templates_dir)
     spec = controller_config_spec(controller_config)
     dirs_order = platform_dirs(spec)
-    env = _environment(templates_dir)
+    env = _environment(templates_dir, SandboxedEnvironment)
     context = template_context(controller_config, role, values=values, pull_secret=pull_secret)
     # Custom pools reuse the worker templates, as MCO does.
     role_path = templates_dir / (role if role in ROLES else "worker")
