@@ -68,6 +68,11 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"{state_dir}: cannot create the state directory: {e.strerror}") \
                 from e
+        mode = os.stat(state_dir).st_mode & 0o777
+        if mode & 0o077:
+            # made by an older version or by hand: it holds the pull secret and node tokens
+            log.warning("%s: state directory was %o, narrowing it to 700", state_dir, mode)
+            os.chmod(state_dir, 0o700)
         self.input_dir = input_dir
         self.state_dir = state_dir
         self._db = Database(os.path.join(state_dir, DB_FILE))

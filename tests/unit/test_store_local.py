@@ -480,3 +480,12 @@ def test_listed_nodes_are_copies_and_fresh(dirs: tuple[Path, Path], store: Local
     assert store.list_nodes()[0].labels == {"a": "1"}
     LocalStore(str(dirs[0]), str(dirs[1])).set_node_labels("n1", {"a": "2"})
     assert store.list_nodes()[0].labels == {"a": "2"}
+
+
+def test_an_existing_open_state_directory_is_narrowed(dirs: tuple[Path, Path]) -> None:
+    # a state directory made by an older version (or by hand) with 0755 holds the pull secret
+    inputs, state = dirs
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o755)
+    LocalStore(str(inputs), str(state)).close()
+    assert (os.stat(state).st_mode & 0o777) == 0o700
