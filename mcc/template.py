@@ -167,19 +167,25 @@ def _error_line(exc: BaseException, filename: str) -> int | None:
     return lines[-1] if lines else None
 
 
+def _input_error(e: jinja2.TemplateError, path: Path) -> InputError:
+    """A template's error as the file's one-line InputError (syntax errors carry their line;
+    Jinja rewrites tracebacks so the others' frames name the template's line)."""
+    if isinstance(e, jinja2.TemplateSyntaxError):
+        return InputError(f"template syntax error: {e.message}", file=str(path), line=e.lineno)
+    if isinstance(e, jinja2.UndefinedError):
+        return InputError(f"undefined variable: {e.message}", file=str(path),
+                          line=_error_line(e, str(path)))
+    return InputError(f"template error: {e}", file=str(path), line=_error_line(e, str(path)))
+
+
 def render_file(env: SandboxedEnvironment, root: Path, path: Path, context: Mapping[str, Any]) -> str:
     """Render one template; syntax errors and undefined variables name the file and line."""
     name = path.relative_to(root).as_posix()
     try:
         template = env.get_template(name)
         return template.render(**context)
-    except jinja2.TemplateSyntaxError as e:
-        raise InputError(f"template syntax error: {e.message}", file=str(path), line=e.lineno) from e
-    except jinja2.UndefinedError as e:
-        raise InputError(f"undefined variable: {e.message}", file=str(path),
-                         line=_error_line(e, str(path))) from e
     except jinja2.TemplateError as e:
-        raise InputError(f"template error: {e}", file=str(path), line=_error_line(e, str(path))) from e
+        raise _input_error(e, path) from e
 
 
 # A user template's render is bounded (the file is then that file's error, never a hang or a
@@ -350,13 +356,8 @@ def render_user_template(path: Path, values: Mapping[str, Any]) -> str:
     except TemplateLimitError as e:
         raise InputError(f"template over a render limit: {e}", file=str(path),
                          line=_error_line(e, str(path))) from e
-    except jinja2.TemplateSyntaxError as e:
-        raise InputError(f"template syntax error: {e.message}", file=str(path), line=e.lineno) from e
-    except jinja2.UndefinedError as e:
-        raise InputError(f"undefined variable: {e.message}", file=str(path),
-                         line=_error_line(e, str(path))) from e
     except jinja2.TemplateError as e:
-        raise InputError(f"template error: {e}", file=str(path), line=_error_line(e, str(path))) from e
+        raise _input_error(e, path) from e
     except (OverflowError, MemoryError, RecursionError, ArithmeticError, TypeError,
             ValueError) as e:
         raise InputError(f"template error: {type(e).__name__}: {' '.join(str(e).split())}",
