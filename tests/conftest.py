@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,20 @@ def _stops_what_it_starts(request: pytest.FixtureRequest) -> Iterator[None]:
     if leaks:
         leaks.kill_processes()
         pytest.fail(f"{request.node.nodeid} left behind:\n{leaks.describe()}", pytrace=False)
+
+
+# Directories in the order they run: quick, self-contained tests first, so that a failure
+# shows early and the background prebuild (tests/prebuild.py) has the unit and kube tests'
+# minutes to debootstrap what the node, e2e and Vagrant tests boot.
+RUN_ORDER = ("unit", "kube", "node", "hosts", "e2e", "kubenode", "vagrant")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        parts = Path(str(item.fspath)).relative_to(root).parts
+        top = parts[0] if len(parts) > 1 else ""
+        return RUN_ORDER.index(top) if top in RUN_ORDER else len(RUN_ORDER)
+
+    items.sort(key=rank)  # stable: each directory keeps its own order
