@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
@@ -158,7 +159,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     delay = 1.0
     while True:
         try:
-            api = connect(url, args.state, node, args.root, args.credentials,
+            api = connect(url, args.state, node, args.root, credentials_path(args),
                           _labels(args.label))
             break
         except (StoreError, OSError, ValueError) as err:
@@ -213,6 +214,14 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def credentials_path(args: argparse.Namespace) -> Path:
+    """--credentials, else the host's node-credentials.json under --root: in a container the
+    host's file is at /rootfs/etc/..., not in the container's own /etc."""
+    if args.credentials is not None:
+        return Path(args.credentials)
+    return Path(args.root) / NODE_CREDENTIALS_PATH.lstrip("/")
+
+
 def _add_start(sub: Any) -> None:
     start = sub.add_parser("start", help="run the daemon: follow this node's desired config")
     start.add_argument("--node", help="node name (default: the hostname)")
@@ -222,7 +231,7 @@ def _add_start(sub: Any) -> None:
     start.add_argument("--state", help="state directory of a local: store")
     start.add_argument("--kubeconfig", help="kubeconfig of --store kube")
     start.add_argument("--credentials", type=Path,
-                       default=Path("/etc/machine-config-daemon/node-credentials.json"))
+                       help=f"node credentials (default: {NODE_CREDENTIALS_PATH} under --root)")
     start.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                        help="node label at registration (default: the pool's role label)")
     start.add_argument("--metrics-listen", default="127.0.0.1:8797",

@@ -109,3 +109,17 @@ def test_start_refuses_a_root_that_is_not_a_running_host(
     (no running systemd under it) is refused before anything is contacted."""
     assert main(["start", "--root", str(tmp_path), "--store", "kube", "--metrics-listen", ""]) == 2
     assert "is not a running systemd host's root" in capsys.readouterr().err
+
+
+def test_start_reads_the_hosts_credentials_under_root() -> None:
+    # the DaemonSet mounts the host at /rootfs: the host's node-credentials.json is there, not
+    # in the container's own /etc
+    from mcd.cli import build_parser, credentials_path
+
+    parser = build_parser()
+    args = parser.parse_args(["start", "--root", "/rootfs"])
+    assert credentials_path(args) == Path("/rootfs/etc/machine-config-daemon/node-credentials.json")
+    args = parser.parse_args(["start"])
+    assert credentials_path(args) == Path("/etc/machine-config-daemon/node-credentials.json")
+    args = parser.parse_args(["start", "--root", "/rootfs", "--credentials", "/run/creds.json"])
+    assert credentials_path(args) == Path("/run/creds.json")
