@@ -22,7 +22,7 @@ from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_na
 from mcd.file_writers import FileWriter, Journal, check_unit_name
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
-from mcd.passwd import apply_passwd
+from mcd.passwd import SSH_SERVICES, apply_passwd
 from mcd.rpm_ostree import (OSTREE_BOOTED, Runner, apply_os_changes, ostree_booted,
                             rollback_os_changes, run_rpm_ostree)
 from mcd.systemd import SystemdApi, SystemdError
@@ -191,8 +191,8 @@ class _UnitOps:
 
 
 def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Mapping[str, Any],
-                      writer: FileWriter, units: _UnitOps) -> bool:
-    """All file, unit and passwd writes of the update; True when unit files changed."""
+                      writer: FileWriter, units: _UnitOps) -> tuple[bool, bool]:
+    """All file, unit and passwd writes of the update: (unit files changed, sshd must reload)."""
     old_files, new_files = files_by_path(old_ign), files_by_path(new_ign)
     old_units, new_units = units_by_name(old_ign), units_by_name(new_ign)
     for unit in [*old_units.values(), *new_units.values()]:
@@ -236,9 +236,23 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
                          and units.state(n) not in ("not-found", "masked")))
     units.preset(sorted(n for n in to_write if "enabled" not in new_units[n]
                         and new_units[n].get("contents") and not new_units[n].get("mask")))
-    if plan.diff.passwd:
-        apply_passwd(writer, old_ign, new_ign)
-    return unit_files_changed
+    reload_sshd = bool(plan.diff.passwd) and apply_passwd(writer, old_ign, new_ign)
+    return unit_files_changed, reload_sshd
+
+
+def _reload_sshd(systemd: SystemdApi) -> None:
+    """sshd reads the key drop-in passwd.py just installed; a failure leaves the keys written
+    and is logged (the next sshd restart reads them), it does not fail the update."""
+    for name in SSH_SERVICES:
+        try:
+            if systemd.unit_file_state(name) in ("not-found", ""):
+                continue
+            systemd.reload_unit(name)
+            log.info("reloaded %s: it reads core's SSH keys from authorized_keys.d", name)
+            return
+        except SystemdError as err:
+            log.warning("reloading %s failed: %s", name, err)
+            return
 
 
 def _perform(action: Action, systemd: SystemdApi) -> None:
@@ -288,7 +302,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     old_ign, new_ign = ignition_config_of(old_view), ignition_config_of(new_view)
     os_staged = False
     try:
-        unit_files_changed = _write_everything(plan, old_ign, new_ign, writer, units)
+        unit_files_changed, reload_sshd = _write_everything(plan, old_ign, new_ign, writer,
+                                                            units)
         if plan.diff.os_level and ostree_booted(root):
             os_staged = True
             apply_os_changes(old_mc, new_mc, plan.diff, os_runner)
@@ -328,6 +343,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                 continue
             log.info("post-config action: %s", action)
             _perform(action, systemd)
+        if reload_sshd and root == Path("/"):
+            _reload_sshd(systemd)
         validate_on_disk(new_view, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
         node_state.write_state(root, node_state.DEGRADED, str(err), currentConfig=new_name,

@@ -41,7 +41,8 @@ def node_factory() -> Iterator[NodeFactory]:
 @pytest.fixture
 def node(node_factory: NodeFactory, request: pytest.FixtureRequest) -> Iterator[Node]:
     """A freshly booted node of its own (tests change and reboot it)."""
-    name = "node-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    # a machine name must not end in "-" (nspawn refuses it): cut, then strip
+    name = "node-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
     created = node_factory.create(name)
     try:
         yield created

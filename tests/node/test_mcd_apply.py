@@ -4,7 +4,9 @@ Each test boots a node of its own; host state is checked with testinfra over SSH
 """
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,6 +172,40 @@ def test_ssh_key_change(node: Node) -> None:
     assert keys.content_string == "ssh-ed25519 AAA2 b\nssh-ed25519 AAA3 c\n"
     assert (keys.mode, keys.user, keys.group) == (0o600, "core", "core")
     assert host.file("/home/core/.ssh").mode == 0o700 and host.file("/home/core/.ssh").user == "core"
+
+
+def _ssh_as_core(node: Node, key: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ssh", "-F", str(node.ssh_config), "-l", "core", "-i", str(key),
+                           "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", node.name,
+                           "id -un"], capture_output=True, text=True, timeout=60)
+
+
+def test_core_logs_in_with_the_machineconfig_key_before_and_after_rotation(
+        node: Node, tmp_path: Path) -> None:
+    # stock sshd on Debian ignores ~/.ssh/authorized_keys.d/ignition: the keys have to work
+    keys = {}
+    for name in ("first", "second"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                        "-f", str(tmp_path / name)], check=True, timeout=30)
+        keys[name] = (tmp_path / f"{name}.pub").read_text().strip()
+    empty = machine_config("rendered-empty")
+    a = machine_config("rendered-a", users=[{"name": "core", "sshAuthorizedKeys": [keys["first"]]}])
+    b = machine_config("rendered-b", users=[{"name": "core", "sshAuthorizedKeys": [keys["second"]]}])
+    assert _ssh_as_core(node, tmp_path / "first").returncode != 0  # no key yet
+    status, summary = apply(node, empty, a)
+    assert (status, summary["state"]) == (0, "Done"), summary
+    login = _ssh_as_core(node, tmp_path / "first")
+    assert (login.returncode, login.stdout.strip()) == (0, "core"), login.stderr
+    status, summary = apply(node, a, b)
+    assert (status, summary["state"], summary["actions"]) == (0, "Done", ["none"]), summary
+    login = _ssh_as_core(node, tmp_path / "second")
+    assert (login.returncode, login.stdout.strip()) == (0, "core"), login.stderr
+    refused = _ssh_as_core(node, tmp_path / "first")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused
+    # root's own key (the harness's) still works: the drop-in keeps ~/.ssh/authorized_keys
+    assert node.ssh("id -un").stdout.strip() == "root"
+    dropin = node.testinfra().file("/etc/ssh/sshd_config.d/40-machine-config-ssh-keys.conf")
+    assert dropin.mode == 0o644 and "authorized_keys.d/ignition" in dropin.content_string
 
 
 def test_kubelet_conf_change_reboots_and_validates(node: Node) -> None:
