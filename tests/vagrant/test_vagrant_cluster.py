@@ -1,7 +1,8 @@
 """The mini cluster of vagrant/ for real: the Debian box built (cached by its recipe), libvirt
 started by hand when it is not running, two VMs brought up with `vagrant up` (plain QEMU where
 the host has no usable KVM), both join from their fw_cfg pointer config and reach Done, one
-kubelet change rolls out with a reboot per VM within maxUnavailable 1, and the tests/hosts
+kubelet change rolls out with a reboot per VM within maxUnavailable 1, `core` logs in with the
+MachineConfig's SSH key before and after a rotation (no reboot), and the tests/hosts
 suite passes against both VMs. `vagrant destroy -f` and the host-side programs are stopped
 whatever happens.
 
@@ -239,6 +240,30 @@ def pool_updated(store: Any, target: str | None = None) -> str | None:
     return str(spec)
 
 
+SSH_KEYS = ("first", "second")
+
+
+def write_ssh_key_config(cluster: VagrantCluster, key: str) -> None:
+    """The worker pool's MachineConfig giving `core` the test's `key` (replaced atomically)."""
+    mc = {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+          "metadata": {"name": "99-worker-ssh",
+                       "labels": {"machineconfiguration.openshift.io/role": "worker"}},
+          "spec": {"config": {"ignition": {"version": "3.2.0"}, "passwd": {"users": [
+              {"name": "core",
+               "sshAuthorizedKeys": [(cluster.workdir / f"{key}.pub").read_text().strip()]}]}}}}
+    tmp = cluster.input_dir / ".99-worker-ssh.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(mc, sort_keys=False))
+    os.replace(tmp, cluster.input_dir / "99-worker-ssh.yaml")
+
+
+def ssh_as_core(cluster: VagrantCluster, name: str, key: str) -> subprocess.CompletedProcess[str]:
+    """A login as `core` with only the test's `key` (Vagrant's own key is not offered)."""
+    return subprocess.run(["ssh", "-F", str(cluster.ssh_config), "-l", "core",
+                           "-i", str(cluster.workdir / key), "-o", "IdentitiesOnly=yes",
+                           "-o", "BatchMode=yes", name, "id -un"],
+                          capture_output=True, text=True, timeout=120)
+
+
 def box_build_steps(log_text: str) -> list[str]:
     """The box build's steps with their durations, from its "[box HH:MM:SS] what" lines."""
     steps = []
@@ -266,6 +291,10 @@ def cluster() -> Iterator[VagrantCluster]:
     running.console_dir.mkdir()
     shutil.copytree(REPO / "examples/cluster", running.input_dir)
     set_max_unavailable(running.input_dir / "pools.yaml", "worker", 1)
+    for key in SSH_KEYS:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key,
+                        "-f", str(workdir / key)], check=True, timeout=30)
+    write_ssh_key_config(running, "first")
     libvirt_started = False
     try:
         # libvirtd first: the box build deletes vagrant-libvirt's copy of an older box
@@ -326,6 +355,9 @@ def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: Vagran
         # the VM named itself from its pointer config, and the daemon runs from the served unit
         assert cluster.ssh(name, "hostname").strip() == name
         assert cluster.ssh(name, "systemctl is-active machine-config-daemon").strip() == "active"
+        # the MachineConfig's key lets core log in (stock sshd reads the fragment via the drop-in)
+        login = ssh_as_core(cluster, name, "first")
+        assert (login.returncode, login.stdout.strip()) == (0, "core"), login.stderr
 
     # a kubelet change: the default disruption policy reboots for kubelet.conf
     path = cluster.input_dir / "kubeletconfig.yaml"
@@ -355,6 +387,25 @@ def test_two_vms_join_roll_out_a_reboot_and_pass_the_host_checks(cluster: Vagran
         assert cluster.ssh(name, "cat /proc/sys/kernel/random/boot_id").strip() != boots[name], \
             f"{name} did not reboot"
         assert '"maxPods": 242' in cluster.ssh(name, f"cat {KUBELET_CONF}")
+
+    boots = {name: cluster.ssh(name, "cat /proc/sys/kernel/random/boot_id").strip()
+             for name in WORKERS}
+    with cluster.timings.phase("SSH key rotation (no reboot)"):
+        write_ssh_key_config(cluster, "second")
+        rotated = watch.wait(
+            lambda: (lambda t: t if t and t != target else None)(
+                dict(store.get_object("MachineConfigPool", "worker"))["spec"]
+                ["configuration"]["name"]),
+            "a rendered config with the rotated key", 120, lambda: describe(cluster, store))
+        watch.wait(lambda: pool_updated(store, rotated), f"both VMs Done on {rotated}",
+                   ROLLOUT_BUDGET, lambda: describe(cluster, store), interval=2)
+    for name in WORKERS:
+        login = ssh_as_core(cluster, name, "second")
+        assert (login.returncode, login.stdout.strip()) == (0, "core"), login.stderr
+        refused = ssh_as_core(cluster, name, "first")
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused
+        assert cluster.ssh(name, "cat /proc/sys/kernel/random/boot_id").strip() == boots[name], \
+            f"{name} rebooted for an SSH key change"
 
     with cluster.timings.phase("tests/hosts against the VMs"):
         proc = subprocess.run(
