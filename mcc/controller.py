@@ -104,6 +104,11 @@ class Controller:
                 continue
             if result.skipped:
                 log.debug("pool %s: no rollout: %s", name, result.skipped)
+            key, effect = node_controller.UPDATE_IN_PROGRESS_TAINT
+            for node, present in result.taints.items():
+                self.store.set_node_taint(node, key, effect, present)
+                log.info("node %s: %s taint %s:%s", node, "added" if present else "removed",
+                         key, effect)
             for node, patch in result.patches.items():
                 self.store.patch_node_annotations(node, patch)
                 if node not in result.targeted:

@@ -29,6 +29,9 @@ OS_LABEL = "kubernetes.io/os"
 SELECTING_ALL_NODES = ("This machineconfigpool is selecting all nodes. "
                        "A non-empty selector is required.")
 FAILING_STATES = frozenset({STATE_DEGRADED, STATE_UNRECONCILABLE})
+# MCO's NodeUpdateInProgressTaint: on every node whose desiredConfig is not yet the pool's
+# target, so that the scheduler prefers nodes that are already updated
+UPDATE_IN_PROGRESS_TAINT = ("UpdateInProgress", "PreferNoSchedule")
 # An int-or-percent string must be digits and a percent sign, as Kubernetes' intstr requires.
 _PERCENT = re.compile(r"^(-?\d+)%$")
 
@@ -55,6 +58,7 @@ class PoolReconcile:
     targeted: list[str] = field(default_factory=list)  # nodes given the new desiredConfig
     adopted: list[str] = field(default_factory=list)  # new nodes: desiredConfig = currentConfig
     events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
+    taints: dict[str, bool] = field(default_factory=dict)  # UpdateInProgress: add / remove
     skipped: str = ""  # why the pool was left alone ("" when the rollout ran)
 
 
@@ -358,6 +362,14 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
             if node.annotations.get(CONTROL_PLANE_TOPOLOGY_ANNOTATION) != topology:
                 # added to the node's patch: an adoption above must not be dropped
                 result.patches.setdefault(node.name, {})[CONTROL_PLANE_TOPOLOGY_ANNOTATION] = topology
+    key, effect = UPDATE_IN_PROGRESS_TAINT
+    for node in nodes:
+        # decided on the annotations read, before this pass targets anyone: a node targeted now
+        # loses the taint on the next pass (MCO's order)
+        waiting = node.annotations.get(DESIRED_CONFIG_ANNOTATION) != target or \
+            DESIRED_IMAGE_ANNOTATION in node.annotations
+        if waiting != node.has_taint(key, effect):
+            result.taints[node.name] = waiting
     chosen, capacity = candidates(nodes, target, result.max_unavailable)
     if len(chosen) > capacity:
         chosen = rollout_order(chosen, capacity)

@@ -57,12 +57,18 @@ class NodeRecord:
     ready: bool = True
     creation_timestamp: str = ""  # RFC 3339, UTC
     resource_version: int = 0
+    # Kubernetes taints, {"key", "effect"[, "value"]} (only the controller's are set off-kube)
+    taints: list[dict[str, str]] = field(default_factory=list)
+
+    def has_taint(self, key: str, effect: str) -> bool:
+        return any(t.get("key") == key and t.get("effect") == effect for t in self.taints)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "labels": dict(self.labels),
                 "annotations": dict(self.annotations), "unschedulable": self.unschedulable,
                 "ready": self.ready, "creationTimestamp": self.creation_timestamp,
-                "resourceVersion": self.resource_version}
+                "resourceVersion": self.resource_version,
+                "taints": [dict(t) for t in self.taints]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NodeRecord:
@@ -71,7 +77,16 @@ class NodeRecord:
                    unschedulable=bool(d.get("unschedulable", False)),
                    ready=bool(d.get("ready", True)),
                    creation_timestamp=str(d.get("creationTimestamp", "")),
-                   resource_version=int(d.get("resourceVersion", 0)))
+                   resource_version=int(d.get("resourceVersion", 0)),
+                   taints=[{str(k): str(v) for k, v in t.items()}
+                           for t in d.get("taints") or [] if isinstance(t, Mapping)])
+
+
+def with_taint(taints: list[dict[str, str]], key: str, effect: str, present: bool
+               ) -> list[dict[str, str]]:
+    """`taints` with the (key, effect) taint added at the end or removed; the others unchanged."""
+    kept = [dict(t) for t in taints if not (t.get("key") == key and t.get("effect") == effect)]
+    return [*kept, {"key": key, "effect": effect}] if present else kept
 
 
 @dataclass(frozen=True)
@@ -198,6 +213,9 @@ class Store(NodeAPI, Protocol):
     def set_node_labels(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord: ...
 
     def set_unschedulable(self, name: str, value: bool) -> NodeRecord: ...
+
+    def set_node_taint(self, name: str, key: str, effect: str, present: bool) -> NodeRecord:
+        """Add (present) or remove the taint `key` with `effect`; other taints stay."""
 
     def set_node_ready(self, name: str, value: bool) -> NodeRecord: ...
 

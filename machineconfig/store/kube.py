@@ -171,7 +171,9 @@ def node_record(node: JSON) -> NodeRecord:
                       unschedulable=bool(spec.get("unschedulable", False)),
                       ready=node_ready(status.get("conditions")),
                       creation_timestamp=str(meta.get("creationTimestamp") or ""),
-                      resource_version=rv)
+                      resource_version=rv,
+                      taints=[{str(k): str(v) for k, v in t.items()}
+                              for t in spec.get("taints") or [] if isinstance(t, dict)])
 
 
 def _retry_on_conflict(what: str, attempt: Callable[[], None]) -> None:
@@ -561,6 +563,32 @@ class KubeStore:
         self._controller_only("cordon nodes")
         return self._patch_node(name, {"spec": {"unschedulable": True if value else None}},
                                 "cordon" if value else "uncordon")
+
+    def set_node_taint(self, name: str, key: str, effect: str, present: bool) -> NodeRecord:
+        """spec.taints is replaced whole by a patch: read it, change one taint and write it back
+        with the resourceVersion read as precondition (a 409 reads again), as MCO's two-way
+        merge patch does; the other taints (value, timeAdded) are written back as they were."""
+        self._controller_only("taint nodes")
+        done: list[NodeRecord] = []
+
+        def attempt() -> None:
+            raw = _to_dict(self._call(f"get node {name}",
+                                      lambda: self.client.get(self._node_res, name)))
+            taints = [t for t in (raw.get("spec") or {}).get("taints") or []
+                      if isinstance(t, dict)]
+            matches = [t for t in taints if t.get("key") == key and t.get("effect") == effect]
+            if bool(matches) == present:
+                done.append(node_record(raw))
+                return
+            kept = [t for t in taints if t not in matches]
+            new = [*kept, {"key": key, "effect": effect}] if present else kept
+            rv = str((raw.get("metadata") or {}).get("resourceVersion") or "")
+            done.append(self._patch_node(name, {"metadata": {"resourceVersion": rv},
+                                                "spec": {"taints": new or None}},
+                                         "taint" if present else "untaint"))
+
+        _retry_on_conflict(f"taint node {name}", attempt)
+        return done[-1]
 
     def set_node_ready(self, name: str, value: bool) -> NodeRecord:
         """Set the node's Ready condition (the kubelet's job on a real cluster: for simulations)."""

@@ -22,6 +22,7 @@ from machineconfig.store.base import (
     NotFoundError,
     StoreError,
     StoreEvent,
+    with_taint,
 )
 from machineconfig.store.inputs import InputDir
 from machineconfig.store.rendered import RenderedDir
@@ -48,7 +49,8 @@ def _dumps(value: Any) -> str:
 
 def _copy_node(rec: NodeRecord) -> NodeRecord:
     return NodeRecord(rec.name, dict(rec.labels), dict(rec.annotations), rec.unschedulable,
-                      rec.ready, rec.creation_timestamp, rec.resource_version)
+                      rec.ready, rec.creation_timestamp, rec.resource_version,
+                      [dict(t) for t in rec.taints])
 
 
 def _check_changes(changes: Mapping[str, str | None], what: str) -> None:
@@ -397,6 +399,10 @@ class LocalStore:
 
     def set_node_ready(self, name: str, value: bool) -> NodeRecord:
         return self._update_node(name, lambda rec: setattr(rec, "ready", bool(value)))
+
+    def set_node_taint(self, name: str, key: str, effect: str, present: bool) -> NodeRecord:
+        return self._update_node(name, lambda rec: setattr(
+            rec, "taints", with_taint(rec.taints, key, effect, present)))
 
     # ----- events
 

@@ -77,6 +77,7 @@ class Cluster:
     daemon_api: Callable[[str], NodeAPI]
     controller: Controller
     daemons: list[SimDaemon]
+    most_tainted: int = 0  # the most nodes carrying UpdateInProgress at once, over all settles
 
     def join(self, name: str, config: str) -> None:
         """A node that booted into `config` (what mcd firstboot leaves behind)."""
@@ -99,6 +100,9 @@ class Cluster:
                             if n.annotations.get(C.DESIRED_CONFIG_ANNOTATION)
                             != n.annotations.get(C.CURRENT_CONFIG_ANNOTATION))
             worst = max(worst, in_flight)
+            self.most_tainted = max(self.most_tainted, sum(
+                1 for n in self.store.list_nodes()
+                if n.has_taint("UpdateInProgress", "PreferNoSchedule")))
             if not any(moved) and not (report.rendered or report.targeted or
                                        report.statuses_written or report.deleted):
                 return worst
@@ -113,7 +117,11 @@ class Cluster:
         status = dict(pool.get("status") or {})
         status.pop("observedGeneration", None)  # kube counts spec generations, local has none
         nodes = {n.name: ({k: v for k, v in n.annotations.items() if k.startswith(C.GROUP)},
-                          n.unschedulable) for n in self.store.list_nodes()}
+                          n.unschedulable,
+                          # the controller's taint only: kube-controller-manager adds its own
+                          # (node.kubernetes.io/not-ready: these nodes have no kubelet)
+                          [t for t in n.taints if t["key"] == "UpdateInProgress"])
+                 for n in self.store.list_nodes()}
         return {"configuration": pool["spec"].get("configuration"), "status": status,
                 "nodes": nodes, "rendered": self.store.list_rendered()}
 
@@ -211,7 +219,10 @@ def test_rollout_is_the_same_on_the_local_and_the_kube_store(local: Cluster, kub
     assert second != joined["configuration"]["name"]
     assert conditions(rolled)["Updated"] == ("True", f"All nodes are updated with MachineConfig {second}")
     assert rolled["status"]["updatedMachineCount"] == 3 and rolled["status"]["machineCount"] == 3
-    assert all(not cordoned for _, cordoned in rolled["nodes"].values())
+    assert all(not cordoned and not taints for _, cordoned, taints in rolled["nodes"].values())
+    # while the change rolled out one node at a time, every node waiting for it was tainted
+    # UpdateInProgress:PreferNoSchedule (MCO's node controller), and none is once it settled
+    assert local.most_tainted == kube.most_tainted == 3
     assert conditions(broken)["RenderDegraded"] == (
         "True", "Failed to render configuration for pool worker: kernelType=bogus is invalid")
     assert broken["nodes"] == rolled["nodes"]

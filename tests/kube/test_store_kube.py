@@ -255,6 +255,29 @@ def test_nodes(kube_store: KubeStore, control_plane: ControlPlane) -> None:
         kube_store.patch_node_annotations("n2", {"": "x"})
 
 
+def test_node_taint_keeps_the_other_taints(kube_store: KubeStore,
+                                          control_plane: ControlPlane) -> None:
+    cp = control_plane
+    kube_store.register_node("n1", {})
+    gpu = {"key": "example.com/gpu", "value": "a100", "effect": "NoSchedule"}
+    status, _ = call(cp, "PATCH", "/api/v1/nodes/n1", {"spec": {"taints": [gpu]}},
+                     "application/merge-patch+json")
+    assert status == 200
+    rec = kube_store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", True)
+    assert rec.has_taint("UpdateInProgress", "PreferNoSchedule")
+    _, raw = call(cp, "GET", "/api/v1/nodes/n1")
+    ours = {"key": "UpdateInProgress", "effect": "PreferNoSchedule"}
+    # kube-controller-manager may add node.kubernetes.io/* taints of its own meanwhile
+    assert [t for t in raw["spec"]["taints"] if "node.kubernetes.io" not in t["key"]] == [gpu, ours]
+    mark = cp.audit_mark()
+    kube_store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", True)
+    assert writes(cp, mark) == []  # already there: nothing written
+    rec = kube_store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", False)
+    assert not rec.has_taint("UpdateInProgress", "PreferNoSchedule")
+    _, raw = call(cp, "GET", "/api/v1/nodes/n1")
+    assert [t for t in raw["spec"]["taints"] if "node.kubernetes.io" not in t["key"]] == [gpu]
+
+
 def test_node_ready_is_mcos_test() -> None:
     assert node_ready([])
     assert node_ready([{"type": "Ready", "status": "True"},

@@ -224,3 +224,32 @@ def test_inlined_hot_loops_agree_with_the_predicates() -> None:
         if 100 - unavailable > failing:
             assert chosen == [n for n in nodes if not targets(n, NEW) and is_ready(n)]
             assert capacity == 100 - unavailable - failing
+
+
+# spec 6.2.8 and MCO's TestShouldMakeProgress: UpdateInProgress:PreferNoSchedule on every node
+# whose desiredConfig is not the pool's target; removed once it is, other taints untouched
+IN_PROGRESS = {"key": "UpdateInProgress", "effect": "PreferNoSchedule"}
+
+
+def test_update_in_progress_taint_follows_the_target() -> None:
+    waiting = [node(f"n{i}") for i in range(3)]
+    r = reconcile_pool(pool(maxUnavailable=1), waiting)
+    assert r.taints == {"n0": True, "n1": True, "n2": True}
+    assert list(r.patches) == ["n0"]  # targeted now: still tainted until the next pass
+
+    targeted = node("n0", desired=NEW, state="Working")
+    targeted.taints = [dict(IN_PROGRESS), {"key": "dummy", "effect": "PreferNoSchedule"}]
+    still_waiting = node("n1")
+    still_waiting.taints = [dict(IN_PROGRESS)]
+    r = reconcile_pool(pool(maxUnavailable=1), [targeted, still_waiting])
+    assert r.taints == {"n0": False}  # n1 keeps its taint: nothing to change
+
+    done = node("n2", current=NEW)  # already on the target, never tainted
+    assert reconcile_pool(pool(), [done]).taints == {}
+    # a desiredImage annotation left on a non-layered pool's node is still an update to make
+    image = node("n3", current=NEW, **{DESIRED_IMAGE_ANNOTATION: "quay.io/x@sha256:1"})
+    assert reconcile_pool(pool(), [image]).taints == {"n3": True}
+
+
+def test_paused_pool_taints_nothing() -> None:
+    assert reconcile_pool(pool(paused=True), [node("n0")]).taints == {}

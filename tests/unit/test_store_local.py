@@ -489,3 +489,19 @@ def test_an_existing_open_state_directory_is_narrowed(dirs: tuple[Path, Path]) -
     os.chmod(state, 0o755)
     LocalStore(str(inputs), str(state)).close()
     assert (os.stat(state).st_mode & 0o777) == 0o700
+
+
+def test_node_taint_added_once_and_removed_keeping_the_others(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    store = open_store(f"local:{tmp_path / 'in'}", str(tmp_path / "state"))
+    store.register_node("n1", {})
+    store.set_node_taint("n1", "example.com/gpu", "NoSchedule", True)
+    rec = store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", True)
+    revision = store.revision()
+    assert store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", True).taints == \
+        rec.taints == [{"key": "example.com/gpu", "effect": "NoSchedule"},
+                       {"key": "UpdateInProgress", "effect": "PreferNoSchedule"}]
+    assert store.revision() == revision  # unchanged: nothing written
+    rec = store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", False)
+    assert rec.taints == [{"key": "example.com/gpu", "effect": "NoSchedule"}]
+    assert store.get_node("n1").taints == rec.taints
