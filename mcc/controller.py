@@ -43,8 +43,9 @@ class PassReport:
 class Controller:
     def __init__(self, store: Store, templates_dir: Path = DEFAULT_TEMPLATES_DIR,
                  values: Mapping[str, Any] | None = None, gc_enabled: bool = True,
-                 now: Callable[[], str] = now_rfc3339) -> None:
+                 now: Callable[[], str] = now_rfc3339, node_name: str = "") -> None:
         self.store = store
+        self.node_name = node_name  # the node this controller runs on ("" when unknown)
         self.now = now
         self.gc_enabled = gc_enabled
         self.render = RenderController(store, templates_dir, values, now)
@@ -97,7 +98,8 @@ class Controller:
         for pool in pools:
             name = node_controller.pool_name(pool)
             try:
-                result = node_controller.reconcile_pool(pool, members.get(name, []), topology)
+                result = node_controller.reconcile_pool(pool, members.get(name, []), topology,
+                                                        self.node_name)
             except node_controller.MaxUnavailableError as e:
                 log.warning("pool %s: no rollout: %s", name, e)
                 self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaxUnavailable", str(e))

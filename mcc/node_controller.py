@@ -337,10 +337,12 @@ def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeR
     return nodes if view is None else view
 
 
-def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topology: str = ""
-                   ) -> PoolReconcile:
+def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topology: str = "",
+                   controller_node: str = "") -> PoolReconcile:
     """One pass of the node controller over one pool and its member nodes; `topology` is the
-    ControllerConfig's controlPlaneTopology, copied onto every node ("" leaves them alone)."""
+    ControllerConfig's controlPlaneTopology, copied onto every node ("" leaves them alone).
+    `controller_node` runs the controller: in the master pool it is updated last (MCO defers
+    the node running its operator while any other candidate is left)."""
     name = pool_name(pool)
     spec = pool.get("spec") or {}
     target = str((spec.get("configuration") or {}).get("name") or "")
@@ -371,6 +373,12 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
         if waiting != node.has_taint(key, effect):
             result.taints[node.name] = waiting
     chosen, capacity = candidates(nodes, target, result.max_unavailable)
+    if name == MASTER_POOL and controller_node and len(chosen) > 1:
+        if any(node.name == controller_node for node in chosen):
+            chosen = [node for node in chosen if node.name != controller_node]
+            result.events.append(("DeferringOperatorNodeUpdate",
+                                  f"Deferring update of machine config operator node "
+                                  f"{controller_node}"))
     if len(chosen) > capacity:
         chosen = rollout_order(chosen, capacity)
     for node in chosen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--interval", type=float, default=30.0, metavar="S",
                         help="longest wait between passes when nothing changes (default 30)")
     parser.add_argument("--once", action="store_true", help="run one pass and exit")
+    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""), metavar="NODE",
+                        help="the node this controller runs on, updated last in the master "
+                             "pool (default: $NODE_NAME, set by the Deployment)")
     parser.add_argument("--templates", metavar="DIR", type=Path, default=DEFAULT_TEMPLATES_DIR,
                         help="the ignition-templates tree (default: the one shipped with mcc)")
     parser.add_argument("--values", metavar="FILE",
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     except MachineConfigError as e:
         print(f"mcc start: {one_line(e)}", file=sys.stderr)
         return 1
-    controller = Controller(store, args.templates, values, gc_enabled=not args.no_gc)
+    controller = Controller(store, args.templates, values, gc_enabled=not args.no_gc,
+                            node_name=args.node_name)
     if args.metrics_listen and not args.once:
         serve_metrics(args.metrics_listen)
     if args.once:

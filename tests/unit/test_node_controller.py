@@ -253,3 +253,21 @@ def test_update_in_progress_taint_follows_the_target() -> None:
 
 def test_paused_pool_taints_nothing() -> None:
     assert reconcile_pool(pool(paused=True), [node("n0")]).taints == {}
+
+
+def test_master_pool_defers_the_controllers_node_while_others_wait() -> None:
+    masters = [node(f"m{i}", roles=("master",), created=f"2026-01-0{i + 1}T00:00:00Z")
+               for i in range(3)]
+    # the oldest master runs the controller: MCO would pick it first, it goes last instead
+    r = reconcile_pool(pool("master", maxUnavailable=1), masters, controller_node="m0")
+    assert r.targeted == ["m1"]
+    assert ("DeferringOperatorNodeUpdate",
+            "Deferring update of machine config operator node m0") in r.events
+    # the last candidate left is updated (len(candidates) <= 1 defers nothing)
+    done = [node("m1", current=NEW, roles=("master",)), node("m2", current=NEW, roles=("master",))]
+    r = reconcile_pool(pool("master"), [masters[0], *done], controller_node="m0")
+    assert r.targeted == ["m0"] and not any(e[0] == "DeferringOperatorNodeUpdate" for e in r.events)
+    # only in the master pool
+    workers = [node("w0"), node("w1")]
+    r = reconcile_pool(pool(maxUnavailable=2), workers, controller_node="w0")
+    assert r.targeted == ["w0", "w1"]
