@@ -18,6 +18,7 @@ from machineconfig.sdnotify import notify
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, Store
 from mcc import drain_controller, gc, node_controller, pool_status
 from mcc.kubelet_config import now_rfc3339
+from mcc.metrics import POOLS, PoolMetrics
 from mcc.render_controller import RenderController
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
@@ -43,8 +44,10 @@ class PassReport:
 class Controller:
     def __init__(self, store: Store, templates_dir: Path = DEFAULT_TEMPLATES_DIR,
                  values: Mapping[str, Any] | None = None, gc_enabled: bool = True,
-                 now: Callable[[], str] = now_rfc3339, node_name: str = "") -> None:
+                 now: Callable[[], str] = now_rfc3339, node_name: str = "",
+                 metrics: PoolMetrics = POOLS) -> None:
         self.store = store
+        self.metrics = metrics
         self.node_name = node_name  # the node this controller runs on ("" when unknown)
         self.now = now
         self.gc_enabled = gc_enabled
@@ -140,13 +143,17 @@ class Controller:
 
     def _status(self, report: PassReport) -> None:
         pools = self.store.list_objects(MACHINE_CONFIG_POOL)
-        members, _ = node_controller.assign_nodes(pools, self.store.list_nodes())
+        nodes = self.store.list_nodes()
+        members, _ = node_controller.assign_nodes(pools, nodes)
         now = self.now()
         input_errors = self._input_errors()
+        self.metrics.set_alerts(node_controller.pool_alerts(pools, nodes))
+        measured: list[tuple[str, Mapping[str, Any], list[str]]] = []
         for pool in pools:
             name = node_controller.pool_name(pool)
             status = pool_status.calculate_status(pool, members.get(name, []), now,
                                                   input_errors)
+            measured.append((name, status, [n.name for n in members.get(name, [])]))
             if status == (pool.get("status") or {}):
                 continue
             self.store.update_status(MACHINE_CONFIG_POOL, name, status)
@@ -156,6 +163,7 @@ class Controller:
                      status["unavailableMachineCount"], status["degradedMachineCount"])
             for reason, message in pool_status.status_events(pool, status):
                 self.store.record_event(MACHINE_CONFIG_POOL, name, reason, message, "Normal")
+        self.metrics.set_pools(measured)
 
     def _input_errors(self) -> list[str] | None:
         """Why input files fail to load, on a store that has input files (the local one)."""

@@ -37,6 +37,7 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import MachineConfigError
 from machineconfig.store.base import Blocker, NodeRecord, PodEvictor, Store
+from mcc.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ MAX_NAMED_BLOCKERS = 10
 MAX_REASON_LENGTH = 2000  # like the daemon's reason annotation
 EVENT_MESSAGE_LIMIT = 1024  # kube-apiserver's limit on an Event's note (the scheduler's truncation)
 
-# Where mcc's metrics live (served by `mcc start --metrics-listen HOST:PORT`).
-METRICS = CollectorRegistry()
 
 
 def drain_err_gauge(registry: CollectorRegistry) -> Gauge:

@@ -229,6 +229,25 @@ def assign_nodes(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
     return members, errors
 
 
+def pool_alerts(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
+                ) -> dict[str, int]:
+    """mcc_pool_alert per node in exactly one custom pool: 1 when it also matches master (and
+    so stays a master), else 0; nodes in no or several custom pools have no value (MCO's
+    GetPoolsForNode)."""
+    selectors = [(pool_name(p), compile_selector((p.get("spec") or {}).get("nodeSelector")))
+                 for p in pools]
+    nodes = [n for n in nodes if n.labels.get(OS_LABEL) != "windows"]
+    labels = [n.labels for n in nodes]
+    hits = {name: sel.match_all(labels) for name, sel in selectors if sel is not None}
+    masters = hits.get(MASTER_POOL) or [False] * len(nodes)
+    custom = [flags for name, flags in hits.items() if name not in (MASTER_POOL, WORKER_POOL)]
+    alerts: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if sum(flags[i] for flags in custom) == 1:
+            alerts[node.name] = 1 if masters[i] else 0
+    return alerts
+
+
 # --- maxUnavailable (6.2.6) --------------------------------------------------------------------
 
 def max_unavailable(value: object, node_count: int) -> int:

@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-gc", action="store_true",
                         help="keep rendered configs nothing refers to (MCO's behaviour)")
     parser.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
-                        help="serve /metrics (mcc_drain_err) there; off by default")
+                        help="serve /metrics (mcc_drain_err, mcc_pool_alert, mco_*) there; off by default")
     parser.set_defaults(func=run)
 
 
@@ -60,7 +60,7 @@ def serve_metrics(listen: str) -> WSGIServer | None:
     stops the thread), None when it could not start."""
     from prometheus_client import start_http_server
 
-    from mcc.drain_controller import METRICS
+    from mcc.metrics import METRICS
     host, _, port = listen.rpartition(":")
     try:
         server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=METRICS)
