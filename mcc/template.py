@@ -144,7 +144,7 @@ def _b64decode(value: str | bytes) -> str:
     text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
     if text.lstrip().startswith("-----BEGIN"):
         return text
-    return base64.b64decode(text).decode("utf-8")
+    return base64.b64decode("".join(text.split())).decode("utf-8")
 
 
 E = TypeVar("E", bound=SandboxedEnvironment)
@@ -369,6 +369,7 @@ def template_context(controller_config: Mapping[str, Any], role: str, *,
                      pull_secret: str | None = None) -> dict[str, Any]:
     """Variables every template sees: the ControllerConfig spec keys (JSON spelling) plus derived ones."""
     spec = controller_config_spec(controller_config)
+    _check_byte_fields(spec)
     ptype = platform_type(spec)
     derived: dict[str, Any] = {
         "spec": spec, "role": role, "platform": platform_dir(spec), "platformType": ptype,
@@ -391,6 +392,29 @@ def template_context(controller_config: Mapping[str, Any], role: str, *,
                              path=f"values.{key}")
         context[key] = value
     return context
+
+
+# ControllerConfig []byte fields the templates decode (Go marshals them as base64)
+BYTE_FIELDS = ("kubeAPIServerServingCAData", "rootCAData", "cloudProviderCAData",
+               "additionalTrustBundle")
+
+
+def _check_byte_fields(spec: Mapping[str, Any]) -> None:
+    """A CA bundle that is neither PEM text nor base64 of UTF-8 text is the input's error, named
+    by its field (not a decoding error deep inside a template)."""
+    for name in BYTE_FIELDS:
+        value = spec.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"must be a base64 string, got {type(value).__name__}",
+                             path=f"spec.{name}")
+        if value.lstrip().startswith("-----BEGIN"):
+            continue
+        try:
+            base64.b64decode("".join(value.split()), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"neither PEM nor base64 of text ({e})", path=f"spec.{name}") from e
 
 
 def _credential_provider_flag(ptype: str) -> str:

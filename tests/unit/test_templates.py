@@ -2,12 +2,16 @@
 files and units a Fedora CoreOS node boots with, per role and platform."""
 from __future__ import annotations
 
+import base64
+import re
+
 import json
 
 import pytest
 import yaml
 
 from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
+from machineconfig.errors import InputError
 from mcc.template import render_templates
 
 from .test_templates_helpers import (
@@ -164,6 +168,19 @@ def test_optional_templates_render_only_when_their_data_is_set() -> None:
     path = "/etc/pki/ca-trust/source/anchors/openshift-config-user-ca-bundle.crt"
     assert file_text(mcs["00-worker"], path) == bundle + "\n"
     assert path not in files(render()["00-worker"])
+    # on a cluster the bundle is a []byte field: base64, as kube-apiserver stores and serves it
+    encoded = base64.b64encode(bundle.encode()).decode()
+    assert file_text(render(additionalTrustBundle=encoded)["00-worker"], path) == bundle + "\n"
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("not base64!", "Only base64 data is allowed"),
+    ("//8=", "can't decode byte 0xff"),  # base64, but of bytes that are no text
+])
+def test_a_ca_bundle_that_is_neither_pem_nor_base64_names_its_field(value: str, why: str) -> None:
+    with pytest.raises(InputError, match=r"spec\.additionalTrustBundle: neither PEM nor base64 "
+                       rf"of text \(.*{re.escape(why)}"):
+        render(additionalTrustBundle=value)
 
 
 def test_cloud_config_is_removed_on_platforms_without_a_cloud() -> None:
