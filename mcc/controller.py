@@ -9,14 +9,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from machineconfig.errors import MachineConfigError
+from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.sdnotify import notify
-from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, Store
-from mcc import drain_controller, gc, node_controller, pool_status
+from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, NodeRecord, Store
+from mcc import drain_controller, gc, node_controller, plan, pool_status, windows
 from mcc.kubelet_config import now_rfc3339
 from mcc.metrics import POOLS, PoolMetrics
 from mcc.render_controller import RenderController
@@ -41,6 +43,19 @@ class PassReport:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WindowReport:
+    """A pool's maintenance window in the last pass: its state (None when unreadable) and its
+    pool condition (open, reason, message)."""
+
+    state: windows.WindowState | None
+    condition: tuple[bool, str, str]
+
+
+def parse_rfc3339(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
 class Controller:
     def __init__(self, store: Store, templates_dir: Path = DEFAULT_TEMPLATES_DIR,
                  values: Mapping[str, Any] | None = None, gc_enabled: bool = True,
@@ -53,6 +68,7 @@ class Controller:
         self.gc_enabled = gc_enabled
         self.render = RenderController(store, templates_dir, values, now)
         self.drain = drain_controller.DrainController(store)
+        self._windows: dict[str, WindowReport] = {}  # pool -> its window in the last pass
         # Warnings already reported (SelectingAll, membership and maxUnavailable errors): a pass
         # runs on every change, an event per pass would drown the real ones.
         self._reported: set[tuple[str, str, str]] = set()
@@ -98,11 +114,14 @@ class Controller:
         for node, error in errors.items():
             log.warning("node %s skipped: %s", node, error)
             self._event_once("Node", node, "PoolMembership", error)
+        now = parse_rfc3339(self.now())
+        self._windows = {}
         for pool in pools:
             name = node_controller.pool_name(pool)
+            hold = self._window_hold(pool, members.get(name, []), now)
             try:
                 result = node_controller.reconcile_pool(pool, members.get(name, []), topology,
-                                                        self.node_name)
+                                                        self.node_name, hold)
             except node_controller.MaxUnavailableError as e:
                 log.warning("pool %s: no rollout: %s", name, e)
                 self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaxUnavailable", str(e))
@@ -136,6 +155,65 @@ class Controller:
                     self.store.record_event(MACHINE_CONFIG_POOL, name, reason, message,
                                             "Normal")
 
+    def _window_hold(self, pool: Mapping[str, Any], nodes: list[NodeRecord],
+                     now: datetime) -> set[str]:
+        """The pool's nodes whose update must wait for its maintenance window (mcc.windows):
+        while it is closed, those whose move to the target drains or reboots them (all of
+        them unless the pool lets rebootless updates through). Records the window's state for
+        the pool status and the run loop's wake-up."""
+        name = node_controller.pool_name(pool)
+        target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
+        waiting = [n for n in nodes if target and
+                   n.annotations.get(DESIRED_CONFIG_ANNOTATION) != target]
+        try:
+            schedule = windows.schedule_of(pool)
+        except InputError as e:
+            # fail closed: a schedule nobody can read holds every disruptive update
+            message = f"{e}; updates wait until it is fixed"
+            self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaintenanceWindow", message)
+            self._windows[name] = WindowReport(None, (False, "InvalidSchedule", message))
+            return {n.name for n in waiting}
+        if schedule is None:
+            return set()
+        state = windows.state_at(schedule, now)
+        hold: set[str] = set()
+        if not state.is_open:
+            moves: dict[str, bool] = {}
+            for node in waiting:
+                current = node.annotations.get(CURRENT_CONFIG_ANNOTATION, "")
+                if current not in moves:
+                    moves[current] = not state.rebootless_outside or \
+                        self._disruptive(current, target)
+                if moves[current]:
+                    hold.add(node.name)
+        message = windows.describe(state, sorted(hold))
+        self._windows[name] = WindowReport(state, (state.is_open,
+                                                   "Open" if state.is_open else "Closed",
+                                                   message))
+        if hold:
+            self._event_once(MACHINE_CONFIG_POOL, name, "WaitingForMaintenanceWindow",
+                             f"{len(hold)} node(s) wait for the maintenance window to update "
+                             f"to {target}: next opens {windows.stamp(state.next_opening)}",
+                             "Normal")
+        return hold
+
+    def _disruptive(self, current: str, target: str) -> bool:
+        """Whether a node on `current` is drained or rebooted to reach `target` (default node
+        disruption policy; unknown configs count as disruptive)."""
+        try:
+            return plan.is_disruptive(self.store.get_rendered(current),
+                                      self.store.get_rendered(target))
+        except MachineConfigError:
+            return True
+
+    def window_wake_in(self, now: datetime | None = None) -> float | None:
+        """Seconds until a pool's maintenance window opens or closes, for the run loop."""
+        moment = now or parse_rfc3339(self.now())
+        edges = [edge for report in self._windows.values() if report.state is not None
+                 for edge in (report.state.open_until, report.state.next_opening)
+                 if edge is not None]
+        return max((min(edges) - moment).total_seconds(), 0.0) if edges else None
+
     def _drain(self, report: PassReport) -> None:
         # The drain controller records its own events (a blocked drain is retried on MCO's
         # schedule, not reported on every pass).
@@ -151,8 +229,10 @@ class Controller:
         measured: list[tuple[str, Mapping[str, Any], list[str]]] = []
         for pool in pools:
             name = node_controller.pool_name(pool)
+            window = self._windows.get(name)
             status = pool_status.calculate_status(pool, members.get(name, []), now,
-                                                  input_errors)
+                                                  input_errors,
+                                                  window.condition if window else None)
             measured.append((name, status, [n.name for n in members.get(name, [])]))
             if status == (pool.get("status") or {}):
                 continue
@@ -191,10 +271,10 @@ class Controller:
             if first:
                 notify("READY=1")  # systemd Type=notify; a no-op otherwise
                 first = False
-            # A draining node due for its next eviction step wakes the loop early.
-            drain_due = self.drain.wake_in()
-            deadline = time.monotonic() + (interval if drain_due is None
-                                           else min(interval, max(drain_due, 0.05)))
+            # A draining node due for its next eviction step, or a maintenance window
+            # opening or closing, wakes the loop early.
+            due = [d for d in (self.drain.wake_in(), self.window_wake_in()) if d is not None]
+            deadline = time.monotonic() + min([interval, *(max(d, 0.05) for d in due)])
             while not stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -271,9 +271,10 @@ def max_unavailable(value: object, node_count: int) -> int:
 
 # --- Candidates (6.2.9) and the pass (6.2.10) --------------------------------------------------
 
-def candidates(nodes: Sequence[NodeRecord], target: str, limit: int
-               ) -> tuple[list[NodeRecord], int]:
+def candidates(nodes: Sequence[NodeRecord], target: str, limit: int,
+               hold: Collection[str] = ()) -> tuple[list[NodeRecord], int]:
     """getAllCandidateMachines: the nodes that may move to `target` and the capacity left.
+    Nodes named in `hold` (waiting for a maintenance window) are never chosen.
 
     One loop with the predicates above inlined: this is the controller's hot path (10,000
     nodes per pass in bench/rollout.py).
@@ -294,7 +295,7 @@ def candidates(nodes: Sequence[NodeRecord], target: str, limit: int
         if desired == target and not image:
             if failing:
                 failing_this_config += 1
-        elif ready:
+        elif ready and node.name not in hold:
             chosen.append(node)
     if unavailable >= limit:
         return [], 0
@@ -357,11 +358,12 @@ def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeR
 
 
 def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topology: str = "",
-                   controller_node: str = "") -> PoolReconcile:
+                   controller_node: str = "", hold: Collection[str] = ()) -> PoolReconcile:
     """One pass of the node controller over one pool and its member nodes; `topology` is the
     ControllerConfig's controlPlaneTopology, copied onto every node ("" leaves them alone).
     `controller_node` runs the controller: in the master pool it is updated last (MCO defers
-    the node running its operator while any other candidate is left)."""
+    the node running its operator while any other candidate is left). Nodes in `hold` wait
+    for the pool's maintenance window (mcc.windows): they are not targeted."""
     name = pool_name(pool)
     spec = pool.get("spec") or {}
     target = str((spec.get("configuration") or {}).get("name") or "")
@@ -391,7 +393,7 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
             DESIRED_IMAGE_ANNOTATION in node.annotations
         if waiting != node.has_taint(key, effect):
             result.taints[node.name] = waiting
-    chosen, capacity = candidates(nodes, target, result.max_unavailable)
+    chosen, capacity = candidates(nodes, target, result.max_unavailable, hold)
     if name == MASTER_POOL and controller_node and len(chosen) > 1:
         if any(node.name == controller_node for node in chosen):
             chosen = [node for node in chosen if node.name != controller_node]

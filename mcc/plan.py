@@ -8,14 +8,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from machineconfig import disruption
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
 from machineconfig.store.base import NodeRecord
-from mcc import node_controller
+from mcc import node_controller, windows
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,13 @@ class PoolPlan:
     paused: bool = False
     max_unavailable: str = ""
     nodes: list[NodePlan] = field(default_factory=list)
+    window: str = ""  # the maintenance window's state, "" without one (mcc.windows)
 
     def to_dict(self) -> JSON:
         return {"pool": self.pool, "current": self.current, "target": self.target,
                 "error": self.error, "paused": self.paused,
                 "maxUnavailable": self.max_unavailable,
+                "maintenanceWindow": self.window,
                 "nodes": [n.to_dict() for n in self.nodes]}
 
 
@@ -84,10 +87,25 @@ def cost(old: Mapping[str, Any], new: Mapping[str, Any],
     return ", ".join((["drain"] if drain else []) + words) or "none", changes_of(diff)
 
 
+def is_disruptive(old: Mapping[str, Any], new: Mapping[str, Any],
+                  policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY) -> bool:
+    """Whether moving a node from `old` to `new` drains or reboots it (an unreconcilable move
+    counts as disruptive: a maintenance window holds it too)."""
+    try:
+        check_reconcilable(old, new)
+    except NotReconcilableError:
+        return True
+    diff = disruption.compute_diff(old, new)
+    actions = disruption.post_config_actions(diff, policy)
+    return any(a.type is disruption.ActionType.REBOOT for a in actions) or \
+        disruption.drain_required(actions, ignition_config_of(old), ignition_config_of(new))
+
+
 def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[NodeRecord],
-              lookup: Lookup, policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY
-              ) -> PoolPlan:
-    """Every member node's move to `target` (the pool's current config when `target` is "")."""
+              lookup: Lookup, policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY,
+              now: datetime | None = None) -> PoolPlan:
+    """Every member node's move to `target` (the pool's current config when `target` is "").
+    With `now`, a pool's maintenance window (mcc.windows) says which moves wait for it."""
     spec = pool.get("spec") or {}
     current = str((spec.get("configuration") or {}).get("name") or "")
     raw_max = spec.get("maxUnavailable")
@@ -118,7 +136,33 @@ def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[
                 cache[key] = (f"unknown: {e}", [])
         verdict, changes = cache[key]
         result.nodes.append(NodePlan(node.name, here, goal, verdict, list(changes)))
+    if now is not None:
+        _plan_window(pool, result, lookup, policy, now)
     return result
+
+
+def _plan_window(pool: Mapping[str, Any], result: PoolPlan, lookup: Lookup,
+                 policy: disruption.NodeDisruptionPolicy, now: datetime) -> None:
+    try:
+        schedule = windows.schedule_of(pool)
+    except InputError as e:
+        result.window = f"unreadable, every update waits: {e}"
+        return
+    if schedule is None:
+        return
+    state = windows.state_at(schedule, now)
+    waiting = []
+    for node in result.nodes:
+        if not node.current or node.current == node.target or not node.target:
+            continue
+        try:
+            disruptive = is_disruptive(lookup(node.current), lookup(node.target), policy)
+        except MachineConfigError:
+            disruptive = True
+        if not state.allows(disruptive):
+            waiting.append(node.node)
+            node.cost += "; waits for the maintenance window"
+    result.window = windows.describe(state, waiting)
 
 
 def format_text(plans: Sequence[PoolPlan]) -> str:
@@ -135,6 +179,8 @@ def format_text(plans: Sequence[PoolPlan]) -> str:
         if p.paused:
             head += ", paused (nothing rolls out until unpaused)"
         lines.append(head)
+        if p.window:
+            lines.append(f"  {p.window}")
         for n in p.nodes:
             move = f"{n.current or '-'} -> {n.target}" if n.current != n.target else n.current
             lines.append(f"  {n.node}: {n.cost} ({move})")

@@ -25,6 +25,8 @@ RENDER_DEGRADED, DEGRADED = "RenderDegraded", "Degraded"
 # Ours (the local store): input files that cannot be loaded. Not RenderDegraded: the pool still
 # renders, from those files' last good objects, and a broken file names no pool.
 INPUT_DEGRADED, INPUT_ERRORS_REASON = "InputDegraded", "InputFileErrors"
+# Ours: a pool with a maintenance window (mcc.windows): True while one is open
+MAINTENANCE_WINDOW = "MaintenanceWindow"
 MAX_LISTED_ERRORS = 10
 
 
@@ -70,10 +72,12 @@ def input_errors_message(errors: Sequence[str]) -> str:
 
 
 def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: str,
-                     input_errors: Sequence[str] | None = None) -> JSON:
+                     input_errors: Sequence[str] | None = None,
+                     window: tuple[bool, str, str] | None = None) -> JSON:
     """The pool's status for `nodes` (its members); other fields of the old status are kept.
 
-    `input_errors`: why input files fail to load (a store with input files; None elsewhere)."""
+    `input_errors`: why input files fail to load (a store with input files; None elsewhere).
+    `window`: (open, reason, message) of the pool's maintenance window, None without one."""
     spec = pool.get("spec") or {}
     status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
     target = str((spec.get("configuration") or {}).get("name") or "")
@@ -129,6 +133,11 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
                       input_errors_message(input_errors), now)
     elif find_condition(status, INPUT_DEGRADED) is not None:
         set_condition(status, INPUT_DEGRADED, False, "", "", now)
+    if window is not None:
+        set_condition(status, MAINTENANCE_WINDOW, window[0], window[1], window[2], now)
+    elif find_condition(status, MAINTENANCE_WINDOW) is not None:
+        status["conditions"] = [c for c in status["conditions"]
+                                if c.get("type") != MAINTENANCE_WINDOW]
     if not degraded and not is_condition_true(status, RENDER_DEGRADED) and input_errors:
         set_condition(status, DEGRADED, True, INPUT_ERRORS_REASON,
                       input_errors_message(input_errors), now)

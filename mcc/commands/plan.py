@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             except NotFoundError:
                 raise NotFoundError(f"rendered config {name} not found") from None
 
+        now = datetime.now(timezone.utc)
         pools = store.list_objects(MACHINE_CONFIG_POOL)
         members, errors = node_controller.assign_nodes(pools, store.list_nodes())
         plans: list[PoolPlan] = []
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             name = node_controller.pool_name(pool)
             target = result.rendered[name].name if name in result.rendered else ""
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
-                                   members.get(name, []), lookup, policy))
+                                   members.get(name, []), lookup, policy, now))
     except (MachineConfigError, disruption.PolicyError) as e:
         print(f"mcc plan: {one_line(e)}", file=sys.stderr)
         return 1
