@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
+from machineconfig import rollout
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.sdnotify import notify
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, NodeRecord, Store
@@ -122,7 +123,7 @@ class Controller:
             try:
                 result = node_controller.reconcile_pool(pool, members.get(name, []), topology,
                                                         self.node_name, hold)
-            except node_controller.MaxUnavailableError as e:
+            except rollout.MaxUnavailableError as e:
                 log.warning("pool %s: no rollout: %s", name, e)
                 self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaxUnavailable", str(e))
                 continue

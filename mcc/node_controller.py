@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,6 +16,7 @@ from machineconfig.constants import (
     MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DEGRADED, STATE_DONE, STATE_UNRECONCILABLE,
 )
 from machineconfig.errors import MachineConfigError
+from machineconfig.rollout import max_unavailable
 from machineconfig.store.base import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,6 @@ FAILING_STATES = frozenset({STATE_DEGRADED, STATE_UNRECONCILABLE})
 # MCO's NodeUpdateInProgressTaint: on every node whose desiredConfig is not yet the pool's
 # target, so that the scheduler prefers nodes that are already updated
 UPDATE_IN_PROGRESS_TAINT = ("UpdateInProgress", "PreferNoSchedule")
-# An int-or-percent string must be digits and a percent sign, as Kubernetes' intstr requires.
-_PERCENT = re.compile(r"^(-?\d+)%$")
-
-
-class MaxUnavailableError(MachineConfigError):
-    """The pool's maxUnavailable is neither an int nor an "N%" string."""
 
 
 class PoolMembershipError(MachineConfigError):
@@ -62,37 +56,7 @@ class PoolReconcile:
     skipped: str = ""  # why the pool was left alone ("" when the rollout ran)
 
 
-# --- Node predicates (MCO's helpers.go / layered_node_state.go, non-layered) --------------------
-
-def is_ready(node: NodeRecord) -> bool:
-    """Ready and schedulable: a cordoned node is busy updating or held by an administrator."""
-    return node.ready and not node.unschedulable
-
-
-def is_done(node: NodeRecord) -> bool:
-    a = node.annotations
-    current = a.get(CURRENT_CONFIG_ANNOTATION, "")
-    return (current != "" and current == a.get(DESIRED_CONFIG_ANNOTATION, "")
-            and a.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == STATE_DONE
-            and DESIRED_IMAGE_ANNOTATION not in a)
-
-
-def is_failing(node: NodeRecord) -> bool:
-    """The daemon gave up on its desired config: the node can be retargeted."""
-    a = node.annotations
-    if a.get(CURRENT_CONFIG_ANNOTATION, "") == a.get(DESIRED_CONFIG_ANNOTATION, ""):
-        return False
-    return a.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) in (STATE_DEGRADED, STATE_UNRECONCILABLE)
-
-
-def is_unavailable(node: NodeRecord) -> bool:
-    if not is_ready(node):
-        return True
-    if is_done(node):
-        return False
-    # Mid-update (or not started yet) unless the daemon is in a failing state.
-    return not is_failing(node)
-
+# --- Node predicates: machineconfig.rollout (shared with the server's FleetLock) ---
 
 def is_degraded(node: NodeRecord) -> bool:
     return node.annotations.get(MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) in (
@@ -246,27 +210,6 @@ def pool_alerts(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
         if sum(flags[i] for flags in custom) == 1:
             alerts[node.name] = 1 if masters[i] else 0
     return alerts
-
-
-# --- maxUnavailable (6.2.6) --------------------------------------------------------------------
-
-def max_unavailable(value: object, node_count: int) -> int:
-    """An int, or a percentage of `node_count` rounded down; nil means 1 and 0 becomes 1."""
-    if value is None:
-        result = 1
-    elif isinstance(value, bool):
-        raise MaxUnavailableError(f"invalid value for IntOrString: {value!r}")
-    elif isinstance(value, int):
-        result = value
-    elif isinstance(value, str):
-        match = _PERCENT.match(value)
-        if match is None:
-            raise MaxUnavailableError(f'invalid value for IntOrString: invalid type: string is '
-                                      f'not a percentage: "{value}"')
-        result = int(match.group(1)) * node_count // 100
-    else:
-        raise MaxUnavailableError(f"invalid value for IntOrString: {value!r}")
-    return max(result, 1)
 
 
 # --- Candidates (6.2.9) and the pass (6.2.10) --------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from machineconfig import disruption
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig import rollout
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
 from machineconfig.store.base import NodeRecord
@@ -110,8 +111,8 @@ def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[
     current = str((spec.get("configuration") or {}).get("name") or "")
     raw_max = spec.get("maxUnavailable")
     try:
-        limit = str(node_controller.max_unavailable(raw_max, len(nodes)))
-    except node_controller.MaxUnavailableError as e:
+        limit = str(rollout.max_unavailable(raw_max, len(nodes)))
+    except rollout.MaxUnavailableError as e:
         limit = f"invalid ({e})"
     result = PoolPlan(node_controller.pool_name(pool), current, target, error,
                       bool(spec.get("paused")), limit)

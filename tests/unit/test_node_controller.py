@@ -10,10 +10,8 @@ from machineconfig.constants import (
     DESIRED_IMAGE_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION as STATE,
 )
 from machineconfig.store.base import NodeRecord
-from mcc.node_controller import (
-    MaxUnavailableError, assign_nodes, candidates, is_unavailable, max_unavailable,
-    reconcile_pool,
-)
+from machineconfig.rollout import MaxUnavailableError, is_unavailable, max_unavailable
+from mcc.node_controller import assign_nodes, candidates, reconcile_pool
 
 OLD, NEW = "rendered-worker-old", "rendered-worker-new"
 WORKER_SEL = {"matchLabels": {"node-role.kubernetes.io/worker": ""}}
@@ -199,7 +197,8 @@ def test_inlined_hot_loops_agree_with_the_predicates() -> None:
     """candidates() and calculate_status() inline the predicates for speed: same answers."""
     import random
 
-    from mcc.node_controller import is_degraded, is_done, is_ready, is_failing, targets
+    from machineconfig.rollout import is_done, is_failing, is_ready
+    from mcc.node_controller import is_degraded, targets
     from mcc.pool_status import calculate_status
     rng = random.Random(7)
     configs = ["", OLD, NEW]
