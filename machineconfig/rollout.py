@@ -1,6 +1,6 @@
 """Rollout facts shared by the controller (mcc.node_controller) and the server's FleetLock
-(mcs.fleetlock): MCO's node predicates (helpers.go / layered_node_state.go, non-layered) and a
-pool's maxUnavailable (spec/mco.md 6.2.6)."""
+(mcs.fleetlock): MCO's node predicates (helpers.go / layered_node_state.go, non-layered), a
+pool's maxUnavailable (spec/mco.md 6.2.6) and which FleetLock groups share a pool's slots."""
 from __future__ import annotations
 
 import re
@@ -67,3 +67,15 @@ def max_unavailable(value: object, node_count: int) -> int:
     else:
         raise MaxUnavailableError(f"invalid value for IntOrString: {value!r}")
     return max(result, 1)
+
+
+# FleetLock groups are pools; Zincati's default group is the worker pool.
+FLEETLOCK_DEFAULT_GROUP, FLEETLOCK_DEFAULT_POOL = "default", "worker"
+
+
+def pool_for_group(group: str) -> str:
+    return FLEETLOCK_DEFAULT_POOL if group == FLEETLOCK_DEFAULT_GROUP else group
+
+
+def groups_of_pool(pool: str) -> set[str]:
+    return {pool, FLEETLOCK_DEFAULT_GROUP} if pool == FLEETLOCK_DEFAULT_POOL else {pool}

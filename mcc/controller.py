@@ -18,7 +18,9 @@ from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_AN
 from machineconfig import rollout
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.sdnotify import notify
-from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, NodeRecord, Store
+from machineconfig.store.base import (
+    CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, NodeRecord, RebootLocks, Store,
+)
 from mcc import drain_controller, gc, node_controller, plan, pool_status, windows
 from mcc.kubelet_config import now_rfc3339
 from mcc.metrics import POOLS, PoolMetrics
@@ -117,12 +119,18 @@ class Controller:
             self._event_once("Node", node, "PoolMembership", error)
         now = parse_rfc3339(self.now())
         self._windows = {}
+        locks = self.store.list_reboot_locks() if isinstance(self.store, RebootLocks) else []
         for pool in pools:
             name = node_controller.pool_name(pool)
             hold = self._window_hold(pool, members.get(name, []), now)
+            # FleetLock slot holders (Zincati hosts, say) share the pool's maxUnavailable; a
+            # member that is updating anyway is counted once
+            groups = rollout.groups_of_pool(name)
+            updating = {n.name for n in members.get(name, []) if rollout.is_unavailable(n)}
+            holders = {lock.holder for lock in locks if lock.group in groups} - updating
             try:
                 result = node_controller.reconcile_pool(pool, members.get(name, []), topology,
-                                                        self.node_name, hold)
+                                                        self.node_name, hold, len(holders))
             except rollout.MaxUnavailableError as e:
                 log.warning("pool %s: no rollout: %s", name, e)
                 self._event_once(MACHINE_CONFIG_POOL, name, "InvalidMaxUnavailable", str(e))

@@ -215,14 +215,16 @@ def pool_alerts(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
 # --- Candidates (6.2.9) and the pass (6.2.10) --------------------------------------------------
 
 def candidates(nodes: Sequence[NodeRecord], target: str, limit: int,
-               hold: Collection[str] = ()) -> tuple[list[NodeRecord], int]:
+               hold: Collection[str] = (), also_unavailable: int = 0
+               ) -> tuple[list[NodeRecord], int]:
     """getAllCandidateMachines: the nodes that may move to `target` and the capacity left.
-    Nodes named in `hold` (waiting for a maintenance window) are never chosen.
+    Nodes named in `hold` (waiting for a maintenance window) are never chosen;
+    `also_unavailable` machines outside `nodes` take capacity (FleetLock slot holders).
 
     One loop with the predicates above inlined: this is the controller's hot path (10,000
     nodes per pass in bench/rollout.py).
     """
-    unavailable = failing_this_config = 0
+    unavailable, failing_this_config = also_unavailable, 0
     chosen: list[NodeRecord] = []
     for node in nodes:
         a = node.annotations
@@ -301,12 +303,15 @@ def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeR
 
 
 def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topology: str = "",
-                   controller_node: str = "", hold: Collection[str] = ()) -> PoolReconcile:
+                   controller_node: str = "", hold: Collection[str] = (),
+                   lock_holders: int = 0) -> PoolReconcile:
     """One pass of the node controller over one pool and its member nodes; `topology` is the
     ControllerConfig's controlPlaneTopology, copied onto every node ("" leaves them alone).
     `controller_node` runs the controller: in the master pool it is updated last (MCO defers
     the node running its operator while any other candidate is left). Nodes in `hold` wait
-    for the pool's maintenance window (mcc.windows): they are not targeted."""
+    for the pool's maintenance window (mcc.windows): they are not targeted. `lock_holders`
+    machines hold the pool's FleetLock reboot slots without being its updating nodes: they count
+    against maxUnavailable (mcs.fleetlock)."""
     name = pool_name(pool)
     spec = pool.get("spec") or {}
     target = str((spec.get("configuration") or {}).get("name") or "")
@@ -336,7 +341,7 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
             DESIRED_IMAGE_ANNOTATION in node.annotations
         if waiting != node.has_taint(key, effect):
             result.taints[node.name] = waiting
-    chosen, capacity = candidates(nodes, target, result.max_unavailable, hold)
+    chosen, capacity = candidates(nodes, target, result.max_unavailable, hold, lock_holders)
     if name == MASTER_POOL and controller_node and len(chosen) > 1:
         if any(node.name == controller_node for node in chosen):
             chosen = [node for node in chosen if node.name != controller_node]

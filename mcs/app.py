@@ -14,8 +14,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+from mcs import fleetlock
 from mcs.auth import Authorizer
 from mcs.cache import ConfigSource, Served, ServedConfigCache
+from mcs.fleetlock import FleetLock
 from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
 from mcs.node_api import NodeAPIState, add_routes
@@ -63,6 +65,7 @@ class ServerState:
     advertise_url: str | None = None
     node_api: NodeAPIState | None = None
     tls_port: int | None = None  # the bound TLS port (set by the server once it listens)
+    fleetlock: FleetLock | None = None  # FleetLock's reboot slots (TLS listener, local store)
 
 
 STATE = web.AppKey("mcs_state", ServerState)
@@ -286,6 +289,10 @@ async def handle_api_over_plain(request: web.Request) -> web.StreamResponse:
     return error(404, "not found: the node API is served over TLS only")
 
 
+async def handle_fleetlock_over_plain(request: web.Request) -> web.StreamResponse:
+    return error(404, "not found: FleetLock is served over TLS only")
+
+
 def make_app(state: ServerState, tls: bool = True) -> web.Application:
     """The application of one listener. The node API (and so every token issued) is served on the
     TLS listener only (`tls`); the plain one serves /config/<pool>, /healthz and /metrics."""
@@ -298,6 +305,11 @@ def make_app(state: ServerState, tls: bool = True) -> web.Application:
         add_routes(app, node_api)
     elif state.node_api is not None:
         app.router.add_route("*", "/api/{tail:.*}", handle_api_over_plain)
+    if state.fleetlock is not None:
+        if tls:
+            fleetlock.add_routes(app, state.fleetlock)
+        else:
+            app.router.add_route("*", f"{fleetlock.PREFIX}/{{tail:.*}}", handle_fleetlock_over_plain)
     app.router.add_route("*", "/config/{tail:.*}", handle_config)
     app.router.add_route("*", "/healthz", handle_healthz)
     app.router.add_route("*", "/metrics", handle_metrics)

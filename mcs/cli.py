@@ -1,6 +1,7 @@
 """The `mcs` command line: `mcs bootstrap` serves a bootstrap directory, `mcs start` serves a store
 (and the node API), `mcs pointer` prints the pointer Ignition config new machines boot with, and
-`mcs node revoke|list` administers the node tokens of a state directory.
+`mcs node revoke|list` administers the node tokens of a state directory; `mcs fleetlock
+list|release` the FleetLock reboot slots held.
 """
 from __future__ import annotations
 
@@ -118,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
     listing = node_sub.add_parser("list", help="the nodes holding a token")
     listing.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
+
+    fleet = sub.add_parser("fleetlock", help="the FleetLock reboot slots held (local store)")
+    fleet_sub = fleet.add_subparsers(dest="fleetlock_command", required=True)
+    for name, text in (("list", "every slot held: group, holder id, since"),
+                       ("release", "give a holder's slot back (a machine that never came back)")):
+        cmd = fleet_sub.add_parser(name, help=text)
+        if name == "release":
+            cmd.add_argument("id", help="the holder's FleetLock client id")
+            cmd.add_argument("--group", default="default", help="its group (default: default)")
+        else:
+            cmd.add_argument("-o", "--output", choices=("text", "json"), default="text")
+        cmd.add_argument("--store", required=True, metavar="URL", help="local:DIR, as mcs start")
+        cmd.add_argument("--state", required=True, metavar="SDIR", help="the state directory")
 
     ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
     ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
@@ -270,6 +284,36 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fleetlock(args: argparse.Namespace) -> int:
+    from machineconfig.rollout import pool_for_group
+    from machineconfig.store import open_store
+    from machineconfig.store.base import RebootLocks, StoreError
+    from mcs import fleetlock
+
+    try:
+        store = open_store(args.store, args.state)
+        if not isinstance(store, RebootLocks):
+            print(f"mcs fleetlock: {args.store}: this store keeps no reboot slots", file=sys.stderr)
+            return 1
+        if args.fleetlock_command == "list":
+            locks = store.list_reboot_locks()
+            out = fleetlock.dumps(locks) if args.output == "json" else fleetlock.format_locks(locks)
+            sys.stdout.write(out)
+            return 0
+        if not store.release_reboot_lock(args.group, args.id):
+            print(f"mcs fleetlock release: {args.id} holds no slot of group {args.group}",
+                  file=sys.stderr)
+            return 1
+    except StoreError as e:
+        print(f"mcs fleetlock: {e}", file=sys.stderr)
+        return 1
+    store.record_event("MachineConfigPool", pool_for_group(args.group), "RebootSlotReleased",
+                       f"an administrator released the reboot slot of {args.id} "
+                       f"(group {args.group})")
+    log.info("released the reboot slot of %s in group %s", args.id, args.group)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
@@ -280,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _start(args)
     if args.command == "node":
         return _node(args)
+    if args.command == "fleetlock":
+        return _fleetlock(args)
     return _pointer(args)
 
 

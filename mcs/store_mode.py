@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from machineconfig.store import Store, StoreError
+from machineconfig.store.base import RebootLocks
 from mcs.app import ServerState
 from mcs.auth import AnyOf, Authorizer, TokenAuth
 from mcs.cache import ServedConfigCache
+from mcs.fleetlock import FleetLock
 from mcs.metrics import ServerMetrics
 from mcs.node_api import NodeAPIState
 from mcs.revision_watch import RevisionWatch
@@ -68,8 +70,11 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
     node_api = NodeAPIState(store=store, pool_tokens=pool_tokens, node_tokens=NodeTokens(state_dir, ttl=options.node_token_ttl),
                             watch=RevisionWatch(store),
                             extend_deadline=guard.extend if guard is not None else None)
+    # FleetLock on a store that keeps reboot slots (the local one)
+    fleetlock = FleetLock(store) if isinstance(store, RebootLocks) else None
     return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard,
-                       per_server_url=True, advertise_url=options.advertise_url, node_api=node_api)
+                       per_server_url=True, advertise_url=options.advertise_url, node_api=node_api,
+                       fleetlock=fleetlock)
 
 
 async def keep_pool_tokens(state: ServerState, interval: float = 2.0) -> None:

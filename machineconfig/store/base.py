@@ -7,7 +7,7 @@ Kubernetes objects (apiVersion, kind, metadata, spec, status).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -160,6 +160,33 @@ class DrainProgress:
     blocking: tuple[Blocker, ...] = ()
     retry_after: float = 0.0
     evicted: tuple[str, ...] = ()  # "namespace/name" of the pods whose eviction this step started
+
+
+@dataclass(frozen=True)
+class RebootLock:
+    """One FleetLock reboot slot held: by whom, in which group, since when (RFC 3339, UTC)."""
+
+    group: str
+    holder: str
+    since: str
+
+
+@runtime_checkable
+class RebootLocks(Protocol):
+    """Optional store capability (the local store): FleetLock's counting semaphores, one per
+    group, with owned, recursive slots that survive restarts (mcs.fleetlock serves them)."""
+
+    def acquire_reboot_lock(self, group: str, holder: str, limit: int,
+                            busy: Collection[str] = ()) -> tuple[str, list[RebootLock]]:
+        """RecursiveLock, atomically: "held" when `holder` held a slot of `group` already,
+        "taken" when it took one now (fewer than `limit` were taken), "full" otherwise. `busy`
+        names nodes that take a slot without a lock (updating now); a node in both counts once,
+        `holder` never. Returns the group's holders after the attempt too."""
+
+    def release_reboot_lock(self, group: str, holder: str) -> bool:
+        """UnlockIfHeld: True when `holder` held a slot (now released)."""
+
+    def list_reboot_locks(self, group: str | None = None) -> list[RebootLock]: ...
 
 
 @runtime_checkable

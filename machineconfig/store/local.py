@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +21,7 @@ from machineconfig.store.base import (
     NodeRecord,
     NotFoundError,
     StoreError,
+    RebootLock,
     StoreEvent,
     with_taint,
 )
@@ -423,6 +424,44 @@ class LocalStore:
                            (kind, name, row[0]))
             if seq % 1000 == 0:
                 db.execute("DELETE FROM events WHERE seq <= ?", (seq - MAX_EVENTS,))
+
+    # ----- FleetLock reboot slots (RebootLocks)
+
+    def acquire_reboot_lock(self, group: str, holder: str, limit: int,
+                            busy: Collection[str] = ()) -> tuple[str, list[RebootLock]]:
+        with self._db.write() as db:
+            rows = db.execute("SELECT holder, since FROM reboot_locks WHERE grp = ? "
+                              "ORDER BY since, holder", (group,)).fetchall()
+            holders = [RebootLock(group, h, since) for h, since in rows]
+            names = {lock.holder for lock in holders}
+            if holder in names:
+                return "held", holders
+            if len((names | set(busy)) - {holder}) >= limit:
+                return "full", holders
+            since = _now()
+            db.execute("INSERT INTO reboot_locks (grp, holder, since) VALUES (?, ?, ?)",
+                       (group, holder, since))
+            self._db.bump(db)
+        self._notify()
+        return "taken", [*holders, RebootLock(group, holder, since)]
+
+    def release_reboot_lock(self, group: str, holder: str) -> bool:
+        with self._db.write() as db:
+            gone = db.execute("DELETE FROM reboot_locks WHERE grp = ? AND holder = ?",
+                              (group, holder)).rowcount > 0
+            if gone:
+                self._db.bump(db)
+        if gone:
+            self._notify()
+        return gone
+
+    def list_reboot_locks(self, group: str | None = None) -> list[RebootLock]:
+        sql, args = "SELECT grp, holder, since FROM reboot_locks", []
+        if group is not None:
+            sql, args = sql + " WHERE grp = ?", [group]
+        with self._db.read() as db:
+            rows = db.execute(sql + " ORDER BY grp, since, holder", args).fetchall()
+        return [RebootLock(g, h, since) for g, h, since in rows]
 
     def list_events(self, kind: str | None = None, name: str | None = None,
                     since_seq: int = 0) -> list[StoreEvent]:

@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS overlays (
     PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS reboot_locks (
+    grp TEXT NOT NULL, holder TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (grp, holder));
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', '0');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('inputs', '');
 """
