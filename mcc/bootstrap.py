@@ -242,10 +242,11 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
         if controller is not None:
             log.info("%s: ControllerConfig without spec.infra: no template MachineConfigs",
                      controller.file)
-        for kind, objs in sorted(inputs.cluster_objects.items()):
-            for obj in objs:
+        for kind, cluster_objs in sorted(inputs.cluster_objects.items()):
+            for cluster_obj in cluster_objs:
                 log.warning("%s: %s %s ignored: it needs a ControllerConfig with spec.infra to "
-                            "render its base configuration from", obj.file, kind, obj.name)
+                            "render its base configuration from", cluster_obj.file, kind,
+                            cluster_obj.name)
         for item in inputs.kubelet_configs + inputs.container_runtime_configs:
             log.warning("%s: %s %s ignored: it needs a ControllerConfig with spec.infra to "
                         "render its base configuration from", item.file, item.obj.kind,
