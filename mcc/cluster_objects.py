@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machineconfig.errors import InputError
+from machineconfig.store.base import CLUSTER_CONFIG_KINDS, is_cluster_config
 from machineconfig.yamlload import Document
 
 log = logging.getLogger(__name__)
@@ -17,13 +18,8 @@ IMAGE = "Image"
 IMAGE_CONTENT_SOURCE_POLICY = "ImageContentSourcePolicy"
 IMAGE_DIGEST_MIRROR_SET = "ImageDigestMirrorSet"
 IMAGE_TAG_MIRROR_SET = "ImageTagMirrorSet"
-# kind -> the API groups it is read from (config.openshift.io's Node is not the core Node)
-CLUSTER_KINDS = {
-    IMAGE: ("config.openshift.io",),
-    IMAGE_CONTENT_SOURCE_POLICY: ("operator.openshift.io",),
-    IMAGE_DIGEST_MIRROR_SET: ("config.openshift.io",),
-    IMAGE_TAG_MIRROR_SET: ("config.openshift.io",),
-}
+assert {IMAGE, IMAGE_CONTENT_SOURCE_POLICY, IMAGE_DIGEST_MIRROR_SET,
+        IMAGE_TAG_MIRROR_SET} <= set(CLUSTER_CONFIG_KINDS)
 CLUSTER_INSTANCE = "cluster"  # the one Image (FeatureGate, Node) object MCO reads
 
 
@@ -49,14 +45,8 @@ class ClusterObject:
 
 
 def cluster_kind(obj: Any) -> str | None:
-    """The CLUSTER_KINDS key of `obj`, or None when it is none of them."""
-    if not isinstance(obj, dict):
-        return None
-    kind, api_version = obj.get("kind"), obj.get("apiVersion")
-    groups = CLUSTER_KINDS.get(kind) if isinstance(kind, str) else None
-    if groups is None or not isinstance(api_version, str):
-        return None
-    return kind if api_version.split("/")[0] in groups else None
+    """The CLUSTER_CONFIG_KINDS key of `obj`, or None when it is none of them."""
+    return str(obj["kind"]) if is_cluster_config(obj) else None
 
 
 def from_documents(docs: Iterable[Document]) -> dict[str, list[ClusterObject]]:

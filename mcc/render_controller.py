@@ -22,11 +22,12 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store.base import (
-    CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG, MACHINE_CONFIG,
-    MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
+    CLUSTER_CONFIG_KINDS, CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG,
+    MACHINE_CONFIG, MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
 )
 from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap
+from mcc.cluster_objects import ClusterObject
 from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
 from mcc.render import SELECTING_ALL, RenderedConfig, RenderError, render_pool
@@ -72,7 +73,7 @@ def fingerprint(objects: Mapping[str, list[JSON]]) -> str:
 def read_inputs(store: Store) -> dict[str, list[JSON]]:
     return {kind: store.list_objects(kind) for kind in (
         MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
-        CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE)}
+        CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE, *CLUSTER_CONFIG_KINDS)}
 
 
 def _is_generated(mc: Mapping[str, Any]) -> bool:
@@ -87,6 +88,7 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
     (`*.yaml.j2`) are rendered here with the controller's values, as `mcc render` does."""
     docs = []
     secrets = []
+    cluster: dict[str, list[ClusterObject]] = {}
     for kind, items in objects.items():
         for obj in items:
             if kind == USER_TEMPLATE:
@@ -102,6 +104,9 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
                     secrets.append(bootstrap.PullSecret(name, str(meta.get("namespace") or ""),
                                                         obj, where))
                 continue
+            if kind in CLUSTER_CONFIG_KINDS:
+                cluster.setdefault(kind, []).append(ClusterObject(obj, where, Document(obj, where)))
+                continue
             if kind == MACHINE_CONFIG and generating and _is_generated(obj):
                 continue  # our own output from an earlier pass: regenerated below
             if kind == MACHINE_CONFIG_POOL:
@@ -109,6 +114,7 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
             docs.append(Document(obj, where))
     inputs = bootstrap.collect(load_documents(docs))
     inputs.pull_secrets = secrets
+    inputs.cluster_objects = cluster
     return inputs
 
 

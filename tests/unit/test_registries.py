@@ -393,3 +393,50 @@ def test_mirrors_reach_nested_scopes_that_have_none() -> None:
     assert child is not None and child.location == "quay.io/ns" and child.insecure
     assert [(m.location, m.pull_from_mirror) for m in child.mirrors or []] == [("m.io/ns",
                                                                                 "digest-only")]
+
+
+# --- mcc start (the render controller on the local store) -------------------------------------
+
+def test_the_running_controller_follows_the_image_config(tmp_path: Path) -> None:
+    """Before: `mcc start` loaded an Image file and ignored it. Now the generated MC is stored,
+    the pools render it, a bad edit is RenderDegraded naming the object (the last good config
+    stays), and removing the file removes the MachineConfig."""
+    from machineconfig.store import open_store
+    from mcc.pool_status import find_condition
+    from mcc.render_controller import RenderController
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(ROOT / "examples" / "cluster", inputs)
+    (inputs / "image.yaml").write_text(IMAGE_YAML.replace(
+        "    allowedRegistries:\n    - allowed.example.com\n", ""))
+    store = open_store(f"local:{inputs}", str(tmp_path / "state"))
+    controller = RenderController(store)
+    result = controller.sync()
+    assert result is not None and not result.errors, result.errors
+    mc = store.get_object("MachineConfig", "99-worker-generated-registries")
+    policy = json.loads(file_text(mc, "/etc/containers/policy.json"))
+    assert set(policy["transports"]["docker"]) == {"blocked.example.com"}
+    pool = store.get_object("MachineConfigPool", "worker")
+    good = pool["spec"]["configuration"]["name"]
+    assert "99-worker-generated-registries" in [s["name"] for s in
+                                                pool["spec"]["configuration"]["source"]]
+
+    (inputs / "image.yaml").write_text(IMAGE_YAML)
+    store.revision()
+    controller.sync()
+    pool = store.get_object("MachineConfigPool", "worker")
+    cond = find_condition(pool["status"], "RenderDegraded")
+    assert cond is not None and cond["status"] == "True"
+    assert cond["message"] == (
+        "Failed to render configuration for pool worker: store:Image/cluster: "
+        "$.spec.registrySources: could not update policy json with new changes: invalid images "
+        "config: only one of AllowedRegistries or BlockedRegistries may be specified")
+    assert pool["spec"]["configuration"]["name"] == good
+
+    (inputs / "image.yaml").unlink()
+    store.revision()
+    controller.sync()
+    names = {m["metadata"]["name"] for m in store.list_objects("MachineConfig")}
+    assert "99-worker-generated-registries" not in names
+    pool = store.get_object("MachineConfigPool", "worker")
+    assert find_condition(pool["status"], "RenderDegraded")["status"] == "False"  # type: ignore[index]
