@@ -31,12 +31,14 @@ from mcc.cluster_objects import ClusterObject
 from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
 from mcc.render import SELECTING_ALL, RenderedConfig, RenderError, render_pool
+from mcc.render_reconcile import check_against_current
 from mcc.template import DEFAULT_TEMPLATES_DIR, render_user_template
 
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 Recorder = Callable[[str, str, str, str, str], None]  # kind, name, reason, message, type
+CurrentConfig = Callable[[str], Mapping[str, Any] | None]  # a rendered config by name, if readable
 
 
 @dataclass
@@ -119,8 +121,10 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
 
 
 def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMPLATES_DIR,
-           values: Mapping[str, Any] | None = None) -> RenderResult:
-    """Pure: generate and render every pool; errors are per pool, in MCO's words."""
+           values: Mapping[str, Any] | None = None,
+           current: CurrentConfig | None = None) -> RenderResult:
+    """Pure: generate and render every pool; errors are per pool, in MCO's words. With
+    `current`, a pool's new config must be reconcilable against the one it has now."""
     result = RenderResult()
     pool_names = sorted(str((p.get("metadata") or {}).get("name", ""))
                         for p in objects.get(MACHINE_CONFIG_POOL, []))
@@ -150,8 +154,14 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
                 result.errors[pool.name] = (f"{prefix}no MachineConfigs found matching "
                                             f"selector {labels.describe(selector)}")
                 continue
-            result.rendered[pool.name] = render_pool(pool, inputs.configs,
-                                                     inputs.controller_config)
+            rendered = render_pool(pool, inputs.configs, inputs.controller_config)
+            now_name = pool.spec.configuration.name
+            now_mc = current(now_name) if current is not None and now_name else None
+            if now_mc is not None:
+                by_name = {mc.name: mc for mc in inputs.configs}
+                check_against_current(now_mc, rendered.to_object(share=True),
+                                      [by_name[n].to_dict() for n in rendered.sources])
+            result.rendered[pool.name] = rendered
         except (RenderError, labels.SelectorError) as e:
             result.errors[pool.name] = f"{prefix}{e}"
     return result
@@ -186,10 +196,18 @@ class RenderController:
         fp = fingerprint(objects)
         if fp == self.last_fingerprint and not self._damaged(objects):
             return None
-        result = render(objects, self.templates_dir, self.values)
+        result = render(objects, self.templates_dir, self.values, self._current)
         self.publish(objects, result)
         self.last_fingerprint = fp
         return result
+
+    def _current(self, name: str) -> JSON | None:
+        """A pool's current rendered config; None when it cannot be read (then, as MCO does when
+        it is gone, the new config is not checked against it)."""
+        try:
+            return self.store.get_rendered(name)
+        except StoreError:
+            return None
 
     def _damaged(self, objects: Mapping[str, list[JSON]]) -> bool:
         """True when a rendered config some pool uses cannot be read back intact (the store
