@@ -26,6 +26,9 @@ from machineconfig.yamlload import Document, load_file, load_text
 from mcc import cluster_objects
 from mcc.cluster_objects import ClusterObject
 from mcc.container_runtime_config import generate_container_runtime_machine_configs
+from mcc.generated_kubelet import (
+    KubeletInputs, adjust_kubelet_base, feature_gates, generate_cluster_kubelet_machine_configs,
+)
 from mcc.kubelet_config import generate_kubelet_machine_configs, now_rfc3339
 from mcc.registries import ImageInputs, generate_registries_machine_configs
 from mcc.render import RenderedConfig, RenderError, render_pool
@@ -259,9 +262,18 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
         raise _locate(e, controller, values_file) from e
     pools = [p.to_dict() for p in inputs.pools]
     now = now or now_rfc3339()
+    kubelet_inputs = KubeletInputs.from_objects(inputs.cluster_objects)
+    cluster_kubelet_mcs = generate_cluster_kubelet_machine_configs(
+        kubelet_inputs, pools, templates, controller_config=cc, templates_dir=templates_dir,
+        values=values)
+    gates = (feature_gates(kubelet_inputs.feature_gate, cc)
+             if kubelet_inputs.feature_gate is not None else None)
+
+    def adjust_base(conf: dict[str, Any], pool: str) -> None:
+        adjust_kubelet_base(conf, pool, kubelet_inputs, gates)
     kc_mcs, kcs = generate_kubelet_machine_configs(
         [raw_object(i) for i in inputs.kubelet_configs], pools, templates, controller_config=cc,
-        templates_dir=templates_dir, values=values, now=now)
+        templates_dir=templates_dir, values=values, now=now, adjust_base=adjust_base)
     ctr_mcs, ctrcfgs = generate_container_runtime_machine_configs(
         [raw_object(i) for i in inputs.container_runtime_configs], pools, templates,
         controller_config=cc, templates_dir=templates_dir, values=values, now=now)
@@ -280,8 +292,12 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
             generated[mc["metadata"]["name"]] = inputs.files[f"{kind}/{owner}"]
     for mc in reg_mcs:
         generated[mc["metadata"]["name"]] = image_inputs.file
+    for mc in cluster_kubelet_mcs:
+        owner = (kubelet_inputs.node_config if mc["metadata"]["name"].startswith("97-")
+                 else kubelet_inputs.feature_gate)
+        generated[mc["metadata"]["name"]] = owner.file if owner is not None else ""
     user = _check_names(inputs, generated)
-    for mc in templates + kc_mcs + ctr_mcs + reg_mcs:
+    for mc in templates + cluster_kubelet_mcs + kc_mcs + ctr_mcs + reg_mcs:
         name = mc["metadata"]["name"]
         try:
             user.append(MachineConfig.model_validate(mc))

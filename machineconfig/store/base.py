@@ -33,6 +33,8 @@ CLUSTER_CONFIG_KINDS = {
     "ImageContentSourcePolicy": ("operator.openshift.io",),
     "ImageDigestMirrorSet": ("config.openshift.io",),
     "ImageTagMirrorSet": ("config.openshift.io",),
+    "FeatureGate": ("config.openshift.io",),
+    "Node": ("config.openshift.io",),  # nodes.config.openshift.io, not the core Node
 }
 KINDS = (MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
          CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE, *CLUSTER_CONFIG_KINDS)
