@@ -162,3 +162,29 @@ spec: {cgroupMode: v2}
                                                    'cgroup_no_v1="all"']
     conf = json.loads(file_text(rendered, "/etc/kubernetes/kubelet.conf"))
     assert conf["featureGates"]["NodeSwap"] is True and conf["maxPods"] == 500
+
+
+def test_the_running_controller_follows_the_feature_gate_and_node_config(tmp_path: Path) -> None:
+    """Before: `mcc start` loaded these objects and ignored them."""
+    from machineconfig.store import open_store
+    from mcc.render_controller import RenderController
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(ROOT / "examples" / "cluster", inputs)
+    (inputs / "node.yaml").write_text(
+        "apiVersion: config.openshift.io/v1\nkind: Node\nmetadata: {name: cluster}\n"
+        "spec: {workerLatencyProfile: LowUpdateSlowReaction}\n")
+    store = open_store(f"local:{inputs}", str(tmp_path / "state"))
+    controller = RenderController(store)
+    result = controller.sync()
+    assert result is not None and not result.errors, result.errors
+    names = {mc["metadata"]["name"] for mc in store.list_objects("MachineConfig")}
+    assert {"97-master-generated-kubelet", "97-worker-generated-kubelet"} <= names
+    assert not any(n.startswith("98-") for n in names)
+    worker = store.get_object("MachineConfig", "97-worker-generated-kubelet")
+    assert kubelet_conf(worker)["nodeStatusUpdateFrequency"] == "1m0s"
+    (inputs / "node.yaml").unlink()
+    store.revision()
+    controller.sync()
+    names = {mc["metadata"]["name"] for mc in store.list_objects("MachineConfig")}
+    assert not any(n.startswith("97-") for n in names)
