@@ -83,7 +83,7 @@ def apply_worker_latency(conf: dict[str, Any], node: ClusterObject | None) -> No
     profile = _node_spec(node).get("workerLatencyProfile") or ""
     if not profile:
         return
-    if profile not in LATENCY_PROFILES:
+    if not isinstance(profile, str) or profile not in LATENCY_PROFILES:
         assert node is not None
         raise node.error(f"unknown worker latency profile type found {profile}, failed to update "
                          "the original kubelet configuration", "spec.workerLatencyProfile")
@@ -93,7 +93,7 @@ def apply_worker_latency(conf: dict[str, Any], node: ClusterObject | None) -> No
 def cgroup_kernel_arguments(node: ClusterObject | None, current: Sequence[str]) -> list[str]:
     """updateMachineConfigwithCgroup: cgroup v2 (the only mode left) replaces the v1 arguments."""
     mode = _node_spec(node).get("cgroupMode") or ""
-    if mode not in ("", "v2"):
+    if not isinstance(mode, str) or mode not in ("", "v2"):
         assert node is not None
         raise node.error(f"unknown cgroup mode found {mode}, failed to update the machine config "
                          "resource", "spec.cgroupMode")

@@ -440,3 +440,32 @@ def test_the_running_controller_follows_the_image_config(tmp_path: Path) -> None
     assert "99-worker-generated-registries" not in names
     pool = store.get_object("MachineConfigPool", "worker")
     assert find_condition(pool["status"], "RenderDegraded")["status"] == "False"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("spec", [
+    {"registrySources": []}, {"registrySources": {"blockedRegistries": "a.io"}},
+    {"registrySources": {"insecureRegistries": [1]}}, "text", None, 7,
+    {"registrySources": {"allowedRegistries": [{"a": 1}]}},
+])
+def test_hostile_image_specs_are_one_line_errors_or_ignored(spec: Any) -> None:
+    image = ClusterObject({"apiVersion": "config.openshift.io/v1", "kind": "Image",
+                           "metadata": {"name": "cluster"}, "spec": spec}, "image.yaml")
+    try:
+        generate_registries_machine_configs(ImageInputs(image=image), pools("worker"),
+                                            TEMPLATE_MCS, controller_config=CC)
+    except InputError as e:
+        assert e.file == "image.yaml" and "\n" not in str(e)
+
+
+@pytest.mark.parametrize("entries", [
+    "x", [1], [{"source": 3}], [{"source": "a.io", "mirrors": "m.io"}],
+    [{"source": "a.io", "mirrors": ["m.io"], "mirrorSourcePolicy": ["x"]}],
+])
+def test_hostile_mirror_sets_name_their_object(entries: Any) -> None:
+    idms = ClusterObject({"apiVersion": "config.openshift.io/v1", "kind": "ImageDigestMirrorSet",
+                          "metadata": {"name": "m"}, "spec": {"imageDigestMirrors": entries}},
+                         "m.yaml")
+    with pytest.raises(InputError) as err:
+        generate_registries_machine_configs(ImageInputs(idmss=[idms]), pools("worker"),
+                                            TEMPLATE_MCS, controller_config=CC)
+    assert err.value.file == "m.yaml"
