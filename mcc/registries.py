@@ -21,6 +21,7 @@ from mcc.cluster_objects import (
     ClusterObject, by_name, instance,
 )
 from mcc.kubelet_config import file_overwriting, role_template_file, template_renderer
+from mcc.registries_policy import BOTH_LISTS, update_policy_json
 from mcc.template import generated_machine_config
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ SEARCH_REGISTRIES_PATH = "/etc/containers/registries.conf.d/01-image-searchRegis
 BUILT_IN_LABEL = f"{GROUP}/mco-built-in"
 IMAGE_API_VERSION = "config.openshift.io/v1"
 PARSING_REFERENCE = "error parsing reference of release image"
-BOTH_LISTS = ("invalid images config: only one of AllowedRegistries or BlockedRegistries may be "
-              "specified")
 # The CRD's (and MCO's, for ICSPs) formats of a mirror source and a mirror.
 # Written without the CRD's nested `[-]*` (same language), which backtracks exponentially in
 # Python's engine on hostile input.
@@ -287,76 +286,6 @@ def blocked_and_allowed(release_image: str, sources: Mapping[str, list[str] | No
     return out
 
 
-# --- policy.json ------------------------------------------------------------------------------
-
-def _go_json_string(s: str) -> str:
-    """Go's encoding/json string form: HTML-safe escapes, \\b \\f short forms, UTF-8 kept."""
-    out = ['"']
-    short = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
-             "\f": "\\f"}
-    for ch in s:
-        if ch in short:
-            out.append(short[ch])
-        elif ord(ch) < 0x20 or ch in "<>&\u2028\u2029":
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out) + '"'
-
-
-def go_json_indent(value: Any, indent: str = "") -> str:
-    """json.MarshalIndent(value, "", "  ") for JSON-shaped data (dict keys in the order given)."""
-    inner = indent + "  "
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        items = [f"{inner}{_go_json_string(str(k))}: {go_json_indent(v, inner)}"
-                 for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        return "[\n" + ",\n".join(inner + go_json_indent(v, inner) for v in value) + "\n" + indent + "]"
-    if isinstance(value, str):
-        return _go_json_string(value)
-    return json.dumps(value)
-
-
-def update_policy_json(data: bytes, blocked: list[str] | None, allowed: list[str] | None,
-                       release_image: str) -> bytes:
-    """The template's policy.json with the blocked scopes rejected or only the allowed ones
-    accepted (docker and, for scopes of at most three segments, atomic transports)."""
-    if allowed and blocked:
-        payload = parse_named(release_image).name if release_image else None
-        if not (len(allowed) == 1 and allowed[0] == payload):
-            raise MachineConfigError(BOTH_LISTS)
-    if allowed is None and blocked is None:
-        return data
-    try:
-        policy = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MachineConfigError(f"error decoding policy json: {e}") from e
-    if not isinstance(policy, dict) or not isinstance(policy.get("default"), list):
-        raise MachineConfigError('error decoding policy json: "default" is missing')
-    transports = policy.get("transports")
-    if not isinstance(transports, dict):
-        transports = {}
-    scopes: dict[str, list[dict[str, str]]] = {}
-    if allowed:
-        policy["default"] = [{"type": "reject"}]
-        scopes.update((reg, [{"type": "insecureAcceptAnything"}]) for reg in allowed)
-    if blocked:
-        policy["default"] = [{"type": "insecureAcceptAnything"}]
-        scopes.update((reg, [{"type": "reject"}]) for reg in blocked)
-    if scopes:
-        transports["docker"] = scopes
-        transports["atomic"] = {k: v for k, v in scopes.items() if k.count("/") < 3}
-    out = {"default": policy["default"],
-           "transports": {t: dict(sorted(s.items())) if isinstance(s, dict) else s
-                          for t, s in sorted(transports.items())}}
-    return go_json_indent(out).encode()
-
-
 # --- the MachineConfigs -----------------------------------------------------------------------
 
 def _template_file(pool: str, path: str, existing_mcs: Sequence[Mapping[str, Any]],
@@ -364,15 +293,13 @@ def _template_file(pool: str, path: str, existing_mcs: Sequence[Mapping[str, Any
     return role_template_file(pool, "container-runtime", path, existing_mcs, render)
 
 
-def registries_ignition(inputs: ImageInputs, pool: str, release_image: str,
+def registries_ignition(inputs: ImageInputs, lists: Lists, pool: str, release_image: str,
                         existing_mcs: Sequence[Mapping[str, Any]],
                         render: Callable[[str], list[dict[str, Any]]] | None) -> dict[str, Any]:
-    """MCO's registriesConfigIgnition for one pool (errors name the object to fix)."""
+    """MCO's registriesConfigIgnition for one pool (errors name the object to fix); `lists` is
+    what blocked_and_allowed made of the image config."""
     sources = registry_sources(inputs.image)
     digest, tag = digest_entries(inputs), tag_entries(inputs)
-    lists = Lists()
-    if inputs.image is not None:
-        lists = blocked_and_allowed(release_image, sources, [e.set for e in digest])
     insecure = sources["insecureRegistries"]
     files: list[tuple[str, bytes]] = []
     if insecure is not None or lists.registries_blocked is not None or (
@@ -400,8 +327,9 @@ def registries_ignition(inputs: ImageInputs, pool: str, release_image: str,
                         [], prefix)
         text = _template_file(pool, POLICY_JSON_PATH, existing_mcs, render)
         try:
+            payload = parse_named(release_image).name if release_image else None
             files.append((POLICY_JSON_PATH, update_policy_json(text, lists.policy_blocked,
-                                                               lists.allowed, release_image)))
+                                                               lists.allowed, payload)))
         except MachineConfigError as e:
             raise MachineConfigError(f"{prefix}{e}") from e
     search = sources["containerRuntimeSearchRegistries"]
@@ -426,6 +354,7 @@ def generate_registries_machine_configs(
     release = str(((controller_config or {}).get("spec") or {}).get("releaseImage") or "")
     render = template_renderer(controller_config, templates_dir, values)
     warnings = []
+    lists = Lists()
     if inputs.image is not None:
         try:
             lists = blocked_and_allowed(release, registry_sources(inputs.image),
@@ -447,7 +376,7 @@ def generate_registries_machine_configs(
             continue
         name = str(meta.get("name"))
         try:
-            ign = registries_ignition(inputs, name, release, existing_mcs, render)
+            ign = registries_ignition(inputs, lists, name, release, existing_mcs, render)
         except InputError:
             raise
         except MachineConfigError as e:

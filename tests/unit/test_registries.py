@@ -24,8 +24,9 @@ from mcc.cli import main
 from mcc.cluster_objects import ClusterObject
 from mcc.registries import (
     ImageInputs, blocked_and_allowed, digest_entries, generate_registries_machine_configs,
-    parse_named, tag_entries, update_policy_json, validate_scopes,
+    parse_named, tag_entries, validate_scopes,
 )
+from mcc.registries_policy import update_policy_json
 from mcc.template import render_templates
 
 from .test_templates_helpers import TEMPLATES, assert_valid_ignition, controller_config, file_text
@@ -191,16 +192,17 @@ POLICY_TEMPLATE = json.dumps({"default": [{"type": "insecureAcceptAnything"}],
 @pytest.mark.parametrize("case", vectors("update-policy-json.json"), ids=lambda c: c["name"])
 def test_policy_json_as_mco_tests_expect(case: dict[str, Any]) -> None:
     release = json.loads((VECTORS / "update-policy-json.json").read_text())["releaseImage"]
+    payload = parse_named(release).name
     if case.get("error"):
         with pytest.raises(MachineConfigError, match="only one of AllowedRegistries"):
-            update_policy_json(POLICY_TEMPLATE, case.get("blocked"), case.get("allowed"), release)
+            update_policy_json(POLICY_TEMPLATE, case.get("blocked"), case.get("allowed"), payload)
         return
-    out = update_policy_json(POLICY_TEMPLATE, case.get("blocked"), case.get("allowed"), release)
+    out = update_policy_json(POLICY_TEMPLATE, case.get("blocked"), case.get("allowed"), payload)
     assert json.loads(out) == case["want"]
 
 
 def test_policy_json_bytes_are_go_marshal_indent() -> None:
-    out = update_policy_json(POLICY_TEMPLATE, None, ["a.io/<x>"], "")
+    out = update_policy_json(POLICY_TEMPLATE, None, ["a.io/<x>"], None)
     assert out.decode() == """\
 {
   "default": [
