@@ -471,3 +471,13 @@ def test_hostile_mirror_sets_name_their_object(entries: Any) -> None:
         generate_registries_machine_configs(ImageInputs(idmss=[idms]), pools("worker"),
                                             TEMPLATE_MCS, controller_config=CC)
     assert err.value.file == "m.yaml"
+
+
+@pytest.mark.parametrize("case", vectors("search-registries-dropin.json"), ids=lambda c: c["name"])
+def test_search_registries_drop_in_is_byte_for_byte_what_mco_writes(case: dict[str, Any]) -> None:
+    inputs = ImageInputs(image=obj("Image", {"registrySources": {
+        "containerRuntimeSearchRegistries": case["containerRuntimeSearchRegistries"]}}))
+    mcs, _ = generate_registries_machine_configs(inputs, pools("master", "worker"), TEMPLATE_MCS,
+                                                 controller_config=CC)
+    for mc in mcs:
+        assert file_text(mc, case["path"]) == case["expected"]
