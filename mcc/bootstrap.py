@@ -23,8 +23,14 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.yamlload import Document, load_file, load_text
+from mcc import cluster_objects
+from mcc.cluster_objects import ClusterObject
 from mcc.container_runtime_config import generate_container_runtime_machine_configs
+from mcc.generated_kubelet import (
+    KubeletInputs, adjust_kubelet_base, feature_gates, generate_cluster_kubelet_machine_configs,
+)
 from mcc.kubelet_config import generate_kubelet_machine_configs, now_rfc3339
+from mcc.registries import ImageInputs, generate_registries_machine_configs
 from mcc.render import RenderedConfig, RenderError, render_pool
 from mcc.template import pull_secret_from_secret, render_templates, render_user_template
 
@@ -66,6 +72,8 @@ class Inputs:
     kubelet_configs: list[Loaded] = field(default_factory=list)
     container_runtime_configs: list[Loaded] = field(default_factory=list)
     pull_secrets: list[PullSecret] = field(default_factory=list)
+    # OpenShift's cluster-wide objects (image config, mirror sets ...), by kind
+    cluster_objects: dict[str, list[ClusterObject]] = field(default_factory=dict)
     # filled by run_controllers: objects written back with their status, and what went wrong
     status_objects: list[JSON] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -95,15 +103,18 @@ def load_inputs(paths: Sequence[str], values: Mapping[str, Any] | None = None) -
     """
     loaded: list[Loaded] = []
     secrets: list[PullSecret] = []
+    cluster: dict[str, list[ClusterObject]] = {}
     for file in input_files(paths):
         if file.endswith(USER_TEMPLATE_SUFFIX):
             docs = load_text(render_user_template(Path(file), values or {}), file)
         else:
             docs = load_file(file)
         secrets += _pull_secrets(docs)
+        cluster_objects.merge(cluster, cluster_objects.from_documents(docs))
         loaded += load_documents(docs)
     inputs = collect(loaded)
     inputs.pull_secrets = secrets
+    inputs.cluster_objects = cluster
     return inputs
 
 
@@ -234,6 +245,11 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
         if controller is not None:
             log.info("%s: ControllerConfig without spec.infra: no template MachineConfigs",
                      controller.file)
+        for kind, cluster_objs in sorted(inputs.cluster_objects.items()):
+            for cluster_obj in cluster_objs:
+                log.warning("%s: %s %s ignored: it needs a ControllerConfig with spec.infra to "
+                            "render its base configuration from", cluster_obj.file, kind,
+                            cluster_obj.name)
         for item in inputs.kubelet_configs + inputs.container_runtime_configs:
             log.warning("%s: %s %s ignored: it needs a ControllerConfig with spec.infra to "
                         "render its base configuration from", item.file, item.obj.kind,
@@ -246,12 +262,26 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
         raise _locate(e, controller, values_file) from e
     pools = [p.to_dict() for p in inputs.pools]
     now = now or now_rfc3339()
+    kubelet_inputs = KubeletInputs.from_objects(inputs.cluster_objects)
+    cluster_kubelet_mcs = generate_cluster_kubelet_machine_configs(
+        kubelet_inputs, pools, templates, controller_config=cc, templates_dir=templates_dir,
+        values=values)
+    gates = (feature_gates(kubelet_inputs.feature_gate, cc)
+             if kubelet_inputs.feature_gate is not None else None)
+
+    def adjust_base(conf: dict[str, Any], pool: str) -> None:
+        adjust_kubelet_base(conf, pool, kubelet_inputs, gates)
     kc_mcs, kcs = generate_kubelet_machine_configs(
         [raw_object(i) for i in inputs.kubelet_configs], pools, templates, controller_config=cc,
-        templates_dir=templates_dir, values=values, now=now)
+        templates_dir=templates_dir, values=values, now=now, adjust_base=adjust_base)
     ctr_mcs, ctrcfgs = generate_container_runtime_machine_configs(
         [raw_object(i) for i in inputs.container_runtime_configs], pools, templates,
         controller_config=cc, templates_dir=templates_dir, values=values, now=now)
+    image_inputs = ImageInputs.from_objects(inputs.cluster_objects)
+    reg_mcs, reg_warnings = generate_registries_machine_configs(
+        image_inputs, pools, templates, controller_config=cc, templates_dir=templates_dir,
+        values=values)
+    inputs.warnings += reg_warnings
     generated: dict[str, str] = {}  # MC name -> what produced it
     for mc in templates:
         meta = mc["metadata"]
@@ -260,8 +290,14 @@ def run_controllers(inputs: Inputs, templates_dir: Path, values: Mapping[str, An
         for mc in mcs:
             owner = mc["metadata"]["ownerReferences"][0]["name"]
             generated[mc["metadata"]["name"]] = inputs.files[f"{kind}/{owner}"]
+    for mc in reg_mcs:
+        generated[mc["metadata"]["name"]] = image_inputs.file
+    for mc in cluster_kubelet_mcs:
+        owner = (kubelet_inputs.node_config if mc["metadata"]["name"].startswith("97-")
+                 else kubelet_inputs.feature_gate)
+        generated[mc["metadata"]["name"]] = owner.file if owner is not None else ""
     user = _check_names(inputs, generated)
-    for mc in templates + kc_mcs + ctr_mcs:
+    for mc in templates + cluster_kubelet_mcs + kc_mcs + ctr_mcs + reg_mcs:
         name = mc["metadata"]["name"]
         try:
             user.append(MachineConfig.model_validate(mc))

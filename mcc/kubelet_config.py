@@ -243,11 +243,18 @@ def merge_over(base: dict[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def merged_kubelet_conf(kc: Mapping[str, Any], base_conf: bytes) -> tuple[dict[str, Any], dict[str, str]]:
-    """The merged KubeletConfiguration and the systemReserved values moved to the sizing file."""
+BaseAdjuster = Callable[[dict[str, Any]], None]  # in place, before the user's fields
+
+
+def merged_kubelet_conf(kc: Mapping[str, Any], base_conf: bytes, adjust_base: BaseAdjuster | None = None,
+                        ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged KubeletConfiguration and the systemReserved values moved to the sizing file.
+    `adjust_base` adds the cluster's feature gates and worker latency to the template's copy."""
     base = yaml.safe_load(base_conf.decode("utf-8")) or {}
     if not isinstance(base, dict):
         raise MachineConfigError(f"{KUBELET_CONF_PATH} in the templates is not a mapping")
+    if adjust_base is not None:
+        adjust_base(base)
     user = copy.deepcopy(user_kubelet_config(kc))
     reserved: dict[str, str] = {}
     merged = base
@@ -328,10 +335,11 @@ def node_sizing_env(auto: bool | None, reserved: Mapping[str, str]) -> bytes:
             f"SYSTEM_RESERVED_ES={reserved.get('ephemeral-storage') or '1Gi'}\n").encode()
 
 
-def kubelet_ignition(kc: Mapping[str, Any], base_conf: bytes) -> dict[str, Any]:
+def kubelet_ignition(kc: Mapping[str, Any], base_conf: bytes,
+                     adjust_base: BaseAdjuster | None = None) -> dict[str, Any]:
     """kubelet.conf, then the log-level drop-in, then the sizing file (MCO's order)."""
     spec = kc.get("spec") or {}
-    merged, reserved = merged_kubelet_conf(kc, base_conf)
+    merged, reserved = merged_kubelet_conf(kc, base_conf, adjust_base)
     files = [file_overwriting(KUBELET_CONF_PATH, (json.dumps(merged, indent=2) + "\n").encode())]
     if spec.get("logLevel") is not None:
         files.append(file_overwriting(
@@ -347,8 +355,10 @@ def generate_kubelet_machine_configs(
         kubelet_configs: list[dict[str, Any]], pools: list[dict[str, Any]],
         existing_mcs: list[dict[str, Any]], *, controller_config: Mapping[str, Any] | None = None,
         templates_dir: Path | None = None, values: Mapping[str, Any] | None = None,
-        now: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        now: str | None = None, adjust_base: Callable[[dict[str, Any], str], None] | None = None,
+        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generated MCs (sorted by name) and copies of the KubeletConfigs with annotation and status.
+    `adjust_base(conf, pool)` completes a pool's base kubelet.conf as the cluster objects say.
 
     The base kubelet.conf comes from the `01-<role>-kubelet` MC in `existing_mcs` (what
     render_templates produced) or, failing that, from rendering `templates_dir` with
@@ -377,7 +387,10 @@ def generate_kubelet_machine_configs(
                     "max number of supported kubelet config (10) has been reached. "
                     "Please delete old kubelet configs before retrying")
                 base = role_template_file(pool_name, "kubelet", KUBELET_CONF_PATH, existing_mcs, render)
-                mc = generated_machine_config(name, pool_name, kubelet_ignition(kc, base))
+                def adjust(conf: dict[str, Any], pool_name: str = pool_name) -> None:
+                    if adjust_base is not None:
+                        adjust_base(conf, pool_name)
+                mc = generated_machine_config(name, pool_name, kubelet_ignition(kc, base, adjust))
                 mc["metadata"]["ownerReferences"] = [owner_reference(kc, "KubeletConfig")]
                 mine.append((pool_name, mc))
                 kc.setdefault("metadata", {}).setdefault("annotations", {})[MC_NAME_SUFFIX_ANNOTATION] = suffix

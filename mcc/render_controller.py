@@ -22,20 +22,23 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store.base import (
-    CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG, MACHINE_CONFIG,
-    MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
+    CLUSTER_CONFIG_KINDS, CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG,
+    MACHINE_CONFIG, MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
 )
 from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap
+from mcc.cluster_objects import ClusterObject
 from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
 from mcc.render import SELECTING_ALL, RenderedConfig, RenderError, render_pool
+from mcc.render_reconcile import check_against_current
 from mcc.template import DEFAULT_TEMPLATES_DIR, render_user_template
 
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 Recorder = Callable[[str, str, str, str, str], None]  # kind, name, reason, message, type
+CurrentConfig = Callable[[str], Mapping[str, Any] | None]  # a rendered config by name, if readable
 
 
 @dataclass
@@ -72,7 +75,7 @@ def fingerprint(objects: Mapping[str, list[JSON]]) -> str:
 def read_inputs(store: Store) -> dict[str, list[JSON]]:
     return {kind: store.list_objects(kind) for kind in (
         MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
-        CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE)}
+        CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE, *CLUSTER_CONFIG_KINDS)}
 
 
 def _is_generated(mc: Mapping[str, Any]) -> bool:
@@ -87,6 +90,7 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
     (`*.yaml.j2`) are rendered here with the controller's values, as `mcc render` does."""
     docs = []
     secrets = []
+    cluster: dict[str, list[ClusterObject]] = {}
     for kind, items in objects.items():
         for obj in items:
             if kind == USER_TEMPLATE:
@@ -102,6 +106,9 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
                     secrets.append(bootstrap.PullSecret(name, str(meta.get("namespace") or ""),
                                                         obj, where))
                 continue
+            if kind in CLUSTER_CONFIG_KINDS:
+                cluster.setdefault(kind, []).append(ClusterObject(obj, where, Document(obj, where)))
+                continue
             if kind == MACHINE_CONFIG and generating and _is_generated(obj):
                 continue  # our own output from an earlier pass: regenerated below
             if kind == MACHINE_CONFIG_POOL:
@@ -109,12 +116,15 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
             docs.append(Document(obj, where))
     inputs = bootstrap.collect(load_documents(docs))
     inputs.pull_secrets = secrets
+    inputs.cluster_objects = cluster
     return inputs
 
 
 def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMPLATES_DIR,
-           values: Mapping[str, Any] | None = None) -> RenderResult:
-    """Pure: generate and render every pool; errors are per pool, in MCO's words."""
+           values: Mapping[str, Any] | None = None,
+           current: CurrentConfig | None = None) -> RenderResult:
+    """Pure: generate and render every pool; errors are per pool, in MCO's words. With
+    `current`, a pool's new config must be reconcilable against the one it has now."""
     result = RenderResult()
     pool_names = sorted(str((p.get("metadata") or {}).get("name", ""))
                         for p in objects.get(MACHINE_CONFIG_POOL, []))
@@ -144,8 +154,14 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
                 result.errors[pool.name] = (f"{prefix}no MachineConfigs found matching "
                                             f"selector {labels.describe(selector)}")
                 continue
-            result.rendered[pool.name] = render_pool(pool, inputs.configs,
-                                                     inputs.controller_config)
+            rendered = render_pool(pool, inputs.configs, inputs.controller_config)
+            now_name = pool.spec.configuration.name
+            now_mc = current(now_name) if current is not None and now_name else None
+            if now_mc is not None:
+                by_name = {mc.name: mc for mc in inputs.configs}
+                check_against_current(now_mc, rendered.to_object(share=True),
+                                      [by_name[n].to_dict() for n in rendered.sources])
+            result.rendered[pool.name] = rendered
         except (RenderError, labels.SelectorError) as e:
             result.errors[pool.name] = f"{prefix}{e}"
     return result
@@ -180,10 +196,18 @@ class RenderController:
         fp = fingerprint(objects)
         if fp == self.last_fingerprint and not self._damaged(objects):
             return None
-        result = render(objects, self.templates_dir, self.values)
+        result = render(objects, self.templates_dir, self.values, self._current)
         self.publish(objects, result)
         self.last_fingerprint = fp
         return result
+
+    def _current(self, name: str) -> JSON | None:
+        """A pool's current rendered config; None when it cannot be read (then, as MCO does when
+        it is gone, the new config is not checked against it)."""
+        try:
+            return self.store.get_rendered(name)
+        except StoreError:
+            return None
 
     def _damaged(self, objects: Mapping[str, list[JSON]]) -> bool:
         """True when a rendered config some pool uses cannot be read back intact (the store

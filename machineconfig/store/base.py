@@ -26,8 +26,28 @@ SECRET = "Secret"
 # over as {"kind": USER_TEMPLATE, "metadata": {"name": <path relative to the input dir>},
 # "path": <absolute path>}; the controller renders it with its values.
 USER_TEMPLATE = "UserTemplate"
+# OpenShift's cluster-wide objects the controller reads besides its own kinds (kind -> the API
+# groups they come from): kept as written, the controller interprets them.
+CLUSTER_CONFIG_KINDS = {
+    "Image": ("config.openshift.io",),
+    "ImageContentSourcePolicy": ("operator.openshift.io",),
+    "ImageDigestMirrorSet": ("config.openshift.io",),
+    "ImageTagMirrorSet": ("config.openshift.io",),
+    "FeatureGate": ("config.openshift.io",),
+    "Node": ("config.openshift.io",),  # nodes.config.openshift.io, not the core Node
+}
 KINDS = (MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
-         CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE)
+         CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE, *CLUSTER_CONFIG_KINDS)
+
+
+def is_cluster_config(obj: Any) -> bool:
+    """`obj` is one of CLUSTER_CONFIG_KINDS from its own API group (config.openshift.io's Node
+    is not the core Node, so the group counts)."""
+    if not isinstance(obj, Mapping):
+        return False
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    groups = CLUSTER_CONFIG_KINDS.get(kind, ()) if isinstance(kind, str) else ()
+    return isinstance(api_version, str) and api_version.split("/")[0] in groups
 
 
 class StoreError(MachineConfigError):

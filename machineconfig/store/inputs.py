@@ -17,7 +17,7 @@ from typing import Any
 
 from machineconfig.api import YAML_SUFFIXES, parse_object
 from machineconfig.errors import InputError, one_line
-from machineconfig.store.base import SECRET, USER_TEMPLATE
+from machineconfig.store.base import SECRET, USER_TEMPLATE, is_cluster_config
 from machineconfig.yamlload import Document, decode_text, load_text, read_bounded
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def _document_objects(doc: Document, data: Any, base_path: str) -> list[dict[str
         for i, item in enumerate(data["items"]):
             out.extend(_document_objects(doc, item, f"$.items.{i}"))
         return out
-    if isinstance(data, dict) and data.get("kind") == SECRET:
-        pass  # not modelled by api.py; served as written (pull secrets)
+    if isinstance(data, dict) and (data.get("kind") == SECRET or is_cluster_config(data)):
+        pass  # not modelled by api.py; served as written (pull secrets, image config ...)
     elif parse_object(data, doc, base_path) is None:
         return []  # a kind we do not know: ignored, as load_paths does
     assert isinstance(data, dict)

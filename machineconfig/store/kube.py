@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 from machineconfig.constants import GROUP
 from machineconfig.store.base import (
+    CLUSTER_CONFIG_KINDS,
     CONTAINER_RUNTIME_CONFIG,
     CONTROLLER_CONFIG,
     KUBELET_CONFIG,
@@ -372,6 +373,8 @@ class KubeStore:
 
     def list_objects(self, kind: str) -> list[JSON]:
         self._controller_only("list objects")
+        if kind in CLUSTER_CONFIG_KINDS:
+            return []  # not read from the API server yet: the image config needs OpenShift's CRDs
         if kind == USER_TEMPLATE:
             return []  # templates with controller values exist only in a local input directory
         if kind == SECRET:
