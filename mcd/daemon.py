@@ -30,7 +30,7 @@ from mcd.kubelet_health import (MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND, Kub
 from mcd.metrics import DaemonMetrics
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
-from mcd.rpm_ostree import ostree_booted
+from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi
@@ -110,10 +110,11 @@ class Daemon:
                  metrics: DaemonMetrics | None = None, policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  timeouts: Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 kubelet_url: str | None = None) -> None:
+                 kubelet_url: str | None = None, os_runner: Runner = run_rpm_ostree) -> None:
         self.api, self.node_name, self.systemd, self.root = api, node, systemd, root
         self.metrics = metrics or DaemonMetrics()
         self.policy = policy
+        self.os_runner = os_runner
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
         self.node: NodeRecord | None = None
@@ -399,7 +400,8 @@ class Daemon:
         try:
             outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
                                    root=self.root, policy=self.policy,
-                                   request_drain=self.request_drain, kubelet=self.kubelet)
+                                   request_drain=self.request_drain, kubelet=self.kubelet,
+                                   os_runner=self.os_runner)
         finally:
             self.updating = False
             if self.sigterm_during_update:
