@@ -392,3 +392,32 @@ def test_daemon_counts_pivot_errors(root: Path) -> None:
     with pytest.raises(DaemonError, match="boom"):
         d.sync()
     assert d.metrics.registry.get_sample_value("mcd_pivot_errors_total") == 1
+
+
+def test_daemon_stopping_during_the_wait_reports_nothing(root: Path, healthz: Healthz) -> None:
+    """SIGTERM while the daemon waits for the kubelet: it stops, and the node is not Degraded
+    by a wait that never ran its course."""
+    systemd = StatusSystemd()
+    api = reboot_into_b(root, healthz.url, systemd)
+    healthz.mode = "500"
+    resumed = Daemon(api, NODE, systemd, root=root,
+                     timeouts=Timeouts(**{**FAST.__dict__, "kubelet_wait": 60}),
+                     kubelet_url=healthz.url)
+    stopper = threading.Timer(0.5, resumed.stop_requested.set)
+    stopper.start()
+    started = time.monotonic()
+    resumed.run(max_iterations=3)
+    stopper.join()
+    assert time.monotonic() - started < 30
+    assert api.get_node(NODE).annotations[STATE] != "Degraded"
+
+
+def test_cli_kubelet_options() -> None:
+    from mcd.cli import build_parser
+    for command in (["start"], ["resume"], ["apply", "--current", "a", "--desired", "b"]):
+        args = build_parser().parse_args([*command, "--kubelet-healthz-url",
+                                          "http://10.0.0.7:10248/healthz", "--kubelet-wait", "45"])
+        assert (args.kubelet_healthz_url, args.kubelet_wait) == \
+            ("http://10.0.0.7:10248/healthz", 45.0)
+        defaults = build_parser().parse_args(command)
+        assert (defaults.kubelet_healthz_url, defaults.kubelet_wait) == (None, 300.0)
