@@ -1,6 +1,7 @@
 """The daemon loop (MCO's syncNode): reads its node's annotations, moves the node from its current
 to its desired rendered config through the update engine, asks for drain and uncordon, reports
-Working/Done/Degraded/Unreconcilable, resumes after a reboot and heals once the cause is gone.
+Working/Done/Degraded/Unreconcilable, resumes after a reboot (waiting for a kubelet that answered
+before it), watches the kubelet's healthz at rest and heals once the cause is gone.
 """
 from __future__ import annotations
 
