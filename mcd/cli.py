@@ -21,6 +21,7 @@ from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
+from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_os
 from mcd.rpm_ostree import OSUpdateError, ostree_booted
 from mcd.systemd import Systemd, SystemdApi
@@ -57,6 +58,22 @@ def _systemd() -> SystemdApi:
     return Systemd()
 
 
+def _kubelet(args: argparse.Namespace, systemd: SystemdApi) -> KubeletHealth:
+    return KubeletHealth(args.root, args.kubelet_healthz_url or None, wait_bound=args.kubelet_wait,
+                         unit_status=getattr(systemd, "unit_status", None))
+
+
+def _add_kubelet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubelet-healthz-url", metavar="URL",
+                        help="the kubelet's health endpoint (default: from healthzBindAddress "
+                        "and healthzPort of /etc/kubernetes/kubelet.conf, else "
+                        "http://127.0.0.1:10248/healthz)")
+    parser.add_argument("--kubelet-wait", type=float, default=WAIT_BOUND, metavar="SECONDS",
+                        help="how long a kubelet that answered before a reboot or a kubelet "
+                        "restart may take to answer again before the node is Degraded "
+                        f"(default {WAIT_BOUND:g})")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     old, new = load_machine_config(args.current), load_machine_config(args.desired)
     try:
@@ -87,7 +104,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print("mcd: apply works on the running system only (--root /)", file=sys.stderr)
         return EXIT_USAGE
     old, new = load_machine_config(args.current), load_machine_config(args.desired)
-    outcome = apply_update(old, new, _systemd(), root=args.root, policy=_policy(args.policy))
+    systemd = _systemd()
+    outcome = apply_update(old, new, systemd, root=args.root, policy=_policy(args.policy),
+                           kubelet=_kubelet(args, systemd))
     print(json.dumps({"state": outcome.state, "reason": outcome.reason,
                       "rebooting": outcome.rebooting,
                       "actions": [str(a) for a in outcome.plan.actions] if outcome.plan else []}))
@@ -115,7 +134,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    outcome = resume_after_boot(_systemd(), args.root)
+    systemd = _systemd()
+    outcome = resume_after_boot(systemd, args.root, kubelet=_kubelet(args, systemd))
     print(json.dumps({"state": outcome.state, "reason": outcome.reason}))
     return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
 
@@ -167,10 +187,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             if stop.wait(delay):
                 return EXIT_OK
             delay = min(delay * 2, 60.0)
-    drift_timeouts = Timeouts() if args.drift_poll is None else \
-        Timeouts(drift_poll=args.drift_poll, drift_inotify=False)
+    timeouts = Timeouts(kubelet_wait=args.kubelet_wait) if args.drift_poll is None else \
+        Timeouts(drift_poll=args.drift_poll, drift_inotify=False, kubelet_wait=args.kubelet_wait)
     daemon = Daemon(api, node, _systemd(), root=args.root, metrics=metrics,
-                    policy=_policy(args.policy), timeouts=drift_timeouts)
+                    policy=_policy(args.policy), timeouts=timeouts,
+                    kubelet_url=args.kubelet_healthz_url or None)
     daemon.install_signal_handlers()
     daemon.run()
     return EXIT_FAILED if daemon.token_rejected else EXIT_OK
@@ -241,6 +262,7 @@ def _add_start(sub: Any) -> None:
     start.add_argument("--drift-poll", type=float, metavar="SECONDS",
                        help="poll the managed paths this often instead of watching them with "
                        "inotify (default: inotify)")
+    _add_kubelet_options(start)
     start.set_defaults(func=cmd_start)
     first = sub.add_parser("firstboot", help="fetch and apply the full config a pointer names "
                            "(with --url or --pointer), or complete the encapsulated config")
@@ -273,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--desired", type=Path, required=True)
     apply.add_argument("--policy", type=Path)
     apply.add_argument("--root", type=Path, default=Path("/"))
+    _add_kubelet_options(apply)
     apply.set_defaults(func=cmd_apply)
     validate = sub.add_parser("validate", help="check the disk against a config")
     validate.add_argument("--config", type=Path, required=True)
@@ -281,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
     resume = sub.add_parser("resume", help="at boot: validate the current config, report state")
     resume.add_argument("--root", type=Path, default=Path("/"))
+    _add_kubelet_options(resume)
     resume.set_defaults(func=cmd_resume)
     _add_start(sub)
     return parser

@@ -1,6 +1,7 @@
 """The daemon loop (MCO's syncNode): reads its node's annotations, moves the node from its current
 to its desired rendered config through the update engine, asks for drain and uncordon, reports
-Working/Done/Degraded/Unreconcilable, resumes after a reboot and heals once the cause is gone.
+Working/Done/Degraded/Unreconcilable, resumes after a reboot (waiting for a kubelet that answered
+before it), watches the kubelet's healthz at rest and heals once the cause is gone.
 """
 from __future__ import annotations
 
@@ -25,14 +26,16 @@ from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy
 from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
+from mcd.kubelet_health import (MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND, KubeletHealth,
+                                UnitStatus, WaitInterrupted, kubelet_enabled)
 from mcd.metrics import DaemonMetrics
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
-from mcd.rpm_ostree import ostree_booted
+from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi
-from mcd.update import apply_update
+from mcd.update import apply_update, kubelet_expected
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class Timeouts:
     drift_poll: float = POLL_INTERVAL  # lstat poll of the managed paths, without inotify
     drift_full: float = FULL_CHECK_INTERVAL  # full validation even when nothing was seen
     drift_inotify: bool = True  # False: poll (as where inotify is unavailable)
+    kubelet_wait: float = WAIT_BOUND  # a kubelet that answered before must answer again within
+    kubelet_monitor: float = MONITOR_INTERVAL  # at rest, between probes of a kubelet that answered
+    kubelet_probe: float = PROBE_TIMEOUT  # one healthz request
 
 
 class _RebootHook:
@@ -83,6 +89,10 @@ class _RebootHook:
     def reload_unit(self, name: str) -> None: self.inner.reload_unit(name)
     def restart_unit(self, name: str) -> None: self.inner.restart_unit(name)
 
+    def unit_status(self, name: str) -> str:
+        status: UnitStatus | None = getattr(self.inner, "unit_status", None)
+        return status(name) if status is not None else "state unknown"
+
     def reboot(self, rationale: str) -> None:
         self.daemon.event("Reboot", rationale)
         self.daemon.patch({C.POST_CONFIG_ACTION_ANNOTATION: node_state.REBOOTING})
@@ -100,10 +110,12 @@ class Daemon:
     def __init__(self, api: NodeAPI, node: str, systemd: SystemdApi, *, root: Path = Path("/"),
                  metrics: DaemonMetrics | None = None, policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  timeouts: Timeouts | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 kubelet_url: str | None = None, os_runner: Runner = run_rpm_ostree) -> None:
         self.api, self.node_name, self.systemd, self.root = api, node, systemd, root
         self.metrics = metrics or DaemonMetrics()
         self.policy = policy
+        self.os_runner = os_runner
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
         self.node: NodeRecord | None = None
@@ -118,6 +130,14 @@ class Daemon:
         self.drift: DriftMonitor | None = None
         self.store_watch: StoreWatch | None = None  # while run() runs
         self.drainer = DrainClient(api, node, self._wait, clock, self.event, self.timeouts.watch)
+        self.kubelet = KubeletHealth(root, kubelet_url, self.timeouts.kubelet_probe,
+                                     self.timeouts.kubelet_wait,
+                                     unit_status=getattr(systemd, "unit_status", None),
+                                     gauge=self.metrics.kubelet_state, stop=self.stop_requested,
+                                     clock=clock)
+        self.kubelet_failed = False  # Degraded because the kubelet did not come back: a retry
+        # probes once instead of waiting the whole bound again
+        self.kubelet_next: float | None = None  # next probe at rest; None: not monitored
 
     # ---- the store ------------------------------------------------------------------------
     def patch(self, changes: Mapping[str, str | None]) -> NodeRecord:
@@ -214,8 +234,37 @@ class Daemon:
             raise
         self.metrics.drain_err.set(0)
 
-    def _finish(self, current: str, current_mc: Mapping[str, Any]) -> None:
-        """MCO's updateConfigAndState when current == desired: uncordon, then Done."""
+    def _kubelet_back(self, current_mc: Mapping[str, Any], after: str | None) -> None:
+        """Before Done: a kubelet that answered before the reboot (or before the daemon's last
+        failed wait) must answer again; Degraded with what was seen when it does not.
+        Then the monitor: every `kubelet_monitor` seconds while the config runs a kubelet that
+        has answered; a kubelet that never did (no kubelet binary) is only probed here."""
+        self.kubelet_next = None
+        if not kubelet_enabled(current_mc):
+            self.kubelet_failed = False
+            return
+        if (after is not None or self.kubelet_failed) and kubelet_expected(self.root, current_mc):
+            context = after or f"in {name_of(current_mc)}"
+            try:
+                reason = self.kubelet.wait_healthy(context, once=self.kubelet_failed)
+            except WaitInterrupted:
+                raise _Stopped() from None
+            if reason:
+                self.kubelet_failed = True
+                self._start_drift(current_mc)
+                raise DaemonError(reason)
+        else:
+            self.kubelet.check()
+        self.kubelet_failed = False
+        if kubelet_expected(self.root, current_mc) or (
+                self.kubelet.last is not None and self.kubelet.last.healthy):
+            self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
+
+    def _finish(self, current: str, current_mc: Mapping[str, Any],
+                after: str | None = None) -> None:
+        """MCO's updateConfigAndState when current == desired: (the kubelet back,) uncordon,
+        then Done. `after` names the reboot or start the kubelet is waited for after."""
+        self._kubelet_back(current_mc, after)
         self.drainer.uncordon(current, self.timeouts.uncordon)
         self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
                     C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
@@ -232,11 +281,12 @@ class Daemon:
         if self.reboot_queued:
             return
         annotations = self._annotations()
-        if annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING:
+        from_reboot = annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING
+        if from_reboot:
             log.info("back from the reboot: post-config-action cleared")
             self.patch({C.POST_CONFIG_ACTION_ANNOTATION: ""})
         if self.booting:
-            self._first_run(annotations)
+            self._first_run(annotations, from_reboot)
             self.booting = False
             return
         drain = annotations.get(C.DESIRED_DRAIN_ANNOTATION)
@@ -257,7 +307,7 @@ class Daemon:
         log.info("update needed: %s -> %s (state %s)", current, desired, state)
         self._update(current, desired, on_disk, state)
 
-    def _first_run(self, annotations: dict[str, str]) -> None:
+    def _first_run(self, annotations: dict[str, str], from_reboot: bool = False) -> None:
         """MCO's checkStateOnFirstRun: bootstrap annotations, disk validation, Done or update."""
         self._housekeeping()
         fs = NodeRoot(self.root)
@@ -296,7 +346,10 @@ class Daemon:
             self._start_drift(current_mc, str(err))  # started anyway: it notices the fix
             raise DaemonError(str(err)) from err
         if current == desired:
-            self._finish(current, current_mc)
+            rebooted = node_state.read_state(self.root).get("postConfigAction") == \
+                node_state.REBOOTING or from_reboot
+            self._finish(current, current_mc, f"after the reboot into {current}" if rebooted
+                         else f"after the daemon started in {current}")
             return
         self.event("BootResync", f"Booting node {self.node_name}, currentConfig {current}, "
                                  f"desiredConfig {desired}")
@@ -340,6 +393,7 @@ class Daemon:
                 self._start_drift(current_mc, str(err))
                 raise DaemonError(str(err)) from err
         self._stop_drift()
+        self.kubelet_next = None  # the update probes the kubelet itself where it matters
         if state not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
             self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.WORKING})
             self.metrics.set_state(node_state.WORKING, "")
@@ -347,7 +401,8 @@ class Daemon:
         try:
             outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
                                    root=self.root, policy=self.policy,
-                                   request_drain=self.request_drain)
+                                   request_drain=self.request_drain, kubelet=self.kubelet,
+                                   os_runner=self.os_runner)
         finally:
             self.updating = False
             if self.sigterm_during_update:
@@ -357,7 +412,10 @@ class Daemon:
             self.event("FailedToReconcile", outcome.reason, "Warning")
             self.metrics.update_done(desired, outcome.reason)
             raise UnreconcilableError(outcome.reason)
+        if outcome.pivot_error:
+            self.metrics.pivot_errors.inc()
         if outcome.state == node_state.DEGRADED:
+            self.kubelet_failed = outcome.kubelet_unhealthy
             self.metrics.update_done(desired, outcome.reason)
             # rolled back: the disk is in `current`; past the point of no return: in `desired`
             self._start_drift(node_state.read_current_config(self.root) or current_mc)
@@ -421,7 +479,13 @@ class Daemon:
                     before = self.drift.drift
                     if self.drift.check() is None and before is not None:
                         pending, next_try = True, 0.0  # the disk is fixed: report it now
+                if self.kubelet_next is not None and not self.reboot_queued and \
+                        self.clock() >= self.kubelet_next:
+                    self.kubelet.check()
+                    self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
                 timeout = self.timeouts.watch
+                if self.kubelet_next is not None and not self.reboot_queued:
+                    timeout = min(timeout, max(self.kubelet_next - self.clock(), 0.0))
                 if pending:
                     timeout = min(timeout, max(next_try - self.clock(), 0.0))
                 if self.drift is not None:

@@ -124,6 +124,22 @@ class Systemd:
         self._call("StartTransientUnit", REBOOT_UNIT, "fail", properties,
                    dbus.Array([], signature="(sa(sv))"))
 
+    def unit_status(self, name: str) -> str:
+        """`active (running)`, `activating (auto-restart), result exit-code`: for reasons."""
+        props = self._unit_props(name)
+        unit_iface = "org.freedesktop.systemd1.Unit"
+        active = str(props.Get(unit_iface, "ActiveState", timeout=self.timeout))
+        sub = str(props.Get(unit_iface, "SubState", timeout=self.timeout))
+        load = str(props.Get(unit_iface, "LoadState", timeout=self.timeout))
+        if load != "loaded":
+            return f"{load}, {active} ({sub})"
+        try:
+            result = str(props.Get("org.freedesktop.systemd1.Service", "Result",
+                                   timeout=self.timeout))
+        except self._dbus.exceptions.DBusException:
+            result = "success"  # not a service
+        return f"{active} ({sub}){'' if result == 'success' else ', result ' + result}"
+
     # ---- job and unit state -------------------------------------------------------------
     def _unit_props(self, name: str) -> Any:
         path = self._call("LoadUnit", name)

@@ -20,16 +20,20 @@ from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolic
                          drain_required, post_config_actions)
 from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
 from mcd.file_writers import FileWriter, Journal, check_unit_name
+from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.passwd import SSH_SERVICES, apply_passwd
-from mcd.rpm_ostree import (OSTREE_BOOTED, Runner, apply_os_changes, ostree_booted,
-                            rollback_os_changes, run_rpm_ostree)
+from mcd.rpm_ostree import (OSTREE_BOOTED, OSUpdateError, Runner, apply_os_changes,
+                            ostree_booted, rollback_os_changes, run_rpm_ostree)
 from mcd.systemd import SystemdApi, SystemdError
 
 log = logging.getLogger(__name__)
 
 FIPS_ENABLED = Path("/proc/sys/crypto/fips_enabled")
+# state.json: the kubelet answered healthy just before the last reboot or kubelet restart, so it
+# must come back (a node whose kubelet never answered, as a host without one, is not waited for)
+KUBELET_HEALTHY_BEFORE = "kubeletHealthyBefore"
 
 
 def with_raw_config(mc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -72,6 +76,8 @@ class UpdateOutcome:
     plan: UpdatePlan | None = None
     rebooting: bool = False
     log: list[str] = field(default_factory=list)
+    pivot_error: bool = False  # the OS update (rpm-ostree) failed: MCO's mcd_pivot_errors_total
+    kubelet_unhealthy: bool = False  # Degraded because the kubelet did not come back
 
 
 def _fips_reason(new_mc: Mapping[str, Any]) -> str | None:
@@ -271,11 +277,29 @@ def _perform(action: Action, systemd: SystemdApi) -> None:
                            f"Error: {err}") from err
 
 
+def _kubelet_before(plan: UpdatePlan, kubelet: KubeletHealth | None) -> bool | None:
+    """Before a reboot or a kubelet restart: whether the kubelet answers (None: not asked)."""
+    restarts_kubelet = any(a.type is ActionType.RESTART and a.service == KUBELET_UNIT
+                           for a in plan.actions)
+    if kubelet is None or not (plan.reboot or restarts_kubelet):
+        return None
+    result = kubelet.check()
+    healthy = bool(result and result.healthy)
+    log.info("kubelet before the %s: %s", "reboot" if plan.reboot else "restart",
+             result or "healthz disabled")
+    return healthy
+
+
 def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: SystemdApi, *,
                  root: Path = Path("/"), policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  request_drain: Callable[[str], None] | None = None,
-                 os_runner: Runner = run_rpm_ostree) -> UpdateOutcome:
-    """Move the node from `old_mc` to `new_mc`; the state file says how it ended."""
+                 os_runner: Runner = run_rpm_ostree,
+                 kubelet: KubeletHealth | None = None) -> UpdateOutcome:
+    """Move the node from `old_mc` to `new_mc`; the state file says how it ended.
+
+    With `kubelet`, a kubelet that answered before a restart of kubelet.service must answer
+    again within its bound (else Degraded), and whether it answered before a reboot is recorded
+    for `resume_after_boot` and the daemon."""
     new_name = name_of(new_mc)
     # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
     old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
@@ -290,6 +314,9 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     if plan.force:
         with contextlib.suppress(FileNotFoundError):
             NodeRoot(root).unlink(node_state.FORCE_FILE)
+    kubelet_before = _kubelet_before(plan, kubelet)
+    kubelet_record: dict[str, Any] = {} if kubelet_before is None else \
+        {KUBELET_HEALTHY_BEFORE: kubelet_before}
     if plan.drain:
         if request_drain is not None:
             request_drain(new_name)
@@ -301,12 +328,17 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     units = _UnitOps(systemd)
     old_ign, new_ign = ignition_config_of(old_view), ignition_config_of(new_view)
     os_staged = False
+    pivot_error = False
     try:
         unit_files_changed, reload_sshd = _write_everything(plan, old_ign, new_ign, writer,
                                                             units)
         if plan.diff.os_level and ostree_booted(root):
             os_staged = True
-            apply_os_changes(old_mc, new_mc, plan.diff, os_runner)
+            try:
+                apply_os_changes(old_mc, new_mc, plan.diff, os_runner)
+            except OSUpdateError:
+                pivot_error = True
+                raise
         needs_reload = unit_files_changed or units.touched or any(
             a.type is ActionType.DAEMON_RELOAD for a in plan.actions)
         if needs_reload:
@@ -327,12 +359,13 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
             log.error("systemd Reload after rollback failed: %s", reload_err)
         reason = f"failed to apply {new_name}, rolled back to {plan.old_name}: {err}"
         node_state.write_state(root, node_state.DEGRADED, reason, desiredConfig=new_name)
-        return UpdateOutcome(node_state.DEGRADED, reason, plan)
+        return UpdateOutcome(node_state.DEGRADED, reason, plan, pivot_error=pivot_error)
     # point of no return: the node now claims to be in B
     if plan.reboot:
         rationale = f"Node will reboot into config {new_name}"
         node_state.write_state(root, node_state.WORKING, currentConfig=new_name,
-                               desiredConfig=new_name, postConfigAction=node_state.REBOOTING)
+                               desiredConfig=new_name, postConfigAction=node_state.REBOOTING,
+                               **kubelet_record)
         systemd.reboot(rationale)
         return UpdateOutcome(node_state.WORKING, plan=plan, rebooting=True)
     try:
@@ -348,16 +381,31 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         validate_on_disk(new_view, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
         node_state.write_state(root, node_state.DEGRADED, str(err), currentConfig=new_name,
-                               desiredConfig=new_name)
+                               desiredConfig=new_name, **kubelet_record)
         return UpdateOutcome(node_state.DEGRADED, str(err), plan)
+    if kubelet is not None and kubelet_before and kubelet_enabled(new_view) and any(
+            a.type is ActionType.RESTART and a.service == KUBELET_UNIT for a in plan.actions):
+        unhealthy = kubelet.wait_healthy(f"after restarting {KUBELET_UNIT}")
+        if unhealthy:
+            node_state.write_state(root, node_state.DEGRADED, unhealthy, currentConfig=new_name,
+                                   desiredConfig=new_name, **kubelet_record)
+            return UpdateOutcome(node_state.DEGRADED, unhealthy, plan, kubelet_unhealthy=True)
     node_state.write_state(root, node_state.DONE, currentConfig=new_name, desiredConfig=new_name,
-                           postConfigAction="", lastActions=[str(a) for a in plan.actions])
+                           postConfigAction="", lastActions=[str(a) for a in plan.actions],
+                           **kubelet_record)
     return UpdateOutcome(node_state.DONE, plan=plan)
 
 
+def kubelet_expected(root: Path, mc: Mapping[str, Any]) -> bool:
+    """The config runs a kubelet and it answered before the last reboot or restart."""
+    return kubelet_enabled(mc) and node_state.read_state(root).get(KUBELET_HEALTHY_BEFORE) is True
+
+
 def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
-                      os_runner: Runner = run_rpm_ostree) -> UpdateOutcome:
-    """At boot: validate the disk against the recorded current config; Done or Degraded."""
+                      os_runner: Runner = run_rpm_ostree,
+                      kubelet: KubeletHealth | None = None) -> UpdateOutcome:
+    """At boot: validate the disk against the recorded current config, then (with `kubelet`)
+    wait for a kubelet that answered before the reboot to answer again; Done or Degraded."""
     current = node_state.read_current_config(root)
     if current is None:
         log.info("no current config recorded: nothing to validate")
@@ -381,6 +429,10 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
         log.info("disk matches %s; %s towards %s kept", name, recorded["state"],
                  recorded["desiredConfig"])
         return UpdateOutcome(str(recorded["state"]), str(recorded.get("reason", "")))
+    kubelet_unhealthy = False
+    if not reason and kubelet is not None and kubelet_expected(root, current):
+        reason = kubelet.wait_healthy(f"after the reboot into {name}") or ""
+        kubelet_unhealthy = bool(reason)
     result = node_state.DEGRADED if reason else node_state.DONE
     node_state.write_state(root, result, reason, currentConfig=name, postConfigAction="")
-    return UpdateOutcome(result, reason)
+    return UpdateOutcome(result, reason, kubelet_unhealthy=kubelet_unhealthy)

@@ -171,6 +171,37 @@ ExecReload=/bin/kill -HUP $MAINPID
 WantedBy=multi-user.target
 """
 
+# TEST FIXTURE: stands in for the kubelet's health endpoint. It serves GET /healthz on the
+# healthzBindAddress:healthzPort of /etc/kubernetes/kubelet.conf, answering "ok" (or, with
+# --fail, 500 as a kubelet whose checks fail).
+KUBELET_HEALTHZ_PROGRAM = """#!/usr/bin/python3
+# TEST FIXTURE (machine-config node tests): not a kubelet. It only answers the kubelet's healthz.
+import http.server, sys
+
+conf = {}
+for line in open("/etc/kubernetes/kubelet.conf"):
+    key, _, value = line.partition(":")
+    conf[key.strip()] = value.strip().strip('"')
+address = conf.get("healthzBindAddress") or "127.0.0.1"
+port = int(conf.get("healthzPort") or 10248)
+failing = "--fail" in sys.argv
+
+
+class Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        status, body = (500, b"[-]fixture failing") if failing else (200, b"ok")
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.HTTPServer((address, port), Healthz).serve_forever()
+"""
+
 # The daemon's boot-time unit: after a reboot it validates the disk and reports Done or Degraded.
 DAEMON_UNIT = """[Unit]
 Description=machine-config-daemon: validate the current config at boot
@@ -179,7 +210,8 @@ Requires=dbus.service
 
 [Service]
 Type=oneshot
-ExecStart=/usr/local/bin/mcd resume
+EnvironmentFile=-/etc/default/machine-config-daemon
+ExecStart=/usr/local/bin/mcd resume $MCD_ARGS
 RemainAfterExit=yes
 
 [Install]
@@ -226,6 +258,9 @@ def install_fixtures(root: Path) -> None:
     program.parent.mkdir(parents=True, exist_ok=True)
     program.write_text(FIXTURE_PROGRAM)
     program.chmod(0o755)
+    healthz = root / "usr/local/libexec/test-kubelet-healthz"
+    healthz.write_text(KUBELET_HEALTHZ_PROGRAM)
+    healthz.chmod(0o755)
     unit_dir = root / "usr/lib/systemd/system"
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
