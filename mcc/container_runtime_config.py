@@ -139,10 +139,34 @@ def toml_dumps(doc: Mapping[str, Any], prefix: str = "") -> str:
     return "".join(out)
 
 
+def go_toml_dumps(doc: Mapping[str, Any]) -> str:
+    """TOML in the layout of Go's BurntSushi/toml encoder, which MCO uses for its CRI-O drop-ins:
+    each table's plain keys before its sub-tables, two spaces of indentation per table level
+    (headers included), a blank line before a top-level table once something was written."""
+    out: list[str] = []
+
+    def table(node: Mapping[str, Any], key: tuple[str, ...]) -> None:
+        indent = "  " * len(key)
+        for k, v in node.items():
+            if not isinstance(v, Mapping):
+                out.append(f"{indent}{k} = {_toml_value(v)}\n")
+        for k, v in node.items():
+            if isinstance(v, Mapping):
+                sub = (*key, k)
+                if len(sub) == 1 and out:
+                    out.append("\n")
+                out.append(f"{'  ' * (len(sub) - 1)}[{'.'.join(sub)}]\n")
+                table(v, sub)
+
+    table(doc, ())
+    return "".join(out)
+
+
 def crio_dropins(ctr: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """One drop-in per changed CRI-O setting, so unrelated defaults are never restated."""
     def dropin(name: str, table: str, key: str, value: Any) -> tuple[str, bytes]:
-        return f"{CRIO_DROPIN_DIR}/01-ctrcfg-{name}", toml_dumps({"crio": {table: {key: value}}}).encode()
+        return (f"{CRIO_DROPIN_DIR}/01-ctrcfg-{name}",
+                go_toml_dumps({"crio": {table: {key: value}}}).encode())
     files = []
     if ctr.get("logLevel"):
         files.append(dropin("logLevel", "runtime", "log_level", str(ctr["logLevel"])))

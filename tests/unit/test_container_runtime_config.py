@@ -44,10 +44,13 @@ def test_pids_limit_log_level_overlay_size_and_log_size() -> None:
     assert [f["path"] for f in mc["spec"]["config"]["storage"]["files"]] == [
         "/etc/containers/storage.conf", DROPIN + "logLevel", DROPIN + "pidsLimit", DROPIN + "logSizeMax",
         DROPIN + "defaultRuntime"]
-    assert file_text(mc, DROPIN + "pidsLimit") == "[crio.runtime]\npids_limit = 8192\n"
-    assert file_text(mc, DROPIN + "logLevel") == '[crio.runtime]\nlog_level = "debug"\n'
-    assert file_text(mc, DROPIN + "logSizeMax") == "[crio.runtime]\nlog_size_max = 65536\n"
-    assert file_text(mc, DROPIN + "defaultRuntime") == '[crio.runtime]\ndefault_runtime = "runc"\n'
+    # the layout of MCO's TestCreateCRIODropinFiles: "[crio]\n  [crio.runtime]\n    log_size_max = 10000000000\n"
+    assert file_text(mc, DROPIN + "pidsLimit") == "[crio]\n  [crio.runtime]\n    pids_limit = 8192\n"
+    assert file_text(mc, DROPIN + "logLevel") == '[crio]\n  [crio.runtime]\n    log_level = "debug"\n'
+    assert file_text(mc, DROPIN + "logSizeMax") == \
+        "[crio]\n  [crio.runtime]\n    log_size_max = 65536\n"
+    assert file_text(mc, DROPIN + "defaultRuntime") == \
+        '[crio]\n  [crio.runtime]\n    default_runtime = "runc"\n'
     storage = tomllib.loads(file_text(mc, "/etc/containers/storage.conf"))
     # merged into the template's copy: its settings stay
     assert storage["storage"]["driver"] == "overlay"
@@ -170,3 +173,14 @@ def test_a_repeated_verdict_replaces_the_last_condition() -> None:
     _, again = generate(*updated)
     _, third = generate(*again)
     assert [(c["type"], c["message"]) for c in third[0]["status"]["conditions"]] == [("Success", "Success")]
+
+
+def test_crio_dropin_bytes_are_mcos() -> None:
+    # MCO's TestCreateCRIODropinFiles: logSizeMax 10G gives exactly these bytes, 0k gives no file
+    mcs, _ = generate(ctrcfg("logs", logSizeMax="10G"))
+    assert file_text(mcs["99-worker-generated-containerruntime"], DROPIN + "logSizeMax") == \
+        "[crio]\n  [crio.runtime]\n    log_size_max = 10000000000\n"
+    mcs, _ = generate(ctrcfg("zero", logSizeMax="0k", pidsLimit=2048))
+    files = mcs["99-worker-generated-containerruntime"]["spec"]["config"]["storage"]["files"]
+    assert DROPIN + "pidsLimit" in [f["path"] for f in files]
+    assert DROPIN + "logSizeMax" not in [f["path"] for f in files]
