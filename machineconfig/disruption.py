@@ -223,27 +223,71 @@ def _parse_actions(raw: object, where: str) -> tuple[Action, ...]:
                               f"{', '.join(t.value for t in ActionType)} is required") from None
         service = ""
         if kind in (ActionType.RELOAD, ActionType.RESTART):
-            service = ((item.get(kind.value.lower()) or {}).get("serviceName") or "")
-            if not service:
+            detail = item.get(kind.value.lower())
+            named = detail.get("serviceName") if isinstance(detail, Mapping) else None
+            if not isinstance(named, str) or not named:
                 raise PolicyError(f"{where}.actions[{index}].{kind.value.lower()}.serviceName: "
                                   "required")
+            service = named
         actions.append(Action(kind, service))
     return tuple(actions)
 
 
-def parse_policy(document: Mapping[str, Any]) -> NodeDisruptionPolicy:
-    """User policies from a MachineConfiguration object or its bare `nodeDisruptionPolicy`."""
-    body = document.get("spec", {}).get("nodeDisruptionPolicy") if "spec" in document else document
+def _entries(body: Mapping[str, Any], field_name: str, key: str, where: str
+             ) -> dict[str, tuple[Action, ...]]:
+    raw = body.get(field_name) or []
+    if not isinstance(raw, list):
+        raise PolicyError(f"{where}.{field_name}: a list is required")
+    out: dict[str, tuple[Action, ...]] = {}
+    for index, entry in enumerate(raw):
+        name = entry.get(key) if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise PolicyError(f"{where}.{field_name}[{index}].{key}: a string is required")
+        out[name] = _parse_actions(entry.get("actions"), f"{where}.{field_name}[{name}]")
+    return out
+
+
+def parse_policy(document: Mapping[str, Any], where: str = "nodeDisruptionPolicy"
+                 ) -> NodeDisruptionPolicy:
+    """User policies from a MachineConfiguration object or its bare `nodeDisruptionPolicy` (or
+    the `clusterPolicies` the controller publishes: the same shape). PolicyError names the
+    field of anything malformed."""
+    if "spec" in document:
+        spec = document.get("spec")
+        body = spec.get("nodeDisruptionPolicy") if isinstance(spec, Mapping) else None
+        where = "spec.nodeDisruptionPolicy"
+    else:
+        body = document
     body = body or {}
-    files = {entry["path"]: _parse_actions(entry.get("actions"), f"files[{entry['path']}]")
-             for entry in body.get("files") or []}
-    units = {entry["name"]: _parse_actions(entry.get("actions"), f"units[{entry['name']}]")
-             for entry in body.get("units") or []}
+    if not isinstance(body, Mapping):
+        raise PolicyError(f"{where}: a mapping is required")
     sshkey = body.get("sshkey")
+    if sshkey is not None and not isinstance(sshkey, Mapping):
+        raise PolicyError(f"{where}.sshkey: a mapping is required")
     return NodeDisruptionPolicy(
-        files=files, units=units,
-        sshkey=_parse_actions(sshkey.get("actions"), "sshkey") if sshkey else (),
+        files=_entries(body, "files", "path", where),
+        units=_entries(body, "units", "name", where),
+        sshkey=_parse_actions(sshkey.get("actions"), f"{where}.sshkey") if sshkey else (),
     )
+
+
+def _action_status(action: Action) -> dict[str, Any]:
+    if action.type in (ActionType.RELOAD, ActionType.RESTART):
+        return {"type": action.type.value,
+                action.type.value.lower(): {"serviceName": action.service}}
+    return {"type": action.type.value}
+
+
+def policy_status(policy: NodeDisruptionPolicy) -> dict[str, Any]:
+    """`status.nodeDisruptionPolicyStatus.clusterPolicies` as MCO publishes it: the defaults in
+    their order with user entries for the same path or unit in place, other user entries after."""
+    return {
+        "files": [{"path": path, "actions": [_action_status(a) for a in actions]}
+                  for path, actions in policy.files.items()],
+        "units": [{"name": name, "actions": [_action_status(a) for a in actions]}
+                  for name, actions in policy.units.items()],
+        "sshkey": {"actions": [_action_status(a) for a in policy.sshkey]},
+    }
 
 
 def load_policy(path: Path) -> NodeDisruptionPolicy:

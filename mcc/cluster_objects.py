@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from machineconfig.errors import InputError
-from machineconfig.store.base import CLUSTER_CONFIG_KINDS, is_cluster_config
+from machineconfig.store.base import (
+    CLUSTER_CONFIG_KINDS, MACHINE_CONFIGURATION, is_cluster_config,
+)
 from machineconfig.yamlload import Document
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,8 @@ def from_documents(docs: Iterable[Document]) -> dict[str, list[ClusterObject]]:
             items = [(item, f"$.items.{i}") for i, item in enumerate(data["items"])]
         for obj, base in items:
             kind = cluster_kind(obj)
-            if kind is not None:
+            # the MachineConfiguration holds node disruption policies: no render input
+            if kind is not None and kind != MACHINE_CONFIGURATION:
                 out.setdefault(kind, []).append(ClusterObject(obj, doc.file, doc, base))
     return out
 

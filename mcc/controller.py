@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
-from machineconfig import rollout
+from machineconfig import disruption, rollout
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.sdnotify import notify
 from machineconfig.store.base import (
-    CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, NodeRecord, RebootLocks, Store,
+    CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NodeRecord, RebootLocks,
+    Store,
 )
 from mcc import drain_controller, gc, node_controller, plan, pool_status, windows
 from mcc.kubelet_config import now_rfc3339
@@ -28,6 +29,8 @@ from mcc.render_controller import RenderController
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
 log = logging.getLogger(__name__)
+
+MACHINE_CONFIGURATION_NAME = "cluster"  # the one MachineConfiguration MCO reads
 
 # Longest single wait on the store, so a stop request is seen within this many seconds.
 WAIT_SLICE = 1.0
@@ -72,6 +75,8 @@ class Controller:
         self.render = RenderController(store, templates_dir, values, now)
         self.drain = drain_controller.DrainController(store)
         self._windows: dict[str, WindowReport] = {}  # pool -> its window in the last pass
+        # the cluster's node disruption policies (MachineConfiguration `cluster`, or MCO's)
+        self.policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY
         # Warnings already reported (SelectingAll, membership and maxUnavailable errors): a pass
         # runs on every change, an event per pass would drown the real ones.
         self._reported: set[tuple[str, str, str]] = set()
@@ -87,8 +92,8 @@ class Controller:
     def run_pass(self) -> PassReport:
         report = PassReport()
         steps: list[tuple[str, Callable[[PassReport], None]]] = [
-            ("render", self._render), ("node", self._nodes), ("drain", self._drain),
-            ("status", self._status)]
+            ("render", self._render), ("policy", self._policy), ("node", self._nodes),
+            ("drain", self._drain), ("status", self._status)]
         if self.gc_enabled:
             steps.append(("gc", self._gc))
         for name, step in steps:
@@ -99,6 +104,39 @@ class Controller:
                 log.warning("%s step failed: %s", name, e)
                 report.errors.append(f"{name}: {e}")
         return report
+
+    def _policy(self, report: PassReport) -> None:
+        """MCO's MachineConfiguration `cluster`: its spec.nodeDisruptionPolicy merged with the
+        default policies, published in status.nodeDisruptionPolicyStatus.clusterPolicies (with
+        observedGeneration) as MCO's operator does, and used for the rollout's own decisions. A
+        policy that does not parse keeps the last good one published (event, log)."""
+        found = [o for o in self.store.list_objects(MACHINE_CONFIGURATION)
+                 if (o.get("metadata") or {}).get("name") == MACHINE_CONFIGURATION_NAME]
+        if not found:
+            self.policy = disruption.DEFAULT_POLICY
+            return
+        obj = found[0]
+        try:
+            merged = disruption.merge_policies(disruption.DEFAULT_POLICY,
+                                               disruption.parse_policy(obj))
+        except disruption.PolicyError as e:
+            log.warning("MachineConfiguration %s: %s", MACHINE_CONFIGURATION_NAME, e)
+            self._event_once(MACHINE_CONFIGURATION, MACHINE_CONFIGURATION_NAME,
+                             "InvalidNodeDisruptionPolicy",
+                             f"{e}; the last good node disruption policies stay in force")
+            return
+        self.policy = merged
+        status = dict(obj.get("status") or {})
+        generation = (obj.get("metadata") or {}).get("generation")
+        want = {**status, "nodeDisruptionPolicyStatus": {
+            "clusterPolicies": disruption.policy_status(merged)}}
+        if isinstance(generation, int):
+            want["observedGeneration"] = generation
+        if want != status:
+            self.store.update_status(MACHINE_CONFIGURATION, MACHINE_CONFIGURATION_NAME, want)
+            log.info("MachineConfiguration %s: node disruption policies published "
+                     "(%d file, %d unit policies)", MACHINE_CONFIGURATION_NAME,
+                     len(merged.files), len(merged.units))
 
     def _render(self, report: PassReport) -> None:
         result = self.render.sync()
@@ -211,7 +249,7 @@ class Controller:
         disruption policy; unknown configs count as disruptive)."""
         try:
             return plan.is_disruptive(self.store.get_rendered(current),
-                                      self.store.get_rendered(target))
+                                      self.store.get_rendered(target), self.policy)
         except MachineConfigError:
             return True
 

@@ -23,7 +23,8 @@ from machineconfig.constants import (
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS, CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG,
-    MACHINE_CONFIG, MACHINE_CONFIG_POOL, SECRET, USER_TEMPLATE, NotFoundError, Store, StoreError,
+    MACHINE_CONFIG, MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, SECRET, USER_TEMPLATE,
+    NotFoundError, Store, StoreError,
 )
 from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap
@@ -106,6 +107,8 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
                     secrets.append(bootstrap.PullSecret(name, str(meta.get("namespace") or ""),
                                                         obj, where))
                 continue
+            if kind == MACHINE_CONFIGURATION:
+                continue  # no render input: mcc.controller publishes its policies
             if kind in CLUSTER_CONFIG_KINDS:
                 cluster.setdefault(kind, []).append(ClusterObject(obj, where, Document(obj, where)))
                 continue

@@ -35,7 +35,11 @@ CLUSTER_CONFIG_KINDS = {
     "ImageTagMirrorSet": ("config.openshift.io",),
     "FeatureGate": ("config.openshift.io",),
     "Node": ("config.openshift.io",),  # nodes.config.openshift.io, not the core Node
+    # the operator's configuration (node disruption policies): read by the controller, which
+    # publishes the merged policies in its status; no render input
+    "MachineConfiguration": ("operator.openshift.io",),
 }
+MACHINE_CONFIGURATION = "MachineConfiguration"
 KINDS = (MACHINE_CONFIG, MACHINE_CONFIG_POOL, CONTROLLER_CONFIG, KUBELET_CONFIG,
          CONTAINER_RUNTIME_CONFIG, SECRET, USER_TEMPLATE, *CLUSTER_CONFIG_KINDS)
 

@@ -16,8 +16,9 @@ from typing import Any
 from machineconfig import disruption
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store import open_store
-from machineconfig.store.base import MACHINE_CONFIG_POOL, NotFoundError
+from machineconfig.store.base import MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NotFoundError
 from mcc import bootstrap, node_controller, render_controller
+from mcc.controller import MACHINE_CONFIGURATION_NAME
 from mcc.plan import PoolPlan, format_text, plan_pool
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
@@ -29,8 +30,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--store", required=True, metavar="URL", help="local:DIR")
     parser.add_argument("--state", metavar="SDIR", help="state directory of the local store")
     parser.add_argument("--policy", metavar="FILE", type=Path,
-                        help="a MachineConfiguration with spec.nodeDisruptionPolicy "
-                             "(default: MCO's default policies)")
+                        help="a MachineConfiguration with spec.nodeDisruptionPolicy (default: "
+                             "the MachineConfiguration `cluster` among the inputs, else MCO's "
+                             "default policies)")
     parser.add_argument("--templates", metavar="DIR", type=Path, default=DEFAULT_TEMPLATES_DIR,
                         help="the ignition-templates tree (default: the one shipped with mcc)")
     parser.add_argument("--values", metavar="FILE",
@@ -41,8 +43,16 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        policy = disruption.load_policy(args.policy) if args.policy else disruption.DEFAULT_POLICY
         store = open_store(args.store, args.state)
+        if args.policy:
+            policy = disruption.load_policy(args.policy)
+        else:
+            # the cluster's MachineConfiguration among the inputs, as the controller uses it
+            found = [o for o in store.list_objects(MACHINE_CONFIGURATION)
+                     if (o.get("metadata") or {}).get("name") == MACHINE_CONFIGURATION_NAME]
+            policy = disruption.merge_policies(disruption.DEFAULT_POLICY,
+                                               disruption.parse_policy(found[0])) \
+                if found else disruption.DEFAULT_POLICY
         objects = render_controller.read_inputs(store)
         # The same variables as the controller, or the plan describes a render it never makes.
         values = bootstrap.load_values(args.values) if args.values else {}
