@@ -23,7 +23,7 @@ from machineconfig.reconcile import name_of
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
-from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy
+from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
 from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.kubelet_health import (MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND, KubeletHealth,
@@ -44,6 +44,10 @@ NODE_ANNOTATIONS_BAK = "/etc/machine-config-daemon/node-annotation.json.bak"  # 
 ENCAPSULATED_FILE = "/etc/ignition-machine-config-encapsulated.json"
 IGNITION_PRESET = "/etc/systemd/system-preset/20-ignition.preset"
 EVENT_KIND = "Node"
+
+
+# MCO's daemon waits this long for the published node disruption policies to be current
+POLICY_WAIT, POLICY_POLL = 120.0, 5.0
 
 
 class DaemonError(Exception):
@@ -143,6 +147,32 @@ class Daemon:
     def patch(self, changes: Mapping[str, str | None]) -> NodeRecord:
         self.node = self.api.patch_node_annotations(self.node_name, changes)
         return self.node
+
+    def update_policy(self) -> NodeDisruptionPolicy:
+        """The node disruption policies for the next update: on a store that publishes the
+        cluster's (kube: MachineConfiguration `cluster`, status.nodeDisruptionPolicyStatus),
+        those, once the controller has observed the object's latest generation (polled every
+        POLICY_POLL s for up to POLICY_WAIT s, as MCO's daemon waits); otherwise this daemon's
+        own (`--policy`, else MCO's defaults)."""
+        source = getattr(self.api, "cluster_disruption_policies", None)
+        if not callable(source):
+            return self.policy
+        deadline = self.clock() + POLICY_WAIT
+        while True:
+            found = source()
+            if found is None:
+                return self.policy  # the cluster has no MachineConfiguration: the defaults
+            generation, observed, policies = found
+            if generation is None or generation == observed:
+                try:
+                    return parse_policy(policies, "status.nodeDisruptionPolicyStatus."
+                                                  "clusterPolicies")
+                except PolicyError as err:
+                    raise DaemonError(f"NodeDisruptionPolicyStatus was not ready: {err}") from err
+            if self.clock() >= deadline or self.stop_requested.wait(POLICY_POLL):
+                raise DaemonError(
+                    f"NodeDisruptionPolicyStatus was not ready: MachineConfiguration cluster "
+                    f"generation {generation}, status observedGeneration {observed}")
 
     def event(self, reason: str, message: str, type: str = "Normal") -> None:
         try:
@@ -392,6 +422,7 @@ class Daemon:
                 self.event("PreflightConfigDriftCheckFailed", str(err), "Warning")
                 self._start_drift(current_mc, str(err))
                 raise DaemonError(str(err)) from err
+        policy = self.update_policy()  # before anything changes: a wait or error leaves all
         self._stop_drift()
         self.kubelet_next = None  # the update probes the kubelet itself where it matters
         if state not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
@@ -400,7 +431,7 @@ class Daemon:
         self.updating = True  # SIGTERM is ignored from here until the update ends
         try:
             outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
-                                   root=self.root, policy=self.policy,
+                                   root=self.root, policy=policy,
                                    request_drain=self.request_drain, kubelet=self.kubelet,
                                    os_runner=self.os_runner)
         finally:

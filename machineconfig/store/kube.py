@@ -47,6 +47,7 @@ from machineconfig.store.base import (
     KUBELET_CONFIG,
     MACHINE_CONFIG,
     MACHINE_CONFIG_POOL,
+    MACHINE_CONFIGURATION,
     SECRET,
     USER_TEMPLATE,
     ConflictError,
@@ -87,6 +88,21 @@ CUSTOM_KINDS = {
     CONTAINER_RUNTIME_CONFIG: "containerruntimeconfigs",
 }
 API_VERSIONS = {**{k: f"{GROUP}/v1" for k in CUSTOM_KINDS}, "Node": "v1", "Pod": "v1"}
+# OpenShift's cluster objects (base.CLUSTER_CONFIG_KINDS): (group, version, plural). Optional:
+# a cluster without their CustomResourceDefinitions (plain Kubernetes) has none of them.
+CLUSTER_RESOURCES = {
+    "Image": ("config.openshift.io", "v1", "images"),
+    "ImageDigestMirrorSet": ("config.openshift.io", "v1", "imagedigestmirrorsets"),
+    "ImageTagMirrorSet": ("config.openshift.io", "v1", "imagetagmirrorsets"),
+    "FeatureGate": ("config.openshift.io", "v1", "featuregates"),
+    "Node": ("config.openshift.io", "v1", "nodes"),
+    "ImageContentSourcePolicy": ("operator.openshift.io", "v1alpha1",
+                                 "imagecontentsourcepolicies"),
+    MACHINE_CONFIGURATION: ("operator.openshift.io", "v1", "machineconfigurations"),
+}
+assert set(CLUSTER_RESOURCES) == set(CLUSTER_CONFIG_KINDS)
+# a cluster kind found missing (no CRD) or forbidden is asked for again after this long
+ABSENT_RECHECK_SECONDS = 60.0
 
 
 def _now() -> str:
@@ -209,6 +225,10 @@ class KubeStore:
         self._res: dict[str, Any] = {
             kind: create_global_resource(GROUP, "v1", kind, plural)
             for kind, plural in CUSTOM_KINDS.items()}
+        self._cluster_res: dict[str, Any] = {
+            kind: create_global_resource(group, version, kind, plural)
+            for kind, (group, version, plural) in CLUSTER_RESOURCES.items()}
+        self._absent: dict[str, float] = {}  # cluster kind -> monotonic time to ask again
         self._node_res = Node
         self._event_res = Event
         self._secret_res = Secret
@@ -371,10 +391,53 @@ class KubeStore:
                 refs.append((str(ref.get("namespace") or "openshift-config"), str(ref["name"])))
         return sorted(set(refs))
 
+    def _list_cluster(self, kind: str) -> list[JSON]:
+        """OpenShift's cluster objects of `kind`, watched once listed; none (logged once) while
+        the cluster lacks their CRD or this process the right to read them."""
+        group, version, plural = CLUSTER_RESOURCES[kind]
+        res = self._cluster_res[kind]
+        if time.monotonic() < self._absent.get(kind, 0.0):
+            return []
+        try:
+            items = self._call(f"list {plural}.{group}", lambda: list(self.client.list(res)))
+        except (NotFoundError, ForbiddenError) as e:
+            if kind not in self._absent:
+                log.info("kube: no %s.%s read (%s): treated as none, asked again every %.0f s",
+                         plural, group, e, ABSENT_RECHECK_SECONDS)
+            self._absent[kind] = time.monotonic() + ABSENT_RECHECK_SECONDS
+            return []
+        if self._absent.pop(kind, None) is not None:
+            log.info("kube: %s.%s readable now", plural, group)
+        self._watch(WatchTarget(f"{plural}.{group}", res))
+        out = []
+        for item in items:
+            obj = _clean(_to_dict(item))
+            obj.setdefault("apiVersion", f"{group}/{version}")
+            obj.setdefault("kind", kind)
+            out.append(obj)
+        return sorted(out, key=lambda o: str(o["metadata"].get("name")))
+
+    def cluster_disruption_policies(self) -> tuple[int | None, int | None, JSON] | None:
+        """For a daemon: MachineConfiguration `cluster`'s (generation, status.observedGeneration,
+        status.nodeDisruptionPolicyStatus.clusterPolicies), None when the cluster has none."""
+        group, _, plural = CLUSTER_RESOURCES[MACHINE_CONFIGURATION]
+        res = self._cluster_res[MACHINE_CONFIGURATION]
+        try:
+            obj = _to_dict(self._call(f"get {plural}.{group} cluster",
+                                      lambda: self.client.get(res, "cluster")))
+        except (NotFoundError, ForbiddenError):
+            return None
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        policies = (status.get("nodeDisruptionPolicyStatus") or {}).get("clusterPolicies")
+        generation, observed = meta.get("generation"), status.get("observedGeneration")
+        return (generation if isinstance(generation, int) else None,
+                observed if isinstance(observed, int) else None,
+                dict(policies) if isinstance(policies, dict) else {})
+
     def list_objects(self, kind: str) -> list[JSON]:
         self._controller_only("list objects")
         if kind in CLUSTER_CONFIG_KINDS:
-            return []  # not read from the API server yet: the image config needs OpenShift's CRDs
+            return self._list_cluster(kind)
         if kind == USER_TEMPLATE:
             return []  # templates with controller values exist only in a local input directory
         if kind == SECRET:
@@ -497,6 +560,9 @@ class KubeStore:
     def update_status(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace `status` through the status subresource, retrying on conflict."""
         self._controller_only("write status")
+        if kind in CLUSTER_RESOURCES:
+            self._update_cluster_status(kind, name, status)
+            return
         res = self._resource(kind)
         want = copy.deepcopy(dict(status))
         def attempt() -> None:
@@ -505,6 +571,22 @@ class KubeStore:
                 return
             current["status"] = want
             self._call(f"update {CUSTOM_KINDS[kind]}/{name}/status",
+                       lambda: self.client.replace(res.Status(current), name))
+
+        _retry_on_conflict(f"status of {kind} {name}", attempt)
+
+    def _update_cluster_status(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
+        group, _, plural = CLUSTER_RESOURCES[kind]
+        res = self._cluster_res[kind]
+        want = copy.deepcopy(dict(status))
+
+        def attempt() -> None:
+            current = _to_dict(self._call(f"get {plural}.{group} {name}",
+                                          lambda: self.client.get(res, name)))
+            if (current.get("status") or {}) == want:
+                return
+            current["status"] = want
+            self._call(f"update {plural}.{group}/{name}/status",
                        lambda: self.client.replace(res.Status(current), name))
 
         _retry_on_conflict(f"status of {kind} {name}", attempt)
