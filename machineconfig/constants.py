@@ -31,11 +31,15 @@ INSECURE_PORT = 22624
 # Annotations the daemon writes (the node API lets a node change only these on its own record).
 POST_CONFIG_ACTION_ANNOTATION = f"{GROUP}/post-config-action"
 FIRST_PIVOT_CONFIG_ANNOTATION = f"{GROUP}/firstPivotConfig"
+# the ControllerConfig resourceVersion whose CA bundles the certificate writer last wrote
+LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION = f"{GROUP}/lastSyncedControllerConfigResourceVersion"
 DAEMON_OWNED_ANNOTATIONS = frozenset({
     CURRENT_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, DESIRED_DRAIN_ANNOTATION,
     POST_CONFIG_ACTION_ANNOTATION, FIRST_PIVOT_CONFIG_ANNOTATION,
+    LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION,
 })
+CONTROLLER_CONFIG_NAME = "machine-config-controller"  # the one ControllerConfig MCO uses
 
 # Served to a joining machine in store mode (mode 0600): how its daemon reaches the node API.
 # A JSON object: "server" (base URL), "pool", "token" (the pool's bootstrap token) and, when the

@@ -19,6 +19,7 @@ from machineconfig.api import (
 )
 from machineconfig.api import input_files as api_input_files
 from machineconfig.constants import (
+    CONTROLLER_CONFIG_NAME,
     API_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION, ROLE_LABEL,
 )
 from machineconfig.errors import InputError, MachineConfigError
@@ -37,7 +38,6 @@ from mcc.template import pull_secret_from_secret, render_templates, render_user_
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-CONTROLLER_CONFIG_NAME = "machine-config-controller"
 USER_TEMPLATE_SUFFIX = ".j2"
 INPUT_SUFFIXES = YAML_SUFFIXES + tuple(s + USER_TEMPLATE_SUFFIX for s in YAML_SUFFIXES)
 PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"

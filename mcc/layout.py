@@ -17,7 +17,8 @@ from machineconfig import yamlv2
 from machineconfig.api import MachineConfigPool
 from machineconfig.constants import API_VERSION
 from machineconfig.errors import InputError
-from mcc.bootstrap import CONTROLLER_CONFIG_NAME, STATUS_DIRS, Inputs
+from machineconfig.constants import CONTROLLER_CONFIG_NAME
+from mcc.bootstrap import STATUS_DIRS, Inputs
 from mcc.render import RenderedConfig
 
 

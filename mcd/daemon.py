@@ -23,6 +23,7 @@ from machineconfig.reconcile import name_of
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
+from mcd.certificate_writer import CertificateError, sync_certificates
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
 from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
@@ -311,6 +312,7 @@ class Daemon:
         if self.reboot_queued:
             return
         annotations = self._annotations()
+        self._sync_certificates(annotations)
         from_reboot = annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING
         if from_reboot:
             log.info("back from the reboot: post-config-action cleared")
@@ -336,6 +338,31 @@ class Daemon:
             return
         log.info("update needed: %s -> %s (state %s)", current, desired, state)
         self._update(current, desired, on_disk, state)
+
+    def _sync_certificates(self, annotations: dict[str, str]) -> None:
+        """MCO's certificate writer (mcd.certificate_writer), on a store that gives daemons the
+        ControllerConfig (kube): its CA bundles are written whenever its resourceVersion is not
+        the one this node last synced, whatever the pool's rollout does (a paused pool too)."""
+        source = getattr(self.api, "node_controller_config", None)
+        if not callable(source):
+            return
+        cc = source()
+        if cc is None:
+            return
+        version = str((cc.get("metadata") or {}).get("resourceVersion") or "")
+        if not version or annotations.get(C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION) == version:
+            return
+        try:
+            written = sync_certificates(self.root, cc)
+        except (CertificateError, OSError) as err:
+            log.error("certificate writer: %s", err)
+            self.event("CertificateSyncFailed", f"could not write the ControllerConfig's CA "
+                                                f"bundles: {err}", "Warning")
+            return
+        self.patch({C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION: version})
+        annotations[C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION] = version
+        log.info("Certificate was synced from controllerconfig resourceVersion %s (%d paths)",
+                 version, len(written))
 
     def _first_run(self, annotations: dict[str, str], from_reboot: bool = False) -> None:
         """MCO's checkStateOnFirstRun: bootstrap annotations, disk validation, Done or update."""

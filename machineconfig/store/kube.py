@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from machineconfig.constants import GROUP
+from machineconfig.constants import CONTROLLER_CONFIG_NAME, GROUP
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS,
     CONTAINER_RUNTIME_CONFIG,
@@ -416,6 +416,18 @@ class KubeStore:
             obj.setdefault("kind", kind)
             out.append(obj)
         return sorted(out, key=lambda o: str(o["metadata"].get("name")))
+
+    def node_controller_config(self) -> JSON | None:
+        """For a daemon's certificate writer: the ControllerConfig MCO uses (watched by name, so
+        a CA rotation wakes the daemon), with its resourceVersion; None when there is none."""
+        res = self._resource(CONTROLLER_CONFIG)
+        self._watch(WatchTarget(f"controllerconfig {CONTROLLER_CONFIG_NAME}", res,
+                                fields={"metadata.name": CONTROLLER_CONFIG_NAME}))
+        try:
+            return _to_dict(self._call(f"get controllerconfigs {CONTROLLER_CONFIG_NAME}",
+                                       lambda: self.client.get(res, CONTROLLER_CONFIG_NAME)))
+        except NotFoundError:
+            return None
 
     def cluster_disruption_policies(self) -> tuple[int | None, int | None, JSON] | None:
         """For a daemon: MachineConfiguration `cluster`'s (generation, status.observedGeneration,

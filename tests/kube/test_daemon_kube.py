@@ -84,3 +84,53 @@ def test_reboot_update_through_the_api_server(controller: Any, control_plane: Co
         assert {"Cordon", "Drain", "Reboot"} <= set(reasons)
     finally:
         api.close()  # type: ignore[attr-defined]
+
+
+def test_certificate_writer_follows_the_controller_config(clean_cluster: ControlPlane,
+                                                          kubeconfig: Path, root: Path) -> None:
+    """MCO's certificate writer through the API server: a daemon writes the ControllerConfig's
+    CA bundles and records its resourceVersion; a CA rotation is written again without any
+    rendered config changing (a paused pool's nodes get it too); an unchanged one is not."""
+    import base64
+
+    from tests.kube.kit import apply, controller_config
+
+    cp = clean_cluster
+    cc = controller_config()
+    cc["spec"]["kubeAPIServerServingCAData"] = base64.b64encode(b"CA-ONE\n").decode()
+    apply(cp, cc)
+    lay_down(root, A)
+    store = open_store(f"kube:{kubeconfig}")
+    store.put_rendered(A)
+    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
+    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    api = open_store(f"kube:{kubeconfig}", node=NODE)
+    try:
+        daemon = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=TIMEOUTS)
+        daemon.booting = False
+        daemon.sync()
+        kubelet_ca = root / "etc/kubernetes/kubelet-ca.crt"
+        assert kubelet_ca.read_text() == "CA-ONE\n"
+        _, obj = call(cp, "GET", "/apis/machineconfiguration.openshift.io/v1/controllerconfigs/"
+                                 "machine-config-controller")
+        first = obj["metadata"]["resourceVersion"]
+        assert api.get_node(NODE).annotations[
+            C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION] == first
+
+        kubelet_ca.write_text("tampered\n")
+        daemon.sync()  # same resourceVersion: nothing written
+        assert kubelet_ca.read_text() == "tampered\n"
+
+        cc["spec"]["kubeAPIServerServingCAData"] = base64.b64encode(b"CA-TWO\n").decode()
+        apply(cp, cc)
+        daemon.sync()
+        assert kubelet_ca.read_text() == "CA-TWO\n"
+        assert api.get_node(NODE).annotations[
+            C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION] != first
+        # the rollout state never moved: no config was rendered or applied for it
+        assert api.get_node(NODE).annotations[C.CURRENT_CONFIG_ANNOTATION] == A["metadata"]["name"]
+    finally:
+        api.close()  # type: ignore[attr-defined]
+        store.close()  # type: ignore[attr-defined]

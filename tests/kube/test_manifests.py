@@ -175,6 +175,7 @@ EXPECTED_RULES = {
         expand("", ["nodes"], READ + ["patch"])
         | expand(GROUP, ["machineconfigs"], READ)
         | {("operator.openshift.io", "machineconfigurations", "get", ("cluster",))}
+        | {(GROUP, "controllerconfigs", v, ("machine-config-controller",)) for v in READ}
     ),
 }
 # The namespaced grants: (service account, role name suffix) -> (namespace, rules). The controller
