@@ -421,13 +421,23 @@ class KubeStore:
         """For a daemon's certificate writer: the ControllerConfig MCO uses (watched by name, so
         a CA rotation wakes the daemon), with its resourceVersion; None when there is none."""
         res = self._resource(CONTROLLER_CONFIG)
+        if time.monotonic() < self._absent.get(CONTROLLER_CONFIG, 0.0):
+            return None
+        try:
+            obj = _to_dict(self._call(f"get controllerconfigs {CONTROLLER_CONFIG_NAME}",
+                                      lambda: self.client.get(res, CONTROLLER_CONFIG_NAME)))
+        except (NotFoundError, ForbiddenError) as e:
+            # none yet, or a daemon whose credentials may not read it: no certificate writer
+            if CONTROLLER_CONFIG not in self._absent:
+                log.info("kube: ControllerConfig %s not read (%s): certificate writer idle, "
+                         "asked again every %.0f s", CONTROLLER_CONFIG_NAME, e,
+                         ABSENT_RECHECK_SECONDS)
+            self._absent[CONTROLLER_CONFIG] = time.monotonic() + ABSENT_RECHECK_SECONDS
+            return None
+        self._absent.pop(CONTROLLER_CONFIG, None)
         self._watch(WatchTarget(f"controllerconfig {CONTROLLER_CONFIG_NAME}", res,
                                 fields={"metadata.name": CONTROLLER_CONFIG_NAME}))
-        try:
-            return _to_dict(self._call(f"get controllerconfigs {CONTROLLER_CONFIG_NAME}",
-                                       lambda: self.client.get(res, CONTROLLER_CONFIG_NAME)))
-        except NotFoundError:
-            return None
+        return obj
 
     def cluster_disruption_policies(self) -> tuple[int | None, int | None, JSON] | None:
         """For a daemon: MachineConfiguration `cluster`'s (generation, status.observedGeneration,
