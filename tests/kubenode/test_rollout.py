@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -199,6 +202,14 @@ class Watch:
 
 def test_workload_runs_on_both_nodes(kube_cluster: KubeCluster,
                                      kube_nodes: list[KubeNode]) -> None:
+    for node in kube_nodes:
+        units = node.run(["systemctl", "is-active", "crio", "kubelet",
+                          "machine-config-daemon"], check=False).stdout.split()
+        assert units == ["active"] * 3, (node.name, units)
+        # what runs is what was served: the values file's failCgroupV1 and default_runtime
+        assert "failCgroupV1: false" in (node.root / "etc/kubernetes/kubelet.conf").read_text()
+        assert 'default_runtime = "runc"' in (
+            node.root / "etc/crio/crio.conf.d/00-default").read_text()
     started = time.monotonic()
     kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=WORKLOAD)
     for attempt in range(4):
@@ -285,8 +296,9 @@ def test_registries_change_reloads_crio_only(kube_cluster: KubeCluster,
     before_ids = container_ids(kube_cluster)
     pids = {n.name: main_pids(n) for n in kube_nodes}
     boots = {n.name: n.boots for n in kube_nodes}
-    text = ('unqualified-search-registries = ["registry.example.com"]\n'
-            'short-name-mode = ""\n')
+    # a safe change (MCO's rule: search registries only appended): reload, no drain
+    text = ('unqualified-search-registries = ["registry.access.redhat.com", "docker.io", '
+            '"registry.example.com"]\nshort-name-mode = ""\n')
     watch = Watch(kube_cluster)
     try:
         kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump({
@@ -353,3 +365,23 @@ def test_pull_secret_change_touches_nothing(kube_cluster: KubeCluster,
                                       {**kube_cluster.timings, **{
                                           k: v for k, v in SEEN.items()
                                           if isinstance(v, float)}}.items()})
+
+
+def test_host_checks_pass_on_both_nodes(kube_cluster: KubeCluster, kube_nodes: list[KubeNode],
+                                        tmp_path: Path) -> None:
+    """tests/hosts, with its Kubernetes facts, against both nodes on the pool's config."""
+    rendered = tmp_path / "rendered.json"
+    rendered.write_text(json.dumps(get(kube_cluster, f"{MC}/machineconfigs/{SEEN['config']}")))
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("".join(n.ssh_config.read_text() for n in kube_nodes))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+         str(Path(__file__).resolve().parents[1] / "hosts"),
+         "--hosts=" + ",".join(f"ssh://{n.name}" for n in kube_nodes),
+         f"--ssh-config={ssh_config}", f"--mc-config={rendered}",
+         f"--mc-kubeconfig={kube_cluster.kubeconfig}"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"tests/hosts failed on the nodes:\n{proc.stdout[-6000:]}"
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+    assert proc.stdout.count("test_node_is_ready") == len(kube_nodes), proc.stdout[-3000:]
