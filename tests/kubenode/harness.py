@@ -200,8 +200,10 @@ class KubeNode(Node):
         self.put("/etc/hostname", self.name + "\n")
         self.put("/etc/machine-id", self.machine_id + "\n")
         self.put("/etc/hosts", f"127.0.0.1 localhost\n{self.address} {self.name}\n")
+        # sshd runs per connection (`sshd -i` from the ProxyCommand), outside any login
+        # session: with PAM each login waits 40 s for logind
         self.put("/etc/ssh/sshd_config.d/test-node.conf",
-                 "PermitRootLogin prohibit-password\nUseDNS no\n")
+                 "PermitRootLogin prohibit-password\nUseDNS no\nUsePAM no\n")
         ssh_dir = root / "root/.ssh"
         ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (ssh_dir / "authorized_keys").write_text(Path(f"{self.ssh_key}.pub").read_text())
@@ -609,6 +611,31 @@ class KubeCluster:
                                                 "--no-pager", "-n", "15", "-o", "cat"],
                                                check=False).stdout)
         return ready
+
+    def rss_mb(self) -> dict[str, float]:
+        """Resident memory (MB) of the control plane's processes, mcc, mcs, and each node's
+        crio, kubelet and mcd."""
+        def rss(status: str) -> float:
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+            return 0.0
+
+        out: dict[str, float] = {}
+        pids = {name: proc.popen.pid for name, proc in (self.cp.procs.items() if self.cp else ())
+                if proc.popen is not None and not name.endswith("-forward")}
+        pids.update({name: proc.pid for name, proc in self.procs.items()})
+        for name, pid in pids.items():
+            with contextlib.suppress(OSError):
+                out[name] = rss(Path(f"/proc/{pid}/status").read_text())
+        for node in self.nodes:
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                main = node.run(["systemctl", "show", "-p", "MainPID", "--value", "crio",
+                                 "kubelet", "machine-config-daemon"]).stdout.split()
+                for unit, pid in zip(("crio", "kubelet", "mcd"), main):
+                    status = node.run(["cat", f"/proc/{pid}/status"], check=False).stdout
+                    out[f"{node.name} {unit}"] = rss(status)
+        return out
 
     def reboot(self, node: KubeNode) -> None:
         """Ask the node's systemd for a reboot; the supervisor boots it again."""

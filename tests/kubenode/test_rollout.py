@@ -171,6 +171,8 @@ class Watch:
         self.most_unavailable = 0
         self.cordoned: set[str] = set()
         self.reasons: dict[str, set[str]] = {}
+        # per node: ready pods per node when its drain was acknowledged (lastAppliedDrain)
+        self.drained_with: dict[str, dict[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubenode-watch", daemon=True)
         self._thread.start()
@@ -191,6 +193,12 @@ class Watch:
                     unavailable += 1
                 if a.get(DRAIN_REASON):
                     self.reasons.setdefault(name, set()).add(a[DRAIN_REASON])
+                if (a.get(A + "lastAppliedDrain", "").startswith("drain-")
+                        and name not in self.drained_with and name in self.cordoned):
+                    try:
+                        self.drained_with[name] = ready_on(self.cluster)
+                    except Exception:  # noqa: BLE001 - sampled again next time
+                        pass
             self.most_unavailable = max(self.most_unavailable, unavailable)
 
     def stop(self) -> None:
@@ -275,6 +283,8 @@ def test_kubelet_config_rolls_out_through_a_blocking_budget(
     SEEN["rollout"] = time.monotonic() - started
     assert watch.most_unavailable == 1, f"maxUnavailable 1 broken: {watch.most_unavailable}"
     assert watch.cordoned == {n.name for n in kube_nodes}, watch.cordoned
+    # the first node's drain finished only once the other node held the replacements
+    assert watch.drained_with.get(first, {}).get(other, 0) >= REPLICAS - 1, watch.drained_with
     for node in kube_nodes:
         assert len(supervisor.reboots_of(node.name)) >= 1 and node.boots > boots[node.name], \
             f"{node.name} did not reboot"
@@ -361,6 +371,9 @@ def test_pull_secret_change_touches_nothing(kube_cluster: KubeCluster,
         journal = node.run(["journalctl", "-u", "crio", "--no-pager", "-o", "cat"]).stdout
         assert "Reloading" not in "\n".join(journal.splitlines()[crio_journal[node.name]:])
     assert container_ids(kube_cluster) == before_ids
+    SEEN["config"] = new
+    SEEN["rss"] = kube_cluster.rss_mb()
+    print("\nkubenode RSS (MB):", SEEN["rss"])
     print("\nkubenode timings (s):", {k: round(v, 1) for k, v in
                                       {**kube_cluster.timings, **{
                                           k: v for k, v in SEEN.items()
@@ -384,4 +397,6 @@ def test_host_checks_pass_on_both_nodes(kube_cluster: KubeCluster, kube_nodes: l
     assert proc.returncode == 0, f"tests/hosts failed on the nodes:\n{proc.stdout[-6000:]}"
     summary = proc.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary, summary
-    assert proc.stdout.count("test_node_is_ready") == len(kube_nodes), proc.stdout[-3000:]
+    ready_lines = [ln for ln in proc.stdout.splitlines()
+                   if "test_node_is_ready" in ln and "PASSED" in ln]
+    assert len(ready_lines) == len(kube_nodes), proc.stdout[-3000:]
