@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.count} node(s) Ready and Done in {time.monotonic() - started:.0f}s:")
         print(f"  export KUBECONFIG={kc}")
         print("  kubectl get nodes -o wide; kubectl get mcp; kubectl get mc")
-        print("  kubectl create deployment web --image=localhost/busybox:latest -- sleep 1d")
-        print("     (images: localhost/busybox:latest, localhost/pause:3.10; "
-              "imagePullPolicy Never or IfNotPresent)")
+        print("  kubectl run web --image=localhost/busybox:latest --image-pull-policy=Never "
+              "-- sleep 1d")
+        print("     (no registry: the nodes hold localhost/busybox:latest and "
+              "localhost/pause:3.10)")
         print(f"  kubectl get --raw /api/v1/nodes/{names[0]}/proxy/configz")
         for node in cluster.nodes:
             print(f"  ssh -F {node.ssh_config} {node.name}      (console: {node.console_log})")
