@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.image.oci import Layer, read_image, write_layer, write_layout
+from tests.image.oci import LAYER_MTIME, Layer, read_image, write_layer, write_layout
 from tests.node.rootfs import CACHE_DIR, REPO_ROOT, ROOTFS_RECIPE, HarnessError, ensure_rootfs, run
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ BASE_RECIPE: dict[str, object] = {
     "customise": 1,
 }
 # bump when the application layer's recipe (install_application) changes
-APP_RECIPE_VERSION = 2
+APP_RECIPE_VERSION = 3
 
 VENV = "/opt/machine-config"
 TEMPLATES = "/usr/share/machine-config/ignition-templates"
@@ -59,6 +59,11 @@ TARGET_PLATFORMS = tuple([f"manylinux_2_{minor}_x86_64" for minor in range(36, 1
 SOURCES = ("pyproject.toml", "README.md", "machineconfig", "mcc", "mcs", "mcd", "ignition-templates")
 # the runtime fills these in; their contents never go into a layer
 RUNTIME_DIRS = ("dev", "proc", "sys", "run", "tmp", "var/tmp")
+# and the base layer leaves out ldconfig's cache of file dates (the only difference between
+# two debootstraps of the same packages)
+BASE_EXCLUDE = RUNTIME_DIRS + ("var/cache/ldconfig",)
+BASE_LAYER_VERSION = 2  # bump when the base layer is packed differently
+KEEP_LAYERS = 4
 DEFAULT_REF = "localhost/machine-config:{version}"
 
 
@@ -87,14 +92,15 @@ def customise_base(root: Path) -> None:
         (root / leftover).unlink(missing_ok=True)
 
 
-def base_layer() -> Layer:
-    """The base layer's blob, cached beside the rootfs it was packed from."""
+def base_layer() -> tuple[Layer, Path]:
+    """The base layer's blob (cached) and the rootfs it was packed from."""
     rootfs = ensure_rootfs(BASE_RECIPE, customise_base, name="image-rootfs")
-    cache = CACHE_DIR / f"image-base-{rootfs.name.rsplit('-', 1)[1]}"
-    return _cached_layer(cache, lambda blobs: write_layer(
-        rootfs, blobs, exclude=RUNTIME_DIRS,
+    cache = CACHE_DIR / f"image-base-{rootfs.name.rsplit('-', 1)[1]}-{BASE_LAYER_VERSION}"
+    layer = _cached_layer(cache, lambda blobs: write_layer(
+        rootfs, blobs, exclude=BASE_EXCLUDE,
         created_by=f"debootstrap {BASE_RECIPE['variant']} {BASE_RECIPE['suite']} "
                    f"--include={','.join(BASE_RECIPE['include'])}"))  # type: ignore[arg-type]
+    return layer, rootfs
 
 
 def _cached_layer(cache: Path, make: Callable[[Path], Layer]) -> Layer:
@@ -105,6 +111,7 @@ def _cached_layer(cache: Path, make: Callable[[Path], Layer]) -> Layer:
         if meta.exists():
             layer = Layer.from_json(json.loads(meta.read_text()))
             if layer.path.is_file():
+                os.utime(meta)  # recently used: pruned last
                 return layer
         shutil.rmtree(cache, ignore_errors=True)
         cache.mkdir(parents=True)
@@ -112,7 +119,19 @@ def _cached_layer(cache: Path, make: Callable[[Path], Layer]) -> Layer:
         tmp = cache / ".layer.json.tmp"
         tmp.write_text(json.dumps(layer.to_json(), sort_keys=True))
         os.replace(tmp, meta)
+        _prune(cache)
         return layer
+
+
+def _prune(latest: Path) -> None:
+    """Keep the KEEP_LAYERS most recently used layers of latest's kind (every source change
+    makes a new application layer; worktrees sharing the cache each keep theirs a while)."""
+    kind = latest.name.rsplit("-", 1)[0] + "-"
+    entries = sorted((p for p in CACHE_DIR.glob(f"{kind}*") if (p / "layer.json").exists()),
+                     key=lambda p: (p / "layer.json").stat().st_mtime, reverse=True)
+    for stale in entries[KEEP_LAYERS:]:
+        log.info("pruning %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 # ---- the Python side ---------------------------------------------------------------------------
@@ -135,8 +154,13 @@ def pinned_versions() -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
-def _pip(*args: str, timeout: float = 900) -> None:
-    run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], timeout=timeout)
+def _pip(*args: str, env: dict[str, str] | None = None) -> None:
+    """The builder's own pip (its index settings, its cache); a failure names the command."""
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise HarnessError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stderr[-2000:]}")
 
 
 def ensure_wheelhouse() -> Path:
@@ -248,8 +272,9 @@ def _build_application_layer(base_rootfs: Path, wheels: Path, blobs: Path) -> La
         for directory in (stage / "dist", upper, work, merged):
             directory.mkdir(parents=True)
         _stage_sources(stage / "src")
+        # the wheel's zip dates (and so its hash, which pip records) from SOURCE_DATE_EPOCH
         _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(stage / "dist"),
-             str(stage / "src"))
+             str(stage / "src"), env={"SOURCE_DATE_EPOCH": str(LAYER_MTIME)})
         project_wheel = next((stage / "dist").glob("*.whl")).name
         shutil.copytree(wheels, stage / "wheels", copy_function=_link_or_copy)
         shutil.copytree(REPO_ROOT / "ignition-templates", stage / "ignition-templates",
@@ -317,8 +342,7 @@ def build(output: Path, refs: Sequence[str]) -> Built:
     if missing:
         raise HarnessError(f"building the image needs {', '.join(missing)} "
                            "(apt-get install debootstrap util-linux coreutils binutils)")
-    base = base_layer()
-    base_rootfs = ensure_rootfs(BASE_RECIPE, customise_base, name="image-rootfs")
+    base, base_rootfs = base_layer()
     app = application_layer(base_rootfs)
     version = project_version()
     labels = {"org.opencontainers.image.title": "machine-config",
