@@ -34,6 +34,14 @@ API (stable; the fixtures in tests/kube/conftest.py build on it):
     cp.wait_for(what, predicate, timeout)  # poll; one-line ControlPlaneError on timeout
     cp.stop()                            # kill every process group, remove the data dir
 
+With nodes (tests/kubenode): `ControlPlane.start(workdir, scheduler=True, netns=PATH,
+address="10.213.0.1")` runs every component inside that network namespace (`nsenter --net`),
+kube-apiserver on `address`; `cp.url`/`cp.etcd_url` stay host-reachable through loopback
+forwarders (tests/kubenode/forward.py) and `cp.internal_url` is what nodes use. It also turns on
+what real kubelets need: Node,RBAC authorization with NodeRestriction, a kubelet client
+certificate for kube-apiserver, and the deployment, replicaset, node-lifecycle and CSR-signing
+controllers. Without `netns` nothing changes (loopback, as above).
+
 kube-apiserver serves nodes without its watch cache (`--watch-cache-sizes=nodes#0`): a watch of
 nodes is served by etcd, so compacting etcd gives a nodes watch from an older resourceVersion a
 real 410 Gone at once (from the watch cache the apiserver would serve it out of its own history,
@@ -69,6 +77,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -85,6 +94,10 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.0.0.0/24"
 KCM_CONTROLLERS = ("serviceaccount-controller,serviceaccount-token-controller,namespace-controller,"
                    "garbage-collector-controller,disruption-controller")
+# with real kubelets (a control plane in a network namespace, tests/kubenode)
+KCM_NODE_CONTROLLERS = ("deployment-controller,replicaset-controller,node-lifecycle-controller,"
+                        "certificatesigningrequest-signing-controller,"
+                        "pod-garbage-collector-controller")
 START_TIMEOUT = 90.0
 WATCH_CACHE_FLAGS = ["--watch-cache-sizes=nodes#0"]
 # Requests of the control plane's own components are not audited (they are many).
@@ -330,29 +343,44 @@ class ControlPlane:
     procs: dict[str, Proc] = field(default_factory=dict)
     kubeconfig: Path = Path()
     _ssl: ssl.SSLContext | None = None
+    netns: Path | None = None       # run inside this network namespace (nodes)
+    address: str = "127.0.0.1"      # kube-apiserver's address (in `netns` when given)
+    host_ports: dict[int, int] = field(default_factory=dict)  # netns port -> loopback forwarder
+
+    def _host_port(self, port: int) -> int:
+        return self.host_ports.get(port, port)
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://127.0.0.1:{self._host_port(self.api_port)}"
+
+    @property
+    def internal_url(self) -> str:
+        """kube-apiserver as seen from inside its network namespace (the nodes' URL)."""
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def etcd_url(self) -> str:
-        return f"http://127.0.0.1:{self.etcd_port}"
+        return f"http://127.0.0.1:{self._host_port(self.etcd_port)}"
 
     # -- start / stop
 
     @classmethod
-    def start(cls, workdir: Path | None = None, scheduler: bool = False) -> ControlPlane:
+    def start(cls, workdir: Path | None = None, scheduler: bool = False,
+              netns: Path | None = None, address: str = "127.0.0.1") -> ControlPlane:
         """Start etcd, kube-apiserver and kube-controller-manager (and kube-scheduler) and wait
-        until /readyz answers ok and `default/default` ServiceAccount exists."""
+        until /readyz answers ok and `default/default` ServiceAccount exists; with `netns`,
+        inside that network namespace with kube-apiserver on `address` (see the docstring)."""
         binaries = {name: binary(name) for name in
                     BINARIES + (("kube-scheduler",) if scheduler else ())}
         if workdir is None:
             base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
             workdir = Path(tempfile.mkdtemp(prefix="mc-kube-", dir=base))
         workdir.mkdir(parents=True, exist_ok=True)
-        cp = cls(workdir, CA.create(), free_port(), free_port())
+        cp = cls(workdir, CA.create(), free_port(), free_port(), netns=netns, address=address)
         try:
+            if netns is not None:
+                cp._forward_ports()
             cp._pki()
             cp._launch(binaries)
         except BaseException:
@@ -371,9 +399,14 @@ class ControlPlane:
             "kube-apiserver", server=True,
             dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                  "kubernetes.default.svc.cluster.local"),
-            ips=("127.0.0.1", "10.0.0.1"))
+            ips=tuple(dict.fromkeys(("127.0.0.1", "10.0.0.1", self.address))))
         _write(pki / "apiserver.crt", cert, 0o644)
         _write(pki / "apiserver.key", key)
+        if self.netns is not None:
+            _write(pki / "ca.key", _pem_key(self.ca.key))  # the CSR signing controller's
+            cert, key = self.ca.issue("kube-apiserver-kubelet-client", ("system:masters",))
+            _write(pki / "kubelet-client.crt", cert, 0o644)
+            _write(pki / "kubelet-client.key", key)
         sa = _key()
         _write(pki / "sa.key", _pem_key(sa))
         _write(pki / "sa.pub", sa.public_key().public_bytes(
@@ -383,22 +416,52 @@ class ControlPlane:
         # in system:masters: with one identity for all its controllers (no per-controller
         # service accounts) the default RBAC lacks e.g. poddisruptionbudgets/status
         self.user_kubeconfig("system:kube-controller-manager", ("system:masters",),
-                             self.workdir / "kcm.kubeconfig")
-        self.user_kubeconfig("system:kube-scheduler", (), self.workdir / "scheduler.kubeconfig")
+                             self.workdir / "kcm.kubeconfig", self.internal_url)
+        self.user_kubeconfig("system:kube-scheduler", (), self.workdir / "scheduler.kubeconfig",
+                             self.internal_url)
+
+    def _forward_ports(self) -> None:
+        """Loopback forwarders into the namespace for kube-apiserver and etcd (test side)."""
+        assert self.netns is not None
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        for name, host, port in (("api-forward", self.address, self.api_port),
+                                 ("etcd-forward", "127.0.0.1", self.etcd_port)):
+            local = free_port()
+            proc = Proc(name, [sys.executable, str(REPO / "tests/kubenode/forward.py"), str(local),
+                               str(self.netns), host, str(port)], logs / f"{name}.log")
+            proc.start()
+            self.procs[name] = proc
+            self.host_ports[port] = local
+
+    def _node_flags(self) -> tuple[list[str], list[str]]:
+        """(kube-apiserver, kube-controller-manager) flags for clusters with real kubelets."""
+        if self.netns is None:
+            return [], [f"--controllers={KCM_CONTROLLERS}"]
+        pki = self.workdir / "pki"
+        return ([f"--advertise-address={self.address}", "--authorization-mode=Node,RBAC",
+                 "--enable-admission-plugins=NodeRestriction",
+                 f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                 f"--kubelet-client-key={pki / 'kubelet-client.key'}"],
+                [f"--controllers={KCM_CONTROLLERS},{KCM_NODE_CONTROLLERS}",
+                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                 f"--cluster-signing-key-file={pki / 'ca.key'}"])
 
     def _launch(self, binaries: dict[str, Path]) -> None:
         pki = self.workdir / "pki"
+        apiserver_flags, kcm_flags = self._node_flags()
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         self.procs["etcd"] = Proc("etcd", [
             str(binaries["etcd"]), "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", self.etcd_url,
+            "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
             "--listen-peer-urls", f"http://127.0.0.1:{free_port()}",
             "--name", "test", "--quota-backend-bytes", str(1 << 30)], logs / "etcd.log")
         self.procs["kube-apiserver"] = Proc("kube-apiserver", [
             str(binaries["kube-apiserver"]),
-            f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--bind-address={self.address}",
+            *(apiserver_flags or ["--advertise-address=127.0.0.1"]),
             f"--secure-port={self.api_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -407,7 +470,8 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC", "--allow-privileged=true",
+            *([] if apiserver_flags else ["--authorization-mode=RBAC"]),
+            "--allow-privileged=true",
             *WATCH_CACHE_FLAGS, "--enable-priority-and-fairness=false",
             "--profiling=false", "--endpoint-reconciler-type=none",
             "--disable-admission-plugins=ServiceAccount",
@@ -418,7 +482,7 @@ class ControlPlane:
             str(binaries["kube-controller-manager"]),
             f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
             "--leader-elect=false", "--secure-port=0", "--profiling=false",
-            f"--controllers={KCM_CONTROLLERS}",
+            *kcm_flags,
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
             "--use-service-account-credentials=false",
@@ -428,6 +492,10 @@ class ControlPlane:
                 str(binaries["kube-scheduler"]),
                 f"--kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
                 "--leader-elect=false", "--secure-port=0"], logs / "kube-scheduler.log")
+        if self.netns is not None:
+            for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+                if name in self.procs:
+                    self.procs[name].args[:0] = ["nsenter", f"--net={self.netns}"]
         self.procs["etcd"].start()
         self._wait("etcd", lambda: self._etcd_post("/v3/kv/range", {"key": "YQ=="}) is not None)
         self.procs["kube-apiserver"].start()
@@ -487,7 +555,8 @@ class ControlPlane:
             os.killpg(proc.popen.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd",
+                     "api-forward", "etcd-forward"):
             if name in self.procs:
                 self.procs[name].stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -629,12 +698,13 @@ class ControlPlane:
         from lightkube import Client, KubeConfig
         return Client(KubeConfig.from_file(str(kubeconfig or self.kubeconfig)))
 
-    def _write_kubeconfig(self, path: Path, user: dict[str, Any]) -> Path:
+    def _write_kubeconfig(self, path: Path, user: dict[str, Any],
+                          server: str | None = None) -> Path:
         import yaml
         _write(path, yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {
-                "server": self.url,
+                "server": server or self.url,
                 "certificate-authority": str(self.workdir / "pki" / "ca.crt")}}],
             "users": [{"name": "test", "user": user}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
@@ -642,9 +712,9 @@ class ControlPlane:
         return path
 
     def user_kubeconfig(self, user: str, groups: tuple[str, ...] = (),
-                        path: Path | None = None) -> Path:
+                        path: Path | None = None, server: str | None = None) -> Path:
         """A kubeconfig authenticating as `user` in `groups` with a client certificate (the
-        certificate and key sit next to it)."""
+        certificate and key sit next to it); `server` (default `url`), e.g. `internal_url`."""
         if path is None:
             users = self.workdir / "users"
             users.mkdir(exist_ok=True)
@@ -654,7 +724,7 @@ class ControlPlane:
         crt_path = _write(stem.with_suffix(".crt"), cert, 0o644)
         key_path = _write(stem.with_suffix(".key"), key)
         return self._write_kubeconfig(path, {"client-certificate": str(crt_path),
-                                             "client-key": str(key_path)})
+                                             "client-key": str(key_path)}, server)
 
     def service_account_kubeconfig(self, namespace: str, name: str,
                                    path: Path | None = None) -> Path:
