@@ -54,6 +54,24 @@ HOLD_DAEMON_SERVICE = ("# node-local (not served): the machine-config-daemon Dae
                        "node's daemon\n[Unit]\nConditionPathExists=/run/machine-config-daemon-service\n")
 
 
+# every capability but SYS_RESOURCE, which this machine lacks
+NODE_CAPABILITIES = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE",
+    "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"]
+# what the ServiceAccount admission plugin adds to every pod (the test control plane runs
+# without it): the account's token, the cluster CA and the namespace
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SA_VOLUME = {"name": "kube-api-access", "projected": {"defaultMode": 0o444, "sources": [
+    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {"downwardAPI": {"items": [{"path": "namespace",
+                                "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+
+
 @dataclass
 class InCluster:
     cluster: KubeCluster
@@ -75,17 +93,15 @@ class InCluster:
         return self.node_object(name)["metadata"].get("annotations", {})  # type: ignore[attr-defined,no-any-return]
 
     def workload_logs(self) -> str:
-        """The three workloads' container logs (crictl on the nodes: the API server cannot
+        """The three workloads' container logs (read on the nodes: the API server cannot
         resolve node names here), their pods and the namespace's events."""
         out = []
         for node in self.nodes:
-            ids = node.run(["crictl", "ps", "-a", "-q", "--name", "machine-config"],
-                           check=False).stdout.split()
-            for cid in ids:
-                name = node.run(["crictl", "inspect", "-o", "go-template", "--template",
-                                 "{{.status.metadata.name}}", cid], check=False).stdout.strip()
-                logs = node.run(["crictl", "logs", "--tail", "40", cid], check=False)
-                out.append(f"--- {node.name} {name} {cid[:12]}\n{logs.stdout}{logs.stderr}")
+            for path in sorted((node.root / "var/log/pods").glob(
+                    f"{MCO_NAMESPACE}_machine-config-*/*/*.log")):
+                tail = path.read_text(errors="replace").splitlines()[-30:]
+                out.append(f"--- {node.name} {path.parent.parent.name} {path.name}")
+                out += [line[:400] for line in tail]
         pods = self.kubectl("-n", MCO_NAMESPACE, "get", "pods", "-o", "wide", check=False)
         events = self.kubectl("-n", MCO_NAMESPACE, "get", "events", "--sort-by=.lastTimestamp",
                               check=False)
@@ -134,11 +150,16 @@ def _overlay(directory: Path, api_host: str, api_port: str) -> Path:
 
     def workload(kind: str, name: str, extra: dict[str, object] | None = None,
                  pod: dict[str, object] | None = None) -> dict[str, object]:
-        container = {"name": name, "imagePullPolicy": "Never", "env": api_env, **(extra or {})}
+        container = {"name": name, "imagePullPolicy": "Never", "env": api_env,
+                     **(extra or {})}
+        container.setdefault("volumeMounts", []).append(  # type: ignore[attr-defined]
+            {"name": "kube-api-access", "mountPath": SA_DIR, "readOnly": True})
+        pod = dict(pod or {})
+        pod.setdefault("volumes", []).append(SA_VOLUME)  # type: ignore[attr-defined]
         return {"patch": yaml.safe_dump({
             "apiVersion": "apps/v1", "kind": kind,
             "metadata": {"name": name, "namespace": MCO_NAMESPACE},
-            "spec": {"template": {"spec": {"containers": [container], **(pod or {})}}}})}
+            "spec": {"template": {"spec": {"containers": [container], **pod}}}})}
 
     name, newtag = IMAGE.rsplit(":", 1)
     # manifests/kustomization.yaml already renames the workloads' "machine-config" to its
@@ -161,7 +182,13 @@ def _overlay(directory: Path, api_host: str, api_port: str) -> Path:
                 {"volumes": [{"name": "values",
                               "configMap": {"name": "machine-config-controller-values"}}]}),
             workload("DaemonSet", "machine-config-server"),
-            workload("DaemonSet", "machine-config-daemon"),
+            # this machine has no CAP_SYS_RESOURCE to give (not even to root on the host): a
+            # privileged container (every capability) and a critical pod (the kubelet lowers
+            # its oom_score_adj) cannot start; every other capability, unconfined, can
+            workload("DaemonSet", "machine-config-daemon", {"securityContext": {
+                "privileged": False, "runAsUser": 0,
+                "capabilities": {"add": NODE_CAPABILITIES},
+                "seccompProfile": {"type": "Unconfined"}}}, {"priorityClassName": None}),
         ],
     }
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
@@ -282,6 +309,12 @@ def test_workloads_from_the_image_roll_out_a_machineconfig(incluster: InCluster,
     for node in nodes:
         assert incluster.annotations(node.name)[CURRENT] == rendered
         assert (node.root / MC_FILE.lstrip("/")).read_text() == MC_CONTENT
+        # the daemon pod did it, through the host's systemd (crio reloaded over D-Bus)
+        log_text = "".join(path.read_text(errors="replace") for path in (
+            node.root / "var/log/pods").glob(
+                f"{MCO_NAMESPACE}_machine-config-daemon-*/machine-config-daemon/*.log"))
+        assert f"-> {rendered}" in log_text, log_text[-3000:]
+        assert "post-config action: reload crio.service" in log_text, log_text[-3000:]
         # only the pod could have written it: the node's own daemon service stayed off
         state = node.run(["systemctl", "is-active", "machine-config-daemon.service"],
                          check=False).stdout.strip()
