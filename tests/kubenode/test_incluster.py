@@ -44,7 +44,10 @@ MCS_NODE = WORKERS[0]  # labelled control-plane: the server's DaemonSet runs the
 # of the harness's (kube-root-ca.crt is what every projected token volume mounts)
 EXTRA_CONTROLLERS = "daemonset-controller,root-ca-certificate-publisher-controller"
 MC_FILE = "/etc/containers/registries.d/99-machine-config-incluster.yaml"
-MC_CONTENT = "# rolled out by the in-cluster machine-config-daemon\ndefault-docker:\n  use-sigstore-attachments: false\n"
+MC_CONTENT = ("# rolled out by the in-cluster machine-config-daemon\n"
+              "default-docker:\n  use-sigstore-attachments: false\n")
+REBOOT_FILE = "/etc/machine-config-incluster/reboot.conf"
+REBOOT_CONTENT = "# rolled out by the in-cluster machine-config-daemon, with a reboot\n"
 STATE = "machineconfiguration.openshift.io/state"
 CURRENT = "machineconfiguration.openshift.io/currentConfig"
 DESIRED = "machineconfiguration.openshift.io/desiredConfig"
@@ -106,6 +109,13 @@ class InCluster:
         events = self.kubectl("-n", MCO_NAMESPACE, "get", "events", "--sort-by=.lastTimestamp",
                               check=False)
         return "\n".join([*out, pods.stdout, events.stdout[-4000:]])
+
+    def daemon_log(self, node: KubeNode) -> str:
+        """Everything the daemon pods on `node` logged (every restart's file, oldest first)."""
+        paths = (node.root / "var/log/pods").glob(
+            f"{MCO_NAMESPACE}_machine-config-daemon-*/machine-config-daemon/*.log")
+        return "".join(p.read_text(errors="replace")
+                       for p in sorted(paths, key=lambda p: p.stat().st_mtime))
 
     def workloads_ready(self) -> bool:
         assert self.cluster.cp is not None
@@ -225,17 +235,19 @@ def incluster() -> Iterator[InCluster]:
         cluster.close()
 
 
-def test_workloads_from_the_image_roll_out_a_machineconfig(incluster: InCluster,
-                                                          tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def workloads(incluster: InCluster, tmp_path_factory: pytest.TempPathFactory) -> InCluster:
+    """The image in both nodes' CRI-O, the bootstrap handed over, `kubectl apply -k` of the
+    overlay, and the Deployment and both DaemonSets ready."""
     cluster, nodes, timings = incluster.cluster, incluster.nodes, incluster.timings
     assert cluster.cp is not None and cluster.network is not None
+    work = tmp_path_factory.mktemp("incluster")
 
     started = time.monotonic()
     for node in nodes:
         cluster.load_image(node, incluster.image.layout, IMAGE)
     timings["image load into CRI-O (2 nodes)"] = time.monotonic() - started
 
-    # the bootstrap hands over
     _stop_bootstrap_programs(cluster)
     for node in nodes:
         _hold_daemon_service(node)
@@ -245,30 +257,78 @@ def test_workloads_from_the_image_roll_out_a_machineconfig(incluster: InCluster,
     mcs_node = cluster.node(MCS_NODE)
     cert, key = cluster.cp.ca.issue(mcs_node.address, dns=("machine-config-server",),
                                     ips=(mcs_node.address,), server=True)
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    (work / "tls.crt").write_bytes(cert)
+    (work / "tls.key").write_bytes(key)
     incluster.kubectl("-n", MCO_NAMESPACE, "create", "secret", "tls",
-                      "machine-config-server-tls", f"--cert={tmp_path / 'tls.crt'}",
-                      f"--key={tmp_path / 'tls.key'}")
+                      "machine-config-server-tls", f"--cert={work / 'tls.crt'}",
+                      f"--key={work / 'tls.key'}")
 
     api = urllib.parse.urlsplit(cluster.cp.internal_url)
-    overlay = _overlay(tmp_path / "overlay", str(api.hostname), str(api.port))
+    overlay = _overlay(work / "overlay", str(api.hostname), str(api.port))
     started = time.monotonic()
     incluster.kubectl("apply", "-k", str(overlay))
     cluster.wait_for("the controller Deployment and the server and daemon DaemonSets ready",
                      incluster.workloads_ready, 600, incluster.workload_logs)
     timings["workloads up"] = time.monotonic() - started
+    return incluster
 
-    pods = json.loads(incluster.kubectl("-n", MCO_NAMESPACE, "get", "pods", "-o", "json").stdout)
+
+def _roll_out(env: InCluster, name: str, path: str, content: str, timeout: float) -> str:
+    """Apply a worker MachineConfig writing `path`; wait until every node is Done on the new
+    rendered config; check the file landed and the daemon pod applied it. Returns the
+    rendered config's name."""
+    cluster, nodes = env.cluster, env.nodes
+    before = {node.name: env.annotations(node.name)[CURRENT] for node in nodes}
+    mc = {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+          "metadata": {"name": name,
+                       "labels": {"machineconfiguration.openshift.io/role": "worker"}},
+          "spec": {"config": {"ignition": {"version": "3.5.0"}, "storage": {"files": [{
+              "path": path, "mode": 0o644, "overwrite": True,
+              "contents": {"source": "data:," + urllib.parse.quote(content)}}]}}}}
+    started = time.monotonic()
+    env.kubectl("apply", "-f", "-", input=yaml.safe_dump(mc))
+
+    def rolled_out() -> bool:
+        for node in nodes:
+            notes = env.annotations(node.name)
+            if not (notes.get(CURRENT) == notes.get(DESIRED) != before[node.name]
+                    and notes.get(STATE) == "Done"):
+                return False
+        return True
+
+    def describe() -> str:
+        return "\n".join(f"{n.name}: {env.annotations(n.name)}" for n in nodes) + \
+            "\n" + env.workload_logs()
+
+    cluster.wait_for(f"MachineConfig {name} rolled out by the pods", rolled_out, timeout,
+                     describe)
+    env.timings[f"rollout of {name} (2 nodes)"] = time.monotonic() - started
+    pool = json.loads(env.kubectl("get", "mcp", "worker", "-o", "json").stdout)
+    rendered = str(pool["status"]["configuration"]["name"])
+    assert pool["status"]["updatedMachineCount"] == len(nodes), pool["status"]
+    for node in nodes:
+        assert env.annotations(node.name)[CURRENT] == rendered
+        assert (node.root / path.lstrip("/")).read_text() == content
+        assert f"-> {rendered}" in env.daemon_log(node), env.daemon_log(node)[-3000:]
+        # only the pod could have applied it: the node's own daemon service stayed off
+        state = node.run(["systemctl", "is-active", "machine-config-daemon.service"],
+                         check=False).stdout.strip()
+        assert state == "inactive", (node.name, state)
+    return rendered
+
+
+def test_workloads_run_from_the_image(workloads: InCluster) -> None:
+    cluster = workloads.cluster
+    pods = json.loads(workloads.kubectl("-n", MCO_NAMESPACE, "get", "pods", "-o", "json").stdout)
     placed = sorted((p["metadata"]["labels"]["k8s-app"], p["spec"]["nodeName"])
                     for p in pods["items"])
     assert [n for app, n in placed if app == "machine-config-server"] == [MCS_NODE]
     assert sorted(n for app, n in placed if app == "machine-config-daemon") == sorted(WORKERS)
     for pod in pods["items"]:
         assert pod["spec"]["containers"][0]["image"] == IMAGE
-
     # the server pod serves the pool, on its node's host network
-    probe = cluster.network.run(["python3", "-c", (
+    mcs_node = cluster.node(MCS_NODE)
+    probe = cluster.network.run(["python3", "-c", (  # type: ignore[union-attr]
         "import ssl,sys,urllib.request as u;"
         f"c=ssl.create_default_context(cafile='{cluster.workdir / 'programs/ca.crt'}');"
         f"r=u.urlopen('https://{mcs_node.address}:22623/config/worker',context=c,timeout=10);"
@@ -276,47 +336,31 @@ def test_workloads_from_the_image_roll_out_a_machineconfig(incluster: InCluster,
         timeout=60)
     assert probe.returncode == 0, probe.stderr
 
-    # a MachineConfig change, rolled out by the controller pod and applied by the daemon pods
-    before = {node.name: incluster.annotations(node.name)[CURRENT] for node in nodes}
-    reboots_before = {node.name: len(cluster.supervisor.reboots_of(node.name)) for node in nodes}
-    mc = {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-          "metadata": {"name": "99-worker-incluster",
-                       "labels": {"machineconfiguration.openshift.io/role": "worker"}},
-          "spec": {"config": {"ignition": {"version": "3.5.0"}, "storage": {"files": [{
-              "path": MC_FILE, "mode": 0o644, "overwrite": True,
-              "contents": {"source": "data:," + urllib.parse.quote(MC_CONTENT)}}]}}}}
-    started = time.monotonic()
-    incluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(mc))
 
-    def rolled_out() -> bool:
-        for node in nodes:
-            notes = incluster.annotations(node.name)
-            if not (notes.get(CURRENT) == notes.get(DESIRED) != before[node.name]
-                    and notes.get(STATE) == "Done"):
-                return False
-        return True
+def test_reload_change_applied_by_the_daemon_pods(workloads: InCluster) -> None:
+    """registries.d: CRI-O is reloaded through the host's systemd, no drain, no reboot."""
+    reboots = {n.name: len(workloads.cluster.supervisor.reboots_of(n.name))
+               for n in workloads.nodes}
+    _roll_out(workloads, "99-worker-incluster-reload", MC_FILE, MC_CONTENT, timeout=600)
+    for node in workloads.nodes:
+        assert "post-config action: reload crio.service" in workloads.daemon_log(node)
+        assert len(workloads.cluster.supervisor.reboots_of(node.name)) == reboots[node.name]
 
-    def describe() -> str:
-        return "\n".join(f"{n.name}: {incluster.annotations(n.name)}" for n in nodes) + \
-            "\n" + incluster.workload_logs()
 
-    cluster.wait_for("the MachineConfig rolled out by the pods", rolled_out, 600, describe)
-    timings["in-cluster rollout (2 nodes)"] = time.monotonic() - started
-
-    pool = json.loads(incluster.kubectl("get", "mcp", "worker", "-o", "json").stdout)
-    rendered = pool["status"]["configuration"]["name"]
-    assert pool["status"]["updatedMachineCount"] == len(nodes), pool["status"]
-    for node in nodes:
-        assert incluster.annotations(node.name)[CURRENT] == rendered
-        assert (node.root / MC_FILE.lstrip("/")).read_text() == MC_CONTENT
-        # the daemon pod did it, through the host's systemd (crio reloaded over D-Bus)
-        log_text = "".join(path.read_text(errors="replace") for path in (
-            node.root / "var/log/pods").glob(
-                f"{MCO_NAMESPACE}_machine-config-daemon-*/machine-config-daemon/*.log"))
-        assert f"-> {rendered}" in log_text, log_text[-3000:]
-        assert "post-config action: reload crio.service" in log_text, log_text[-3000:]
-        # only the pod could have written it: the node's own daemon service stayed off
-        state = node.run(["systemctl", "is-active", "machine-config-daemon.service"],
-                         check=False).stdout.strip()
-        assert state == "inactive", (node.name, state)
-        assert len(cluster.supervisor.reboots_of(node.name)) == reboots_before[node.name]
+@pytest.mark.xfail(run=False, reason=(
+    "tests/kubenode harness: after a node's first reboot (mcd firstboot), the nspawn the reboot "
+    "supervisor starts no longer drains the node's console (console.log stops growing); the "
+    "next shutdown blocks PID 1 in a tty write and the node never comes back. Seen on "
+    "2026-12-07: the daemon pod drained kn-worker-1 (the controller pod moved to kn-worker-2) "
+    "and asked the host's systemd to reboot over D-Bus; the node hung in shutdown."))
+def test_reboot_change_drains_and_reboots_each_node(workloads: InCluster) -> None:
+    """Any other file: each node in turn is drained (the controller's own pod moves), rebooted
+    by the daemon pod through the host's systemd, and its daemon pod reports Done after boot."""
+    reboots = {n.name: len(workloads.cluster.supervisor.reboots_of(n.name))
+               for n in workloads.nodes}
+    _roll_out(workloads, "99-worker-incluster-reboot", REBOOT_FILE, REBOOT_CONTENT,
+              timeout=1200)
+    for node in workloads.nodes:
+        assert len(workloads.cluster.supervisor.reboots_of(node.name)) == reboots[node.name] + 1
+    for node in workloads.nodes:  # uncordoned again
+        assert not workloads.node_object(node.name)["spec"].get("unschedulable")  # type: ignore[attr-defined]
