@@ -35,11 +35,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="CA (PEM) of the server, with an https --mc-config")
     group.addoption("--mc-token-file", dest="mc_token_file", default=None,
                     help="the pool's bootstrap token, with an https --mc-config")
+    group.addoption("--mc-kubeconfig", dest="mc_kubeconfig", default=None,
+                    help="the hosts are Kubernetes nodes of this cluster: also check kubelet, "
+                         "CRI-O and the Node's Ready condition (test_kubernetes.py)")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     if collection_path.name == "conftest.py":
         return None
+    if collection_path.name == "test_kubernetes.py" and \
+            not config.getoption("mc_kubeconfig", default=None):
+        return True  # not Kubernetes nodes (the embedded store's nodes, the Vagrant box)
     if config.getoption("mc_config", default=None) and config.getoption("hosts", default=None):
         return None
     return True

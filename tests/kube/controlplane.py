@@ -441,6 +441,8 @@ class ControlPlane:
         pki = self.workdir / "pki"
         return ([f"--advertise-address={self.address}", "--authorization-mode=Node,RBAC",
                  "--enable-admission-plugins=NodeRestriction",
+                 # node names resolve nowhere in the namespace; kubelets post their address
+                 "--kubelet-preferred-address-types=InternalIP,Hostname",
                  f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
                  f"--kubelet-client-key={pki / 'kubelet-client.key'}"],
                 [f"--controllers={KCM_CONTROLLERS},{KCM_NODE_CONTROLLERS}",

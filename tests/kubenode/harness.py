@@ -581,17 +581,33 @@ class KubeCluster:
         token = self.service_account_token("machine-config-daemon", bound_node=node.name)
         kc = self.internal_kubeconfig(node.workdir / "mcd.kubeconfig", token=token)
         node.put(DAEMON_KUBECONFIG, kc.read_text(), 0o600)
-        node.run(["systemctl", "restart", "machine-config-daemon.service"])
+        # not waiting for the job: it queues behind whatever the boot still runs
+        node.run(["systemctl", "restart", "--no-block", "machine-config-daemon.service"])
+
+    def daemon_done(self, name: str) -> bool:
+        """The node's daemon reported Done on the config the controller wants there."""
+        assert self.cp is not None
+        code, node = self.cp.call("GET", f"/api/v1/nodes/{name}")
+        a = node.get("metadata", {}).get("annotations", {}) if code == 200 else {}
+        prefix = "machineconfiguration.openshift.io/"
+        return bool(a.get(prefix + "desiredConfig")) and a.get(prefix + "state") == "Done" \
+            and a.get(prefix + "currentConfig") == a.get(prefix + "desiredConfig")
 
     def wait_joined(self, names: Sequence[str], timeout: float = 300) -> dict[str, float]:
-        """Until each node is Ready and its daemon runs with its own credentials; returns the
-        seconds from node creation to Ready."""
+        """Until each node is Ready and its daemon, running with its own credentials, reports
+        Done; returns the seconds from node creation to Ready."""
         ready = {}
         for name in names:
             node = self.node(name)
             self.wait_node_ready(name, timeout)
             ready[name] = time.monotonic() - node.created_at
             self.install_daemon_credentials(node)
+        for name in names:
+            node = self.node(name)
+            self.wait_for(f"daemon of {name} Done", lambda n=name: self.daemon_done(n), timeout,
+                          lambda n=node: n.run(["journalctl", "-u", "machine-config-daemon",
+                                                "--no-pager", "-n", "15", "-o", "cat"],
+                                               check=False).stdout)
         return ready
 
     def reboot(self, node: KubeNode) -> None:
