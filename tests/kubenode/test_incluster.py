@@ -1,15 +1,19 @@
-"""The three programs as the cluster's own workloads, as the MCO runs: the image built by
+"""The three programs as the cluster's own workloads, as the MCO runs them: the image built by
 scripts/image loaded into each node's CRI-O, `kubectl apply -k` of an overlay of manifests/ (the
-image set by kustomize's images transformer), then a MachineConfig rolled out by the pods.
+image set by kustomize's images transformer), then MachineConfigs rolled out by the pods.
 
 The nodes join the way an OpenShift cluster's do: a bootstrap controller and server (the
 harness's, host side) serve the first config; then the bootstrap programs stop, each node's
-daemon service is held off, and the Deployment and DaemonSets take over. What the overlay adds
-and why (each a stand-in for something a real cluster has):
+daemon service is held off by a node-local drop-in, and the Deployment and DaemonSets take over.
+What the overlay adds, each a stand-in for what a real cluster or machine has:
 - imagePullPolicy Never: the image is in the nodes' storage, there is no registry;
 - KUBERNETES_SERVICE_HOST/PORT = the API server's own address: no kube-proxy runs here;
+- the service-account token volume: the test API server runs without the ServiceAccount
+  admission plugin (the fixture also turns on the DaemonSet and root-CA publisher controllers);
 - the controller's --values (a ConfigMap): this machine's kubelet and CRI-O need the values
-  the bootstrap controller rendered with, or the rollout would change them.
+  the bootstrap controller rendered with, or the rollout would change them;
+- the daemon: every capability but SYS_RESOURCE instead of `privileged`, and no critical
+  priority: this machine has no CAP_SYS_RESOURCE to give, not even to the host's root.
 """
 from __future__ import annotations
 
@@ -348,11 +352,11 @@ def test_reload_change_applied_by_the_daemon_pods(workloads: InCluster) -> None:
 
 
 @pytest.mark.xfail(run=False, reason=(
-    "tests/kubenode harness: after a node's first reboot (mcd firstboot), the nspawn the reboot "
-    "supervisor starts no longer drains the node's console (console.log stops growing); the "
-    "next shutdown blocks PID 1 in a tty write and the node never comes back. Seen on "
-    "2026-12-07: the daemon pod drained kn-worker-1 (the controller pod moved to kn-worker-2) "
-    "and asked the host's systemd to reboot over D-Bus; the node hung in shutdown."))
+    "tests/kubenode harness: a node whose console stopped reaching console.log at its second "
+    "boot (the one after mcd firstboot; seen twice, on kn-worker-1 only) hangs in its next "
+    "shutdown: PID 1 blocks in a tty write (n_tty_write) and nspawn never exits 133. Both "
+    "times the daemon pod had drained kn-worker-1 (the controller pod moved to kn-worker-2) "
+    "and asked the host's systemd to reboot over D-Bus."))
 def test_reboot_change_drains_and_reboots_each_node(workloads: InCluster) -> None:
     """Any other file: each node in turn is drained (the controller's own pod moves), rebooted
     by the daemon pod through the host's systemd, and its daemon pod reports Done after boot."""
