@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def require_prerequisites(what: str) -> None:
                 "(apt-get install debootstrap systemd-container openssh-client)")
 
 
-def recipe_hash() -> str:
-    blob = json.dumps(ROOTFS_RECIPE, sort_keys=True).encode()
+def recipe_hash(recipe: dict[str, object] = ROOTFS_RECIPE) -> str:
+    blob = json.dumps(recipe, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -101,28 +101,33 @@ def customise_rootfs(root: Path) -> None:
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
 
 
-def ensure_rootfs() -> Path:
-    """The cached rootfs for the current recipe, built by debootstrap if absent (~3.5 min)."""
+def ensure_rootfs(recipe: dict[str, object] = ROOTFS_RECIPE,
+                  customise: Callable[[Path], None] = customise_rootfs,
+                  name: str = "rootfs") -> Path:
+    """The cached rootfs for a recipe (the node's by default), built by debootstrap if absent
+    (~3.5 min). Other trees (the container image's base) use their own recipe and name."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    target = CACHE_DIR / f"rootfs-{recipe_hash()}"
-    with open(CACHE_DIR / ".lock", "w") as lock:
+    digest = recipe_hash(recipe)
+    target = CACHE_DIR / f"{name}-{digest}"
+    # one lock per kind of tree: building one must not hold up tests that only need the other
+    lock_name = ".lock" if name == "rootfs" else f".{name}.lock"
+    with open(CACHE_DIR / lock_name, "w") as lock:
         # concurrent runs (xdist, two terminals) must not debootstrap into the same tree
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / ".complete").exists():
             log.info("reusing cached rootfs %s", target)
             return target
-        work = CACHE_DIR / f"build-{recipe_hash()}"
+        work = CACHE_DIR / f"build-{name}-{digest}"
         shutil.rmtree(work, ignore_errors=True)
         log.info("building rootfs %s with debootstrap", target)
-        run(["debootstrap", f"--variant={ROOTFS_RECIPE['variant']}",
-             "--include=" + ",".join(ROOTFS_RECIPE["include"]),  # type: ignore[arg-type]
-             str(ROOTFS_RECIPE["suite"]), str(work), str(ROOTFS_RECIPE["mirror"])], timeout=1800)
-        customise_rootfs(work)
-        (work / ".complete").write_text(json.dumps(ROOTFS_RECIPE, sort_keys=True))
+        run(["debootstrap", f"--variant={recipe['variant']}",
+             "--include=" + ",".join(recipe["include"]),  # type: ignore[call-overload]
+             str(recipe["suite"]), str(work), str(recipe["mirror"])], timeout=1800)
+        customise(work)
+        (work / ".complete").write_text(json.dumps(recipe, sort_keys=True))
         shutil.rmtree(target, ignore_errors=True)
         work.rename(target)
         return target
-
 
 
 # ---- what every node gets on top of the rootfs ----------------------------------------------
