@@ -46,7 +46,7 @@ def _stops_what_it_starts(request: pytest.FixtureRequest) -> Iterator[None]:
 # Directories in the order they run: quick, self-contained tests first, so that a failure
 # shows early and the background prebuild (tests/prebuild.py) has the unit and kube tests'
 # minutes to debootstrap what the node, e2e and Vagrant tests boot.
-RUN_ORDER = ("unit", "kube", "node", "hosts", "e2e", "kubenode", "vagrant")
+RUN_ORDER = ("unit", "kube", "image", "node", "hosts", "e2e", "kubenode", "vagrant")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,8 +3,9 @@
     python -m tests.prebuild [--log FILE]
 
 `scripts/test` (run without arguments, as root, as CI runs it) starts this in the background
-while the unit and kube tests run, so that a fresh machine debootstraps the node rootfs and
-the Vagrant box tree during those minutes instead of in front of the first node test. Every
+while the unit and kube tests run, so that a fresh machine debootstraps the image base, the node
+rootfs (plain and Kubernetes) and the Vagrant box tree during those minutes instead of in front
+of the first test that boots them. Every
 step is the same cached, file-locked builder the tests call themselves: a test that gets there
 first waits for the lock and finds the tree built; a step that fails here is only logged (the
 test that needs it builds it again and reports the error as its own failure).
@@ -43,9 +44,24 @@ def _kube_binaries() -> None:
         controlplane.binary(name)
 
 
+def _kube_rootfs() -> None:
+    from tests.kubenode.rootfs import ensure_kube_rootfs
+
+    ensure_kube_rootfs()
+
+
+def _image_layers() -> None:
+    from tests.image.build import base_layer
+
+    base_layer()  # the debootstrap'd base; the application layer follows the sources
+
+
+# In the order the tests need them (tests/conftest.py RUN_ORDER).
 STEPS: list[tuple[str, Callable[[], object]]] = [
-    ("node rootfs", ensure_rootfs),
     ("kube binaries", _kube_binaries),
+    ("image base layer", _image_layers),
+    ("node rootfs", ensure_rootfs),
+    ("kubenode rootfs", _kube_rootfs),
     ("vagrant box", _vagrant_box),
 ]
 
