@@ -235,3 +235,15 @@ def test_values_reach_the_shipped_templates() -> None:
                                    {"unqualifiedSearchRegistries": ["quay.io"]}))
     assert file_text(mcs["01-master-container-runtime"], "/etc/containers/registries.conf") == (
         'unqualified-search-registries = ["quay.io"]\nshort-name-mode = ""\n')
+
+
+def test_daemon_unit_is_left_out_for_a_daemonset_cluster() -> None:
+    # the systemd-service daemon by default; `daemonUnit: false` (manifests/ run the DaemonSet)
+    # leaves it out, so a node never runs two daemons
+    default = by_name(render_templates(controller_config("None"), TEMPLATES,
+                                       pull_secret=PULL_SECRET))
+    assert "machine-config-daemon.service" in units(default["00-worker"])
+    daemonset = by_name(render_templates(controller_config("None"), TEMPLATES,
+                                         {"daemonUnit": False}, pull_secret=PULL_SECRET))
+    assert "machine-config-daemon.service" not in units(daemonset["00-worker"])
+    assert "machine-config-daemon-firstboot.service" in units(daemonset["00-worker"])
