@@ -348,8 +348,14 @@ class FastProtocol(asyncio.Protocol):
         self.fast.answered += 1
         sending = False  # the body still going out by os.sendfile after this call
         body_len = len(served.gzip_body if use_gzip and served.gzip_body is not None else served.body)
+        file = None
         if status == 200 and not request.head_method and body_len >= SENDFILE_MIN and self._direct_ready():
-            sending = self._start_send(wire[:len(wire) - body_len], served.body_file(use_gzip))
+            try:
+                file = served.body_file(use_gzip)
+            except OSError as e:  # no memfd to be had (descriptors exhausted): one write, as before
+                log.debug("no body file for %s: %s", request.pool, e)
+        if file is not None:
+            sending = self._start_send(wire[:len(wire) - body_len], file)
         else:
             transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
         elapsed = time.perf_counter() - started
