@@ -269,3 +269,44 @@ def test_link_loops_and_a_link_at_the_last_component(root: Path, outside: Path) 
         fs.set_dir_attrs("/d", 0o777)  # chmod/chown never follow the last component
     (root / "top").write_text("top")
     assert fs.read_bytes("/../../../top") == b"top"  # ".." at the root stays there
+
+
+def _resolved(root: Any, node_path: str) -> str:
+    """Where NodeRoot.directory leads (relative to the root), or the error it raises."""
+    try:
+        fd = root.directory(node_path)
+    except OSError as err:
+        return f"{type(err).__name__}: {err}"
+    try:
+        return os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), root.path)
+    finally:
+        os.close(fd)
+
+
+def test_kernel_lookup_resolves_as_the_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NodeRoot asks openat2(RESOLVE_IN_ROOT) first and walks itself when that fails: both must
+    # lead to the same directory inside the root, or to the same error, for hostile layouts.
+    from mcd import noderoot
+
+    root_dir = tmp_path / "root"
+    (root_dir / "a/b").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    links = {"up": "../../..", "abs": "/a", "rel": "a/b/../b", "out": str(tmp_path / "outside"),
+             "loop1": "loop2", "loop2": "loop1", "proc": "/proc/self/root", "dangling": "nowhere",
+             "file-link": "a/f", "a/b/back": "../../abs/b", "a/f": None}
+    for name, target in links.items():
+        if target is None:
+            (root_dir / name).write_text("a file\n")
+        else:
+            (root_dir / name).symlink_to(target)
+    paths = ["/", "/a", "/a/b", "/a/../..", "/up", "/up/a/b", "/abs/b", "/rel", "/out", "/loop1",
+             "/proc", "/dangling", "/file-link", "/a/f", "/a/b/back", "/a/b/back/back", "/nosuch/x",
+             "/../../a", "/./a//b/"]
+    fs = noderoot.NodeRoot(root_dir)
+    kernel = {p: _resolved(fs, p) for p in paths}
+    assert noderoot._openat2_works  # the kernel lookup ran (Linux 5.6+ without a filter)
+    monkeypatch.setattr(noderoot, "_openat2_works", False)
+    walked = {p: _resolved(fs, p) for p in paths}
+    assert kernel == walked
+    assert walked["/out"].startswith("FileNotFoundError") and walked["/up/a/b"] == "a/b"
+    assert "too many levels" in walked["/proc"] and walked["/a/b/back"] == "a/b"  # /proc is itself
