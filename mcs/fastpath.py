@@ -300,33 +300,35 @@ class FastProtocol(asyncio.Protocol):
                 started: float | None = None) -> bool:
         """Answer `request` (True), or hand the connection over / start a build (False)."""
         state = self.fast.state
+        # The response deadline starts with the request; an answer written at once moves straight
+        # on to the next head's deadline, so only the other outcomes set it (nothing can look at
+        # it in between: no await).
+        fresh = started is None
         if started is None:
             started = time.perf_counter()
-            watcher = self.fast.guard
-            if watcher is not None:
-                watcher.request_started(self)
         if served is None:
             if state.auth is not None and not state.auth.allows(request.pool, request.authorization):
-                self._handover()
+                self._started_and_handover()
                 return False
             try:
                 version = _negotiate(request.accept)
             except UnsupportedVersion:
-                self._handover()
+                self._started_and_handover()
                 return False
             variant = ""
             if state.per_server_url:
                 url = server_url_for(state, self.fast.scheme, request.host)
                 if url is None:
-                    self._handover()
+                    self._started_and_handover()
                     return False
                 variant = url
             try:
                 served = state.cache.peek(request.pool, version, variant)
             except Exception:  # noqa: BLE001 - NotFound, ServeError, ...: aiohttp answers them
-                self._handover()
+                self._started_and_handover()
                 return False
             if served is None:
+                self._request_started()
                 self._build(request, version, variant, started)
                 return False
         assert version is not None
@@ -363,6 +365,9 @@ class FastProtocol(asyncio.Protocol):
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s %d %s %.1fms", self._remote, "HEAD" if request.head_method else "GET",
                             request.raw_path, status, version, elapsed * 1000)
+        if request.close or sending or self._write_paused:
+            if fresh:
+                self._request_started()
         if request.close:
             self._closing = True
             if not sending:
@@ -375,6 +380,15 @@ class FastProtocol(asyncio.Protocol):
             return True
         self._finished_response()
         return True
+
+    def _request_started(self) -> None:
+        watcher = self.fast.guard
+        if watcher is not None:
+            watcher.request_started(self)
+
+    def _started_and_handover(self) -> None:
+        self._request_started()  # aiohttp's protocol takes over the deadline as it stands
+        self._handover()
 
     # -- large bodies by os.sendfile -----------------------------------------------------------------
 
