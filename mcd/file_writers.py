@@ -6,7 +6,6 @@ can put every file, unit and key back exactly as it was.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -14,8 +13,9 @@ import posixpath
 import secrets
 import signal
 import stat
-import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -47,9 +47,8 @@ STALE_DELETE_SKIP_DIRS = ("/etc/docker/certs.d/",)
 
 # Temp files are ".<name>.mcdtmp<random>" beside their target.
 TEMP_MARK = ".mcdtmp"
-# Directories a batch (atomic_write_many) holds open at once; a larger batch is written in parts
-# of this many directories, each with its own syncfs.
-BATCH_DIRECTORIES = 256
+# Files written and fsynced at once by a batch (atomic_write_many).
+WRITE_THREADS = 16
 
 _T = TypeVar("_T")
 
@@ -114,26 +113,12 @@ class Journal:
             self.order.append(node_path)
 
     def sync(self) -> None:
-        """Make every rename and removal durable: one directory is fsynced, several (a batch) take
-        one syncfs per filesystem they are on."""
-        root = self._root()
-        by_device: dict[int, list[int]] = {}
-        try:
-            for directory in sorted(self.dirs_to_sync):
-                try:
-                    fd = root.open_directory(directory)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # removed again by a rollback: nothing left to make durable
-                by_device.setdefault(os.fstat(fd).st_dev, []).append(fd)
-            for fds in by_device.values():
-                if len(fds) == 1:
-                    os.fsync(fds[0])
-                else:
-                    syncfs(fds[0])
-        finally:
-            for fds in by_device.values():
-                for fd in fds:
-                    os.close(fd)
+        """fsync every directory a rename happened in: renames are durable only after this."""
+        for directory in sorted(self.dirs_to_sync):
+            try:
+                self._root().fsync_dir(directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed again by a rollback: nothing left to make durable
         self.dirs_to_sync.clear()
 
     def rollback(self) -> None:
@@ -172,23 +157,9 @@ def make_parents(root: NodeRoot, node_path: str, journal: Journal) -> None:
         pass
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def syncfs(fd: int) -> None:
-    """Write out the whole filesystem holding `fd` (data and metadata) and wait for it: the one
-    barrier of a batch, instead of an fsync per file (os has no syncfs; Linux reports writeback
-    errors through it since 5.8)."""
-    sys.audit("mcd.syncfs", fd)  # an event for audit hooks (the ordering test), as os.rename has
-    if _libc.syncfs(ctypes.c_int(fd)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"syncfs: {os.strerror(err)}")
-
-
-def _write_temp(dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: int,
-                durable: bool = True) -> str:
-    """A temp file beside `name` in `dir_fd` holding `data`: created 0600, chowned, chmodded,
-    written and (when `durable`) fsynced; its name is returned. On failure nothing is left behind."""
+def _write_temp(dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: int) -> str:
+    """A durable temp file beside `name` in `dir_fd` holding `data`: created 0600, chowned,
+    chmodded, written and fsynced; its name is returned. On failure nothing is left behind."""
     fd = -1
     while fd < 0:
         tmp = f".{name}{TEMP_MARK}{secrets.token_hex(4)}"
@@ -202,8 +173,7 @@ def _write_temp(dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: i
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        if durable:
-            os.fsync(fd)
+        os.fsync(fd)
         os.close(fd)
         fd = -1
     except BaseException:
@@ -216,7 +186,7 @@ def _write_temp(dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: i
 
 
 def _write_into(root: NodeRoot, node_path: str, data: bytes, mode: int, uid: int, gid: int,
-                journal: Journal) -> None:
+                journal: Journal, lock: threading.Lock | None = None) -> None:
     with root.parent(node_path, create=True, created=journal.created_dirs) as (dir_fd, name):
         tmp = _write_temp(dir_fd, name, data, mode, uid, gid)
         try:
@@ -225,8 +195,9 @@ def _write_into(root: NodeRoot, node_path: str, data: bytes, mode: int, uid: int
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-    journal.dirs_to_sync.add(posixpath.dirname(node_path))
-    _count_write(journal)
+    with lock or contextlib.nullcontext():
+        journal.dirs_to_sync.add(posixpath.dirname(node_path))
+        _count_write(journal)
 
 
 def atomic_write(root: NodeRoot | Path | str, node_path: str, data: bytes, mode: int, uid: int,
@@ -254,12 +225,11 @@ class PendingWrite:
 def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: Journal) -> None:
     """`atomic_write` for many files at once, each still entirely old or entirely new.
 
-    Every temp file is written first (beside its target, each directory resolved once), then one
-    syncfs per filesystem makes them all durable, and only then is each renamed over its target:
-    a crash at any point leaves every file old or new, never torn, with one flush for the batch
-    instead of one per file. A failure before the renames leaves every file old; a failure among
-    them leaves each one old or new; either way the temp files left are removed, the error is
-    raised and the caller's rollback restores the files. Directories are synced by `Journal.sync`.
+    A few threads each run the whole atomic write of one file at a time (temp file, fsync,
+    rename): the filesystem commits their concurrent fsyncs and renames together instead of one
+    journal commit per file. Every file is renamed only after its own temp file is durable; on a
+    failure the other files still finish (old or new, never torn), then the first error is raised
+    and the caller's rollback restores them. Directories are fsynced by `Journal.sync`.
     """
     if len(writes) < 2:
         for write in writes:
@@ -268,80 +238,22 @@ def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: J
         return
     for write in writes:
         _labelled(write, make_parents, root, write.path, journal)
-    by_directory: dict[str, list[PendingWrite]] = {}
-    for write in writes:
-        by_directory.setdefault(posixpath.dirname(write.path), []).append(write)
-    _sweep_temps(root, by_directory)
-    groups = list(by_directory.items())
-    first: WriteError | None = None
-    for start in range(0, len(groups), BATCH_DIRECTORIES):
-        try:
-            _write_part(root, groups[start:start + BATCH_DIRECTORIES], journal)
-        except WriteError as err:
-            first = first or err  # the parts go in batch order: the first failure is the earliest
-    if first is not None:
-        raise first
+    _sweep_temps(root, {posixpath.dirname(write.path) for write in writes})
+
+    def one(write: PendingWrite) -> None:
+        _labelled(write, _write_into, root, write.path, write.data, write.mode, write.uid,
+                  write.gid, journal, _count_lock)
+
+    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)),
+                            thread_name_prefix="mcd-write") as pool:
+        futures = [pool.submit(one, write) for write in writes]
+    for future in futures:
+        future.result()  # the first failure in batch order, once every write has ended
 
 
-def _write_part(root: NodeRoot, groups: Sequence[tuple[str, list[PendingWrite]]],
-                journal: Journal) -> None:
-    """Temp files for every write of `groups` (directory, its writes), syncfs, then the renames.
-    A write that fails does not stop the others; the first failure in batch order is raised."""
-    dir_fds: list[int] = []
-    sync_fds: dict[int, int] = {}  # device -> a readable fd on it (syncfs refuses O_PATH ones)
-    temps: list[tuple[int, str, str, PendingWrite]] = []  # dir fd, name, temp name, write
-    errors: dict[int, WriteError] = {}  # position in the batch -> its failure
-    renamed = 0  # renames tried
-    position = {id(write): n for n, write in enumerate(w for _, group in groups for w in group)}
+def _labelled(write: PendingWrite, func: Callable[..., _T], *args: Any) -> _T:
     try:
-        for directory, group in groups:
-            try:
-                dir_fd = _labelled(group[0], root.directory, directory)
-                dir_fds.append(dir_fd)
-                device = os.fstat(dir_fd).st_dev
-                if device not in sync_fds:
-                    sync_fds[device] = _labelled(group[0], os.open, ".",
-                                                 os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
-                                                 dir_fd=dir_fd)
-            except WriteError as err:
-                errors.update({position[id(write)]: err for write in group})
-                continue
-            for write in group:
-                try:
-                    tmp = _labelled(write, _write_temp, dir_fd, posixpath.basename(write.path),
-                                    write.data, write.mode, write.uid, write.gid, False)
-                except WriteError as err:
-                    errors[position[id(write)]] = err
-                    continue
-                temps.append((dir_fd, posixpath.basename(write.path), tmp, write))
-        # every temp file durable before any rename
-        for fd in sync_fds.values():
-            _labelled(temps[0][3] if temps else groups[0][1][0], syncfs, fd)
-        for dir_fd, name, tmp, write in temps:
-            try:
-                _labelled(write, os.rename, tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except WriteError as err:
-                errors[position[id(write)]] = err
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
-            else:
-                journal.dirs_to_sync.add(posixpath.dirname(write.path))
-                _count_write(journal)
-            finally:
-                renamed += 1
-    finally:
-        for dir_fd, _, tmp, _ in temps[renamed:]:  # never renamed: a failure stopped the batch
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-        for fd in [*dir_fds, *sync_fds.values()]:
-            os.close(fd)
-    if errors:
-        raise errors[min(errors)]
-
-
-def _labelled(write: PendingWrite, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    try:
-        return func(*args, **kwargs)
+        return func(*args)
     except (OSError, ValueError) as err:
         raise WriteError(f"failed to write file {write.label}: {err}") from err
 
@@ -374,6 +286,7 @@ def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: J
 
 
 _writes_in_process = 0
+_count_lock = threading.Lock()
 
 
 def _count_write(journal: Journal) -> None:

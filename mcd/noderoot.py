@@ -245,7 +245,7 @@ class NodeRoot:
     def read_text(self, node_path: str, follow: bool = True) -> str:
         return self.read_bytes(node_path, follow).decode()
 
-    def open_directory(self, node_path: str) -> int:
+    def _open_directory(self, node_path: str) -> int:
         """A readable fd of the directory at `node_path` (`directory` gives an O_PATH one,
         which can neither be listed nor fsynced)."""
         fd = self.directory(node_path)
@@ -255,7 +255,7 @@ class NodeRoot:
             os.close(fd)
 
     def listdir(self, node_path: str) -> list[str]:
-        dfd = self.open_directory(node_path)
+        dfd = self._open_directory(node_path)
         try:
             return os.listdir(dfd)
         finally:
@@ -295,7 +295,7 @@ class NodeRoot:
             os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
 
     def fsync_dir(self, node_path: str) -> None:
-        dfd = self.open_directory(node_path)
+        dfd = self._open_directory(node_path)
         try:
             os.fsync(dfd)
         finally:
