@@ -11,50 +11,16 @@ follow it, under the same rule.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import stat
-import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 # As the kernel: more links than this on one resolution is a loop.
 MAX_LINKS = 40
 _WALK = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_MODE = 0o755
-
-
-# openat2(2) (Linux 5.6): the kernel's own RESOLVE_IN_ROOT walk in one call. A lookup that it
-# answers is the walk's answer (the same rule; magic links refused); on any error, or where the
-# call is missing or filtered, the walk below runs and gives the result and the message.
-_SYS_OPENAT2 = 437  # the same number on every architecture (added after the unified table)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
-# A final link is followed too (inside the root), as the walk follows every directory's.
-_OPENAT2_HOW = struct.pack("QQQ", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
-                           _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-_syscall: Any = None
-with contextlib.suppress(OSError, AttributeError):
-    _syscall = ctypes.CDLL(None, use_errno=True).syscall
-    _syscall.restype = ctypes.c_long
-_openat2_works = _syscall is not None
-
-
-def _openat2_dir(root_fd: int, parts: list[str]) -> int:
-    """An O_PATH fd of the directory `parts` lead to inside `root_fd`, or -1 (then walk)."""
-    global _openat2_works
-    if not _openat2_works or _syscall is None:
-        return -1
-    path = ("/".join(parts) or ".").encode()
-    if b"\0" in path:
-        return -1
-    fd = int(_syscall(_SYS_OPENAT2, ctypes.c_int(root_fd), ctypes.c_char_p(path),
-                      ctypes.c_char_p(_OPENAT2_HOW), ctypes.c_size_t(len(_OPENAT2_HOW))))
-    if fd < 0 and ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
-        _openat2_works = False  # an old kernel, or a seccomp filter that refuses it
-    return fd
 
 
 def _split(node_path: str) -> list[str]:
@@ -135,18 +101,6 @@ class NodeRoot:
             os.close(fd)
         return stack[-1], "/" + "/".join(canon)
 
-    def _lookup(self, parts: list[str], node_path: str, create: bool,
-                created: list[str] | None) -> int:
-        """`_walk`'s directory fd, by openat2 when that finds it (nothing to create)."""
-        root_fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fd = _openat2_dir(root_fd, parts)
-        finally:
-            os.close(root_fd)
-        if fd >= 0:
-            return fd
-        return self._walk(parts, node_path, create, created)[0]
-
     @contextlib.contextmanager
     def parent(self, node_path: str, *, create: bool = False,
                created: list[str] | None = None) -> Iterator[tuple[int, str]]:
@@ -155,7 +109,7 @@ class NodeRoot:
         parts = _split(node_path)
         if not parts or parts[-1] == "..":
             raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a file path")
-        fd = self._lookup(parts[:-1], node_path, create, created)
+        fd, _ = self._walk(parts[:-1], node_path, create, created)
         try:
             yield fd, parts[-1]
         finally:
@@ -188,7 +142,8 @@ class NodeRoot:
     def directory(self, node_path: str, *, create: bool = False,
                   created: list[str] | None = None) -> int:
         """An O_PATH fd of the directory at `node_path` (links inside the root followed)."""
-        return self._lookup(_split(node_path), node_path, create, created)
+        fd, _ = self._walk(_split(node_path), node_path, create, created)
+        return fd
 
     # ---- reads ---------------------------------------------------------------------------
     def lstat(self, node_path: str) -> os.stat_result | None:
