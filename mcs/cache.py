@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import logging
+import os
 import struct
 import time
+import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +54,29 @@ class ConfigSource(Protocol):
         """Slow: the served bytes (`resolved.variant` says for which server URL, if that matters)."""
 
 
+class BodyFile:
+    """A served body in an anonymous in-memory file, sealed against change, for `os.sendfile`: the
+    kernel sends from the file's pages, so a large answer costs no copy out of Python's bytes and can
+    go out in bounded pieces. Closed when the last reference goes (a send in flight holds one)."""
+
+    __slots__ = ("fd", "size", "__weakref__")
+
+    def __init__(self, data: bytes) -> None:
+        fd = os.memfd_create("mcs-served-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                        fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.size = len(data)
+        weakref.finalize(self, os.close, fd)
+
+
 @dataclass(frozen=True)
 class Served:
     """One served representation set: identity and gzip bodies with their strong ETags."""
@@ -64,11 +90,23 @@ class Served:
     # The 200 response headers of either coding, computed once (a request copies them, no more).
     headers: dict[str, str] = dataclasses.field(init=False, repr=False, compare=False)
     gzip_headers: dict[str, str] = dataclasses.field(init=False, repr=False, compare=False)
+    # Each coding's BodyFile, made on first use (see body_file); gzip -> file.
+    _files: dict[bool, BodyFile] = dataclasses.field(init=False, repr=False, compare=False,
+                                                      default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", {**self.validators(self.etag), "Content-Type": "application/json"})
         object.__setattr__(self, "gzip_headers", {**self.validators(self.gzip_etag),
                                                   "Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+    def body_file(self, gzip: bool) -> BodyFile:
+        """The identity (or gzip) body as a sealed file, made once; OSError if the system has none."""
+        found = self._files.get(gzip)
+        if found is None:
+            body = self.gzip_body if gzip else self.body
+            assert body is not None
+            found = self._files[gzip] = BodyFile(body)
+        return found
 
     @staticmethod
     def validators(etag: str) -> dict[str, str]:

@@ -5,7 +5,8 @@ A joining machine's request is a short, well-formed HTTP/1.1 head. This protocol
 with the same bytes aiohttp would send (status line, header order, Date), counts them in the same
 metrics, writes the same access-log line and keeps the same slow-client deadlines, but without
 aiohttp's per-request objects: the whole response (head and body) is one prebuilt buffer per
-(served config, coding, Date second), handed to the transport in one write.
+(served config, coding, Date second), handed to the transport in one write; on plain HTTP a large
+body is instead sent with os.sendfile from a sealed in-memory copy, a bounded piece per loop turn.
 
 Anything it does not fully understand goes to aiohttp unchanged: another path or method, HTTP/1.0,
 a query or percent-encoding, a body, an `Upgrade`/`Expect`, a repeated header it reads, any byte
@@ -19,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol, cast
 
 from mcs.app import SERVER_HEADER, ServerState, _accepts_gzip, _negotiate, access_log, server_url_for
-from mcs.cache import Served
+from mcs.cache import BodyFile, Served
 from mcs.negotiate import UnsupportedVersion
 from mcs.serve import valid_pool_name
 
@@ -50,6 +53,12 @@ _MAX_PENDING = 64 * 1024
 # one of them (an LF-only request, a TLS ClientHello on the plain port) is aiohttp's at once, not after
 # the header timeout.
 _STARTS = (b"GET /config/", b"HEAD /config/")
+# Plain-HTTP bodies from this size on are sent by os.sendfile from a sealed copy (mcs.cache.BodyFile)
+# rather than written from Python's bytes: no copy into the transport, and no more than SEND_TURN
+# bytes per connection per loop turn, so with many connections a large answer cannot hold up the
+# others (one big write would). Smaller ones are one transport write, as before.
+SENDFILE_MIN = 64 * 1024
+SEND_TURN = 256 * 1024
 _NEVER_IN_HEAD = re.compile(rb"(?<!\r)\n|[^\t\r\n\x20-\x7e]")
 
 
@@ -214,6 +223,16 @@ class FastProtocol(asyncio.Protocol):
         self._busy = False  # waiting for a build, or for the transport to drain
         self._closing = False
         self._building = False
+        # A body being sent with os.sendfile (see _send_some): a socket on a duplicate of the
+        # connection's descriptor (the loop refuses a watcher on a transport's own), the head
+        # still to send, the file, the next offset, whether the client ended its side meanwhile,
+        # and whether the loop watches the duplicate for room to write.
+        self._sock: socket.socket | None = None
+        self._head_left = b""
+        self._file: BodyFile | None = None
+        self._offset = 0
+        self._eof = False
+        self._watching = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -230,6 +249,7 @@ class FastProtocol(asyncio.Protocol):
         watcher = self.fast.guard
         if watcher is not None:
             watcher.connection_lost(self)
+        self._release_socket()
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -241,6 +261,9 @@ class FastProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
+        if self._file is not None:
+            self._eof = True  # the transport knows nothing of the body in flight: close after it
+            return True
         return None  # close our side too (after any buffered response is written)
 
     def pause_writing(self) -> None:
@@ -248,7 +271,7 @@ class FastProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._busy and not self._building:
+        if self._busy and not self._building and self._file is None:
             self._busy = False
             self._finished_response()
             self._process()
@@ -277,33 +300,35 @@ class FastProtocol(asyncio.Protocol):
                 started: float | None = None) -> bool:
         """Answer `request` (True), or hand the connection over / start a build (False)."""
         state = self.fast.state
+        # The response deadline starts with the request; an answer written at once moves straight
+        # on to the next head's deadline, so only the other outcomes set it (nothing can look at
+        # it in between: no await).
+        fresh = started is None
         if started is None:
             started = time.perf_counter()
-            watcher = self.fast.guard
-            if watcher is not None:
-                watcher.request_started(self)
         if served is None:
             if state.auth is not None and not state.auth.allows(request.pool, request.authorization):
-                self._handover()
+                self._started_and_handover()
                 return False
             try:
                 version = _negotiate(request.accept)
             except UnsupportedVersion:
-                self._handover()
+                self._started_and_handover()
                 return False
             variant = ""
             if state.per_server_url:
                 url = server_url_for(state, self.fast.scheme, request.host)
                 if url is None:
-                    self._handover()
+                    self._started_and_handover()
                     return False
                 variant = url
             try:
                 served = state.cache.peek(request.pool, version, variant)
             except Exception:  # noqa: BLE001 - NotFound, ServeError, ...: aiohttp answers them
-                self._handover()
+                self._started_and_handover()
                 return False
             if served is None:
+                self._request_started()
                 self._build(request, version, variant, started)
                 return False
         assert version is not None
@@ -323,21 +348,138 @@ class FastProtocol(asyncio.Protocol):
         if transport is None:
             return False
         self.fast.answered += 1
-        transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
+        sending = False  # the body still going out by os.sendfile after this call
+        body_len = len(served.gzip_body if use_gzip and served.gzip_body is not None else served.body)
+        file = None
+        if status == 200 and not request.head_method and body_len >= SENDFILE_MIN and self._direct_ready():
+            try:
+                file = served.body_file(use_gzip)
+            except OSError as e:  # no memfd to be had (descriptors exhausted): one write, as before
+                log.debug("no body file for %s: %s", request.pool, e)
+        if file is not None:
+            sending = self._start_send(wire[:len(wire) - body_len], file)
+        else:
+            transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
         elapsed = time.perf_counter() - started
         state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s %d %s %.1fms", self._remote, "HEAD" if request.head_method else "GET",
                             request.raw_path, status, version, elapsed * 1000)
+        if request.close or sending or self._write_paused:
+            if fresh:
+                self._request_started()
         if request.close:
             self._closing = True
-            transport.close()  # after the buffered response is written
+            if not sending:
+                transport.close()  # after the buffered response is written
             return True
+        if sending:
+            return True  # _on_writable finishes the response when the body is out
         if self._write_paused:
             self._busy = True  # the next request waits until the client has taken this answer
             return True
         self._finished_response()
         return True
+
+    def _request_started(self) -> None:
+        watcher = self.fast.guard
+        if watcher is not None:
+            watcher.request_started(self)
+
+    def _started_and_handover(self) -> None:
+        self._request_started()  # aiohttp's protocol takes over the deadline as it stands
+        self._handover()
+
+    # -- large bodies by os.sendfile -----------------------------------------------------------------
+
+    def _direct_ready(self) -> bool:
+        """True when the body may go out by os.sendfile: plain TCP, nothing left in the transport's
+        buffer (bytes must stay in order), a duplicate descriptor and the body file to be had."""
+        transport = self.transport
+        if transport is None or self.fast.scheme != "http" or transport.get_extra_info("sslcontext") is not None:
+            return False
+        if transport.get_write_buffer_size() or transport.is_closing():
+            return False
+        if self._sock is None:
+            raw = transport.get_extra_info("socket")
+            if raw is None:
+                return False
+            try:
+                sock = socket.socket(fileno=os.dup(raw.fileno()))
+                sock.setblocking(False)
+            except OSError:
+                return False
+            self._sock = sock
+        return True
+
+    def _start_send(self, head: bytes, file: BodyFile) -> bool:
+        """Send what the socket takes now; True when the rest goes on from the loop (busy till then)."""
+        self._head_left = head
+        self._file = file
+        self._offset = 0
+        if self._send_some():
+            self._stop_send()
+            return False
+        self._busy = True
+        return True
+
+    def _send_some(self) -> bool:
+        """Send the head, then at most SEND_TURN bytes of the body; watch for room if any is left.
+        True when the whole answer is sent, or the connection failed (then it is aborted)."""
+        sock, file, transport = self._sock, self._file, self.transport
+        if sock is None or file is None or transport is None or transport.is_closing():
+            return True
+        budget = SEND_TURN
+        try:
+            while self._head_left:
+                self._head_left = self._head_left[sock.send(self._head_left, socket.MSG_MORE):]
+            while self._offset < file.size and budget > 0:
+                sent = os.sendfile(sock.fileno(), file.fd, self._offset, min(budget, file.size - self._offset))
+                if sent == 0:
+                    raise BrokenPipeError("sendfile sent nothing")
+                self._offset += sent
+                budget -= sent
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            log.debug("sending a body to %s failed: %s", self._remote, e)
+            transport.abort()  # the client is gone; connection_lost follows
+            return True
+        if self._offset < file.size or self._head_left:
+            if not self._watching:
+                asyncio.get_running_loop().add_writer(sock.fileno(), self._on_writable)
+                self._watching = True
+            return False
+        return True
+
+    def _on_writable(self) -> None:
+        if not self._send_some():
+            return
+        self._stop_send()
+        self._busy = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._closing:
+            transport.close()
+            return
+        self._finished_response()
+        self._process()
+        if self._eof and not self._busy and self.transport is not None:
+            self.transport.close()  # every complete request the client sent before its EOF is answered
+
+    def _stop_send(self) -> None:
+        if self._watching and self._sock is not None:
+            asyncio.get_running_loop().remove_writer(self._sock.fileno())
+        self._watching = False
+        self._file = None
+        self._head_left = b""
+
+    def _release_socket(self) -> None:
+        self._stop_send()
+        if self._sock is not None:
+            self._sock.close()  # the duplicate only: the transport owns the connection
+            self._sock = None
 
     def _finished_response(self) -> None:
         watcher = self.fast.guard
@@ -370,6 +512,7 @@ class FastProtocol(asyncio.Protocol):
         if transport is None:
             return
         self.fast.handed_over += 1
+        self._release_socket()
         protocol = self._fallback()
         watcher = self.fast.guard
         deadline = getattr(self, DEADLINE_ATTR, None)
@@ -385,6 +528,8 @@ class FastProtocol(asyncio.Protocol):
         data, self._buffer = self._buffer, b""
         if data:
             protocol.data_received(data)
+        if self._eof and not protocol.eof_received():
+            transport.close()  # as the loop does when a protocol does not keep a half-closed connection
         if self._read_paused:
             transport.resume_reading()
 

@@ -426,10 +426,21 @@ CASES: dict[str, bytes] = {
     "bad header": _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Bad Header: x\r\n"),
     "pipelined": _request("/config/worker", extra=AUTHZ + ACCEPT35) + _request("/config/worker", "HEAD", AUTHZ)
     + _request("/healthz") + _request("/config/worker", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip\r\n"),
+    # The large pool (about 180 KB): on plain HTTP its body goes out by os.sendfile, in pieces.
+    "get large": _request("/config/large", extra=AUTHZ + ACCEPT35),
+    "get large close": _request("/config/large", extra=AUTHZ + ACCEPT35 + "Connection: close\r\n"),
+    "pipelined large": _request("/config/large", extra=AUTHZ + ACCEPT35) + _request("/config/large", "HEAD", AUTHZ)
+    + _request("/config/worker", extra=AUTHZ + ACCEPT35) + _request("/config/large", extra=AUTHZ + ACCEPT35)
+    + _request("/config/large", extra=AUTHZ + ACCEPT35 + "Accept-Encoding: gzip\r\n")
+    + _request("/config/large", extra=AUTHZ + ACCEPT35 + "If-None-Match: *\r\n")
+    + _request("/config/large", extra=AUTHZ + ACCEPT35 + "Connection: close\r\n"),
+    "pipelined large then aiohttp": _request("/config/large", extra=AUTHZ + ACCEPT35) + _request("/healthz")
+    + _request("/config/large", extra=AUTHZ + ACCEPT35),
 }
 # Answered by the fast path itself (the rest are handed to aiohttp before anything is written).
 FAST = {"get", "get 2.2 default", "get gzip", "get gzip q=0", "head", "head gzip", "trailing slash", "304 star",
-        "304 gzip", "etag mismatch", "connection close", "pipelined"}
+        "304 gzip", "etag mismatch", "connection close", "pipelined", "get large", "get large close",
+        "pipelined large", "pipelined large then aiohttp"}
 
 
 @pytest.fixture(scope="module", params=["uvloop", "asyncio"])
@@ -462,6 +473,12 @@ def test_same_answers_as_aiohttp(pair: tuple[InProcessServer, InProcessServer, T
         assert fast.answered > answered
     else:
         assert fast.answered == answered and fast.handed_over == handed + 1
+    if case == "pipelined large":
+        assert fast.answered == answered + 7 and fast.handed_over == handed
+        assert len(split_responses(ours, raw)) == 7
+    if case == "pipelined large then aiohttp":  # the body is out before aiohttp takes the connection
+        assert fast.answered == answered + 1 and fast.handed_over == handed + 1
+        assert [len(r[2]) > 100_000 for r in split_responses(ours, raw)] == [True, False, True]
     if case == "pipelined":  # two answered, then /healthz handed over with the request after it
         assert fast.answered == answered + 2 and fast.handed_over == handed + 1
         assert [r[0].split(" ", 1)[1] for r in split_responses(ours, raw)] == ["200 OK"] * 4
@@ -601,6 +618,81 @@ def test_never_reading_client_is_dropped_on_the_fast_path(tmp_path: Path, loop: 
         assert exchange(fast, "http", tls, CASES["healthz"]).startswith(b"HTTP/1.1 200 OK")
     finally:
         fast.stop()
+
+
+def small_window_connection(srv: InProcessServer) -> socket.socket:
+    """A connection whose receive window (set before connecting) is far below a large body."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.settimeout(20)
+    sock.connect(srv.address("http"))
+    return sock
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_large_bodies_sent_in_pieces_leave_no_descriptor(tmp_path: Path, loop: str) -> None:
+    # The large body goes out by os.sendfile on a duplicate of the connection's descriptor: a client
+    # that ends its side after asking still gets the whole answer (then EOF), one that goes away
+    # mid-body is dropped, and every duplicate is closed with its connection.
+    tls = Tls(tmp_path)
+    fast = InProcessServer(_options(tmp_path, tls), loop).start()
+    plain = InProcessServer(dataclasses.replace(_options(tmp_path, tls), fast_path=False), loop).start()
+    raw = CASES["get large"]
+    try:
+        expected = split_responses(exchange(plain, "http", tls, raw), raw)
+        exchange(fast, "http", tls, raw)  # built
+        fds = _open_fds()
+        for _ in range(3):
+            with small_window_connection(fast) as sock:
+                sock.sendall(raw * 2)
+                sock.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := sock.recv(1 << 16):
+                    data += chunk
+            assert split_responses(data, raw * 2) == expected * 2
+            with small_window_connection(fast) as sock:
+                sock.sendall(raw * 5)
+                assert sock.recv(1000).startswith(b"HTTP/1.1 200 OK\r\n")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        answered = fast.answered
+        assert answered >= 3 * 2 + 3
+        give_up = time.monotonic() + DEADLINE
+        while _open_fds() > fds:  # the server notices the resets in its own time
+            assert time.monotonic() < give_up, f"{_open_fds() - fds} descriptor(s) left open"
+            time.sleep(0.05)
+        assert split_responses(exchange(fast, "http", tls, raw), raw) == expected
+    finally:
+        fast.stop()
+        plain.stop()
+
+
+def test_body_file_is_the_body_sealed() -> None:
+    import fcntl
+    import os
+
+    from mcs.cache import make_served
+
+    served = make_served("rendered-x", "3.5.0", b'{"ignition":{"version":"3.5.0"}}' * 5000)
+    for use_gzip, body in ((False, served.body), (True, served.gzip_body)):
+        file = served.body_file(use_gzip)
+        assert served.body_file(use_gzip) is file and file.size == len(body or b"")
+        assert os.pread(file.fd, file.size + 1, 0) == body
+        with pytest.raises(PermissionError):
+            os.pwrite(file.fd, b"x", 0)
+        assert fcntl.fcntl(file.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+    fd = served.body_file(False).fd
+    del served, file
+    import gc
+
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed with its Served
 
 
 def test_responses_prebuilt_per_served_config() -> None:
