@@ -193,6 +193,18 @@ def node_record(node: JSON) -> NodeRecord:
                               for t in spec.get("taints") or [] if isinstance(t, dict)])
 
 
+def _listed(items: list[Any], api_version: str, kind: str) -> list[JSON]:
+    """Listed objects as plain dicts (server-side fields dropped, apiVersion and kind filled in,
+    as a list leaves them out), sorted by name."""
+    out = []
+    for item in items:
+        obj = _clean(_to_dict(item))
+        obj.setdefault("apiVersion", api_version)
+        obj.setdefault("kind", kind)
+        out.append(obj)
+    return sorted(out, key=lambda o: str(o["metadata"].get("name")))
+
+
 def _retry_on_conflict(what: str, attempt: Callable[[], None]) -> None:
     """Run `attempt` (read, compare, write with the resourceVersion it read) until no 409."""
     for _ in range(CONFLICT_RETRIES):
@@ -375,13 +387,7 @@ class KubeStore:
             items = self._call(f"list {CUSTOM_KINDS[kind]}", lambda: list(self.client.list(res)))
         except NotFoundError as e:
             raise self._crd_hint(kind, e) from e
-        out = []
-        for item in items:
-            obj = _clean(_to_dict(item))
-            obj.setdefault("apiVersion", f"{GROUP}/v1")
-            obj.setdefault("kind", kind)
-            out.append(obj)
-        return sorted(out, key=lambda o: str(o["metadata"].get("name")))
+        return _listed(items, f"{GROUP}/v1", kind)
 
     def _pull_secret_refs(self) -> list[tuple[str, str]]:
         refs = []
@@ -409,13 +415,7 @@ class KubeStore:
         if self._absent.pop(kind, None) is not None:
             log.info("kube: %s.%s readable now", plural, group)
         self._watch(WatchTarget(f"{plural}.{group}", res))
-        out = []
-        for item in items:
-            obj = _clean(_to_dict(item))
-            obj.setdefault("apiVersion", f"{group}/{version}")
-            obj.setdefault("kind", kind)
-            out.append(obj)
-        return sorted(out, key=lambda o: str(o["metadata"].get("name")))
+        return _listed(items, f"{group}/{version}", kind)
 
     def node_controller_config(self) -> JSON | None:
         """For a daemon's certificate writer: the ControllerConfig MCO uses (watched by name, so
@@ -583,32 +583,25 @@ class KubeStore:
         """Replace `status` through the status subresource, retrying on conflict."""
         self._controller_only("write status")
         if kind in CLUSTER_RESOURCES:
-            self._update_cluster_status(kind, name, status)
-            return
-        res = self._resource(kind)
-        want = copy.deepcopy(dict(status))
-        def attempt() -> None:
-            current = self._get_custom(kind, name)
-            if (current.get("status") or {}) == want:
-                return
-            current["status"] = want
-            self._call(f"update {CUSTOM_KINDS[kind]}/{name}/status",
-                       lambda: self.client.replace(res.Status(current), name))
+            group, _, plural = CLUSTER_RESOURCES[kind]
+            res, what = self._cluster_res[kind], f"{plural}.{group}"
 
-        _retry_on_conflict(f"status of {kind} {name}", attempt)
+            def read() -> JSON:
+                return _to_dict(self._call(f"get {what} {name}",
+                                           lambda: self.client.get(res, name)))
+        else:
+            res, what = self._resource(kind), CUSTOM_KINDS[kind]
 
-    def _update_cluster_status(self, kind: str, name: str, status: Mapping[str, Any]) -> None:
-        group, _, plural = CLUSTER_RESOURCES[kind]
-        res = self._cluster_res[kind]
+            def read() -> JSON:
+                return self._get_custom(kind, name)
         want = copy.deepcopy(dict(status))
 
         def attempt() -> None:
-            current = _to_dict(self._call(f"get {plural}.{group} {name}",
-                                          lambda: self.client.get(res, name)))
+            current = read()
             if (current.get("status") or {}) == want:
                 return
             current["status"] = want
-            self._call(f"update {plural}.{group}/{name}/status",
+            self._call(f"update {what}/{name}/status",
                        lambda: self.client.replace(res.Status(current), name))
 
         _retry_on_conflict(f"status of {kind} {name}", attempt)
