@@ -376,7 +376,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                 continue
             log.info("post-config action: %s", action)
             _perform(action, systemd)
-        if reload_sshd and root == Path("/"):
+        if reload_sshd:  # the host's manager, whatever the root (the DaemonSet's is /rootfs)
             _reload_sshd(systemd)
         validate_on_disk(new_view, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:

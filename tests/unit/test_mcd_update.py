@@ -274,3 +274,31 @@ def test_unit_file_states_are_asked_once_until_changed_and_rollback_uses_prior(r
     assert outcome.state == "Degraded"
     assert systemd.states["u0.service"] == "enabled"
     assert systemd.states["u1.service"] == "disabled"
+
+
+def test_first_key_write_reloads_sshd_once_on_a_daemonset_root(root: Path) -> None:
+    # a Debian host seen through /rootfs (the DaemonSet): the drop-in is installed and the host's
+    # sshd reloaded through its manager; a later rotation needs no reload
+    uid, gid = os.getuid(), os.getgid()
+    (root / "etc/passwd").write_text(f"root:x:0:0::/root:/bin/sh\ncore:x:{uid}:{gid}::/home/core:/bin/sh\n")
+    (root / "etc/shadow").write_text("root:*:1::::::\ncore:*:1::::::\n")
+    (root / "home/core").mkdir(parents=True)
+    (root / "etc/ssh/sshd_config.d").mkdir(parents=True)
+    (root / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config.d/*.conf\n")
+    systemd = FakeSystemd()
+    systemd.states["ssh.service"] = "enabled"
+
+    def keyed(name: str, key: str) -> dict[str, Any]:
+        config = mc(name)
+        config["spec"]["config"]["passwd"] = {"users": [{"name": "core",
+                                                         "sshAuthorizedKeys": [key]}]}
+        return config
+
+    outcome = apply_update(mc("a"), keyed("b", "ssh-ed25519 AAA1 a"), systemd, root=root)
+    assert outcome.state == "Done", outcome
+    assert ("ReloadUnit", "ssh.service") in systemd.calls
+    assert (root / "etc/ssh/sshd_config.d/40-machine-config-ssh-keys.conf").exists()
+    systemd.calls.clear()
+    outcome = apply_update(keyed("b", "ssh-ed25519 AAA1 a"), keyed("c", "ssh-ed25519 AAA2 b"),
+                           systemd, root=root)
+    assert outcome.state == "Done" and ("ReloadUnit", "ssh.service") not in systemd.calls
