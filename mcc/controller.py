@@ -111,7 +111,8 @@ class Controller:
         observedGeneration) as MCO's operator does, and used for the rollout's own decisions. A
         policy that does not parse keeps the last good one published (event, log)."""
         found = [o for o in self.store.list_objects(MACHINE_CONFIGURATION)
-                 if (o.get("metadata") or {}).get("name") == MACHINE_CONFIGURATION_NAME]
+                 if isinstance(o.get("metadata"), dict)
+                 and o["metadata"].get("name") == MACHINE_CONFIGURATION_NAME]
         if not found:
             self.policy = disruption.DEFAULT_POLICY
             return
@@ -126,8 +127,8 @@ class Controller:
                              f"{e}; the last good node disruption policies stay in force")
             return
         self.policy = merged
-        status = dict(obj.get("status") or {})
-        generation = (obj.get("metadata") or {}).get("generation")
+        status = dict(obj["status"]) if isinstance(obj.get("status"), dict) else {}
+        generation = obj["metadata"].get("generation")
         want = {**status, "nodeDisruptionPolicyStatus": {
             "clusterPolicies": disruption.policy_status(merged)}}
         if isinstance(generation, int):

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             # the cluster's MachineConfiguration among the inputs, as the controller uses it
             found = [o for o in store.list_objects(MACHINE_CONFIGURATION)
-                     if (o.get("metadata") or {}).get("name") == MACHINE_CONFIGURATION_NAME]
+                     if isinstance(o.get("metadata"), dict)
+                     and o["metadata"].get("name") == MACHINE_CONFIGURATION_NAME]
             policy = disruption.merge_policies(disruption.DEFAULT_POLICY,
                                                disruption.parse_policy(found[0])) \
                 if found else disruption.DEFAULT_POLICY

@@ -99,3 +99,23 @@ def test_mcc_plan_prices_changes_with_the_clusters_policy(
     assert main(["plan", "--store", f"local:{inputs}", "--state", str(tmp_path / "state")]) == 0
     out = capsys.readouterr().out
     assert "  n1: restart chronyd.service (" in out, out  # MCO's defaults alone: a reboot
+
+
+@pytest.mark.parametrize("text", [
+    "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata: {name: cluster}\n"
+    "spec: {nodeDisruptionPolicy: {files: [{path: /x, actions: nope}]}}\nstatus: 7\n",
+    "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata: {name: cluster}\n"
+    "spec: {nodeDisruptionPolicy: [1, 2]}\n",
+    "apiVersion: operator.openshift.io/v1\nkind: MachineConfiguration\nmetadata: {name: cluster}\n"
+    "spec: {}\nstatus: [not, a, mapping]\n",
+])
+def test_hostile_machine_configurations_never_stop_the_pass(tmp_path: Path, text: str) -> None:
+    store, inputs = make_store(tmp_path)
+    write(inputs / "machineconfiguration.yaml", text)
+    store.revision()
+    report = Controller(store).run_pass()
+    assert report.errors == []
+    # the rest of the pass ran: the pool rendered and got a status
+    pool = store.get_object("MachineConfigPool", "worker")
+    assert pool["spec"]["configuration"]["name"].startswith("rendered-worker-")
+    assert pool["status"]["conditions"]
