@@ -127,15 +127,16 @@ class Systemd:
     def unit_status(self, name: str) -> str:
         """`active (running)`, `activating (auto-restart), result exit-code`: for reasons."""
         props = self._unit_props(name)
-        unit_iface = "org.freedesktop.systemd1.Unit"
-        active = str(props.Get(unit_iface, "ActiveState", timeout=self.timeout))
-        sub = str(props.Get(unit_iface, "SubState", timeout=self.timeout))
-        load = str(props.Get(unit_iface, "LoadState", timeout=self.timeout))
+        # one GetAll per interface: the states come from one snapshot (two Gets could pair
+        # the ActiveState before a restart with the SubState after it)
+        unit = props.GetAll("org.freedesktop.systemd1.Unit", timeout=self.timeout)
+        active, sub, load = (str(unit.get(key, "")) for key in
+                             ("ActiveState", "SubState", "LoadState"))
         if load != "loaded":
             return f"{load}, {active} ({sub})"
         try:
-            result = str(props.Get("org.freedesktop.systemd1.Service", "Result",
-                                   timeout=self.timeout))
+            service = props.GetAll("org.freedesktop.systemd1.Service", timeout=self.timeout)
+            result = str(service.get("Result", "success"))
         except self._dbus.exceptions.DBusException:
             result = "success"  # not a service
         return f"{active} ({sub}){'' if result == 'success' else ', result ' + result}"

@@ -29,8 +29,10 @@ RestartSec=2
 [Install]
 WantedBy=multi-user.target
 """
-# a kubelet that never comes back: it exits at once, and systemd keeps restarting it
-BROKEN_UNIT = HEALTHZ_UNIT.replace("/usr/local/libexec/test-kubelet-healthz", "/bin/false")
+# a kubelet that never comes back: it exits at once, and systemd waits to restart it longer
+# than the daemon waits, so the reason always sees it in auto-restart after a failure
+BROKEN_UNIT = HEALTHZ_UNIT.replace("/usr/local/libexec/test-kubelet-healthz", "/bin/false") \
+    .replace("RestartSec=2", "RestartSec=1h")
 
 
 def kubelet_config(name: str, port: int, unit: str, marker: str) -> dict[str, object]:
@@ -96,7 +98,8 @@ def test_reboot_degraded_when_the_kubelet_does_not_come_back(node: Node) -> None
     assert reason.startswith(
         f"kubelet did not become healthy within {WAIT}s after the reboot into rendered-b: "
         f"http://127.0.0.1:{port}/healthz connection refused; kubelet.service "), reason
-    assert "auto-restart" in reason or "failed" in reason, reason  # what systemd says of it
+    # what systemd says of it, from one snapshot of the unit's properties
+    assert reason.endswith("kubelet.service activating (auto-restart), result exit-code"), reason
     assert "\n" not in reason
     print(f"Degraded reason: {reason}")
     assert time.monotonic() - started >= WAIT
