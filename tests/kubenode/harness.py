@@ -253,11 +253,14 @@ class KubeNode(Node):
                  f"--bind={self.state_dir / 'kubelet'}:/var/lib/kubelet",
                  "--bind=/dev/kmsg",
                  f"--bind-ro={host_site_packages()}:{SITE_PACKAGES_BIND}"]
+        # --console=read-only forwards the console to console.log; a passive console's pty is
+        # read by nobody, and once ~10 KB of status lines fill it PID 1 blocks in a console
+        # write: the node hung in its shutdown after a drain (many units stopping)
         cmd = self.network.command([
             "systemd-nspawn", "--boot", "--keep-unit", "--register=no", "--quiet",
             "--capability=all", "--system-call-filter=@known",
             f"--directory={self.root}", f"--machine={self.name}", f"--uuid={self.machine_id}",
-            "--console=passive", f"--network-bridge={BRIDGE}", *binds])
+            "--console=read-only", f"--network-bridge={BRIDGE}", *binds])
         env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
         console = open(self.console_log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT,  # noqa: S603

@@ -351,12 +351,6 @@ def test_reload_change_applied_by_the_daemon_pods(workloads: InCluster) -> None:
         assert len(workloads.cluster.supervisor.reboots_of(node.name)) == reboots[node.name]
 
 
-@pytest.mark.xfail(run=False, reason=(
-    "tests/kubenode harness: a node whose console stopped reaching console.log at its second "
-    "boot (the one after mcd firstboot; seen twice, on kn-worker-1 only) hangs in its next "
-    "shutdown: PID 1 blocks in a tty write (n_tty_write) and nspawn never exits 133. Both "
-    "times the daemon pod had drained kn-worker-1 (the controller pod moved to kn-worker-2) "
-    "and asked the host's systemd to reboot over D-Bus."))
 def test_reboot_change_drains_and_reboots_each_node(workloads: InCluster) -> None:
     """Any other file: each node in turn is drained (the controller's own pod moves), rebooted
     by the daemon pod through the host's systemd, and its daemon pod reports Done after boot."""

@@ -87,9 +87,11 @@ class Node:
     def boot(self) -> None:
         """Start systemd-nspawn; without a host systemd it needs --keep-unit and --register=no."""
         console = open(self.console_log, "ab")
+        # read-only, not passive: a passive console's pty is read by nobody, and once ~10 KB of
+        # status lines fill it, PID 1 blocks in its next console write (a hang at shutdown)
         cmd = ["systemd-nspawn", "--boot", "--keep-unit", "--register=no", "--quiet",
                f"--directory={self.root}", f"--machine={self.name}",
-               f"--uuid={self.machine_id}", "--console=passive",
+               f"--uuid={self.machine_id}", "--console=read-only",
                f"--bind-ro={host_site_packages()}:{SITE_PACKAGES_BIND}"]
         # its own session: a Ctrl-C in the pytest terminal must not bypass the orderly stop
         self.proc = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT,
