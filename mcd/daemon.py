@@ -23,19 +23,19 @@ from machineconfig.reconcile import name_of
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
-from mcd.certificate_writer import CertificateError, sync_certificates
+from mcd.certificate_writer import CertificateError, rotate_kubeconfig_ca, sync_certificates
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
 from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
-from mcd.kubelet_health import (MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND, KubeletHealth,
-                                UnitStatus, WaitInterrupted, kubelet_enabled)
+from mcd.kubelet_health import (KUBELET_UNIT, MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND,
+                                KubeletHealth, UnitStatus, WaitInterrupted, kubelet_enabled)
 from mcd.metrics import DaemonMetrics
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
-from mcd.systemd import SystemdApi
+from mcd.systemd import SystemdApi, SystemdError
 from mcd.update import apply_update, kubelet_expected
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,8 @@ class Daemon:
     def _sync_certificates(self, annotations: dict[str, str]) -> None:
         """MCO's certificate writer (mcd.certificate_writer), on a store that gives daemons the
         ControllerConfig (kube): its CA bundles are written whenever its resourceVersion is not
-        the one this node last synced, whatever the pool's rollout does (a paused pool too)."""
+        the one this node last synced, whatever the pool's rollout does (a paused pool too);
+        a `service-ca-rotate: "true"` this node has not observed yet rotates the kubeconfig's CA."""
         source = getattr(self.api, "node_controller_config", None)
         if not callable(source):
             return
@@ -350,19 +351,43 @@ class Daemon:
         if cc is None:
             return
         version = str((cc.get("metadata") or {}).get("resourceVersion") or "")
-        if not version or annotations.get(C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION) == version:
+        rotate = str(((cc.get("metadata") or {}).get("annotations") or {}).get(
+            C.SERVICE_CA_ROTATE_ANNOTATION, ""))
+        observed = annotations.get(C.LAST_OBSERVED_SERVER_CA_ANNOTATION, "")
+        rotation_due = rotate == "true" and observed != rotate
+        if not version or (annotations.get(C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION) == version
+                           and not rotation_due):
             return
         try:
             written = sync_certificates(self.root, cc)
-        except (CertificateError, OSError) as err:
+            if rotation_due and not self._rotate_kubeconfig_ca():
+                rotate = observed  # the bundle could not be read: asked again on the next pass
+        except (CertificateError, OSError, SystemdError) as err:
             log.error("certificate writer: %s", err)
             self.event("CertificateSyncFailed", f"could not write the ControllerConfig's CA "
                                                 f"bundles: {err}", "Warning")
             return
-        self.patch({C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION: version})
-        annotations[C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION] = version
+        patch = {C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION: version}
+        if rotate != observed:
+            patch[C.LAST_OBSERVED_SERVER_CA_ANNOTATION] = rotate
+        self.patch(patch)
+        annotations.update(patch)
         log.info("Certificate was synced from controllerconfig resourceVersion %s (%d paths)",
                  version, len(written))
+
+    def _rotate_kubeconfig_ca(self) -> bool:
+        """The service-CA rotation: False when the store has no CA bundle to give."""
+        source = getattr(self.api, "node_kubeconfig_ca", None)
+        bundle = source() if callable(source) else None
+        if bundle is None:
+            log.error("service-CA rotation requested, but kubeconfig-data's ca-bundle.crt "
+                      "could not be read")
+            return False
+        rotation = rotate_kubeconfig_ca(self.root, bundle)
+        if rotation.restart_kubelet:
+            log.info("restarting kubelet due to server-ca rotation")
+            self.systemd.restart_unit(KUBELET_UNIT)
+        return True
 
     def _first_run(self, annotations: dict[str, str], from_reboot: bool = False) -> None:
         """MCO's checkStateOnFirstRun: bootstrap annotations, disk validation, Done or update."""

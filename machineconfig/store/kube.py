@@ -69,6 +69,9 @@ JSON = dict[str, Any]
 
 RENDERED_PREFIX = "rendered-"
 EVENT_NAMESPACE = "default"
+MCO_NAMESPACE = "openshift-machine-config-operator"
+# the kube-apiserver CA bundle MCO's operator publishes for the nodes' kubeconfig (name, key)
+KUBECONFIG_DATA_CONFIGMAP = ("kubeconfig-data", "ca-bundle.crt")
 FIELD_MANAGER = "machine-config"
 # Event source components: ours all start with this, so list_events leaves the kubelet's alone.
 COMPONENT_PREFIX = "machine-config"
@@ -438,6 +441,35 @@ class KubeStore:
         self._watch(WatchTarget(f"controllerconfig {CONTROLLER_CONFIG_NAME}", res,
                                 fields={"metadata.name": CONTROLLER_CONFIG_NAME}))
         return obj
+
+    def node_kubeconfig_ca(self) -> bytes | None:
+        """For a daemon's service-CA rotation: `ca-bundle.crt` of the ConfigMap
+        openshift-machine-config-operator/kubeconfig-data (binaryData, else data: base64 when it
+        decodes, as MCO reads it); None when there is none or this daemon may not read it."""
+        import base64
+        import binascii
+
+        from lightkube.resources.core_v1 import ConfigMap
+        name, key = KUBECONFIG_DATA_CONFIGMAP
+        try:
+            cm = _to_dict(self._call(f"get configmap {MCO_NAMESPACE}/{name}",
+                                     lambda: self.client.get(ConfigMap, name,
+                                                             namespace=MCO_NAMESPACE)))
+        except (NotFoundError, ForbiddenError) as e:
+            log.info("kube: configmap %s/%s not read (%s)", MCO_NAMESPACE, name, e)
+            return None
+        binary, data = cm.get("binaryData") or {}, cm.get("data") or {}
+        if isinstance(binary, dict) and isinstance(binary.get(key), str):
+            try:
+                return base64.b64decode(binary[key], validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        if isinstance(data, dict) and isinstance(data.get(key), str):
+            try:
+                return base64.b64decode(data[key], validate=True)
+            except (binascii.Error, ValueError):
+                return str(data[key]).encode()
+        return None
 
     def cluster_disruption_policies(self) -> tuple[int | None, int | None, JSON] | None:
         """For a daemon: MachineConfiguration `cluster`'s (generation, status.observedGeneration,

@@ -78,8 +78,8 @@ def test_renders_every_kind_once(docs: list[dict[str, Any]]) -> None:
         "ServiceAccount": 3,
         "ClusterRole": 3,
         "ClusterRoleBinding": 3,
-        "Role": 3,
-        "RoleBinding": 3,
+        "Role": 4,
+        "RoleBinding": 4,
         "ValidatingAdmissionPolicy": 1,
         "ValidatingAdmissionPolicyBinding": 1,
         "Deployment": 1,
@@ -187,6 +187,8 @@ EXPECTED_ROLES: dict[tuple[str, str], tuple[str, set[Rule]]] = {
         "openshift-config", {("", "secrets", v, ("pull-secret",)) for v in READ}),
     ("machine-config-controller", "events"): ("default", EVENTS),
     ("machine-config-daemon", "events"): ("default", EVENTS),
+    ("machine-config-daemon", "kubeconfig-data"): (
+        NAMESPACE, {("", "configmaps", "get", ("kubeconfig-data",))}),
 }
 
 

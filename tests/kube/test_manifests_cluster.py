@@ -15,6 +15,7 @@ tests/kube/controlplane.py), with the real `kubectl`:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -149,6 +150,8 @@ FORBIDDEN: dict[str, list[tuple[str, str, str, str | None, str | None]]] = {
         ("create", GROUP, "machineconfigs", None, None), ("list", GROUP, "machineconfigpools", None, None),
         ("create", "", "events", "kube-system", None), ("get", "", "secrets", "openshift-config", "pull-secret"),
         ("create", "", "pods/eviction", "default", "p"),
+        ("get", "", "configmaps", NAMESPACE, "other"), ("list", "", "configmaps", NAMESPACE, None),
+        ("update", "", "configmaps", NAMESPACE, "kubeconfig-data"),
     ],
 }
 
@@ -339,6 +342,10 @@ try:
     message = "Setting node n1, currentConfig rendered-worker-b to Done"
     store.record_event("Node", "n1", "NodeDone", message)
     store.record_event("Node", "n1", "NodeDone", message)  # a repeat: patched
+    # the service-CA rotation: the published bundle, and the record of having observed it
+    ca = store.node_kubeconfig_ca()
+    assert ca == b"BUNDLE\\n", ca
+    store.patch_node_annotations("n1", {C.LAST_OBSERVED_SERVER_CA_ANNOTATION: "true"})
 finally:
     store.close()
 """
@@ -353,6 +360,10 @@ def test_daemon_store_with_its_pod_token(two_nodes: ControlPlane, tmp_path: Path
     cp.call("POST", f"{MC_PATH}/machineconfigs", {
         "apiVersion": f"{GROUP}/v1", "kind": "MachineConfig",
         "metadata": {"name": "rendered-worker-b"}, "spec": {"config": {"ignition": {"version": "3.5.0"}}}})
+    cp.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/configmaps/kubeconfig-data")
+    cp.call("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeconfig-data"},
+        "binaryData": {"ca-bundle.crt": base64.b64encode(b"BUNDLE\n").decode()}})
     mark = cp.audit_mark()
     # a process of its own, as the daemon is
     done = subprocess.run([sys.executable, "-c", DAEMON_STORE_SCRIPT, str(config)], cwd=REPO,
@@ -360,6 +371,7 @@ def test_daemon_store_with_its_pod_token(two_nodes: ControlPlane, tmp_path: Path
     assert done.returncode == 0, done.stderr
     code, node = cp.call("GET", "/api/v1/nodes/n1")
     assert node["metadata"]["annotations"][C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-b"
+    assert node["metadata"]["annotations"][C.LAST_OBSERVED_SERVER_CA_ANNOTATION] == "true"
     assert C.POST_CONFIG_ACTION_ANNOTATION not in node["metadata"]["annotations"]
     code, events = cp.call("GET", "/api/v1/namespaces/default/events")
     assert [e["count"] for e in events["items"] if e["reason"] == "NodeDone"] == [2]
