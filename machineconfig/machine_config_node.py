@@ -155,7 +155,7 @@ def transition(obj: Mapping[str, Any], parent: Condition, child: Condition | Non
                                     f"{cond.get('message', '')}")[:MAX_MESSAGE]}
             elif ctype == UPDATED and cond.get("status") == "True" and parent.type != NODE_DEGRADED:
                 cond = {**cond, "status": "False", "reason": UPDATED, "lastTransitionTime": now,
-                        "message": f"This node is updating to {spec_desired or desired_config}"}
+                        "message": f"This node is updating to {desired_config or spec_desired}"}
             out.append(cond)
         if fresh_child is not None and not found_child:
             out.append(fresh_child)
