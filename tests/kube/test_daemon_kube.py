@@ -86,6 +86,20 @@ def test_reboot_update_through_the_api_server(controller: Any, control_plane: Co
         api.close()  # type: ignore[attr-defined]
 
 
+
+def node_done_in_a(kubeconfig: Path, root: Path) -> tuple[Any, Any]:
+    """A node Done in config A on disk and in the API server: (the controller's store, the
+    node's own store)."""
+    lay_down(root, A)
+    store = open_store(f"kube:{kubeconfig}")
+    store.put_rendered(A)
+    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
+    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    return store, open_store(f"kube:{kubeconfig}", node=NODE)
+
+
 def test_certificate_writer_follows_the_controller_config(clean_cluster: ControlPlane,
                                                           kubeconfig: Path, root: Path) -> None:
     """MCO's certificate writer through the API server: a daemon writes the ControllerConfig's
@@ -99,14 +113,7 @@ def test_certificate_writer_follows_the_controller_config(clean_cluster: Control
     cc = controller_config()
     cc["spec"]["kubeAPIServerServingCAData"] = base64.b64encode(b"CA-ONE\n").decode()
     apply(cp, cc)
-    lay_down(root, A)
-    store = open_store(f"kube:{kubeconfig}")
-    store.put_rendered(A)
-    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
-    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
-    api = open_store(f"kube:{kubeconfig}", node=NODE)
+    store, api = node_done_in_a(kubeconfig, root)
     try:
         daemon = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=TIMEOUTS)
         daemon.booting = False
@@ -160,14 +167,7 @@ def test_service_ca_rotation_through_the_api_server(clean_cluster: ControlPlane,
     cc["spec"]["kubeAPIServerServingCAData"] = base64.b64encode(b"CA\n").decode()
     apply(cp, cc)
     etc, kubelet = node_with_kubeconfigs(root, OLD_CA)
-    lay_down(root, A)
-    store = open_store(f"kube:{kubeconfig}")
-    store.put_rendered(A)
-    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
-    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
-    api = open_store(f"kube:{kubeconfig}", node=NODE)
+    store, api = node_done_in_a(kubeconfig, root)
     systemd = FakeSystemd()
     try:
         daemon = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)
