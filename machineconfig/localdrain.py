@@ -100,7 +100,7 @@ def unit_pattern_problem(name: object) -> str | None:
     if suffix is None:
         return f"{name!r} has no unit suffix ({', '.join(UNIT_SUFFIXES[:6])}, ...)"
     stem = name[:-len(suffix)]
-    if not stem.strip("*?[]"):
+    if not re.sub(r"\[[^\]]*\]|[*?]", "", stem):  # nothing literal: only wildcards
         return f"{name!r} would match every {suffix[1:]} unit: name the workload"
     return None
 

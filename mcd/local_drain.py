@@ -264,22 +264,29 @@ class LocalDrain:
         except InputError as err:
             log.error("afterReturn hooks in the state file ignored: %s", err)
             hooks = []
+        problems = []
         for unit in reversed(list(stopped)):
+            # every unit is tried: one that does not start keeps no other one down
+            failed = f"starting {unit} after the local drain failed: "
             if self.units is None:
-                raise LocalReturnError(f"no systemd manager to start {unit} with")
+                problems.append(failed + "no systemd manager")
+                continue
             try:
                 state = self.units.start_unit(unit)
             except Exception as err:  # noqa: BLE001
-                raise LocalReturnError(f"starting {unit} after the local drain failed: {err}"
-                                       ) from err
+                problems.append(failed + str(err))
+                continue
             if state not in RUNNING_STATES:
-                raise LocalReturnError(f"starting {unit} after the local drain failed: unit is "
-                                       f"{state}")
+                problems.append(failed + f"unit is {state}")
+                continue
             log.info("local drain: started %s again", unit)
             stopped.remove(unit)
             self._keep({**record, "stopped": stopped})
-        failed = self._hooks(hooks, current)
-        if failed:
-            raise LocalReturnError(f"after the local drain of node {self.node}: {failed}")
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise LocalReturnError(problems[0] + more)
+        hook_failed = self._hooks(hooks, current)
+        if hook_failed:
+            raise LocalReturnError(f"after the local drain of node {self.node}: {hook_failed}")
         self._keep(None)
         log.info("node %s is back from its local drain", self.node)
