@@ -130,7 +130,8 @@ hooks:
     assert boot_id(node) == before and node.proc is not None and node.proc.poll() is None
     # as evicted pods stay evicted while a drain is blocked: stopped, and remembered
     assert is_active(node, "workload-web.service") == "inactive"
-    assert node_state(node)["localDrain"]["stopped"] == ["workload-web.service"]
+    record = node_state(node)["localDrain"]
+    assert isinstance(record, dict) and record["stopped"] == ["workload-web.service"]
     assert node.ssh("pgrep -x sleep -a", check=False).stdout.count("600") == 0
     # the admin fixes the hook: the drain goes through, the node reboots and comes back whole
     status, summary = mcd_apply(node, policy.replace("exec /bin/sleep 600", "exit 0"))
