@@ -406,7 +406,7 @@ def test_rollout_waits_for_its_window_and_shares_reboot_slots_with_fleetlock(e2e
     base = f"{e2e.cluster.url}/fleetlock"
     host_a = FleetLockClient(base, e2e.cluster.ca, "zincati-host-a")
     host_b = FleetLockClient(base, e2e.cluster.ca, "zincati-host-b")
-    assert host_a.lock() == (200, None)
+    assert host_a.lock() == (200, {})
     code, error = host_b.lock()  # the pool's only slot is taken
     assert code == 409 and error["kind"] == "failed_lock_semaphore_full", (code, error)
     # a window opening 20-80 s from now, every day, UTC
@@ -445,7 +445,7 @@ def test_rollout_waits_for_its_window_and_shares_reboot_slots_with_fleetlock(e2e
                    60, "the window to open", e2e.describe)
         time.sleep(5)
         assert targeted() == [], "a node was targeted while FleetLock held the only slot"
-        assert host_a.unlock() == (200, None)
+        assert host_a.unlock() == (200, {})
         e2e.wait_pool_updated(ROLLOUT_TIMEOUT, new)
     check_rollout_history(history, new)
     worst, record = reboot_slot_concurrency(e2e, new, since)
