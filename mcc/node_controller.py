@@ -15,6 +15,7 @@ from machineconfig.constants import (
     CONTROL_PLANE_TOPOLOGY_ANNOTATION, CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DEGRADED, STATE_DONE, STATE_UNRECONCILABLE,
 )
+from machineconfig import localdrain
 from machineconfig.errors import MachineConfigError
 from machineconfig.rollout import max_unavailable
 from machineconfig.store.base import NodeRecord
@@ -302,6 +303,17 @@ def _adopt(nodes: Sequence[NodeRecord], result: PoolReconcile) -> Sequence[NodeR
     return nodes if view is None else view
 
 
+def _publish_local_drain(pool: Mapping[str, Any], nodes: Sequence[NodeRecord],
+                         result: PoolReconcile) -> None:
+    """Each node's local drain (machineconfig.localdrain), copied from the pool's annotation
+    to the node, where its daemon reads it; paused or not, as the policy is no rollout."""
+    published = localdrain.publisher(pool)  # the annotation parsed once per pass
+    for node in nodes:
+        wanted = published(node.name)
+        if node.annotations.get(localdrain.NODE_ANNOTATION) != wanted:
+            result.patches.setdefault(node.name, {})[localdrain.NODE_ANNOTATION] = wanted
+
+
 def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topology: str = "",
                    controller_node: str = "", hold: Collection[str] = (),
                    lock_holders: int = 0) -> PoolReconcile:
@@ -324,6 +336,7 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
         result.skipped = "nodeSelector selects every node"
         return result
     nodes = _adopt(nodes, result)
+    _publish_local_drain(pool, nodes, result)
     if spec.get("paused"):
         result.skipped = "paused"
         return result

@@ -13,14 +13,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
+from machineconfig import localdrain
 from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
+from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_os
 from mcd.rpm_ostree import OSUpdateError, ostree_booted
@@ -98,6 +100,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _local_drain(args: argparse.Namespace, systemd: SystemdApi) -> LocalDrain:
+    units = cast(UnitControl, systemd) if callable(getattr(systemd, "stop_unit", None)) else None
+    return LocalDrain(args.root, units, socket.gethostname())
+
+
+def _local_return(args: argparse.Namespace, systemd: SystemdApi, state: str,
+                  reason: str) -> tuple[str, str]:
+    """Offline, once the node is Done: what a local drain stopped is started again."""
+    if state != node_state.DONE:
+        return state, reason
+    try:
+        _local_drain(args, systemd).back(str(node_state.read_state(args.root).get(
+            "currentConfig") or ""))
+    except LocalReturnError as err:
+        node_state.write_state(args.root, node_state.DEGRADED, str(err))
+        return node_state.DEGRADED, str(err)
+    return state, reason
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.root.resolve() != Path("/"):
         # systemd's Manager API only acts on the running system, never on another root
@@ -105,11 +126,33 @@ def cmd_apply(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     old, new = load_machine_config(args.current), load_machine_config(args.desired)
     systemd = _systemd()
-    outcome = apply_update(old, new, systemd, root=args.root, policy=_policy(args.policy),
-                           kubelet=_kubelet(args, systemd))
-    print(json.dumps({"state": outcome.state, "reason": outcome.reason,
+    request_drain = None
+    if args.local_drain:
+        # the pool annotation's YAML: this host's entry under `nodes`, else the pool's
+        policy = localdrain.parse(args.local_drain.read_text(), str(args.local_drain)).for_node(
+            socket.gethostname())
+        drainer = _local_drain(args, systemd)
+
+        def request_drain(desired: str) -> None:
+            drainer.drain(policy, desired)
+    try:
+        outcome = apply_update(old, new, systemd, root=args.root, policy=_policy(args.policy),
+                               request_drain=request_drain, kubelet=_kubelet(args, systemd))
+    except LocalDrainBlocked as err:
+        # before any write: the node stays in A, nothing reboots
+        node_state.write_state(args.root, node_state.DEGRADED, str(err))
+        print(json.dumps({"state": node_state.DEGRADED, "reason": str(err), "rebooting": False,
+                          "actions": []}))
+        return EXIT_FAILED
+    state, reason = outcome.state, outcome.reason
+    if not outcome.rebooting:
+        state, reason = _local_return(args, systemd, state, reason)
+    print(json.dumps({"state": state, "reason": reason,
                       "rebooting": outcome.rebooting,
                       "actions": [str(a) for a in outcome.plan.actions] if outcome.plan else []}))
+    if state == node_state.UNRECONCILABLE:
+        return EXIT_UNRECONCILABLE
+    return EXIT_FAILED if state == node_state.DEGRADED else EXIT_OK
     if outcome.state == node_state.UNRECONCILABLE:
         return EXIT_UNRECONCILABLE
     return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
@@ -136,8 +179,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     systemd = _systemd()
     outcome = resume_after_boot(systemd, args.root, kubelet=_kubelet(args, systemd))
-    print(json.dumps({"state": outcome.state, "reason": outcome.reason}))
-    return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
+    state, reason = _local_return(args, systemd, outcome.state, outcome.reason)
+    print(json.dumps({"state": state, "reason": reason}))
+    return EXIT_FAILED if state == node_state.DEGRADED else EXIT_OK
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -294,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--current", type=Path, required=True)
     apply.add_argument("--desired", type=Path, required=True)
     apply.add_argument("--policy", type=Path)
+    apply.add_argument("--local-drain", type=Path, metavar="FILE",
+                       help="what a drain stops and runs on this host: the YAML of a pool's "
+                       f"{localdrain.POOL_ANNOTATION} annotation")
     apply.add_argument("--root", type=Path, default=Path("/"))
     _add_kubelet_options(apply)
     apply.set_defaults(func=cmd_apply)

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from machineconfig import constants as C
+from machineconfig import localdrain
 from machineconfig.reconcile import name_of
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
@@ -26,6 +27,7 @@ from mcd import state as node_state
 from mcd.certificate_writer import CertificateError, rotate_kubeconfig_ca, sync_certificates
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
 from mcd.drain import DrainClient, DrainError
+from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.kubelet_health import (KUBELET_UNIT, MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND,
                                 KubeletHealth, UnitStatus, WaitInterrupted, kubelet_enabled)
@@ -137,6 +139,10 @@ class Daemon:
         self.store_watch: StoreWatch | None = None  # while run() runs
         self.drainer = DrainClient(api, node, self._wait, clock, self.event, self.timeouts.watch)
         self.progress = NodeProgress(api, node)  # the node's MachineConfigNode
+        # units and hooks of a drain on a host without Kubernetes (the pool's local drain)
+        units = cast(UnitControl, systemd) if callable(getattr(systemd, "stop_unit", None)) \
+            else None
+        self.local_drain = LocalDrain(root, units, node, event=self.event)
         self.kubelet = KubeletHealth(root, kubelet_url, self.timeouts.kubelet_probe,
                                      self.timeouts.kubelet_wait,
                                      unit_status=getattr(systemd, "unit_status", None),
@@ -261,12 +267,20 @@ class Daemon:
 
     # ---- drain handshake ------------------------------------------------------------------
     def request_drain(self, desired: str) -> None:
+        """The controller's drain (cordon; pods on kube), then the node's local drain: the
+        units and hooks its pool's policy names (published on the node by the controller)."""
         request = f"drain-{desired}"
         applied = self._annotations().get(C.LAST_APPLIED_DRAIN_ANNOTATION, "")
         if applied != request:
             self.progress.draining(request, applied)
         try:
             self.drainer.drain(desired, self.timeouts.drain)
+            policy = localdrain.from_node_annotation(
+                self.api.get_node(self.node_name).annotations.get(localdrain.NODE_ANNOTATION))
+            try:
+                self.local_drain.drain(policy, desired)
+            except LocalDrainBlocked as blocked:
+                raise DrainError(str(blocked)) from blocked
         except DrainError as err:
             self.metrics.drain_err.set(1)
             self.progress.drain_failed(request, str(err))
@@ -303,7 +317,8 @@ class Daemon:
     def _finish(self, current: str, current_mc: Mapping[str, Any],
                 after: str | None = None, updated: bool = False) -> None:
         """MCO's updateConfigAndState when current == desired: (the kubelet back,) uncordon,
-        then Done. `after` names the reboot or start the kubelet is waited for after;
+        (the units a local drain stopped started again, its afterReturn hooks,) then Done.
+        `after` names the reboot or start the kubelet is waited for after;
         `updated`: an update (rebootless, or the reboot of one) ends here, so the
         MachineConfigNode goes through Resumed, UpdateComplete and Uncordoned to Updated."""
         self._kubelet_back(current_mc, after)
@@ -312,6 +327,12 @@ class Daemon:
         self.drainer.uncordon(current, self.timeouts.uncordon)
         if updated:
             self.progress.uncordoned(self.api.get_node(self.node_name).unschedulable)
+        try:
+            # before Done: the rollout takes the next node only once this one's workload runs
+            self.local_drain.back(current)
+        except LocalReturnError as err:
+            self._start_drift(current_mc)
+            raise DaemonError(str(err)) from err
         self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
                     C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
                     C.CURRENT_CONFIG_ANNOTATION: current})

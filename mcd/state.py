@@ -65,5 +65,15 @@ def write_state(root: Path, state: str, reason: str = "", **fields: Any) -> dict
     return record
 
 
+def write_fields(root: Path, **fields: Any) -> dict[str, Any]:
+    """Change other records of the state file (a None value removes one), the state kept."""
+    record = {k: v for k, v in {**read_state(root), **fields}.items() if v is not None}
+    journal = Journal()
+    atomic_write(root, STATE_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n")
+                 .encode(), STATE_FILE_MODE, os.geteuid(), os.getegid(), journal)
+    journal.sync()
+    return record
+
+
 def force_file_present(root: Path) -> bool:
     return NodeRoot(root).lexists(FORCE_FILE)

@@ -110,6 +110,27 @@ class Systemd:
         if state not in ("active", "activating"):
             raise SystemdError(f"restarting {name} failed: unit is {state}")
 
+    def active_units(self, patterns: Sequence[str]) -> list[str]:
+        """Loaded units matching `patterns` (systemd's fnmatch) that run or are starting."""
+        units = self._call("ListUnitsByPatterns",
+                           self._dbus.Array(["active", "activating", "reloading"], signature="s"),
+                           self._dbus.Array(patterns, signature="s"))
+        return sorted(str(unit[0]) for unit in units)
+
+    def stop_unit(self, name: str) -> str:
+        """StopUnit and wait for its job; the unit's ActiveState after it."""
+        log.info("systemd: StopUnit %s", name)
+        job = self._call("StopUnit", name, "replace")
+        self._wait_job(str(job), name)
+        return self._active_state(name)
+
+    def start_unit(self, name: str) -> str:
+        """StartUnit and wait for its job; the unit's ActiveState after it."""
+        log.info("systemd: StartUnit %s", name)
+        job = self._call("StartUnit", name, "replace")
+        self._wait_job(str(job), name)
+        return self._active_state(name)
+
     def reboot(self, rationale: str) -> None:
         """Reboot through a transient unit, as MCO does, so the daemon's own exit cannot stop it."""
         dbus = self._dbus

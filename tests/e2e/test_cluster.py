@@ -459,3 +459,55 @@ def test_rollout_waits_for_its_window_and_shares_reboot_slots_with_fleetlock(e2e
         assert node.testinfra().file("/etc/mct/window").content_string == "after the window\n"
     # the next step (if any) starts without a window
     write_pool_annotation(e2e, "worker", "machine-config.io/maintenance-window", None)
+LOCAL_DRAIN_RECORD = ("echo \"$MCD_HOOK_PHASE $(cat /proc/sys/kernel/random/boot_id) "
+                      "$(systemctl is-active workload-web.service)\" >> /var/lib/local-drain.log")
+
+
+def test_local_drain_stops_a_workload_before_each_reboot_and_starts_it_after(e2e: E2E) -> None:
+    """The worker pool's machine-config.io/local-drain: on each node a running workload unit
+    (not enabled: only the daemon brings it back) is stopped after the cordon and before the
+    reboot, and started again before the node reports Done, one node at a time."""
+    from machineconfig import localdrain
+    for node in e2e.nodes:
+        node.put("/etc/systemd/system/workload-web.service",
+                 "[Unit]\nDescription=TEST FIXTURE: a workload\n[Service]\n"
+                 "ExecStart=/bin/sleep infinity\n")
+        node.ssh("systemctl daemon-reload && systemctl start workload-web.service")
+    write_pool_annotation(e2e, "worker", localdrain.POOL_ANNOTATION, f"""
+stopUnits: ["workload-*.service"]
+hooks:
+  - {{name: before, command: [/bin/sh, -c, '{LOCAL_DRAIN_RECORD}'], phase: beforeDrain}}
+  - {{name: drained, command: [/bin/sh, -c, '{LOCAL_DRAIN_RECORD}'], phase: afterDrain}}
+  - {{name: back, command: [/bin/sh, -c, '{LOCAL_DRAIN_RECORD}'], phase: afterReturn}}
+""")
+
+    def published() -> bool:
+        e2e.check_health()
+        return all(localdrain.NODE_ANNOTATION in a for a in e2e.annotations().values())
+    wait_until(published, 60, "the local drain published on every node", e2e.describe)
+    old = pool_target(e2e)
+    before_boots = boot_ids(e2e)
+    since = last_event_seq(e2e)
+    path = e2e.input_dir / "kubeletconfig.yaml"
+    kubelet_config = yaml.safe_load(path.read_text())
+    kubelet_config["spec"]["kubeletConfig"]["maxPods"] = 260
+    with NodeHistory(e2e.reopen) as history:
+        write_input(e2e, "kubeletconfig.yaml", kubelet_config)
+        new = wait_new_target(e2e, old)
+        e2e.wait_pool_updated(ROLLOUT_TIMEOUT, new)
+    check_rollout_history(history, new)
+    check_rollout_events(e2e, new, since)
+    after_boots = boot_ids(e2e)
+    for node in e2e.nodes:
+        old_boot, new_boot = before_boots[node.name], after_boots[node.name]
+        assert old_boot != new_boot, f"{node.name} did not reboot"
+        lines = node.ssh("cat /var/lib/local-drain.log").stdout.split("\n")
+        assert [line for line in lines if line] == [
+            f"beforeDrain {old_boot} active", f"afterDrain {old_boot} inactive",
+            f"afterReturn {new_boot} active"], (node.name, lines)
+        assert node.ssh("systemctl is-active workload-web.service",
+                        check=False).stdout.strip() == "active"
+    assert not [ev for ev in e2e.store.list_events("Node", None, since)
+                if ev.reason == "DrainBlocked"]
+    # the next step (if any) starts without a local drain
+    write_pool_annotation(e2e, "worker", localdrain.POOL_ANNOTATION, None)
