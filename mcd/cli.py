@@ -25,6 +25,7 @@ from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_os
+from mcd.reboot_lock import RebootLock
 from mcd.rpm_ostree import OSUpdateError, ostree_booted
 from mcd.systemd import Systemd, SystemdApi
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
@@ -198,6 +199,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     from mcd.daemon import Daemon, Timeouts
     from mcd.metrics import DaemonMetrics, serve
 
+    try:
+        reboot_lock = _reboot_lock(args, args.node or socket.gethostname())
+    except (ValueError, OSError) as err:
+        print(f"mcd: {err}", file=sys.stderr)
+        return EXIT_USAGE
     if args.root.resolve() != Path("/"):
         # In a container (the kube DaemonSet) the host's / is mounted at --root: files are
         # written under it, systemd is the host's (DBUS_SYSTEM_BUS_ADDRESS names its bus socket
@@ -235,10 +241,19 @@ def cmd_start(args: argparse.Namespace) -> int:
         Timeouts(drift_poll=args.drift_poll, drift_inotify=False, kubelet_wait=args.kubelet_wait)
     daemon = Daemon(api, node, _systemd(), root=args.root, metrics=metrics,
                     policy=_policy(args.policy), timeouts=timeouts,
-                    kubelet_url=args.kubelet_healthz_url or None)
+                    kubelet_url=args.kubelet_healthz_url or None,
+                    reboot_lock=reboot_lock)
     daemon.install_signal_handlers()
     daemon.run()
     return EXIT_FAILED if daemon.token_rejected else EXIT_OK
+
+
+def _reboot_lock(args: argparse.Namespace, node: str) -> RebootLock | None:
+    """`--fleetlock URL`: the FleetLock client the daemon takes reboot slots with."""
+    if not args.fleetlock:
+        return None
+    ca = args.fleetlock_ca.read_bytes() if args.fleetlock_ca else None
+    return RebootLock(args.fleetlock, args.fleetlock_id or node, args.fleetlock_group, ca)
 
 
 def _reboot(rationale: str) -> None:
@@ -306,6 +321,14 @@ def _add_start(sub: Any) -> None:
     start.add_argument("--drift-poll", type=float, metavar="SECONDS",
                        help="poll the managed paths this often instead of watching them with "
                        "inotify (default: inotify)")
+    start.add_argument("--fleetlock", metavar="URL",
+                       help="a FleetLock server (https; e.g. mcs's https://HOST:22623/fleetlock): "
+                       "a reboot slot is taken before a drain or reboot, given back once Done")
+    start.add_argument("--fleetlock-group", default="default",
+                       help="FleetLock group (default: default, mcs's worker pool)")
+    start.add_argument("--fleetlock-id", help="FleetLock client id (default: the node name)")
+    start.add_argument("--fleetlock-ca", type=Path, help="PEM CA of the FleetLock server "
+                       "(default: the system's trust store)")
     _add_kubelet_options(start)
     start.set_defaults(func=cmd_start)
     first = sub.add_parser("firstboot", help="fetch and apply the full config a pointer names "

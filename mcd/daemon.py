@@ -32,6 +32,7 @@ from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.kubelet_health import (KUBELET_UNIT, MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND,
                                 KubeletHealth, UnitStatus, WaitInterrupted, kubelet_enabled)
 from mcd.metrics import DaemonMetrics
+from mcd.reboot_lock import RebootLock, RebootLockError
 from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
@@ -39,7 +40,8 @@ from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi, SystemdError
-from mcd.update import apply_update, kubelet_expected
+from mcd.update import (UnreconcilableUpdate, apply_update, kubelet_expected, plan_update,
+                        with_raw_config)
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,11 @@ class Daemon:
                  metrics: DaemonMetrics | None = None, policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  timeouts: Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 kubelet_url: str | None = None, os_runner: Runner = run_rpm_ostree) -> None:
+                 kubelet_url: str | None = None, os_runner: Runner = run_rpm_ostree,
+                 reboot_lock: RebootLock | None = None) -> None:
         self.api, self.node_name, self.systemd, self.root = api, node, systemd, root
+        self.reboot_lock = reboot_lock  # FleetLock: a slot before a drain or reboot
+        self.slot_release_pending = reboot_lock is not None  # steady-state once Done (Zincati's)
         self.metrics = metrics or DaemonMetrics()
         self.policy = policy
         self.os_runner = os_runner
@@ -343,6 +348,8 @@ class Daemon:
                                desiredConfig=current, postConfigAction="")
         log.info("node %s is Done in %s", self.node_name, current)
         self._start_drift(current_mc)
+        self.slot_release_pending = self.reboot_lock is not None
+        self._release_reboot_slot()
 
     # ---- sync -----------------------------------------------------------------------------
     def sync(self) -> None:
@@ -351,6 +358,9 @@ class Daemon:
             return
         annotations = self._annotations()
         self._sync_certificates(annotations)
+        if self.reboot_lock is not None and self.slot_release_pending and not self.booting and \
+                annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == node_state.DONE:
+            self._release_reboot_slot()
         from_reboot = annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING
         if from_reboot:
             log.info("back from the reboot: post-config-action cleared")
@@ -502,6 +512,51 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             fs.unlink(IGNITION_PRESET)
 
+    def _reboot_slot(self, current_mc: Mapping[str, Any], desired_mc: Mapping[str, Any],
+                     desired: str, policy: NodeDisruptionPolicy) -> bool:
+        """With a FleetLock server (`--fleetlock`): before an update that drains or reboots,
+        a reboot slot, waited for (as Zincati waits) while SIGTERM may still stop the daemon.
+        False when the wait ended without one (stopping, or desiredConfig moved)."""
+        if self.reboot_lock is None:
+            return True
+        try:
+            plan = plan_update(with_raw_config(current_mc), with_raw_config(desired_mc),
+                               root=self.root, policy=policy)
+        except UnreconcilableUpdate:
+            return True  # the update refuses it without touching anything
+        if not (plan.drain or plan.reboot):
+            return True
+        delay, told = self.timeouts.backoff_min, False
+        while True:
+            try:
+                self.reboot_lock.acquire()
+                self.slot_release_pending = False
+                return True
+            except RebootLockError as err:
+                status = f"waiting for a reboot slot before the update to {desired}: {err}"
+                log.info("%s; asking again in %.0fs", status, delay)
+                notify(f"STATUS={status}")
+                if not told:
+                    self.event("WaitingForRebootSlot", status)
+                    told = True
+            if self.stop_requested.wait(delay):
+                return False
+            delay = min(delay * 2, self.timeouts.backoff_max)
+            if self._annotations().get(C.DESIRED_CONFIG_ANNOTATION) != desired:
+                log.info("desiredConfig moved while waiting for a reboot slot")
+                return False
+
+    def _release_reboot_slot(self) -> None:
+        """Steady state reported to the FleetLock server; a failure is tried again on the next
+        pass (the slot stays held meanwhile, as with Zincati)."""
+        if self.reboot_lock is None or not self.slot_release_pending:
+            return
+        try:
+            self.reboot_lock.release()
+            self.slot_release_pending = False
+        except RebootLockError as err:
+            log.warning("reboot slot not given back yet: %s", err)
+
     def _update(self, current: str, desired: str, on_disk: Mapping[str, Any] | None,
                 state: str | None) -> None:
         current_mc = self._config(current, on_disk)
@@ -514,6 +569,8 @@ class Daemon:
                 self._start_drift(current_mc, str(err))
                 raise DaemonError(str(err)) from err
         policy = self.update_policy()  # before anything changes: a wait or error leaves all
+        if not self._reboot_slot(current_mc, desired_mc, desired, policy):
+            return  # stopping, or the target moved while waiting: the next pass decides
         self._stop_drift()
         self.kubelet_next = None  # the update probes the kubelet itself where it matters
         if state not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
