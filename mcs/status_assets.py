@@ -46,7 +46,7 @@ CSS = """body { font: 14px/1.4 system-ui, sans-serif; margin: 1em 2em; color: #2
 h1 { font-size: 1.4em; margin: 0; } h2 { font-size: 1.1em; margin-top: 1.5em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 2px 8px; border-bottom: 1px solid #ddd; vertical-align: top; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; } td.cfg { word-break: break-all; min-width: 12em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 progress { width: 10em; }
 .Degraded, .Warning, .active { color: #b00020; font-weight: 600; }
@@ -92,7 +92,8 @@ JS = """"use strict";
       td.appendChild(bar);
       tr.append(cell(p.name), td, num(p.machines, "machines"), num(p.updated, "updated"),
                 num(p.updating, "updating"), num(p.degraded, "degraded"), num(p.ready, "ready"),
-                cell(p.current_config), cell(p.target_config + (p.paused ? " (paused)" : "")),
+                cell(p.current_config, "cfg"),
+                cell(p.target_config + (p.paused ? " (paused)" : ""), "cfg"),
                 cell(p.window));
       if (p.degraded_message) { tr.title = p.degraded_message; }
       return tr;
@@ -111,7 +112,7 @@ JS = """"use strict";
       if (n.cordoned) { state += ", cordoned"; }
       if (!n.ready) { state += ", not ready"; }
       tr.append(cell(n.name), cell(n.pool), cell(n.phase, n.phase), cell(state),
-                cell(n.current_config), cell(n.desired_config), cell(n.reason));
+                cell(n.current_config, "cfg"), cell(n.desired_config, "cfg"), cell(n.reason));
       return tr;
     }));
     fill("events", s.events.map(function (e) {
