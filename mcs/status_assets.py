@@ -134,7 +134,10 @@ JS = """"use strict";
   }
   function refresh() {
     var token = sessionStorage.getItem(KEY);
-    if (!token) { ask(""); return; }
+    if (!token) {
+      if (document.body.getAttribute("data-state") !== "login") { ask(""); }
+      return;
+    }
     fetch("/status.json", {headers: {"Authorization": "Bearer " + token}, cache: "no-store"})
       .then(function (r) {
         if (r.status === 401) {

@@ -1,0 +1,195 @@
+"""mcs's status page: /status.json only for the admin token (not a pool's bootstrap token), TLS
+only, no data and strict headers on the HTML shell; then the page itself in headless Chromium
+(Debian's `chromium`) against the real server over a cluster caught mid-rollout: the numbers in
+the DOM are the store's, hostile node strings stay text, and a screenshot is kept in
+$MC_ARTIFACTS_DIR (default .artifacts/ in the repository), which CI keeps."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from machineconfig import status
+from mcs.tokens import AdminToken, PoolTokens
+from tests.unit.statuskit import DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, Cluster, mid_rollout
+from tests.unit.statusserver import Running, running_mcs
+from tests.unit.test_mcs_server import open_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def artifacts_dir() -> Path:
+    where = Path(os.environ.get("MC_ARTIFACTS_DIR") or REPO / ".artifacts")
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Cluster, Running, Path]]:
+    cluster = mid_rollout(tmp_path)
+    with running_mcs(f"local:{cluster.inputs}", tmp_path / "state", tmp_path) as server:
+        yield cluster, server, tmp_path / "state"
+
+
+def get(url: str, ca: Path | None, headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+    try:
+        with open_url(urllib.request.Request(url, headers=headers or {}), ctx) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_the_json_needs_the_admin_token_and_tls(served: tuple[Cluster, Running, Path]) -> None:
+    cluster, server, sdir = served
+    url = f"{server.https}/status.json"
+    admin = AdminToken(sdir).ensure()
+    assert (sdir / "admin-token").stat().st_mode & 0o777 == 0o600
+    code, headers, body = get(url, server.ca_file)
+    assert code == 401 and body == b"the status page's admin token is required " \
+                                   b"(mcs admin-token --state SDIR)\n"
+    assert headers["WWW-Authenticate"].startswith("Bearer ")
+    pool_token = PoolTokens(sdir).token_for("worker")
+    assert pool_token
+    for wrong in (pool_token, admin[:-1], ""):
+        assert get(url, server.ca_file, {"Authorization": f"Bearer {wrong}"})[0] == 401
+    code, headers, body = get(url, server.ca_file, {"Authorization": f"Bearer {admin}"})
+    assert code == 200 and headers["Cache-Control"] == "no-store"
+    doc = json.loads(body)
+    assert doc == status.read(cluster.store).to_dict() | {"generated": doc["generated"]}
+    # the plain listener serves none of it
+    for path in ("/status", "/status.json", "/status.js"):
+        code, _, body = get(f"{server.http}{path}", None, {"Authorization": f"Bearer {admin}"})
+        assert (code, body) == (404, b"not found: the status page is served over TLS only\n")
+
+
+def test_the_html_shell_holds_no_data_and_forbids_inline_script(
+        served: tuple[Cluster, Running, Path]) -> None:
+    cluster, server, _ = served
+    code, headers, body = get(f"{server.https}/status", server.ca_file)
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    text = body.decode()
+    assert "n1" not in text and cluster.second not in text and "<script src=\"/status.js\"" in text
+    code, headers, js = get(f"{server.https}/status.js", server.ca_file)
+    assert code == 200 and headers["Content-Type"].startswith("text/javascript")
+    # strings from the store become text nodes only
+    assert b"innerHTML" not in js and b"insertAdjacentHTML" not in js and b"textContent" in js
+
+
+class PageDOM(HTMLParser):
+    """The tables of the rendered page: pool rows' numeric fields, node rows' cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pools: dict[str, dict[str, str]] = {}
+        self.nodes: dict[str, list[str]] = {}
+        self.drift: dict[str, list[str]] = {}
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.body_state = ""
+        self.progress: dict[str, tuple[str, str]] = {}
+        self._table = ""
+        self._row: str | None = None
+        self._field: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "body":
+            self.body_state = a.get("data-state") or ""
+        elif tag == "table":
+            self._table = a.get("id") or ""
+        elif tag == "tr":
+            self._row = a.get("data-pool") or a.get("data-node")
+            if self._row is not None and self._table in ("nodes", "drift"):
+                getattr(self, self._table)[self._row] = []
+        elif tag == "td" and self._row is not None:
+            self._field = a.get("data-field")
+            self._cell = []
+        elif tag == "progress" and self._row is not None:
+            self.progress[self._row] = (a.get("value") or "", a.get("max") or "")
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag != "td" or self._cell is None or self._row is None:
+            return
+        text = "".join(self._cell)
+        if self._table == "pools" and self._field:
+            self.pools.setdefault(self._row, {})[self._field] = text
+        elif self._table in ("nodes", "drift"):
+            getattr(self, self._table)[self._row].append(text)
+        self._cell = self._field = None
+
+
+def chromium(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The DOM after the page's script ran (the virtual time budget lets its fetch finish)."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is missing: install Debian's chromium package (scripts/setup test)",
+                    pytrace=False)
+    profile.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--headless", "--disable-gpu", "--no-sandbox", "--ignore-certificate-errors",
+            "--no-first-run", "--virtual-time-budget=10000", "--window-size=1400,1000",
+            f"--user-data-dir={profile}", "--dump-dom", url]
+    if screenshot is not None:
+        args.insert(-2, f"--screenshot={screenshot}")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "HOME": str(profile)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_chromium_shows_the_rollout_as_the_store_has_it(
+        served: tuple[Cluster, Running, Path], tmp_path: Path) -> None:
+    cluster, server, sdir = served
+    token = AdminToken(sdir).ensure()
+    shot = artifacts_dir() / "status-page.png"
+    shot.unlink(missing_ok=True)
+    dom = PageDOM()
+    dom.feed(chromium(f"{server.https}/status#token={token}", tmp_path / "chromium", shot))
+    assert dom.body_state == "loaded", "the page did not render /status.json"
+    assert shot.stat().st_size > 10_000
+    model = status.read(cluster.store)
+    for view in model.pools:
+        assert dom.pools[view.name] == {
+            "machines": str(view.machines), "updated": str(view.updated),
+            "updating": str(view.updating), "degraded": str(view.degraded),
+            "ready": str(view.ready)}
+        assert dom.progress[view.name] == (str(view.updated), str(view.machines))
+    assert dom.pools["worker"] == {"machines": "4", "updated": "0", "updating": "1",
+                                   "degraded": "2", "ready": "0"}
+    assert {name: cells[2] for name, cells in dom.nodes.items()} == \
+        {n.name: n.phase for n in model.nodes}
+    assert dom.nodes["n1"][4:6] == [cluster.first, cluster.second]
+    # hostile strings are text: no element came out of them
+    assert dom.nodes[HOSTILE_NAME][0] == HOSTILE_NAME
+    assert dom.nodes[HOSTILE_NAME][6] == HOSTILE_REASON
+    assert not [t for t, a in dom.tags if t == "img" or "onerror" in a]
+    assert [a.get("src") for t, a in dom.tags if t == "script"] == ["/status.js"]
+    assert dom.drift["n3"][1:] == ["n3", "active", DRIFT_MESSAGE]
+
+
+def test_chromium_without_a_valid_token_asks_for_one(
+        served: tuple[Cluster, Running, Path], tmp_path: Path) -> None:
+    _, server, _ = served
+    dom = PageDOM()
+    page = chromium(f"{server.https}/status#token=not-the-token", tmp_path / "chromium")
+    dom.feed(page)
+    assert dom.body_state == "login" and dom.nodes == {} and dom.pools == {}
+    assert '<p id="message" role="status">that token was not accepted</p>' in page
