@@ -71,11 +71,11 @@ JS = """"use strict";
     if (cls) { td.className = cls; }
     return td;
   }
-  function num(value, field) {
-    var td = cell(value, "num");
+  function named(td, field) {
     td.setAttribute("data-field", field);
     return td;
   }
+  function num(value, field) { return named(cell(value, "num"), field); }
   function fill(id, rows) {
     var body = $(id).tBodies[0];
     while (body.firstChild) { body.removeChild(body.firstChild); }
@@ -92,9 +92,9 @@ JS = """"use strict";
       td.appendChild(bar);
       tr.append(cell(p.name), td, num(p.machines, "machines"), num(p.updated, "updated"),
                 num(p.updating, "updating"), num(p.degraded, "degraded"), num(p.ready, "ready"),
-                cell(p.current_config, "cfg"),
-                cell(p.target_config + (p.paused ? " (paused)" : ""), "cfg"),
-                cell(p.window));
+                named(cell(p.current_config, "cfg"), "current"),
+                named(cell(p.target_config + (p.paused ? " (paused)" : ""), "cfg"), "target"),
+                named(cell(p.window), "window"));
       if (p.degraded_message) { tr.title = p.degraded_message; }
       return tr;
     }));

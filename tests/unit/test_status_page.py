@@ -6,14 +6,10 @@ $MC_ARTIFACTS_DIR (default .artifacts/ in the repository), which CI keeps."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import ssl
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +18,9 @@ import pytest
 from machineconfig import status
 from mcs.tokens import AdminToken, PoolTokens
 from tests.unit.statuskit import DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, Cluster, mid_rollout
+from tests.unit.statuspage import PageDOM, artifacts_dir, chromium
 from tests.unit.statusserver import Running, running_mcs
 from tests.unit.test_mcs_server import open_url
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def artifacts_dir() -> Path:
-    where = Path(os.environ.get("MC_ARTIFACTS_DIR") or REPO / ".artifacts")
-    where.mkdir(parents=True, exist_ok=True)
-    return where
 
 
 @pytest.fixture
@@ -89,72 +78,6 @@ def test_the_html_shell_holds_no_data_and_forbids_inline_script(
     assert b"innerHTML" not in js and b"insertAdjacentHTML" not in js and b"textContent" in js
 
 
-class PageDOM(HTMLParser):
-    """The tables of the rendered page: pool rows' numeric fields, node rows' cells."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pools: dict[str, dict[str, str]] = {}
-        self.nodes: dict[str, list[str]] = {}
-        self.drift: dict[str, list[str]] = {}
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.body_state = ""
-        self.progress: dict[str, tuple[str, str]] = {}
-        self._table = ""
-        self._row: str | None = None
-        self._field: str | None = None
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        self.tags.append((tag, a))
-        if tag == "body":
-            self.body_state = a.get("data-state") or ""
-        elif tag == "table":
-            self._table = a.get("id") or ""
-        elif tag == "tr":
-            self._row = a.get("data-pool") or a.get("data-node")
-            if self._row is not None and self._table in ("nodes", "drift"):
-                getattr(self, self._table)[self._row] = []
-        elif tag == "td" and self._row is not None:
-            self._field = a.get("data-field")
-            self._cell = []
-        elif tag == "progress" and self._row is not None:
-            self.progress[self._row] = (a.get("value") or "", a.get("max") or "")
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag != "td" or self._cell is None or self._row is None:
-            return
-        text = "".join(self._cell)
-        if self._table == "pools" and self._field:
-            self.pools.setdefault(self._row, {})[self._field] = text
-        elif self._table in ("nodes", "drift"):
-            getattr(self, self._table)[self._row].append(text)
-        self._cell = self._field = None
-
-
-def chromium(url: str, profile: Path, screenshot: Path | None = None) -> str:
-    """The DOM after the page's script ran (the virtual time budget lets its fetch finish)."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is missing: install Debian's chromium package (scripts/setup test)",
-                    pytrace=False)
-    profile.mkdir(parents=True, exist_ok=True)
-    args = [binary, "--headless", "--disable-gpu", "--no-sandbox", "--ignore-certificate-errors",
-            "--no-first-run", "--virtual-time-budget=10000", "--window-size=1400,1000",
-            f"--user-data-dir={profile}", "--dump-dom", url]
-    if screenshot is not None:
-        args.insert(-2, f"--screenshot={screenshot}")
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "HOME": str(profile)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 def test_chromium_shows_the_rollout_as_the_store_has_it(
         served: tuple[Cluster, Running, Path], tmp_path: Path) -> None:
     cluster, server, sdir = served
@@ -170,10 +93,12 @@ def test_chromium_shows_the_rollout_as_the_store_has_it(
         assert dom.pools[view.name] == {
             "machines": str(view.machines), "updated": str(view.updated),
             "updating": str(view.updating), "degraded": str(view.degraded),
-            "ready": str(view.ready)}
+            "ready": str(view.ready), "current": view.current_config,
+            "target": view.target_config, "window": view.window or "-"}
         assert dom.progress[view.name] == (str(view.updated), str(view.machines))
-    assert dom.pools["worker"] == {"machines": "4", "updated": "0", "updating": "1",
-                                   "degraded": "2", "ready": "0"}
+    assert dom.pools["worker"] == {
+        "machines": "4", "updated": "0", "updating": "1", "degraded": "2", "ready": "0",
+        "current": cluster.first, "target": cluster.second, "window": "-"}
     assert {name: cells[2] for name, cells in dom.nodes.items()} == \
         {n.name: n.phase for n in model.nodes}
     assert dom.nodes["n1"][4:6] == [cluster.first, cluster.second]
