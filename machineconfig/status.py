@@ -189,21 +189,53 @@ def _event_view(event: StoreEvent) -> EventView:
                      reason=event.reason, message=_bounded(event.message), count=event.count)
 
 
-def drift_alerts(events: Iterable[StoreEvent], nodes: Mapping[str, NodeView]) -> list[DriftAlert]:
-    """The last drift each node reported, newest first; active while the node is Degraded."""
-    last: dict[str, StoreEvent] = {}
-    for event in events:
-        if event.kind == "Node" and event.reason == DRIFT_REASON:
-            last[event.name] = event
-    alerts = [DriftAlert(node=e.name, time=e.time, message=_bounded(e.message),
-                         active=e.name in nodes and nodes[e.name].phase == DEGRADED)
-              for e in last.values()]
-    return sorted(alerts, key=lambda a: a.time, reverse=True)
+class EventTail:
+    """The recent events and each node's last drift report, kept current from
+    `list_events(since_seq=...)`, so a page polled every few seconds reads only what is new (a
+    local store keeps up to 100 000 events). A repeat of an event (same object, reason and
+    message; the kube store moves a counted event to the end) replaces its earlier copy."""
+
+    def __init__(self, recent: int = RECENT_EVENTS) -> None:
+        self.recent_size = max(recent, 0)
+        self.seq = 0
+        self._recent: dict[tuple[str, str, str, str], StoreEvent] = {}
+        self._drift: dict[str, StoreEvent] = {}
+
+    def update(self, events: Iterable[StoreEvent]) -> None:
+        for event in sorted(events, key=lambda e: e.seq):
+            if event.seq <= self.seq:
+                continue
+            self.seq = event.seq
+            if event.kind == "Node" and event.reason == DRIFT_REASON:
+                self._drift[event.name] = event
+            if self.recent_size:
+                key = (event.kind, event.name, event.reason, event.message)
+                self._recent.pop(key, None)
+                self._recent[key] = event
+                if len(self._recent) > self.recent_size:
+                    del self._recent[next(iter(self._recent))]  # the oldest
+
+    def recent(self) -> list[StoreEvent]:
+        """Newest first."""
+        return list(reversed(self._recent.values()))
+
+    def drift_alerts(self, nodes: Mapping[str, NodeView]) -> list[DriftAlert]:
+        """Each node's last drift report, newest first; active while the node is Degraded."""
+        alerts = [DriftAlert(node=e.name, time=e.time, message=_bounded(e.message),
+                             active=e.name in nodes and nodes[e.name].phase == DEGRADED)
+                  for e in self._drift.values()]
+        return sorted(alerts, key=lambda a: a.time, reverse=True)
 
 
 def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
-          events: Sequence[StoreEvent], now: datetime, recent: int = RECENT_EVENTS) -> StatusModel:
-    """The model from what a store holds (pure)."""
+          events: Sequence[StoreEvent] | EventTail, now: datetime,
+          recent: int = RECENT_EVENTS) -> StatusModel:
+    """The model from what a store holds (pure); `events` may be an EventTail kept current."""
+    if isinstance(events, EventTail):
+        tail = events
+    else:
+        tail = EventTail(recent)
+        tail.update(events)
     targets = {_name(p): str(((p.get("spec") or {}).get("configuration") or {}).get("name") or "")
                for p in pools}
     members: dict[str, list[NodeRecord]] = {name: [] for name in targets}
@@ -218,18 +250,21 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
             phases[pool].append(view.phase)
     pool_views = [_pool_view(p, members[_name(p)], phases[_name(p)])
                   for p in sorted(pools, key=_name)]
-    ordered = sorted(events, key=lambda e: e.seq)
     return StatusModel(
         generated=now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         pools=pool_views, nodes=list(views.values()),
-        events=[_event_view(e) for e in reversed(ordered[-recent:])] if recent > 0 else [],
-        drift=drift_alerts(ordered, views))
+        events=[_event_view(e) for e in tail.recent()], drift=tail.drift_alerts(views))
 
 
-def read(store: Store, now: datetime | None = None, recent: int = RECENT_EVENTS) -> StatusModel:
-    """The model of what `store` holds now. Raises StoreError."""
-    return build(store.list_objects(MACHINE_CONFIG_POOL), store.list_nodes(),
-                 store.list_events(), now or datetime.now(timezone.utc), recent)
+def read(store: Store, now: datetime | None = None, recent: int = RECENT_EVENTS,
+         tail: EventTail | None = None) -> StatusModel:
+    """The model of what `store` holds now; with `tail`, only the events since its last read
+    are listed (it is updated). Raises StoreError."""
+    if tail is None:
+        tail = EventTail(recent)
+    pools, nodes = store.list_objects(MACHINE_CONFIG_POOL), store.list_nodes()
+    tail.update(store.list_events(since_seq=tail.seq))
+    return build(pools, nodes, tail, now or datetime.now(timezone.utc))
 
 
 def _cell(text: str, width: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 
 from aiohttp import web
 
@@ -46,9 +47,14 @@ class StatusPage:
         self.store = store
         self.admin = admin
         self.limiter = limiter or RateLimiter(rate=2.0, burst=30)
+        # the events read so far: each request lists only the new ones (one reader at a time)
+        self._tail = status.EventTail()
+        self._lock = threading.Lock()
 
     def model_json(self) -> bytes:
-        return json.dumps(status.read(self.store).to_dict()).encode()
+        with self._lock:
+            model = status.read(self.store, tail=self._tail)
+        return json.dumps(model.to_dict()).encode()
 
 
 def _response(body: bytes | str, content_type: str, status_code: int = 200) -> web.Response:

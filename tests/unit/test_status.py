@@ -160,3 +160,35 @@ def test_mcc_status_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["status", "--store", f"kube:{tmp_path}/missing-kubeconfig"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mcc status: ") and "kubeconfig file not found" in err
+
+
+def test_the_event_tail_reads_only_new_events_and_folds_repeats(tmp_path: Path) -> None:
+    cluster = mid_rollout(tmp_path)
+    store = cluster.store
+    asked: list[int] = []
+    list_events = store.list_events
+
+    def counting(kind: str | None = None, name: str | None = None,
+                 since_seq: int = 0) -> list[StoreEvent]:
+        asked.append(since_seq)
+        return list_events(kind, name, since_seq)
+
+    store.list_events = counting  # type: ignore[method-assign]
+    tail = status.EventTail(recent=5)
+    first = status.read(store, tail=tail)
+    assert asked == [0] and tail.seq == list_events()[-1].seq
+    assert [(a.node, a.active) for a in first.drift] == [("n3", True)]
+    seen = tail.seq
+    # a repeat of the drift (as the kube store moves a counted event to the end) and a new one
+    store.record_event("Node", "n3", "ConfigDriftDetected", DRIFT_MESSAGE, "Warning")
+    store.record_event("Node", "n2", "ConfigDriftDetected", "another", "Warning")
+    second = status.read(store, tail=tail)
+    assert asked[1] == seen and tail.seq > seen
+    assert [(e.name, e.reason) for e in second.events][:2] == [
+        ("n2", "ConfigDriftDetected"), ("n3", "ConfigDriftDetected")]
+    assert [e.message for e in second.events].count(DRIFT_MESSAGE) == 1
+    assert len(second.events) == 5
+    assert [(a.node, a.active) for a in second.drift] in (
+        [("n2", False), ("n3", True)], [("n3", True), ("n2", False)])  # same second
+    assert status.read(store, tail=tail).events == second.events  # nothing new: the same
+
