@@ -7,6 +7,7 @@ loaded mid-rollout shows where the nodes are now, not the controller's last pass
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -94,10 +95,16 @@ class StatusModel:
     drift: list[DriftAlert] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON with Kubernetes-style camelCase keys (as `mcc plan -o json`)."""
         doc = asdict(self)
         for pool, view in zip(doc["pools"], self.pools):
             pool["progress"] = round(view.progress, 4)
-        return doc
+        return {key: [_camel(item) for item in value] if isinstance(value, list) else value
+                for key, value in doc.items()}
+
+
+def _camel(item: dict[str, Any]) -> dict[str, Any]:
+    return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in item.items()}
 
 
 def _bounded(text: str) -> str:

@@ -92,10 +92,10 @@ JS = """"use strict";
       td.appendChild(bar);
       tr.append(cell(p.name), td, num(p.machines, "machines"), num(p.updated, "updated"),
                 num(p.updating, "updating"), num(p.degraded, "degraded"), num(p.ready, "ready"),
-                named(cell(p.current_config, "cfg"), "current"),
-                named(cell(p.target_config + (p.paused ? " (paused)" : ""), "cfg"), "target"),
+                named(cell(p.currentConfig, "cfg"), "current"),
+                named(cell(p.targetConfig + (p.paused ? " (paused)" : ""), "cfg"), "target"),
                 named(cell(p.window), "window"));
-      if (p.degraded_message) { tr.title = p.degraded_message; }
+      if (p.degradedMessage) { tr.title = p.degradedMessage; }
       return tr;
     }));
     fill("drift", s.drift.map(function (a) {
@@ -112,7 +112,7 @@ JS = """"use strict";
       if (n.cordoned) { state += ", cordoned"; }
       if (!n.ready) { state += ", not ready"; }
       tr.append(cell(n.name), cell(n.pool), cell(n.phase, n.phase), cell(state),
-                cell(n.current_config, "cfg"), cell(n.desired_config, "cfg"), cell(n.reason));
+                cell(n.currentConfig, "cfg"), cell(n.desiredConfig, "cfg"), cell(n.reason));
       return tr;
     }));
     fill("events", s.events.map(function (e) {

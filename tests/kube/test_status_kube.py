@@ -38,9 +38,9 @@ def test_mcc_status_on_the_kube_store(kube_store: KubeStore, control_plane: Cont
     doc: dict[str, Any] = json.loads(capsys.readouterr().out)
     [worker] = doc["pools"]
     assert {k: worker[k] for k in ("machines", "updated", "updating", "degraded", "ready",
-                                   "current_config", "target_config")} == {
+                                   "currentConfig", "targetConfig")} == {
         "machines": 3, "updated": 1, "updating": 1, "degraded": 1, "ready": 1,
-        "current_config": "rendered-worker-1", "target_config": "rendered-worker-2"}
+        "currentConfig": "rendered-worker-1", "targetConfig": "rendered-worker-2"}
     assert [(n["name"], n["phase"]) for n in doc["nodes"]] == [
         ("w1", "Updated"), ("w2", "Updating"), ("w3", "Degraded")]
     assert [(a["node"], a["active"]) for a in doc["drift"]] == [("w3", True)]
