@@ -25,6 +25,7 @@ from machineconfig.rollout import is_done, is_unavailable
 from machineconfig.store.base import MACHINE_CONFIG_POOL, NodeRecord, Store, StoreEvent
 
 MASTER_POOL, WORKER_POOL = "master", "worker"
+OS_LABEL = "kubernetes.io/os"
 DRIFT_REASON = "ConfigDriftDetected"  # the daemon's event (mcd.daemon) when the disk drifted
 MAINTENANCE_WINDOW_CONDITION = "MaintenanceWindow"  # written by the controller (mcc.pool_status)
 RECENT_EVENTS = 20
@@ -131,6 +132,8 @@ def pool_of(pools: Sequence[Mapping[str, Any]], node: NodeRecord) -> tuple[str, 
     """(the node's pool, "") or ("", why it has none): one pool alone, or a master or custom pool
     with worker (custom pools and schedulable masters carry the worker role too); a master with
     a custom pool stays a master, as in MCO."""
+    if node.labels.get(OS_LABEL) == "windows":
+        return "", "a Windows node (no pool manages it)"
     matched = sorted(_name(p) for p in pools if _selects(p, node.labels))
     custom = [p for p in matched if p not in (MASTER_POOL, WORKER_POOL)]
     if not matched:

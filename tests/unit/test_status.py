@@ -81,13 +81,16 @@ def test_membership_as_the_controller_places_nodes() -> None:
     nodes = [node("cp", ("master", "worker"), "m1", "m1"),
              node("infra-0", ("infra", "worker"), "w1", "i1", state="Working"),
              node("both", ("infra", "gpu", "worker"), "w1", "w1"),
-             node("stray", ("edge",), "", "", state="")]
+             node("stray", ("edge",), "", "", state=""),
+             NodeRecord("win", labels={"node-role.kubernetes.io/worker": "",
+                                       "kubernetes.io/os": "windows"})]
     model = status.build(pools, nodes, [], NOW)
     placed = {n.name: (n.pool, n.phase, n.reason) for n in model.nodes}
     assert placed["cp"] == ("master", "Updated", "")
     assert placed["infra-0"] == ("infra", "Updating", "")
     assert placed["both"] == ("", "Waiting", "selected by several custom pools: gpu, infra")
     assert placed["stray"][:1] == ("",) and placed["stray"][2] == "selected by no pool"
+    assert placed["win"][0] == "" and placed["win"][2].startswith("a Windows node")
     counts = {p.name: (p.machines, p.updated, p.updating) for p in model.pools}
     assert counts == {"gpu": (0, 0, 0), "infra": (1, 0, 1), "master": (1, 1, 0),
                       "worker": (0, 0, 0)}
