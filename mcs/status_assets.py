@@ -47,6 +47,7 @@ h1 { font-size: 1.4em; margin: 0; } h2 { font-size: 1.1em; margin-top: 1.5em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 2px 8px; border-bottom: 1px solid #ddd; vertical-align: top; }
 td { overflow-wrap: break-word; } td.cfg { word-break: break-all; min-width: 12em; }
+td.time { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 progress { width: 10em; }
 .Degraded, .Warning, .active { color: #b00020; font-weight: 600; }
@@ -101,7 +102,7 @@ JS = """"use strict";
     fill("drift", s.drift.map(function (a) {
       var tr = document.createElement("tr");
       tr.setAttribute("data-node", a.node);
-      tr.append(cell(a.time), cell(a.node), cell(a.active ? "active" : "resolved",
+      tr.append(cell(a.time, "time"), cell(a.node), cell(a.active ? "active" : "resolved",
                 a.active ? "active" : ""), cell(a.message));
       return tr;
     }));
@@ -117,7 +118,7 @@ JS = """"use strict";
     }));
     fill("events", s.events.map(function (e) {
       var tr = document.createElement("tr");
-      tr.append(cell(e.time), cell(e.type, e.type), cell(e.kind + "/" + e.name),
+      tr.append(cell(e.time, "time"), cell(e.type, e.type), cell(e.kind + "/" + e.name),
                 cell(e.reason), cell(e.message + (e.count > 1 ? " (x" + e.count + ")" : "")));
       return tr;
     }));
