@@ -118,3 +118,21 @@ def test_chromium_without_a_valid_token_asks_for_one(
     dom.feed(page)
     assert dom.body_state == "login" and dom.nodes == {} and dom.pools == {}
     assert '<p id="message" role="status">that token was not accepted</p>' in page
+
+
+def test_mcs_admin_token_prints_one_token_made_once(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from mcs import cli
+
+    sdir = tmp_path / "state"
+    assert cli.main(["admin-token", "--state", str(sdir)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert len(token) >= 43 and (sdir / "admin-token").stat().st_mode & 0o777 == 0o600
+    assert cli.main(["admin-token", "--state", str(sdir), "--url", "https://mcs.example:22623/"]) == 0
+    assert capsys.readouterr().out == f"https://mcs.example:22623/status#token={token}\n"
+    assert AdminToken(sdir).allows(f"Bearer {token}")
+    assert not AdminToken(sdir).allows(f"Basic {token}")
+    # an admin's own token (rotation: replace the file) is taken as it is
+    (sdir / "admin-token").write_text("x" * 40 + "\n")
+    assert cli.main(["admin-token", "--state", str(sdir)]) == 0
+    assert capsys.readouterr().out == "x" * 40 + "\n"
