@@ -52,6 +52,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 progress { width: 10em; }
 .Degraded, .Warning, .active { color: #b00020; font-weight: 600; }
 .Updating { color: #8a5a00; } .Updated { color: #1b6e20; }
+td.none { color: #666; }
 #message { color: #b00020; } #generated { color: #666; margin: 0; }
 """
 
@@ -78,8 +79,14 @@ JS = """"use strict";
   }
   function num(value, field) { return named(cell(value, "num"), field); }
   function fill(id, rows) {
-    var body = $(id).tBodies[0];
+    var table = $(id), body = table.tBodies[0];
     while (body.firstChild) { body.removeChild(body.firstChild); }
+    if (!rows.length) {
+      var none = cell("none", "none");
+      none.colSpan = table.tHead.rows[0].cells.length;
+      rows = [document.createElement("tr")];
+      rows[0].appendChild(none);
+    }
     rows.forEach(function (tr) { body.appendChild(tr); });
   }
   function render(s) {

@@ -136,3 +136,20 @@ def test_mcs_admin_token_prints_one_token_made_once(tmp_path: Path,
     (sdir / "admin-token").write_text("x" * 40 + "\n")
     assert cli.main(["admin-token", "--state", str(sdir)]) == 0
     assert capsys.readouterr().out == "x" * 40 + "\n"
+
+
+def test_chromium_says_none_where_there_is_nothing(tmp_path: Path) -> None:
+    from tests.unit.clusterkit import make_store
+
+    _, inputs = make_store(tmp_path)  # a pool, no node yet
+    with running_mcs(f"local:{inputs}", tmp_path / "state", tmp_path) as server:
+        token = AdminToken(tmp_path / "state").ensure()
+        page = chromium(f"{server.https}/status#token={token}", tmp_path / "chromium")
+    dom = PageDOM()
+    dom.feed(page)
+    assert dom.body_state == "loaded" and dom.nodes == {} and dom.drift == {}
+    assert dom.pools["worker"]["machines"] == "0"
+    for table, columns in (("drift", 4), ("nodes", 7)):
+        assert f'<table id="{table}">' in page
+        after = page[page.index(f'<table id="{table}">'):]
+        assert f'<tbody><tr><td class="none" colspan="{columns}">none</td></tr></tbody>' in after
