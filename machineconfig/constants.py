@@ -33,11 +33,15 @@ POST_CONFIG_ACTION_ANNOTATION = f"{GROUP}/post-config-action"
 FIRST_PIVOT_CONFIG_ANNOTATION = f"{GROUP}/firstPivotConfig"
 # the ControllerConfig resourceVersion whose CA bundles the certificate writer last wrote
 LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION = f"{GROUP}/lastSyncedControllerConfigResourceVersion"
+# the ControllerConfig's service-ca-rotate value the certificate writer last acted on
+LAST_OBSERVED_SERVER_CA_ANNOTATION = f"{GROUP}/lastObservedServerCAAnnotation"
+# on the ControllerConfig: "true" when the kube-apiserver CA bundle of the nodes' kubeconfig changed
+SERVICE_CA_ROTATE_ANNOTATION = f"{GROUP}/service-ca-rotate"
 DAEMON_OWNED_ANNOTATIONS = frozenset({
     CURRENT_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, DESIRED_DRAIN_ANNOTATION,
     POST_CONFIG_ACTION_ANNOTATION, FIRST_PIVOT_CONFIG_ANNOTATION,
-    LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION,
+    LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION, LAST_OBSERVED_SERVER_CA_ANNOTATION,
 })
 CONTROLLER_CONFIG_NAME = "machine-config-controller"  # the one ControllerConfig MCO uses
 

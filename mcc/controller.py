@@ -22,7 +22,7 @@ from machineconfig.store.base import (
     CONTROLLER_CONFIG, MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NodeRecord, RebootLocks,
     Store,
 )
-from mcc import drain_controller, gc, node_controller, plan, pool_status, windows
+from mcc import drain_controller, gc, machine_config_nodes, node_controller, plan, pool_status, windows
 from mcc.kubelet_config import now_rfc3339
 from mcc.metrics import POOLS, PoolMetrics
 from mcc.render_controller import RenderController
@@ -46,6 +46,7 @@ class PassReport:
     drain_errors: dict[str, str] = field(default_factory=dict)
     statuses_written: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    machine_config_nodes: list[str] = field(default_factory=list)  # created/updated/deleted NAME
     errors: list[str] = field(default_factory=list)
 
 
@@ -148,7 +149,9 @@ class Controller:
 
     def _nodes(self, report: PassReport) -> None:
         pools = self.store.list_objects(MACHINE_CONFIG_POOL)
-        members, errors = node_controller.assign_nodes(pools, self.store.list_nodes())
+        all_nodes = self.store.list_nodes()
+        members, errors = node_controller.assign_nodes(pools, all_nodes)
+        patched: dict[str, Mapping[str, str | None]] = {}
         topology = ""
         for cc in self.store.list_objects(CONTROLLER_CONFIG):
             infra = (cc.get("spec") or {}).get("infra") or {}
@@ -183,6 +186,7 @@ class Controller:
                          key, effect)
             for node, patch in result.patches.items():
                 self.store.patch_node_annotations(node, patch)
+                patched[node] = patch
                 if node not in result.targeted:
                     if node in result.adopted:
                         log.info("node %s: new in pool %s, desiredConfig = its currentConfig",
@@ -202,6 +206,8 @@ class Controller:
                 else:
                     self.store.record_event(MACHINE_CONFIG_POOL, name, reason, message,
                                             "Normal")
+        report.machine_config_nodes = machine_config_nodes.sync(self.store, members, patched,
+                                                                all_nodes)
 
     def _window_hold(self, pool: Mapping[str, Any], nodes: list[NodeRecord],
                      now: datetime) -> set[str]:

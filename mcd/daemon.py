@@ -23,19 +23,20 @@ from machineconfig.reconcile import name_of
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
-from mcd.certificate_writer import CertificateError, sync_certificates
+from mcd.certificate_writer import CertificateError, rotate_kubeconfig_ca, sync_certificates
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
 from mcd.drain import DrainClient, DrainError
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
-from mcd.kubelet_health import (MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND, KubeletHealth,
-                                UnitStatus, WaitInterrupted, kubelet_enabled)
+from mcd.kubelet_health import (KUBELET_UNIT, MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND,
+                                KubeletHealth, UnitStatus, WaitInterrupted, kubelet_enabled)
 from mcd.metrics import DaemonMetrics
+from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
-from mcd.systemd import SystemdApi
+from mcd.systemd import SystemdApi, SystemdError
 from mcd.update import apply_update, kubelet_expected
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Daemon:
         self.drift: DriftMonitor | None = None
         self.store_watch: StoreWatch | None = None  # while run() runs
         self.drainer = DrainClient(api, node, self._wait, clock, self.event, self.timeouts.watch)
+        self.progress = NodeProgress(api, node)  # the node's MachineConfigNode
         self.kubelet = KubeletHealth(root, kubelet_url, self.timeouts.kubelet_probe,
                                      self.timeouts.kubelet_wait,
                                      unit_status=getattr(systemd, "unit_status", None),
@@ -231,6 +233,7 @@ class Daemon:
             self.set_state(state, str(err))
         except (StoreError, OSError) as store_err:
             log.error("could not report %s: %s", state, store_err)
+        self.progress.degraded(str(err))
 
     def _on_drift(self, reason: str) -> None:
         self.metrics.drift_detected()
@@ -258,12 +261,18 @@ class Daemon:
 
     # ---- drain handshake ------------------------------------------------------------------
     def request_drain(self, desired: str) -> None:
+        request = f"drain-{desired}"
+        applied = self._annotations().get(C.LAST_APPLIED_DRAIN_ANNOTATION, "")
+        if applied != request:
+            self.progress.draining(request, applied)
         try:
             self.drainer.drain(desired, self.timeouts.drain)
-        except DrainError:
+        except DrainError as err:
             self.metrics.drain_err.set(1)
+            self.progress.drain_failed(request, str(err))
             raise
         self.metrics.drain_err.set(0)
+        self.progress.drained(request, self.api.get_node(self.node_name).unschedulable)
 
     def _kubelet_back(self, current_mc: Mapping[str, Any], after: str | None) -> None:
         """Before Done: a kubelet that answered before the reboot (or before the daemon's last
@@ -292,14 +301,22 @@ class Daemon:
             self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
 
     def _finish(self, current: str, current_mc: Mapping[str, Any],
-                after: str | None = None) -> None:
+                after: str | None = None, updated: bool = False) -> None:
         """MCO's updateConfigAndState when current == desired: (the kubelet back,) uncordon,
-        then Done. `after` names the reboot or start the kubelet is waited for after."""
+        then Done. `after` names the reboot or start the kubelet is waited for after;
+        `updated`: an update (rebootless, or the reboot of one) ends here, so the
+        MachineConfigNode goes through Resumed, UpdateComplete and Uncordoned to Updated."""
         self._kubelet_back(current_mc, after)
+        if updated:
+            self.progress.resumed(current)
         self.drainer.uncordon(current, self.timeouts.uncordon)
+        if updated:
+            self.progress.uncordoned(self.api.get_node(self.node_name).unschedulable)
         self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
                     C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
                     C.CURRENT_CONFIG_ANNOTATION: current})
+        self.progress.not_degraded()
+        self.progress.updated(current)
         self.metrics.set_state(node_state.DONE, "")
         node_state.write_state(self.root, node_state.DONE, currentConfig=current,
                                desiredConfig=current, postConfigAction="")
@@ -317,6 +334,7 @@ class Daemon:
         if from_reboot:
             log.info("back from the reboot: post-config-action cleared")
             self.patch({C.POST_CONFIG_ACTION_ANNOTATION: ""})
+            self.progress.rebooted()
         if self.booting:
             self._first_run(annotations, from_reboot)
             self.booting = False
@@ -342,7 +360,8 @@ class Daemon:
     def _sync_certificates(self, annotations: dict[str, str]) -> None:
         """MCO's certificate writer (mcd.certificate_writer), on a store that gives daemons the
         ControllerConfig (kube): its CA bundles are written whenever its resourceVersion is not
-        the one this node last synced, whatever the pool's rollout does (a paused pool too)."""
+        the one this node last synced, whatever the pool's rollout does (a paused pool too);
+        a `service-ca-rotate: "true"` this node has not observed yet rotates the kubeconfig's CA."""
         source = getattr(self.api, "node_controller_config", None)
         if not callable(source):
             return
@@ -350,19 +369,43 @@ class Daemon:
         if cc is None:
             return
         version = str((cc.get("metadata") or {}).get("resourceVersion") or "")
-        if not version or annotations.get(C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION) == version:
+        rotate = str(((cc.get("metadata") or {}).get("annotations") or {}).get(
+            C.SERVICE_CA_ROTATE_ANNOTATION, ""))
+        observed = annotations.get(C.LAST_OBSERVED_SERVER_CA_ANNOTATION, "")
+        rotation_due = rotate == "true" and observed != rotate
+        if not version or (annotations.get(C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION) == version
+                           and not rotation_due):
             return
         try:
             written = sync_certificates(self.root, cc)
-        except (CertificateError, OSError) as err:
+            if rotation_due and not self._rotate_kubeconfig_ca():
+                rotate = observed  # the bundle could not be read: asked again on the next pass
+        except (CertificateError, OSError, SystemdError) as err:
             log.error("certificate writer: %s", err)
             self.event("CertificateSyncFailed", f"could not write the ControllerConfig's CA "
                                                 f"bundles: {err}", "Warning")
             return
-        self.patch({C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION: version})
-        annotations[C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION] = version
+        patch = {C.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION: version}
+        if rotate != observed:
+            patch[C.LAST_OBSERVED_SERVER_CA_ANNOTATION] = rotate
+        self.patch(patch)
+        annotations.update(patch)
         log.info("Certificate was synced from controllerconfig resourceVersion %s (%d paths)",
                  version, len(written))
+
+    def _rotate_kubeconfig_ca(self) -> bool:
+        """The service-CA rotation: False when the store has no CA bundle to give."""
+        source = getattr(self.api, "node_kubeconfig_ca", None)
+        bundle = source() if callable(source) else None
+        if bundle is None:
+            log.error("service-CA rotation requested, but kubeconfig-data's ca-bundle.crt "
+                      "could not be read")
+            return False
+        rotation = rotate_kubeconfig_ca(self.root, bundle)
+        if rotation.restart_kubelet:
+            log.info("restarting kubelet due to server-ca rotation")
+            self.systemd.restart_unit(KUBELET_UNIT)
+        return True
 
     def _first_run(self, annotations: dict[str, str], from_reboot: bool = False) -> None:
         """MCO's checkStateOnFirstRun: bootstrap annotations, disk validation, Done or update."""
@@ -406,7 +449,7 @@ class Daemon:
             rebooted = node_state.read_state(self.root).get("postConfigAction") == \
                 node_state.REBOOTING or from_reboot
             self._finish(current, current_mc, f"after the reboot into {current}" if rebooted
-                         else f"after the daemon started in {current}")
+                         else f"after the daemon started in {current}", updated=rebooted)
             return
         self.event("BootResync", f"Booting node {self.node_name}, currentConfig {current}, "
                                  f"desiredConfig {desired}")
@@ -460,7 +503,7 @@ class Daemon:
             outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
                                    root=self.root, policy=policy,
                                    request_drain=self.request_drain, kubelet=self.kubelet,
-                                   os_runner=self.os_runner)
+                                   os_runner=self.os_runner, progress=self.progress)
         finally:
             self.updating = False
             if self.sigterm_during_update:
@@ -483,7 +526,7 @@ class Daemon:
             log.info("reboot queued into %s: further syncs ignored", desired)
             self.reboot_queued = True
             return
-        self._finish(desired, desired_mc)
+        self._finish(desired, desired_mc, updated=True)
 
     # ---- the loop -------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:

@@ -21,6 +21,7 @@ from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolic
 from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
 from mcd.file_writers import FileWriter, Journal, check_unit_name
 from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
+from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
 from mcd.passwd import SSH_SERVICES, apply_passwd
@@ -294,12 +295,14 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                  root: Path = Path("/"), policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  request_drain: Callable[[str], None] | None = None,
                  os_runner: Runner = run_rpm_ostree,
-                 kubelet: KubeletHealth | None = None) -> UpdateOutcome:
+                 kubelet: KubeletHealth | None = None,
+                 progress: NodeProgress | None = None) -> UpdateOutcome:
     """Move the node from `old_mc` to `new_mc`; the state file says how it ended.
 
     With `kubelet`, a kubelet that answered before a restart of kubelet.service must answer
     again within its bound (else Degraded), and whether it answered before a reboot is recorded
-    for `resume_after_boot` and the daemon."""
+    for `resume_after_boot` and the daemon. `progress` hears of each phase as it begins and
+    ends (the node's MachineConfigNode)."""
     new_name = name_of(new_mc)
     # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
     old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
@@ -310,7 +313,11 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         plan = plan_update(old_view, new_view, root=root, policy=policy)
     except UnreconcilableUpdate as err:
         node_state.write_state(root, node_state.UNRECONCILABLE, str(err), desiredConfig=new_name)
+        if progress is not None:
+            progress.incompatible(name_of(old_mc), new_name, str(err))
         return UpdateOutcome(node_state.UNRECONCILABLE, str(err))
+    if progress is not None:
+        progress.prepared(plan.actions, plan.drain)
     if plan.force:
         with contextlib.suppress(FileNotFoundError):
             NodeRoot(root).unlink(node_state.FORCE_FILE)
@@ -322,6 +329,11 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
             request_drain(new_name)
         else:
             log.info("drain required, but offline there is no cluster to drain from: skipped")
+    elif progress is not None:
+        progress.drain_skipped()
+    os_update = plan.diff.os_level
+    if progress is not None:
+        progress.files_applying(os_update, bool(plan.diff.passwd))
     journal = Journal()
     # the D-Bus manager acts on the running system: it may only mask units when root is "/"
     writer = FileWriter(root, journal, masker=systemd if root == Path("/") else None)
@@ -361,11 +373,15 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         node_state.write_state(root, node_state.DEGRADED, reason, desiredConfig=new_name)
         return UpdateOutcome(node_state.DEGRADED, reason, plan, pivot_error=pivot_error)
     # point of no return: the node now claims to be in B
+    if progress is not None:
+        progress.files_applied(os_update, bool(plan.diff.passwd))
     if plan.reboot:
         rationale = f"Node will reboot into config {new_name}"
         node_state.write_state(root, node_state.WORKING, currentConfig=new_name,
                                desiredConfig=new_name, postConfigAction=node_state.REBOOTING,
                                **kubelet_record)
+        if progress is not None:
+            progress.rebooting()
         systemd.reboot(rationale)
         return UpdateOutcome(node_state.WORKING, plan=plan, rebooting=True)
     try:
@@ -376,6 +392,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                 continue
             log.info("post-config action: %s", action)
             _perform(action, systemd)
+            if progress is not None:
+                progress.post_action(action)
         if reload_sshd:  # the host's manager, whatever the root (the DaemonSet's is /rootfs)
             _reload_sshd(systemd)
         validate_on_disk(new_view, root, systemd)

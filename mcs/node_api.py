@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from machineconfig import constants
+from machineconfig import machine_config_node as mcn
 from machineconfig.store import ConflictError, ForbiddenError, NodeRecord, NotFoundError, Store, StoreError
-from machineconfig.store.base import MACHINE_CONFIG_POOL
+from machineconfig.store.base import MACHINE_CONFIG_POOL, MachineConfigNodes
 from mcs.node_policy import (
     PolicyError, RateLimiter, check_labels, describe_pools, parse_json_object, pool_of, pools_selecting,
 )
@@ -335,6 +336,34 @@ async def post_event(request: web.Request, api: NodeAPIState) -> web.StreamRespo
     return _json({})
 
 
+def _progress_store(api: NodeAPIState) -> MachineConfigNodes:
+    if not isinstance(api.store, MachineConfigNodes):
+        raise _Refused(404, "this store keeps no MachineConfigNodes")
+    return api.store
+
+
+@_handler
+async def get_machine_config_node(request: web.Request, api: NodeAPIState) -> web.StreamResponse:
+    """The node's own MachineConfigNode (created by the controller)."""
+    node = _own(request, api)
+    return _json(await _in_thread(_progress_store(api).get_machine_config_node, node))
+
+
+@_handler
+async def put_machine_config_node_status(request: web.Request,
+                                         api: NodeAPIState) -> web.StreamResponse:
+    """The node's daemon replaces its own MachineConfigNode's status (never the spec, which is
+    the controller's, nor another node's); checked against the CRD's rules first."""
+    node = _own(request, api)
+    body = await _body(request)
+    try:
+        status = mcn.check_status(body.get("status"))
+    except mcn.StatusError as e:
+        raise _Refused(400, str(e)) from e
+    await _in_thread(_progress_store(api).set_machine_config_node_status, node, status)
+    return _json({})
+
+
 @_handler
 async def watch(request: web.Request, api: NodeAPIState) -> web.StreamResponse:
     _node_of(request, api)
@@ -361,6 +390,10 @@ def add_routes(app: web.Application, api: NodeAPIState) -> None:
     app.router.add_get(f"{prefix}/nodes/{{name}}", get_node, allow_head=False)
     app.router.add_patch(f"{prefix}/nodes/{{name}}/annotations", patch_annotations)
     app.router.add_get(f"{prefix}/rendered/{{name}}", get_rendered, allow_head=False)
+    app.router.add_get(f"{prefix}/nodes/{{name}}/machineconfignode", get_machine_config_node,
+                       allow_head=False)
+    app.router.add_put(f"{prefix}/nodes/{{name}}/machineconfignode/status",
+                       put_machine_config_node_status)
     app.router.add_post(f"{prefix}/events", post_event)
     app.router.add_get(f"{prefix}/watch", watch, allow_head=False)
 

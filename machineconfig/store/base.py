@@ -83,6 +83,7 @@ class NodeRecord:
     resource_version: int = 0
     # Kubernetes taints, {"key", "effect"[, "value"]} (only the controller's are set off-kube)
     taints: list[dict[str, str]] = field(default_factory=list)
+    uid: str = ""  # metadata.uid on the kube store (owner references); "" elsewhere
 
     def has_taint(self, key: str, effect: str) -> bool:
         return any(t.get("key") == key and t.get("effect") == effect for t in self.taints)
@@ -92,7 +93,8 @@ class NodeRecord:
                 "annotations": dict(self.annotations), "unschedulable": self.unschedulable,
                 "ready": self.ready, "creationTimestamp": self.creation_timestamp,
                 "resourceVersion": self.resource_version,
-                "taints": [dict(t) for t in self.taints]}
+                "taints": [dict(t) for t in self.taints],
+                **({"uid": self.uid} if self.uid else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NodeRecord:
@@ -103,7 +105,8 @@ class NodeRecord:
                    creation_timestamp=str(d.get("creationTimestamp", "")),
                    resource_version=int(d.get("resourceVersion", 0)),
                    taints=[{str(k): str(v) for k, v in t.items()}
-                           for t in d.get("taints") or [] if isinstance(t, Mapping)])
+                           for t in d.get("taints") or [] if isinstance(t, Mapping)],
+                   uid=str(d.get("uid") or ""))
 
 
 def with_taint(taints: list[dict[str, str]], key: str, effect: str, present: bool
@@ -211,6 +214,34 @@ class RebootLocks(Protocol):
         """UnlockIfHeld: True when `holder` held a slot (now released)."""
 
     def list_reboot_locks(self, group: str | None = None) -> list[RebootLock]: ...
+
+
+@runtime_checkable
+class NodeProgressReports(Protocol):
+    """Optional capability of a daemon's store: its node's MachineConfigNode
+    (machineconfig.machine_config_node), read and its status written by the node's daemon only.
+    The kube store, the local store and the embedded node API's client offer it."""
+
+    def get_machine_config_node(self, name: str) -> dict[str, Any]:
+        """Raises NotFoundError (the controller has not created it yet)."""
+
+    def set_machine_config_node_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the object's status (its spec is the controller's). Raises NotFoundError."""
+
+
+@runtime_checkable
+class MachineConfigNodes(NodeProgressReports, Protocol):
+    """Optional store capability of the controller's store: the MachineConfigNode objects,
+    one per node of a pool (spec and owner reference by the controller). Writing them does
+    not wake the controller (like events, they report; the nodes they follow are watched)."""
+
+    def list_machine_config_nodes(self) -> list[dict[str, Any]]: ...
+
+    def put_machine_config_node(self, obj: Mapping[str, Any]) -> None:
+        """Create the object, or set its metadata.ownerReferences and spec (status kept)."""
+
+    def delete_machine_config_node(self, name: str) -> None:
+        """No-op when absent."""
 
 
 @runtime_checkable

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from machineconfig.constants import CONTROLLER_CONFIG_NAME, GROUP
+from machineconfig.machine_config_node import KIND as MCN_KIND, PLURAL as MCN_PLURAL
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS,
     CONTAINER_RUNTIME_CONFIG,
@@ -69,6 +70,9 @@ JSON = dict[str, Any]
 
 RENDERED_PREFIX = "rendered-"
 EVENT_NAMESPACE = "default"
+MCO_NAMESPACE = "openshift-machine-config-operator"
+# the kube-apiserver CA bundle MCO's operator publishes for the nodes' kubeconfig (name, key)
+KUBECONFIG_DATA_CONFIGMAP = ("kubeconfig-data", "ca-bundle.crt")
 FIELD_MANAGER = "machine-config"
 # Event source components: ours all start with this, so list_events leaves the kubelet's alone.
 COMPONENT_PREFIX = "machine-config"
@@ -188,7 +192,7 @@ def node_record(node: JSON) -> NodeRecord:
                       unschedulable=bool(spec.get("unschedulable", False)),
                       ready=node_ready(status.get("conditions")),
                       creation_timestamp=str(meta.get("creationTimestamp") or ""),
-                      resource_version=rv,
+                      resource_version=rv, uid=str(meta.get("uid") or ""),
                       taints=[{str(k): str(v) for k, v in t.items()}
                               for t in spec.get("taints") or [] if isinstance(t, dict)])
 
@@ -241,6 +245,7 @@ class KubeStore:
             kind: create_global_resource(group, version, kind, plural)
             for kind, (group, version, plural) in CLUSTER_RESOURCES.items()}
         self._absent: dict[str, float] = {}  # cluster kind -> monotonic time to ask again
+        self._mcn_res: Any = create_global_resource(GROUP, "v1", MCN_KIND, MCN_PLURAL)
         self._node_res = Node
         self._event_res = Event
         self._secret_res = Secret
@@ -438,6 +443,35 @@ class KubeStore:
         self._watch(WatchTarget(f"controllerconfig {CONTROLLER_CONFIG_NAME}", res,
                                 fields={"metadata.name": CONTROLLER_CONFIG_NAME}))
         return obj
+
+    def node_kubeconfig_ca(self) -> bytes | None:
+        """For a daemon's service-CA rotation: `ca-bundle.crt` of the ConfigMap
+        openshift-machine-config-operator/kubeconfig-data (binaryData, else data: base64 when it
+        decodes, as MCO reads it); None when there is none or this daemon may not read it."""
+        import base64
+        import binascii
+
+        from lightkube.resources.core_v1 import ConfigMap
+        name, key = KUBECONFIG_DATA_CONFIGMAP
+        try:
+            cm = _to_dict(self._call(f"get configmap {MCO_NAMESPACE}/{name}",
+                                     lambda: self.client.get(ConfigMap, name,
+                                                             namespace=MCO_NAMESPACE)))
+        except (NotFoundError, ForbiddenError) as e:
+            log.info("kube: configmap %s/%s not read (%s)", MCO_NAMESPACE, name, e)
+            return None
+        binary, data = cm.get("binaryData") or {}, cm.get("data") or {}
+        if isinstance(binary, dict) and isinstance(binary.get(key), str):
+            try:
+                return base64.b64decode(binary[key], validate=True)
+            except (binascii.Error, ValueError):
+                return None
+        if isinstance(data, dict) and isinstance(data.get(key), str):
+            try:
+                return base64.b64decode(data[key], validate=True)
+            except (binascii.Error, ValueError):
+                return str(data[key]).encode()
+        return None
 
     def cluster_disruption_policies(self) -> tuple[int | None, int | None, JSON] | None:
         """For a daemon: MachineConfiguration `cluster`'s (generation, status.observedGeneration,
@@ -740,6 +774,78 @@ class KubeStore:
         if missing:
             record = self._patch_node(name, {"metadata": {"labels": missing}}, "labels")
         return record
+
+    # ----- MachineConfigNodes (base.MachineConfigNodes): never watched, so a daemon's status
+    # write does not wake the controller; a daemon's store reads and writes its own only
+
+    def _mcn_crd_hint(self, e: NotFoundError) -> NotFoundError:
+        if "could not find the requested resource" in str(e):
+            return NotFoundError(f"{e} (is the CustomResourceDefinition {MCN_PLURAL}.{GROUP} "
+                                 "installed? kubectl apply -k manifests/)")
+        return e
+
+    def list_machine_config_nodes(self) -> list[JSON]:
+        self._controller_only("list MachineConfigNodes")
+        try:
+            items = self._call(f"list {MCN_PLURAL}",
+                               lambda: list(self.client.list(self._mcn_res)))
+        except NotFoundError as e:
+            raise self._mcn_crd_hint(e) from e
+        return _listed(items, f"{GROUP}/v1", MCN_KIND)
+
+    def get_machine_config_node(self, name: str) -> JSON:
+        self._own_node(name)
+        try:
+            obj = _to_dict(self._call(f"get {MCN_PLURAL} {name}",
+                                      lambda: self.client.get(self._mcn_res, name)))
+        except NotFoundError as e:
+            raise self._mcn_crd_hint(e) from e
+        obj.setdefault("apiVersion", f"{GROUP}/v1")
+        obj.setdefault("kind", MCN_KIND)
+        return _clean(obj)
+
+    def put_machine_config_node(self, obj: Mapping[str, Any]) -> None:
+        """Create it, or merge-patch its ownerReferences and spec (the status is the daemon's)."""
+        from lightkube.types import PatchType
+
+        self._controller_only("write MachineConfigNodes")
+        body = self._desired(obj, MCN_KIND)
+        name = str(body["metadata"]["name"])
+        try:
+            self._call(f"create {MCN_PLURAL} {name}",
+                       lambda: self.client.create(self._mcn_res(body)))
+            return
+        except ConflictError:
+            pass  # it exists: its spec and owner
+        except NotFoundError as e:
+            raise self._mcn_crd_hint(e) from e
+        patch: JSON = {"spec": body.get("spec")}
+        if "ownerReferences" in body["metadata"]:
+            patch["metadata"] = {"ownerReferences": body["metadata"]["ownerReferences"]}
+        self._call(f"patch {MCN_PLURAL} {name}", lambda: self.client.patch(
+            self._mcn_res, name, patch, patch_type=PatchType.MERGE))
+
+    def set_machine_config_node_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """A merge patch of the status subresource with the whole status: lists (conditions)
+        are replaced whole, and no resourceVersion is needed (only this node's daemon writes
+        it)."""
+        from lightkube.types import PatchType
+
+        self._own_node(name)
+        patch = {"status": copy.deepcopy(dict(status))}
+        try:
+            self._call(f"patch {MCN_PLURAL}/{name}/status", lambda: self.client.patch(
+                self._mcn_res.Status, name, patch, patch_type=PatchType.MERGE))
+        except NotFoundError as e:
+            raise self._mcn_crd_hint(e) from e
+
+    def delete_machine_config_node(self, name: str) -> None:
+        self._controller_only("delete MachineConfigNodes")
+        try:
+            self._call(f"delete {MCN_PLURAL} {name}",
+                       lambda: self.client.delete(self._mcn_res, name))
+        except NotFoundError:
+            pass
 
     # ----- drain (the Eviction API, machineconfig/store/kube_drain.py)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from machineconfig.machine_config_node import KIND as MCN_KIND
 from machineconfig.store.base import (
     KINDS,
     MACHINE_CONFIG_POOL,
@@ -404,6 +405,62 @@ class LocalStore:
     def set_node_taint(self, name: str, key: str, effect: str, present: bool) -> NodeRecord:
         return self._update_node(name, lambda rec: setattr(
             rec, "taints", with_taint(rec.taints, key, effect, present)))
+
+    # ----- MachineConfigNodes (base.MachineConfigNodes): rows of `objects`, never a revision
+    # bump (they report on nodes; a status write must not wake the controller)
+
+    def list_machine_config_nodes(self) -> list[dict[str, Any]]:
+        return self._owned(MCN_KIND, None)
+
+    def get_machine_config_node(self, name: str) -> dict[str, Any]:
+        found = self._owned(MCN_KIND, name)
+        if not found:
+            raise NotFoundError(f"{MCN_KIND} {name!r} not found")
+        return found[0]
+
+    def _write_mcn(self, name: str, change: Callable[[dict[str, Any] | None],
+                                                      dict[str, Any] | None]) -> None:
+        with self._db.write() as db:
+            row = db.execute("SELECT data FROM objects WHERE kind = ? AND name = ?",
+                             (MCN_KIND, name)).fetchone()
+            new = change(None if row is None else json.loads(row[0]))
+            if new is None:
+                return
+            data = _dumps(new)
+            if row is None or row[0] != data:
+                db.execute("INSERT OR REPLACE INTO objects (kind, name, data) VALUES (?, ?, ?)",
+                           (MCN_KIND, name, data))
+
+    def put_machine_config_node(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise StoreError("put_machine_config_node: metadata.name is required")
+
+        def change(old: dict[str, Any] | None) -> dict[str, Any]:
+            new = {k: v for k, v in obj.items() if k != "status"}
+            new["metadata"] = {**(old or {}).get("metadata", {}), **dict(obj["metadata"])}
+            new["metadata"].setdefault("creationTimestamp", _now())
+            if old is not None and old.get("spec") != new.get("spec"):
+                new["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
+            new["metadata"].setdefault("generation", 1)
+            if old is not None and "status" in old:
+                new["status"] = old["status"]
+            return new
+
+        self._write_mcn(name, change)
+
+    def set_machine_config_node_status(self, name: str, status: Mapping[str, Any]) -> None:
+        def change(old: dict[str, Any] | None) -> dict[str, Any]:
+            if old is None:
+                raise NotFoundError(f"{MCN_KIND} {name!r} not found")
+            return {**old, "status": dict(status)}
+
+        self._write_mcn(name, change)
+
+    def delete_machine_config_node(self, name: str) -> None:
+        with self._db.write() as db:
+            db.execute("DELETE FROM objects WHERE kind = ? AND name = ?", (MCN_KIND, name))
 
     # ----- events
 

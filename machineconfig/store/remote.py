@@ -205,6 +205,16 @@ class RemoteNodeAPI:
         self._call("POST", "/events", {"kind": kind, "name": name, "reason": reason,
                                        "message": message, "type": type})
 
+    def get_machine_config_node(self, name: str) -> dict[str, Any]:
+        answer = self._call("GET", f"/nodes/{quote(name, safe='')}/machineconfignode")
+        if not isinstance(answer, dict):
+            raise StoreError(f"node API: MachineConfigNode {name} is not an object")
+        return answer
+
+    def set_machine_config_node_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self._call("PUT", f"/nodes/{quote(name, safe='')}/machineconfignode/status",
+                   {"status": dict(status)})
+
     def wait_for_change(self, since: int, timeout: float) -> int:
         """Long polls of at most NODE_API_MAX_WATCH_SECONDS (300 s) each until the revision passes `since` or `timeout` ends."""
         deadline = time.monotonic() + max(timeout, 0.0)

@@ -375,3 +375,116 @@ def test_host_checks_pass_on_every_node(e2e: E2E, tmp_path: Path) -> None:
     proc = host_suite(master)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "test_current_config_is_the_pools" in proc.stdout, proc.stdout[-3000:]
+
+
+def write_pool_annotation(e2e: E2E, pool: str, key: str, value: str | None) -> None:
+    """Set (or, with None, remove) an annotation of a pool in the input's pools.yaml, atomically."""
+    path = e2e.input_dir / "pools.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    for doc in docs:
+        if doc and doc.get("kind") == "MachineConfigPool" and doc["metadata"]["name"] == pool:
+            annotations = doc["metadata"].setdefault("annotations", {})
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+    tmp = path.with_name(".pools.yaml.tmp")
+    tmp.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def reboot_slot_concurrency(e2e: E2E, target: str, since: int) -> tuple[int, str]:
+    """From the store's events: the most reboot slots in use at once, counting FleetLock holders
+    (RebootSlotTaken until RebootSlotReleased) and nodes updating to `target` (from the
+    controller's SetDesiredConfig to the daemon's last update step), and the record."""
+    events = e2e.store.list_events(None, None, since)
+    record = "\n".join(f"  {ev.seq} {ev.kind}/{ev.name} {ev.reason}: {ev.message}"
+                       for ev in events)
+    ends: dict[str, int] = {}
+    for ev in events:
+        if ev.kind == "Node" and ev.reason in UPDATE_STEPS:
+            ends[ev.name] = ev.seq
+    holders: set[str] = set()
+    updating: set[str] = set()
+    worst = 0
+    for ev in events:
+        if ev.kind == "MachineConfigPool" and ev.reason == "RebootSlotTaken":
+            holders.add(ev.message.split()[0])
+        elif ev.kind == "MachineConfigPool" and ev.reason == "RebootSlotReleased":
+            holders.discard(ev.message.split()[0])
+        elif ev.kind == "Node" and ev.reason == "SetDesiredConfig" and ev.message.endswith(target):
+            updating.add(ev.name)
+        worst = max(worst, len(holders) + len(updating))
+        if ev.kind == "Node" and ends.get(ev.name) == ev.seq:
+            updating.discard(ev.name)
+    return worst, record
+
+
+def test_rollout_waits_for_its_window_and_shares_reboot_slots_with_fleetlock(e2e: E2E) -> None:
+    """A rebooting change made before the pool's maintenance window opens waits for it; once
+    open, it still waits while a FleetLock client (a Zincati host) holds the pool's only slot,
+    and rolls out one node at a time after the client releases it. The store's events never
+    show more slots in use than maxUnavailable (1)."""
+    import datetime
+
+    from tests.unit.test_fleetlock import FleetLockClient
+
+    assert e2e.cluster.ca is not None
+    old = pool_target(e2e)
+    since = last_event_seq(e2e)
+    base = f"{e2e.cluster.url}/fleetlock"
+    host_a = FleetLockClient(base, e2e.cluster.ca, "zincati-host-a")
+    host_b = FleetLockClient(base, e2e.cluster.ca, "zincati-host-b")
+    assert host_a.lock() == (200, {})
+    code, error = host_b.lock()  # the pool's only slot is taken
+    assert code == 409 and error["kind"] == "failed_lock_semaphore_full", (code, error)
+    # a window opening 20-80 s from now, every day, UTC
+    now = datetime.datetime.now(datetime.timezone.utc)
+    opening = (now + datetime.timedelta(seconds=80)).replace(second=0, microsecond=0)
+    window = ("timeZone: UTC\nwindows:\n  - days: [Mon, Tue, Wed, Thu, Fri, Sat, Sun]\n"
+              f"    start: \"{opening:%H:%M}\"\n    lengthMinutes: 30\n")
+    write_pool_annotation(e2e, "worker", "machine-config.io/maintenance-window", window)
+    with NodeHistory(e2e.reopen) as history:
+        write_input(e2e, "99-worker-e2e-window.yaml", {
+            "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+            "metadata": {"name": "99-worker-e2e-window",
+                         "labels": {"machineconfiguration.openshift.io/role": "worker"}},
+            "spec": {"config": {"ignition": {"version": "3.4.0"}, "storage": {"files": [{
+                "path": "/etc/mct/window", "mode": 0o644,
+                "contents": {"source": "data:,after%20the%20window%0A"}}]}}}})
+        new = wait_new_target(e2e, old)
+
+        def waiting() -> str | None:
+            cond = condition(e2e.pool(), "MaintenanceWindow")
+            message = str(cond.get("message", ""))
+            return message if cond.get("status") == "False" and "waiting:" in message else None
+        message = wait_until(waiting, 60, "the MaintenanceWindow condition to name waiting nodes",
+                             e2e.describe)
+        assert f"next opens {opening:%Y-%m-%dT%H:%M:%SZ}" in message, message
+        assert all(name in message for name in WORKERS), message
+
+        def targeted() -> list[str]:
+            return sorted(n for n, a in e2e.annotations().items() if a.get(DESIRED) == new)
+        while datetime.datetime.now(datetime.timezone.utc) < opening:
+            e2e.check_health()
+            assert targeted() == [], f"targeted before the window opened at {opening}"
+            time.sleep(1)
+        # open now, but the slot is still Zincati's: nobody moves
+        wait_until(lambda: condition(e2e.pool(), "MaintenanceWindow").get("status") == "True",
+                   60, "the window to open", e2e.describe)
+        time.sleep(5)
+        assert targeted() == [], "a node was targeted while FleetLock held the only slot"
+        assert host_a.unlock() == (200, {})
+        e2e.wait_pool_updated(ROLLOUT_TIMEOUT, new)
+    check_rollout_history(history, new)
+    worst, record = reboot_slot_concurrency(e2e, new, since)
+    assert worst <= 1, f"{worst} reboot slots in use at once:\n{record}"
+    assert "RebootSlotTaken" in record and "RebootSlotReleased" in record, record
+    first = min(datetime.datetime.fromisoformat(ev.time.replace("Z", "+00:00"))
+                for ev in e2e.store.list_events("Node", None, since)
+                if ev.reason == "SetDesiredConfig" and ev.message.endswith(new))
+    assert first >= opening, (first, opening)
+    for node in e2e.nodes:
+        assert node.testinfra().file("/etc/mct/window").content_string == "after the window\n"
+    # the next step (if any) starts without a window
+    write_pool_annotation(e2e, "worker", "machine-config.io/maintenance-window", None)

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"
 MC_GROUP_PATH = "/apis/machineconfiguration.openshift.io/v1"
 MC_PLURALS = ("machineconfigs", "machineconfigpools", "controllerconfigs", "kubeletconfigs",
-              "containerruntimeconfigs")
+              "containerruntimeconfigs", "machineconfignodes")
 
 
 @pytest.fixture(scope="session")

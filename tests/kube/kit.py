@@ -254,3 +254,22 @@ def post_eviction(cp: ControlPlane, namespace: str, name: str, body_name: str | 
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def machine_config_node_history(cp: ControlPlane, name: str, since: str) -> list[dict[str, Any]]:
+    """Every version of MachineConfigNode `name` written after resourceVersion `since`, oldest
+    first, as the API server's watch replays them (a watch from a resourceVersion starts with
+    the changes made since)."""
+    import json
+
+    code, text = cp.call("GET", f"{GROUP_PATH}/machineconfignodes?watch=1&resourceVersion={since}"
+                                f"&timeoutSeconds=2&fieldSelector=metadata.name%3D{name}",
+                         raw=True)
+    assert code == 200, text
+    out = []
+    for line in str(text).splitlines():
+        if line.strip():
+            event = json.loads(line)
+            assert event["type"] in ("ADDED", "MODIFIED", "DELETED"), event
+            out.append(event["object"])
+    return out

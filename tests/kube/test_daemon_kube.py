@@ -86,6 +86,20 @@ def test_reboot_update_through_the_api_server(controller: Any, control_plane: Co
         api.close()  # type: ignore[attr-defined]
 
 
+
+def node_done_in_a(kubeconfig: Path, root: Path) -> tuple[Any, Any]:
+    """A node Done in config A on disk and in the API server: (the controller's store, the
+    node's own store)."""
+    lay_down(root, A)
+    store = open_store(f"kube:{kubeconfig}")
+    store.put_rendered(A)
+    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
+    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
+                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    return store, open_store(f"kube:{kubeconfig}", node=NODE)
+
+
 def test_certificate_writer_follows_the_controller_config(clean_cluster: ControlPlane,
                                                           kubeconfig: Path, root: Path) -> None:
     """MCO's certificate writer through the API server: a daemon writes the ControllerConfig's
@@ -99,14 +113,7 @@ def test_certificate_writer_follows_the_controller_config(clean_cluster: Control
     cc = controller_config()
     cc["spec"]["kubeAPIServerServingCAData"] = base64.b64encode(b"CA-ONE\n").decode()
     apply(cp, cc)
-    lay_down(root, A)
-    store = open_store(f"kube:{kubeconfig}")
-    store.put_rendered(A)
-    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
-    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
-    api = open_store(f"kube:{kubeconfig}", node=NODE)
+    store, api = node_done_in_a(kubeconfig, root)
     try:
         daemon = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=TIMEOUTS)
         daemon.booting = False
@@ -132,5 +139,52 @@ def test_certificate_writer_follows_the_controller_config(clean_cluster: Control
         # the rollout state never moved: no config was rendered or applied for it
         assert api.get_node(NODE).annotations[C.CURRENT_CONFIG_ANNOTATION] == A["metadata"]["name"]
     finally:
+        api.close()  # type: ignore[attr-defined]
+        store.close()  # type: ignore[attr-defined]
+
+
+def test_service_ca_rotation_through_the_api_server(clean_cluster: ControlPlane,
+                                                     kubeconfig: Path, root: Path) -> None:
+    """MCO's service-CA rotation: the ControllerConfig says `service-ca-rotate: "true"`, the
+    operator's kubeconfig-data ConfigMap holds the new bundle; the daemon adds the new CA to the
+    node's kubeconfigs, restarts the kubelet once, and records what it observed on its Node."""
+    import base64
+
+    from tests.kube.kit import apply, controller_config
+    from tests.unit.test_mcd_certificate_writer import OLD_CA, SERVICE_CA, ca_of, node_with_kubeconfigs
+
+    cp = clean_cluster
+    namespace = "openshift-machine-config-operator"
+    call(cp, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                             "metadata": {"name": namespace}})
+    call(cp, "DELETE", f"/api/v1/namespaces/{namespace}/configmaps/kubeconfig-data")
+    code, _ = call(cp, "POST", f"/api/v1/namespaces/{namespace}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeconfig-data"},
+        "data": {"ca-bundle.crt": OLD_CA + SERVICE_CA}})  # plain PEM text, as data may hold it
+    assert code == 201
+    cc = controller_config()
+    cc["metadata"].setdefault("annotations", {})[C.SERVICE_CA_ROTATE_ANNOTATION] = "true"
+    cc["spec"]["kubeAPIServerServingCAData"] = base64.b64encode(b"CA\n").decode()
+    apply(cp, cc)
+    etc, kubelet = node_with_kubeconfigs(root, OLD_CA)
+    store, api = node_done_in_a(kubeconfig, root)
+    systemd = FakeSystemd()
+    try:
+        daemon = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)
+        daemon.booting = False
+        daemon.sync()
+        for path in (etc, kubelet):
+            assert SERVICE_CA.strip() in ca_of(path) and OLD_CA.strip() in ca_of(path)
+        assert systemd.calls.count(("RestartUnit", "kubelet.service")) == 1
+        assert api.get_node(NODE).annotations[C.LAST_OBSERVED_SERVER_CA_ANNOTATION] == "true"
+        daemon.sync()  # observed: no second restart while the ControllerConfig still says true
+        assert systemd.calls.count(("RestartUnit", "kubelet.service")) == 1
+        cc["metadata"]["annotations"][C.SERVICE_CA_ROTATE_ANNOTATION] = "false"
+        apply(cp, cc)
+        daemon.sync()
+        assert api.get_node(NODE).annotations[C.LAST_OBSERVED_SERVER_CA_ANNOTATION] == "false"
+        assert systemd.calls.count(("RestartUnit", "kubelet.service")) == 1
+    finally:
+        call(cp, "DELETE", f"/api/v1/namespaces/{namespace}/configmaps/kubeconfig-data")
         api.close()  # type: ignore[attr-defined]
         store.close()  # type: ignore[attr-defined]

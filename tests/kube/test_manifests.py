@@ -73,15 +73,15 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 def test_renders_every_kind_once(docs: list[dict[str, Any]]) -> None:
     kinds = Counter(d["kind"] for d in docs)
     assert kinds == {
-        "CustomResourceDefinition": 5,
+        "CustomResourceDefinition": 6,
         "Namespace": 2,
         "ServiceAccount": 3,
         "ClusterRole": 3,
         "ClusterRoleBinding": 3,
-        "Role": 3,
-        "RoleBinding": 3,
-        "ValidatingAdmissionPolicy": 1,
-        "ValidatingAdmissionPolicyBinding": 1,
+        "Role": 4,
+        "RoleBinding": 4,
+        "ValidatingAdmissionPolicy": 2,
+        "ValidatingAdmissionPolicyBinding": 2,
         "Deployment": 1,
         "DaemonSet": 2,
     }
@@ -159,6 +159,7 @@ EXPECTED_RULES = {
         expand(GROUP, ["machineconfigs"], READ + ["create", "update", "delete"])
         | expand(GROUP, ["machineconfigpools"], READ + ["patch"])
         | expand(GROUP, ["kubeletconfigs", "containerruntimeconfigs", "controllerconfigs"], READ)
+        | expand(GROUP, ["machineconfignodes"], ["list", "create", "patch", "delete"])
         | expand(GROUP, ["machineconfigpools/status", "kubeletconfigs/status",
                          "containerruntimeconfigs/status"], ["update"])
         | expand("", ["nodes"], READ + ["patch"])
@@ -174,6 +175,8 @@ EXPECTED_RULES = {
     "machine-config-daemon": (
         expand("", ["nodes"], READ + ["patch"])
         | expand(GROUP, ["machineconfigs"], READ)
+        | expand(GROUP, ["machineconfignodes"], ["get"])
+        | expand(GROUP, ["machineconfignodes/status"], ["patch"])
         | {("operator.openshift.io", "machineconfigurations", "get", ("cluster",))}
         | {(GROUP, "controllerconfigs", v, ("machine-config-controller",)) for v in READ}
     ),
@@ -187,6 +190,8 @@ EXPECTED_ROLES: dict[tuple[str, str], tuple[str, set[Rule]]] = {
         "openshift-config", {("", "secrets", v, ("pull-secret",)) for v in READ}),
     ("machine-config-controller", "events"): ("default", EVENTS),
     ("machine-config-daemon", "events"): ("default", EVENTS),
+    ("machine-config-daemon", "kubeconfig-data"): (
+        NAMESPACE, {("", "configmaps", "get", ("kubeconfig-data",))}),
 }
 
 
@@ -343,6 +348,22 @@ def test_admission_policy_covers_the_daemon_and_its_annotations(docs: list[dict[
     assert binding["spec"] == {"policyName": "machine-config-daemon-own-node", "validationActions": ["Deny"]}
 
 
+def test_admission_policy_keeps_each_daemon_to_its_own_machineconfignode(
+        docs: list[dict[str, Any]]) -> None:
+    name = "machine-config-daemon-own-machineconfignode"
+    spec = find(docs, "ValidatingAdmissionPolicy", name)["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == [GROUP] and set(rule["operations"]) >= {"UPDATE"}
+    assert set(rule["resources"]) == {"machineconfignodes", "machineconfignodes/status"}
+    (cond,) = spec["matchConditions"]
+    assert f"'system:serviceaccount:{NAMESPACE}:machine-config-daemon'" in cond["expression"]
+    (validation,) = spec["validations"]
+    assert "object.metadata.name == variables.tokenNode" in validation["expression"]
+    binding = find(docs, "ValidatingAdmissionPolicyBinding", name)
+    assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+
+
 # --------------------------------------------------------------------------------------------
 # the CRDs: names, scope, subresources and columns as OpenShift has them
 
@@ -366,6 +387,19 @@ CRD_FACTS = {
     "ControllerConfig": ("controllerconfigs", None, True, []),
     "KubeletConfig": ("kubeletconfigs", None, True, []),
     "ContainerRuntimeConfig": ("containerruntimeconfigs", ["ctrcfg"], True, []),
+    "MachineConfigNode": ("machineconfignodes", None, True, [
+        ("PoolName", "string", ".spec.pool.name"),
+        ("DesiredConfig", "string", ".spec.configVersion.desired"),
+        ("CurrentConfig", "string", ".status.configVersion.current"),
+        ("Updated", "string", '.status.conditions[?(@.type=="Updated")].status'),
+        ("Age", "date", ".metadata.creationTimestamp"),
+        *[(column, "string", f'.status.conditions[?(@.type=="{ctype}")].status') for column, ctype in (
+            ("UpdatePrepared", "UpdatePrepared"), ("UpdateExecuted", "UpdateExecuted"),
+            ("UpdatePostActionComplete", "UpdatePostActionComplete"),
+            ("UpdateComplete", "UpdateComplete"), ("Resumed", "Resumed"),
+            ("UpdatedFilesAndOS", "AppliedFilesAndOS"), ("CordonedNode", "Cordoned"),
+            ("DrainedNode", "Drained"), ("RebootedNode", "RebootedNode"),
+            ("UncordonedNode", "Uncordoned"))]]),
 }
 
 

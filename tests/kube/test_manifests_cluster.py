@@ -15,11 +15,13 @@ tests/kube/controlplane.py), with the real `kubectl`:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +151,8 @@ FORBIDDEN: dict[str, list[tuple[str, str, str, str | None, str | None]]] = {
         ("create", GROUP, "machineconfigs", None, None), ("list", GROUP, "machineconfigpools", None, None),
         ("create", "", "events", "kube-system", None), ("get", "", "secrets", "openshift-config", "pull-secret"),
         ("create", "", "pods/eviction", "default", "p"),
+        ("get", "", "configmaps", NAMESPACE, "other"), ("list", "", "configmaps", NAMESPACE, None),
+        ("update", "", "configmaps", NAMESPACE, "kubeconfig-data"),
     ],
 }
 
@@ -339,6 +343,10 @@ try:
     message = "Setting node n1, currentConfig rendered-worker-b to Done"
     store.record_event("Node", "n1", "NodeDone", message)
     store.record_event("Node", "n1", "NodeDone", message)  # a repeat: patched
+    # the service-CA rotation: the published bundle, and the record of having observed it
+    ca = store.node_kubeconfig_ca()
+    assert ca == b"BUNDLE\\n", ca
+    store.patch_node_annotations("n1", {C.LAST_OBSERVED_SERVER_CA_ANNOTATION: "true"})
 finally:
     store.close()
 """
@@ -353,6 +361,10 @@ def test_daemon_store_with_its_pod_token(two_nodes: ControlPlane, tmp_path: Path
     cp.call("POST", f"{MC_PATH}/machineconfigs", {
         "apiVersion": f"{GROUP}/v1", "kind": "MachineConfig",
         "metadata": {"name": "rendered-worker-b"}, "spec": {"config": {"ignition": {"version": "3.5.0"}}}})
+    cp.call("DELETE", f"/api/v1/namespaces/{NAMESPACE}/configmaps/kubeconfig-data")
+    cp.call("POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeconfig-data"},
+        "binaryData": {"ca-bundle.crt": base64.b64encode(b"BUNDLE\n").decode()}})
     mark = cp.audit_mark()
     # a process of its own, as the daemon is
     done = subprocess.run([sys.executable, "-c", DAEMON_STORE_SCRIPT, str(config)], cwd=REPO,
@@ -360,6 +372,7 @@ def test_daemon_store_with_its_pod_token(two_nodes: ControlPlane, tmp_path: Path
     assert done.returncode == 0, done.stderr
     code, node = cp.call("GET", "/api/v1/nodes/n1")
     assert node["metadata"]["annotations"][C.CURRENT_CONFIG_ANNOTATION] == "rendered-worker-b"
+    assert node["metadata"]["annotations"][C.LAST_OBSERVED_SERVER_CA_ANNOTATION] == "true"
     assert C.POST_CONFIG_ACTION_ANNOTATION not in node["metadata"]["annotations"]
     code, events = cp.call("GET", "/api/v1/namespaces/default/events")
     assert [e["count"] for e in events["items"] if e["reason"] == "NodeDone"] == [2]
@@ -424,3 +437,67 @@ def test_admission_policy_with_impersonated_node_name(two_nodes: ControlPlane, t
     # other users are not matched by the policy (RBAC alone decides): the admin may
     code, message = patch_node(cp, cp.kubeconfig, "n2", annotate({C.DESIRED_CONFIG_ANNOTATION: "x"}))
     assert code == 200, message
+
+
+# --------------------------------------------------------------------------------------------
+# a daemon and the MachineConfigNodes: its own, never another node's
+
+def test_a_node_credential_writes_only_its_own_machineconfignode(two_nodes: ControlPlane,
+                                                                 tmp_path: Path) -> None:
+    """With the token its pod on n1 gets, the daemon reads and writes the status of n1's
+    MachineConfigNode (through its store, as `mcd start --store kube` does); n2's is refused by
+    the admission policy with MCO's message, the spec of its own by RBAC, and a request
+    without a node name by the policy."""
+    from machineconfig import machine_config_node as mcn
+    from machineconfig.machine_config_node import Condition
+    from machineconfig.store import open_store
+
+    cp = two_nodes
+    for name in ("n1", "n2"):
+        code, answer = cp.call("POST", f"{MC_PATH}/machineconfignodes",
+                               mcn.new_object(name, "worker", "rendered-worker-b"))
+        assert code == 201, answer
+    config = daemon_pod_token(cp, "n1", tmp_path / "daemon.kubeconfig")
+    store = open_store(f"kube:{config}", node="n1")
+    try:
+        own = store.get_machine_config_node("n1")  # type: ignore[attr-defined]
+        status = mcn.transition(own, Condition(mcn.UPDATE_PREPARED, "True", "UpdatePrepared",
+                                               "Update Compatible."), None,
+                                desired_config="rendered-worker-b",
+                                current_config="rendered-worker-a", now="2026-01-01T00:00:00Z")
+        store.set_machine_config_node_status("n1", status)  # type: ignore[attr-defined]
+    finally:
+        store.close()  # type: ignore[attr-defined]
+    code, got = cp.call("GET", f"{MC_PATH}/machineconfignodes/n1")
+    assert got["status"]["conditions"][0]["type"] == "UpdatePrepared"
+
+    merge = "application/merge-patch+json"
+    code, answer = cp.call("PATCH", f"{MC_PATH}/machineconfignodes/n2/status", {"status": status},
+                           merge, kubeconfig=config)
+    assert code == 403 and answer["message"].endswith(
+        "updates to MCN n2 can only be done from the MCN's owner node"), answer
+    assert "status" not in cp.call("GET", f"{MC_PATH}/machineconfignodes/n2")[1]
+    spec = {"spec": {"configVersion": {"desired": "rendered-worker-test"}}}
+    for name in ("n1", "n2"):
+        code, answer = cp.call("PATCH", f"{MC_PATH}/machineconfignodes/{name}", spec, merge,
+                               kubeconfig=config)
+        assert code == 403, answer  # RBAC: the spec is the controller's
+    for verb, path in (("DELETE", "n1"), ("POST", "")):
+        code, answer = cp.call(verb, f"{MC_PATH}/machineconfignodes/{path}".rstrip("/"),
+                               mcn.new_object("n3", "worker", "x") if verb == "POST" else None,
+                               kubeconfig=config)
+        assert code == 403, (verb, answer)
+    # without the node name the token's pod gives (impersonation, as kubectl --as): the
+    # policy's refusal
+    request = urllib.request.Request(
+        cp.url + f"{MC_PATH}/machineconfignodes/n1/status", method="PATCH",
+        data=json.dumps({"status": status}).encode(),
+        headers={"Content-Type": merge, "Impersonate-User": account(DAEMON)})
+    try:
+        urllib.request.urlopen(request, timeout=30, context=cp.ssl_context())  # noqa: S310
+        raise AssertionError("an impersonated daemon wrote a MachineConfigNode")
+    except urllib.error.HTTPError as e:
+        message = json.loads(e.read())["message"]
+        assert e.code == 403 and message.endswith(
+            "machine-config-daemon: the request carries no node-bound service account token"), \
+            message

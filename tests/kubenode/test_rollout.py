@@ -30,7 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.kube.kit import machine_config_node_history
 from tests.kubenode.harness import KubeCluster, KubeNode
+from tests.unit.test_machine_config_node import REBOOT_PHASES, REBOOTLESS_PHASES, by_type, phases
 
 NS = "kn-e2e"
 APP = "sleeper"
@@ -158,6 +160,31 @@ def updated_on(cluster: KubeCluster, config: str) -> bool:
     return True
 
 
+def mcn_mark(cluster: KubeCluster) -> str:
+    """The resourceVersion of the MachineConfigNodes now: their history is replayed from it."""
+    return str(get(cluster, f"{MC}/machineconfignodes")["metadata"]["resourceVersion"])
+
+
+def followed_phases(cluster: KubeCluster, nodes_: list[KubeNode], since: str, config: str,
+                    expected: list[tuple[str, str]]) -> None:
+    """Each node's MachineConfigNode went through `expected` (its conditions turning True or
+    Unknown, in this order; other writes may come between) since `since`, and now says the
+    node is Updated in `config` with nothing else in progress."""
+    assert cluster.cp is not None
+    for node in nodes_:
+        history = machine_config_node_history(cluster.cp, node.name, since)
+        seen = phases([o["status"] for o in history if o.get("status")])
+        rest = iter(seen)
+        missing = [p for p in expected if p not in rest]  # an ordered subsequence
+        assert not missing, f"{node.name}: {missing[0]} missing from {seen}"
+        final = get(cluster, f"{MC}/machineconfignodes/{node.name}")
+        assert final["spec"]["pool"]["name"] == "worker"
+        assert final["spec"]["configVersion"]["desired"] == config
+        assert final["status"]["configVersion"] == {"desired": config, "current": config}
+        assert [t for t, c in by_type(final["status"]).items() if c["status"] != "False"] == \
+            ["Updated"], (node.name, final["status"])
+
+
 def main_pids(node: KubeNode) -> dict[str, str]:
     out = node.run(["systemctl", "show", "-p", "MainPID", "--value", "crio", "kubelet"]).stdout
     return dict(zip(("crio", "kubelet"), out.split()))
@@ -245,6 +272,7 @@ def test_kubelet_config_rolls_out_through_a_blocking_budget(
     for node in kube_nodes:
         (node.root / GATE).mkdir(parents=True, exist_ok=True)
         (node.root / GATE / "slow").write_text("")
+    mark = mcn_mark(kube_cluster)
     watch = Watch(kube_cluster)
     try:
         kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump({
@@ -297,6 +325,9 @@ def test_kubelet_config_rolls_out_through_a_blocking_budget(
     kube_cluster.wait_for(f"{REPLICAS} ready pods again",
                           lambda: sum(ready_on(kube_cluster).values()) == REPLICAS, 120,
                           lambda: describe(kube_cluster))
+    # the MachineConfigNodes followed it: prepared, cordoned and drained, files written,
+    # rebooted, resumed, uncordoned, updated
+    followed_phases(kube_cluster, kube_nodes, mark, new, REBOOT_PHASES)
     SEEN["config"] = new
 
 
@@ -309,6 +340,7 @@ def test_registries_change_reloads_crio_only(kube_cluster: KubeCluster,
     # a safe change (MCO's rule: search registries only appended): reload, no drain
     text = ('unqualified-search-registries = ["registry.access.redhat.com", "docker.io", '
             '"registry.example.com"]\nshort-name-mode = ""\n')
+    mark = mcn_mark(kube_cluster)
     watch = Watch(kube_cluster)
     try:
         kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump({
@@ -336,6 +368,11 @@ def test_registries_change_reloads_crio_only(kube_cluster: KubeCluster,
         journal = node.run(["journalctl", "-u", "crio", "--no-pager", "-o", "cat"]).stdout
         assert "Reloading" in journal or "reload" in journal.lower(), journal[-2000:]
     assert container_ids(kube_cluster) == before_ids
+    followed_phases(kube_cluster, kube_nodes, mark, new, REBOOTLESS_PHASES)
+    for node in kube_nodes:
+        post = by_type(get(kube_cluster, f"{MC}/machineconfignodes/{node.name}")["status"])[
+            "UpdatePostActionComplete"]
+        assert post["message"].endswith("Node has reloaded service crio.service"), post
     SEEN["config"] = new
 
 
@@ -349,6 +386,7 @@ def test_pull_secret_change_touches_nothing(kube_cluster: KubeCluster,
                                       ).stdout.splitlines()) for n in kube_nodes}
     secret = base64.b64encode(json.dumps({"auths": {"registry.example.com": {
         "auth": base64.b64encode(b"user:another-token").decode()}}}).encode()).decode()
+    mark = mcn_mark(kube_cluster)
     watch = Watch(kube_cluster)
     try:
         kube_cluster.kubectl("-n", "openshift-config", "patch", "secret", "pull-secret",
@@ -371,6 +409,7 @@ def test_pull_secret_change_touches_nothing(kube_cluster: KubeCluster,
         journal = node.run(["journalctl", "-u", "crio", "--no-pager", "-o", "cat"]).stdout
         assert "Reloading" not in "\n".join(journal.splitlines()[crio_journal[node.name]:])
     assert container_ids(kube_cluster) == before_ids
+    followed_phases(kube_cluster, kube_nodes, mark, new, REBOOTLESS_PHASES)
     SEEN["config"] = new
     SEEN["rss"] = kube_cluster.rss_mb()
     print("\nkubenode RSS (MB):", SEEN["rss"])

@@ -287,7 +287,8 @@ def test_annotation_allow_list(server: Server) -> None:
         CURRENT, STATE_KEY, constants.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION,
         constants.DESIRED_DRAIN_ANNOTATION, constants.POST_CONFIG_ACTION_ANNOTATION,
         constants.FIRST_PIVOT_CONFIG_ANNOTATION,
-        constants.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION}  # the certificate writer's record
+        constants.LAST_SYNCED_CONTROLLER_CONFIG_ANNOTATION,  # the certificate writer's records
+        constants.LAST_OBSERVED_SERVER_CA_ANNOTATION}
     token = joined(server, "worker-keys")
     path = "/nodes/worker-keys/annotations"
     for key in (constants.LAST_APPLIED_DRAIN_ANNOTATION, constants.CORDONED_BY_MCC_ANNOTATION,
