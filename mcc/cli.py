@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)`, which adds its subparser and sets `func`
 # (a callable taking the parsed args and returning the exit code).
-COMMAND_MODULES = ("validate", "render", "plan", "start", "get")
+COMMAND_MODULES = ("validate", "render", "plan", "status", "start", "get")
 
 
 def build_parser() -> argparse.ArgumentParser:

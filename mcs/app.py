@@ -1,5 +1,5 @@
-"""The aiohttp application: GET|HEAD /config/<pool>, /healthz and /metrics (plus the node API in
-store mode), with one-line text error bodies, bearer-token checks, conditional GET, gzip, metrics
+"""The aiohttp application: GET|HEAD /config/<pool>, /healthz and /metrics (plus the node API,
+FleetLock and the status page in store mode), with one-line text error bodies, bearer-token checks, conditional GET, gzip, metrics
 and a secret-free access log.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from mcs import fleetlock
+from mcs import fleetlock, status_page
 from mcs.auth import Authorizer
 from mcs.cache import ConfigSource, Served, ServedConfigCache
 from mcs.fleetlock import FleetLock
@@ -22,6 +22,7 @@ from mcs.metrics import UNKNOWN_POOL, ServerMetrics
 from mcs.negotiate import UnsupportedVersion, negotiate
 from mcs.node_api import NodeAPIState, add_routes
 from mcs.serve import NotAcceptable, NotFound, ServeError, valid_pool_name
+from mcs.status_page import StatusPage
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mcs.access")
@@ -66,6 +67,7 @@ class ServerState:
     node_api: NodeAPIState | None = None
     tls_port: int | None = None  # the bound TLS port (set by the server once it listens)
     fleetlock: FleetLock | None = None  # FleetLock's reboot slots (TLS listener, local store)
+    status_page: StatusPage | None = None  # the admin's status page (TLS listener, state dir)
 
 
 STATE = web.AppKey("mcs_state", ServerState)
@@ -310,6 +312,11 @@ def make_app(state: ServerState, tls: bool = True) -> web.Application:
             fleetlock.add_routes(app, state.fleetlock)
         else:
             app.router.add_route("*", f"{fleetlock.PREFIX}/{{tail:.*}}", handle_fleetlock_over_plain)
+    if state.status_page is not None:
+        if tls:
+            status_page.add_routes(app, state.status_page)
+        else:
+            status_page.add_plain_routes(app)
     app.router.add_route("*", "/config/{tail:.*}", handle_config)
     app.router.add_route("*", "/healthz", handle_healthz)
     app.router.add_route("*", "/metrics", handle_metrics)

@@ -1,7 +1,7 @@
 """The `mcs` command line: `mcs bootstrap` serves a bootstrap directory, `mcs start` serves a store
 (and the node API), `mcs pointer` prints the pointer Ignition config new machines boot with, and
 `mcs node revoke|list` administers the node tokens of a state directory; `mcs fleetlock
-list|release` the FleetLock reboot slots held.
+list|release` the FleetLock reboot slots held; `mcs admin-token` prints the status page's token.
 """
 from __future__ import annotations
 
@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("-o", "--output", choices=("text", "json"), default="text")
         cmd.add_argument("--store", required=True, metavar="URL", help="local:DIR, as mcs start")
         cmd.add_argument("--state", required=True, metavar="SDIR", help="the state directory")
+
+    admin = sub.add_parser("admin-token", help="print the status page's admin token (created if "
+                           "missing); with --url, the page's address that carries it")
+    admin.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
+    admin.add_argument("--url", help="the server's TLS URL, e.g. https://HOST:22623: print "
+                       "URL/status#token=TOKEN (the fragment never leaves the browser)")
 
     ptr = sub.add_parser("pointer", help="print the pointer Ignition config for a pool")
     ptr.add_argument("--url", required=True, help="https://HOST:22623/config/<pool>")
@@ -314,6 +320,19 @@ def _fleetlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_token(args: argparse.Namespace) -> int:
+    from mcs.tokens import AdminToken
+
+    try:
+        args.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token = AdminToken(args.state).ensure()
+    except (OSError, ValueError) as e:
+        print(f"mcs admin-token: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.url.rstrip('/')}/status#token={token}" if args.url else token)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
@@ -326,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _node(args)
     if args.command == "fleetlock":
         return _fleetlock(args)
+    if args.command == "admin-token":
+        return _admin_token(args)
     return _pointer(args)
 
 

@@ -17,8 +17,9 @@ from mcs.fleetlock import FleetLock
 from mcs.metrics import ServerMetrics
 from mcs.node_api import NodeAPIState
 from mcs.revision_watch import RevisionWatch
+from mcs.status_page import StatusPage
 from mcs.store_source import StoreSource
-from mcs.tokens import NodeTokens, PoolTokens
+from mcs.tokens import AdminToken, NodeTokens, PoolTokens
 
 if TYPE_CHECKING:
     from mcs.app import RequestWatcher
@@ -72,9 +73,12 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
                             extend_deadline=guard.extend if guard is not None else None)
     # FleetLock on a store that keeps reboot slots (the local one)
     fleetlock = FleetLock(store) if isinstance(store, RebootLocks) else None
+    # the admin's status page: its token is made now, for `mcs admin-token` to show
+    admin = AdminToken(state_dir)
+    admin.ensure()
     return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard,
                        per_server_url=True, advertise_url=options.advertise_url, node_api=node_api,
-                       fleetlock=fleetlock)
+                       fleetlock=fleetlock, status_page=StatusPage(store, admin))
 
 
 async def keep_pool_tokens(state: ServerState, interval: float = 2.0) -> None:

@@ -1,7 +1,8 @@
 """Store-mode credentials in the state directory: one bootstrap token per pool (`<SDIR>/tokens`,
 `pool token` lines, kept in clear because the server hands it out in the Ignition it serves) and
 node tokens issued at registration (`<SDIR>/node-tokens.json`, SHA-256 digests only, each with its
-expiry; renewed by the node before it expires). Both files are 0600, replaced atomically under a
+expiry; renewed by the node before it expires), and the status page's admin token
+(`<SDIR>/admin-token`). The files are 0600, replaced atomically under a
 lock, re-read when they change; no token is ever logged.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 POOL_TOKENS_FILE = "tokens"
 NODE_TOKENS_FILE = "node-tokens.json"
+ADMIN_TOKEN_FILE = "admin-token"
 DEFAULT_NODE_TOKEN_TTL = 24 * 3600.0
 DEFAULT_NODE_TOKEN_GRACE = 300.0
 
@@ -327,4 +329,43 @@ class NodeTokens(_Reloading):
         return sorted(self._entries)
 
 
-__all__ = ["IssuedToken", "NodeTokens", "PoolTokens", "TokenFileError", "new_token", "write_private"]
+class AdminToken(_Reloading):
+    """The admin token of the read-only status page (`<SDIR>/admin-token`, one line, 0600): no
+    node and no pool token opens it. Whoever may read the state directory is an admin already
+    (as for `mcs fleetlock release`), so the token is kept there in clear for them to read
+    (`mcs admin-token`); replace the file (or delete it and restart) to rotate it."""
+
+    def __init__(self, state_dir: Path, check_interval: float = 1.0) -> None:
+        super().__init__(state_dir / ADMIN_TOKEN_FILE, check_interval)
+        self._digest: str | None = None
+        self._maybe_reload(force=True)
+
+    def _parse(self, text: str) -> None:
+        token = text.strip()
+        if not token:
+            self._digest = None
+            return
+        if len(token) < 32 or any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError("an admin token is one line of at least 32 printable characters")
+        self._digest = digest(token)
+
+    def ensure(self) -> str:
+        """The token, created (256 random bits) when there is none yet."""
+        with _locked(self.path):
+            self._maybe_reload(force=True)
+            if self._digest is None:
+                write_private(self.path, (new_token() + "\n").encode())
+                log.info("created the status page's admin token in %s", self.path)
+            self._maybe_reload(force=True)
+            return self.path.read_text(encoding="utf-8").strip()
+
+    def allows(self, authorization: str | None) -> bool:
+        self._maybe_reload()
+        token = bearer_token(authorization)
+        if token is None or self._digest is None:
+            return False
+        return hmac.compare_digest(digest(token), self._digest)
+
+
+__all__ = ["AdminToken", "IssuedToken", "NodeTokens", "PoolTokens", "TokenFileError", "new_token",
+           "write_private"]

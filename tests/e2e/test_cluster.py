@@ -26,6 +26,7 @@ from tests.e2e.cluster import (CURRENT, DESIRED, REASON, REPO_ROOT, STATE, condi
 from tests.e2e.conftest import E2E, JOIN_TIMEOUT, WORKERS
 from tests.e2e.history import NodeHistory
 from tests.e2e.nodes import FIRSTBOOT_UNIT_NAME
+from tests.unit.statuspage import PageDOM, artifacts_dir, chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -144,6 +145,28 @@ def check_rollout_events(e2e: E2E, target: str, since: int) -> dict[str, list[st
     return reasons
 
 
+def check_status_page(e2e: E2E, target: str, profile: Path, screenshot: str) -> None:
+    """mcs's status page in headless Chromium while the pool rolls out to `target`: its numbers
+    lie between the store's just before and just after the load (a rollout only moves forward);
+    the screenshot is kept as a CI artifact."""
+    from machineconfig import status
+    from mcs.tokens import AdminToken
+
+    token = AdminToken(e2e.cluster.state_dir).ensure()
+    before = {p.name: p for p in status.read(e2e.store).pools}
+    dom = PageDOM()
+    dom.feed(chromium(f"{e2e.cluster.url}/status#token={token}", profile,
+                      artifacts_dir() / screenshot))
+    after = {p.name: p for p in status.read(e2e.store).pools}
+    assert dom.body_state == "loaded", "the page did not render /status.json"
+    shown = dom.pools["worker"]
+    assert shown["machines"] == str(len(WORKERS)) and shown["target"] == target, shown
+    assert before["worker"].updated <= int(shown["updated"]) <= after["worker"].updated, shown
+    assert int(shown["updating"]) <= 1 and shown["degraded"] == "0", shown
+    assert dom.progress["worker"] == (shown["updated"], shown["machines"])
+    assert set(WORKERS) <= set(dom.nodes), dom.nodes
+
+
 def last_event_seq(e2e: E2E) -> int:
     events = e2e.store.list_events()
     return events[-1].seq if events else 0
@@ -208,7 +231,8 @@ def test_registries_change_reloads_crio_without_reboot(e2e: E2E) -> None:
         assert node.testinfra().file(REGISTRIES).content_string == new_text
 
 
-def test_kubelet_change_rolls_out_with_reboots_one_node_at_a_time(e2e: E2E) -> None:
+def test_kubelet_change_rolls_out_with_reboots_one_node_at_a_time(e2e: E2E, tmp_path: Path
+                                                                  ) -> None:
     old = pool_target(e2e)
     before_boots = boot_ids(e2e)
     since = last_event_seq(e2e)
@@ -222,7 +246,12 @@ def test_kubelet_change_rolls_out_with_reboots_one_node_at_a_time(e2e: E2E) -> N
         old_files, new_files = rendered_files(e2e, old), rendered_files(e2e, new)
         assert [p for p in new_files if new_files[p] != old_files.get(p)] == [KUBELET_CONF]
         assert b'"maxPods": 250' in new_files[KUBELET_CONF]
+        # the status page shows the rollout once a node is on its way
+        wait_until(lambda: any(a.get(DESIRED) == new for a in e2e.annotations().values()) or None,
+                   60, f"a node targeted to {new}", e2e.describe)
+        check_status_page(e2e, new, tmp_path / "chromium", "status-page-e2e-rollout.png")
         e2e.wait_pool_updated(ROLLOUT_TIMEOUT, new)
+        check_status_page(e2e, new, tmp_path / "chromium", "status-page-e2e-updated.png")
     windows = check_rollout_history(history, new)
     after_boots = boot_ids(e2e)
     for node in e2e.nodes:
