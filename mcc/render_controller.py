@@ -270,7 +270,7 @@ class RenderController:
         objects = read_inputs(self.store)
         nodes = self.store.list_nodes() if may_have_overlays(objects) else None
         fp = fingerprint(objects, nodes)
-        if fp == self.last_fingerprint and not self._damaged(objects):
+        if fp == self.last_fingerprint and not self._damaged(objects, nodes):
             return None
         if nodes is None:
             nodes = self.store.list_nodes()  # a node may still name an overlay config removed
@@ -288,12 +288,17 @@ class RenderController:
         except StoreError:
             return None
 
-    def _damaged(self, objects: Mapping[str, list[JSON]]) -> bool:
-        """True when a rendered config some pool uses cannot be read back intact (the store
-        checks content against the name); rendering again writes it anew."""
+    def _damaged(self, objects: Mapping[str, list[JSON]],
+                 nodes: Sequence[NodeRecord] | None = None) -> bool:
+        """True when a rendered config some pool (or some node with overlays) uses cannot be
+        read back intact (the store checks content against the name); rendering again writes
+        it anew."""
         damaged = False
-        for pool in objects.get(MACHINE_CONFIG_POOL, []):
-            name = ((pool.get("spec") or {}).get("configuration") or {}).get("name")
+        names = [((pool.get("spec") or {}).get("configuration") or {}).get("name")
+                 for pool in objects.get(MACHINE_CONFIG_POOL, [])]
+        names += sorted({n.annotations[NODE_CONFIG_ANNOTATION] for n in nodes or []
+                         if NODE_CONFIG_ANNOTATION in n.annotations})
+        for name in names:
             if not name:
                 continue
             try:
@@ -310,6 +315,17 @@ class RenderController:
                 self._reported_damage.add(problem)
                 log.warning("%s; rendering again", problem)
         return damaged
+
+    def _marked_own(self, name: str) -> bool:
+        """Whether a pool's rendered config is stored as a node's own (an overlay that changed
+        nothing, or whose content the pool's configs now give): stored again as the pool's,
+        so every node of the pool may read it."""
+        try:
+            stored = self.store.get_rendered(name)
+        except StoreError:
+            return True
+        annotations = (stored.get("metadata") or {}).get("annotations") or {}
+        return OVERLAYS_ANNOTATION in annotations
 
     def _intact(self, name: str) -> bool:
         try:
@@ -356,7 +372,8 @@ class RenderController:
             status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
             rendered = result.rendered.get(name)
             if rendered is not None:
-                if rendered.name not in have or not self._intact(rendered.name):
+                if rendered.name not in have or not self._intact(rendered.name) or \
+                        self._marked_own(rendered.name):
                     store.put_rendered(rendered.to_object())
                     message = (f"{rendered.name} successfully generated (release version: "
                                f"{release}, controller version: {CONTROLLER_VERSION})")

@@ -388,3 +388,41 @@ def test_mcc_plan_shows_each_nodes_own_target(tmp_path: Path,
     assert plans["n2"]["target"] != first and plans["n1"]["target"] == first
     # the plan wrote nothing
     assert annotations(store, NODE_CONFIG) == {"n1": None, "n2": None}
+
+
+def test_pool_config_equal_to_a_nodes_own_is_stored_as_the_pools(tmp_path: Path) -> None:
+    """An overlay's content later given by the pool's own configs: the same name; the stored
+    object becomes the pool's (no overlays mark, so every node of the pool may read it)."""
+    store, inputs = make_store(tmp_path)
+    controller = Controller(store)
+    store.revision()
+    controller.run_pass()
+    for name in ("n1", "n2"):
+        join(store, name, target(store))
+    write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/x", "x\n", node="n1"))
+    settle(store, controller)
+    own = annotations(store, NODE_CONFIG)["n1"]
+    assert own is not None
+    assert OVERLAYS_ANNOTATION in store.get_rendered(own)["metadata"]["annotations"]
+    write(inputs / "10-worker.yaml", machine_config("10-worker", "/etc/x", "x\n"))
+    settle(store, controller)
+    assert target(store) == own == annotations(store, NODE_CONFIG)["n1"]
+    assert OVERLAYS_ANNOTATION not in store.get_rendered(own)["metadata"]["annotations"]
+    assert annotations(store, CUR) == {"n1": own, "n2": own}
+    assert store.list_rendered() == [own]
+
+
+def test_damaged_node_config_is_rendered_again(tmp_path: Path) -> None:
+    store, inputs = make_store(tmp_path)
+    controller = Controller(store)
+    store.revision()
+    controller.run_pass()
+    join(store, "n1", target(store))
+    write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/x", "x\n", node="n1"))
+    settle(store, controller)
+    own = annotations(store, NODE_CONFIG)["n1"]
+    assert own is not None
+    store.delete_rendered(own)
+    store.revision()
+    assert controller.render.sync() is not None  # not skipped: a node's config is missing
+    assert own in store.list_rendered()
