@@ -343,7 +343,9 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
     for node in nodes:
         # decided on the annotations read, before this pass targets anyone: a node targeted now
         # loses the taint on the next pass (MCO's order)
-        waiting = not targets(node, target)
+        a = node.annotations  # `targets`, inlined: every node of the pool, every pass
+        waiting = a.get(DESIRED_CONFIG_ANNOTATION) != (a.get(NODE_CONFIG_ANNOTATION) or target) \
+            or DESIRED_IMAGE_ANNOTATION in a
         if waiting != node.has_taint(key, effect):
             result.taints[node.name] = waiting
     chosen, capacity = candidates(nodes, target, result.max_unavailable, hold, lock_holders)
