@@ -152,7 +152,8 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
 def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMPLATES_DIR,
            values: Mapping[str, Any] | None = None,
            current: CurrentConfig | None = None,
-           nodes: Sequence[NodeRecord] | None = None) -> RenderResult:
+           nodes: Sequence[NodeRecord] | None = None,
+           node_cache: NodeRenderCache | None = None) -> RenderResult:
     """Pure: generate and render every pool; errors are per pool, in MCO's words. With
     `current`, a pool's new config must be reconcilable against the one it has now. With
     `nodes`, each node some overlay selects gets its own config (`node_rendered`)."""
@@ -197,18 +198,27 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
         except (RenderError, labels.SelectorError) as e:
             result.errors[pool.name] = f"{prefix}{e}"
     if nodes is not None:
-        _render_nodes(inputs, objects, nodes, result, current)
+        _render_nodes(inputs, objects, nodes, result, current, node_cache)
     return result
+
+
+NodeRenderCache = dict[tuple[str, ...], RenderedConfig]
 
 
 def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
                   nodes: Sequence[NodeRecord], result: RenderResult,
-                  current: CurrentConfig | None) -> None:
+                  current: CurrentConfig | None, cache: NodeRenderCache | None) -> None:
     """Each node of a pool that rendered, and the config of each node an overlay selects: the
     pool's configs, then its overlays (mcc.overlay), with the pool's name rules. A node whose
     config fails keeps its last good one; the error names the node (and the pool's
-    RenderDegraded says so)."""
+    RenderDegraded says so).
+
+    `cache` (the previous pass's renders, replaced by this pass's) spares the merge for every
+    node whose pool config and overlays did not change: one overlay edit among a thousand
+    hosts renders one config."""
     overlays = [mc for mc in inputs.configs if overlay.is_overlay(mc)]
+    seen = {id(mc): json.dumps(mc.to_dict(), sort_keys=True) for mc in overlays}
+    kept: NodeRenderCache = {}
     broken = overlay.check(overlays)
     members, _ = node_controller.assign_nodes(objects.get(MACHINE_CONFIG_POOL, []), nodes)
     by_name = {mc.name: mc for mc in inputs.configs}
@@ -217,6 +227,8 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
         if rendered is None:
             continue  # the pool keeps its config: so do its nodes
         base = select_machine_configs(pool, inputs.configs)
+        pool_key = (rendered.name, json.dumps(rendered.annotations, sort_keys=True),
+                    json.dumps(rendered.owner_references, sort_keys=True))
         for node in members.get(pool.name, []):
             result.node_pools[node.name] = pool.name
             if not overlays:
@@ -228,11 +240,16 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
             mine = overlay.overlays_for(node, pool, overlays)
             if not mine:
                 continue
+            key = (*pool_key, *(seen[id(mc)] for mc in mine))
             try:
-                own = generate_rendered_machine_config(pool, base, inputs.controller_config, mine)
+                own = kept.get(key) or (cache or {}).get(key) or generate_rendered_machine_config(
+                    pool, base, inputs.controller_config, mine)
+                kept[key] = own
                 now_name = node.annotations.get(NODE_CONFIG_ANNOTATION) or \
                     pool.spec.configuration.name
-                now_mc = current(now_name) if current is not None and now_name else None
+                # a node whose config does not change was checked when it got it
+                now_mc = current(now_name) if current is not None and now_name and \
+                    now_name != own.name else None
                 if now_mc is not None:
                     check_against_current(now_mc, own.to_object(share=True),
                                           [by_name[n].to_dict() for n in own.sources])
@@ -240,6 +257,9 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
                 result.node_errors[node.name] = f"{prefix}{e}"
                 continue
             result.node_rendered[node.name] = own
+    if cache is not None:
+        cache.clear()
+        cache.update(kept)
 
 
 def _owned(mc: Mapping[str, Any]) -> JSON:
@@ -263,6 +283,7 @@ class RenderController:
         self.now = now or now_rfc3339
         self.last_fingerprint = ""
         self._reported_damage: set[str] = set()
+        self._node_cache: NodeRenderCache = {}  # per-node renders of the last pass
 
     def sync(self) -> RenderResult | None:
         """Render if the inputs changed since the last pass, or a pool's rendered config is
@@ -274,7 +295,8 @@ class RenderController:
             return None
         if nodes is None:
             nodes = self.store.list_nodes()  # a node may still name an overlay config removed
-        result = render(objects, self.templates_dir, self.values, self._current, nodes)
+        result = render(objects, self.templates_dir, self.values, self._current, nodes,
+                        self._node_cache)
         self.publish(objects, result)
         self.publish_nodes(result, nodes)
         self.last_fingerprint = fp
@@ -296,8 +318,18 @@ class RenderController:
         damaged = False
         names = [((pool.get("spec") or {}).get("configuration") or {}).get("name")
                  for pool in objects.get(MACHINE_CONFIG_POOL, [])]
-        names += sorted({n.annotations[NODE_CONFIG_ANNOTATION] for n in nodes or []
-                         if NODE_CONFIG_ANNOTATION in n.annotations})
+        own_names = {n.annotations[NODE_CONFIG_ANNOTATION] for n in nodes or []
+               if NODE_CONFIG_ANNOTATION in n.annotations}
+        if own_names:
+            # nodes' own configs: one listing, not a read each (there may be thousands; the
+            # server and the daemons check what they read against its name)
+            missing = sorted(own_names - set(self.store.list_rendered()))
+            for absent in missing:
+                gone = f"rendered config {absent} is missing"
+                if gone not in self._reported_damage:
+                    self._reported_damage.add(gone)
+                    log.warning("%s; rendering again", gone)
+            damaged = bool(missing)
         for name in names:
             if not name:
                 continue
