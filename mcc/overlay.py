@@ -110,3 +110,34 @@ def overlays_for(node: NodeRecord, pool: MachineConfigPool,
     """The overlays merged into `node`'s config in `pool`, by name (their merge order)."""
     return sorted((mc for mc in overlays if applies_to_pool(mc, pool) and selects(mc, node)),
                   key=lambda mc: mc.name)
+
+
+class OverlayIndex:
+    """`overlays_for` over many nodes: overlays by the node they name, selectors parsed once,
+    so a pass over N nodes with one overlay each is linear, not N x N. The selectors must be
+    readable (see `check`)."""
+
+    def __init__(self, overlays: Iterable[MachineConfig]) -> None:
+        self.by_node: dict[str, list[MachineConfig]] = {}
+        self.by_labels: list[tuple[MachineConfig, LabelSelector]] = []
+        for mc in overlays:
+            name = (mc.labels or {}).get(OVERLAY_NODE_LABEL)
+            selector = node_selector(mc)
+            if name is not None:
+                self.by_node.setdefault(name, []).append(mc)  # the selector is checked below
+            elif selector is not None:
+                self.by_labels.append((mc, selector))
+        self._in_pool: dict[tuple[int, str], bool] = {}
+
+    def _applies(self, mc: MachineConfig, pool: MachineConfigPool) -> bool:
+        key = (id(mc), pool.name)
+        if key not in self._in_pool:
+            self._in_pool[key] = applies_to_pool(mc, pool)
+        return self._in_pool[key]
+
+    def overlays_for(self, node: NodeRecord, pool: MachineConfigPool) -> list[MachineConfig]:
+        found = [mc for mc in self.by_node.get(node.name, ())
+                 if self._applies(mc, pool) and selects(mc, node)]
+        found += [mc for mc, selector in self.by_labels
+                  if labels.matches(selector, node.labels) and self._applies(mc, pool)]
+        return sorted(found, key=lambda mc: mc.name)

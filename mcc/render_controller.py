@@ -220,6 +220,7 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
     seen = {id(mc): json.dumps(mc.to_dict(), sort_keys=True) for mc in overlays}
     kept: NodeRenderCache = {}
     broken = overlay.check(overlays)
+    index = overlay.OverlayIndex(overlays if not broken else [])
     members, _ = node_controller.assign_nodes(objects.get(MACHINE_CONFIG_POOL, []), nodes)
     by_name = {mc.name: mc for mc in inputs.configs}
     for pool in inputs.pools:
@@ -237,7 +238,7 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
             if broken:
                 result.node_errors[node.name] = f"{prefix}{broken[0]}"
                 continue
-            mine = overlay.overlays_for(node, pool, overlays)
+            mine = index.overlays_for(node, pool)
             if not mine:
                 continue
             key = (*pool_key, *(seen[id(mc)] for mc in mine))
@@ -452,7 +453,9 @@ class RenderController:
                     log.info("node %s: no overlay selects it now; it follows pool %s",
                              node.name, pool)
                 continue
-            if own.name not in have or not self._intact(own.name):
+            # read back (checked against its name) only when the node moves to it: a pass over
+            # thousands of unchanged nodes must not read thousands of configs
+            if own.name not in have or (was != own.name and not self._intact(own.name)):
                 store.put_rendered(own.to_object())
                 have.add(own.name)
                 merged = ", ".join(self._overlays(own))

@@ -93,6 +93,9 @@ def test_selection_by_name_labels_and_role() -> None:
     assert [m.name for m in overlay.overlays_for(n1, WORKER_POOL, every)] == \
         ["50-n1", "50-nvme", "50-worker-n1"]
     assert overlay.overlays_for(n2, WORKER_POOL, every) == []  # "both": n2 is not nvme
+    index = overlay.OverlayIndex(every)
+    for n in (n1, n2, NodeRecord("n3", labels={"disk": "nvme"})):
+        assert index.overlays_for(n, WORKER_POOL) == overlay.overlays_for(n, WORKER_POOL, every)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -426,3 +429,37 @@ def test_damaged_node_config_is_rendered_again(tmp_path: Path) -> None:
     store.revision()
     assert controller.render.sync() is not None  # not skipped: a node's config is missing
     assert own in store.list_rendered()
+
+
+def test_unchanged_nodes_are_not_rendered_again(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcc.render_controller as rc_module
+    store, inputs = make_store(tmp_path)
+    controller = Controller(store)
+    for name in ("n1", "n2", "n3"):
+        store.register_node(name, {"node-role.kubernetes.io/worker": ""})
+    for name in ("n1", "n2", "n3"):
+        write(inputs / f"50-{name}.yaml", overlay_yaml(f"50-{name}", "/etc/hostname",
+                                                       f"{name}\n", node=name))
+    calls: list[list[str]] = []
+    real = rc_module.generate_rendered_machine_config
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        calls.append([mc.name for mc in args[3]])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rc_module, "generate_rendered_machine_config", counting)
+    store.revision()
+    controller.run_pass()
+    assert sorted(calls) == [["50-n1"], ["50-n2"], ["50-n3"]]
+    calls.clear()
+    write(inputs / "50-n2.yaml", overlay_yaml("50-n2", "/etc/hostname", "two\n", node="n2"))
+    store.revision()
+    controller.run_pass()
+    assert calls == [["50-n2"]]
+    # a pool change renders every node's config again
+    calls.clear()
+    write(inputs / "10-worker.yaml", machine_config("10-worker", "/etc/issue", "x\n"))
+    store.revision()
+    controller.run_pass()
+    assert len(calls) == 3
