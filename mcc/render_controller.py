@@ -61,6 +61,9 @@ class RenderResult:
     node_pools: dict[str, str] = field(default_factory=dict)  # node -> its pool
     node_rendered: dict[str, RenderedConfig] = field(default_factory=dict)
     node_errors: dict[str, str] = field(default_factory=dict)
+    # an overlay whose selector does not parse: nobody knows which nodes it selects, so every
+    # node's own config stays as it is (nodes without one follow their pool)
+    overlay_error: str = ""
 
 
 def _strip(obj: Mapping[str, Any]) -> JSON:
@@ -220,6 +223,8 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
     seen = {id(mc): json.dumps(mc.to_dict(), sort_keys=True) for mc in overlays}
     kept: NodeRenderCache = {}
     broken = overlay.check(overlays)
+    if broken:
+        result.overlay_error = str(broken[0])
     index = overlay.OverlayIndex(overlays if not broken else [])
     members, _ = node_controller.assign_nodes(objects.get(MACHINE_CONFIG_POOL, []), nodes)
     by_name = {mc.name: mc for mc in inputs.configs}
@@ -234,10 +239,9 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
             result.node_pools[node.name] = pool.name
             if not overlays:
                 continue
-            prefix = f"Failed to render configuration for node {node.name} in pool {pool.name}: "
             if broken:
-                result.node_errors[node.name] = f"{prefix}{broken[0]}"
                 continue
+            prefix = f"Failed to render configuration for node {node.name} in pool {pool.name}: "
             mine = index.overlays_for(node, pool)
             if not mine:
                 continue
@@ -429,6 +433,9 @@ class RenderController:
                 set_condition(status, RENDER_DEGRADED, True, "", error, self.now())
             node_errors = sorted(e for n, e in result.node_errors.items()
                                  if result.node_pools.get(n) == name)
+            if result.overlay_error:
+                node_errors.insert(0, f"Failed to render configuration for the nodes of pool "
+                                      f"{name}: {result.overlay_error}")
             if rendered is not None and node_errors:
                 # the pool's own config is fine and rolls out; these nodes keep theirs
                 set_condition(status, RENDER_DEGRADED, True, "", "; ".join(node_errors),
@@ -440,6 +447,8 @@ class RenderController:
         """Per-node configs: stored, and named in each node's node-config annotation; the
         annotation goes from a node no overlay selects any more (it follows its pool again)."""
         store = self.store
+        if result.overlay_error:
+            return  # every node keeps its own config until the overlay is fixed
         have = set(store.list_rendered())
         for node in nodes or []:
             pool = result.node_pools.get(node.name)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from machineconfig import disruption
+from machineconfig import constants as C, disruption
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store import open_store
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NotFoundError
@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         for own in result.node_rendered.values():
             rendered.setdefault(own.name, own.to_object())
         node_targets = {n: r.name for n, r in result.node_rendered.items()}
+        node_errors = dict(result.node_errors)
+        if result.overlay_error:  # nodes with a config of their own keep it
+            node_errors.update({n.name: result.overlay_error for n in nodes
+                                if C.NODE_CONFIG_ANNOTATION in n.annotations})
 
         def lookup(name: str) -> dict[str, Any]:
             if name in rendered:
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             target = result.rendered[name].name if name in result.rendered else ""
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
                                    members.get(name, []), lookup, policy, now, node_targets,
-                                   result.node_errors))
+                                   node_errors))
     except (MachineConfigError, disruption.PolicyError) as e:
         print(f"mcc plan: {one_line(e)}", file=sys.stderr)
         return 1

@@ -463,3 +463,26 @@ def test_unchanged_nodes_are_not_rendered_again(tmp_path: Path,
     store.revision()
     controller.run_pass()
     assert len(calls) == 3
+
+
+def test_unreadable_selector_freezes_every_nodes_own_config(tmp_path: Path) -> None:
+    store, inputs = make_store(tmp_path)
+    controller = Controller(store)
+    store.revision()
+    controller.run_pass()
+    for name in ("n1", "n2"):
+        join(store, name, target(store))
+    write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/x", "x\n", node="n1"))
+    settle(store, controller)
+    own = annotations(store, NODE_CONFIG)["n1"]
+    write(inputs / "60-bad.yaml", overlay_yaml("60-bad", "/etc/y", "y\n", selector="[disk]"))
+    write(inputs / "10-worker.yaml", machine_config("10-worker", "/etc/issue", "x\n"))
+    settle(store, controller)
+    cond = pool_condition(store, "RenderDegraded")
+    assert cond["status"] == "True"
+    assert cond["message"] == (
+        "Failed to render configuration for the nodes of pool worker: MachineConfig 60-bad: "
+        "annotation machine-config.io/node-selector: must be a label selector (matchLabels "
+        "and/or matchExpressions)")
+    assert annotations(store, NODE_CONFIG) == {"n1": own, "n2": None}
+    assert annotations(store, CUR) == {"n1": own, "n2": target(store)}
