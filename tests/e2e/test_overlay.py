@@ -115,6 +115,7 @@ def test_overlay_gives_one_node_its_own_config(e2e: E2E) -> None:
     assert stored["metadata"]["annotations"][OVERLAYS_ANNOTATION] == "50-e2e-worker-2-identity"
     # the other nodes were never targeted anywhere else, nor rebooted
     assert not history.errors, history.errors
+    assert len(history.snapshots) > 5, "too few snapshots to judge the rollout"
     for _, nodes in history.snapshots:
         for name in ("e2e-worker-1", "e2e-worker-3"):
             assert nodes[name].desired == pool_config, nodes
@@ -143,9 +144,15 @@ def host_file(e2e: E2E, node: str, path: str) -> str:
 
 def test_removing_the_overlay_returns_the_node_to_the_pool(e2e: E2E) -> None:
     pool_config, own = _state["pool"], _state["own"]
+    reboots = {n.name: len(e2e.supervisor.reboots_of(n.name)) for n in e2e.nodes}
+    started = time.monotonic()
     (e2e.input_dir / OVERLAY_INPUT).unlink()
     targets = wait_each_at_own_target(e2e, overlay=False)
+    print(f"{OVERLAY_NODE} back on the pool's config in {time.monotonic() - started:.0f}s")
     assert set(targets.values()) == {pool_config}
+    # the file goes: drain and reboot again, that node only
+    assert {n: len(e2e.supervisor.reboots_of(n)) - k for n, k in reboots.items()} == \
+        {"e2e-worker-1": 0, OVERLAY_NODE: 1, "e2e-worker-3": 0}
     def collected() -> bool | None:
         return True if own not in e2e.store.list_rendered() else None
     wait_until(collected, 30, f"{own} garbage-collected", e2e.describe)
