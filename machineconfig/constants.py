@@ -75,3 +75,16 @@ STATE_WORKING = "Working"
 STATE_DONE = "Done"
 STATE_DEGRADED = "Degraded"
 STATE_UNRECONCILABLE = "Unreconcilable"
+
+# Per-node overlays (ours, not MCO's): MachineConfigs merged after a pool's configs for the
+# nodes they select, into a per-node rendered config with the pool's name rules (mcc.overlay).
+# A MachineConfig label naming one node; such a config is never part of a pool's render.
+OVERLAY_NODE_LABEL = f"{GROUP}/node"
+# A MachineConfig annotation: a label selector (YAML/JSON, matchLabels/matchExpressions) over
+# node labels; it too makes the config an overlay.
+OVERLAY_NODE_SELECTOR_ANNOTATION = "machine-config.io/node-selector"
+# On a Node, written by the controller only: the node's own target (its pool's configs and its
+# overlays merged); absent on a node without overlays, which follows its pool's target.
+NODE_CONFIG_ANNOTATION = "machine-config.io/node-config"
+# On a per-node rendered MachineConfig (metadata, not hashed): the overlays merged into it.
+OVERLAYS_ANNOTATION = "machine-config.io/overlays"

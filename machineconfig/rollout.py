@@ -7,7 +7,8 @@ import re
 
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
-    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DEGRADED, STATE_DONE, STATE_UNRECONCILABLE,
+    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, NODE_CONFIG_ANNOTATION, STATE_DEGRADED, STATE_DONE,
+    STATE_UNRECONCILABLE,
 )
 from machineconfig.errors import MachineConfigError
 from machineconfig.store.base import NodeRecord
@@ -18,6 +19,12 @@ _PERCENT = re.compile(r"^(-?\d+)%$")
 
 class MaxUnavailableError(MachineConfigError):
     """The pool's maxUnavailable is neither an int nor an "N%" string."""
+
+
+def target_of(node: NodeRecord, pool_target: str) -> str:
+    """The rendered config `node` should run: its own when overlays select it (the
+    controller's node-config annotation), else its pool's target."""
+    return node.annotations.get(NODE_CONFIG_ANNOTATION) or pool_target
 
 
 def is_ready(node: NodeRecord) -> bool:

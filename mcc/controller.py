@@ -194,12 +194,12 @@ class Controller:
                     else:
                         log.info("node %s: controlPlaneTopology set to %s", node, topology)
                     continue
-                report.targeted[node] = result.target
+                own = result.node_targets.get(node, result.target)
+                report.targeted[node] = own
                 log.info("pool %s: node %s -> desiredConfig %s (maxUnavailable %d)", name, node,
-                         result.target, result.max_unavailable)
+                         own, result.max_unavailable)
                 self.store.record_event("Node", node, "SetDesiredConfig",
-                                        f"Targeted node {node} to MachineConfig: "
-                                        f"{result.target}")
+                                        f"Targeted node {node} to MachineConfig: {own}")
             for reason, message in result.events:
                 if reason == "SelectingAll":
                     self._event_once(MACHINE_CONFIG_POOL, name, reason, message)
@@ -218,7 +218,7 @@ class Controller:
         name = node_controller.pool_name(pool)
         target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
         waiting = [n for n in nodes if target and
-                   n.annotations.get(DESIRED_CONFIG_ANNOTATION) != target]
+                   n.annotations.get(DESIRED_CONFIG_ANNOTATION) != rollout.target_of(n, target)]
         try:
             schedule = windows.schedule_of(pool)
         except InputError as e:
@@ -232,13 +232,13 @@ class Controller:
         state = windows.state_at(schedule, now)
         hold: set[str] = set()
         if not state.is_open:
-            moves: dict[str, bool] = {}
+            moves: dict[tuple[str, str], bool] = {}
             for node in waiting:
-                current = node.annotations.get(CURRENT_CONFIG_ANNOTATION, "")
-                if current not in moves:
-                    moves[current] = not state.rebootless_outside or \
-                        self._disruptive(current, target)
-                if moves[current]:
+                move = (node.annotations.get(CURRENT_CONFIG_ANNOTATION, ""),
+                        rollout.target_of(node, target))
+                if move not in moves:
+                    moves[move] = not state.rebootless_outside or self._disruptive(*move)
+                if moves[move]:
                     hold.add(node.name)
         message = windows.describe(state, sorted(hold))
         self._windows[name] = WindowReport(state, (state.is_open,

@@ -1,7 +1,8 @@
 """Garbage collection of rendered MachineConfigs nobody refers to any more.
 
 MCO keeps them forever; we delete those referenced by no pool (spec or status configuration) and
-no node (currentConfig or desiredConfig) - never one in use (DESIGN.md, deliberate differences).
+no node (currentConfig, desiredConfig, or its own target where overlays select it: node-config)
+- never one in use or targeted (DESIGN.md, deliberate differences).
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
+from machineconfig.constants import (
+    CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, NODE_CONFIG_ANNOTATION,
+)
 from machineconfig.store.base import NodeRecord, Store
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,8 @@ def referenced(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]) 
             if name:
                 names.add(str(name))
     for node in nodes:
-        for key in (CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION):
+        for key in (CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION,
+                    NODE_CONFIG_ANNOTATION):
             name = node.annotations.get(key)
             if name:
                 names.add(name)

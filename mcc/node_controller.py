@@ -13,11 +13,12 @@ from typing import Any
 
 from machineconfig.constants import (
     CONTROL_PLANE_TOPOLOGY_ANNOTATION, CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
-    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DEGRADED, STATE_DONE, STATE_UNRECONCILABLE,
+    MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, NODE_CONFIG_ANNOTATION, STATE_DEGRADED, STATE_DONE,
+    STATE_UNRECONCILABLE,
 )
 from machineconfig import localdrain
 from machineconfig.errors import MachineConfigError
-from machineconfig.rollout import max_unavailable
+from machineconfig.rollout import max_unavailable, target_of
 from machineconfig.store.base import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class PoolReconcile:
     max_unavailable: int = 0
     patches: dict[str, Patch] = field(default_factory=dict)
     targeted: list[str] = field(default_factory=list)  # nodes given the new desiredConfig
+    # a targeted node's own config where overlays select it (mcc.overlay); else `target`
+    node_targets: dict[str, str] = field(default_factory=dict)
     adopted: list[str] = field(default_factory=list)  # new nodes: desiredConfig = currentConfig
     events: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
     taints: dict[str, bool] = field(default_factory=dict)  # UpdateInProgress: add / remove
@@ -65,9 +68,11 @@ def is_degraded(node: NodeRecord) -> bool:
 
 
 def targets(node: NodeRecord, target: str) -> bool:
-    """The node's desiredConfig is already the pool's (and no layered image is pending)."""
+    """The node's desiredConfig is already its target (the pool's `target`, or its own with
+    overlays) and no layered image is pending."""
     a = node.annotations
-    return a.get(DESIRED_CONFIG_ANNOTATION) == target and DESIRED_IMAGE_ANNOTATION not in a
+    return a.get(DESIRED_CONFIG_ANNOTATION) == target_of(node, target) and \
+        DESIRED_IMAGE_ANNOTATION not in a
 
 
 # --- Pool membership (6.1) --------------------------------------------------------------------
@@ -218,7 +223,8 @@ def pool_alerts(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
 def candidates(nodes: Sequence[NodeRecord], target: str, limit: int,
                hold: Collection[str] = (), also_unavailable: int = 0
                ) -> tuple[list[NodeRecord], int]:
-    """getAllCandidateMachines: the nodes that may move to `target` and the capacity left.
+    """getAllCandidateMachines: the nodes that may move to `target` (or to their own config,
+    where overlays select them) and the capacity left.
     Nodes named in `hold` (waiting for a maintenance window) are never chosen;
     `also_unavailable` machines outside `nodes` take capacity (FleetLock slot holders).
 
@@ -238,7 +244,7 @@ def candidates(nodes: Sequence[NodeRecord], target: str, limit: int,
         if not ready or not (failing or (current and current == desired and state == STATE_DONE
                                          and not image)):
             unavailable += 1
-        if desired == target and not image:
+        if desired == (a.get(NODE_CONFIG_ANNOTATION) or target) and not image:
             if failing:
                 failing_this_config += 1
         elif ready and node.name not in hold:
@@ -350,8 +356,9 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
     for node in nodes:
         # decided on the annotations read, before this pass targets anyone: a node targeted now
         # loses the taint on the next pass (MCO's order)
-        waiting = node.annotations.get(DESIRED_CONFIG_ANNOTATION) != target or \
-            DESIRED_IMAGE_ANNOTATION in node.annotations
+        a = node.annotations  # `targets`, inlined: every node of the pool, every pass
+        waiting = a.get(DESIRED_CONFIG_ANNOTATION) != (a.get(NODE_CONFIG_ANNOTATION) or target) \
+            or DESIRED_IMAGE_ANNOTATION in a
         if waiting != node.has_taint(key, effect):
             result.taints[node.name] = waiting
     chosen, capacity = candidates(nodes, target, result.max_unavailable, hold, lock_holders)
@@ -363,16 +370,22 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
                                   f"{controller_node}"))
     if len(chosen) > capacity:
         chosen = rollout_order(chosen, capacity)
+    by_target: dict[str, list[str]] = {}
     for node in chosen:
+        own = target_of(node, target)
         patch = result.patches.setdefault(node.name, {})
-        patch[DESIRED_CONFIG_ANNOTATION] = target
+        patch[DESIRED_CONFIG_ANNOTATION] = own
         if DESIRED_IMAGE_ANNOTATION in node.annotations:
             patch[DESIRED_IMAGE_ANNOTATION] = None
         result.targeted.append(node.name)
-    if len(chosen) == 1:
-        result.events.append(("SetDesiredConfig",
-                              f"Targeted node {chosen[0].name} to MachineConfig: {target}"))
-    elif chosen:
-        result.events.append(("SetDesiredConfig",
-                              f"Set target for {len(chosen)} nodes to MachineConfig: {target}"))
+        result.node_targets[node.name] = own
+        by_target.setdefault(own, []).append(node.name)
+    # MCO's texts, one event per config: nodes with overlays have their own
+    for config, names in by_target.items():
+        if len(names) == 1:
+            result.events.append(("SetDesiredConfig",
+                                  f"Targeted node {names[0]} to MachineConfig: {config}"))
+        else:
+            result.events.append(("SetDesiredConfig",
+                                  f"Set target for {len(names)} nodes to MachineConfig: {config}"))
     return result

@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from machineconfig import disruption
-from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig.constants import (
+    CURRENT_CONFIG_ANNOTATION, NODE_CONFIG_ANNOTATION, OVERLAYS_ANNOTATION,
+)
 from machineconfig import rollout
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
@@ -32,10 +34,17 @@ class NodePlan:
     target: str
     cost: str  # "none", "reload crio.service", "drain, reboot", "unreconcilable: ...", ...
     changes: list[str] = field(default_factory=list)
+    # per-node overlays (mcc.overlay): their names, how the node's own target differs from the
+    # pool's, and why the node's own config does not render ("" when it does)
+    overlays: list[str] = field(default_factory=list)
+    overlay_changes: list[str] = field(default_factory=list)
+    overlay_error: str = ""
 
     def to_dict(self) -> JSON:
         return {"node": self.node, "current": self.current, "target": self.target,
-                "cost": self.cost, "changes": list(self.changes)}
+                "cost": self.cost, "changes": list(self.changes),
+                "overlays": list(self.overlays), "overlayChanges": list(self.overlay_changes),
+                "overlayError": self.overlay_error}
 
 
 @dataclass
@@ -104,9 +113,12 @@ def is_disruptive(old: Mapping[str, Any], new: Mapping[str, Any],
 
 def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[NodeRecord],
               lookup: Lookup, policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY,
-              now: datetime | None = None) -> PoolPlan:
+              now: datetime | None = None, node_targets: Mapping[str, str] | None = None,
+              node_errors: Mapping[str, str] | None = None) -> PoolPlan:
     """Every member node's move to `target` (the pool's current config when `target` is "").
-    With `now`, a pool's maintenance window (mcc.windows) says which moves wait for it."""
+    With `now`, a pool's maintenance window (mcc.windows) says which moves wait for it.
+    `node_targets`: the nodes that overlays select, to their own would-be config (the others
+    move to the pool's); `node_errors`: nodes whose own config fails (they keep theirs)."""
     spec = pool.get("spec") or {}
     current = str((spec.get("configuration") or {}).get("name") or "")
     raw_max = spec.get("maxUnavailable")
@@ -123,23 +135,49 @@ def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[
         if not goal:
             result.nodes.append(NodePlan(node.name, here, "", "no rendered config"))
             continue
-        if not here:
-            result.nodes.append(NodePlan(node.name, "", goal, "first boot"))
-            continue
-        if here == goal:
-            result.nodes.append(NodePlan(node.name, here, goal, "none"))
-            continue
-        key = (here, goal)
-        if key not in cache:
-            try:
-                cache[key] = cost(lookup(here), lookup(goal), policy)
-            except MachineConfigError as e:
-                cache[key] = (f"unknown: {e}", [])
-        verdict, changes = cache[key]
-        result.nodes.append(NodePlan(node.name, here, goal, verdict, list(changes)))
+        if node.name in (node_errors or {}) or (error and NODE_CONFIG_ANNOTATION in
+                                                node.annotations):
+            # its own config fails (or its pool's does): it keeps the one it has
+            own = node.annotations.get(NODE_CONFIG_ANNOTATION) or goal
+        else:
+            own = (node_targets or {}).get(node.name, goal)
+        plan = _node_plan(node.name, here, own, lookup, policy, cache)
+        if own != goal:
+            _overlay_plan(plan, goal, own, lookup)
+        plan.overlay_error = (node_errors or {}).get(node.name, "")
+        result.nodes.append(plan)
     if now is not None:
         _plan_window(pool, result, lookup, policy, now)
     return result
+
+
+def _overlay_plan(plan: NodePlan, pool_config: str, own: str, lookup: Lookup) -> None:
+    """How the node's own target differs from its pool's."""
+    try:
+        mine = lookup(own)
+        plan.overlays = [n for n in ((mine.get("metadata") or {}).get("annotations") or {})
+                         .get(OVERLAYS_ANNOTATION, "").split(",") if n]
+        plan.overlay_changes = changes_of(disruption.compute_diff(lookup(pool_config), mine))
+    except MachineConfigError as e:
+        plan.overlay_changes = [f"unknown: {e}"]
+
+
+def _node_plan(node: str, here: str, goal: str, lookup: Lookup,
+               policy: disruption.NodeDisruptionPolicy,
+               cache: dict[tuple[str, str], tuple[str, list[str]]]) -> NodePlan:
+    """One node's move from `here` to `goal` and its cost (cached per move)."""
+    if not here:
+        return NodePlan(node, "", goal, "first boot")
+    if here == goal:
+        return NodePlan(node, here, goal, "none")
+    key = (here, goal)
+    if key not in cache:
+        try:
+            cache[key] = cost(lookup(here), lookup(goal), policy)
+        except MachineConfigError as e:
+            cache[key] = (f"unknown: {e}", [])
+    verdict, changes = cache[key]
+    return NodePlan(node, here, goal, verdict, list(changes))
 
 
 def _plan_window(pool: Mapping[str, Any], result: PoolPlan, lookup: Lookup,
@@ -186,4 +224,10 @@ def format_text(plans: Sequence[PoolPlan]) -> str:
             move = f"{n.current or '-'} -> {n.target}" if n.current != n.target else n.current
             lines.append(f"  {n.node}: {n.cost} ({move})")
             lines.extend(f"    {c}" for c in n.changes)
+            if n.overlays or n.overlay_changes:
+                lines.append(f"    own config (overlays {', '.join(n.overlays) or '?'}), "
+                             f"differs from the pool's:")
+                lines.extend(f"      {c}" for c in n.overlay_changes or ["nothing"])
+            if n.overlay_error:
+                lines.append(f"    own config fails, keeps {n.target}: {n.overlay_error}")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ from typing import Any
 
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
-    MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, STATE_DONE,
+    MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
+    NODE_CONFIG_ANNOTATION, STATE_DONE,
 )
 from machineconfig.store.base import NodeRecord
 from mcc.node_controller import FAILING_STATES
@@ -92,7 +93,8 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
         node_ready = node.ready and not node.unschedulable
         done = (current != "" and current == desired and state == STATE_DONE
                 and DESIRED_IMAGE_ANNOTATION not in a)
-        if done and current == target:
+        # updated: at its own target (the pool's, or its own where overlays select it)
+        if done and current == (a.get(NODE_CONFIG_ANNOTATION) or target):
             updated += 1
             ready += node_ready
         if not node_ready or not (done or (current != desired and state in FAILING_STATES)):

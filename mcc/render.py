@@ -18,10 +18,11 @@ from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool
 from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
     INTERNAL_IGNITION_VERSION, OS_IMAGE_URL_OVERRIDDEN_ANNOTATION,
-    RELEASE_IMAGE_VERSION_ANNOTATION, ROLE_LABEL,
+    OVERLAYS_ANNOTATION, RELEASE_IMAGE_VERSION_ANNOTATION, ROLE_LABEL,
 )
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition import merge as ignition_merge
+from mcc.overlay import is_overlay
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,15 @@ def select_machine_configs(pool: MachineConfigPool,
 
     A selector without requirements (`{}`) selects nothing here (MCO refuses to let a pool
     select everything); rendering nothing then fails with "empty machineconfig object".
+    Per-node overlays (mcc.overlay) are never a pool's, whatever their labels.
     """
     selector = pool.spec.machine_config_selector
     if labels.is_empty(selector):
         log.warning("pool %s: %s", pool.name, SELECTING_ALL)
         return []
     try:
-        chosen = [mc for mc in configs if labels.matches(selector, mc.labels)]
+        chosen = [mc for mc in configs
+                  if labels.matches(selector, mc.labels) and not is_overlay(mc)]
     except labels.SelectorError as e:
         raise RenderError(str(e)) from e
     if not chosen:
@@ -207,11 +210,14 @@ def merge_ignition(ordered: Sequence[MachineConfig],
 
 def merge_machine_configs(configs: Sequence[MachineConfig], controller_config: ControllerConfig,
                           pool: MachineConfigPool | None = None,
-                          raws: dict[int, bytes | None] | None = None) -> JSON:
+                          raws: dict[int, bytes | None] | None = None,
+                          overlays: Sequence[MachineConfig] = ()) -> JSON:
     """MergeMachineConfigs: the rendered spec, keys in Go's MachineConfigSpec order.
 
-    `raws` maps id(mc) to `mcoparse.raw_config(mc.spec.config)` where already computed."""
-    ordered = merge_order(configs)
+    `raws` maps id(mc) to `mcoparse.raw_config(mc.spec.config)` where already computed.
+    `overlays` (a node's, mcc.overlay) are merged after all of the pool's configs, by name,
+    with the same rules: the last word is the node's."""
+    ordered = merge_order(configs) + sorted(overlays, key=lambda mc: mc.name)
     config = merge_ignition(ordered, raws)
     fips = any(mc.spec.fips for mc in ordered)
     kernel_type = ""
@@ -260,8 +266,11 @@ def spec_yaml(spec: JSON) -> str:
 
 
 def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[MachineConfig],
-                                     controller_config: ControllerConfig) -> RenderedConfig:
-    """generateRenderedMachineConfig for configs already selected for `pool`.
+                                     controller_config: ControllerConfig,
+                                     overlays: Sequence[MachineConfig] = ()) -> RenderedConfig:
+    """generateRenderedMachineConfig for configs already selected for `pool`; with `overlays`,
+    a node's own config: the same merge with the overlays last, the same name rules (so it is
+    `rendered-<pool>-<hash>` too), and the overlays listed in an annotation (not hashed).
 
     MCO's guard on the ControllerConfig's generated-by-version annotation is not applied:
     offline inputs are written by people, not by a running operator.
@@ -269,7 +278,8 @@ def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[
     if not configs:
         raise RenderError("empty machineconfig object")
     by_name = sorted(configs, key=lambda mc: mc.name)
-    for mc in by_name:
+    overlays = sorted(overlays, key=lambda mc: mc.name)
+    for mc in by_name + overlays:
         # MCO refuses only a non-empty foreign version: an empty value passes like an absent one.
         version = mc.annotations.get(GENERATED_BY_CONTROLLER_VERSION_ANNOTATION)
         if version and version != CONTROLLER_VERSION:
@@ -277,14 +287,14 @@ def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[
                               f"(my version: {CONTROLLER_VERSION})", mc.name)
     # Each config's raw JSON once, for validation and merge alike (json.dumps of every config).
     raws: dict[int, bytes | None] = {}
-    for mc in by_name:
+    for mc in by_name + overlays:
         raws[id(mc)] = raw = mcoparse.raw_config(mc.spec.config)
         try:
             validate_machine_config(mc.spec, raw)
         except RenderError as e:
             e.machine_config = mc.name
             raise
-    spec = merge_machine_configs(by_name, controller_config, pool, raws)
+    spec = merge_machine_configs(by_name, controller_config, pool, raws, overlays)
     text = spec_yaml(spec)
     name = hashed_name(pool.name, text)
     annotations = {
@@ -294,10 +304,12 @@ def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[
     }
     if spec["osImageURL"] != controller_config.spec.base_os_container_image:
         annotations[OS_IMAGE_URL_OVERRIDDEN_ANNOTATION] = "true"
+    if overlays:
+        annotations[OVERLAYS_ANNOTATION] = ",".join(mc.name for mc in overlays)
     owner = {"apiVersion": API_VERSION, "kind": "MachineConfigPool", "name": pool.name,
              "uid": pool.metadata.uid, "controller": True, "blockOwnerDeletion": True}
     rendered = RenderedConfig(pool.name, name, spec, text, dict(sorted(annotations.items())),
-                              [owner], [mc.name for mc in by_name])
+                              [owner], [mc.name for mc in by_name + overlays])
     check_size(rendered)
     return rendered
 

@@ -9,7 +9,7 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +18,24 @@ from machineconfig import labels
 from machineconfig.api import load_documents
 from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
-    RELEASE_IMAGE_VERSION_ANNOTATION,
+    NODE_CONFIG_ANNOTATION, OVERLAY_NODE_LABEL, OVERLAY_NODE_SELECTOR_ANNOTATION,
+    OVERLAYS_ANNOTATION, RELEASE_IMAGE_VERSION_ANNOTATION,
 )
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS, CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG,
     MACHINE_CONFIG, MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, SECRET, USER_TEMPLATE,
-    NotFoundError, Store, StoreError,
+    NodeRecord, NotFoundError, Store, StoreError,
 )
 from machineconfig.yamlload import Document, load_text
-from mcc import bootstrap
+from mcc import bootstrap, node_controller, overlay
 from mcc.cluster_objects import ClusterObject
 from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
-from mcc.render import SELECTING_ALL, RenderedConfig, RenderError, render_pool
+from mcc.render import (
+    SELECTING_ALL, RenderedConfig, RenderError, generate_rendered_machine_config, render_pool,
+    select_machine_configs,
+)
 from mcc.render_reconcile import check_against_current
 from mcc.template import DEFAULT_TEMPLATES_DIR, render_user_template
 
@@ -52,6 +56,14 @@ class RenderResult:
     status_objects: list[JSON] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     selecting_all: list[str] = field(default_factory=list)  # pools left alone (selector {})
+    # Per-node overlays (mcc.overlay): the nodes of each pool that rendered, the config of each
+    # node some overlay selects, and why a node's config failed (it keeps its last good one).
+    node_pools: dict[str, str] = field(default_factory=dict)  # node -> its pool
+    node_rendered: dict[str, RenderedConfig] = field(default_factory=dict)
+    node_errors: dict[str, str] = field(default_factory=dict)
+    # an overlay whose selector does not parse: nobody knows which nodes it selects, so every
+    # node's own config stays as it is (nodes without one follow their pool)
+    overlay_error: str = ""
 
 
 def _strip(obj: Mapping[str, Any]) -> JSON:
@@ -63,14 +75,31 @@ def _strip(obj: Mapping[str, Any]) -> JSON:
     return out
 
 
-def fingerprint(objects: Mapping[str, list[JSON]]) -> str:
+def fingerprint(objects: Mapping[str, list[JSON]],
+                nodes: Sequence[NodeRecord] | None = None) -> str:
     """Changes with the inputs only, so our own writes (status, spec.configuration, generated
-    MachineConfigs we put back unchanged) do not trigger another render."""
+    MachineConfigs we put back unchanged) do not trigger another render. With `nodes` (when
+    overlays may exist), their names and labels count too: they decide what an overlay selects."""
     h = hashlib.sha256()
     for kind in sorted(objects):
         for obj in sorted(objects[kind], key=lambda o: str((o.get("metadata") or {}).get("name"))):
             h.update(json.dumps(_strip(obj), sort_keys=True, default=str).encode())
+    if nodes is not None:
+        h.update(json.dumps(sorted((n.name, sorted(n.labels.items())) for n in nodes)).encode())
     return h.hexdigest()
+
+
+def may_have_overlays(objects: Mapping[str, list[JSON]]) -> bool:
+    """Whether any input could be a per-node overlay (user templates are only known rendered):
+    then nodes are read and rendered for; otherwise a pass never lists them for rendering."""
+    if objects.get(USER_TEMPLATE):
+        return True
+    for mc in objects.get(MACHINE_CONFIG, []):
+        meta = mc.get("metadata") or {}
+        if OVERLAY_NODE_LABEL in (meta.get("labels") or {}) or \
+                OVERLAY_NODE_SELECTOR_ANNOTATION in (meta.get("annotations") or {}):
+            return True
+    return False
 
 
 def read_inputs(store: Store) -> dict[str, list[JSON]]:
@@ -125,9 +154,12 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
 
 def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMPLATES_DIR,
            values: Mapping[str, Any] | None = None,
-           current: CurrentConfig | None = None) -> RenderResult:
+           current: CurrentConfig | None = None,
+           nodes: Sequence[NodeRecord] | None = None,
+           node_cache: NodeRenderCache | None = None) -> RenderResult:
     """Pure: generate and render every pool; errors are per pool, in MCO's words. With
-    `current`, a pool's new config must be reconcilable against the one it has now."""
+    `current`, a pool's new config must be reconcilable against the one it has now. With
+    `nodes`, each node some overlay selects gets its own config (`node_rendered`)."""
     result = RenderResult()
     pool_names = sorted(str((p.get("metadata") or {}).get("name", ""))
                         for p in objects.get(MACHINE_CONFIG_POOL, []))
@@ -152,7 +184,8 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
             continue
         prefix = f"Failed to render configuration for pool {pool.name}: "
         try:
-            if not any(labels.matches(selector, mc.labels) for mc in inputs.configs):
+            if not any(labels.matches(selector, mc.labels) and not overlay.is_overlay(mc)
+                       for mc in inputs.configs):
                 # The cluster loop's text (mcc.render has the bootstrap one).
                 result.errors[pool.name] = (f"{prefix}no MachineConfigs found matching "
                                             f"selector {labels.describe(selector)}")
@@ -167,7 +200,71 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
             result.rendered[pool.name] = rendered
         except (RenderError, labels.SelectorError) as e:
             result.errors[pool.name] = f"{prefix}{e}"
+    if nodes is not None:
+        _render_nodes(inputs, objects, nodes, result, current, node_cache)
     return result
+
+
+NodeRenderCache = dict[tuple[str, ...], RenderedConfig]
+
+
+def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
+                  nodes: Sequence[NodeRecord], result: RenderResult,
+                  current: CurrentConfig | None, cache: NodeRenderCache | None) -> None:
+    """Each node of a pool that rendered, and the config of each node an overlay selects: the
+    pool's configs, then its overlays (mcc.overlay), with the pool's name rules. A node whose
+    config fails keeps its last good one; the error names the node (and the pool's
+    RenderDegraded says so).
+
+    `cache` (the previous pass's renders, replaced by this pass's) spares the merge for every
+    node whose pool config and overlays did not change: one overlay edit among a thousand
+    hosts renders one config."""
+    overlays = [mc for mc in inputs.configs if overlay.is_overlay(mc)]
+    seen = {id(mc): json.dumps(mc.to_dict(), sort_keys=True) for mc in overlays}
+    kept: NodeRenderCache = {}
+    broken = overlay.check(overlays)
+    if broken:
+        result.overlay_error = str(broken[0])
+    index = overlay.OverlayIndex(overlays if not broken else [])
+    members, _ = node_controller.assign_nodes(objects.get(MACHINE_CONFIG_POOL, []), nodes)
+    by_name = {mc.name: mc for mc in inputs.configs}
+    for pool in inputs.pools:
+        rendered = result.rendered.get(pool.name)
+        if rendered is None:
+            continue  # the pool keeps its config: so do its nodes
+        base = select_machine_configs(pool, inputs.configs)
+        pool_key = (rendered.name, json.dumps(rendered.annotations, sort_keys=True),
+                    json.dumps(rendered.owner_references, sort_keys=True))
+        for node in members.get(pool.name, []):
+            result.node_pools[node.name] = pool.name
+            if not overlays:
+                continue
+            if broken:
+                continue
+            prefix = f"Failed to render configuration for node {node.name} in pool {pool.name}: "
+            mine = index.overlays_for(node, pool)
+            if not mine:
+                continue
+            key = (*pool_key, *(seen[id(mc)] for mc in mine))
+            try:
+                own = kept.get(key) or (cache or {}).get(key) or generate_rendered_machine_config(
+                    pool, base, inputs.controller_config, mine)
+                kept[key] = own
+                now_name = node.annotations.get(NODE_CONFIG_ANNOTATION) or \
+                    pool.spec.configuration.name
+                # a node whose config does not change was checked when it got it
+                now_mc = current(now_name) if current is not None and now_name and \
+                    now_name != own.name else None
+                if now_mc is not None:
+                    check_against_current(now_mc, own.to_object(share=True),
+                                          [by_name[n].to_dict() for n in own.sources])
+            except RenderError as e:
+                result.node_errors[node.name] = f"{prefix}{e}"
+                continue
+            result.node_rendered[node.name] = own
+    if cache is not None:
+        cache.clear()
+        cache.update(kept)
 
 
 def _owned(mc: Mapping[str, Any]) -> JSON:
@@ -191,16 +288,22 @@ class RenderController:
         self.now = now or now_rfc3339
         self.last_fingerprint = ""
         self._reported_damage: set[str] = set()
+        self._node_cache: NodeRenderCache = {}  # per-node renders of the last pass
 
     def sync(self) -> RenderResult | None:
         """Render if the inputs changed since the last pass, or a pool's rendered config is
         damaged in the store; None when neither."""
         objects = read_inputs(self.store)
-        fp = fingerprint(objects)
-        if fp == self.last_fingerprint and not self._damaged(objects):
+        nodes = self.store.list_nodes() if may_have_overlays(objects) else None
+        fp = fingerprint(objects, nodes)
+        if fp == self.last_fingerprint and not self._damaged(objects, nodes):
             return None
-        result = render(objects, self.templates_dir, self.values, self._current)
+        if nodes is None:
+            nodes = self.store.list_nodes()  # a node may still name an overlay config removed
+        result = render(objects, self.templates_dir, self.values, self._current, nodes,
+                        self._node_cache)
         self.publish(objects, result)
+        self.publish_nodes(result, nodes)
         self.last_fingerprint = fp
         return result
 
@@ -212,12 +315,27 @@ class RenderController:
         except StoreError:
             return None
 
-    def _damaged(self, objects: Mapping[str, list[JSON]]) -> bool:
-        """True when a rendered config some pool uses cannot be read back intact (the store
-        checks content against the name); rendering again writes it anew."""
+    def _damaged(self, objects: Mapping[str, list[JSON]],
+                 nodes: Sequence[NodeRecord] | None = None) -> bool:
+        """True when a rendered config some pool (or some node with overlays) uses cannot be
+        read back intact (the store checks content against the name); rendering again writes
+        it anew."""
         damaged = False
-        for pool in objects.get(MACHINE_CONFIG_POOL, []):
-            name = ((pool.get("spec") or {}).get("configuration") or {}).get("name")
+        names = [((pool.get("spec") or {}).get("configuration") or {}).get("name")
+                 for pool in objects.get(MACHINE_CONFIG_POOL, [])]
+        own_names = {n.annotations[NODE_CONFIG_ANNOTATION] for n in nodes or []
+               if NODE_CONFIG_ANNOTATION in n.annotations}
+        if own_names:
+            # nodes' own configs: one listing, not a read each (there may be thousands; the
+            # server and the daemons check what they read against its name)
+            missing = sorted(own_names - set(self.store.list_rendered()))
+            for absent in missing:
+                gone = f"rendered config {absent} is missing"
+                if gone not in self._reported_damage:
+                    self._reported_damage.add(gone)
+                    log.warning("%s; rendering again", gone)
+            damaged = bool(missing)
+        for name in names:
             if not name:
                 continue
             try:
@@ -234,6 +352,17 @@ class RenderController:
                 self._reported_damage.add(problem)
                 log.warning("%s; rendering again", problem)
         return damaged
+
+    def _marked_own(self, name: str) -> bool:
+        """Whether a pool's rendered config is stored as a node's own (an overlay that changed
+        nothing, or whose content the pool's configs now give): stored again as the pool's,
+        so every node of the pool may read it."""
+        try:
+            stored = self.store.get_rendered(name)
+        except StoreError:
+            return True
+        annotations = (stored.get("metadata") or {}).get("annotations") or {}
+        return OVERLAYS_ANNOTATION in annotations
 
     def _intact(self, name: str) -> bool:
         try:
@@ -280,7 +409,8 @@ class RenderController:
             status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
             rendered = result.rendered.get(name)
             if rendered is not None:
-                if rendered.name not in have or not self._intact(rendered.name):
+                if rendered.name not in have or not self._intact(rendered.name) or \
+                        self._marked_own(rendered.name):
                     store.put_rendered(rendered.to_object())
                     message = (f"{rendered.name} successfully generated (release version: "
                                f"{release}, controller version: {CONTROLLER_VERSION})")
@@ -301,5 +431,52 @@ class RenderController:
                             ((pool.get("spec") or {}).get("configuration") or {}).get("name")
                             or "no rendered config")
                 set_condition(status, RENDER_DEGRADED, True, "", error, self.now())
+            node_errors = sorted(e for n, e in result.node_errors.items()
+                                 if result.node_pools.get(n) == name)
+            if result.overlay_error:
+                node_errors.insert(0, f"Failed to render configuration for the nodes of pool "
+                                      f"{name}: {result.overlay_error}")
+            if rendered is not None and node_errors:
+                # the pool's own config is fine and rolls out; these nodes keep theirs
+                set_condition(status, RENDER_DEGRADED, True, "", "; ".join(node_errors),
+                              self.now())
             if status != (pool.get("status") or {}):
                 store.update_status(MACHINE_CONFIG_POOL, name, status)
+
+    def publish_nodes(self, result: RenderResult, nodes: Sequence[NodeRecord] | None) -> None:
+        """Per-node configs: stored, and named in each node's node-config annotation; the
+        annotation goes from a node no overlay selects any more (it follows its pool again)."""
+        store = self.store
+        if result.overlay_error:
+            return  # every node keeps its own config until the overlay is fixed
+        have = set(store.list_rendered())
+        for node in nodes or []:
+            pool = result.node_pools.get(node.name)
+            if pool is None or node.name in result.node_errors:
+                continue  # its pool did not render, or its own config failed: keep the last good
+            own = result.node_rendered.get(node.name)
+            was = node.annotations.get(NODE_CONFIG_ANNOTATION)
+            if own is None:
+                if was is not None:
+                    store.patch_node_annotations(node.name, {NODE_CONFIG_ANNOTATION: None})
+                    log.info("node %s: no overlay selects it now; it follows pool %s",
+                             node.name, pool)
+                continue
+            # read back (checked against its name) only when the node moves to it: a pass over
+            # thousands of unchanged nodes must not read thousands of configs
+            if own.name not in have or (was != own.name and not self._intact(own.name)):
+                store.put_rendered(own.to_object())
+                have.add(own.name)
+                merged = ", ".join(self._overlays(own))
+                store.record_event("Node", node.name, "RenderedConfigGenerated",
+                                   f"{own.name} successfully generated for node {node.name} "
+                                   f"(pool {pool}, overlays {merged})", "Normal")
+                log.info("node %s: rendered %s (pool %s and overlays %s)", node.name, own.name,
+                         pool, merged)
+            if was != own.name:
+                store.patch_node_annotations(node.name, {NODE_CONFIG_ANNOTATION: own.name})
+                log.info("node %s: node-config now %s", node.name, own.name)
+
+    @staticmethod
+    def _overlays(rendered: RenderedConfig) -> list[str]:
+        return [n for n in rendered.annotations.get(OVERLAYS_ANNOTATION, "").split(",") if n]

@@ -242,14 +242,21 @@ def _of_pool(pool: str | None, name: str) -> bool:
     return name.startswith(prefix) and RENDERED_HASH.match(name[len(prefix):]) is not None
 
 
-async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> bool:
-    """What the controller decided: the node's desiredConfig (which only the controller writes,
-    or the node once at bootstrap within its own pool) and its pool's rendered configs. Never a
-    value the node writes itself, such as currentConfig."""
+async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> dict[str, Any] | None:
+    """The rendered config if the controller decided the node may read it: its desiredConfig
+    (which only the controller writes, or the node once at bootstrap within its own pool), its
+    own config where overlays select it (node-config, controller-written), and its pool's
+    rendered configs except other nodes' own ones (an overlay may carry one host's key). Never
+    by a value the node writes itself, such as currentConfig."""
     record = await _in_thread(api.store.get_node, node)
-    if name == record.annotations.get(constants.DESIRED_CONFIG_ANNOTATION):
-        return True
-    return _of_pool(await _node_pool(api, record), name)
+    a = record.annotations
+    if name in (a.get(constants.DESIRED_CONFIG_ANNOTATION), a.get(constants.NODE_CONFIG_ANNOTATION)):
+        return await _in_thread(api.store.get_rendered, name)
+    if not _of_pool(await _node_pool(api, record), name):
+        return None
+    rendered = await _in_thread(api.store.get_rendered, name)
+    annotations = (rendered.get("metadata") or {}).get("annotations") or {}
+    return None if constants.OVERLAYS_ANNOTATION in annotations else rendered
 
 
 @_handler
@@ -313,9 +320,10 @@ async def get_rendered(request: web.Request, api: NodeAPIState) -> web.StreamRes
     name = request.match_info["name"]
     if not NODE_NAME.match(name) or len(name) > _MAX_NAME:
         raise _Refused(400, "invalid rendered config name")
-    if not await _may_read_rendered(api, node, name):
+    rendered = await _may_read_rendered(api, node, name)
+    if rendered is None:
         raise _Refused(403, "a node may only read its desiredConfig and the rendered configs of its own pool")
-    return _json(await _in_thread(api.store.get_rendered, name))
+    return _json(rendered)
 
 
 @_handler

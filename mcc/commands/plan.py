@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from machineconfig import disruption
+from machineconfig import constants as C, disruption
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.store import open_store
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NotFoundError
@@ -57,8 +57,17 @@ def run(args: argparse.Namespace) -> int:
         objects = render_controller.read_inputs(store)
         # The same variables as the controller, or the plan describes a render it never makes.
         values = bootstrap.load_values(args.values) if args.values else {}
-        result = render_controller.render(objects, args.templates, values)
+        nodes = store.list_nodes()
+        result = render_controller.render(objects, args.templates, values, nodes=nodes)
         rendered = {r.name: r.to_object() for r in result.rendered.values()}
+        # a node's own config (overlays) that equals a pool's keeps the pool's object
+        for own in result.node_rendered.values():
+            rendered.setdefault(own.name, own.to_object())
+        node_targets = {n: r.name for n, r in result.node_rendered.items()}
+        node_errors = dict(result.node_errors)
+        if result.overlay_error:  # nodes with a config of their own keep it
+            node_errors.update({n.name: result.overlay_error for n in nodes
+                                if C.NODE_CONFIG_ANNOTATION in n.annotations})
 
         def lookup(name: str) -> dict[str, Any]:
             if name in rendered:
@@ -70,13 +79,14 @@ def run(args: argparse.Namespace) -> int:
 
         now = datetime.now(timezone.utc)
         pools = store.list_objects(MACHINE_CONFIG_POOL)
-        members, errors = node_controller.assign_nodes(pools, store.list_nodes())
+        members, errors = node_controller.assign_nodes(pools, nodes)
         plans: list[PoolPlan] = []
         for pool in pools:
             name = node_controller.pool_name(pool)
             target = result.rendered[name].name if name in result.rendered else ""
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
-                                   members.get(name, []), lookup, policy, now))
+                                   members.get(name, []), lookup, policy, now, node_targets,
+                                   node_errors))
     except (MachineConfigError, disruption.PolicyError) as e:
         print(f"mcc plan: {one_line(e)}", file=sys.stderr)
         return 1

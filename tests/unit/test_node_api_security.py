@@ -274,6 +274,51 @@ def test_current_config_does_not_unlock_another_pools_config(server: Server) -> 
     assert api(server, "GET", f"/rendered/{MASTER_CONFIG}", token=token).status == 200
 
 
+def own_config() -> dict[str, Any]:
+    """A node's own rendered config (the worker pool's configs and an overlay), named as the
+    controller names it: rendered-worker-<hash>, and marked with its overlays."""
+    from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool
+    from mcc.render import generate_rendered_machine_config
+    pool = MachineConfigPool.model_validate({
+        "kind": "MachineConfigPool", "metadata": {"name": "worker"},
+        "spec": {"machineConfigSelector": {"matchLabels": {constants.ROLE_LABEL: "worker"}}}})
+    def mc(name: str, labels: dict[str, str], text: str) -> MachineConfig:
+        return MachineConfig.model_validate({
+            "kind": "MachineConfig", "metadata": {"name": name, "labels": labels},
+            "spec": {"config": {"ignition": {"version": "3.2.0"}, "storage": {"files": [
+                {"path": "/etc/secret", "contents": {"source": "data:," + text}}]}}}})
+    cc = ControllerConfig.model_validate({"kind": "ControllerConfig",
+                                          "metadata": {"name": "machine-config-controller"},
+                                          "spec": {}})
+    own = generate_rendered_machine_config(
+        pool, [mc("00-worker", {constants.ROLE_LABEL: "worker"}, "pool")], cc,
+        [mc("50-worker-own", {constants.OVERLAY_NODE_LABEL: "worker-own"}, "key-of-worker-own")])
+    return own.to_object()
+
+
+def test_another_nodes_own_config_is_not_readable(server: Server) -> None:
+    """Per-node overlays: a node's own config is named like a pool config, but only that node
+    (node-config, or desiredConfig, both the controller's) may read it."""
+    obj = own_config()
+    name = obj["metadata"]["name"]
+    assert name.startswith("rendered-worker-")
+    server.store.put_rendered(obj)
+    own, other = joined(server, "worker-own"), joined(server, "worker-other")
+    server.store.patch_node_annotations("worker-own", {constants.NODE_CONFIG_ANNOTATION: name})
+    assert api(server, "GET", f"/rendered/{name}", token=own).status == 200
+    one_line(api(server, "GET", f"/rendered/{name}", token=other), 403)
+    # the node cannot name it its own: node-config is the controller's key
+    text = one_line(api(server, "PATCH", "/nodes/worker-other/annotations",
+                        {"changes": {constants.NODE_CONFIG_ANNOTATION: name}}, other), 403)
+    assert constants.NODE_CONFIG_ANNOTATION in text
+    # nor does claiming it as currentConfig (a pool config's name) unlock it
+    answer = api(server, "PATCH", "/nodes/worker-other/annotations", {"changes": {CURRENT: name}},
+                 other)
+    assert answer.status == 200
+    one_line(api(server, "GET", f"/rendered/{name}", token=other), 403)
+    assert api(server, "GET", f"/rendered/{WORKER_CONFIG}", token=other).status == 200
+
+
 def test_pool_for_reads_comes_from_the_servers_record(server: Server) -> None:
     token = joined(server, "worker-relabel")
     # The admin moves the node to master (labels only the server writes): reads follow.
