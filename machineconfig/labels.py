@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from machineconfig.api import LabelSelector
 from machineconfig.errors import MachineConfigError
@@ -82,3 +83,15 @@ def describe(selector: LabelSelector | None) -> str:
         else:
             parts.append(f"!{key}")
     return ",".join(parts)
+
+
+def pool_selects(pool: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a MachineConfigPool's nodeSelector selects these node labels (a missing, empty or
+    bad one selects nobody, as the controller never rolls out to such a pool)."""
+    raw = (pool.get("spec") or {}).get("nodeSelector")
+    if not isinstance(raw, Mapping) or not (raw.get("matchLabels") or raw.get("matchExpressions")):
+        return False
+    try:
+        return matches(LabelSelector.model_validate(raw), labels)
+    except (ValueError, MachineConfigError):  # pydantic's ValidationError is a ValueError
+        return False

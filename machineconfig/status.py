@@ -14,13 +14,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from machineconfig import labels
-from machineconfig.api import LabelSelector
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DRAIN_REASON_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
     STATE_DEGRADED, STATE_UNRECONCILABLE,
 )
-from machineconfig.errors import MachineConfigError
 from machineconfig.rollout import is_done, is_unavailable
 from machineconfig.store.base import MACHINE_CONFIG_POOL, NodeRecord, Store, StoreEvent
 
@@ -116,25 +114,13 @@ def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
 
 
-def _selects(pool: Mapping[str, Any], node_labels: Mapping[str, str]) -> bool:
-    """The pool's nodeSelector selects these labels (a missing, empty or bad one selects nobody,
-    as the controller never rolls out to such a pool)."""
-    raw = (pool.get("spec") or {}).get("nodeSelector")
-    if not isinstance(raw, Mapping) or not (raw.get("matchLabels") or raw.get("matchExpressions")):
-        return False
-    try:
-        return labels.matches(LabelSelector.model_validate(raw), node_labels)
-    except (ValueError, MachineConfigError):  # pydantic's ValidationError is a ValueError
-        return False
-
-
 def pool_of(pools: Sequence[Mapping[str, Any]], node: NodeRecord) -> tuple[str, str]:
     """(the node's pool, "") or ("", why it has none): one pool alone, or a master or custom pool
     with worker (custom pools and schedulable masters carry the worker role too); a master with
     a custom pool stays a master, as in MCO."""
     if node.labels.get(OS_LABEL) == "windows":
         return "", "a Windows node (no pool manages it)"
-    matched = sorted(_name(p) for p in pools if _selects(p, node.labels))
+    matched = sorted(_name(p) for p in pools if labels.pool_selects(p, node.labels))
     custom = [p for p in matched if p not in (MASTER_POOL, WORKER_POOL)]
     if not matched:
         return "", "selected by no pool"

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from machineconfig import labels as label_selectors
-from machineconfig.api import LabelSelector
-from machineconfig.errors import MachineConfigError
 
 MASTER_POOL = "master"
 WORKER_POOL = "worker"
@@ -66,20 +64,9 @@ def check_labels(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _selects(pool: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Whether the pool's nodeSelector selects these labels (nil, empty or bad selects nobody)."""
-    raw = (pool.get("spec") or {}).get("nodeSelector")
-    if not isinstance(raw, Mapping) or not (raw.get("matchLabels") or raw.get("matchExpressions")):
-        return False
-    try:
-        return label_selectors.matches(LabelSelector.model_validate(raw), labels)
-    except (ValueError, MachineConfigError):  # pydantic's ValidationError is a ValueError
-        return False
-
-
 def pools_selecting(pools: Iterable[Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
     """The names of the pools whose node selector matches `labels`, sorted."""
-    return sorted(str((p.get("metadata") or {}).get("name", "")) for p in pools if _selects(p, labels))
+    return sorted(str((p.get("metadata") or {}).get("name", "")) for p in pools if label_selectors.pool_selects(p, labels))
 
 
 def pool_of(matched: list[str]) -> str | None:
