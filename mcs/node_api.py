@@ -405,7 +405,11 @@ def add_routes(app: web.Application, api: NodeAPIState) -> None:
     app.router.add_post(f"{prefix}/events", post_event)
     app.router.add_get(f"{prefix}/watch", watch, allow_head=False)
 
+    async def release(_app: web.Application) -> None:
+        api.watch.release()
+
     async def close(_app: web.Application) -> None:
         await api.watch.close()
 
+    app.on_shutdown.append(release)  # before aiohttp waits for the requests still running
     app.on_cleanup.append(close)

@@ -22,6 +22,7 @@ class RevisionWatch:
         self.revision: int | None = None
         self._changed: asyncio.Future[int] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._releasing = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcs-watch")
 
     async def _start(self) -> None:
@@ -61,7 +62,7 @@ class RevisionWatch:
         await self._start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.revision == since:
+        while self.revision == since and not self._releasing:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._changed is None:
                 break
@@ -71,6 +72,13 @@ class RevisionWatch:
                 break
         assert self.revision is not None
         return self.revision
+
+    def release(self) -> None:
+        """The server is stopping: every waiting request is answered now, with the revision it
+        has (its client polls again), instead of holding the shutdown for its whole timeout."""
+        self._releasing = True
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(self.revision or 0)
 
     async def close(self) -> None:
         if self._task is not None:

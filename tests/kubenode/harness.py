@@ -662,6 +662,8 @@ class KubeCluster:
         self.supervisor.stop()
         if self._approver is not None:
             self._approver.join(timeout=10)
+        for node in self.nodes:  # every node shuts down at once; then each is waited for
+            node.request_stop()
         for node in list(self.nodes):
             try:
                 node.remove()

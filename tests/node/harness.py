@@ -153,6 +153,11 @@ class Node:
         self.boot()
         self.wait_ready()
 
+    def request_stop(self) -> None:
+        """Ask for an orderly poweroff without waiting (nspawn turns SIGTERM into one)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 30) -> None:
         """Orderly poweroff (nspawn turns SIGTERM into a shutdown request), then SIGKILL."""
         if self.proc is None or self.proc.poll() is not None:
@@ -225,6 +230,8 @@ class NodeFactory:
 
     def close(self) -> None:
         errors = []
+        for node in self.nodes:  # every node shuts down at once; then each is waited for
+            node.request_stop()
         for node in list(self.nodes):
             try:
                 self.destroy(node)

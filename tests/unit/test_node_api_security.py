@@ -19,6 +19,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -580,3 +581,45 @@ def test_node_token_lifetimes(tmp_path: Path) -> None:
     with pytest.raises(TokenFileError):
         tokens.issue("n3")
     assert (tmp_path / "node-tokens.json").read_text() == "{broken"
+
+
+def test_sigterm_answers_waiting_watches_and_the_server_exits(tmp_path: Path) -> None:
+    """A stopping server answers every long poll at once (the daemon polls again and finds it
+    gone) instead of holding its exit until aiohttp gives up on the requests (60 s): under
+    systemd `systemctl stop mcs` would hang, and a node's poll would end in a reset."""
+    import concurrent.futures
+
+    with running(tmp_path) as srv:
+        token = joined(srv, "watcher-0")
+        since = json.loads(api(srv, "GET", "/watch?since=0&timeout=0", token=token).text)["revision"]
+
+        sent = threading.Event()
+
+        def long_poll() -> Answer:
+            parts = urlsplit(srv.https)
+            ctx = ssl.create_default_context(cafile=str(srv.ca_file))
+            conn = http.client.HTTPSConnection(str(parts.hostname), parts.port, timeout=120,
+                                               context=ctx)
+            try:
+                conn.request("GET", f"{API}/watch?since={since}&timeout=250",
+                             headers={"Authorization": f"Bearer {token}"})
+                sent.set()
+                resp = conn.getresponse()
+                return Answer(resp.status, dict(resp.getheaders()), resp.read().decode())
+            finally:
+                conn.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(long_poll)
+            assert sent.wait(30), waiting.result()
+            time.sleep(2)  # time for the server to read it: the request is then in its handler
+            assert not waiting.done(), waiting.result()
+            srv.proc.send_signal(signal.SIGTERM)
+            try:
+                srv.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail("mcs did not exit within 20 s of SIGTERM while a watch waited")
+            answer = waiting.result(timeout=5)
+        assert answer.status == 200, answer
+        assert json.loads(answer.text) == {"revision": since}
+        assert srv.proc.returncode == 0
