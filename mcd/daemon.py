@@ -35,8 +35,8 @@ from mcd.metrics import DaemonMetrics
 from mcd.reboot_lock import RebootLock, RebootLockError
 from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
-from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
-from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
+from mcd.on_disk_validation import OnDiskValidationError, validate_booted, validate_on_disk
+from mcd.rpm_ostree import Runner, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi, SystemdError
@@ -470,8 +470,7 @@ class Daemon:
             return
         try:
             validate_on_disk(current_mc, self.root, self.systemd)
-            if ostree_booted(self.root):
-                validate_os(current_mc)
+            validate_booted(current_mc, self.root, self.os_runner)
         except OnDiskValidationError as err:
             self.event("OnDiskStateValidationFailed", str(err), "Warning")
             self._start_drift(current_mc, str(err))  # started anyway: it notices the fix
