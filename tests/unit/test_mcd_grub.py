@@ -263,3 +263,29 @@ def test_first_boot_without_grub_leaves_the_arguments_and_needs_no_reboot(
     (grub_root / ENCAPSULATED.lstrip("/")).write_text(json.dumps(first))
     assert complete_encapsulated(grub_root) is False
     assert not (grub_root / grub.DROPIN.lstrip("/")).exists()
+
+
+def test_the_daemon_stays_degraded_while_an_argument_is_missing_after_the_boot(
+        grub_root: Path) -> None:
+    from tests.unit.test_mcd_daemon import CUR, DES, REASON, STATE, ann, cluster, lay_down
+    from mcd.daemon import Daemon, Timeouts
+
+    config = mc("rendered-worker-k", {"/etc/motd": "hello"}, kernelArguments=["a=1", "b=2"])
+    lay_down(grub_root, config)
+    api = cluster(config, current="rendered-worker-k", desired="rendered-worker-k")
+    booted = ["BOOT_IMAGE=/vmlinuz ro a=1"]  # the old grub.cfg booted: b=2 is missing
+    d = Daemon(api, "node-1", FakeSystemd(), root=grub_root, cmdline=lambda _: booted[0],
+               timeouts=Timeouts(watch=0.05, backoff_min=0.01, backoff_max=0.05,
+                                 drift_poll=0.01, drift_full=0.05))
+    for _ in range(10):  # the drift monitor's full checks find the files fine meanwhile
+        d.run(max_iterations=1)
+        assert ann(api)[STATE] == "Degraded"
+    assert ann(api)[REASON] == ("unexpected on-disk state validating against rendered-worker-k: "
+                                "missing expected kernel arguments: [b=2]")
+    booted[0] += " b=2"  # booted into the right entry
+    for _ in range(40):
+        d.run(max_iterations=1)
+        if ann(api)[STATE] == "Done":
+            break
+    assert (ann(api)[STATE], ann(api)[CUR], ann(api)[DES]) == \
+        ("Done", "rendered-worker-k", "rendered-worker-k")
