@@ -205,7 +205,7 @@ def validate_grub_kernel_arguments(mc: Mapping[str, Any], root: Path,
                                    cmdline: CmdlineReader = grub.booted_cmdline) -> None:
     """GRUB hosts: every expected kernel argument on the running kernel's command line (MCO's
     text). Not checked when `root` is not the running system: that tree booted no kernel."""
-    if not kernel_arguments_expected(mc):
+    if not (mc.get("spec") or {}).get("kernelArguments"):
         return
     booted = cmdline(root)
     if booted is None:
@@ -215,10 +215,6 @@ def validate_grub_kernel_arguments(mc: Mapping[str, Any], root: Path,
     if missing:
         raise OnDiskValidationError(name_of(mc), "missing expected kernel arguments: "
                                                  f"[{' '.join(missing)}]")
-
-
-def kernel_arguments_expected(mc: Mapping[str, Any]) -> bool:
-    return bool((mc.get("spec") or {}).get("kernelArguments"))
 
 
 def validate_booted(mc: Mapping[str, Any], root: Path, run: Runner = run_rpm_ostree,
