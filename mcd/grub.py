@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -181,19 +182,31 @@ def rollback_kernel_arguments(root: Path, prior: PriorState,
 def booted_cmdline(root: Path) -> str | None:
     """The running kernel's command line, when `root` is the running system's root.
 
-    /proc/cmdline is not namespaced: any /proc shows the one running kernel, so the daemon's
-    own /proc is right for a chrooted or containerised daemon too (in a hostPID DaemonSet,
-    /rootfs/proc need not even be mounted). `root` is the running system when it is "/" or the
-    same directory as PID 1's root (the DaemonSet's /rootfs); any other tree (an image, a test
-    dir) did not boot this kernel, and None says so."""
-    if root.resolve() != Path("/"):
-        try:
-            here, init = os.stat(root), os.stat("/proc/1/root")
+    /proc/cmdline is not namespaced: every /proc shows the one running kernel's. So "/" reads
+    its own; another root (the DaemonSet's /rootfs) is the running system when the host's /proc
+    is mounted in it (the DaemonSet's HostToContainer mount of / brings it) or when it is the
+    directory PID 1 sees as / (a hostPID pod); any other tree (an image, a test dir) booted no
+    kernel, and None says so."""
+    if root.resolve() == Path("/"):
+        return PROC_CMDLINE.read_text()
+    fs = NodeRoot(root)
+    try:
+        top = os.stat(root)
+    except OSError:
+        return None
+    proc = fs.lstat("/proc")  # a link there is no mount
+    if proc is not None and stat.S_ISDIR(proc.st_mode) and proc.st_dev != top.st_dev:
+        try:  # something is mounted on the root's /proc: the host's procfs
+            return fs.read_text(str(PROC_CMDLINE), follow=False)
         except OSError:
-            return None
-        if (here.st_dev, here.st_ino) != (init.st_dev, init.st_ino):
-            return None
-    return PROC_CMDLINE.read_text()
+            pass
+    try:
+        init = os.stat("/proc/1/root")
+    except OSError:
+        return None  # PID 1's root cannot be looked at (not a hostPID pod, or not allowed)
+    if (top.st_dev, top.st_ino) == (init.st_dev, init.st_ino):
+        return PROC_CMDLINE.read_text()
+    return None
 
 
 def missing_kernel_arguments(mc: Mapping[str, Any], cmdline: str) -> list[str]:

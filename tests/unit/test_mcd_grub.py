@@ -236,12 +236,24 @@ def test_boot_is_done_only_when_every_argument_is_on_the_command_line(grub_root:
 
 def test_the_running_kernels_command_line_is_read_only_for_the_running_root(
         tmp_path: Path) -> None:
-    assert grub.booted_cmdline(Path("/")) == Path("/proc/cmdline").read_text()
-    # the same directory as PID 1's root, by another name (the DaemonSet's /rootfs)
-    (tmp_path / "rootfs").symlink_to("/")
-    assert grub.booted_cmdline(tmp_path / "rootfs") == Path("/proc/cmdline").read_text()
-    # any other tree booted no kernel: its arguments are not checked against this one's
-    assert grub.booted_cmdline(tmp_path) is None
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root: it bind-mounts /proc into a node root")
+    running = Path("/proc/cmdline").read_text()
+    assert grub.booted_cmdline(Path("/")) == running
+    (tmp_path / "rootfs").symlink_to("/")  # "/" by another name
+    assert grub.booted_cmdline(tmp_path / "rootfs") == running
+    # a tree with a plain proc/cmdline file booted no kernel: nothing to check against
+    tree = tmp_path / "tree"
+    (tree / "proc").mkdir(parents=True)
+    (tree / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz a=1\n")
+    assert grub.booted_cmdline(tree) is None
+    # the host's procfs mounted in the root (the DaemonSet's /rootfs/proc)
+    (tree / "proc/cmdline").unlink()
+    subprocess.run(["mount", "--bind", "/proc", str(tree / "proc")], check=True, timeout=30)
+    try:
+        assert grub.booted_cmdline(tree) == running
+    finally:
+        subprocess.run(["umount", str(tree / "proc")], check=True, timeout=30)
 
 
 # ---- first boot ----------------------------------------------------------------------------------
