@@ -301,3 +301,19 @@ def test_the_daemon_stays_degraded_while_an_argument_is_missing_after_the_boot(
             break
     assert (ann(api)[STATE], ann(api)[CUR], ann(api)[DES]) == \
         ("Done", "rendered-worker-k", "rendered-worker-k")
+
+
+def test_first_boot_fails_in_one_line_when_update_grub_fails_and_can_run_again(
+        grub_root: Path) -> None:
+    from mcd.firstboot import FirstbootError
+
+    first: dict[str, Any] = mc("rendered-worker-1",
+                               kernelArguments=["hugepages=4", "test.fail-update-grub"])
+    (grub_root / ENCAPSULATED.lstrip("/")).write_text(json.dumps(first))
+    with pytest.raises(FirstbootError) as err:
+        complete_encapsulated(grub_root)
+    assert str(err.value) == (f"kernel arguments not applied: chroot {grub_root} "
+                              "/usr/sbin/update-grub exited 3: update-grub: simulated failure")
+    assert not (grub_root / grub.DROPIN.lstrip("/")).exists()  # there was none before
+    assert linux_line(grub_root).endswith("admin.keep=1")  # regenerated without them
+    assert (grub_root / ENCAPSULATED.lstrip("/")).exists()  # the unit's retry starts over
