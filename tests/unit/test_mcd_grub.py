@@ -317,3 +317,22 @@ def test_first_boot_fails_in_one_line_when_update_grub_fails_and_can_run_again(
     assert not (grub_root / grub.DROPIN.lstrip("/")).exists()  # there was none before
     assert linux_line(grub_root).endswith("admin.keep=1")  # regenerated without them
     assert (grub_root / ENCAPSULATED.lstrip("/")).exists()  # the unit's retry starts over
+
+
+def test_between_the_update_and_its_reboot_the_drift_monitor_flags_nothing(
+        grub_root: Path) -> None:
+    from mcd.drift_monitor import DriftMonitor
+
+    systemd = FakeSystemd()
+    new = mc("b", {"/etc/motd": "hello"}, kernelArguments=["a=1"])
+    assert apply_update(mc("a"), new, systemd, root=grub_root).rebooting
+    # the running kernel has not got a=1 yet (no reboot here); the files and the drop-in are
+    # the config's, and the monitor watches files and units only
+    flagged: list[str] = []
+    monitor = DriftMonitor(new, grub_root, systemd, flagged.append, use_inotify=False)
+    try:
+        assert monitor.check(force=True) is None and not flagged
+        (grub_root / "etc/motd").write_text("changed")  # while a real drift still is one
+        assert "content mismatch" in (monitor.check(force=True) or "") and flagged
+    finally:
+        monitor.stop()
