@@ -57,7 +57,8 @@ class MachineConfigDiff:
 
     @property
     def os_level(self) -> bool:
-        """Changes only rpm-ostree can apply (and that always reboot)."""
+        """OS-level changes (rpm-ostree applies them; kernel arguments also a GRUB drop-in), which
+        always reboot."""
         return self.os_update or self.kargs or self.kernel_type or self.extensions
 
     @property

@@ -1,5 +1,6 @@
 """Status at a glance: pools (machine counts, current and target rendered config, maintenance
-window), nodes (state, config, reason), recent events and drift alerts, read from any store.
+window), nodes (state, config, reason), FleetLock reboot slots held, recent events and drift
+alerts, read from any store.
 
 One model for `mcc status` (a table, or JSON) and mcs's status page (`/status.json`). Counts come
 from the node records themselves, with the rollout predicates the controller uses, so a page
@@ -20,7 +21,8 @@ from machineconfig.constants import (
     STATE_DEGRADED, STATE_UNRECONCILABLE,
 )
 from machineconfig.rollout import is_done, is_unavailable
-from machineconfig.store.base import MACHINE_CONFIG_POOL, NodeRecord, Store, StoreEvent
+from machineconfig.store.base import (MACHINE_CONFIG_POOL, NodeRecord, RebootLock, RebootLocks,
+                                      Store, StoreEvent)
 
 MASTER_POOL, WORKER_POOL = "master", "worker"
 OS_LABEL = "kubernetes.io/os"
@@ -86,24 +88,40 @@ class DriftAlert:
 
 
 @dataclass(frozen=True)
+class RebootSlotView:
+    """A FleetLock reboot slot held (mcs.fleetlock): slots never expire, so a holder that took
+    one and never came back keeps it until it unlocks or an admin releases it."""
+
+    group: str
+    holder: str  # the client's FleetLock id (a node name for this project's daemons)
+    since: str  # RFC 3339, UTC (how long is the reader's sum, against `generated`: held_for)
+    node_state: str  # the daemon's state of the node named `holder` ("" when no such node)
+
+
+@dataclass(frozen=True)
 class StatusModel:
     generated: str  # RFC 3339, UTC
     pools: list[PoolView] = field(default_factory=list)
     nodes: list[NodeView] = field(default_factory=list)
     events: list[EventView] = field(default_factory=list)
     drift: list[DriftAlert] = field(default_factory=list)
+    reboot_slots: list[RebootSlotView] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON with Kubernetes-style camelCase keys (as `mcc plan -o json`)."""
         doc = asdict(self)
         for pool, view in zip(doc["pools"], self.pools):
             pool["progress"] = round(view.progress, 4)
-        return {key: [_camel(item) for item in value] if isinstance(value, list) else value
-                for key, value in doc.items()}
+        return {_camel_key(key): [_camel(item) for item in value] if isinstance(value, list)
+                else value for key, value in doc.items()}
+
+
+def _camel_key(key: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
 
 
 def _camel(item: dict[str, Any]) -> dict[str, Any]:
-    return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in item.items()}
+    return {_camel_key(k): v for k, v in item.items()}
 
 
 def _bounded(text: str) -> str:
@@ -223,9 +241,35 @@ class EventTail:
         return sorted(alerts, key=lambda a: a.time, reverse=True)
 
 
+def held_for(since: str, now: datetime | str) -> str:
+    """How long ago `since` (RFC 3339) was, in its two largest units; "?" when unreadable."""
+    try:
+        then, now = (_instant(t) for t in (since, now))
+    except ValueError:
+        return "?"
+    seconds = max(int((now - then).total_seconds()), 0)
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"),
+             (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{value}{unit}" for value, unit in parts[:2])
+
+
+def _instant(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _slot_view(lock: RebootLock, nodes: Mapping[str, NodeView]) -> RebootSlotView:
+    node = nodes.get(lock.holder)
+    return RebootSlotView(group=_bounded(lock.group), holder=_bounded(lock.holder),
+                          since=lock.since, node_state=node.state if node is not None else "")
+
+
 def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
           events: Sequence[StoreEvent] | EventTail, now: datetime,
-          recent: int = RECENT_EVENTS) -> StatusModel:
+          recent: int = RECENT_EVENTS, reboot_locks: Sequence[RebootLock] = ()) -> StatusModel:
     """The model from what a store holds (pure); `events` may be an EventTail kept current."""
     if isinstance(events, EventTail):
         tail = events
@@ -249,7 +293,9 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
     return StatusModel(
         generated=now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         pools=pool_views, nodes=list(views.values()),
-        events=[_event_view(e) for e in tail.recent()], drift=tail.drift_alerts(views))
+        events=[_event_view(e) for e in tail.recent()], drift=tail.drift_alerts(views),
+        reboot_slots=[_slot_view(lock, views) for lock in
+                      sorted(reboot_locks, key=lambda l: (l.since, l.group, l.holder))])
 
 
 def read(store: Store, now: datetime | None = None, recent: int = RECENT_EVENTS,
@@ -260,7 +306,9 @@ def read(store: Store, now: datetime | None = None, recent: int = RECENT_EVENTS,
         tail = EventTail(recent)
     pools, nodes = store.list_objects(MACHINE_CONFIG_POOL), store.list_nodes()
     tail.update(store.list_events(since_seq=tail.seq))
-    return build(pools, nodes, tail, now or datetime.now(timezone.utc))
+    # FleetLock slots live in the local store only (mcs serves them); other stores have none
+    locks = store.list_reboot_locks() if isinstance(store, RebootLocks) else []
+    return build(pools, nodes, tail, now or datetime.now(timezone.utc), reboot_locks=locks)
 
 
 def _cell(text: str, width: int) -> str:
@@ -289,6 +337,12 @@ def format_text(model: StatusModel, reason_width: int = 80) -> str:
                           n.current_config or "-", n.desired_config or "-",
                           _cell(n.reason, reason_width) or "-"))
     out = _table(pool_rows) + "\n" + _table(node_rows)
+    if model.reboot_slots:
+        slot_rows = [("FLEETLOCK GROUP", "HOLDER", "SINCE", "HELD FOR", "NODE STATE")]
+        slot_rows += [(_cell(r.group, 63), _cell(r.holder, 63), _cell(r.since, 40),
+                       held_for(r.since, model.generated), _cell(r.node_state, 40) or "-")
+                      for r in model.reboot_slots]
+        out += "\n" + _table(slot_rows)
     if model.drift:
         out += "\nDRIFT\n" + "".join(
             f"  {a.time}  {_cell(a.node, 63)}  {'active' if a.active else 'resolved'}  "

@@ -24,9 +24,9 @@ from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
-from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_os
+from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_booted
 from mcd.reboot_lock import RebootLock
-from mcd.rpm_ostree import OSUpdateError, ostree_booted
+from mcd.rpm_ostree import OSUpdateError
 from mcd.systemd import Systemd, SystemdApi
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
 
@@ -165,11 +165,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # every mismatch, not just the first: a person fixing a node wants the whole list
     mismatches = [str(OnDiskValidationError(name, detail)) for detail in
                   find_mismatches(mc, args.root, None if args.no_systemd else _systemd())]
-    if ostree_booted(args.root):
-        try:
-            validate_os(mc)
-        except OnDiskValidationError as err:
-            mismatches.append(str(err))
+    try:
+        validate_booted(mc, args.root)
+    except OnDiskValidationError as err:
+        mismatches.append(str(err))
     if mismatches:
         print("\n".join(mismatches))
         return EXIT_FAILED
@@ -268,7 +267,13 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     from mcd import firstboot
 
     if not (args.url or args.pointer):
-        firstboot.complete_encapsulated(args.root)
+        try:
+            reboot = firstboot.complete_encapsulated(args.root)
+        except firstboot.FirstbootError as err:
+            print(f"mcd: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        if reboot and not args.no_reboot and args.root.resolve() == Path("/"):
+            _reboot("Completing firstboot: the kernel arguments need a reboot")
         return EXIT_OK
     if args.pointer:
         source = firstboot.source_from_pointer(json.loads(args.pointer.read_text()))
@@ -282,6 +287,8 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     try:
         config = firstboot.fetch(source, retry_for=args.retry_for)
         firstboot.apply_config(config, args.root)
+        # on a GRUB host, before the reboot below: the first boot of the daemon checks them
+        firstboot.apply_first_kernel_arguments(args.root)
     except firstboot.FirstbootError as err:
         print(f"mcd: {err}", file=sys.stderr)
         return EXIT_FAILED

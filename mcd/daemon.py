@@ -35,8 +35,10 @@ from mcd.metrics import DaemonMetrics
 from mcd.reboot_lock import RebootLock, RebootLockError
 from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
-from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
-from mcd.rpm_ostree import Runner, ostree_booted, run_rpm_ostree
+from mcd.grub import booted_cmdline
+from mcd.on_disk_validation import (CmdlineReader, OnDiskValidationError, validate_booted,
+                                    validate_on_disk)
+from mcd.rpm_ostree import Runner, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi, SystemdError
@@ -122,13 +124,15 @@ class Daemon:
                  timeouts: Timeouts | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  kubelet_url: str | None = None, os_runner: Runner = run_rpm_ostree,
-                 reboot_lock: RebootLock | None = None) -> None:
+                 reboot_lock: RebootLock | None = None,
+                 cmdline: CmdlineReader = booted_cmdline) -> None:
         self.api, self.node_name, self.systemd, self.root = api, node, systemd, root
         self.reboot_lock = reboot_lock  # FleetLock: a slot before a drain or reboot
         self.slot_release_pending = reboot_lock is not None  # steady-state once Done (Zincati's)
         self.metrics = metrics or DaemonMetrics()
         self.policy = policy
         self.os_runner = os_runner
+        self.cmdline = cmdline  # the running kernel's command line (GRUB hosts' kernel arguments)
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
         self.node: NodeRecord | None = None
@@ -470,8 +474,7 @@ class Daemon:
             return
         try:
             validate_on_disk(current_mc, self.root, self.systemd)
-            if ostree_booted(self.root):
-                validate_os(current_mc)
+            validate_booted(current_mc, self.root, self.os_runner, self.cmdline)
         except OnDiskValidationError as err:
             self.event("OnDiskStateValidationFailed", str(err), "Warning")
             self._start_drift(current_mc, str(err))  # started anyway: it notices the fix

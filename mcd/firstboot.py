@@ -26,6 +26,7 @@ from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode
 from machineconfig.unitnames import install_section
+from mcd import grub
 from mcd.diff import decoded_contents
 from mcd.file_writers import (DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, WriteError,
                               atomic_write, check_unit_name, replace_with_symlink)
@@ -355,7 +356,35 @@ def mark_done(root: Path, name: str) -> None:
     journal.sync()
 
 
-def complete_encapsulated(root: Path) -> bool:
+def apply_first_kernel_arguments(root: Path,
+                                 update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
+    """The encapsulated config's kernelArguments, before the first reboot, on a GRUB host: the
+    drop-in and update-grub, as the daemon applies them at each update. True when applied."""
+    fs = NodeRoot(root)
+    if not fs.lexists(ENCAPSULATED):
+        return False
+    mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
+    kargs = (mc.get("spec") or {}).get("kernelArguments")
+    if not kargs:
+        return False
+    if ostree_booted(root):
+        # TODO: rebase and kargs through rpm-ostree at first boot, as MCO does
+        log.warning("OS-level first-boot changes on rpm-ostree hosts are not applied yet")
+        return False
+    not_grub = grub.not_grub_host(root)
+    if not_grub:
+        log.warning("kernel arguments %s not applied: they need rpm-ostree or GRUB, and %s",
+                    kargs, not_grub)
+        return False
+    try:
+        grub.apply_kernel_arguments(root, mc, update_grub)
+    except grub.GrubError as err:
+        raise FirstbootError(str(err)) from err
+    return True
+
+
+def complete_encapsulated(root: Path,
+                          update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
     """MCO's firstboot-complete-machineconfig: True when a reboot is needed for OS changes."""
     fs = NodeRoot(root)
     if not fs.lexists(ENCAPSULATED):
@@ -363,13 +392,11 @@ def complete_encapsulated(root: Path) -> bool:
         return False
     mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
     spec = mc.get("spec") or {}
-    if ostree_booted(root) and (spec.get("kernelArguments") or spec.get("extensions")
+    if ostree_booted(root) and (spec.get("extensions")
                                 or spec.get("kernelType") not in (None, "", "default")):
-        # TODO: rebase and kargs through rpm-ostree at first boot, as MCO does
+        # TODO: rebase through rpm-ostree at first boot, as MCO does
         log.warning("OS-level first-boot changes on rpm-ostree hosts are not applied yet")
-    elif spec.get("kernelArguments"):
-        log.warning("kernel arguments %s need rpm-ostree: not applied on this host",
-                    spec["kernelArguments"])
+    reboot = apply_first_kernel_arguments(root, update_grub)
     fs.rename(ENCAPSULATED, ENCAPSULATED + ".bak")
     log.info("first boot of %s complete", (mc.get("metadata") or {}).get("name", "?"))
-    return False
+    return reboot

@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,16 @@ from machineconfig.errors import MachineConfigError
 from machineconfig.reconcile import ignition_config_of, name_of
 from machineconfig.ignition.dataurl import contents_digest
 from mcd.file_writers import DEFAULT_FILE_MODE, SYSTEMD_DIR
+from mcd import grub
 from mcd.noderoot import NodeRoot
-from mcd.rpm_ostree import Runner, booted_image, missing_kernel_arguments, run_rpm_ostree
+from mcd.rpm_ostree import (Runner, booted_image, missing_kernel_arguments, ostree_booted,
+                            run_rpm_ostree)
 from mcd.systemd import SystemdApi
 
 log = logging.getLogger(__name__)
+
+# the running kernel's command line when the root is the running system, else None
+CmdlineReader = Callable[[Path], "str | None"]
 
 # Written by the certificate writer or the daemon itself, so their content may legitimately differ.
 VALIDATION_SKIP = frozenset({
@@ -194,3 +199,31 @@ def validate_os(mc: Mapping[str, Any], run: Runner = run_rpm_ostree) -> None:
     if missing:
         raise OnDiskValidationError(name_of(mc), "missing expected kernel arguments: "
                                                  f"[{' '.join(missing)}]")
+
+
+def validate_grub_kernel_arguments(mc: Mapping[str, Any], root: Path,
+                                   cmdline: CmdlineReader = grub.booted_cmdline) -> None:
+    """GRUB hosts: every expected kernel argument on the running kernel's command line (MCO's
+    text). Not checked when `root` is not the running system: that tree booted no kernel."""
+    if not (mc.get("spec") or {}).get("kernelArguments"):
+        return
+    booted = cmdline(root)
+    if booted is None:
+        log.info("%s is not the running system: kernel arguments not checked", root)
+        return
+    missing = grub.missing_kernel_arguments(mc, booted)
+    if missing:
+        raise OnDiskValidationError(name_of(mc), "missing expected kernel arguments: "
+                                                 f"[{' '.join(missing)}]")
+
+
+def validate_booted(mc: Mapping[str, Any], root: Path, run: Runner = run_rpm_ostree,
+                    cmdline: CmdlineReader = grub.booted_cmdline) -> None:
+    """What only the booted OS shows, checked after a boot (never by the drift monitor, which
+    would flag a change made before its reboot): rpm-ostree's deployment, or on a GRUB host the
+    kernel arguments on /proc/cmdline. Other hosts cannot apply kernel arguments (an update
+    that changes them is Unreconcilable there), so nothing is checked."""
+    if ostree_booted(root):
+        validate_os(mc, run)
+    elif grub.is_grub_host(root):
+        validate_grub_kernel_arguments(mc, root, cmdline)

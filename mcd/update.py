@@ -19,11 +19,13 @@ from mcd import state as node_state
 from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolicy, describe,
                          drain_required, post_config_actions)
 from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
-from mcd.file_writers import FileWriter, Journal, check_unit_name
+from mcd import grub
+from mcd.file_writers import FileWriter, Journal, PriorState, check_unit_name
 from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
 from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
-from mcd.on_disk_validation import OnDiskValidationError, validate_on_disk, validate_os
+from mcd.on_disk_validation import (CmdlineReader, OnDiskValidationError, validate_booted,
+                                    validate_on_disk)
 from mcd.passwd import SSH_SERVICES, apply_passwd
 from mcd.rpm_ostree import (OSTREE_BOOTED, OSUpdateError, Runner, apply_os_changes,
                             ostree_booted, rollback_os_changes, run_rpm_ostree)
@@ -91,6 +93,27 @@ def _fips_reason(new_mc: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _check_without_ostree(os_diff: MachineConfigDiff, new_mc: Mapping[str, Any], root: Path,
+                          prefix: str) -> None:
+    """Off rpm-ostree only kernel arguments can change, and only on a GRUB host."""
+    not_grub = grub.not_grub_host(root) if os_diff.kargs else None
+    fields = [label for flag, label in (
+        (os_diff.os_update, "osImageURL"), (bool(not_grub), "kernelArguments"),
+        (os_diff.kernel_type, "kernelType"), (os_diff.extensions, "extensions")) if flag]
+    if fields == ["kernelArguments"]:
+        raise UnreconcilableUpdate(
+            f"{prefix}changes to kernelArguments need rpm-ostree or GRUB, and this node has "
+            f"neither ({OSTREE_BOOTED} is absent; {not_grub})")
+    if fields:
+        raise UnreconcilableUpdate(
+            f"{prefix}changes to {', '.join(fields)} need rpm-ostree, and this node is not "
+            f"rpm-ostree based ({OSTREE_BOOTED} is absent)")
+    try:
+        grub.checked_arguments(new_mc)
+    except grub.GrubError as err:
+        raise UnreconcilableUpdate(prefix + str(err)) from err
+
+
 def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: Path = Path("/"),
                 policy: NodeDisruptionPolicy = DEFAULT_POLICY, check_node: bool = True
                 ) -> UpdatePlan:
@@ -112,12 +135,7 @@ def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: P
         # the forcefile's forced OS update means nothing without rpm-ostree, so it is not refused
         os_diff = compute_diff(old_mc, new_mc) if force else diff
         if os_diff.os_level and not ostree_booted(root):
-            fields = [label for flag, label in (
-                (os_diff.os_update, "osImageURL"), (os_diff.kargs, "kernelArguments"),
-                (os_diff.kernel_type, "kernelType"), (os_diff.extensions, "extensions")) if flag]
-            raise UnreconcilableUpdate(
-                f"{prefix}changes to {', '.join(fields)} need rpm-ostree, and this node is not "
-                f"rpm-ostree based ({OSTREE_BOOTED} is absent)")
+            _check_without_ostree(os_diff, new_mc, root, prefix)
         if os_diff.extensions:
             raise UnreconcilableUpdate(f"{prefix}extensions need the OS extensions container, "
                                        "which this daemon does not install yet")
@@ -296,13 +314,15 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                  request_drain: Callable[[str], None] | None = None,
                  os_runner: Runner = run_rpm_ostree,
                  kubelet: KubeletHealth | None = None,
-                 progress: NodeProgress | None = None) -> UpdateOutcome:
+                 progress: NodeProgress | None = None,
+                 update_grub: grub.UpdateGrub = grub.run_update_grub) -> UpdateOutcome:
     """Move the node from `old_mc` to `new_mc`; the state file says how it ended.
 
     With `kubelet`, a kubelet that answered before a restart of kubelet.service must answer
     again within its bound (else Degraded), and whether it answered before a reboot is recorded
     for `resume_after_boot` and the daemon. `progress` hears of each phase as it begins and
-    ends (the node's MachineConfigNode)."""
+    ends (the node's MachineConfigNode). Kernel arguments go through rpm-ostree (`os_runner`)
+    or, on a GRUB host, a drop-in and `update_grub`."""
     new_name = name_of(new_mc)
     # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
     old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
@@ -341,6 +361,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     old_ign, new_ign = ignition_config_of(old_view), ignition_config_of(new_view)
     os_staged = False
     pivot_error = False
+    grub_prior: PriorState | None = None
     try:
         unit_files_changed, reload_sshd = _write_everything(plan, old_ign, new_ign, writer,
                                                             units)
@@ -351,6 +372,9 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
             except OSUpdateError:
                 pivot_error = True
                 raise
+        elif (plan.diff.kargs or plan.force) and grub.is_grub_host(root):
+            # restores the previous drop-in and grub.cfg itself when update-grub fails
+            grub_prior = grub.apply_kernel_arguments(root, new_mc, update_grub)
         needs_reload = unit_files_changed or units.touched or any(
             a.type is ActionType.DAEMON_RELOAD for a in plan.actions)
         if needs_reload:
@@ -365,6 +389,8 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
             rollback_os_changes(os_runner)
         units.rollback()
         journal.rollback()
+        if grub_prior is not None:
+            grub.rollback_kernel_arguments(root, grub_prior, update_grub)
         try:
             systemd.daemon_reload()
         except SystemdError as reload_err:
@@ -421,9 +447,11 @@ def kubelet_expected(root: Path, mc: Mapping[str, Any]) -> bool:
 
 def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
                       os_runner: Runner = run_rpm_ostree,
-                      kubelet: KubeletHealth | None = None) -> UpdateOutcome:
-    """At boot: validate the disk against the recorded current config, then (with `kubelet`)
-    wait for a kubelet that answered before the reboot to answer again; Done or Degraded."""
+                      kubelet: KubeletHealth | None = None,
+                      cmdline: CmdlineReader = grub.booted_cmdline) -> UpdateOutcome:
+    """At boot: validate the disk against the recorded current config (and the booted kernel
+    arguments: rpm-ostree's, or `cmdline` on a GRUB host), then (with `kubelet`) wait for a
+    kubelet that answered before the reboot to answer again; Done or Degraded."""
     current = node_state.read_current_config(root)
     if current is None:
         log.info("no current config recorded: nothing to validate")
@@ -435,8 +463,7 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
     else:
         try:
             validate_on_disk(current, root, systemd)
-            if ostree_booted(root):
-                validate_os(current, os_runner)
+            validate_booted(current, root, os_runner, cmdline)
             reason = ""
         except OnDiskValidationError as err:
             reason = str(err)

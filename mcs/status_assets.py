@@ -28,6 +28,9 @@ HTML = """<!DOCTYPE html>
 <table id="pools"><thead><tr><th>Pool</th><th>Progress</th><th>Machines</th><th>Updated</th>
 <th>Updating</th><th>Degraded</th><th>Ready</th><th>Current config</th><th>Target config</th>
 <th>Maintenance window</th></tr></thead><tbody></tbody></table>
+<h2>FleetLock reboot slots held</h2>
+<table id="slots"><thead><tr><th>Group</th><th>Holder</th><th>Since</th><th>Held for</th>
+<th>Node state</th></tr></thead><tbody></tbody></table>
 <h2>Drift alerts</h2>
 <table id="drift"><thead><tr><th>Time</th><th>Node</th><th>Alert</th><th>Message</th></tr></thead>
 <tbody></tbody></table>
@@ -78,6 +81,15 @@ JS = """"use strict";
     return td;
   }
   function num(value, field) { return named(cell(value, "num"), field); }
+  // "3d 4h", "12m 5s", "40s": from `since` to the model's own time, as `mcc status` says it
+  function heldFor(since, generated) {
+    var secs = Math.max(0, Math.floor((Date.parse(generated) - Date.parse(since)) / 1000));
+    if (isNaN(secs)) { return "?"; }
+    var parts = [[Math.floor(secs / 86400), "d"], [Math.floor(secs %% 86400 / 3600), "h"],
+                 [Math.floor(secs %% 3600 / 60), "m"], [secs %% 60, "s"]];
+    while (parts.length > 1 && parts[0][0] === 0) { parts.shift(); }
+    return parts.slice(0, 2).map(function (p) { return p[0] + p[1]; }).join(" ");
+  }
   function fill(id, rows) {
     var table = $(id), body = table.tBodies[0];
     while (body.firstChild) { body.removeChild(body.firstChild); }
@@ -104,6 +116,13 @@ JS = """"use strict";
                 named(cell(p.targetConfig + (p.paused ? " (paused)" : ""), "cfg"), "target"),
                 named(cell(p.window), "window"));
       if (p.degradedMessage) { tr.title = p.degradedMessage; }
+      return tr;
+    }));
+    fill("slots", (s.rebootSlots || []).map(function (r) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-slot", r.group + "/" + r.holder);
+      tr.append(cell(r.group), cell(r.holder), cell(r.since, "time"),
+                named(cell(heldFor(r.since, s.generated), "num"), "held"), cell(r.nodeState));
       return tr;
     }));
     fill("drift", s.drift.map(function (a) {

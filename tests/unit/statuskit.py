@@ -11,6 +11,7 @@ from machineconfig.constants import (
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
 )
 from machineconfig.store import Store
+from machineconfig.store.base import RebootLocks
 from mcc.controller import Controller
 from tests.unit.clusterkit import daemon_step, join, machine_config, make_store, write
 
@@ -62,3 +63,9 @@ def mid_rollout(tmp_path: Path) -> Cluster:
     store.revision()  # the local store notices changed input files here
     controller.run_pass()
     return Cluster(store, inputs, controller, first, target(store))
+
+
+def slots_of(store: Store) -> RebootLocks:
+    """The local store's FleetLock slots (the capability the status model reads)."""
+    assert isinstance(store, RebootLocks)
+    return store

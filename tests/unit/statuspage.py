@@ -28,6 +28,7 @@ class PageDOM(HTMLParser):
         self.pools: dict[str, dict[str, str]] = {}
         self.nodes: dict[str, list[str]] = {}
         self.drift: dict[str, list[str]] = {}
+        self.slots: dict[str, list[str]] = {}  # "group/holder": the row's cells
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.body_state = ""
         self.progress: dict[str, tuple[str, str]] = {}
@@ -44,8 +45,8 @@ class PageDOM(HTMLParser):
         elif tag == "table":
             self._table = a.get("id") or ""
         elif tag == "tr":
-            self._row = a.get("data-pool") or a.get("data-node")
-            if self._row is not None and self._table in ("nodes", "drift"):
+            self._row = a.get("data-pool") or a.get("data-node") or a.get("data-slot")
+            if self._row is not None and self._table in ("nodes", "drift", "slots"):
                 getattr(self, self._table)[self._row] = []
         elif tag == "td" and self._row is not None:
             self._field = a.get("data-field")
@@ -63,7 +64,7 @@ class PageDOM(HTMLParser):
         text = "".join(self._cell)
         if self._table == "pools" and self._field:
             self.pools.setdefault(self._row, {})[self._field] = text
-        elif self._table in ("nodes", "drift"):
+        elif self._table in ("nodes", "drift", "slots"):
             getattr(self, self._table)[self._row].append(text)
         self._cell = self._field = None
 

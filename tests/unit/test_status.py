@@ -16,7 +16,8 @@ from machineconfig.constants import (
 )
 from machineconfig.store.base import NodeRecord, StoreEvent
 from mcc import cli
-from tests.unit.statuskit import DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, mid_rollout, settle
+from tests.unit.statuskit import (DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, mid_rollout, settle,
+                                 slots_of)
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
 
@@ -195,3 +196,52 @@ def test_the_event_tail_reads_only_new_events_and_folds_repeats(tmp_path: Path) 
         [("n2", False), ("n3", True)], [("n3", True), ("n2", False)])  # same second
     assert status.read(store, tail=tail).events == second.events  # nothing new: the same
 
+
+
+def test_fleetlock_holders_show_group_holder_since_and_the_nodes_state() -> None:
+    from machineconfig.store.base import RebootLock
+
+    nodes = [node("n1", ("worker",), "r1", "r1"),
+             node("n2", ("worker",), "r1", "r2", "Degraded", "drain timed out")]
+    locks = [RebootLock("default", "n2", "2026-12-04T07:30:00Z"),
+             RebootLock("infra", "zincati-7", "2026-12-07T11:58:20Z")]
+    model = status.build([pool("worker", "worker", "r2")], nodes, [], NOW, reboot_locks=locks)
+    assert [(r.group, r.holder, r.since, r.node_state) for r in model.reboot_slots] == [
+        ("default", "n2", "2026-12-04T07:30:00Z", "Degraded"),
+        ("infra", "zincati-7", "2026-12-07T11:58:20Z", "")]
+    assert model.to_dict()["rebootSlots"][0] == {
+        "group": "default", "holder": "n2", "since": "2026-12-04T07:30:00Z",
+        "nodeState": "Degraded"}
+    lines = status.format_text(model).splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("FLEETLOCK GROUP")))
+    assert lines[header].split() == ["FLEETLOCK", "GROUP", "HOLDER", "SINCE", "HELD", "FOR",
+                                     "NODE", "STATE"]
+    assert lines[header + 1].split() == ["default", "n2", "2026-12-04T07:30:00Z", "3d", "4h",
+                                         "Degraded"]
+    assert lines[header + 2].split() == ["infra", "zincati-7", "2026-12-07T11:58:20Z", "1m",
+                                         "40s", "-"]
+    # nothing held: no section
+    assert "FLEETLOCK" not in status.format_text(
+        status.build([pool("worker", "worker", "r2")], nodes, [], NOW))
+
+
+def test_held_for_in_its_two_largest_units() -> None:
+    assert status.held_for("2026-12-07T12:00:00Z", NOW) == "0s"
+    assert status.held_for("2026-12-07T11:59:15Z", "2026-12-07T12:00:00Z") == "45s"
+    assert status.held_for("2026-11-30T09:59:00Z", NOW) == "7d 2h"
+    assert status.held_for("2026-12-07T12:00:30Z", NOW) == "0s"  # a clock behind the store's
+    assert status.held_for("yesterday", NOW) == "?"
+
+
+def test_mcc_status_lists_the_slots_a_store_holds(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = mid_rollout(tmp_path)
+    assert slots_of(cluster.store).acquire_reboot_lock("default", "n3", 5)[0] == "taken"
+    args = ["status", "--store", f"local:{cluster.inputs}", "--state", str(tmp_path / "state")]
+    assert cli.main(args) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    [slot] = [row for row in rows if row[:2] == ["default", "n3"]]
+    assert slot[-1] == "Degraded"
+    assert cli.main([*args, "-o", "json"]) == 0
+    [held] = json.loads(capsys.readouterr().out)["rebootSlots"]
+    assert (held["group"], held["holder"], held["nodeState"]) == ("default", "n3", "Degraded")

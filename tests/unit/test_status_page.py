@@ -6,6 +6,7 @@ $MC_ARTIFACTS_DIR (default .artifacts/ in the repository), which CI keeps."""
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -17,10 +18,14 @@ import pytest
 
 from machineconfig import status
 from mcs.tokens import AdminToken, PoolTokens
-from tests.unit.statuskit import DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, Cluster, mid_rollout
+from tests.unit.statuskit import (DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, Cluster, mid_rollout,
+                                 slots_of)
 from tests.unit.statuspage import PageDOM, artifacts_dir, chromium
 from tests.unit.statusserver import Running, running_mcs
 from tests.unit.test_mcs_server import open_url
+
+
+SLOT_HOLDER = "zincati<img src=x onerror=alert(2)>"
 
 
 @pytest.fixture
@@ -82,6 +87,9 @@ def test_chromium_shows_the_rollout_as_the_store_has_it(
         served: tuple[Cluster, Running, Path], tmp_path: Path) -> None:
     cluster, server, sdir = served
     token = AdminToken(sdir).ensure()
+    # FleetLock slots: n3 took one and went Degraded, a Zincati host that is no node holds one
+    for holder in ("n3", SLOT_HOLDER):
+        assert slots_of(cluster.store).acquire_reboot_lock("default", holder, 5)[0] == "taken"
     shot = artifacts_dir() / "status-page.png"
     shot.unlink(missing_ok=True)
     dom = PageDOM()
@@ -108,6 +116,13 @@ def test_chromium_shows_the_rollout_as_the_store_has_it(
     assert not [t for t, a in dom.tags if t == "img" or "onerror" in a]
     assert [a.get("src") for t, a in dom.tags if t == "script"] == ["/status.js"]
     assert dom.drift["n3"][1:] == ["n3", "active", DRIFT_MESSAGE]
+    slots = {lock.holder: lock.since for lock in slots_of(cluster.store).list_reboot_locks()}
+    assert sorted(dom.slots) == sorted(f"default/{holder}" for holder in slots)
+    for holder, since in slots.items():
+        group, shown, shown_since, held, state = dom.slots[f"default/{holder}"]
+        assert (group, shown, shown_since) == ("default", holder, since)
+        assert re.fullmatch(r"\d+s|\d+m \d+s", held), held
+        assert state == ("Degraded" if holder == "n3" else "-")
 
 
 def test_chromium_without_a_valid_token_asks_for_one(
@@ -149,7 +164,7 @@ def test_chromium_says_none_where_there_is_nothing(tmp_path: Path) -> None:
     dom.feed(page)
     assert dom.body_state == "loaded" and dom.nodes == {} and dom.drift == {}
     assert dom.pools["worker"]["machines"] == "0"
-    for table, columns in (("drift", 4), ("nodes", 7)):
+    for table, columns in (("slots", 5), ("drift", 4), ("nodes", 7)):
         assert f'<table id="{table}">' in page
         after = page[page.index(f'<table id="{table}">'):]
         assert f'<tbody><tr><td class="none" colspan="{columns}">none</td></tr></tbody>' in after
