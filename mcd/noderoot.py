@@ -101,17 +101,30 @@ class NodeRoot:
             os.close(fd)
         return stack[-1], "/" + "/".join(canon)
 
+    @staticmethod
+    def split_parent(node_path: str) -> tuple[tuple[str, ...], str]:
+        """(the components of the parent directory, the last component) of a file path; paths of
+        one directory share the first (a batch resolves each directory once)."""
+        parts = _split(node_path)
+        if not parts or parts[-1] == "..":
+            raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a file path")
+        return tuple(parts[:-1]), parts[-1]
+
+    def open_parent(self, node_path: str, *, create: bool = False,
+                    created: list[str] | None = None) -> tuple[int, str]:
+        """`parent` without the context: the caller closes the fd."""
+        parents, name = self.split_parent(node_path)
+        fd, _ = self._walk(list(parents), node_path, create, created)
+        return fd, name
+
     @contextlib.contextmanager
     def parent(self, node_path: str, *, create: bool = False,
                created: list[str] | None = None) -> Iterator[tuple[int, str]]:
         """(fd of the resolved parent directory, last component); with `create` the missing
         directories are made 0755 and their node paths appended to `created`."""
-        parts = _split(node_path)
-        if not parts or parts[-1] == "..":
-            raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a file path")
-        fd, _ = self._walk(parts[:-1], node_path, create, created)
+        fd, name = self.open_parent(node_path, create=create, created=created)
         try:
-            yield fd, parts[-1]
+            yield fd, name
         finally:
             os.close(fd)
 
@@ -159,6 +172,31 @@ class NodeRoot:
             return self.lstat(self.canonical(node_path))
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def lstat_contents(self, node_path: str) -> tuple[os.stat_result | None, bytes | str | None]:
+        """In one resolution, the last component's own stat and what it holds: a regular file's
+        bytes, a link's target (never followed), None for anything else; (None, None) when absent."""
+        try:
+            dir_fd, name = self.open_parent(node_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None, None
+        try:
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return None, None
+            if stat.S_ISLNK(st.st_mode):
+                return st, os.readlink(name, dir_fd=dir_fd)
+            if not stat.S_ISREG(st.st_mode):
+                return st, None
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a regular file")
+            return st, handle.read()
 
     def lexists(self, node_path: str) -> bool:
         return self.lstat(node_path) is not None

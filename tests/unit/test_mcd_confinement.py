@@ -269,3 +269,30 @@ def test_link_loops_and_a_link_at_the_last_component(root: Path, outside: Path) 
         fs.set_dir_attrs("/d", 0o777)  # chmod/chown never follow the last component
     (root / "top").write_text("top")
     assert fs.read_bytes("/../../../top") == b"top"  # ".." at the root stays there
+
+
+def test_lstat_contents_takes_what_the_last_component_holds_inside_the_root(root: Path,
+                                                                            outside: Path) -> None:
+    # What a change records before it replaces a path (mcd.file_writers.capture): resolved once,
+    # through links inside the root, the last component never followed.
+    from mcd.noderoot import NodeRoot
+
+    fs = NodeRoot(root)
+    (root / "etc").mkdir()
+    (root / "etc/conf").write_bytes(b"inside\n")
+    (root / "etc/conf").chmod(0o640)
+    (root / "etc/to-outside").symlink_to(outside / "secret")
+    (root / "etc/dir").mkdir()
+    os.mkfifo(root / "etc/fifo")
+    (root / "alias").symlink_to("etc")
+    (root / "away").symlink_to(outside)  # as a directory: its target taken inside the root
+    st, held = fs.lstat_contents("/alias/conf")
+    assert held == b"inside\n" and st is not None and stat.S_IMODE(st.st_mode) == 0o640
+    st, held = fs.lstat_contents("/etc/to-outside")
+    assert held == str(outside / "secret") and st is not None and stat.S_ISLNK(st.st_mode)
+    for other in ("/etc/dir", "/etc/fifo"):  # neither read nor opened (a fifo would block)
+        st, held = fs.lstat_contents(other)
+        assert st is not None and held is None
+    assert fs.lstat_contents("/etc/absent") == (None, None)
+    assert fs.lstat_contents("/etc/conf/below") == (None, None)  # a file on the way
+    assert fs.lstat_contents("/away/secret") == (None, None)  # not there inside the root

@@ -672,6 +672,47 @@ def test_large_bodies_sent_in_pieces_leave_no_descriptor(tmp_path: Path, loop: s
         plain.stop()
 
 
+def _aborted(srv: InProcessServer) -> int:
+    return sum(f.guard.aborted for f in srv.fast_paths if isinstance(f.guard, ConnectionGuard))
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_client_that_stops_reading_holds_up_no_other(tmp_path: Path, loop: str) -> None:
+    # One client asks for the large config more times than loopback's largest send buffer holds
+    # and stops reading after a few bytes. While its connection is still open with answers unsent
+    # (no deadline has ended it: both are a minute here), other clients of the same server get
+    # every large answer in full, byte for byte; then the stalled client reads and gets all of
+    # its own. A send that blocked on the stalled client would stall the others until it read.
+    tls = Tls(tmp_path)
+    fast = InProcessServer(_options(tmp_path, tls, header_timeout=60.0, response_timeout=60.0), loop).start()
+    plain = InProcessServer(dataclasses.replace(_options(tmp_path, tls), fast_path=False), loop).start()
+    raw = CASES["get large"]
+    try:
+        expected = split_responses(exchange(plain, "http", tls, raw), raw)
+        size = len(expected[0][2])
+        assert size > 100_000
+        most_buffered = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+        asks = most_buffered // size + 8
+        exchange(fast, "http", tls, raw)  # built
+        answered, aborted = fast.answered, _aborted(fast)
+        with small_window_connection(fast) as stalled:
+            stalled.sendall(raw * asks)
+            data = stalled.recv(100)
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(5):
+                assert split_responses(exchange(fast, "http", tls, raw * 2), raw * 2) == expected * 2
+            assert _aborted(fast) == aborted  # the stalled connection was open all along
+            assert fast.answered < answered + asks + 10  # with its last answers not begun
+            while len(split_responses(data, raw * asks)) < asks:
+                chunk = stalled.recv(1 << 20)
+                assert chunk, "the stalled client's connection was closed before its answers"
+                data += chunk
+        assert split_responses(data, raw * asks) == expected * asks
+    finally:
+        fast.stop()
+        plain.stop()
+
+
 def test_body_file_is_the_body_sealed() -> None:
     import fcntl
     import os
