@@ -152,7 +152,13 @@ def _stop_bootstrap_programs(cluster: KubeCluster) -> None:
 def _hold_daemon_service(node: KubeNode) -> None:
     node.put(DAEMON_DROPIN, HOLD_DAEMON_SERVICE)
     node.run(["systemctl", "daemon-reload"])
-    node.run(["systemctl", "stop", "machine-config-daemon.service"])
+    try:
+        node.run(["systemctl", "stop", "machine-config-daemon.service"], timeout=120)
+    except subprocess.TimeoutExpired:
+        journal = node.run(["journalctl", "-u", "machine-config-daemon", "--no-pager", "-n",
+                            "40", "-o", "short-monotonic"], check=False).stdout
+        raise AssertionError(f"the daemon service on {node.name} did not stop in 120 s; its "
+                             f"journal:\n{journal}") from None
 
 
 def _overlay(directory: Path, api_host: str, api_port: str) -> Path:
@@ -252,6 +258,11 @@ def workloads(incluster: InCluster, tmp_path_factory: pytest.TempPathFactory) ->
         cluster.load_image(node, incluster.image.layout, IMAGE)
     timings["image load into CRI-O (2 nodes)"] = time.monotonic() - started
 
+    # the controller stops next: an update still in flight could not drain without it, and
+    # the service would then finish that update before it stops
+    for node in nodes:
+        cluster.wait_for(f"daemon of {node.name} Done before the hand-over",
+                         lambda n=node.name: cluster.daemon_done(n), 300)
     _stop_bootstrap_programs(cluster)
     for node in nodes:
         _hold_daemon_service(node)
