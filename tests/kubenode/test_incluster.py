@@ -309,7 +309,11 @@ def _roll_out(env: InCluster, name: str, path: str, content: str, timeout: float
             if not (notes.get(CURRENT) == notes.get(DESIRED) != before[node.name]
                     and notes.get(STATE) == "Done"):
                 return False
-        return True
+        # the pool's status follows the nodes' annotations at the controller's next sync
+        status = json.loads(env.kubectl("get", "mcp", "worker", "-o", "json").stdout)["status"]
+        return bool(status.get("updatedMachineCount") == len(nodes) and
+                    status.get("configuration", {}).get("name") ==
+                    env.annotations(nodes[0].name).get(CURRENT))
 
     def describe() -> str:
         return "\n".join(f"{n.name}: {env.annotations(n.name)}" for n in nodes) + \
