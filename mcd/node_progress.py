@@ -75,59 +75,54 @@ class NodeProgress:
                                f"Update Failed compatibility validation. MachineConfigs {old} and "
                                f"{new} are not compatible. Err: {reason}"))
 
+    def _step(self, phase: str, phase_status: str, step: str, phase_message: str,
+              step_status: str, step_message: str) -> None:
+        """A step of a phase: the phase's condition names the step as its reason, and the step's
+        own condition has the phase and step as its reason (MCO's pairs)."""
+        self._report(Condition(phase, phase_status, step, phase_message),
+                     Condition(step, step_status, phase + step, step_message))
+
     # ---- executing: drain, files and OS ----------------------------------------------------
     def drain_skipped(self) -> None:
         text = "Node Drain Not required for this update."
-        self._report(Condition(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED, text),
-                     Condition(mcn.DRAINED, "False", mcn.UPDATE_EXECUTED + mcn.DRAINED, text))
+        self._step(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED, text, "False", text)
 
     def draining(self, desired_drain: str, applied_drain: str) -> None:
-        self._report(Condition(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED,
-                               "Draining Node as part of update executed phase"),
-                     Condition(mcn.DRAINED, "Unknown", mcn.UPDATE_EXECUTED + mcn.DRAINED,
-                               f"Draining node. The drain will not be complete until desired "
-                               f"drainer {desired_drain} matches current drainer {applied_drain}"))
+        self._step(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED,
+                   "Draining Node as part of update executed phase",
+                   "Unknown", f"Draining node. The drain will not be complete until desired "
+                              f"drainer {desired_drain} matches current drainer {applied_drain}")
 
     def drained(self, desired_drain: str, unschedulable: bool) -> None:
         """The controller cordoned and drained the node (lastAppliedDrain echoes the request)."""
-        self._report(Condition(mcn.UPDATE_EXECUTED, "Unknown", mcn.CORDONED,
-                               "Cordoned Node as part of update executed phase"),
-                     Condition(mcn.CORDONED, "True", mcn.UPDATE_EXECUTED + mcn.CORDONED,
-                               f"Cordoned node. The node is reporting Unschedulable = "
-                               f"{_go_bool(unschedulable)}"))
-        self._report(Condition(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED,
-                               "Drained Node as part of update executed phase"),
-                     Condition(mcn.DRAINED, "True", mcn.UPDATE_EXECUTED + mcn.DRAINED,
-                               f"Drained node. The drain is complete as the desired drainer "
-                               f"matches current drainer: {desired_drain}"))
+        self._step(mcn.UPDATE_EXECUTED, "Unknown", mcn.CORDONED,
+                   "Cordoned Node as part of update executed phase",
+                   "True", f"Cordoned node. The node is reporting Unschedulable = "
+                           f"{_go_bool(unschedulable)}")
+        self._step(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED,
+                   "Drained Node as part of update executed phase",
+                   "True", f"Drained node. The drain is complete as the desired drainer "
+                           f"matches current drainer: {desired_drain}")
 
     def drain_failed(self, desired_drain: str, error: str) -> None:
-        self._report(Condition(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED,
-                               "Node Drain has not succeeded"),
-                     Condition(mcn.DRAINED, "Unknown", mcn.UPDATE_EXECUTED + mcn.DRAINED,
-                               f"Error: Node Drain has not succeeded. Error is: {error} The drain "
-                               f"will not be complete until desired drainer {desired_drain} "
-                               f"matches current drainer"))
+        self._step(mcn.UPDATE_EXECUTED, "Unknown", mcn.DRAINED, "Node Drain has not succeeded",
+                   "Unknown", f"Error: Node Drain has not succeeded. Error is: {error} The drain "
+                              f"will not be complete until desired drainer {desired_drain} "
+                              f"matches current drainer")
 
     def files_applying(self, os_update: bool, ssh_keys: bool) -> None:
-        self._report(Condition(mcn.UPDATE_EXECUTED, "Unknown", mcn.APPLIED_FILES_AND_OS,
-                               "Updating the Files and OS on disk as a part of the in progress "
-                               "phase"),
-                     Condition(mcn.APPLIED_FILES_AND_OS, "Unknown",
-                               mcn.UPDATE_EXECUTED + mcn.APPLIED_FILES_AND_OS,
-                               f"Applying files and new OS config to node. OS will "
-                               f"{_will(os_update)} need an update. SSH Keys will "
-                               f"{_will(ssh_keys)} need an update"))
+        self._step(mcn.UPDATE_EXECUTED, "Unknown", mcn.APPLIED_FILES_AND_OS,
+                   "Updating the Files and OS on disk as a part of the in progress phase",
+                   "Unknown", f"Applying files and new OS config to node. OS will "
+                              f"{_will(os_update)} need an update. SSH Keys will "
+                              f"{_will(ssh_keys)} need an update")
 
     def files_applied(self, os_update: bool, ssh_keys: bool) -> None:
-        self._report(Condition(mcn.UPDATE_EXECUTED, "True", mcn.APPLIED_FILES_AND_OS,
-                               "Updated the Files and OS on disk as a part of the in progress "
-                               "phase"),
-                     Condition(mcn.APPLIED_FILES_AND_OS, "True",
-                               mcn.UPDATE_EXECUTED + mcn.APPLIED_FILES_AND_OS,
-                               f"Applied files and new OS config to node. OS did "
-                               f"{_will(os_update)} need an update. SSH Keys did "
-                               f"{_will(ssh_keys)} need an update"))
+        self._step(mcn.UPDATE_EXECUTED, "True", mcn.APPLIED_FILES_AND_OS,
+                   "Updated the Files and OS on disk as a part of the in progress phase",
+                   "True", f"Applied files and new OS config to node. OS did "
+                           f"{_will(os_update)} need an update. SSH Keys did "
+                           f"{_will(ssh_keys)} need an update")
 
     # ---- the post-config action ------------------------------------------------------------
     def rebooting(self) -> None:
@@ -160,11 +155,10 @@ class NodeProgress:
                                f"In desired config {config}. Resumed normal operations."))
 
     def uncordoned(self, unschedulable: bool) -> None:
-        self._report(Condition(mcn.UPDATE_COMPLETE, "True", mcn.UNCORDONED,
-                               "Uncordoned Node as part of completing upgrade phase"),
-                     Condition(mcn.UNCORDONED, "True", mcn.UPDATE_COMPLETE + mcn.UNCORDONED,
-                               f"UnCordoned node. The node is reporting Unschedulable = "
-                               f"{_go_bool(unschedulable)}"))
+        self._step(mcn.UPDATE_COMPLETE, "True", mcn.UNCORDONED,
+                   "Uncordoned Node as part of completing upgrade phase",
+                   "True", f"UnCordoned node. The node is reporting Unschedulable = "
+                           f"{_go_bool(unschedulable)}")
 
     def updated(self, config: str) -> None:
         self._report(Condition(mcn.UPDATED, "True", mcn.UPDATED,
