@@ -187,6 +187,18 @@ def annotations(store: Store, key: str) -> dict[str, str | None]:
     return {n.name: n.annotations.get(key) for n in store.list_nodes()}
 
 
+def pool_with_nodes(tmp_path: Path, *names: str) -> tuple[Store, Path, Controller]:
+    """The store, its input directory and a controller that rendered the pool, with `names`
+    joined and Done on the pool's config."""
+    store, inputs = make_store(tmp_path)
+    controller = Controller(store)
+    store.revision()
+    controller.run_pass()
+    for name in names:
+        join(store, name, target(store))
+    return store, inputs, controller
+
+
 def settle(store: Store, controller: Controller, rounds: int = 30) -> int:
     worst = 0
     for _ in range(rounds):
@@ -263,12 +275,7 @@ def test_one_node_gets_its_own_config_the_others_keep_the_pools(tmp_path: Path) 
 
 
 def test_broken_overlay_keeps_the_nodes_last_good_config(tmp_path: Path) -> None:
-    store, inputs = make_store(tmp_path)
-    controller = Controller(store)
-    store.revision()
-    controller.run_pass()
-    for name in ("n1", "n2"):
-        join(store, name, target(store))
+    store, inputs, controller = pool_with_nodes(tmp_path, "n1", "n2")
     write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/hostname", "n1\n", node="n1"))
     settle(store, controller)
     own = annotations(store, NODE_CONFIG)["n1"]
@@ -290,12 +297,7 @@ def test_broken_overlay_keeps_the_nodes_last_good_config(tmp_path: Path) -> None
 
 
 def test_label_selected_overlay_follows_node_labels(tmp_path: Path) -> None:
-    store, inputs = make_store(tmp_path)
-    controller = Controller(store)
-    store.revision()
-    controller.run_pass()
-    for name in ("n1", "n2"):
-        join(store, name, target(store))
+    store, inputs, controller = pool_with_nodes(tmp_path, "n1", "n2")
     write(inputs / "50-nvme.yaml", overlay_yaml("50-nvme", "/etc/nvme", "yes\n",
                                                 selector='{"matchLabels": {"disk": "nvme"}}'))
     settle(store, controller)
@@ -364,13 +366,8 @@ def test_gc_keeps_a_targeted_node_config() -> None:
 
 def test_mcc_plan_shows_each_nodes_own_target(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    store, inputs = make_store(tmp_path)
-    controller = Controller(store)
-    store.revision()
-    controller.run_pass()
+    store, inputs, controller = pool_with_nodes(tmp_path, "n1", "n2")
     first = target(store)
-    for name in ("n1", "n2"):
-        join(store, name, first)
     settle(store, controller)
     write(inputs / "50-n2.yaml", overlay_yaml("50-n2-hostname", "/etc/hostname", "n2\n",
                                               node="n2"))
@@ -396,12 +393,7 @@ def test_mcc_plan_shows_each_nodes_own_target(tmp_path: Path,
 def test_pool_config_equal_to_a_nodes_own_is_stored_as_the_pools(tmp_path: Path) -> None:
     """An overlay's content later given by the pool's own configs: the same name; the stored
     object becomes the pool's (no overlays mark, so every node of the pool may read it)."""
-    store, inputs = make_store(tmp_path)
-    controller = Controller(store)
-    store.revision()
-    controller.run_pass()
-    for name in ("n1", "n2"):
-        join(store, name, target(store))
+    store, inputs, controller = pool_with_nodes(tmp_path, "n1", "n2")
     write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/x", "x\n", node="n1"))
     settle(store, controller)
     own = annotations(store, NODE_CONFIG)["n1"]
@@ -416,11 +408,7 @@ def test_pool_config_equal_to_a_nodes_own_is_stored_as_the_pools(tmp_path: Path)
 
 
 def test_damaged_node_config_is_rendered_again(tmp_path: Path) -> None:
-    store, inputs = make_store(tmp_path)
-    controller = Controller(store)
-    store.revision()
-    controller.run_pass()
-    join(store, "n1", target(store))
+    store, inputs, controller = pool_with_nodes(tmp_path, "n1")
     write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/x", "x\n", node="n1"))
     settle(store, controller)
     own = annotations(store, NODE_CONFIG)["n1"]
@@ -466,12 +454,7 @@ def test_unchanged_nodes_are_not_rendered_again(tmp_path: Path,
 
 
 def test_unreadable_selector_freezes_every_nodes_own_config(tmp_path: Path) -> None:
-    store, inputs = make_store(tmp_path)
-    controller = Controller(store)
-    store.revision()
-    controller.run_pass()
-    for name in ("n1", "n2"):
-        join(store, name, target(store))
+    store, inputs, controller = pool_with_nodes(tmp_path, "n1", "n2")
     write(inputs / "50-n1.yaml", overlay_yaml("50-n1", "/etc/x", "x\n", node="n1"))
     settle(store, controller)
     own = annotations(store, NODE_CONFIG)["n1"]
