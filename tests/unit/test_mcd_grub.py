@@ -336,3 +336,33 @@ def test_between_the_update_and_its_reboot_the_drift_monitor_flags_nothing(
         assert "content mismatch" in (monitor.check(force=True) or "") and flagged
     finally:
         monitor.stop()
+
+
+def test_links_out_of_the_root_never_take_the_dropin_outside(grub_root: Path,
+                                                             tmp_path: Path) -> None:
+    """/etc/default/grub.d as a link to a directory outside the root, and the drop-in itself
+    as a link to a file outside: the daemon resolves both inside the root (as every write of
+    it), so nothing outside changes."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.cfg"
+    victim.write_text("untouched\n")
+    shutil.rmtree(grub_root / "etc/default/grub.d")
+    (grub_root / "etc/default/grub.d").symlink_to(outside)
+    systemd = FakeSystemd()
+    outcome = apply_update(mc("a"), mc("b", kernelArguments=["a=1"]), systemd, root=grub_root)
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.cfg"], outcome
+    # the link's target, taken inside the root, is where the drop-in went
+    inside = grub_root / str(outside).lstrip("/") / Path(grub.DROPIN).name
+    assert outcome.rebooting and '"$GRUB_CMDLINE_LINUX a=1"' in inside.read_text()
+    assert victim.read_text() == "untouched\n"
+    # a real directory again, the drop-in a link to the victim
+    (grub_root / "etc/default/grub.d").unlink()
+    (grub_root / "etc/default/grub.d").mkdir()
+    (grub_root / grub.DROPIN.lstrip("/")).symlink_to(victim)
+    outcome = apply_update(mc("b"), mc("c", kernelArguments=["c=3"]), systemd, root=grub_root)
+    assert victim.read_text() == "untouched\n", outcome
+    written = grub_root / grub.DROPIN.lstrip("/")
+    assert outcome.rebooting and not written.is_symlink()  # the link itself was replaced
+    assert '"$GRUB_CMDLINE_LINUX c=3"' in written.read_text()
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.cfg"]
