@@ -6,7 +6,30 @@ from __future__ import annotations
 
 
 class MachineConfigError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose.
+
+    `temporary` says what a long-running program does with it: a temporary failure (a store or
+    server that cannot be reached, a conflicting write, a drain still blocked) is retried as it
+    is; a permanent one (bad input, a config that cannot be applied) needs a person, so a daemon
+    reports it (Degraded or Unreconcilable) and a controller marks the object. Subclasses set the
+    class attribute; `is_temporary` answers for any exception.
+    """
+
+    temporary: bool = False
+
+
+class TemporaryError(MachineConfigError):
+    """A failure that may pass by itself: retry later, do not report the node broken."""
+
+    temporary = True
+
+
+def is_temporary(error: BaseException) -> bool:
+    """True for a failure worth retrying as it is: a project error marked temporary, or an OS-level
+    connection/timeout error; False for everything else (bugs included)."""
+    if isinstance(error, MachineConfigError):
+        return error.temporary
+    return isinstance(error, (ConnectionError, TimeoutError))
 
 
 class InputError(MachineConfigError):

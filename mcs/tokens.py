@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from machineconfig.atomicfile import write_atomic
 from mcs.auth import TokenFileError, bearer_token, parse_tokens
 from mcs.layout import Signature, stat_signature
 from mcs.serve import POOL_NAME
@@ -54,20 +55,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with a 0600 file: temp file in the same directory, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Replace `path` atomically with a 0600 file."""
+    write_atomic(path, data)
 
 
 class _Reloading:

@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from machineconfig import yamlv2
+from machineconfig.atomicfile import TEMP_PREFIX, fsync_dir, write_atomic
 from machineconfig.constants import GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
 from machineconfig.store.base import NotFoundError, StoreError
 
@@ -33,7 +33,6 @@ SALT = bytes((
 ))
 _HASHED_NAME = re.compile(r"rendered-(.+)-[0-9a-f]{32}")
 SUFFIX = ".json"
-TEMP_PREFIX = ".tmp-"
 STALE_TEMP_SECONDS = 600
 
 
@@ -73,32 +72,6 @@ def content_problem(name: str, mc: Mapping[str, Any]) -> str | None:
     if expected != name:
         return f"its spec hashes to {expected}"
     return None
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
-
-
-def fsync_dir(directory: str) -> None:
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class RenderedDir:
@@ -145,7 +118,7 @@ class RenderedDir:
         except OSError as e:
             raise StoreError(f"{path}: cannot read: {e.strerror}") from e
         try:
-            atomic_write(path, data)
+            write_atomic(path, data, suffix=SUFFIX)
         except OSError as e:
             raise StoreError(f"{path}: cannot write: {e.strerror}") from e
         log.debug("rendered config %s written", name)
