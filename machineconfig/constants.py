@@ -88,3 +88,27 @@ OVERLAY_NODE_SELECTOR_ANNOTATION = "machine-config.io/node-selector"
 NODE_CONFIG_ANNOTATION = "machine-config.io/node-config"
 # On a per-node rendered MachineConfig (metadata, not hashed): the overlays merged into it.
 OVERLAYS_ANNOTATION = "machine-config.io/overlays"
+
+# On-node paths shared by the server (which writes some into served configs), firstboot and the
+# daemon. MCO's names.
+DAEMON_DIR = "/etc/machine-config-daemon"
+# the node's annotations at first boot (served in the pointer's merged config; MCO's
+# node-annotations.json), and the name MCO's firstboot renames it to once read
+NODE_ANNOTATIONS_PATH = f"{DAEMON_DIR}/node-annotations.json"
+NODE_ANNOTATIONS_BACKUP_PATH = f"{DAEMON_DIR}/node-annotation.json.bak"
+# the full rendered config a joining machine gets inside its Ignition, for firstboot to apply
+ENCAPSULATED_CONFIG_PATH = "/etc/ignition-machine-config-encapsulated.json"
+# the rendered config the daemon last applied completely (the whole MachineConfig as JSON)
+CURRENT_CONFIG_PATH = f"{DAEMON_DIR}/currentconfig"
+# the daemon's own state (state, reason, progress), survives reboots
+DAEMON_STATE_PATH = f"{DAEMON_DIR}/state.json"
+# touch it to make the daemon apply the desired config again without the reconcilability check
+FORCE_FILE_PATH = "/run/machine-config-daemon-force"
+
+# Component names (field manager, events' source, User-Agent).
+CONTROLLER_NAME = "machine-config-controller"
+DAEMON_NAME = "machine-config-daemon"
+
+# Store URL schemes (parsed in machineconfig.store only).
+STORE_LOCAL = "local"
+STORE_KUBE = "kube"
