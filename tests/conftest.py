@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.leaks import Snapshot, leaks_after
+from tests.support.leaks import Snapshot, leaks_after
 
 # seconds a test's leftovers get to finish (a thread joining, a process exiting after SIGTERM)
 LEAK_GRACE = 2.0

@@ -20,8 +20,8 @@ from mcc.controller import Controller
 from mcd.daemon import Daemon, Timeouts
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import call
-from tests.unit.test_mcd_daemon import A, B_REBOOT, lay_down
-from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, lay_down
+from tests.unit.daemon.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
 
 NODE = "node-1"
 # Bounds, not speeds: the controller thread answers a drain request within milliseconds.
@@ -151,7 +151,7 @@ def test_service_ca_rotation_through_the_api_server(clean_cluster: ControlPlane,
     import base64
 
     from tests.kube.kit import apply, controller_config
-    from tests.unit.test_mcd_certificate_writer import OLD_CA, SERVICE_CA, ca_of, node_with_kubeconfigs
+    from tests.unit.daemon.test_mcd_certificate_writer import OLD_CA, SERVICE_CA, ca_of, node_with_kubeconfigs
 
     cp = clean_cluster
     namespace = "openshift-machine-config-operator"

@@ -23,10 +23,10 @@ from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import GROUP_PATH, call, eventually, machine_config_node_history
 from tests.kube.manifests_kit import kubectl
 from tests.kube.test_daemon_kube import NODE, TIMEOUTS
-from tests.unit.test_machine_config_node import REBOOT_PHASES, by_type, phases
-from tests.unit.test_mcd_daemon import A, B_REBOOT, lay_down
-from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
-from tests.unit.poolyaml import pool_yaml
+from tests.unit.daemon.test_machine_config_node import REBOOT_PHASES, by_type, phases
+from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, lay_down
+from tests.unit.daemon.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+from tests.support.poolyaml import pool_yaml
 
 MCN_PATH = f"{GROUP_PATH}/machineconfignodes"
 

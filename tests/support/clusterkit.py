@@ -10,7 +10,7 @@ from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
 )
 from machineconfig.store import Store, open_store
-from tests.unit.poolyaml import pool_yaml
+from tests.support.poolyaml import pool_yaml
 
 POOL = pool_yaml("worker", role="worker", node_role="worker", max_unavailable=1)
 

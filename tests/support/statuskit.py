@@ -13,7 +13,7 @@ from machineconfig.constants import (
 from machineconfig.store import Store
 from machineconfig.store.base import RebootLocks
 from mcc.controller import Controller
-from tests.unit.clusterkit import daemon_step, join, machine_config, make_store, write
+from tests.support.clusterkit import daemon_step, join, machine_config, make_store, write
 
 HOSTILE_NAME = "zz<img src=x onerror=alert(1)>"
 HOSTILE_REASON = '<script>alert("reason")</script>&amp;'

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcs.server import ServerOptions, serve
-from tests.unit.test_mcs_server import issue, make_ca
+from tests.unit.server.test_mcs_server import issue, make_ca
 
 
 @dataclass

@@ -14,7 +14,7 @@ import yaml
 from machineconfig.store import Store
 from mcc.cli import main
 from mcc.controller import Controller
-from tests.unit.clusterkit import daemon_step, join, machine_config, make_store, write
+from tests.support.clusterkit import daemon_step, join, machine_config, make_store, write
 
 POLICY = {
     "apiVersion": "operator.openshift.io/v1", "kind": "MachineConfiguration",

@@ -14,7 +14,7 @@ from mcc.controller import Controller
 from mcc.plan import format_text, plan_pool
 from mcc.pool_status import find_condition
 from mcc.windows import WINDOW_ANNOTATION
-from tests.unit.clusterkit import POOL, daemon_step, join, machine_config, make_store, write
+from tests.support.clusterkit import POOL, daemon_step, join, machine_config, make_store, write
 
 # Saturdays 22:00-23:00 in Berlin (21:00-22:00 UTC in December)
 SCHEDULE = """timeZone: Europe/Berlin

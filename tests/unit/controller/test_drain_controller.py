@@ -16,7 +16,7 @@ from machineconfig.constants import (
 from machineconfig.store import Store
 from machineconfig.store.base import Blocker, DrainProgress
 from mcc import drain_controller
-from tests.unit.clusterkit import make_store
+from tests.support.clusterkit import make_store
 
 
 @pytest.fixture()

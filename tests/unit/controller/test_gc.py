@@ -6,7 +6,7 @@ from pathlib import Path
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
 from machineconfig.store.base import NodeRecord
 from mcc import gc
-from tests.unit.clusterkit import make_store
+from tests.support.clusterkit import make_store
 
 
 def rendered(name: str) -> dict[str, object]:

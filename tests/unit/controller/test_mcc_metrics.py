@@ -11,7 +11,7 @@ from mcc.commands.start import serve_metrics
 from mcc.controller import Controller
 from mcc.drain_controller import DRAIN_ERR
 from mcc.metrics import PoolMetrics
-from tests.unit.clusterkit import join, make_store, write
+from tests.support.clusterkit import join, make_store, write
 
 
 def test_drain_err_is_served() -> None:

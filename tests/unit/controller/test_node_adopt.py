@@ -14,7 +14,7 @@ from machineconfig.store.base import NodeRecord
 from mcc.controller import Controller
 from mcc.node_controller import belongs_to_pool, reconcile_pool
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 WORKER = {"node-role.kubernetes.io/worker": ""}
 
 

@@ -26,8 +26,8 @@ from mcc.pool_status import calculate_status, find_condition
 from mcc.render import (
     generate_rendered_machine_config, hashed_name, merge_order, render_pool, spec_yaml,
 )
-from tests.unit.clusterkit import daemon_step, join, machine_config, make_store, write
-from tests.unit.test_render_vectors import CASES, build_inputs
+from tests.support.clusterkit import daemon_step, join, machine_config, make_store, write
+from tests.unit.render.test_render_vectors import CASES, build_inputs
 
 WORKER_POOL = MachineConfigPool.model_validate({
     "kind": "MachineConfigPool", "metadata": {"name": "worker"},

@@ -17,7 +17,7 @@ from mcc.plan import cost, format_text, plan_pool
 from machineconfig.disruption import DEFAULT_POLICY
 from machineconfig.store import open_store
 from mcc.bootstrap import load_values
-from tests.unit.clusterkit import daemon_step, join, machine_config, make_store, write
+from tests.support.clusterkit import daemon_step, join, machine_config, make_store, write
 
 
 def rendered(name: str, files: dict[str, str], kargs: list[str] | None = None
@@ -111,7 +111,7 @@ def test_mcc_plan_renders_with_the_controllers_values(
     # The templates read values (examples/cluster-values.yaml sets the registries.conf search
     # list): the plan must render exactly as the controller does, or every node shows a change
     # that will never roll out.
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     inputs = tmp_path / "inputs"
     shutil.copytree(repo / "examples" / "cluster", inputs)
     values = tmp_path / "values.yaml"

@@ -16,7 +16,7 @@ from machineconfig.constants import (
 )
 from machineconfig.store.base import NodeRecord, StoreEvent
 from mcc import cli
-from tests.unit.statuskit import (DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, mid_rollout, settle,
+from tests.support.statuskit import (DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, mid_rollout, settle,
                                  slots_of)
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)

@@ -18,9 +18,9 @@ from machineconfig import machine_config_node as mcn
 from machineconfig.machine_config_node import Condition
 from machineconfig.store.base import MachineConfigNodes, NotFoundError
 from mcd.daemon import Daemon
-from tests.unit.fakenodeapi import FakeNodeAPI
-from tests.unit.test_mcd_daemon import A, B_REBOOT, B_RELOAD, FAST, NODE, lay_down
-from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+from tests.support.fakenodeapi import FakeNodeAPI
+from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, B_RELOAD, FAST, NODE, lay_down
+from tests.unit.daemon.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:01:00Z"
@@ -299,7 +299,7 @@ def test_controller_keeps_one_per_pool_member_and_mcc_get_shows_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mcc.cli import main as mcc_main
     from mcc.controller import Controller
-    from tests.unit.clusterkit import join, machine_config, make_store, write
+    from tests.support.clusterkit import join, machine_config, make_store, write
 
     store, inputs = make_store(tmp_path)
     controller = Controller(store)
@@ -353,7 +353,7 @@ def test_node_api_lets_a_node_write_only_its_own(tmp_path: Path) -> None:
 
     from machineconfig.store import Store
     from mcs.app import ServerState
-    from tests.unit.test_mcs_node_api import API, auth, refused, register, run
+    from tests.unit.server.test_mcs_node_api import API, auth, refused, register, run
 
     async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:
         _, token = await register(client, sdir, "worker-0")

@@ -17,7 +17,7 @@ from mcd import firstboot
 from mcd import state as node_state
 from mcd.on_disk_validation import find_mismatches
 from mcd.update import apply_update
-from tests.unit.test_mcd_update import FakeSystemd, mc
+from tests.unit.daemon.test_mcd_update import FakeSystemd, mc
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, str]]:

@@ -18,8 +18,8 @@ from mcd import state as node_state
 from mcd.daemon import Daemon, DaemonError, Timeouts
 from mcd.drain import duration_text
 from mcd.file_writers import FileWriter, Journal
-from tests.unit.fakenodeapi import FakeNodeAPI
-from tests.unit.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
+from tests.support.fakenodeapi import FakeNodeAPI
+from tests.unit.daemon.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
 
 NODE = "node-1"
 CUR, DES = C.CURRENT_CONFIG_ANNOTATION, C.DESIRED_CONFIG_ANNOTATION

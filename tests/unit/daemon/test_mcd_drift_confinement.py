@@ -9,7 +9,7 @@ import select
 from pathlib import Path
 
 from mcd.drift_monitor import DirectoryWatches, DriftMonitor
-from tests.unit.test_mcd_update import mc
+from tests.unit.daemon.test_mcd_update import mc
 
 HOUR = 3600.0
 

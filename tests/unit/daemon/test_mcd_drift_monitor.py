@@ -16,8 +16,8 @@ import pytest
 
 from mcd import inotify
 from mcd.drift_monitor import DriftMonitor
-from tests.unit.test_mcd_daemon import lay_down
-from tests.unit.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
+from tests.unit.daemon.test_mcd_daemon import lay_down
+from tests.unit.daemon.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
 
 HOUR = 3600.0
 A = mc("rendered-worker-a", {"/etc/motd": "hello", "/etc/containers/policy.json": "{}"})

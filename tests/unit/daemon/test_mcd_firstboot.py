@@ -16,9 +16,9 @@ import pytest
 
 from mcd import firstboot
 from mcd.cli import main
-from tests.unit.test_mcs_layout import SSH_KEY, WORKER_CONFIG, ignition_config, write_layout
-from tests.unit.procs import stop_all, wait_for
-from tests.unit.test_mcs_server import ROOT, TOKEN, Server, start_server
+from tests.unit.server.test_mcs_layout import SSH_KEY, WORKER_CONFIG, ignition_config, write_layout
+from tests.support.procs import stop_all, wait_for
+from tests.unit.server.test_mcs_server import ROOT, TOKEN, Server, start_server
 
 
 def worker_config() -> dict[str, Any]:
@@ -165,9 +165,9 @@ def test_join_and_roll_out_against_mcc_and_mcs(tmp_path: Path, node_root: Path) 
     from machineconfig.store import ConflictError
     from mcd.cluster import connect
     from mcs.tokens import NodeTokens
-    from tests.unit.test_mcs_server import write_tls
+    from tests.unit.server.test_mcs_server import write_tls
     from mcd.daemon import Daemon, Timeouts
-    from tests.unit.test_mcd_update import FakeSystemd
+    from tests.unit.daemon.test_mcd_update import FakeSystemd
 
     inputs, state = tmp_path / "inputs", tmp_path / "state"
     inputs.mkdir()

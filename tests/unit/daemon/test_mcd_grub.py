@@ -22,7 +22,7 @@ from mcd import grub
 from mcd import state as node_state
 from mcd.firstboot import ENCAPSULATED, complete_encapsulated
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
-from tests.unit.test_mcd_update import FakeSystemd, mc
+from tests.unit.daemon.test_mcd_update import FakeSystemd, mc
 
 UPDATE_GRUB = """#!/bin/sh
 # what grub-mkconfig does with the kernel arguments, in dash builtins only
@@ -50,7 +50,7 @@ def _copy_into(root: Path, host_file: str) -> None:
 def grub_root(tmp_path: Path) -> Path:
     """A chroot-able node root with /etc/default/grub and the script above as update-grub."""
     if os.geteuid() != 0:
-        pytest.fail("tests/unit/test_mcd_grub.py needs root: update-grub runs chrooted")
+        pytest.fail("tests/unit/daemon/test_mcd_grub.py needs root: update-grub runs chrooted")
     root = tmp_path / "node"
     (root / "etc/default/grub.d").mkdir(parents=True)
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
@@ -279,7 +279,7 @@ def test_first_boot_without_grub_leaves_the_arguments_and_needs_no_reboot(
 
 def test_the_daemon_stays_degraded_while_an_argument_is_missing_after_the_boot(
         grub_root: Path) -> None:
-    from tests.unit.test_mcd_daemon import CUR, DES, REASON, STATE, ann, cluster, lay_down
+    from tests.unit.daemon.test_mcd_daemon import CUR, DES, REASON, STATE, ann, cluster, lay_down
     from mcd.daemon import Daemon, Timeouts
 
     config = mc("rendered-worker-k", {"/etc/motd": "hello"}, kernelArguments=["a=1", "b=2"])

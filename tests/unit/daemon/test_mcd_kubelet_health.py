@@ -21,10 +21,10 @@ from mcd.daemon import Daemon, DaemonError, Timeouts
 from mcd.kubelet_health import KubeletHealth, kubelet_enabled, probe, url_from_kubelet_conf
 from mcd.metrics import DaemonMetrics
 from mcd.update import KUBELET_HEALTHY_BEFORE, apply_update, resume_after_boot
-from tests.unit.fakenodeapi import FakeNodeAPI
-from tests.unit.test_mcd_daemon import lay_down
-from tests.unit.test_mcd_rpm_ostree import FakeRpmOstree
-from tests.unit.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
+from tests.support.fakenodeapi import FakeNodeAPI
+from tests.unit.daemon.test_mcd_daemon import lay_down
+from tests.unit.daemon.test_mcd_rpm_ostree import FakeRpmOstree
+from tests.unit.daemon.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 - root is a fixture
 
 NODE = "node-1"
 STATE, REASON = C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION

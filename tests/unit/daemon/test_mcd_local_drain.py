@@ -18,9 +18,9 @@ from machineconfig.localdrain import DrainPolicy, Hook, parse
 from mcd import state as node_state
 from mcd.local_drain import (STATE_KEY, HookResult, LocalDrain, LocalDrainBlocked,
                              LocalReturnError, run_hook)
-from tests.unit.test_mcd_daemon import (A, B_RELOAD, B_REBOOT, NODE, ann, cluster, daemon,
+from tests.unit.daemon.test_mcd_daemon import (A, B_RELOAD, B_REBOOT, NODE, ann, cluster, daemon,
                                         lay_down)
-from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+from tests.unit.daemon.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
 
 ROOT = Path("/")
 

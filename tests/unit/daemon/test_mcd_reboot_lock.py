@@ -14,8 +14,8 @@ import pytest
 
 from machineconfig import constants as C
 from mcd.reboot_lock import RebootLock, RebootLockError, RebootSlotBusy
-from tests.unit.test_fleetlock import FleetLockClient
-from tests.unit.test_node_api_security import running
+from tests.unit.server.test_fleetlock import FleetLockClient
+from tests.unit.server.test_node_api_security import running
 
 
 def test_takes_shares_and_gives_back_a_slot_with_mcs(tmp_path: Path) -> None:
@@ -96,10 +96,10 @@ def test_the_daemon_waits_for_a_slot_before_a_reboot_and_gives_it_back_once_done
     """`mcd start --fleetlock`: a rebooting update waits (nothing drained or written) while a
     Zincati host holds the worker group's only slot, takes it once free, and the daemon that
     comes back after the reboot reports steady state once Done; a rebootless update takes none."""
-    from tests.unit.test_mcd_daemon import (A, B_RELOAD, B_REBOOT, CUR, DES, STATE, ann,
+    from tests.unit.daemon.test_mcd_daemon import (A, B_RELOAD, B_REBOOT, CUR, DES, STATE, ann,
                                             cluster, lay_down)
-    from tests.unit.test_mcd_daemon import FAST, NODE
-    from tests.unit.test_mcd_update import FakeSystemd
+    from tests.unit.daemon.test_mcd_daemon import FAST, NODE
+    from tests.unit.daemon.test_mcd_update import FakeSystemd
     from mcd.daemon import Daemon
 
     root = tmp_path / "root"
@@ -149,9 +149,9 @@ def test_the_daemon_waits_for_a_slot_before_a_reboot_and_gives_it_back_once_done
 
 
 def test_a_daemon_waiting_for_a_slot_stops_on_sigterm(tmp_path: Path) -> None:
-    from tests.unit.test_mcd_daemon import A, B_REBOOT, DES, ann, cluster, lay_down
-    from tests.unit.test_mcd_daemon import FAST, NODE
-    from tests.unit.test_mcd_update import FakeSystemd
+    from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, DES, ann, cluster, lay_down
+    from tests.unit.daemon.test_mcd_daemon import FAST, NODE
+    from tests.unit.daemon.test_mcd_update import FakeSystemd
     from mcd.daemon import Daemon
 
     root = tmp_path / "root"

@@ -13,7 +13,7 @@ from mcd.on_disk_validation import OnDiskValidationError, validate_os
 from mcd.rpm_ostree import (OSUpdateError, apply_os_changes, os_commands,
                             split_kernel_arguments)
 from mcd.update import apply_update
-from tests.unit.test_mcd_update import FakeSystemd
+from tests.unit.daemon.test_mcd_update import FakeSystemd
 
 
 class FakeRpmOstree:

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.leaks import Snapshot, find_leaks, leaks_after
+from tests.support.leaks import Snapshot, find_leaks, leaks_after
 
 
 def test_a_thread_left_running_is_named() -> None:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-FILES = Path(__file__).resolve().parents[2] / "vagrant/box/files"
+FILES = Path(__file__).resolve().parents[3] / "vagrant/box/files"
 
 
 def test_the_kubelet_stand_in_is_ready_at_once_and_records_its_life(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from machineconfig.disruption import decoded_contents
 from machineconfig.ignition.dataurl import (ContentsTooLargeError, DataURLError, contents_digest,
                                             decode_contents, gunzip_capped)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GIB = 1 << 30
 
 

@@ -20,7 +20,7 @@ from machineconfig.ignition import parse as ign_parse
 from machineconfig.ignition.decode import JNode, JSONSyntaxError, parse_json, parse_json_fast
 from machineconfig.ignition.parse import IgnitionParseError
 from machineconfig.ignition.schema import LATEST_MINOR
-from tests.unit.test_ignition_merge_translate_properties import config_strategy
+from tests.unit.ignition.test_ignition_merge_translate_properties import config_strategy
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

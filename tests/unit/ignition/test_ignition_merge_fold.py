@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from machineconfig.ignition.merge import MergeFold, merge
-from tests.unit.test_ignition_merge_translate_properties import SETTINGS, config_strategy
+from tests.unit.ignition.test_ignition_merge_translate_properties import SETTINGS, config_strategy
 
 Json = dict[str, Any]
 V = "3.5.0"

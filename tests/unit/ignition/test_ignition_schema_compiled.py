@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from machineconfig.ignition import parse as ign_parse
 from machineconfig.ignition import schema, validate
 from machineconfig.ignition.parse import IgnitionParseError
-from tests.unit.test_ignition_merge_translate_properties import config_strategy
+from tests.unit.ignition.test_ignition_merge_translate_properties import config_strategy
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -341,7 +341,7 @@ def _vector_configs() -> list[tuple[str, dict[str, Any], str]]:
     from machineconfig.ignition.parse import IgnitionParseError, parse
 
     out = []
-    for path in sorted((Path(__file__).parents[1] / "data" / "vectors" / "ignition").glob("*.json")):
+    for path in sorted((Path(__file__).parents[2] / "data" / "vectors" / "ignition").glob("*.json")):
         case = json.loads(path.read_text())
         try:
             result = parse(case["config"])

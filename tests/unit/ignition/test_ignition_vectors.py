@@ -9,7 +9,7 @@ import pytest
 
 from mcc.cli import main
 
-VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors" / "ignition"
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors" / "ignition"
 CASES = sorted(VECTORS.glob("*.json"))
 
 

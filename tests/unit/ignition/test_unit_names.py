@@ -11,7 +11,7 @@ from machineconfig import mcoparse
 from machineconfig.unitnames import unit_name_problem
 from mcc.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 
 BAD = """\
 apiVersion: machineconfiguration.openshift.io/v1

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from machineconfig.errors import InputError
 from machineconfig.store.inputs import load_objects
 from mcc.cli import main
-from tests.unit.clusterkit import POOL
+from tests.support.clusterkit import POOL
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or None
 FUZZ = settings(max_examples=EXAMPLES or 300, deadline=None, derandomize=EXAMPLES is None,
                 suppress_health_check=list(HealthCheck), database=None)

@@ -25,10 +25,10 @@ from machineconfig.store.local import LocalStore
 from machineconfig.yamlload import MAX_DEPTH, MAX_NODES, load_file, load_text
 from mcc.controller import Controller
 from mcc.pool_status import INPUT_DEGRADED, find_condition
-from tests.unit.clusterkit import POOL, machine_config, make_store, write
-from tests.unit.procs import stop_all, wait_for
+from tests.support.clusterkit import POOL, machine_config, make_store, write
+from tests.support.procs import stop_all, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "hostile-inputs-token-0123456789"
 HEAD = ("apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata:\n"
         "  name: {name}\n  labels:\n    machineconfiguration.openshift.io/role: worker\n"

@@ -11,7 +11,7 @@ from mcc.cli import main
 from mcc.positions import node_path_at
 from mcc.validate_mc import looks_like_objects
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "validate"
+DATA = Path(__file__).resolve().parents[2] / "data" / "validate"
 API = "apiVersion: machineconfiguration.openshift.io/v1\n"
 UNKNOWN_VERSION = ("parsing Ignition config failed: unknown version. Supported spec versions: "
                    "2.2,3.0,3.1,3.2,3.3,3.4,3.5")
@@ -289,7 +289,7 @@ def test_case_insensitive_keys_are_found(tmp_path: Path,
     assert f"error at $.spec.config.storage.files.0.path, {path}:10:9: path not absolute" in out
 
 
-RENDER_VECTORS = sorted((Path(__file__).resolve().parents[1] / "data" / "vectors" / "render")
+RENDER_VECTORS = sorted((Path(__file__).resolve().parents[2] / "data" / "vectors" / "render")
                         .glob("*.json"))
 
 

@@ -13,7 +13,7 @@ from mcc.container_runtime_config import generate_container_runtime_machine_conf
 from mcc.kubelet_config import MC_NAME_SUFFIX_ANNOTATION
 from mcc.template import render_templates
 
-from .test_templates_helpers import TEMPLATES, assert_valid_ignition, by_name, controller_config, file_text, files, pool, selector
+from tests.support.templatekit import TEMPLATES, assert_valid_ignition, by_name, controller_config, file_text, files, pool, selector
 
 NOW = "2026-11-27T14:00:00Z"
 POOLS = [pool("master"), pool("worker")]

@@ -24,11 +24,11 @@ from mcc.generated_kubelet import KubeletInputs, generate_cluster_kubelet_machin
 from mcc.kubelet_config import generate_kubelet_machine_configs
 from mcc.template import render_templates
 
-from .test_templates_helpers import (
+from tests.support.templatekit import (
     TEMPLATES, assert_valid_ignition, controller_config, file_text, pool, selector,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CC = controller_config("None")
 CC["metadata"]["annotations"] = {"machineconfiguration.openshift.io/release-image-version": "4.19.0"}
 TEMPLATE_MCS = render_templates(CC, TEMPLATES)

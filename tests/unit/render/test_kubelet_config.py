@@ -12,7 +12,7 @@ from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_
 from mcc.kubelet_config import MC_NAME_SUFFIX_ANNOTATION, generate_kubelet_machine_configs, selector_matches
 from mcc.template import render_templates
 
-from .test_templates_helpers import TEMPLATES, assert_valid_ignition, by_name, controller_config, file_text, files, pool, selector
+from tests.support.templatekit import TEMPLATES, assert_valid_ignition, by_name, controller_config, file_text, files, pool, selector
 
 NOW = "2026-11-27T14:00:00Z"
 POOLS = [pool("master"), pool("worker"), pool("infra")]

@@ -29,10 +29,10 @@ from mcc.registries import (
 from mcc.registries_policy import update_policy_json
 from mcc.template import render_templates
 
-from .test_templates_helpers import TEMPLATES, assert_valid_ignition, controller_config, file_text
+from tests.support.templatekit import TEMPLATES, assert_valid_ignition, controller_config, file_text
 
-VECTORS = Path(__file__).resolve().parents[1] / "data" / "vectors" / "registries"
-ROOT = Path(__file__).resolve().parents[2]
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors" / "registries"
+ROOT = Path(__file__).resolve().parents[3]
 BUILT_IN = "machineconfiguration.openshift.io/mco-built-in"
 MCO_TEMPLATE = (b'unqualified-search-registries = ["registry.access.redhat.com", "docker.io"]\n'
                 b'short-name-mode = ""\nadditional-layer-store-auth-helper = ""\n')

@@ -10,7 +10,7 @@ import yaml
 
 from mcc.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ from pathlib import Path
 from machineconfig.store import open_store
 from mcc.pool_status import find_condition
 from mcc.render_controller import RenderController
-from tests.unit.clusterkit import POOL, make_store, write
+from tests.support.clusterkit import POOL, make_store, write
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 
 
 def test_renders_once_per_input_change(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_controller_renders_user_templates_like_mcc_render(tmp_path: Path) -> No
     from mcc.cli import main
     from mcc.controller import Controller
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     inputs = tmp_path / "inputs"
     shutil.copytree(repo / "examples" / "cluster", inputs)
     values = str(repo / "examples" / "cluster-values.yaml")

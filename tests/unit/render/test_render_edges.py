@@ -20,9 +20,9 @@ from machineconfig.api import MachineConfig
 from machineconfig.constants import GENERATED_BY_CONTROLLER_VERSION_ANNOTATION as GENERATED_BY
 from mcc.cli import main
 from mcc.render import RenderError, render_pool
-from tests.unit.test_render_vectors import CASES, build_inputs
+from tests.unit.render.test_render_vectors import CASES, build_inputs
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "cluster"
 
 
 def _plain(case: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ from mcc.pool_status import find_condition
 from mcc.render import RenderError
 from mcc.render_controller import RenderController
 from mcc.render_reconcile import check_against_current
-from tests.unit.clusterkit import make_store, write
+from tests.support.clusterkit import make_store, write
 
 MC = """\
 apiVersion: machineconfiguration.openshift.io/v1

@@ -11,9 +11,9 @@ import pytest
 
 from machineconfig import mcoparse
 from mcc.render import render_pool
-from tests.unit.test_render_vectors import build_inputs
+from tests.unit.render.test_render_vectors import build_inputs
 
-DERIVED = Path(__file__).resolve().parent.parent / "data" / "vectors" / "render-derived"
+DERIVED = Path(__file__).resolve().parents[2] / "data" / "vectors" / "render-derived"
 CASES = sorted(DERIVED.glob("*.json"))
 
 

@@ -17,9 +17,9 @@ from machineconfig.ignition.dataurl import decode
 from mcc.cli import main
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
-from .test_templates_helpers import assert_valid_ignition
+from tests.support.templatekit import assert_valid_ignition
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "cluster"
 VALUES = ROOT / "examples" / "cluster-values.yaml"
 AUTH = "ZXhhbXBsZTpub3QtYS1yZWFsLXRva2Vu"  # the token inside examples/cluster/pull-secret.yaml
@@ -355,7 +355,7 @@ def test_the_controller_config_names_the_pull_secret_among_several(
         json.loads(other)
 
 
-VECTORS = Path(__file__).resolve().parent.parent / "data" / "vectors" / "render"
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors" / "render"
 VECTOR_CASES = sorted(VECTORS.glob("*.json"))
 
 

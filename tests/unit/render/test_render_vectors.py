@@ -11,7 +11,7 @@ from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool
 from machineconfig.constants import ROLE_LABEL
 from mcc.render import RenderError, hashed_name, render_pool
 
-VECTORS = Path(__file__).resolve().parent.parent / "data" / "vectors" / "render"
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors" / "render"
 CASES = sorted(VECTORS.glob("*.json"))
 
 

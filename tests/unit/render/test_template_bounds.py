@@ -16,7 +16,7 @@ import pytest
 from machineconfig.errors import InputError
 from mcc.template import render_user_template
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples" / "cluster"
 MEMORY_LIMIT = 1 << 30  # address space of the child: a blow-up hits this, not the machine
 TIMEOUT = 120

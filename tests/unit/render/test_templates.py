@@ -14,7 +14,7 @@ from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_
 from machineconfig.errors import InputError
 from mcc.template import render_templates
 
-from .test_templates_helpers import (
+from tests.support.templatekit import (
     CA_PEM,
     PULL_SECRET,
     TEMPLATES,

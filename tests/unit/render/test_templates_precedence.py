@@ -9,7 +9,7 @@ import pytest
 from machineconfig.errors import InputError
 from mcc.template import platform_dirs, render_role, render_templates, render_user_template
 
-from .test_templates_helpers import by_name, controller_config, file_text, files, units
+from tests.support.templatekit import by_name, controller_config, file_text, files, units
 
 
 def write(root: Path, rel: str, text: str) -> Path:

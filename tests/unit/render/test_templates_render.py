@@ -11,7 +11,7 @@ from mcc.kubelet_config import generate_kubelet_machine_configs
 from mcc.render import render_pool
 from mcc.template import DEFAULT_TEMPLATES_DIR, render_templates
 
-from .test_templates_helpers import PULL_SECRET, assert_valid_ignition, controller_config, pool, selector
+from tests.support.templatekit import PULL_SECRET, assert_valid_ignition, controller_config, pool, selector
 
 
 def pool_object(name: str) -> dict:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from machineconfig import yamlv2
 from machineconfig.yamlv2.scalar import _Analysis
 
-VECTORS = Path(__file__).resolve().parent.parent / "data" / "vectors" / "render"
+VECTORS = Path(__file__).resolve().parents[2] / "data" / "vectors" / "render"
 OK_CASES = [p for p in sorted(VECTORS.glob("*.json"))
             if json.loads(p.read_text(encoding="utf-8"))["expected"]["ok"]]
 

@@ -23,7 +23,7 @@ from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
 )
 from mcc.node_controller import reconcile_pool
-from tests.unit.test_node_api_security import ROOT, running
+from tests.unit.server.test_node_api_security import ROOT, running
 
 WORKER_LABEL = {"node-role.kubernetes.io/worker": ""}
 

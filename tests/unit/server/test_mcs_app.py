@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mcs.app import ServerState, make_app
 from mcs.auth import TokenAuth, bearer_token, parse_tokens, TokenFileError
 from mcs.server import ServerOptions, build_state
-from tests.unit.test_mcs_layout import (
+from tests.unit.server.test_mcs_layout import (
     WORKER_CONFIG, WORKER_CONFIG_NEW, ignition_config, machine_config, pool, write_layout, write_yaml,
 )
 

@@ -34,13 +34,13 @@ from mcs.layout import BootstrapSource, Resolved
 from mcs.fastpath import FastPath, parse_head
 from mcs.server import ConnectionGuard, ServerOptions, build_state, loop_factory, serve
 from mcs.store_mode import build_store_state
-from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
+from tests.unit.server.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
-from tests.unit.test_mcs_server import write_tls
-from tests.unit.slowclient import trickle_until_closed
-from tests.unit.test_mcs_store_mode import bearer, credentials_of, data_url_text, make_store, pool_token, \
+from tests.unit.server.test_mcs_server import write_tls
+from tests.support.slowclient import trickle_until_closed
+from tests.unit.server.test_mcs_store_mode import bearer, credentials_of, data_url_text, make_store, pool_token, \
     store_options
-from tests.unit.test_mcs_tls import FakeHandler
+from tests.unit.server.test_mcs_tls import FakeHandler
 
 IGN = "application/vnd.coreos.ignition+json"
 V35 = {"Accept": f"{IGN};version=3.5.0, */*;q=0.1", "Accept-Encoding": "identity"}
@@ -863,7 +863,7 @@ def test_two_workers_count_every_request(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.unit.test_mcs_server import ROOT
+    from tests.unit.server.test_mcs_server import ROOT
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -28,9 +28,9 @@ from mcs.server import ServerOptions
 from mcs.store_mode import build_store_state
 from mcs.store_source import StoreSource
 from mcs.tls import ReloadingTLS
-from tests.unit.test_mcs_fastpath import ACCEPT35, InProcessServer, Tls
-from tests.unit.test_mcs_layout import write_layout
-from tests.unit.test_mcs_store_mode import bearer, credentials_of, make_store, pool_token, run
+from tests.unit.server.test_mcs_fastpath import ACCEPT35, InProcessServer, Tls
+from tests.unit.server.test_mcs_layout import write_layout
+from tests.unit.server.test_mcs_store_mode import bearer, credentials_of, make_store, pool_token, run
 
 # Lengths around the limits: 250 is the longest `<pool>.yaml` a file system takes (NAME_MAX 255),
 # 253 the longest DNS subdomain, 8,000 fits in aiohttp's request line limit.

@@ -20,8 +20,8 @@ from machineconfig import constants
 from machineconfig.store import Store
 from mcs.app import ServerState, make_app
 from mcs.store_mode import build_store_state
-from tests.unit.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
-from tests.unit.test_mcs_store_mode import WORKER_LABEL, make_store, pool_token, store_options
+from tests.unit.server.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
+from tests.unit.server.test_mcs_store_mode import WORKER_LABEL, make_store, pool_token, store_options
 
 API = constants.NODE_API_PREFIX
 STATE_KEY = constants.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION

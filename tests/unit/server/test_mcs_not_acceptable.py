@@ -17,9 +17,9 @@ import pytest
 
 from machineconfig.ignition.translate import Inexpressible, translate
 from mcs.serve import NotAcceptable, convert
-from tests.unit.test_mcs_fastpath import IGN, AUTHZ, FAST_TOKEN, InProcessServer, Tls, exchange, \
+from tests.unit.server.test_mcs_fastpath import IGN, AUTHZ, FAST_TOKEN, InProcessServer, Tls, exchange, \
     split_responses, _request
-from tests.unit.test_mcs_layout import ignition_config, write_layout
+from tests.unit.server.test_mcs_layout import ignition_config, write_layout
 
 CEX = {"name": "data", "device": "/dev/sdb", "cex": {"enabled": True}}
 FIELD = "storage.luks.0.cex.enabled"

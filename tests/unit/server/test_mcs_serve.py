@@ -15,7 +15,7 @@ from mcs.serve import (
     CLOUD_CA_PATH, ENCAPSULATED_PATH, KUBECONFIG_PATH, KUBELET_CA_PATH, MC_CONTENT_PATH, NODE_ANNOTATIONS_PATH,
     ServeError, build_served, go_json,
 )
-from tests.unit.test_mcs_layout import (
+from tests.unit.server.test_mcs_layout import (
     CLOUD_CA, KUBECONFIG, KUBELET_CA, SSH_KEY, WORKER_CONFIG, controller_config, decode_files, ignition_config,
     machine_config, write_layout,
 )

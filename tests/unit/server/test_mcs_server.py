@@ -30,12 +30,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.unit.test_mcs_layout import KUBECONFIG, write_layout
-from tests.unit.slowclient import trickle_until_closed
+from tests.unit.server.test_mcs_layout import KUBECONFIG, write_layout
+from tests.support.slowclient import trickle_until_closed
 
 IGN = "application/vnd.coreos.ignition+json"
 TOKEN = "worker-token-5d1f0c2a9b"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # -- a throwaway CA ----------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_served_kubeconfig_is_the_file(server: Server) -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_every_accept_header_of_the_table(server: Server) -> None:
-    from tests.unit.test_mcs_negotiate import ERR, TABLE
+    from tests.unit.server.test_mcs_negotiate import ERR, TABLE
 
     for header, _mco, ours in TABLE:
         accept = ["-H", "Accept:"] if header is None else ["-H", f"Accept: {header}"]

@@ -26,11 +26,11 @@ from mcs.app import ServerState, make_app
 from mcs.server import ServerOptions
 from mcs.store_mode import build_store_state
 from mcs.tokens import PoolTokens
-from tests.unit.test_mcs_layout import (
+from tests.unit.server.test_mcs_layout import (
     MASTER_CONFIG, WORKER_CONFIG, WORKER_CONFIG_NEW, controller_config, decode_files, ignition_config,
     machine_config,
 )
-from tests.unit.poolyaml import pool_yaml, pools_yaml
+from tests.support.poolyaml import pool_yaml, pools_yaml
 
 PLAIN = {"Accept-Encoding": "identity"}
 WORKER_LABEL = "node-role.kubernetes.io/worker"

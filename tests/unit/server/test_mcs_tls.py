@@ -9,7 +9,7 @@ import pytest
 
 from mcs.server import ConnectionGuard
 from mcs.tls import ReloadingTLS, new_server_context
-from tests.unit.test_mcs_server import issue, make_ca, replace
+from tests.unit.server.test_mcs_server import issue, make_ca, replace
 
 
 def test_context_refuses_below_tls_12() -> None:

@@ -32,11 +32,11 @@ import pytest
 from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, open_store
 from machineconfig.store.remote import RemoteNodeAPI
-from tests.unit.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
-from tests.unit.test_mcs_server import write_tls
-from tests.unit.test_mcs_store_mode import WORKER_LABEL, credentials_of, make_store, pool_token
+from tests.unit.server.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
+from tests.unit.server.test_mcs_server import write_tls
+from tests.unit.server.test_mcs_store_mode import WORKER_LABEL, credentials_of, make_store, pool_token
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 API = constants.NODE_API_PREFIX
 MASTER_LABEL = "node-role.kubernetes.io/master"
 CURRENT = constants.CURRENT_CONFIG_ANNOTATION

@@ -18,11 +18,11 @@ import pytest
 
 from machineconfig import status
 from mcs.tokens import AdminToken, PoolTokens
-from tests.unit.statuskit import (DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, Cluster, mid_rollout,
+from tests.support.statuskit import (DRIFT_MESSAGE, HOSTILE_NAME, HOSTILE_REASON, Cluster, mid_rollout,
                                  slots_of)
-from tests.unit.statuspage import PageDOM, artifacts_dir, chromium
-from tests.unit.statusserver import Running, running_mcs
-from tests.unit.test_mcs_server import open_url
+from tests.support.statuspage import PageDOM, artifacts_dir, chromium
+from tests.support.statusserver import Running, running_mcs
+from tests.unit.server.test_mcs_server import open_url
 
 
 SLOT_HOLDER = "zincati<img src=x onerror=alert(2)>"
@@ -154,7 +154,7 @@ def test_mcs_admin_token_prints_one_token_made_once(tmp_path: Path,
 
 
 def test_chromium_says_none_where_there_is_nothing(tmp_path: Path) -> None:
-    from tests.unit.clusterkit import make_store
+    from tests.support.clusterkit import make_store
 
     _, inputs = make_store(tmp_path)  # a pool, no node yet
     with running_mcs(f"local:{inputs}", tmp_path / "state", tmp_path) as server:

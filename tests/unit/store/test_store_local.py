@@ -13,7 +13,7 @@ from machineconfig.store import (
     NotFoundError, Store, StoreError, open_store,
 )
 from machineconfig.store.local import LocalStore
-from tests.unit.poolyaml import pool_yaml, pools_yaml
+from tests.support.poolyaml import pool_yaml, pools_yaml
 
 POOLS = pools_yaml(pool_yaml("worker", role="worker"), pool_yaml("master", max_unavailable=1))
 

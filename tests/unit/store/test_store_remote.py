@@ -26,11 +26,11 @@ from machineconfig.store import (
     ConflictError, ForbiddenError, NodeAPI, NotFoundError, Store, StoreError,
 )
 from machineconfig.store.remote import RemoteNodeAPI, _error_for
-from tests.unit.test_mcs_layout import WORKER_CONFIG
-from tests.unit.test_mcs_server import open_url, write_tls
-from tests.unit.test_mcs_store_mode import WORKER_LABEL, credentials_of, make_store, pool_token
+from tests.unit.server.test_mcs_layout import WORKER_CONFIG
+from tests.unit.server.test_mcs_server import open_url, write_tls
+from tests.unit.server.test_mcs_store_mode import WORKER_LABEL, credentials_of, make_store, pool_token
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STATE_KEY = constants.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION
 
 
