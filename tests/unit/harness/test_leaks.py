@@ -1,4 +1,4 @@
-"""tests/leaks.py, the check tests/conftest.py runs after every test: it names the threads,
+"""tests/support/leaks.py, the check tests/conftest.py runs after every test: it names the threads,
 processes and asyncio tasks a test left behind, and nothing else."""
 from __future__ import annotations
 
