@@ -1,10 +1,14 @@
 """Test helpers for the controller tests: a local store over temporary dirs, input writers and a
-fake daemon that reports Done the way mcd does (currentConfig = desiredConfig, state Done)."""
+fake daemon that reports Done the way mcd does (currentConfig = desiredConfig, state Done); and
+seed_node, a node Done in one rendered config and targeted at another on any store (the kube
+daemon tests' starting point)."""
 from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
@@ -66,9 +70,20 @@ def daemon_step(store: Store) -> list[str]:
     return done
 
 
-def join(store: Store, name: str, config: str) -> None:
-    """A node that booted into `config` (what mcd firstboot leaves behind)."""
+def join(store: Store, name: str, config: str, desired: str = "") -> None:
+    """A node that booted into `config` (what mcd firstboot leaves behind), Done there and
+    targeted at `desired` (default: `config`)."""
     store.register_node(name, {"node-role.kubernetes.io/worker": ""})
     store.patch_node_annotations(name, {CURRENT_CONFIG_ANNOTATION: config,
-                                        DESIRED_CONFIG_ANNOTATION: config,
+                                        DESIRED_CONFIG_ANNOTATION: desired or config,
                                         MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+
+
+def seed_node(store: Store, name: str, current: Mapping[str, Any],
+              desired: Mapping[str, Any] | None = None) -> None:
+    """The rendered configs `current` and `desired` (default: `current`) in the store, and a
+    worker node Done in `current` and targeted at `desired`: where a daemon test starts."""
+    store.put_rendered(current)
+    if desired is not None:
+        store.put_rendered(desired)
+    join(store, name, current["metadata"]["name"], desired["metadata"]["name"] if desired else "")
