@@ -23,8 +23,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.unit.procs import stop_all  # noqa: E402
-from tests.unit.test_mcs_layout import ignition_config, write_layout  # noqa: E402
+from tests.support.procs import stop_all  # noqa: E402
+from tests.unit.server.test_mcs_layout import ignition_config, write_layout  # noqa: E402
 
 ACCEPT = "application/vnd.coreos.ignition+json;version=3.5.0, */*;q=0.1"
 # About 180 KB served (a typical worker pool) or about 3 MB (a large one).

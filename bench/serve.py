@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 # The pool sizes and the Accept header are bench_mcs.py's, so both benchmarks measure the same thing.
 from bench_mcs import ACCEPT, SIZES  # noqa: E402
-from tests.unit.test_mcs_layout import ignition_config, machine_config, pool, write_layout, write_yaml  # noqa: E402
+from tests.unit.server.test_mcs_layout import ignition_config, machine_config, pool, write_layout, write_yaml  # noqa: E402
 
 APT_HINT = "apt-get install -y wrk nginx-light"
 # The typical pool is the layout's own `worker`; the large one is added beside it as pool `large`,

@@ -3,7 +3,7 @@
 - The call-phase report kept on the item (`item.rep_call`), so fixtures of the node, e2e and
   vagrant tests can dump consoles and logs when a test failed.
 - `_stops_what_it_starts` (autouse): after each test, no thread, child process or pending asyncio
-  task that the test started may be left (see tests/leaks.py). Whatever a session- or
+  task that the test started may be left (see tests/support/leaks.py). Whatever a session- or
   module-scoped fixture starts belongs to that fixture and is not counted.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.leaks import Snapshot, leaks_after
+from tests.support.leaks import Snapshot, leaks_after
 
 # seconds a test's leftovers get to finish (a thread joining, a process exiting after SIGTERM)
 LEAK_GRACE = 2.0

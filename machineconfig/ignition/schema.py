@@ -261,7 +261,7 @@ def to_canonical(typed: dict[str, Any], struct: str, minor: int, *, root: bool =
 # The three conversions above are compiled once per (struct, minor) into straight-line Python
 # (one dict display per struct, no per-field dispatch), which is several times faster than
 # walking the field tables; the *_reference functions below are the table-driven definitions
-# they must agree with (tests/unit/test_ignition_schema_compiled.py).
+# they must agree with (tests/unit/ignition/test_ignition_schema_compiled.py).
 _NAMESPACE: dict[str, Any] = {}
 
 

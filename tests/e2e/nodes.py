@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.leaks import owned_by_fixture
+from tests.support.leaks import owned_by_fixture
 from tests.node.harness import Node, NodeFactory, reap_stale
 from tests.node.rootfs import REBOOT_EXIT_STATUS, ensure_rootfs, missing_prerequisites
 

@@ -26,7 +26,7 @@ from tests.e2e.cluster import (CURRENT, DESIRED, REASON, REPO_ROOT, STATE, condi
 from tests.e2e.conftest import E2E, JOIN_TIMEOUT, WORKERS
 from tests.e2e.history import NodeHistory
 from tests.e2e.nodes import FIRSTBOOT_UNIT_NAME
-from tests.unit.statuspage import PageDOM, artifacts_dir, chromium
+from tests.support.statuspage import PageDOM, artifacts_dir, chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -427,7 +427,7 @@ def test_rollout_waits_for_its_window_and_shares_reboot_slots_with_fleetlock(e2e
     show more slots in use than maxUnavailable (1)."""
     import datetime
 
-    from tests.unit.test_fleetlock import FleetLockClient
+    from tests.unit.server.test_fleetlock import FleetLockClient
 
     assert e2e.cluster.ca is not None
     old = pool_target(e2e)

@@ -20,8 +20,9 @@ from mcc.controller import Controller
 from mcd.daemon import Daemon, Timeouts
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import call
-from tests.unit.test_mcd_daemon import A, B_REBOOT, lay_down
-from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+from tests.support.clusterkit import seed_node
+from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, lay_down
+from tests.unit.daemon.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
 
 NODE = "node-1"
 # Bounds, not speeds: the controller thread answers a drain request within milliseconds.
@@ -32,12 +33,7 @@ TIMEOUTS = Timeouts(drain=60, uncordon=60, watch=0.5, backoff_min=0.01, backoff_
 @pytest.fixture
 def controller(clean_cluster: ControlPlane, kubeconfig: Path) -> Iterator[Any]:
     store = open_store(f"kube:{kubeconfig}")
-    for config in (A, B_REBOOT):
-        store.put_rendered(config)
-    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
-    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.DESIRED_CONFIG_ANNOTATION: B_REBOOT["metadata"]["name"],
-                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    seed_node(store, NODE, A, B_REBOOT)
     stop = threading.Event()
     thread = threading.Thread(target=Controller(store).run, args=(stop, 1.0), daemon=True)
     thread.start()
@@ -92,11 +88,7 @@ def node_done_in_a(kubeconfig: Path, root: Path) -> tuple[Any, Any]:
     node's own store)."""
     lay_down(root, A)
     store = open_store(f"kube:{kubeconfig}")
-    store.put_rendered(A)
-    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
-    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    seed_node(store, NODE, A)
     return store, open_store(f"kube:{kubeconfig}", node=NODE)
 
 
@@ -151,7 +143,7 @@ def test_service_ca_rotation_through_the_api_server(clean_cluster: ControlPlane,
     import base64
 
     from tests.kube.kit import apply, controller_config
-    from tests.unit.test_mcd_certificate_writer import OLD_CA, SERVICE_CA, ca_of, node_with_kubeconfigs
+    from tests.unit.daemon.test_mcd_certificate_writer import OLD_CA, SERVICE_CA, ca_of, node_with_kubeconfigs
 
     cp = clean_cluster
     namespace = "openshift-machine-config-operator"

@@ -23,9 +23,9 @@ from machineconfig.store import ForbiddenError, NotFoundError
 from mcd.cluster import connect
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import GROUP_PATH, add_pod, apply, call, eventually
-from tests.unit.clusterkit import machine_config
-from tests.unit.poolyaml import pool_yaml
-from tests.unit.procs import stop_all
+from tests.support.clusterkit import machine_config
+from tests.support.poolyaml import pool_yaml
+from tests.support.procs import stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from machineconfig import constants as C
 from machineconfig import machine_config_node as mcn
 from machineconfig.store import open_store
 from mcc.controller import Controller
@@ -23,10 +22,11 @@ from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import GROUP_PATH, call, eventually, machine_config_node_history
 from tests.kube.manifests_kit import kubectl
 from tests.kube.test_daemon_kube import NODE, TIMEOUTS
-from tests.unit.test_machine_config_node import REBOOT_PHASES, by_type, phases
-from tests.unit.test_mcd_daemon import A, B_REBOOT, lay_down
-from tests.unit.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
-from tests.unit.poolyaml import pool_yaml
+from tests.unit.daemon.test_machine_config_node import REBOOT_PHASES, by_type, phases
+from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, lay_down
+from tests.unit.daemon.test_mcd_update import FakeSystemd, root  # noqa: F401 - root is a fixture
+from tests.support.clusterkit import seed_node
+from tests.support.poolyaml import pool_yaml
 
 MCN_PATH = f"{GROUP_PATH}/machineconfignodes"
 
@@ -42,12 +42,7 @@ def cluster(clean_cluster: ControlPlane, kubeconfig: Path) -> Iterator[Any]:
                                     max_unavailable=1))
     code, answer = call(clean_cluster, "POST", f"{GROUP_PATH}/machineconfigpools", pool)
     assert code == 201, answer
-    for config in (A, B_REBOOT):
-        store.put_rendered(config)
-    store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
-    store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
-                                        C.DESIRED_CONFIG_ANNOTATION: B_REBOOT["metadata"]["name"],
-                                        C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
+    seed_node(store, NODE, A, B_REBOOT)
     stop = threading.Event()
     # no render: the pool selects no MachineConfig here, the rendered configs are given
     controller = Controller(store)

@@ -117,7 +117,7 @@ def test_the_daemon_updates_with_the_published_policies(openshift_crds: ControlP
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from mcd import daemon as mcd_daemon
     from mcd.daemon import Daemon, DaemonError
-    from tests.unit.test_mcd_update import FakeSystemd
+    from tests.unit.daemon.test_mcd_update import FakeSystemd
 
     cp = openshift_crds
     assert call(cp, "POST", "/apis/operator.openshift.io/v1/machineconfigurations",

@@ -10,9 +10,9 @@ from typing import Any
 from machineconfig import constants as C
 from tests.kube.controlplane import ControlPlane
 from tests.kube.test_rollout_kube import Cluster, kube, local  # noqa: F401 - fixtures
-from tests.unit.clusterkit import machine_config
-from tests.unit.poolyaml import pool_yaml
-from tests.unit.test_overlay import overlay_yaml
+from tests.support.clusterkit import machine_config
+from tests.support.poolyaml import pool_yaml
+from tests.unit.controller.test_overlay import overlay_yaml
 
 NODES = ("n1", "n2", "n3")
 

@@ -22,8 +22,8 @@ from machineconfig.store import NodeAPI, Store, open_store
 from mcc.controller import Controller
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import apply, writes
-from tests.unit.clusterkit import machine_config
-from tests.unit.poolyaml import pool_yaml
+from tests.support.clusterkit import machine_config
+from tests.support.poolyaml import pool_yaml
 
 NOW = "2026-01-01T00:00:00Z"
 NODES = ("n1", "n2", "n3")

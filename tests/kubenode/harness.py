@@ -67,7 +67,7 @@ from tests.e2e.nodes import RebootSupervisor, prepare_pointer_node
 from tests.kube.controlplane import ControlPlane, ControlPlaneError
 from tests.kubenode.network import BRIDGE, GATEWAY, PREFIX, ClusterNetwork, node_address
 from tests.kubenode.rootfs import ensure_kube_rootfs
-from tests.leaks import owned_by_fixture
+from tests.support.leaks import owned_by_fixture
 from tests.node.harness import Node
 from tests.node.rootfs import SITE_PACKAGES_BIND, HarnessError, host_site_packages, \
     install_project, run

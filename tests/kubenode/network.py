@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.leaks import owned_by_fixture
+from tests.support.leaks import owned_by_fixture
 from tests.node.rootfs import HarnessError, run
 
 SUBNET = "10.213.0"

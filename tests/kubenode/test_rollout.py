@@ -32,7 +32,7 @@ import yaml
 
 from tests.kube.kit import machine_config_node_history
 from tests.kubenode.harness import KubeCluster, KubeNode
-from tests.unit.test_machine_config_node import REBOOT_PHASES, REBOOTLESS_PHASES, by_type, phases
+from tests.unit.daemon.test_machine_config_node import REBOOT_PHASES, REBOOTLESS_PHASES, by_type, phases
 
 NS = "kn-e2e"
 APP = "sleeper"
