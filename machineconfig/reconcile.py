@@ -9,13 +9,13 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from machineconfig.constants import FORCE_FILE_PATH
 from machineconfig.errors import MachineConfigError
 from machineconfig.mcoparse import IgnitionConfigError, converted_config, raw_config
 
 log = logging.getLogger(__name__)
 
 CORE_USER = "core"
-FORCE_FILE = "/run/machine-config-daemon-force"
 
 # Names of MachineConfiguration.spec.irreconcilableValidationOverrides.storage entries.
 STORAGE_OVERRIDES = ("Disks", "FileSystems", "Raid")
@@ -98,8 +98,8 @@ def reconcile_reason(old_ign: Mapping[str, Any], new_ign: Mapping[str, Any], old
     for entry in new_storage.get("files") or []:
         if entry.get("append"):
             return f"ignition file {entry.get('path')} includes append"
-        if entry.get("path") == FORCE_FILE:
-            return f"cannot create {FORCE_FILE} via Ignition"
+        if entry.get("path") == FORCE_FILE_PATH:
+            return f"cannot create {FORCE_FILE_PATH} via Ignition"
     if old_fips != new_fips:
         return "detected change to FIPS flag; refusing to modify FIPS on a running cluster"
     return None

@@ -17,11 +17,13 @@ from typing import Any, cast
 
 import yaml
 
+from machineconfig import constants as C
 from machineconfig import localdrain
 from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
 from mcd import state as node_state
-from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
+from machineconfig.disruption import (DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError,
+                                      load_policy)
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_booted
@@ -109,14 +111,14 @@ def _local_drain(args: argparse.Namespace, systemd: SystemdApi) -> LocalDrain:
 def _local_return(args: argparse.Namespace, systemd: SystemdApi, state: str,
                   reason: str) -> tuple[str, str]:
     """Offline, once the node is Done: what a local drain stopped is started again."""
-    if state != node_state.DONE:
+    if state != C.STATE_DONE:
         return state, reason
     try:
         _local_drain(args, systemd).back(str(node_state.read_state(args.root).get(
             "currentConfig") or ""))
     except LocalReturnError as err:
-        node_state.write_state(args.root, node_state.DEGRADED, str(err))
-        return node_state.DEGRADED, str(err)
+        node_state.write_state(args.root, C.STATE_DEGRADED, str(err))
+        return C.STATE_DEGRADED, str(err)
     return state, reason
 
 
@@ -141,8 +143,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                                request_drain=request_drain, kubelet=_kubelet(args, systemd))
     except LocalDrainBlocked as err:
         # before any write: the node stays in A, nothing reboots
-        node_state.write_state(args.root, node_state.DEGRADED, str(err))
-        print(json.dumps({"state": node_state.DEGRADED, "reason": str(err), "rebooting": False,
+        node_state.write_state(args.root, C.STATE_DEGRADED, str(err))
+        print(json.dumps({"state": C.STATE_DEGRADED, "reason": str(err), "rebooting": False,
                           "actions": []}))
         return EXIT_FAILED
     state, reason = outcome.state, outcome.reason
@@ -151,12 +153,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
     print(json.dumps({"state": state, "reason": reason,
                       "rebooting": outcome.rebooting,
                       "actions": [str(a) for a in outcome.plan.actions] if outcome.plan else []}))
-    if state == node_state.UNRECONCILABLE:
+    if state == C.STATE_UNRECONCILABLE:
         return EXIT_UNRECONCILABLE
-    return EXIT_FAILED if state == node_state.DEGRADED else EXIT_OK
-    if outcome.state == node_state.UNRECONCILABLE:
+    return EXIT_FAILED if state == C.STATE_DEGRADED else EXIT_OK
+    if outcome.state == C.STATE_UNRECONCILABLE:
         return EXIT_UNRECONCILABLE
-    return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
+    return EXIT_FAILED if outcome.state == C.STATE_DEGRADED else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -181,7 +183,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     outcome = resume_after_boot(systemd, args.root, kubelet=_kubelet(args, systemd))
     state, reason = _local_return(args, systemd, outcome.state, outcome.reason)
     print(json.dumps({"state": state, "reason": reason}))
-    return EXIT_FAILED if state == node_state.DEGRADED else EXIT_OK
+    return EXIT_FAILED if state == C.STATE_DEGRADED else EXIT_OK
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from machineconfig import constants as C
-from machineconfig.store import ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store
+from machineconfig.store import (ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store,
+                                 store_scheme)
 from machineconfig.store.remote import RemoteNodeAPI
 from mcd.file_writers import Journal, atomic_write
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
-NODE_TOKEN_PATH = "/etc/machine-config-daemon/node-token"
-SERVER_CA_PATH = "/etc/machine-config-daemon/server-ca.crt"
-NODE_ANNOTATIONS_PATHS = ("/etc/machine-config-daemon/node-annotations.json",
-                          "/etc/machine-config-daemon/node-annotation.json.bak")
+NODE_TOKEN_PATH = f"{C.DAEMON_DIR}/node-token"
+SERVER_CA_PATH = f"{C.DAEMON_DIR}/server-ca.crt"
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 
 
@@ -53,7 +52,7 @@ def read_credentials(path: Path) -> Credentials:
 def default_labels(root: Path, credentials: Credentials | None) -> dict[str, str]:
     """The role label of the node's pool: from the credentials, else the served config's name."""
     pool = credentials.pool if credentials else ""
-    for node_path in NODE_ANNOTATIONS_PATHS:
+    for node_path in (C.NODE_ANNOTATIONS_PATH, C.NODE_ANNOTATIONS_BACKUP_PATH):
         if pool:
             break
         try:
@@ -141,8 +140,9 @@ def connect_kube(url: str, node: str) -> NodeAPI:
 
 def connect(store: str | None, state_dir: str | None, node: str, root: Path,
             credentials_path: Path, labels: Mapping[str, str]) -> NodeAPI:
-    if store and (store == "kube" or store.startswith("kube:")):
+    scheme = store_scheme(store) if store else None
+    if store and scheme == C.STORE_KUBE:
         return connect_kube(store, node)
-    if store and store.startswith("local:"):
+    if store and scheme == C.STORE_LOCAL:
         return connect_local(store, state_dir, node, root, labels)
     return connect_remote(store, node, root, credentials_path, labels)

@@ -25,7 +25,8 @@ from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFo
                                        StoreError)
 from mcd import state as node_state
 from mcd.certificate_writer import CertificateError, rotate_kubeconfig_ca, sync_certificates
-from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
+from machineconfig.disruption import (DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError,
+                                      parse_policy)
 from mcd.drain import DrainClient, DrainError
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
@@ -47,9 +48,6 @@ from mcd.update import (UnreconcilableUpdate, apply_update, kubelet_expected, pl
 
 log = logging.getLogger(__name__)
 
-NODE_ANNOTATIONS_FILE = "/etc/machine-config-daemon/node-annotations.json"
-NODE_ANNOTATIONS_BAK = "/etc/machine-config-daemon/node-annotation.json.bak"  # singular, as MCO
-ENCAPSULATED_FILE = "/etc/ignition-machine-config-encapsulated.json"
 IGNITION_PRESET = "/etc/systemd/system-preset/20-ignition.preset"
 EVENT_KIND = "Node"
 
@@ -241,8 +239,8 @@ class Daemon:
         node_state.write_state(self.root, state, reason)
 
     def report_error(self, err: BaseException) -> None:
-        state = node_state.UNRECONCILABLE if isinstance(err, UnreconcilableError) \
-            else node_state.DEGRADED
+        state = C.STATE_UNRECONCILABLE if isinstance(err, UnreconcilableError) \
+            else C.STATE_DEGRADED
         log.error("sync failed, node %s: %s", state, err)
         try:
             self.set_state(state, str(err))
@@ -342,13 +340,13 @@ class Daemon:
         except LocalReturnError as err:
             self._start_drift(current_mc)
             raise DaemonError(str(err)) from err
-        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
+        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE,
                     C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
                     C.CURRENT_CONFIG_ANNOTATION: current})
         self.progress.not_degraded()
         self.progress.updated(current)
-        self.metrics.set_state(node_state.DONE, "")
-        node_state.write_state(self.root, node_state.DONE, currentConfig=current,
+        self.metrics.set_state(C.STATE_DONE, "")
+        node_state.write_state(self.root, C.STATE_DONE, currentConfig=current,
                                desiredConfig=current, postConfigAction="")
         log.info("node %s is Done in %s", self.node_name, current)
         self._start_drift(current_mc)
@@ -363,7 +361,7 @@ class Daemon:
         annotations = self._annotations()
         self._sync_certificates(annotations)
         if self.reboot_lock is not None and self.slot_release_pending and not self.booting and \
-                annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == node_state.DONE:
+                annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == C.STATE_DONE:
             self._release_reboot_slot()
         from_reboot = annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING
         if from_reboot:
@@ -385,7 +383,7 @@ class Daemon:
             current = name_of(on_disk)
         desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or current
         state = annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION)
-        if current == desired and state == node_state.DONE:
+        if current == desired and state == C.STATE_DONE:
             if self.drift is None and current:
                 self._start_drift(self._config(current, on_disk))
             return
@@ -447,12 +445,12 @@ class Daemon:
         self._housekeeping()
         fs = NodeRoot(self.root)
         from_file: dict[str, str] = {}
-        if fs.lexists(NODE_ANNOTATIONS_FILE):
+        if fs.lexists(C.NODE_ANNOTATIONS_PATH):
             from_file = {str(k): str(v) for k, v in
-                         json.loads(fs.read_text(NODE_ANNOTATIONS_FILE, follow=False)).items()}
+                         json.loads(fs.read_text(C.NODE_ANNOTATIONS_PATH, follow=False)).items()}
             if C.CURRENT_CONFIG_ANNOTATION not in annotations:
                 annotations = self._bootstrap_annotations(annotations, from_file)
-            fs.rename(NODE_ANNOTATIONS_FILE, NODE_ANNOTATIONS_BAK)
+            fs.rename(C.NODE_ANNOTATIONS_PATH, C.NODE_ANNOTATIONS_BACKUP_PATH)
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
         if on_disk is not None:
@@ -462,7 +460,7 @@ class Daemon:
             current = name_of(on_disk)
         if not current:
             raise DaemonError("node has no currentConfig annotation, no "
-                              f"{NODE_ANNOTATIONS_FILE} and no on-disk currentconfig")
+                              f"{C.NODE_ANNOTATIONS_PATH} and no on-disk currentconfig")
         desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or \
             from_file.get(C.DESIRED_CONFIG_ANNOTATION) or current
         current_mc = self._config(current, on_disk)
@@ -498,7 +496,7 @@ class Daemon:
         keys = (C.CURRENT_CONFIG_ANNOTATION, C.FIRST_PIVOT_CONFIG_ANNOTATION)
         wanted: dict[str, str | None] = {k: from_file[k] for k in keys if k in from_file}
         desired = from_file.get(C.DESIRED_CONFIG_ANNOTATION)
-        log.info("bootstrapping: annotations from %s", NODE_ANNOTATIONS_FILE)
+        log.info("bootstrapping: annotations from %s", C.NODE_ANNOTATIONS_PATH)
         if desired and C.DESIRED_CONFIG_ANNOTATION not in annotations:
             try:
                 return self.patch({**wanted, C.DESIRED_CONFIG_ANNOTATION: desired}).annotations
@@ -508,9 +506,9 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         fs = NodeRoot(self.root)
-        if fs.lexists(ENCAPSULATED_FILE):
-            log.info("firstboot leftover %s renamed to .bak", ENCAPSULATED_FILE)
-            fs.rename(ENCAPSULATED_FILE, ENCAPSULATED_FILE + ".bak")
+        if fs.lexists(C.ENCAPSULATED_CONFIG_PATH):
+            log.info("firstboot leftover %s renamed to .bak", C.ENCAPSULATED_CONFIG_PATH)
+            fs.rename(C.ENCAPSULATED_CONFIG_PATH, C.ENCAPSULATED_CONFIG_PATH + ".bak")
         # Ignition's presets did their work at first boot; later they would fight our units
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             fs.unlink(IGNITION_PRESET)
@@ -576,9 +574,9 @@ class Daemon:
             return  # stopping, or the target moved while waiting: the next pass decides
         self._stop_drift()
         self.kubelet_next = None  # the update probes the kubelet itself where it matters
-        if state not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
-            self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.WORKING})
-            self.metrics.set_state(node_state.WORKING, "")
+        if state not in (C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
+            self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING})
+            self.metrics.set_state(C.STATE_WORKING, "")
         self.updating = True  # SIGTERM is ignored from here until the update ends
         try:
             outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
@@ -590,13 +588,13 @@ class Daemon:
             if self.sigterm_during_update:
                 self.event("GotSigtermDuringUpdate", "Got SIGTERM, but actively updating")
                 self.stop_requested.set()
-        if outcome.state == node_state.UNRECONCILABLE:
+        if outcome.state == C.STATE_UNRECONCILABLE:
             self.event("FailedToReconcile", outcome.reason, "Warning")
             self.metrics.update_done(desired, outcome.reason)
             raise UnreconcilableError(outcome.reason)
         if outcome.pivot_error:
             self.metrics.pivot_errors.inc()
-        if outcome.state == node_state.DEGRADED:
+        if outcome.state == C.STATE_DEGRADED:
             self.kubelet_failed = outcome.kubelet_unhealthy
             self.metrics.update_done(desired, outcome.reason)
             # rolled back: the disk is in `current`; past the point of no return: in `desired`

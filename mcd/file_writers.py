@@ -11,7 +11,6 @@ import logging
 import os
 import posixpath
 import secrets
-import signal
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from machineconfig.constants import DAEMON_DIR
 from machineconfig.errors import MachineConfigError
 from machineconfig.unitnames import unit_name_problem
-from mcd.diff import decoded_contents
+from machineconfig.disruption import decoded_contents
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
-ORIG_DIR = "/etc/machine-config-daemon/orig"
-NOORIG_DIR = "/etc/machine-config-daemon/noorig"
+ORIG_DIR = f"{DAEMON_DIR}/orig"
+NOORIG_DIR = f"{DAEMON_DIR}/noorig"
 SYSTEMD_DIR = "/etc/systemd/system"
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
@@ -51,9 +51,6 @@ TEMP_MARK = ".mcdtmp"
 WRITE_THREADS = 16
 
 _T = TypeVar("_T")
-
-# Test-only crash hook: SIGKILL ourselves after this many renames (crash-consistency tests).
-_CRASH_AFTER_ENV = "MCD_TEST_CRASH_AFTER_WRITES"
 
 
 class WriteError(RuntimeError):
@@ -98,7 +95,6 @@ class Journal:
         self.order: list[str] = []
         self.created_dirs: list[str] = []
         self.dirs_to_sync: set[str] = set()
-        self.writes = 0
 
     def _root(self) -> NodeRoot:
         if self.root is None:
@@ -189,7 +185,6 @@ def _write_at(dir_fd: int, name: str, node_path: str, data: bytes, mode: int, ui
         raise
     with lock or contextlib.nullcontext():
         journal.dirs_to_sync.add(posixpath.dirname(node_path))
-        _count_write(journal)
 
 
 def _write_into(root: NodeRoot, node_path: str, data: bytes, mode: int, uid: int, gid: int,
@@ -249,10 +244,11 @@ def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: J
                                                           journal)
             targets.append((dir_fd, name))
         _sweep_temps(root, {posixpath.dirname(write.path) for write in writes})
+        lock = threading.Lock()  # the writers share the journal's set of directories to fsync
 
         def one(write: PendingWrite, dir_fd: int, name: str) -> None:
             _labelled(write, _write_at, dir_fd, name, write.path, write.data, write.mode,
-                      write.uid, write.gid, journal, _count_lock)
+                      write.uid, write.gid, journal, lock)
 
         with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)),
                                 thread_name_prefix="mcd-write") as pool:
@@ -301,20 +297,6 @@ def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: J
         os.symlink(target, tmp, dir_fd=dir_fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     journal.dirs_to_sync.add(posixpath.dirname(node_path))
-    _count_write(journal)
-
-
-_writes_in_process = 0
-_count_lock = threading.Lock()
-
-
-def _count_write(journal: Journal) -> None:
-    global _writes_in_process
-    journal.writes += 1
-    _writes_in_process += 1
-    crash_after = os.environ.get(_CRASH_AFTER_ENV)
-    if crash_after and _writes_in_process >= int(crash_after):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class UnitMasker(Protocol):

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import mcoparse
-from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig.constants import (CURRENT_CONFIG_ANNOTATION, ENCAPSULATED_CONFIG_PATH,
+                                      NODE_ANNOTATIONS_PATH)
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode
 from machineconfig.unitnames import install_section
 from mcd import grub
-from mcd.diff import decoded_contents
+from machineconfig.disruption import decoded_contents
 from mcd.file_writers import (DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, WriteError,
                               atomic_write, check_unit_name, replace_with_symlink)
 from mcd.noderoot import NodeRoot
@@ -38,8 +39,6 @@ from mcd.state import STATE_FILE_MODE
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.coreos.ignition+json;version=3.5.0, */*;q=0.1"
-ENCAPSULATED = "/etc/ignition-machine-config-encapsulated.json"
-NODE_ANNOTATIONS = "/etc/machine-config-daemon/node-annotations.json"
 PRESET_FILE = "/etc/systemd/system-preset/20-ignition.preset"
 DONE_STAMP = "/var/lib/machine-config-daemon/firstboot.done"
 UNIT_SEARCH = (SYSTEMD_DIR, "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
@@ -343,7 +342,7 @@ def apply_config(config: Mapping[str, Any], root: Path) -> None:
 def config_name(root: Path) -> str:
     """The rendered config the node was served (from the annotations file)."""
     try:
-        annotations = json.loads(NodeRoot(root).read_text(NODE_ANNOTATIONS))
+        annotations = json.loads(NodeRoot(root).read_text(NODE_ANNOTATIONS_PATH))
     except (OSError, ValueError):
         return ""
     return str(annotations.get(CURRENT_CONFIG_ANNOTATION, ""))
@@ -361,9 +360,9 @@ def apply_first_kernel_arguments(root: Path,
     """The encapsulated config's kernelArguments, before the first reboot, on a GRUB host: the
     drop-in and update-grub, as the daemon applies them at each update. True when applied."""
     fs = NodeRoot(root)
-    if not fs.lexists(ENCAPSULATED):
+    if not fs.lexists(ENCAPSULATED_CONFIG_PATH):
         return False
-    mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
+    mc = json.loads(fs.read_text(ENCAPSULATED_CONFIG_PATH, follow=False))
     kargs = (mc.get("spec") or {}).get("kernelArguments")
     if not kargs:
         return False
@@ -387,16 +386,16 @@ def complete_encapsulated(root: Path,
                           update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
     """MCO's firstboot-complete-machineconfig: True when a reboot is needed for OS changes."""
     fs = NodeRoot(root)
-    if not fs.lexists(ENCAPSULATED):
-        log.info("no %s: nothing to complete", ENCAPSULATED)
+    if not fs.lexists(ENCAPSULATED_CONFIG_PATH):
+        log.info("no %s: nothing to complete", ENCAPSULATED_CONFIG_PATH)
         return False
-    mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
+    mc = json.loads(fs.read_text(ENCAPSULATED_CONFIG_PATH, follow=False))
     spec = mc.get("spec") or {}
     if ostree_booted(root) and (spec.get("extensions")
                                 or spec.get("kernelType") not in (None, "", "default")):
         # TODO: rebase through rpm-ostree at first boot, as MCO does
         log.warning("OS-level first-boot changes on rpm-ostree hosts are not applied yet")
     reboot = apply_first_kernel_arguments(root, update_grub)
-    fs.rename(ENCAPSULATED, ENCAPSULATED + ".bak")
+    fs.rename(ENCAPSULATED_CONFIG_PATH, ENCAPSULATED_CONFIG_PATH + ".bak")
     log.info("first boot of %s complete", (mc.get("metadata") or {}).get("name", "?"))
     return reboot

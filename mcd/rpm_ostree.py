@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcd.diff import MachineConfigDiff, canonical_kernel_type
+from machineconfig.disruption import MachineConfigDiff, canonical_kernel_type
 
 log = logging.getLogger(__name__)
 

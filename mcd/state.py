@@ -10,16 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from machineconfig import constants as C
 from mcd.file_writers import Journal, atomic_write
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
-CURRENT_CONFIG = "/etc/machine-config-daemon/currentconfig"
-STATE_FILE = "/etc/machine-config-daemon/state.json"
-FORCE_FILE = "/run/machine-config-daemon-force"
-
-WORKING, DONE, DEGRADED, UNRECONCILABLE = "Working", "Done", "Degraded", "Unreconcilable"
+# the post-config action recorded (annotation and state file) while a reboot is under way
 REBOOTING = "Rebooting"
 MAX_REASON = 2000
 # The current config holds every secret of the node's config (pull secret, kubeconfig): like
@@ -35,7 +32,7 @@ def _read(root: Path, node_path: str) -> str | None:
 
 
 def read_current_config(root: Path) -> dict[str, Any] | None:
-    text = _read(root, CURRENT_CONFIG)
+    text = _read(root, C.CURRENT_CONFIG_PATH)
     if text is None:
         return None
     config: dict[str, Any] = json.loads(text)
@@ -47,7 +44,7 @@ def current_config_bytes(mc: Mapping[str, Any]) -> bytes:
 
 
 def read_state(root: Path) -> dict[str, Any]:
-    text = _read(root, STATE_FILE)
+    text = _read(root, C.DAEMON_STATE_PATH)
     if text is None:
         return {}
     state: dict[str, Any] = json.loads(text)
@@ -58,7 +55,7 @@ def write_state(root: Path, state: str, reason: str = "", **fields: Any) -> dict
     """Record the node state; never part of an update's rollback, so a failure stays visible."""
     record = {**read_state(root), "state": state, "reason": reason[:MAX_REASON], **fields}
     journal = Journal()
-    atomic_write(root, STATE_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write(root, C.DAEMON_STATE_PATH, (json.dumps(record, indent=2, sort_keys=True) + "\n")
                  .encode(), STATE_FILE_MODE, os.geteuid(), os.getegid(), journal)
     journal.sync()
     log.info("state %s%s", state, f": {reason}" if reason else "")
@@ -69,11 +66,11 @@ def write_fields(root: Path, **fields: Any) -> dict[str, Any]:
     """Change other records of the state file (a None value removes one), the state kept."""
     record = {k: v for k, v in {**read_state(root), **fields}.items() if v is not None}
     journal = Journal()
-    atomic_write(root, STATE_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write(root, C.DAEMON_STATE_PATH, (json.dumps(record, indent=2, sort_keys=True) + "\n")
                  .encode(), STATE_FILE_MODE, os.geteuid(), os.getegid(), journal)
     journal.sync()
     return record
 
 
 def force_file_present(root: Path) -> bool:
-    return NodeRoot(root).lexists(FORCE_FILE)
+    return NodeRoot(root).lexists(C.FORCE_FILE_PATH)

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machineconfig import constants as C
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
 from machineconfig.mcoparse import raw_config
 from machineconfig.reconcile import name_of
 from mcd import state as node_state
-from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolicy, describe,
-                         drain_required, post_config_actions)
-from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
+from machineconfig.disruption import (DEFAULT_POLICY, Action, ActionType, MachineConfigDiff,
+                                      NodeDisruptionPolicy, compute_diff, describe,
+                                      drain_required, files_by_path, post_config_actions,
+                                      units_by_name)
 from mcd import grub
 from mcd.file_writers import FileWriter, Journal, PriorState, check_unit_name
 from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
@@ -327,20 +329,20 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
     old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
     previous = node_state.read_state(root).get("state")
-    if previous not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
-        node_state.write_state(root, node_state.WORKING, desiredConfig=new_name)
+    if previous not in (C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
+        node_state.write_state(root, C.STATE_WORKING, desiredConfig=new_name)
     try:
         plan = plan_update(old_view, new_view, root=root, policy=policy)
     except UnreconcilableUpdate as err:
-        node_state.write_state(root, node_state.UNRECONCILABLE, str(err), desiredConfig=new_name)
+        node_state.write_state(root, C.STATE_UNRECONCILABLE, str(err), desiredConfig=new_name)
         if progress is not None:
             progress.incompatible(name_of(old_mc), new_name, str(err))
-        return UpdateOutcome(node_state.UNRECONCILABLE, str(err))
+        return UpdateOutcome(C.STATE_UNRECONCILABLE, str(err))
     if progress is not None:
         progress.prepared(plan.actions, plan.drain)
     if plan.force:
         with contextlib.suppress(FileNotFoundError):
-            NodeRoot(root).unlink(node_state.FORCE_FILE)
+            NodeRoot(root).unlink(C.FORCE_FILE_PATH)
     kubelet_before = _kubelet_before(plan, kubelet)
     kubelet_record: dict[str, Any] = {} if kubelet_before is None else \
         {KUBELET_HEALTHY_BEFORE: kubelet_before}
@@ -380,7 +382,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         if needs_reload:
             # exactly one manager Reload per update, however many units changed
             systemd.daemon_reload()
-        writer.write_text(node_state.CURRENT_CONFIG, node_state.current_config_bytes(new_mc),
+        writer.write_text(C.CURRENT_CONFIG_PATH, node_state.current_config_bytes(new_mc),
                           node_state.STATE_FILE_MODE)
         journal.sync()
     except Exception as err:  # noqa: BLE001 - every failure before the point of no return rolls back
@@ -396,20 +398,20 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         except SystemdError as reload_err:
             log.error("systemd Reload after rollback failed: %s", reload_err)
         reason = f"failed to apply {new_name}, rolled back to {plan.old_name}: {err}"
-        node_state.write_state(root, node_state.DEGRADED, reason, desiredConfig=new_name)
-        return UpdateOutcome(node_state.DEGRADED, reason, plan, pivot_error=pivot_error)
+        node_state.write_state(root, C.STATE_DEGRADED, reason, desiredConfig=new_name)
+        return UpdateOutcome(C.STATE_DEGRADED, reason, plan, pivot_error=pivot_error)
     # point of no return: the node now claims to be in B
     if progress is not None:
         progress.files_applied(os_update, bool(plan.diff.passwd))
     if plan.reboot:
         rationale = f"Node will reboot into config {new_name}"
-        node_state.write_state(root, node_state.WORKING, currentConfig=new_name,
+        node_state.write_state(root, C.STATE_WORKING, currentConfig=new_name,
                                desiredConfig=new_name, postConfigAction=node_state.REBOOTING,
                                **kubelet_record)
         if progress is not None:
             progress.rebooting()
         systemd.reboot(rationale)
-        return UpdateOutcome(node_state.WORKING, plan=plan, rebooting=True)
+        return UpdateOutcome(C.STATE_WORKING, plan=plan, rebooting=True)
     try:
         for action in plan.actions:
             if action.service in plan.diff.units_removed:
@@ -424,20 +426,20 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
             _reload_sshd(systemd)
         validate_on_disk(new_view, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
-        node_state.write_state(root, node_state.DEGRADED, str(err), currentConfig=new_name,
+        node_state.write_state(root, C.STATE_DEGRADED, str(err), currentConfig=new_name,
                                desiredConfig=new_name, **kubelet_record)
-        return UpdateOutcome(node_state.DEGRADED, str(err), plan)
+        return UpdateOutcome(C.STATE_DEGRADED, str(err), plan)
     if kubelet is not None and kubelet_before and kubelet_enabled(new_view) and any(
             a.type is ActionType.RESTART and a.service == KUBELET_UNIT for a in plan.actions):
         unhealthy = kubelet.wait_healthy(f"after restarting {KUBELET_UNIT}")
         if unhealthy:
-            node_state.write_state(root, node_state.DEGRADED, unhealthy, currentConfig=new_name,
+            node_state.write_state(root, C.STATE_DEGRADED, unhealthy, currentConfig=new_name,
                                    desiredConfig=new_name, **kubelet_record)
-            return UpdateOutcome(node_state.DEGRADED, unhealthy, plan, kubelet_unhealthy=True)
-    node_state.write_state(root, node_state.DONE, currentConfig=new_name, desiredConfig=new_name,
+            return UpdateOutcome(C.STATE_DEGRADED, unhealthy, plan, kubelet_unhealthy=True)
+    node_state.write_state(root, C.STATE_DONE, currentConfig=new_name, desiredConfig=new_name,
                            postConfigAction="", lastActions=[str(a) for a in plan.actions],
                            **kubelet_record)
-    return UpdateOutcome(node_state.DONE, plan=plan)
+    return UpdateOutcome(C.STATE_DONE, plan=plan)
 
 
 def kubelet_expected(root: Path, mc: Mapping[str, Any]) -> bool:
@@ -469,7 +471,7 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
             reason = str(err)
     recorded = node_state.read_state(root)
     if not reason and recorded.get("desiredConfig", name) != name and recorded.get("state") in (
-            node_state.DEGRADED, node_state.UNRECONCILABLE):
+            C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
         # the disk matches the current config, but the failed move to the desired one still stands
         log.info("disk matches %s; %s towards %s kept", name, recorded["state"],
                  recorded["desiredConfig"])
@@ -478,6 +480,6 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
     if not reason and kubelet is not None and kubelet_expected(root, current):
         reason = kubelet.wait_healthy(f"after the reboot into {name}") or ""
         kubelet_unhealthy = bool(reason)
-    result = node_state.DEGRADED if reason else node_state.DONE
+    result = C.STATE_DEGRADED if reason else C.STATE_DONE
     node_state.write_state(root, result, reason, currentConfig=name, postConfigAction="")
     return UpdateOutcome(result, reason, kubelet_unhealthy=kubelet_unhealthy)

@@ -206,7 +206,7 @@ def test_reason_is_truncated(root: Path) -> None:
 def test_on_disk_currentconfig_overrides_annotation(root: Path) -> None:
     lay_down(root, B_RELOAD)
     (root / "etc/machine-config-daemon").mkdir(parents=True, exist_ok=True)
-    (root / node_state.CURRENT_CONFIG.lstrip("/")).write_bytes(node_state.current_config_bytes(B_RELOAD))
+    (root / C.CURRENT_CONFIG_PATH.lstrip("/")).write_bytes(node_state.current_config_bytes(B_RELOAD))
     # rendered-worker-a is not even in the store: the annotation is stale (etcd restore)
     api = cluster(B_RELOAD, current="rendered-worker-a", desired="rendered-worker-b")
     daemon(api, root).sync()

@@ -20,7 +20,8 @@ import pytest
 
 from mcd import grub
 from mcd import state as node_state
-from mcd.firstboot import ENCAPSULATED, complete_encapsulated
+from machineconfig.constants import ENCAPSULATED_CONFIG_PATH as ENCAPSULATED
+from mcd.firstboot import complete_encapsulated
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
 from tests.unit.test_mcd_update import FakeSystemd, mc
 

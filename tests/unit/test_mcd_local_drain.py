@@ -314,7 +314,7 @@ spec:
       - path: /etc/containers/policy.json
         actions: [{type: Drain}]
 """
-    from mcd.actions import parse_policy
+    from machineconfig.disruption import parse_policy
     import yaml
     parsed = parse_policy(yaml.safe_load(policy)["spec"]["nodeDisruptionPolicy"],
                           "spec.nodeDisruptionPolicy")

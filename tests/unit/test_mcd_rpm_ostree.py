@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mcd.diff import compute_diff
+from machineconfig.disruption import compute_diff
 from mcd.on_disk_validation import OnDiskValidationError, validate_os
 from mcd.rpm_ostree import (OSUpdateError, apply_os_changes, os_commands,
                             split_kernel_arguments)

@@ -3,6 +3,7 @@ and crash consistency (SIGKILL at every write point of a 100-file update, then c
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -14,9 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from mcd import file_writers
 from mcd import state as node_state
-from mcd.actions import DEFAULT_POLICY, NONE, NodeDisruptionPolicy, merge_policies
+from machineconfig.disruption import DEFAULT_POLICY, NONE, NodeDisruptionPolicy, merge_policies
 from mcd.on_disk_validation import validate_on_disk
 from mcd.systemd import SystemdError
 from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
@@ -197,6 +197,18 @@ def shm_root(root: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def crash_after_renames(point: int) -> None:
+    """In a forked "daemon": SIGKILL this process right after its `point`-th rename (every atomic
+    write of a file, a link or a record ends in one), by wrapping os.rename."""
+    renames, rename = itertools.count(1), os.rename
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        rename(*args, **kwargs)
+        if next(renames) >= point:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = counted  # type: ignore[assignment]
+
+
 def test_sigkill_at_every_write_point_leaves_old_or_new_and_converges(shm_root: Path) -> None:
     root = shm_root
     old_files, new_files = _files(100, "old"), _files(100, "new")
@@ -208,8 +220,7 @@ def test_sigkill_at_every_write_point_leaves_old_or_new_and_converges(shm_root: 
         point += 1
         pid = os.fork()
         if pid == 0:  # the "daemon": dies by SIGKILL at write number `point`
-            os.environ["MCD_TEST_CRASH_AFTER_WRITES"] = str(point)
-            file_writers._writes_in_process = 0  # count this daemon's writes, not the parent's
+            crash_after_renames(point)
             try:
                 apply_update(old, new, FakeSystemd(), root=root, policy=policy)
             finally:
