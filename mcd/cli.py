@@ -21,6 +21,8 @@ from machineconfig import constants as C
 from machineconfig import localdrain
 from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
 from machineconfig.disruption import (DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError,
                                       load_policy)
@@ -30,14 +32,14 @@ from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, valid
 from mcd.reboot_lock import RebootLock
 from mcd.rpm_ostree import OSUpdateError
 from mcd.systemd import Systemd, SystemdApi
-from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
+from mcd.update import apply_update, plan_update, resume_after_boot
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNRECONCILABLE = 0, 1, 2, 3
 
 
-def load_machine_config(path: Path) -> dict[str, Any]:
+def load_machine_config(path: Path) -> RenderedConfig:
     text = path.read_text()
     document: Any
     try:
@@ -52,7 +54,7 @@ def load_machine_config(path: Path) -> dict[str, Any]:
     if isinstance(config, str):
         # some tools store the Ignition config as a JSON string
         document["spec"]["config"] = json.loads(config)
-    return document
+    return RenderedConfig(document)
 
 
 def _policy(path: Path | None) -> NodeDisruptionPolicy:
@@ -84,7 +86,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         plan = plan_update(old, new, root=args.root, policy=_policy(args.policy),
                            check_node=args.node_checks)
-    except UnreconcilableUpdate as err:
+    except NotReconcilableError as err:
         print(f"unreconcilable: {err}")
         return EXIT_UNRECONCILABLE
     diff = plan.diff
@@ -163,7 +165,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     mc = load_machine_config(args.config)
-    name = str(mc.get("metadata", {}).get("name", args.config))
+    name = mc.name
     # every mismatch, not just the first: a person fixing a node wants the whole list
     mismatches = [str(OnDiskValidationError(name, detail)) for detail in
                   find_mismatches(mc, args.root, None if args.no_systemd else _systemd())]
@@ -174,7 +176,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if mismatches:
         print("\n".join(mismatches))
         return EXIT_FAILED
-    print(f"on-disk state matches {mc.get('metadata', {}).get('name', args.config)}")
+    print(f"on-disk state matches {name}")
     return EXIT_OK
 
 

@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from machineconfig import constants as C
 from machineconfig import localdrain
-from machineconfig.reconcile import name_of
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
@@ -43,8 +44,7 @@ from mcd.rpm_ostree import Runner, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi, SystemdError
-from mcd.update import (UnreconcilableUpdate, apply_update, kubelet_expected, plan_update,
-                        with_raw_config)
+from mcd.update import apply_update, kubelet_expected, plan_update
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,13 @@ class Daemon:
         self.node = self.api.get_node(self.node_name)
         return self.node.annotations
 
-    def _config(self, name: str, on_disk: Mapping[str, Any] | None) -> dict[str, Any]:
-        if on_disk is not None and name_of(on_disk) == name:
-            return dict(on_disk)
+    def _config(self, name: str, on_disk: RenderedConfig | None) -> RenderedConfig:
+        """The rendered config `name`: the on-disk currentconfig when it is that one, else the
+        store's (the one place the daemon gets a config from its node API)."""
+        if on_disk is not None and on_disk.name == name:
+            return on_disk
         try:
-            return self.api.get_rendered(name)
+            return RenderedConfig.of(self.api.get_rendered(name))
         except NotFoundError as err:
             raise DaemonError(f'machineconfig.{C.GROUP} "{name}" not found') from err
 
@@ -253,8 +255,8 @@ class Daemon:
         self.event("ConfigDriftDetected", reason, "Warning")
         self.report_error(DaemonError(reason))
 
-    def _start_drift(self, mc: Mapping[str, Any], known_drift: str | None = None) -> None:
-        if self.drift is not None and self.drift.name == name_of(mc):
+    def _start_drift(self, mc: RenderedConfig, known_drift: str | None = None) -> None:
+        if self.drift is not None and self.drift.name == mc.name:
             self.drift.drift = known_drift or self.drift.drift
             return
         self._stop_drift()
@@ -295,7 +297,7 @@ class Daemon:
         self.metrics.drain_err.set(0)
         self.progress.drained(request, self.api.get_node(self.node_name).unschedulable)
 
-    def _kubelet_back(self, current_mc: Mapping[str, Any], after: str | None) -> None:
+    def _kubelet_back(self, current_mc: RenderedConfig, after: str | None) -> None:
         """Before Done: a kubelet that answered before the reboot (or before the daemon's last
         failed wait) must answer again; Degraded with what was seen when it does not.
         Then the monitor: every `kubelet_monitor` seconds while the config runs a kubelet that
@@ -305,7 +307,7 @@ class Daemon:
             self.kubelet_failed = False
             return
         if (after is not None or self.kubelet_failed) and kubelet_expected(self.root, current_mc):
-            context = after or f"in {name_of(current_mc)}"
+            context = after or f"in {current_mc.name}"
             try:
                 reason = self.kubelet.wait_healthy(context, once=self.kubelet_failed)
             except WaitInterrupted:
@@ -321,7 +323,7 @@ class Daemon:
                 self.kubelet.last is not None and self.kubelet.last.healthy):
             self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
 
-    def _finish(self, current: str, current_mc: Mapping[str, Any],
+    def _finish(self, current: str, current_mc: RenderedConfig,
                 after: str | None = None, updated: bool = False) -> None:
         """MCO's updateConfigAndState when current == desired: (the kubelet back,) uncordon,
         (the units a local drain stopped started again, its afterReturn hooks,) then Done.
@@ -378,9 +380,9 @@ class Daemon:
             return
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
-        if on_disk is not None and name_of(on_disk) != current:
-            log.info("on-disk currentconfig %s overrides annotation %s", name_of(on_disk), current)
-            current = name_of(on_disk)
+        if on_disk is not None and on_disk.name != current:
+            log.info("on-disk currentconfig %s overrides annotation %s", on_disk.name, current)
+            current = on_disk.name
         desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or current
         state = annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION)
         if current == desired and state == C.STATE_DONE:
@@ -454,10 +456,10 @@ class Daemon:
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
         if on_disk is not None:
-            if name_of(on_disk) != current:
-                log.info("on-disk currentconfig %s overrides annotation %r", name_of(on_disk),
+            if on_disk.name != current:
+                log.info("on-disk currentconfig %s overrides annotation %r", on_disk.name,
                          current)
-            current = name_of(on_disk)
+            current = on_disk.name
         if not current:
             raise DaemonError("node has no currentConfig annotation, no "
                               f"{C.NODE_ANNOTATIONS_PATH} and no on-disk currentconfig")
@@ -513,7 +515,7 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             fs.unlink(IGNITION_PRESET)
 
-    def _reboot_slot(self, current_mc: Mapping[str, Any], desired_mc: Mapping[str, Any],
+    def _reboot_slot(self, current_mc: RenderedConfig, desired_mc: RenderedConfig,
                      desired: str, policy: NodeDisruptionPolicy) -> bool:
         """With a FleetLock server (`--fleetlock`): before an update that drains or reboots,
         a reboot slot, waited for (as Zincati waits) while SIGTERM may still stop the daemon.
@@ -521,9 +523,8 @@ class Daemon:
         if self.reboot_lock is None:
             return True
         try:
-            plan = plan_update(with_raw_config(current_mc), with_raw_config(desired_mc),
-                               root=self.root, policy=policy)
-        except UnreconcilableUpdate:
+            plan = plan_update(current_mc, desired_mc, root=self.root, policy=policy)
+        except NotReconcilableError:
             return True  # the update refuses it without touching anything
         if not (plan.drain or plan.reboot):
             return True
@@ -558,7 +559,7 @@ class Daemon:
         except RebootLockError as err:
             log.warning("reboot slot not given back yet: %s", err)
 
-    def _update(self, current: str, desired: str, on_disk: Mapping[str, Any] | None,
+    def _update(self, current: str, desired: str, on_disk: RenderedConfig | None,
                 state: str | None) -> None:
         current_mc = self._config(current, on_disk)
         desired_mc = self._config(desired, on_disk)

@@ -26,6 +26,7 @@ from machineconfig.constants import (CURRENT_CONFIG_ANNOTATION, ENCAPSULATED_CON
                                       NODE_ANNOTATIONS_PATH)
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.unitnames import install_section
 from mcd import grub
 from machineconfig.disruption import decoded_contents
@@ -355,16 +356,20 @@ def mark_done(root: Path, name: str) -> None:
     journal.sync()
 
 
+def _encapsulated(fs: NodeRoot) -> RenderedConfig | None:
+    """The full rendered config the served config carried, if it is still there."""
+    if not fs.lexists(ENCAPSULATED_CONFIG_PATH):
+        return None
+    return RenderedConfig(json.loads(fs.read_text(ENCAPSULATED_CONFIG_PATH, follow=False)))
+
+
 def apply_first_kernel_arguments(root: Path,
                                  update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
     """The encapsulated config's kernelArguments, before the first reboot, on a GRUB host: the
     drop-in and update-grub, as the daemon applies them at each update. True when applied."""
-    fs = NodeRoot(root)
-    if not fs.lexists(ENCAPSULATED_CONFIG_PATH):
-        return False
-    mc = json.loads(fs.read_text(ENCAPSULATED_CONFIG_PATH, follow=False))
-    kargs = (mc.get("spec") or {}).get("kernelArguments")
-    if not kargs:
+    mc = _encapsulated(NodeRoot(root))
+    kargs = mc.spec.kernel_arguments if mc is not None else None
+    if mc is None or not kargs:
         return False
     if ostree_booted(root):
         # TODO: rebase and kargs through rpm-ostree at first boot, as MCO does
@@ -386,16 +391,14 @@ def complete_encapsulated(root: Path,
                           update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
     """MCO's firstboot-complete-machineconfig: True when a reboot is needed for OS changes."""
     fs = NodeRoot(root)
-    if not fs.lexists(ENCAPSULATED_CONFIG_PATH):
+    mc = _encapsulated(fs)
+    if mc is None:
         log.info("no %s: nothing to complete", ENCAPSULATED_CONFIG_PATH)
         return False
-    mc = json.loads(fs.read_text(ENCAPSULATED_CONFIG_PATH, follow=False))
-    spec = mc.get("spec") or {}
-    if ostree_booted(root) and (spec.get("extensions")
-                                or spec.get("kernelType") not in (None, "", "default")):
+    if ostree_booted(root) and (mc.spec.extensions or mc.spec.kernel_type not in ("", "default")):
         # TODO: rebase through rpm-ostree at first boot, as MCO does
         log.warning("OS-level first-boot changes on rpm-ostree hosts are not applied yet")
     reboot = apply_first_kernel_arguments(root, update_grub)
     fs.rename(ENCAPSULATED_CONFIG_PATH, ENCAPSULATED_CONFIG_PATH + ".bak")
-    log.info("first boot of %s complete", (mc.get("metadata") or {}).get("name", "?"))
+    log.info("first boot of %s complete", mc.name)
     return reboot

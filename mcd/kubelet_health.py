@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from machineconfig.reconcile import ignition_config_of
+from machineconfig.reconcile import AnyConfig
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.sdnotify import notify
 from mcd.noderoot import NodeRoot
 
@@ -62,10 +63,10 @@ class Probe:
         return f"{self.url} {self.detail}"
 
 
-def kubelet_enabled(mc: Mapping[str, Any]) -> bool:
+def kubelet_enabled(mc: AnyConfig) -> bool:
     """Whether the config runs a kubelet: kubelet.service enabled (and not masked) in it."""
     try:
-        units = (ignition_config_of(mc).get("systemd") or {}).get("units") or []
+        units = (RenderedConfig.of(mc).ignition.get("systemd") or {}).get("units") or []
     except Exception:  # noqa: BLE001 - a config that does not parse has no kubelet to wait for
         return False
     return any(isinstance(u, Mapping) and u.get("name") == KUBELET_UNIT and

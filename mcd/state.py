@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import constants as C
+from machineconfig.rendered_config import RenderedConfig
 from mcd.file_writers import Journal, atomic_write
 from mcd.noderoot import NodeRoot
 
@@ -31,16 +32,16 @@ def _read(root: Path, node_path: str) -> str | None:
         return None
 
 
-def read_current_config(root: Path) -> dict[str, Any] | None:
+def read_current_config(root: Path) -> RenderedConfig | None:
+    """The rendered config the node last applied completely (its whole MachineConfig)."""
     text = _read(root, C.CURRENT_CONFIG_PATH)
     if text is None:
         return None
-    config: dict[str, Any] = json.loads(text)
-    return config
+    return RenderedConfig(json.loads(text))
 
 
-def current_config_bytes(mc: Mapping[str, Any]) -> bytes:
-    return json.dumps(mc, sort_keys=True).encode()
+def current_config_bytes(mc: RenderedConfig) -> bytes:
+    return json.dumps(mc.to_dict(), sort_keys=True).encode()
 
 
 def read_state(root: Path) -> dict[str, Any]:

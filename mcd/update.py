@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import constants as C
-from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
-from machineconfig.mcoparse import raw_config
-from machineconfig.reconcile import name_of
+from machineconfig.reconcile import AnyConfig, NotReconcilableError, check_reconcilable
+from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
 from machineconfig.disruption import (DEFAULT_POLICY, Action, ActionType, MachineConfigDiff,
                                       NodeDisruptionPolicy, compute_diff, describe,
@@ -39,20 +38,6 @@ FIPS_ENABLED = Path("/proc/sys/crypto/fips_enabled")
 # state.json: the kubelet answered healthy just before the last reboot or kubelet restart, so it
 # must come back (a node whose kubelet never answered, as a host without one, is not waited for)
 KUBELET_HEALTHY_BEFORE = "kubeletHealthyBefore"
-
-
-def with_raw_config(mc: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`mc` with `spec.config` as the raw JSON bytes MCO sees: the parse of those bytes is cached,
-    so each later `ignition_config_of` is one lookup (bytes keep their hash) instead of
-    serialising the whole config again (~25 ms for 1,000 files, nine times per update)."""
-    spec = mc.get("spec")
-    if not isinstance(spec, Mapping) or isinstance(spec.get("config"), (bytes, type(None))):
-        return mc
-    return {**mc, "spec": {**spec, "config": raw_config(spec["config"])}}
-
-
-class UnreconcilableUpdate(Exception):
-    """The node cannot move to the desired config in place."""
 
 
 @dataclass
@@ -85,64 +70,71 @@ class UpdateOutcome:
     kubelet_unhealthy: bool = False  # Degraded because the kubelet did not come back
 
 
-def _fips_reason(new_mc: Mapping[str, Any]) -> str | None:
+def _fips_reason(new_mc: RenderedConfig) -> str | None:
     try:
         node_fips = FIPS_ENABLED.read_text().strip() == "1"
     except OSError:
         node_fips = False
-    if bool((new_mc.get("spec") or {}).get("fips")) != node_fips:
+    if new_mc.spec.fips != node_fips:
         return "detected change to FIPS flag; refusing to modify FIPS on a running cluster"
     return None
 
 
-def _check_without_ostree(os_diff: MachineConfigDiff, new_mc: Mapping[str, Any], root: Path,
-                          prefix: str) -> None:
+def _unreconcilable(old_mc: RenderedConfig, new_mc: RenderedConfig, reason: str
+                    ) -> NotReconcilableError:
+    """The node cannot move to `new_mc` in place: the daemon's text names both configs."""
+    return NotReconcilableError(old_mc.name, new_mc.name, reason, message=(
+        f"can't reconcile config {old_mc.name} with {new_mc.name}: {reason}"))
+
+
+def _check_without_ostree(os_diff: MachineConfigDiff, old_mc: RenderedConfig,
+                          new_mc: RenderedConfig, root: Path) -> None:
     """Off rpm-ostree only kernel arguments can change, and only on a GRUB host."""
     not_grub = grub.not_grub_host(root) if os_diff.kargs else None
     fields = [label for flag, label in (
         (os_diff.os_update, "osImageURL"), (bool(not_grub), "kernelArguments"),
         (os_diff.kernel_type, "kernelType"), (os_diff.extensions, "extensions")) if flag]
     if fields == ["kernelArguments"]:
-        raise UnreconcilableUpdate(
-            f"{prefix}changes to kernelArguments need rpm-ostree or GRUB, and this node has "
+        raise _unreconcilable(old_mc, new_mc,
+            "changes to kernelArguments need rpm-ostree or GRUB, and this node has "
             f"neither ({OSTREE_BOOTED} is absent; {not_grub})")
     if fields:
-        raise UnreconcilableUpdate(
-            f"{prefix}changes to {', '.join(fields)} need rpm-ostree, and this node is not "
+        raise _unreconcilable(old_mc, new_mc,
+            f"changes to {', '.join(fields)} need rpm-ostree, and this node is not "
             f"rpm-ostree based ({OSTREE_BOOTED} is absent)")
     try:
         grub.checked_arguments(new_mc)
     except grub.GrubError as err:
-        raise UnreconcilableUpdate(prefix + str(err)) from err
+        raise _unreconcilable(old_mc, new_mc, str(err)) from err
 
 
-def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: Path = Path("/"),
+def plan_update(old: AnyConfig, new: AnyConfig, *, root: Path = Path("/"),
                 policy: NodeDisruptionPolicy = DEFAULT_POLICY, check_node: bool = True
                 ) -> UpdatePlan:
-    """Diff, reconcilability and the post-config action; raises UnreconcilableUpdate."""
-    old_name, new_name = name_of(old_mc), name_of(new_mc)
-    prefix = f"can't reconcile config {old_name} with {new_name}: "
+    """Diff, reconcilability and the post-config action; raises NotReconcilableError."""
+    old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
+    old_name, new_name = old_mc.name, new_mc.name
     try:
         # first: it also parses both configs, so nothing below sees one that does not parse
         check_reconcilable(old_mc, new_mc)
     except NotReconcilableError as err:
-        raise UnreconcilableUpdate(f"{prefix}configs {old_name}, {new_name} are not "
-                                   f"reconcilable: {err}") from err
+        raise _unreconcilable(old_mc, new_mc, f"configs {old_name}, {new_name} are not "
+                                              f"reconcilable: {err}") from err
     force = node_state.force_file_present(root)
     diff = compute_diff(old_mc, new_mc, force=force)
     if check_node:
         fips_reason = _fips_reason(new_mc)
         if fips_reason:
-            raise UnreconcilableUpdate(prefix + fips_reason)
+            raise _unreconcilable(old_mc, new_mc, fips_reason)
         # the forcefile's forced OS update means nothing without rpm-ostree, so it is not refused
         os_diff = compute_diff(old_mc, new_mc) if force else diff
         if os_diff.os_level and not ostree_booted(root):
-            _check_without_ostree(os_diff, new_mc, root, prefix)
+            _check_without_ostree(os_diff, old_mc, new_mc, root)
         if os_diff.extensions:
-            raise UnreconcilableUpdate(f"{prefix}extensions need the OS extensions container, "
-                                       "which this daemon does not install yet")
+            raise _unreconcilable(old_mc, new_mc, "extensions need the OS extensions container, "
+                                                  "which this daemon does not install yet")
     actions = post_config_actions(diff, policy, force=force)
-    drain = drain_required(actions, ignition_config_of(old_mc), ignition_config_of(new_mc))
+    drain = drain_required(actions, old_mc.ignition, new_mc.ignition)
     plan = UpdatePlan(old_name, new_name, diff, actions, drain, force)
     log.info("update %s -> %s: %s", old_name, new_name, plan.summary())
     return plan
@@ -311,7 +303,7 @@ def _kubelet_before(plan: UpdatePlan, kubelet: KubeletHealth | None) -> bool | N
     return healthy
 
 
-def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: SystemdApi, *,
+def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
                  root: Path = Path("/"), policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  request_drain: Callable[[str], None] | None = None,
                  os_runner: Runner = run_rpm_ostree,
@@ -325,18 +317,17 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     for `resume_after_boot` and the daemon. `progress` hears of each phase as it begins and
     ends (the node's MachineConfigNode). Kernel arguments go through rpm-ostree (`os_runner`)
     or, on a GRUB host, a drop-in and `update_grub`."""
-    new_name = name_of(new_mc)
-    # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
-    old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
+    old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
+    new_name = new_mc.name
     previous = node_state.read_state(root).get("state")
     if previous not in (C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
         node_state.write_state(root, C.STATE_WORKING, desiredConfig=new_name)
     try:
-        plan = plan_update(old_view, new_view, root=root, policy=policy)
-    except UnreconcilableUpdate as err:
+        plan = plan_update(old_mc, new_mc, root=root, policy=policy)
+    except NotReconcilableError as err:
         node_state.write_state(root, C.STATE_UNRECONCILABLE, str(err), desiredConfig=new_name)
         if progress is not None:
-            progress.incompatible(name_of(old_mc), new_name, str(err))
+            progress.incompatible(old_mc.name, new_name, str(err))
         return UpdateOutcome(C.STATE_UNRECONCILABLE, str(err))
     if progress is not None:
         progress.prepared(plan.actions, plan.drain)
@@ -360,7 +351,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     # the D-Bus manager acts on the running system: it may only mask units when root is "/"
     writer = FileWriter(root, journal, masker=systemd if root == Path("/") else None)
     units = _UnitOps(systemd)
-    old_ign, new_ign = ignition_config_of(old_view), ignition_config_of(new_view)
+    old_ign, new_ign = old_mc.ignition, new_mc.ignition
     os_staged = False
     pivot_error = False
     grub_prior: PriorState | None = None
@@ -424,12 +415,12 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                 progress.post_action(action)
         if reload_sshd:  # the host's manager, whatever the root (the DaemonSet's is /rootfs)
             _reload_sshd(systemd)
-        validate_on_disk(new_view, root, systemd)
+        validate_on_disk(new_mc, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
         node_state.write_state(root, C.STATE_DEGRADED, str(err), currentConfig=new_name,
                                desiredConfig=new_name, **kubelet_record)
         return UpdateOutcome(C.STATE_DEGRADED, str(err), plan)
-    if kubelet is not None and kubelet_before and kubelet_enabled(new_view) and any(
+    if kubelet is not None and kubelet_before and kubelet_enabled(new_mc) and any(
             a.type is ActionType.RESTART and a.service == KUBELET_UNIT for a in plan.actions):
         unhealthy = kubelet.wait_healthy(f"after restarting {KUBELET_UNIT}")
         if unhealthy:
@@ -442,7 +433,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     return UpdateOutcome(C.STATE_DONE, plan=plan)
 
 
-def kubelet_expected(root: Path, mc: Mapping[str, Any]) -> bool:
+def kubelet_expected(root: Path, mc: RenderedConfig) -> bool:
     """The config runs a kubelet and it answered before the last reboot or restart."""
     return kubelet_enabled(mc) and node_state.read_state(root).get(KUBELET_HEALTHY_BEFORE) is True
 
@@ -458,7 +449,7 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
     if current is None:
         log.info("no current config recorded: nothing to validate")
         return UpdateOutcome(node_state.read_state(root).get("state") or "")
-    name = name_of(current)
+    name = current.name
     if node_state.force_file_present(root):
         log.info("forcefile present: boot validation skipped")
         reason = ""

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from machineconfig import constants as C
+from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
 from mcd.daemon import Daemon, DaemonError, Timeouts
 from mcd.drain import duration_text
@@ -206,7 +207,7 @@ def test_reason_is_truncated(root: Path) -> None:
 def test_on_disk_currentconfig_overrides_annotation(root: Path) -> None:
     lay_down(root, B_RELOAD)
     (root / "etc/machine-config-daemon").mkdir(parents=True, exist_ok=True)
-    (root / C.CURRENT_CONFIG_PATH.lstrip("/")).write_bytes(node_state.current_config_bytes(B_RELOAD))
+    (root / C.CURRENT_CONFIG_PATH.lstrip("/")).write_bytes(node_state.current_config_bytes(RenderedConfig(B_RELOAD)))
     # rendered-worker-a is not even in the store: the annotation is stale (etcd restore)
     api = cluster(B_RELOAD, current="rendered-worker-a", desired="rendered-worker-b")
     daemon(api, root).sync()

@@ -19,7 +19,9 @@ from mcd import state as node_state
 from machineconfig.disruption import DEFAULT_POLICY, NONE, NodeDisruptionPolicy, merge_policies
 from mcd.on_disk_validation import validate_on_disk
 from mcd.systemd import SystemdError
-from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
+from mcd.update import apply_update, plan_update, resume_after_boot
 
 
 class FakeSystemd:
@@ -99,7 +101,7 @@ def test_rebootless_update_is_done_with_one_reload(root: Path) -> None:
     assert ("ReloadUnit", "crio.service") in systemd.calls
     assert ("RestartUnit", "iri-registry.service") in systemd.calls
     assert ("Enable", "iri-registry.service") in systemd.calls
-    assert node_state.read_current_config(root) == new
+    assert node_state.read_current_config(root) == RenderedConfig(new)
     assert node_state.read_state(root)["state"] == "Done"
     validate_on_disk(new, root, systemd)
 
@@ -109,7 +111,7 @@ def test_reboot_records_current_config_before_rebooting(root: Path) -> None:
     outcome = apply_update(mc("a"), mc("b", {"/etc/kubernetes/kubelet.conf": "k"}), systemd,
                            root=root)
     assert outcome.rebooting and systemd.calls[-1] == ("Reboot", "Node will reboot into config b")
-    assert node_state.read_current_config(root)["metadata"]["name"] == "b"  # type: ignore[index]
+    assert node_state.read_current_config(root).name == "b"  # type: ignore[union-attr]
     assert node_state.read_state(root)["postConfigAction"] == "Rebooting"
     assert resume_after_boot(systemd, root).state == "Done"
     (root / "etc/kubernetes/kubelet.conf").write_text("edited")
@@ -155,7 +157,7 @@ def test_unreconcilable_texts(root: Path) -> None:
         '"a" is not reconcilable against "b": detected change to FIPS flag; refusing to modify '
         "FIPS on a running cluster")
     assert node_state.read_state(root)["state"] == "Unreconcilable"
-    with pytest.raises(UnreconcilableUpdate, match="need rpm-ostree, and this node is not "
+    with pytest.raises(NotReconcilableError, match="need rpm-ostree, and this node is not "
                                                    r"rpm-ostree based \(/run/ostree-booted"):
         plan_update(mc("a"), mc("b", osImageURL="quay.io/os@sha256:1", kernelType="realtime"),
                     root=root)
