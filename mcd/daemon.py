@@ -12,7 +12,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -25,6 +25,7 @@ from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
+from mcd.state import Phase
 from mcd.certificate_writer import CertificateError, rotate_kubeconfig_ca, sync_certificates
 from machineconfig.disruption import (DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError,
                                       parse_policy)
@@ -32,7 +33,7 @@ from mcd.drain import DrainClient, DrainError
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.kubelet_health import (KUBELET_UNIT, MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND,
-                                KubeletHealth, UnitStatus, WaitInterrupted, kubelet_enabled)
+                                KubeletHealth, WaitInterrupted, kubelet_enabled)
 from mcd.metrics import DaemonMetrics
 from mcd.reboot_lock import RebootLock, RebootLockError
 from mcd.node_progress import NodeProgress
@@ -60,10 +61,6 @@ class DaemonError(Exception):
     """The sync failed; the node is Degraded with `str()` as the reason and the sync retried."""
 
 
-class UnreconcilableError(DaemonError):
-    """The desired config cannot be applied in place: state Unreconcilable."""
-
-
 class _Stopped(BaseException):
     """SIGTERM arrived while the daemon was only waiting."""
 
@@ -81,37 +78,6 @@ class Timeouts:
     kubelet_wait: float = WAIT_BOUND  # a kubelet that answered before must answer again within
     kubelet_monitor: float = MONITOR_INTERVAL  # at rest, between probes of a kubelet that answered
     kubelet_probe: float = PROBE_TIMEOUT  # one healthz request
-
-
-class _RebootHook:
-    """The systemd the engine gets: a reboot first records post-config-action=Rebooting."""
-
-    def __init__(self, inner: SystemdApi, daemon: Daemon) -> None:
-        self.inner, self.daemon = inner, daemon
-
-    def daemon_reload(self) -> None: self.inner.daemon_reload()
-    def unit_file_state(self, name: str) -> str: return self.inner.unit_file_state(name)
-    def enable(self, names: Sequence[str]) -> None: self.inner.enable(names)
-    def disable(self, names: Sequence[str]) -> None: self.inner.disable(names)
-    def preset(self, names: Sequence[str]) -> None: self.inner.preset(names)
-    def mask(self, names: Sequence[str]) -> None: self.inner.mask(names)
-    def unmask(self, names: Sequence[str]) -> None: self.inner.unmask(names)
-    def reload_unit(self, name: str) -> None: self.inner.reload_unit(name)
-    def restart_unit(self, name: str) -> None: self.inner.restart_unit(name)
-
-    def unit_status(self, name: str) -> str:
-        status: UnitStatus | None = getattr(self.inner, "unit_status", None)
-        return status(name) if status is not None else "state unknown"
-
-    def reboot(self, rationale: str) -> None:
-        self.daemon.event("Reboot", rationale)
-        self.daemon.patch({C.POST_CONFIG_ACTION_ANNOTATION: node_state.REBOOTING})
-        try:
-            self.inner.reboot(rationale)
-        except Exception as err:  # noqa: BLE001 - any failure to reboot is reported the same way
-            self.daemon.metrics.reboots_failed.inc()
-            log.error("reboot failed: %s", err)
-            raise DaemonError("reboot command failed, something is seriously wrong") from err
 
 
 class Daemon:
@@ -134,9 +100,7 @@ class Daemon:
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
         self.node: NodeRecord | None = None
-        self.booting = True
-        self.reboot_queued = False
-        self.updating = False
+        self.phase = Phase.BOOTING
         self.waiting = False
         self.sigterm_during_update = False
         self.token_rejected = False
@@ -221,7 +185,8 @@ class Daemon:
                 waiter = select.poll()
                 waiter.register(self.store_watch.fileno(), select.POLLIN)
                 # the loop takes the monitor's events only while no reboot is queued
-                disk = self.drift.fileno() if self.drift and not self.reboot_queued else None
+                disk = self.drift.fileno() if self.drift and self.phase is not Phase.REBOOTING \
+                    else None
                 if disk is not None:
                     waiter.register(disk, select.POLLIN)
                 waiter.poll(max(timeout, 0.0) * 1000)
@@ -233,19 +198,31 @@ class Daemon:
         return changed
 
     # ---- states ---------------------------------------------------------------------------
-    def set_state(self, state: str, reason: str = "") -> None:
-        reason = reason[:node_state.MAX_REASON]
-        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: state,
-                    C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: reason})
-        self.metrics.set_state(state, reason)
-        node_state.write_state(self.root, state, reason)
+    def _enter(self, phase: Phase) -> None:
+        if phase not in node_state.PHASE_MOVES[self.phase]:
+            raise RuntimeError(f"daemon phase {self.phase.value} -> {phase.value} is not a move")
+        self.phase = phase
+
+    def report(self, state: str, reason: str | None = "",
+               annotations: Mapping[str, str] | None = None, **record: Any) -> None:
+        """The node's state, everywhere at once: its state annotation (with the reason, unless
+        None: Working leaves it as it is) and `annotations`, the metric, and the state file
+        (with `record`; Working's is written by the update itself, with its desired config)."""
+        reason_text = (reason or "")[:node_state.MAX_REASON]
+        changes = {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: state}
+        if reason is not None:
+            changes[C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION] = reason_text
+        self.patch({**changes, **(annotations or {})})
+        self.metrics.set_state(state, reason_text)
+        if state != C.STATE_WORKING:
+            node_state.write_state(self.root, state, reason_text, **record)
 
     def report_error(self, err: BaseException) -> None:
-        state = C.STATE_UNRECONCILABLE if isinstance(err, UnreconcilableError) \
+        state = C.STATE_UNRECONCILABLE if isinstance(err, NotReconcilableError) \
             else C.STATE_DEGRADED
         log.error("sync failed, node %s: %s", state, err)
         try:
-            self.set_state(state, str(err))
+            self.report(state, str(err))
         except (StoreError, OSError) as store_err:
             log.error("could not report %s: %s", state, store_err)
         self.progress.degraded(str(err))
@@ -342,14 +319,10 @@ class Daemon:
         except LocalReturnError as err:
             self._start_drift(current_mc)
             raise DaemonError(str(err)) from err
-        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_DONE,
-                    C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
-                    C.CURRENT_CONFIG_ANNOTATION: current})
+        self.report(C.STATE_DONE, annotations={C.CURRENT_CONFIG_ANNOTATION: current},
+                    currentConfig=current, desiredConfig=current, postConfigAction="")
         self.progress.not_degraded()
         self.progress.updated(current)
-        self.metrics.set_state(C.STATE_DONE, "")
-        node_state.write_state(self.root, C.STATE_DONE, currentConfig=current,
-                               desiredConfig=current, postConfigAction="")
         log.info("node %s is Done in %s", self.node_name, current)
         self._start_drift(current_mc)
         self.slot_release_pending = self.reboot_lock is not None
@@ -358,11 +331,12 @@ class Daemon:
     # ---- sync -----------------------------------------------------------------------------
     def sync(self) -> None:
         """One pass over the node's annotations (MCO's syncNode)."""
-        if self.reboot_queued:
+        if self.phase is Phase.REBOOTING:
             return
         annotations = self._annotations()
         self._sync_certificates(annotations)
-        if self.reboot_lock is not None and self.slot_release_pending and not self.booting and \
+        if self.reboot_lock is not None and self.slot_release_pending and \
+                self.phase is not Phase.BOOTING and \
                 annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == C.STATE_DONE:
             self._release_reboot_slot()
         from_reboot = annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING
@@ -370,9 +344,10 @@ class Daemon:
             log.info("back from the reboot: post-config-action cleared")
             self.patch({C.POST_CONFIG_ACTION_ANNOTATION: ""})
             self.progress.rebooted()
-        if self.booting:
+        if self.phase is Phase.BOOTING:
             self._first_run(annotations, from_reboot)
-            self.booting = False
+            if self.phase is Phase.BOOTING:
+                self._enter(Phase.FOLLOWING)
             return
         drain = annotations.get(C.DESIRED_DRAIN_ANNOTATION)
         if drain and drain != annotations.get(C.LAST_APPLIED_DRAIN_ANNOTATION):
@@ -468,7 +443,7 @@ class Daemon:
         current_mc = self._config(current, on_disk)
         if node_state.force_file_present(self.root):
             log.info("forcefile present: validation skipped, updating %s -> %s", current, desired)
-            self.booting = False  # from here on a retry is an ordinary sync
+            self._enter(Phase.FOLLOWING)  # from here on a retry is an ordinary sync
             self._update(current, desired, on_disk, annotations.get(
                 C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
             return
@@ -487,7 +462,7 @@ class Daemon:
             return
         self.event("BootResync", f"Booting node {self.node_name}, currentConfig {current}, "
                                  f"desiredConfig {desired}")
-        self.booting = False
+        self._enter(Phase.FOLLOWING)
         self._update(current, desired, on_disk, annotations.get(
             C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
 
@@ -575,24 +550,25 @@ class Daemon:
             return  # stopping, or the target moved while waiting: the next pass decides
         self._stop_drift()
         self.kubelet_next = None  # the update probes the kubelet itself where it matters
-        if state not in (C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
-            self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: C.STATE_WORKING})
-            self.metrics.set_state(C.STATE_WORKING, "")
-        self.updating = True  # SIGTERM is ignored from here until the update ends
+        if node_state.reports_working(state):
+            self.report(C.STATE_WORKING, None)
+        self._enter(Phase.UPDATING)  # SIGTERM is ignored from here until the update ends
+        rebooting = False
         try:
-            outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
+            outcome = apply_update(current_mc, desired_mc, self.systemd, reboot=self._reboot,
                                    root=self.root, policy=policy,
                                    request_drain=self.request_drain, kubelet=self.kubelet,
                                    os_runner=self.os_runner, progress=self.progress)
+            rebooting = outcome.rebooting
         finally:
-            self.updating = False
+            self._enter(Phase.REBOOTING if rebooting else Phase.FOLLOWING)
             if self.sigterm_during_update:
                 self.event("GotSigtermDuringUpdate", "Got SIGTERM, but actively updating")
                 self.stop_requested.set()
         if outcome.state == C.STATE_UNRECONCILABLE:
             self.event("FailedToReconcile", outcome.reason, "Warning")
             self.metrics.update_done(desired, outcome.reason)
-            raise UnreconcilableError(outcome.reason)
+            raise NotReconcilableError(current, desired, outcome.reason, message=outcome.reason)
         if outcome.pivot_error:
             self.metrics.pivot_errors.inc()
         if outcome.state == C.STATE_DEGRADED:
@@ -602,15 +578,25 @@ class Daemon:
             self._start_drift(node_state.read_current_config(self.root) or current_mc)
             raise DaemonError(outcome.reason)
         self.metrics.update_done(desired)
-        if outcome.rebooting:
+        if rebooting:
             log.info("reboot queued into %s: further syncs ignored", desired)
-            self.reboot_queued = True
             return
         self._finish(desired, desired_mc, updated=True)
 
+    def _reboot(self, rationale: str) -> None:
+        """The update's reboot: recorded first (event, post-config-action=Rebooting)."""
+        self.event("Reboot", rationale)
+        self.patch({C.POST_CONFIG_ACTION_ANNOTATION: node_state.REBOOTING})
+        try:
+            self.systemd.reboot(rationale)
+        except Exception as err:  # noqa: BLE001 - any failure to reboot is reported the same way
+            self.metrics.reboots_failed.inc()
+            log.error("reboot failed: %s", err)
+            raise DaemonError("reboot command failed, something is seriously wrong") from err
+
     # ---- the loop -------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if self.updating:
+        if self.phase is Phase.UPDATING:
             # a half-applied update is worse than a late stop: finish, then stop
             log.warning("Got SIGTERM, but actively updating")
             self.sigterm_during_update = True
@@ -656,16 +642,16 @@ class Daemon:
                                       self.timeouts.backoff_max)
                         next_try = self.clock() + backoff
                         log.info("next sync in %gs", backoff)
-                if self.drift is not None and not self.reboot_queued:
+                if self.drift is not None and self.phase is not Phase.REBOOTING:
                     before = self.drift.drift
                     if self.drift.check() is None and before is not None:
                         pending, next_try = True, 0.0  # the disk is fixed: report it now
-                if self.kubelet_next is not None and not self.reboot_queued and \
+                if self.kubelet_next is not None and self.phase is not Phase.REBOOTING and \
                         self.clock() >= self.kubelet_next:
                     self.kubelet.check()
                     self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
                 timeout = self.timeouts.watch
-                if self.kubelet_next is not None and not self.reboot_queued:
+                if self.kubelet_next is not None and self.phase is not Phase.REBOOTING:
                     timeout = min(timeout, max(self.kubelet_next - self.clock(), 0.0))
                 if pending:
                     timeout = min(timeout, max(next_try - self.clock(), 0.0))

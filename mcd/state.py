@@ -1,12 +1,26 @@
-"""The daemon's on-disk records: the current config and the node state (offline stand-in for
-the node annotations: Working, Done, Degraded, Unreconcilable and the reason).
+"""The daemon's states and its on-disk records.
+
+The node's state (its state annotation, the state file's "state", the metric; values in
+machineconfig.constants) moves as an update goes:
+
+    Done -> Working -> Done                        a rebootless update
+    Done -> Working (postConfigAction Rebooting)   the reboot, then Done once the disk checks out
+    any  -> Degraded                               a failure: reported and retried as it is
+    any  -> Unreconcilable                         the desired config cannot be applied in place
+
+A node that is Degraded or Unreconcilable stays so while an update is retried (`reports_working`)
+until it reaches Done. The daemon itself is in one `Phase` at a time (`PHASE_MOVES`).
+
+The records: the current config (the whole rendered config last applied completely) and the
+state file (offline stand-in for the node annotations: state, reason, desired/current config,
+post-config action).
 """
 from __future__ import annotations
 
+import enum
 import json
 import os
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +33,32 @@ log = logging.getLogger(__name__)
 
 # the post-config action recorded (annotation and state file) while a reboot is under way
 REBOOTING = "Rebooting"
+FAILED = frozenset({C.STATE_DEGRADED, C.STATE_UNRECONCILABLE})
+
+
+def reports_working(previous: str | None) -> bool:
+    """Whether an update starting from `previous` reports Working: a failed node keeps its
+    failure (and reason) visible until the update succeeds."""
+    return previous not in FAILED
+
+
+class Phase(enum.Enum):
+    """What the daemon is doing: its first pass after a start (MCO's checkStateOnFirstRun),
+    following the node (passes over its annotations), inside an update (SIGTERM waits for its
+    end), or waiting for the reboot it queued (no further passes)."""
+
+    BOOTING = "booting"
+    FOLLOWING = "following"
+    UPDATING = "updating"
+    REBOOTING = "rebooting"
+
+
+PHASE_MOVES: dict[Phase, frozenset[Phase]] = {
+    Phase.BOOTING: frozenset({Phase.FOLLOWING}),
+    Phase.FOLLOWING: frozenset({Phase.UPDATING}),
+    Phase.UPDATING: frozenset({Phase.FOLLOWING, Phase.REBOOTING}),
+    Phase.REBOOTING: frozenset(),
+}
 MAX_REASON = 2000
 # The current config holds every secret of the node's config (pull secret, kubeconfig): like
 # every record the daemon keeps, readable by root only.

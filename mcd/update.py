@@ -309,18 +309,20 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
                  os_runner: Runner = run_rpm_ostree,
                  kubelet: KubeletHealth | None = None,
                  progress: NodeProgress | None = None,
-                 update_grub: grub.UpdateGrub = grub.run_update_grub) -> UpdateOutcome:
+                 update_grub: grub.UpdateGrub = grub.run_update_grub,
+                 reboot: Callable[[str], None] | None = None) -> UpdateOutcome:
     """Move the node from `old_mc` to `new_mc`; the state file says how it ended.
 
     With `kubelet`, a kubelet that answered before a restart of kubelet.service must answer
     again within its bound (else Degraded), and whether it answered before a reboot is recorded
     for `resume_after_boot` and the daemon. `progress` hears of each phase as it begins and
     ends (the node's MachineConfigNode). Kernel arguments go through rpm-ostree (`os_runner`)
-    or, on a GRUB host, a drop-in and `update_grub`."""
+    or, on a GRUB host, a drop-in and `update_grub`; the reboot goes through `reboot` (default:
+    `systemd.reboot`)."""
     old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
     new_name = new_mc.name
     previous = node_state.read_state(root).get("state")
-    if previous not in (C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
+    if node_state.reports_working(previous):
         node_state.write_state(root, C.STATE_WORKING, desiredConfig=new_name)
     try:
         plan = plan_update(old_mc, new_mc, root=root, policy=policy)
@@ -401,7 +403,7 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
                                **kubelet_record)
         if progress is not None:
             progress.rebooting()
-        systemd.reboot(rationale)
+        (reboot or systemd.reboot)(rationale)
         return UpdateOutcome(C.STATE_WORKING, plan=plan, rebooting=True)
     try:
         for action in plan.actions:
