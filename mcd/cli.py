@@ -24,13 +24,11 @@ from machineconfig.errors import MachineConfigError
 from machineconfig.reconcile import NotReconcilableError
 from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
-from machineconfig.disruption import (DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError,
-                                      load_policy)
+from machineconfig.disruption import DEFAULT_POLICY, NodeDisruptionPolicy, load_policy
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_booted
 from mcd.reboot_lock import RebootLock
-from mcd.rpm_ostree import OSUpdateError
 from mcd.systemd import Systemd, SystemdApi
 from mcd.update import apply_update, plan_update, resume_after_boot
 
@@ -158,9 +156,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if state == C.STATE_UNRECONCILABLE:
         return EXIT_UNRECONCILABLE
     return EXIT_FAILED if state == C.STATE_DEGRADED else EXIT_OK
-    if outcome.state == C.STATE_UNRECONCILABLE:
-        return EXIT_UNRECONCILABLE
-    return EXIT_FAILED if outcome.state == C.STATE_DEGRADED else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -397,8 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="mcd: %(name)s: %(message)s", stream=sys.stderr)
     try:
         result: int = args.func(args)
-    except (OSError, ValueError, PolicyError, yaml.YAMLError, MachineConfigError,
-            OSUpdateError, subprocess.SubprocessError) as err:
+    except (OSError, ValueError, yaml.YAMLError, MachineConfigError,
+            subprocess.SubprocessError) as err:
         print(f"mcd: {err}", file=sys.stderr)
         return EXIT_USAGE
     return result

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
+from machineconfig.errors import MachineConfigError
 from machineconfig import constants as C
 from machineconfig import localdrain
 from machineconfig.reconcile import NotReconcilableError
@@ -57,7 +58,7 @@ EVENT_KIND = "Node"
 POLICY_WAIT, POLICY_POLL = 120.0, 5.0
 
 
-class DaemonError(Exception):
+class DaemonError(MachineConfigError):
     """The sync failed; the node is Degraded with `str()` as the reason and the sync retried."""
 
 

@@ -10,9 +10,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from machineconfig.reconcile import AnyConfig
 from machineconfig.rendered_config import RenderedConfig

@@ -53,7 +53,7 @@ WRITE_THREADS = 16
 _T = TypeVar("_T")
 
 
-class WriteError(RuntimeError):
+class WriteError(MachineConfigError, RuntimeError):
     """A file or unit could not be written; names the path."""
 
 
@@ -425,6 +425,8 @@ class FileWriter:
             mode = int(entry.get("mode", DEFAULT_FILE_MODE))
             backups = self._backup_writes(node_path)
             self.journal.record(node_path)
+        except WriteError:
+            raise  # it names the path itself
         except (OSError, ValueError, KeyError, MachineConfigError) as err:
             raise WriteError(f"failed to write file {node_path}: {err}") from err
         return [*backups, PendingWrite(node_path, data, mode, uid, gid, node_path)]

@@ -50,7 +50,7 @@ MAX_CONFIG_BYTES = 64 << 20
 BACKOFF_MAX = 60.0
 
 
-class FirstbootError(RuntimeError):
+class FirstbootError(MachineConfigError, RuntimeError):
     """The config could not be fetched or applied; names the URL or path."""
 
 
@@ -332,12 +332,12 @@ def apply_config(config: Mapping[str, Any], root: Path) -> None:
         _create_users(writer, checked)
         apply_passwd(writer, {}, checked)
         journal.sync()
-    except (OSError, ValueError, WriteError, MachineConfigError) as err:
-        journal.rollback()
-        raise FirstbootError(f"applying the config failed, nothing kept: {err}") from err
     except FirstbootError:
         journal.rollback()
         raise
+    except (OSError, ValueError, MachineConfigError) as err:
+        journal.rollback()
+        raise FirstbootError(f"applying the config failed, nothing kept: {err}") from err
 
 
 def config_name(root: Path) -> str:

@@ -13,10 +13,10 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.rendered_config import RenderedConfig
 from mcd.file_writers import DEFAULT_FILE_MODE, Journal, PriorState, atomic_write, capture, restore
 from mcd.noderoot import NodeRoot
@@ -45,7 +45,7 @@ SAFE_CHARACTERS = "letters, digits and ._,:=/+@%~^![]-"
 UpdateGrub = Callable[[Path], None]
 
 
-class GrubError(RuntimeError):
+class GrubError(MachineConfigError, RuntimeError):
     """The kernel arguments cannot be written for GRUB, or update-grub failed."""
 
 

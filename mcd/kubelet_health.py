@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import yaml
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.reconcile import AnyConfig
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.sdnotify import notify
@@ -39,7 +40,7 @@ MAX_BODY = 4096
 MAX_KUBELET_CONF = 1 << 20
 
 
-class WaitInterrupted(Exception):
+class WaitInterrupted(MachineConfigError):
     """The daemon is stopping: the wait ended without a verdict."""
 
 

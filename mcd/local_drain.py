@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from machineconfig import localdrain
-from machineconfig.errors import InputError
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.localdrain import AFTER_DRAIN, AFTER_RETURN, BEFORE_DRAIN, DrainPolicy, Hook
 from mcd import state as node_state
 
@@ -53,8 +53,10 @@ class UnitControl(Protocol):
     def start_unit(self, name: str) -> str: ...
 
 
-class LocalDrainBlocked(Exception):
+class LocalDrainBlocked(MachineConfigError):
     """The drain cannot go on; `str()` is the one-line reason the node reports."""
+
+    temporary = True  # a hook or unit may let it through later: retried
 
 
 class LocalReturnError(Exception):

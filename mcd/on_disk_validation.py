@@ -43,7 +43,7 @@ _GO_TYPE_BITS = [(31, "d"), (30, "a"), (29, "l"), (28, "T"), (27, "L"), (26, "D"
                  (24, "S"), (23, "u"), (22, "g"), (21, "c"), (20, "t"), (19, "?")]
 
 
-class OnDiskValidationError(Exception):
+class OnDiskValidationError(MachineConfigError):
     """The disk differs from the config; `str()` is MCO's wrapped message."""
 
     def __init__(self, config_name: str, detail: str) -> None:

@@ -9,10 +9,10 @@ import json
 import logging
 import platform
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.disruption import MachineConfigDiff, canonical_kernel_type
 from machineconfig.rendered_config import RenderedConfig
 
@@ -32,7 +32,7 @@ SWAPPED_KERNELS = {
 Runner = Callable[[Sequence[str]], str]
 
 
-class OSUpdateError(RuntimeError):
+class OSUpdateError(MachineConfigError, RuntimeError):
     """An rpm-ostree step failed; carries the command and its output."""
 
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from machineconfig.errors import MachineConfigError
+
 log = logging.getLogger(__name__)
 
 BUS_NAME = "org.freedesktop.systemd1"
@@ -20,7 +22,7 @@ DEFAULT_TIMEOUT = 30.0
 JOB_TIMEOUT = 120.0
 
 
-class SystemdError(RuntimeError):
+class SystemdError(MachineConfigError, RuntimeError):
     """A systemd call failed or timed out; names the call and the unit."""
 
 
