@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from machineconfig import constants as C
 from machineconfig.store import (ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store,
                                  store_scheme)
 from machineconfig.store.remote import RemoteNodeAPI
-from mcd.file_writers import Journal, atomic_write
+from mcd.file_writers import write_private
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
@@ -68,9 +67,7 @@ def default_labels(root: Path, credentials: Credentials | None) -> dict[str, str
 
 def _write_private(root: Path, node_path: str, data: str, mode: int = 0o600) -> Path:
     """Atomically, created with `mode` (never wider on the way), resolved inside `root`."""
-    journal = Journal(root)
-    atomic_write(root, node_path, data.encode(), mode, os.geteuid(), os.getegid(), journal)
-    journal.sync()
+    write_private(root, node_path, data.encode(), mode)
     fs = NodeRoot(root)
     return fs.host_path(fs.canonical(node_path))  # a host path with no link to leave the root
 

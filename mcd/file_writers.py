@@ -203,6 +203,15 @@ def atomic_write(root: NodeRoot | Path | str, node_path: str, data: bytes, mode:
     _write_into(root, node_path, data, mode, uid, gid, journal)
 
 
+def write_private(root: NodeRoot | Path | str, node_path: str, data: bytes,
+                  mode: int = BACKUP_MODE) -> None:
+    """A record the daemon keeps for itself (state, token, stamp): atomic, owned by this
+    process, created with `mode` (never wider on the way), durable on return."""
+    journal = Journal(root)
+    atomic_write(root, node_path, data, mode, os.geteuid(), os.getegid(), journal)
+    journal.sync()
+
+
 @dataclass(frozen=True)
 class PendingWrite:
     """One file of a batch: its node path, its bytes and attributes, and the name for errors."""

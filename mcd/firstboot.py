@@ -31,11 +31,10 @@ from machineconfig.unitnames import install_section
 from mcd import grub
 from machineconfig.disruption import decoded_contents
 from mcd.file_writers import (DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, WriteError,
-                              atomic_write, check_unit_name, replace_with_symlink)
+                              check_unit_name, replace_with_symlink, write_private)
 from mcd.noderoot import NodeRoot
 from mcd.passwd import apply_passwd
 from mcd.rpm_ostree import ostree_booted
-from mcd.state import STATE_FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -350,10 +349,7 @@ def config_name(root: Path) -> str:
 
 
 def mark_done(root: Path, name: str) -> None:
-    journal = Journal(root)
-    atomic_write(root, DONE_STAMP, (name + "\n").encode(), STATE_FILE_MODE, os.geteuid(),
-                 os.getegid(), journal)
-    journal.sync()
+    write_private(root, DONE_STAMP, (name + "\n").encode())
 
 
 def _encapsulated(fs: NodeRoot) -> RenderedConfig | None:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import logging
 from pathlib import Path
 from typing import Any
 
 from machineconfig import constants as C
 from machineconfig.rendered_config import RenderedConfig
-from mcd.file_writers import Journal, atomic_write
+from mcd.file_writers import write_private
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
@@ -95,10 +94,7 @@ def read_state(root: Path) -> dict[str, Any]:
 def write_state(root: Path, state: str, reason: str = "", **fields: Any) -> dict[str, Any]:
     """Record the node state; never part of an update's rollback, so a failure stays visible."""
     record = {**read_state(root), "state": state, "reason": reason[:MAX_REASON], **fields}
-    journal = Journal()
-    atomic_write(root, C.DAEMON_STATE_PATH, (json.dumps(record, indent=2, sort_keys=True) + "\n")
-                 .encode(), STATE_FILE_MODE, os.geteuid(), os.getegid(), journal)
-    journal.sync()
+    _write(root, record)
     log.info("state %s%s", state, f": {reason}" if reason else "")
     return record
 
@@ -106,11 +102,13 @@ def write_state(root: Path, state: str, reason: str = "", **fields: Any) -> dict
 def write_fields(root: Path, **fields: Any) -> dict[str, Any]:
     """Change other records of the state file (a None value removes one), the state kept."""
     record = {k: v for k, v in {**read_state(root), **fields}.items() if v is not None}
-    journal = Journal()
-    atomic_write(root, C.DAEMON_STATE_PATH, (json.dumps(record, indent=2, sort_keys=True) + "\n")
-                 .encode(), STATE_FILE_MODE, os.geteuid(), os.getegid(), journal)
-    journal.sync()
+    _write(root, record)
     return record
+
+
+def _write(root: Path, record: dict[str, Any]) -> None:
+    write_private(root, C.DAEMON_STATE_PATH,
+                  (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), STATE_FILE_MODE)
 
 
 def force_file_present(root: Path) -> bool:
