@@ -321,13 +321,17 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
     `systemd.reboot`)."""
     old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
     new_name = new_mc.name
-    previous = node_state.read_state(root).get("state")
-    if node_state.reports_working(previous):
-        node_state.write_state(root, C.STATE_WORKING, desiredConfig=new_name)
+
+    def record(state: str, reason: str = "", **fields: Any) -> None:
+        """The update's state in the state file; every record names the desired config."""
+        node_state.write_state(root, state, reason, desiredConfig=new_name, **fields)
+
+    if node_state.reports_working(node_state.read_state(root).get("state")):
+        record(C.STATE_WORKING)
     try:
         plan = plan_update(old_mc, new_mc, root=root, policy=policy)
     except NotReconcilableError as err:
-        node_state.write_state(root, C.STATE_UNRECONCILABLE, str(err), desiredConfig=new_name)
+        record(C.STATE_UNRECONCILABLE, str(err))
         if progress is not None:
             progress.incompatible(old_mc.name, new_name, str(err))
         return UpdateOutcome(C.STATE_UNRECONCILABLE, str(err))
@@ -337,8 +341,9 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
         with contextlib.suppress(FileNotFoundError):
             NodeRoot(root).unlink(C.FORCE_FILE_PATH)
     kubelet_before = _kubelet_before(plan, kubelet)
-    kubelet_record: dict[str, Any] = {} if kubelet_before is None else \
-        {KUBELET_HEALTHY_BEFORE: kubelet_before}
+    # past the point of no return every record claims B (and the kubelet's health before it)
+    claimed: dict[str, Any] = {"currentConfig": new_name} if kubelet_before is None else \
+        {"currentConfig": new_name, KUBELET_HEALTHY_BEFORE: kubelet_before}
     if plan.drain:
         if request_drain is not None:
             request_drain(new_name)
@@ -391,16 +396,14 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
         except SystemdError as reload_err:
             log.error("systemd Reload after rollback failed: %s", reload_err)
         reason = f"failed to apply {new_name}, rolled back to {plan.old_name}: {err}"
-        node_state.write_state(root, C.STATE_DEGRADED, reason, desiredConfig=new_name)
+        record(C.STATE_DEGRADED, reason)
         return UpdateOutcome(C.STATE_DEGRADED, reason, plan, pivot_error=pivot_error)
     # point of no return: the node now claims to be in B
     if progress is not None:
         progress.files_applied(os_update, bool(plan.diff.passwd))
     if plan.reboot:
         rationale = f"Node will reboot into config {new_name}"
-        node_state.write_state(root, C.STATE_WORKING, currentConfig=new_name,
-                               desiredConfig=new_name, postConfigAction=node_state.REBOOTING,
-                               **kubelet_record)
+        record(C.STATE_WORKING, postConfigAction=node_state.REBOOTING, **claimed)
         if progress is not None:
             progress.rebooting()
         (reboot or systemd.reboot)(rationale)
@@ -419,19 +422,16 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
             _reload_sshd(systemd)
         validate_on_disk(new_mc, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
-        node_state.write_state(root, C.STATE_DEGRADED, str(err), currentConfig=new_name,
-                               desiredConfig=new_name, **kubelet_record)
+        record(C.STATE_DEGRADED, str(err), **claimed)
         return UpdateOutcome(C.STATE_DEGRADED, str(err), plan)
     if kubelet is not None and kubelet_before and kubelet_enabled(new_mc) and any(
             a.type is ActionType.RESTART and a.service == KUBELET_UNIT for a in plan.actions):
         unhealthy = kubelet.wait_healthy(f"after restarting {KUBELET_UNIT}")
         if unhealthy:
-            node_state.write_state(root, C.STATE_DEGRADED, unhealthy, currentConfig=new_name,
-                                   desiredConfig=new_name, **kubelet_record)
+            record(C.STATE_DEGRADED, unhealthy, **claimed)
             return UpdateOutcome(C.STATE_DEGRADED, unhealthy, plan, kubelet_unhealthy=True)
-    node_state.write_state(root, C.STATE_DONE, currentConfig=new_name, desiredConfig=new_name,
-                           postConfigAction="", lastActions=[str(a) for a in plan.actions],
-                           **kubelet_record)
+    record(C.STATE_DONE, postConfigAction="", lastActions=[str(a) for a in plan.actions],
+           **claimed)
     return UpdateOutcome(C.STATE_DONE, plan=plan)
 
 
