@@ -297,13 +297,23 @@ def _sweep_temps(root: NodeRoot, directories: Iterable[str]) -> None:
                     root.unlink(node_path)
 
 
-def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: Journal) -> None:
-    """`node_path` becomes a symlink to `target` (the link itself is created, nothing followed)."""
-    with root.parent(node_path, create=True, created=journal.created_dirs) as (dir_fd, name):
+def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: Journal,
+                         hard: bool = False) -> None:
+    """`node_path` becomes a symlink to `target` (the link itself is created, nothing followed),
+    or with `hard` a hard link to the file `target` names inside the root (a relative target
+    counts from the root, as Ignition joins it onto the root)."""
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(root.parent("/" + target.lstrip("/"))) if hard else None
+        dir_fd, name = stack.enter_context(
+            root.parent(node_path, create=True, created=journal.created_dirs))
         tmp = f".{name}{TEMP_MARK}-link"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
-        os.symlink(target, tmp, dir_fd=dir_fd)
+        if source is None:
+            os.symlink(target, tmp, dir_fd=dir_fd)
+        else:
+            os.link(source[1], tmp, src_dir_fd=source[0], dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     journal.dirs_to_sync.add(posixpath.dirname(node_path))
 

@@ -4,11 +4,9 @@ the daemon. `complete_encapsulated` is the second step (MCO's firstboot-complete
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import posixpath
 import shutil
 import ssl
 import stat
@@ -213,29 +211,12 @@ def _write_links(writer: FileWriter, config: Mapping[str, Any]) -> None:
             raise FirstbootError(f"link {path}: a different node exists there already and "
                                  "overwrite is false")
         journal.record(path)
-        if entry.get("hard"):
-            _hard_link(writer, target, path)
-        else:
-            replace_with_symlink(fs, path, target, journal)
+        replace_with_symlink(fs, path, target, journal, hard=bool(entry.get("hard")))
         log.info("link %s -> %s", path, target)
 
 
 def _same_inode(a: os.stat_result, b: os.stat_result | None) -> bool:
     return b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _hard_link(writer: FileWriter, target: str, path: str) -> None:
-    """`path` becomes a hard link to `target`, both resolved inside the root (a relative target
-    counts from the root, as Ignition joins it onto the root)."""
-    fs = writer.fs
-    with fs.parent("/" + target.lstrip("/")) as (src_fd, src_name), \
-            fs.parent(path, create=True, created=writer.journal.created_dirs) as (dst_fd, name):
-        tmp = f".{name}.mcdtmp-hardlink"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dst_fd)
-        os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
-        os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
-    writer.journal.dirs_to_sync.add(posixpath.dirname(path))
 
 
 def _install_section(writer: FileWriter, unit: Mapping[str, Any]) -> dict[str, list[str]]:
