@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from machineconfig.ignition.dataurl import decode_contents
-from machineconfig.reconcile import ignition_config_of
+from machineconfig.reconcile import AnyConfig
+from machineconfig.rendered_config import RenderedConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +93,22 @@ def _keyed_diff(old: Mapping[str, Any], new: Mapping[str, Any]
     return added, changed, removed
 
 
-def compute_diff(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any],
-                 force: bool = False) -> MachineConfigDiff:
+def compute_diff(old_mc: AnyConfig, new_mc: AnyConfig, force: bool = False) -> MachineConfigDiff:
     """The difference between two MachineConfigs; `force` (the forcefile) means an OS update."""
-    old_spec, new_spec = old_mc.get("spec") or {}, new_mc.get("spec") or {}
-    old_ign, new_ign = ignition_config_of(old_mc), ignition_config_of(new_mc)
+    old, new = RenderedConfig.of(old_mc), RenderedConfig.of(new_mc)
+    old_spec, new_spec, old_ign, new_ign = old.spec, new.spec, old.ignition, new.ignition
     files_added, files_changed, files_removed = _keyed_diff(files_by_path(old_ign),
                                                             files_by_path(new_ign))
     units_added, units_changed, units_removed = _keyed_diff(units_by_name(old_ign),
                                                             units_by_name(new_ign))
     diff = MachineConfigDiff(
-        os_update=force or old_spec.get("osImageURL", "") != new_spec.get("osImageURL", ""),
-        kargs=_list_changed(old_spec.get("kernelArguments"), new_spec.get("kernelArguments")),
-        fips=bool(old_spec.get("fips")) != bool(new_spec.get("fips")),
+        os_update=force or old_spec.os_image_url != new_spec.os_image_url,
+        kargs=_list_changed(old_spec.kernel_arguments, new_spec.kernel_arguments),
+        fips=old_spec.fips != new_spec.fips,
         passwd=(old_ign.get("passwd") or {}) != (new_ign.get("passwd") or {}),
-        kernel_type=(canonical_kernel_type(old_spec.get("kernelType"))
-                     != canonical_kernel_type(new_spec.get("kernelType"))),
-        extensions=_list_changed(old_spec.get("extensions"), new_spec.get("extensions")),
+        kernel_type=(canonical_kernel_type(old_spec.kernel_type)
+                     != canonical_kernel_type(new_spec.kernel_type)),
+        extensions=_list_changed(old_spec.extensions, new_spec.extensions),
         files_added=files_added, files_changed=files_changed, files_removed=files_removed,
         units_added=units_added, units_changed=units_changed, units_removed=units_removed,
     )

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
+from machineconfig.constants import FORCE_FILE_PATH
 from machineconfig.errors import MachineConfigError
-from machineconfig.mcoparse import IgnitionConfigError, converted_config, raw_config
+from machineconfig.mcoparse import JSON, IgnitionConfigError
+from machineconfig.rendered_config import RenderedConfig
 
 log = logging.getLogger(__name__)
 
 CORE_USER = "core"
-FORCE_FILE = "/run/machine-config-daemon-force"
 
 # Names of MachineConfiguration.spec.irreconcilableValidationOverrides.storage entries.
 STORAGE_OVERRIDES = ("Disks", "FileSystems", "Raid")
@@ -38,40 +39,37 @@ class NotReconcilableError(MachineConfigError):
                                     f'against "{new_name}": {reason}')
 
 
-def ignition_config_of(mc: Mapping[str, Any]) -> dict[str, Any]:
+# A rendered config, or a MachineConfig object the callers hold as a dict (the controller's).
+AnyConfig: TypeAlias = RenderedConfig | Mapping[str, Any]
+
+
+def ignition_config_of(mc: AnyConfig) -> JSON:
     """The Ignition config of a MachineConfig as a 3.5.0 canonical dict, whatever spec it was
     written in (MCO's ParseAndConvertConfig); `{}` when it has none. Shared: do not modify it.
 
     Raises IgnitionConfigError with MCO's text when the config does not parse.
     """
-    raw = raw_config((mc.get("spec") or {}).get("config"))
-    if raw is None:
-        return {}
-    return converted_config(raw)
+    return RenderedConfig.of(mc).ignition
 
 
-def name_of(mc: Mapping[str, Any]) -> str:
-    return str((mc.get("metadata") or {}).get("name", ""))
-
-
-def check_reconcilable(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any],
+def check_reconcilable(old_mc: AnyConfig, new_mc: AnyConfig,
                        storage_overrides: Collection[str] = ()) -> None:
     """Raise NotReconcilableError when `new_mc` cannot be applied in place over `old_mc`."""
+    old, new = RenderedConfig.of(old_mc), RenderedConfig.of(new_mc)
     configs = []
-    for which, mc in (("old", old_mc), ("new", new_mc)):
+    for which, mc in (("old", old), ("new", new)):
         try:
-            configs.append(ignition_config_of(mc))
+            configs.append(mc.ignition)
         except IgnitionConfigError as err:
             raise NotReconcilableError(
-                name_of(old_mc), name_of(new_mc), str(err),
+                old.name, new.name, str(err),
                 message=f"parsing {which} Ignition config from machineconfig "
-                        f"{name_of(mc)!r} failed: {err}".replace("'", '"')) from err
-    reason = reconcile_reason(configs[0], configs[1],
-                              bool((old_mc.get("spec") or {}).get("fips")),
-                              bool((new_mc.get("spec") or {}).get("fips")), storage_overrides)
+                        f"{mc.name!r} failed: {err}".replace("'", '"')) from err
+    reason = reconcile_reason(configs[0], configs[1], old.spec.fips, new.spec.fips,
+                              storage_overrides)
     if reason is not None:
-        log.info("config %s -> %s not reconcilable: %s", name_of(old_mc), name_of(new_mc), reason)
-        raise NotReconcilableError(name_of(old_mc), name_of(new_mc), reason)
+        log.info("config %s -> %s not reconcilable: %s", old.name, new.name, reason)
+        raise NotReconcilableError(old.name, new.name, reason)
 
 
 def reconcile_reason(old_ign: Mapping[str, Any], new_ign: Mapping[str, Any], old_fips: bool,
@@ -98,8 +96,8 @@ def reconcile_reason(old_ign: Mapping[str, Any], new_ign: Mapping[str, Any], old
     for entry in new_storage.get("files") or []:
         if entry.get("append"):
             return f"ignition file {entry.get('path')} includes append"
-        if entry.get("path") == FORCE_FILE:
-            return f"cannot create {FORCE_FILE} via Ignition"
+        if entry.get("path") == FORCE_FILE_PATH:
+            return f"cannot create {FORCE_FILE_PATH} via Ignition"
     if old_fips != new_fips:
         return "detected change to FIPS flag; refusing to modify FIPS on a running cluster"
     return None

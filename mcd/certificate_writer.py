@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 
+from machineconfig.errors import MachineConfigError
 from mcd.file_writers import Journal, atomic_write
 from mcd.noderoot import NodeRoot
 
@@ -56,7 +57,7 @@ DEFAULT_MODE, SECRET_MODE = 0o644, 0o600
 _REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]*(:[0-9]{1,5})?$")
 
 
-class CertificateError(ValueError):
+class CertificateError(MachineConfigError, ValueError):
     """A ControllerConfig field the writer cannot use (one line naming it)."""
 
 

@@ -17,25 +17,27 @@ from typing import Any, cast
 
 import yaml
 
+from machineconfig import constants as C
 from machineconfig import localdrain
 from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
-from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
+from machineconfig.disruption import DEFAULT_POLICY, NodeDisruptionPolicy, load_policy
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_booted
 from mcd.reboot_lock import RebootLock
-from mcd.rpm_ostree import OSUpdateError
 from mcd.systemd import Systemd, SystemdApi
-from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
+from mcd.update import apply_update, plan_update, resume_after_boot
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNRECONCILABLE = 0, 1, 2, 3
 
 
-def load_machine_config(path: Path) -> dict[str, Any]:
+def load_machine_config(path: Path) -> RenderedConfig:
     text = path.read_text()
     document: Any
     try:
@@ -50,7 +52,7 @@ def load_machine_config(path: Path) -> dict[str, Any]:
     if isinstance(config, str):
         # some tools store the Ignition config as a JSON string
         document["spec"]["config"] = json.loads(config)
-    return document
+    return RenderedConfig(document)
 
 
 def _policy(path: Path | None) -> NodeDisruptionPolicy:
@@ -82,7 +84,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         plan = plan_update(old, new, root=args.root, policy=_policy(args.policy),
                            check_node=args.node_checks)
-    except UnreconcilableUpdate as err:
+    except NotReconcilableError as err:
         print(f"unreconcilable: {err}")
         return EXIT_UNRECONCILABLE
     diff = plan.diff
@@ -109,14 +111,14 @@ def _local_drain(args: argparse.Namespace, systemd: SystemdApi) -> LocalDrain:
 def _local_return(args: argparse.Namespace, systemd: SystemdApi, state: str,
                   reason: str) -> tuple[str, str]:
     """Offline, once the node is Done: what a local drain stopped is started again."""
-    if state != node_state.DONE:
+    if state != C.STATE_DONE:
         return state, reason
     try:
         _local_drain(args, systemd).back(str(node_state.read_state(args.root).get(
             "currentConfig") or ""))
     except LocalReturnError as err:
-        node_state.write_state(args.root, node_state.DEGRADED, str(err))
-        return node_state.DEGRADED, str(err)
+        node_state.write_state(args.root, C.STATE_DEGRADED, str(err))
+        return C.STATE_DEGRADED, str(err)
     return state, reason
 
 
@@ -141,8 +143,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                                request_drain=request_drain, kubelet=_kubelet(args, systemd))
     except LocalDrainBlocked as err:
         # before any write: the node stays in A, nothing reboots
-        node_state.write_state(args.root, node_state.DEGRADED, str(err))
-        print(json.dumps({"state": node_state.DEGRADED, "reason": str(err), "rebooting": False,
+        node_state.write_state(args.root, C.STATE_DEGRADED, str(err))
+        print(json.dumps({"state": C.STATE_DEGRADED, "reason": str(err), "rebooting": False,
                           "actions": []}))
         return EXIT_FAILED
     state, reason = outcome.state, outcome.reason
@@ -151,17 +153,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     print(json.dumps({"state": state, "reason": reason,
                       "rebooting": outcome.rebooting,
                       "actions": [str(a) for a in outcome.plan.actions] if outcome.plan else []}))
-    if state == node_state.UNRECONCILABLE:
+    if state == C.STATE_UNRECONCILABLE:
         return EXIT_UNRECONCILABLE
-    return EXIT_FAILED if state == node_state.DEGRADED else EXIT_OK
-    if outcome.state == node_state.UNRECONCILABLE:
-        return EXIT_UNRECONCILABLE
-    return EXIT_FAILED if outcome.state == node_state.DEGRADED else EXIT_OK
+    return EXIT_FAILED if state == C.STATE_DEGRADED else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     mc = load_machine_config(args.config)
-    name = str(mc.get("metadata", {}).get("name", args.config))
+    name = mc.name
     # every mismatch, not just the first: a person fixing a node wants the whole list
     mismatches = [str(OnDiskValidationError(name, detail)) for detail in
                   find_mismatches(mc, args.root, None if args.no_systemd else _systemd())]
@@ -172,7 +171,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if mismatches:
         print("\n".join(mismatches))
         return EXIT_FAILED
-    print(f"on-disk state matches {mc.get('metadata', {}).get('name', args.config)}")
+    print(f"on-disk state matches {name}")
     return EXIT_OK
 
 
@@ -181,7 +180,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     outcome = resume_after_boot(systemd, args.root, kubelet=_kubelet(args, systemd))
     state, reason = _local_return(args, systemd, outcome.state, outcome.reason)
     print(json.dumps({"state": state, "reason": reason}))
-    return EXIT_FAILED if state == node_state.DEGRADED else EXIT_OK
+    return EXIT_FAILED if state == C.STATE_DEGRADED else EXIT_OK
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -393,8 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="mcd: %(name)s: %(message)s", stream=sys.stderr)
     try:
         result: int = args.func(args)
-    except (OSError, ValueError, PolicyError, yaml.YAMLError, MachineConfigError,
-            OSUpdateError, subprocess.SubprocessError) as err:
+    except (OSError, ValueError, yaml.YAMLError, MachineConfigError,
+            subprocess.SubprocessError) as err:
         print(f"mcd: {err}", file=sys.stderr)
         return EXIT_USAGE
     return result

@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from machineconfig import constants as C
-from machineconfig.store import ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store
+from machineconfig.store import (ForbiddenError, NodeAPI, NotFoundError, StoreError, open_store,
+                                 store_scheme)
 from machineconfig.store.remote import RemoteNodeAPI
-from mcd.file_writers import Journal, atomic_write
+from mcd.file_writers import write_private
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
-NODE_TOKEN_PATH = "/etc/machine-config-daemon/node-token"
-SERVER_CA_PATH = "/etc/machine-config-daemon/server-ca.crt"
-NODE_ANNOTATIONS_PATHS = ("/etc/machine-config-daemon/node-annotations.json",
-                          "/etc/machine-config-daemon/node-annotation.json.bak")
+NODE_TOKEN_PATH = f"{C.DAEMON_DIR}/node-token"
+SERVER_CA_PATH = f"{C.DAEMON_DIR}/server-ca.crt"
 ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 
 
@@ -53,7 +51,7 @@ def read_credentials(path: Path) -> Credentials:
 def default_labels(root: Path, credentials: Credentials | None) -> dict[str, str]:
     """The role label of the node's pool: from the credentials, else the served config's name."""
     pool = credentials.pool if credentials else ""
-    for node_path in NODE_ANNOTATIONS_PATHS:
+    for node_path in (C.NODE_ANNOTATIONS_PATH, C.NODE_ANNOTATIONS_BACKUP_PATH):
         if pool:
             break
         try:
@@ -69,9 +67,7 @@ def default_labels(root: Path, credentials: Credentials | None) -> dict[str, str
 
 def _write_private(root: Path, node_path: str, data: str, mode: int = 0o600) -> Path:
     """Atomically, created with `mode` (never wider on the way), resolved inside `root`."""
-    journal = Journal(root)
-    atomic_write(root, node_path, data.encode(), mode, os.geteuid(), os.getegid(), journal)
-    journal.sync()
+    write_private(root, node_path, data.encode(), mode)
     fs = NodeRoot(root)
     return fs.host_path(fs.canonical(node_path))  # a host path with no link to leave the root
 
@@ -141,8 +137,9 @@ def connect_kube(url: str, node: str) -> NodeAPI:
 
 def connect(store: str | None, state_dir: str | None, node: str, root: Path,
             credentials_path: Path, labels: Mapping[str, str]) -> NodeAPI:
-    if store and (store == "kube" or store.startswith("kube:")):
+    scheme = store_scheme(store) if store else None
+    if store and scheme == C.STORE_KUBE:
         return connect_kube(store, node)
-    if store and store.startswith("local:"):
+    if store and scheme == C.STORE_LOCAL:
         return connect_local(store, state_dir, node, root, labels)
     return connect_remote(store, node, root, credentials_path, labels)

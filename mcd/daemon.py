@@ -12,25 +12,29 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
+from machineconfig.errors import MachineConfigError
 from machineconfig import constants as C
 from machineconfig import localdrain
-from machineconfig.reconcile import name_of
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (ForbiddenError, NodeAPI, NodeRecord, NotFoundError,
                                        StoreError)
 from mcd import state as node_state
+from mcd.state import Phase
 from mcd.certificate_writer import CertificateError, rotate_kubeconfig_ca, sync_certificates
-from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, parse_policy
+from machineconfig.disruption import (DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError,
+                                      parse_policy)
 from mcd.drain import DrainClient, DrainError
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.drift_monitor import FULL_CHECK_INTERVAL, POLL_INTERVAL, DriftMonitor
 from mcd.kubelet_health import (KUBELET_UNIT, MONITOR_INTERVAL, PROBE_TIMEOUT, WAIT_BOUND,
-                                KubeletHealth, UnitStatus, WaitInterrupted, kubelet_enabled)
+                                KubeletHealth, WaitInterrupted, kubelet_enabled)
 from mcd.metrics import DaemonMetrics
 from mcd.reboot_lock import RebootLock, RebootLockError
 from mcd.node_progress import NodeProgress
@@ -42,14 +46,10 @@ from mcd.rpm_ostree import Runner, run_rpm_ostree
 from mcd.store_watch import StoreWatch
 from machineconfig.sdnotify import notify
 from mcd.systemd import SystemdApi, SystemdError
-from mcd.update import (UnreconcilableUpdate, apply_update, kubelet_expected, plan_update,
-                        with_raw_config)
+from mcd.update import apply_update, kubelet_expected, plan_update
 
 log = logging.getLogger(__name__)
 
-NODE_ANNOTATIONS_FILE = "/etc/machine-config-daemon/node-annotations.json"
-NODE_ANNOTATIONS_BAK = "/etc/machine-config-daemon/node-annotation.json.bak"  # singular, as MCO
-ENCAPSULATED_FILE = "/etc/ignition-machine-config-encapsulated.json"
 IGNITION_PRESET = "/etc/systemd/system-preset/20-ignition.preset"
 EVENT_KIND = "Node"
 
@@ -58,12 +58,8 @@ EVENT_KIND = "Node"
 POLICY_WAIT, POLICY_POLL = 120.0, 5.0
 
 
-class DaemonError(Exception):
+class DaemonError(MachineConfigError):
     """The sync failed; the node is Degraded with `str()` as the reason and the sync retried."""
-
-
-class UnreconcilableError(DaemonError):
-    """The desired config cannot be applied in place: state Unreconcilable."""
 
 
 class _Stopped(BaseException):
@@ -83,37 +79,6 @@ class Timeouts:
     kubelet_wait: float = WAIT_BOUND  # a kubelet that answered before must answer again within
     kubelet_monitor: float = MONITOR_INTERVAL  # at rest, between probes of a kubelet that answered
     kubelet_probe: float = PROBE_TIMEOUT  # one healthz request
-
-
-class _RebootHook:
-    """The systemd the engine gets: a reboot first records post-config-action=Rebooting."""
-
-    def __init__(self, inner: SystemdApi, daemon: Daemon) -> None:
-        self.inner, self.daemon = inner, daemon
-
-    def daemon_reload(self) -> None: self.inner.daemon_reload()
-    def unit_file_state(self, name: str) -> str: return self.inner.unit_file_state(name)
-    def enable(self, names: Sequence[str]) -> None: self.inner.enable(names)
-    def disable(self, names: Sequence[str]) -> None: self.inner.disable(names)
-    def preset(self, names: Sequence[str]) -> None: self.inner.preset(names)
-    def mask(self, names: Sequence[str]) -> None: self.inner.mask(names)
-    def unmask(self, names: Sequence[str]) -> None: self.inner.unmask(names)
-    def reload_unit(self, name: str) -> None: self.inner.reload_unit(name)
-    def restart_unit(self, name: str) -> None: self.inner.restart_unit(name)
-
-    def unit_status(self, name: str) -> str:
-        status: UnitStatus | None = getattr(self.inner, "unit_status", None)
-        return status(name) if status is not None else "state unknown"
-
-    def reboot(self, rationale: str) -> None:
-        self.daemon.event("Reboot", rationale)
-        self.daemon.patch({C.POST_CONFIG_ACTION_ANNOTATION: node_state.REBOOTING})
-        try:
-            self.inner.reboot(rationale)
-        except Exception as err:  # noqa: BLE001 - any failure to reboot is reported the same way
-            self.daemon.metrics.reboots_failed.inc()
-            log.error("reboot failed: %s", err)
-            raise DaemonError("reboot command failed, something is seriously wrong") from err
 
 
 class Daemon:
@@ -136,9 +101,7 @@ class Daemon:
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
         self.node: NodeRecord | None = None
-        self.booting = True
-        self.reboot_queued = False
-        self.updating = False
+        self.phase = Phase.BOOTING
         self.waiting = False
         self.sigterm_during_update = False
         self.token_rejected = False
@@ -202,11 +165,13 @@ class Daemon:
         self.node = self.api.get_node(self.node_name)
         return self.node.annotations
 
-    def _config(self, name: str, on_disk: Mapping[str, Any] | None) -> dict[str, Any]:
-        if on_disk is not None and name_of(on_disk) == name:
-            return dict(on_disk)
+    def _config(self, name: str, on_disk: RenderedConfig | None) -> RenderedConfig:
+        """The rendered config `name`: the on-disk currentconfig when it is that one, else the
+        store's (the one place the daemon gets a config from its node API)."""
+        if on_disk is not None and on_disk.name == name:
+            return on_disk
         try:
-            return self.api.get_rendered(name)
+            return RenderedConfig.of(self.api.get_rendered(name))
         except NotFoundError as err:
             raise DaemonError(f'machineconfig.{C.GROUP} "{name}" not found') from err
 
@@ -221,7 +186,8 @@ class Daemon:
                 waiter = select.poll()
                 waiter.register(self.store_watch.fileno(), select.POLLIN)
                 # the loop takes the monitor's events only while no reboot is queued
-                disk = self.drift.fileno() if self.drift and not self.reboot_queued else None
+                disk = self.drift.fileno() if self.drift and self.phase is not Phase.REBOOTING \
+                    else None
                 if disk is not None:
                     waiter.register(disk, select.POLLIN)
                 waiter.poll(max(timeout, 0.0) * 1000)
@@ -233,19 +199,31 @@ class Daemon:
         return changed
 
     # ---- states ---------------------------------------------------------------------------
-    def set_state(self, state: str, reason: str = "") -> None:
-        reason = reason[:node_state.MAX_REASON]
-        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: state,
-                    C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: reason})
-        self.metrics.set_state(state, reason)
-        node_state.write_state(self.root, state, reason)
+    def _enter(self, phase: Phase) -> None:
+        if phase not in node_state.PHASE_MOVES[self.phase]:
+            raise RuntimeError(f"daemon phase {self.phase.value} -> {phase.value} is not a move")
+        self.phase = phase
+
+    def report(self, state: str, reason: str | None = "",
+               annotations: Mapping[str, str] | None = None, **record: Any) -> None:
+        """The node's state, everywhere at once: its state annotation (with the reason, unless
+        None: Working leaves it as it is) and `annotations`, the metric, and the state file
+        (with `record`; Working's is written by the update itself, with its desired config)."""
+        reason_text = (reason or "")[:node_state.MAX_REASON]
+        changes = {C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: state}
+        if reason is not None:
+            changes[C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION] = reason_text
+        self.patch({**changes, **(annotations or {})})
+        self.metrics.set_state(state, reason_text)
+        if state != C.STATE_WORKING:
+            node_state.write_state(self.root, state, reason_text, **record)
 
     def report_error(self, err: BaseException) -> None:
-        state = node_state.UNRECONCILABLE if isinstance(err, UnreconcilableError) \
-            else node_state.DEGRADED
+        state = C.STATE_UNRECONCILABLE if isinstance(err, NotReconcilableError) \
+            else C.STATE_DEGRADED
         log.error("sync failed, node %s: %s", state, err)
         try:
-            self.set_state(state, str(err))
+            self.report(state, str(err))
         except (StoreError, OSError) as store_err:
             log.error("could not report %s: %s", state, store_err)
         self.progress.degraded(str(err))
@@ -255,8 +233,8 @@ class Daemon:
         self.event("ConfigDriftDetected", reason, "Warning")
         self.report_error(DaemonError(reason))
 
-    def _start_drift(self, mc: Mapping[str, Any], known_drift: str | None = None) -> None:
-        if self.drift is not None and self.drift.name == name_of(mc):
+    def _start_drift(self, mc: RenderedConfig, known_drift: str | None = None) -> None:
+        if self.drift is not None and self.drift.name == mc.name:
             self.drift.drift = known_drift or self.drift.drift
             return
         self._stop_drift()
@@ -297,7 +275,7 @@ class Daemon:
         self.metrics.drain_err.set(0)
         self.progress.drained(request, self.api.get_node(self.node_name).unschedulable)
 
-    def _kubelet_back(self, current_mc: Mapping[str, Any], after: str | None) -> None:
+    def _kubelet_back(self, current_mc: RenderedConfig, after: str | None) -> None:
         """Before Done: a kubelet that answered before the reboot (or before the daemon's last
         failed wait) must answer again; Degraded with what was seen when it does not.
         Then the monitor: every `kubelet_monitor` seconds while the config runs a kubelet that
@@ -307,7 +285,7 @@ class Daemon:
             self.kubelet_failed = False
             return
         if (after is not None or self.kubelet_failed) and kubelet_expected(self.root, current_mc):
-            context = after or f"in {name_of(current_mc)}"
+            context = after or f"in {current_mc.name}"
             try:
                 reason = self.kubelet.wait_healthy(context, once=self.kubelet_failed)
             except WaitInterrupted:
@@ -323,7 +301,7 @@ class Daemon:
                 self.kubelet.last is not None and self.kubelet.last.healthy):
             self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
 
-    def _finish(self, current: str, current_mc: Mapping[str, Any],
+    def _finish(self, current: str, current_mc: RenderedConfig,
                 after: str | None = None, updated: bool = False) -> None:
         """MCO's updateConfigAndState when current == desired: (the kubelet back,) uncordon,
         (the units a local drain stopped started again, its afterReturn hooks,) then Done.
@@ -342,14 +320,10 @@ class Daemon:
         except LocalReturnError as err:
             self._start_drift(current_mc)
             raise DaemonError(str(err)) from err
-        self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.DONE,
-                    C.MACHINE_CONFIG_DAEMON_REASON_ANNOTATION: "",
-                    C.CURRENT_CONFIG_ANNOTATION: current})
+        self.report(C.STATE_DONE, annotations={C.CURRENT_CONFIG_ANNOTATION: current},
+                    currentConfig=current, desiredConfig=current, postConfigAction="")
         self.progress.not_degraded()
         self.progress.updated(current)
-        self.metrics.set_state(node_state.DONE, "")
-        node_state.write_state(self.root, node_state.DONE, currentConfig=current,
-                               desiredConfig=current, postConfigAction="")
         log.info("node %s is Done in %s", self.node_name, current)
         self._start_drift(current_mc)
         self.slot_release_pending = self.reboot_lock is not None
@@ -358,21 +332,23 @@ class Daemon:
     # ---- sync -----------------------------------------------------------------------------
     def sync(self) -> None:
         """One pass over the node's annotations (MCO's syncNode)."""
-        if self.reboot_queued:
+        if self.phase is Phase.REBOOTING:
             return
         annotations = self._annotations()
         self._sync_certificates(annotations)
-        if self.reboot_lock is not None and self.slot_release_pending and not self.booting and \
-                annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == node_state.DONE:
+        if self.reboot_lock is not None and self.slot_release_pending and \
+                self.phase is not Phase.BOOTING and \
+                annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION) == C.STATE_DONE:
             self._release_reboot_slot()
         from_reboot = annotations.get(C.POST_CONFIG_ACTION_ANNOTATION) == node_state.REBOOTING
         if from_reboot:
             log.info("back from the reboot: post-config-action cleared")
             self.patch({C.POST_CONFIG_ACTION_ANNOTATION: ""})
             self.progress.rebooted()
-        if self.booting:
+        if self.phase is Phase.BOOTING:
             self._first_run(annotations, from_reboot)
-            self.booting = False
+            if self.phase is Phase.BOOTING:
+                self._enter(Phase.FOLLOWING)
             return
         drain = annotations.get(C.DESIRED_DRAIN_ANNOTATION)
         if drain and drain != annotations.get(C.LAST_APPLIED_DRAIN_ANNOTATION):
@@ -380,12 +356,12 @@ class Daemon:
             return
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
-        if on_disk is not None and name_of(on_disk) != current:
-            log.info("on-disk currentconfig %s overrides annotation %s", name_of(on_disk), current)
-            current = name_of(on_disk)
+        if on_disk is not None and on_disk.name != current:
+            log.info("on-disk currentconfig %s overrides annotation %s", on_disk.name, current)
+            current = on_disk.name
         desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or current
         state = annotations.get(C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION)
-        if current == desired and state == node_state.DONE:
+        if current == desired and state == C.STATE_DONE:
             if self.drift is None and current:
                 self._start_drift(self._config(current, on_disk))
             return
@@ -447,28 +423,28 @@ class Daemon:
         self._housekeeping()
         fs = NodeRoot(self.root)
         from_file: dict[str, str] = {}
-        if fs.lexists(NODE_ANNOTATIONS_FILE):
+        if fs.lexists(C.NODE_ANNOTATIONS_PATH):
             from_file = {str(k): str(v) for k, v in
-                         json.loads(fs.read_text(NODE_ANNOTATIONS_FILE, follow=False)).items()}
+                         json.loads(fs.read_text(C.NODE_ANNOTATIONS_PATH, follow=False)).items()}
             if C.CURRENT_CONFIG_ANNOTATION not in annotations:
                 annotations = self._bootstrap_annotations(annotations, from_file)
-            fs.rename(NODE_ANNOTATIONS_FILE, NODE_ANNOTATIONS_BAK)
+            fs.rename(C.NODE_ANNOTATIONS_PATH, C.NODE_ANNOTATIONS_BACKUP_PATH)
         current = annotations.get(C.CURRENT_CONFIG_ANNOTATION, "")
         on_disk = node_state.read_current_config(self.root)
         if on_disk is not None:
-            if name_of(on_disk) != current:
-                log.info("on-disk currentconfig %s overrides annotation %r", name_of(on_disk),
+            if on_disk.name != current:
+                log.info("on-disk currentconfig %s overrides annotation %r", on_disk.name,
                          current)
-            current = name_of(on_disk)
+            current = on_disk.name
         if not current:
             raise DaemonError("node has no currentConfig annotation, no "
-                              f"{NODE_ANNOTATIONS_FILE} and no on-disk currentconfig")
+                              f"{C.NODE_ANNOTATIONS_PATH} and no on-disk currentconfig")
         desired = annotations.get(C.DESIRED_CONFIG_ANNOTATION) or \
             from_file.get(C.DESIRED_CONFIG_ANNOTATION) or current
         current_mc = self._config(current, on_disk)
         if node_state.force_file_present(self.root):
             log.info("forcefile present: validation skipped, updating %s -> %s", current, desired)
-            self.booting = False  # from here on a retry is an ordinary sync
+            self._enter(Phase.FOLLOWING)  # from here on a retry is an ordinary sync
             self._update(current, desired, on_disk, annotations.get(
                 C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
             return
@@ -487,7 +463,7 @@ class Daemon:
             return
         self.event("BootResync", f"Booting node {self.node_name}, currentConfig {current}, "
                                  f"desiredConfig {desired}")
-        self.booting = False
+        self._enter(Phase.FOLLOWING)
         self._update(current, desired, on_disk, annotations.get(
             C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION))
 
@@ -498,7 +474,7 @@ class Daemon:
         keys = (C.CURRENT_CONFIG_ANNOTATION, C.FIRST_PIVOT_CONFIG_ANNOTATION)
         wanted: dict[str, str | None] = {k: from_file[k] for k in keys if k in from_file}
         desired = from_file.get(C.DESIRED_CONFIG_ANNOTATION)
-        log.info("bootstrapping: annotations from %s", NODE_ANNOTATIONS_FILE)
+        log.info("bootstrapping: annotations from %s", C.NODE_ANNOTATIONS_PATH)
         if desired and C.DESIRED_CONFIG_ANNOTATION not in annotations:
             try:
                 return self.patch({**wanted, C.DESIRED_CONFIG_ANNOTATION: desired}).annotations
@@ -508,14 +484,14 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         fs = NodeRoot(self.root)
-        if fs.lexists(ENCAPSULATED_FILE):
-            log.info("firstboot leftover %s renamed to .bak", ENCAPSULATED_FILE)
-            fs.rename(ENCAPSULATED_FILE, ENCAPSULATED_FILE + ".bak")
+        if fs.lexists(C.ENCAPSULATED_CONFIG_PATH):
+            log.info("firstboot leftover %s renamed to .bak", C.ENCAPSULATED_CONFIG_PATH)
+            fs.rename(C.ENCAPSULATED_CONFIG_PATH, C.ENCAPSULATED_CONFIG_PATH + ".bak")
         # Ignition's presets did their work at first boot; later they would fight our units
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             fs.unlink(IGNITION_PRESET)
 
-    def _reboot_slot(self, current_mc: Mapping[str, Any], desired_mc: Mapping[str, Any],
+    def _reboot_slot(self, current_mc: RenderedConfig, desired_mc: RenderedConfig,
                      desired: str, policy: NodeDisruptionPolicy) -> bool:
         """With a FleetLock server (`--fleetlock`): before an update that drains or reboots,
         a reboot slot, waited for (as Zincati waits) while SIGTERM may still stop the daemon.
@@ -523,9 +499,8 @@ class Daemon:
         if self.reboot_lock is None:
             return True
         try:
-            plan = plan_update(with_raw_config(current_mc), with_raw_config(desired_mc),
-                               root=self.root, policy=policy)
-        except UnreconcilableUpdate:
+            plan = plan_update(current_mc, desired_mc, root=self.root, policy=policy)
+        except NotReconcilableError:
             return True  # the update refuses it without touching anything
         if not (plan.drain or plan.reboot):
             return True
@@ -560,7 +535,7 @@ class Daemon:
         except RebootLockError as err:
             log.warning("reboot slot not given back yet: %s", err)
 
-    def _update(self, current: str, desired: str, on_disk: Mapping[str, Any] | None,
+    def _update(self, current: str, desired: str, on_disk: RenderedConfig | None,
                 state: str | None) -> None:
         current_mc = self._config(current, on_disk)
         desired_mc = self._config(desired, on_disk)
@@ -576,42 +551,53 @@ class Daemon:
             return  # stopping, or the target moved while waiting: the next pass decides
         self._stop_drift()
         self.kubelet_next = None  # the update probes the kubelet itself where it matters
-        if state not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
-            self.patch({C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: node_state.WORKING})
-            self.metrics.set_state(node_state.WORKING, "")
-        self.updating = True  # SIGTERM is ignored from here until the update ends
+        if node_state.reports_working(state):
+            self.report(C.STATE_WORKING, None)
+        self._enter(Phase.UPDATING)  # SIGTERM is ignored from here until the update ends
+        rebooting = False
         try:
-            outcome = apply_update(current_mc, desired_mc, _RebootHook(self.systemd, self),
+            outcome = apply_update(current_mc, desired_mc, self.systemd, reboot=self._reboot,
                                    root=self.root, policy=policy,
                                    request_drain=self.request_drain, kubelet=self.kubelet,
                                    os_runner=self.os_runner, progress=self.progress)
+            rebooting = outcome.rebooting
         finally:
-            self.updating = False
+            self._enter(Phase.REBOOTING if rebooting else Phase.FOLLOWING)
             if self.sigterm_during_update:
                 self.event("GotSigtermDuringUpdate", "Got SIGTERM, but actively updating")
                 self.stop_requested.set()
-        if outcome.state == node_state.UNRECONCILABLE:
+        if outcome.state == C.STATE_UNRECONCILABLE:
             self.event("FailedToReconcile", outcome.reason, "Warning")
             self.metrics.update_done(desired, outcome.reason)
-            raise UnreconcilableError(outcome.reason)
+            raise NotReconcilableError(current, desired, outcome.reason, message=outcome.reason)
         if outcome.pivot_error:
             self.metrics.pivot_errors.inc()
-        if outcome.state == node_state.DEGRADED:
+        if outcome.state == C.STATE_DEGRADED:
             self.kubelet_failed = outcome.kubelet_unhealthy
             self.metrics.update_done(desired, outcome.reason)
             # rolled back: the disk is in `current`; past the point of no return: in `desired`
             self._start_drift(node_state.read_current_config(self.root) or current_mc)
             raise DaemonError(outcome.reason)
         self.metrics.update_done(desired)
-        if outcome.rebooting:
+        if rebooting:
             log.info("reboot queued into %s: further syncs ignored", desired)
-            self.reboot_queued = True
             return
         self._finish(desired, desired_mc, updated=True)
 
+    def _reboot(self, rationale: str) -> None:
+        """The update's reboot: recorded first (event, post-config-action=Rebooting)."""
+        self.event("Reboot", rationale)
+        self.patch({C.POST_CONFIG_ACTION_ANNOTATION: node_state.REBOOTING})
+        try:
+            self.systemd.reboot(rationale)
+        except Exception as err:  # noqa: BLE001 - any failure to reboot is reported the same way
+            self.metrics.reboots_failed.inc()
+            log.error("reboot failed: %s", err)
+            raise DaemonError("reboot command failed, something is seriously wrong") from err
+
     # ---- the loop -------------------------------------------------------------------------
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        if self.updating:
+        if self.phase is Phase.UPDATING:
             # a half-applied update is worse than a late stop: finish, then stop
             log.warning("Got SIGTERM, but actively updating")
             self.sigterm_during_update = True
@@ -657,16 +643,16 @@ class Daemon:
                                       self.timeouts.backoff_max)
                         next_try = self.clock() + backoff
                         log.info("next sync in %gs", backoff)
-                if self.drift is not None and not self.reboot_queued:
+                if self.drift is not None and self.phase is not Phase.REBOOTING:
                     before = self.drift.drift
                     if self.drift.check() is None and before is not None:
                         pending, next_try = True, 0.0  # the disk is fixed: report it now
-                if self.kubelet_next is not None and not self.reboot_queued and \
+                if self.kubelet_next is not None and self.phase is not Phase.REBOOTING and \
                         self.clock() >= self.kubelet_next:
                     self.kubelet.check()
                     self.kubelet_next = self.clock() + self.timeouts.kubelet_monitor
                 timeout = self.timeouts.watch
-                if self.kubelet_next is not None and not self.reboot_queued:
+                if self.kubelet_next is not None and self.phase is not Phase.REBOOTING:
                     timeout = min(timeout, max(self.kubelet_next - self.clock(), 0.0))
                 if pending:
                     timeout = min(timeout, max(next_try - self.clock(), 0.0))

@@ -8,13 +8,16 @@ import logging
 from collections.abc import Callable
 
 from machineconfig import constants as C
+from machineconfig.errors import MachineConfigError
 from machineconfig.store.base import NodeAPI
 
 log = logging.getLogger(__name__)
 
 
-class DrainError(Exception):
+class DrainError(MachineConfigError):
     """The controller did not apply the request in time; `str()` is MCO's Degraded reason."""
+
+    temporary = True  # the controller may still apply it: retried
 
 
 def duration_text(seconds: float) -> str:

@@ -10,11 +10,11 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
-from machineconfig.reconcile import ignition_config_of, name_of
+from machineconfig.reconcile import AnyConfig
+from machineconfig.rendered_config import RenderedConfig
 from mcd import inotify
 from mcd.file_writers import SYSTEMD_DIR
 from mcd.noderoot import NodeRoot
@@ -44,9 +44,9 @@ ENABLEMENT_DIR_SUFFIXES = (".wants", ".requires", ".upholds")
 Signature = tuple[int, int, int, int, str] | None
 
 
-def managed_paths(mc: Mapping[str, Any]) -> list[str]:
+def managed_paths(mc: RenderedConfig) -> list[str]:
     """Every file, unit and drop-in path the config writes (node paths)."""
-    ign = ignition_config_of(mc)
+    ign = mc.ignition
     paths = [str(f["path"]) for f in (ign.get("storage") or {}).get("files") or []]
     for unit in (ign.get("systemd") or {}).get("units") or []:
         paths.append(f"{SYSTEMD_DIR}/{unit['name']}")
@@ -54,9 +54,9 @@ def managed_paths(mc: Mapping[str, Any]) -> list[str]:
     return paths
 
 
-def enablement_units(mc: Mapping[str, Any]) -> list[str]:
+def enablement_units(mc: RenderedConfig) -> list[str]:
     """The units whose enabled/disabled state the config sets (checked through systemd)."""
-    ign = ignition_config_of(mc)
+    ign = mc.ignition
     return [str(u["name"]) for u in (ign.get("systemd") or {}).get("units") or []
             if "enabled" in u]
 
@@ -201,26 +201,26 @@ class DriftMonitor:
     `poll_interval` seconds instead.
     """
 
-    def __init__(self, mc: Mapping[str, Any], root: Path, systemd: SystemdApi | None,
+    def __init__(self, mc: AnyConfig, root: Path, systemd: SystemdApi | None,
                  on_drift: Callable[[str], None] | None = None,
                  poll_interval: float = POLL_INTERVAL,
                  full_interval: float = FULL_CHECK_INTERVAL,
                  clock: Callable[[], float] = time.monotonic, settle: float = SETTLE,
                  use_inotify: bool = True) -> None:
-        self.mc = mc
-        self.name = name_of(mc)
+        self.mc = RenderedConfig.of(mc)
+        self.name = self.mc.name
         self.root = root
         self.systemd = systemd
         self.on_drift = on_drift
         self.full_interval = full_interval
         self.settle = settle
         self.clock = clock
-        self.paths = managed_paths(mc)
+        self.paths = managed_paths(self.mc)
         self.watches: DirectoryWatches | None = None
         self.poll_interval = poll_interval
         if use_inotify:
             try:
-                self.watches = DirectoryWatches(root, self.paths, enablement_units(mc))
+                self.watches = DirectoryWatches(root, self.paths, enablement_units(self.mc))
             except OSError as err:
                 # out of inotify instances or watches (ENOSPC/EMFILE), or no inotify at all
                 log.warning("inotify unavailable (%s): polling the managed paths every %gs", err,

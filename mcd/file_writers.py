@@ -11,7 +11,6 @@ import logging
 import os
 import posixpath
 import secrets
-import signal
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -20,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from machineconfig.constants import DAEMON_DIR
 from machineconfig.errors import MachineConfigError
 from machineconfig.unitnames import unit_name_problem
-from mcd.diff import decoded_contents
+from machineconfig.disruption import decoded_contents
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
 
-ORIG_DIR = "/etc/machine-config-daemon/orig"
-NOORIG_DIR = "/etc/machine-config-daemon/noorig"
+ORIG_DIR = f"{DAEMON_DIR}/orig"
+NOORIG_DIR = f"{DAEMON_DIR}/noorig"
 SYSTEMD_DIR = "/etc/systemd/system"
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
@@ -52,11 +52,8 @@ WRITE_THREADS = 16
 
 _T = TypeVar("_T")
 
-# Test-only crash hook: SIGKILL ourselves after this many renames (crash-consistency tests).
-_CRASH_AFTER_ENV = "MCD_TEST_CRASH_AFTER_WRITES"
 
-
-class WriteError(RuntimeError):
+class WriteError(MachineConfigError, RuntimeError):
     """A file or unit could not be written; names the path."""
 
 
@@ -98,7 +95,6 @@ class Journal:
         self.order: list[str] = []
         self.created_dirs: list[str] = []
         self.dirs_to_sync: set[str] = set()
-        self.writes = 0
 
     def _root(self) -> NodeRoot:
         if self.root is None:
@@ -189,7 +185,6 @@ def _write_at(dir_fd: int, name: str, node_path: str, data: bytes, mode: int, ui
         raise
     with lock or contextlib.nullcontext():
         journal.dirs_to_sync.add(posixpath.dirname(node_path))
-        _count_write(journal)
 
 
 def _write_into(root: NodeRoot, node_path: str, data: bytes, mode: int, uid: int, gid: int,
@@ -206,6 +201,15 @@ def atomic_write(root: NodeRoot | Path | str, node_path: str, data: bytes, mode:
     if journal.root is None:
         journal.root = root
     _write_into(root, node_path, data, mode, uid, gid, journal)
+
+
+def write_private(root: NodeRoot | Path | str, node_path: str, data: bytes,
+                  mode: int = BACKUP_MODE) -> None:
+    """A record the daemon keeps for itself (state, token, stamp): atomic, owned by this
+    process, created with `mode` (never wider on the way), durable on return."""
+    journal = Journal(root)
+    atomic_write(root, node_path, data, mode, os.geteuid(), os.getegid(), journal)
+    journal.sync()
 
 
 @dataclass(frozen=True)
@@ -249,10 +253,11 @@ def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: J
                                                           journal)
             targets.append((dir_fd, name))
         _sweep_temps(root, {posixpath.dirname(write.path) for write in writes})
+        lock = threading.Lock()  # the writers share the journal's set of directories to fsync
 
         def one(write: PendingWrite, dir_fd: int, name: str) -> None:
             _labelled(write, _write_at, dir_fd, name, write.path, write.data, write.mode,
-                      write.uid, write.gid, journal, _count_lock)
+                      write.uid, write.gid, journal, lock)
 
         with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)),
                                 thread_name_prefix="mcd-write") as pool:
@@ -292,29 +297,25 @@ def _sweep_temps(root: NodeRoot, directories: Iterable[str]) -> None:
                     root.unlink(node_path)
 
 
-def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: Journal) -> None:
-    """`node_path` becomes a symlink to `target` (the link itself is created, nothing followed)."""
-    with root.parent(node_path, create=True, created=journal.created_dirs) as (dir_fd, name):
+def replace_with_symlink(root: NodeRoot, node_path: str, target: str, journal: Journal,
+                         hard: bool = False) -> None:
+    """`node_path` becomes a symlink to `target` (the link itself is created, nothing followed),
+    or with `hard` a hard link to the file `target` names inside the root (a relative target
+    counts from the root, as Ignition joins it onto the root)."""
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(root.parent("/" + target.lstrip("/"))) if hard else None
+        dir_fd, name = stack.enter_context(
+            root.parent(node_path, create=True, created=journal.created_dirs))
         tmp = f".{name}{TEMP_MARK}-link"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
-        os.symlink(target, tmp, dir_fd=dir_fd)
+        if source is None:
+            os.symlink(target, tmp, dir_fd=dir_fd)
+        else:
+            os.link(source[1], tmp, src_dir_fd=source[0], dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     journal.dirs_to_sync.add(posixpath.dirname(node_path))
-    _count_write(journal)
-
-
-_writes_in_process = 0
-_count_lock = threading.Lock()
-
-
-def _count_write(journal: Journal) -> None:
-    global _writes_in_process
-    journal.writes += 1
-    _writes_in_process += 1
-    crash_after = os.environ.get(_CRASH_AFTER_ENV)
-    if crash_after and _writes_in_process >= int(crash_after):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class UnitMasker(Protocol):
@@ -443,6 +444,8 @@ class FileWriter:
             mode = int(entry.get("mode", DEFAULT_FILE_MODE))
             backups = self._backup_writes(node_path)
             self.journal.record(node_path)
+        except WriteError:
+            raise  # it names the path itself
         except (OSError, ValueError, KeyError, MachineConfigError) as err:
             raise WriteError(f"failed to write file {node_path}: {err}") from err
         return [*backups, PendingWrite(node_path, data, mode, uid, gid, node_path)]

@@ -4,11 +4,9 @@ the daemon. `complete_encapsulated` is the second step (MCO's firstboot-complete
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import posixpath
 import shutil
 import ssl
 import stat
@@ -22,24 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import mcoparse
-from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
+from machineconfig.constants import (CURRENT_CONFIG_ANNOTATION, ENCAPSULATED_CONFIG_PATH,
+                                      NODE_ANNOTATIONS_PATH)
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.unitnames import install_section
 from mcd import grub
-from mcd.diff import decoded_contents
+from machineconfig.disruption import decoded_contents
 from mcd.file_writers import (DEFAULT_DIR_MODE, SYSTEMD_DIR, FileWriter, Journal, WriteError,
-                              atomic_write, check_unit_name, replace_with_symlink)
+                              check_unit_name, replace_with_symlink, write_private)
 from mcd.noderoot import NodeRoot
 from mcd.passwd import apply_passwd
 from mcd.rpm_ostree import ostree_booted
-from mcd.state import STATE_FILE_MODE
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.coreos.ignition+json;version=3.5.0, */*;q=0.1"
-ENCAPSULATED = "/etc/ignition-machine-config-encapsulated.json"
-NODE_ANNOTATIONS = "/etc/machine-config-daemon/node-annotations.json"
 PRESET_FILE = "/etc/systemd/system-preset/20-ignition.preset"
 DONE_STAMP = "/var/lib/machine-config-daemon/firstboot.done"
 UNIT_SEARCH = (SYSTEMD_DIR, "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
@@ -50,7 +47,7 @@ MAX_CONFIG_BYTES = 64 << 20
 BACKOFF_MAX = 60.0
 
 
-class FirstbootError(RuntimeError):
+class FirstbootError(MachineConfigError, RuntimeError):
     """The config could not be fetched or applied; names the URL or path."""
 
 
@@ -214,29 +211,12 @@ def _write_links(writer: FileWriter, config: Mapping[str, Any]) -> None:
             raise FirstbootError(f"link {path}: a different node exists there already and "
                                  "overwrite is false")
         journal.record(path)
-        if entry.get("hard"):
-            _hard_link(writer, target, path)
-        else:
-            replace_with_symlink(fs, path, target, journal)
+        replace_with_symlink(fs, path, target, journal, hard=bool(entry.get("hard")))
         log.info("link %s -> %s", path, target)
 
 
 def _same_inode(a: os.stat_result, b: os.stat_result | None) -> bool:
     return b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _hard_link(writer: FileWriter, target: str, path: str) -> None:
-    """`path` becomes a hard link to `target`, both resolved inside the root (a relative target
-    counts from the root, as Ignition joins it onto the root)."""
-    fs = writer.fs
-    with fs.parent("/" + target.lstrip("/")) as (src_fd, src_name), \
-            fs.parent(path, create=True, created=writer.journal.created_dirs) as (dst_fd, name):
-        tmp = f".{name}.mcdtmp-hardlink"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dst_fd)
-        os.link(src_name, tmp, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
-        os.rename(tmp, name, src_dir_fd=dst_fd, dst_dir_fd=dst_fd)
-    writer.journal.dirs_to_sync.add(posixpath.dirname(path))
 
 
 def _install_section(writer: FileWriter, unit: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -332,40 +312,41 @@ def apply_config(config: Mapping[str, Any], root: Path) -> None:
         _create_users(writer, checked)
         apply_passwd(writer, {}, checked)
         journal.sync()
-    except (OSError, ValueError, WriteError, MachineConfigError) as err:
-        journal.rollback()
-        raise FirstbootError(f"applying the config failed, nothing kept: {err}") from err
     except FirstbootError:
         journal.rollback()
         raise
+    except (OSError, ValueError, MachineConfigError) as err:
+        journal.rollback()
+        raise FirstbootError(f"applying the config failed, nothing kept: {err}") from err
 
 
 def config_name(root: Path) -> str:
     """The rendered config the node was served (from the annotations file)."""
     try:
-        annotations = json.loads(NodeRoot(root).read_text(NODE_ANNOTATIONS))
+        annotations = json.loads(NodeRoot(root).read_text(NODE_ANNOTATIONS_PATH))
     except (OSError, ValueError):
         return ""
     return str(annotations.get(CURRENT_CONFIG_ANNOTATION, ""))
 
 
 def mark_done(root: Path, name: str) -> None:
-    journal = Journal(root)
-    atomic_write(root, DONE_STAMP, (name + "\n").encode(), STATE_FILE_MODE, os.geteuid(),
-                 os.getegid(), journal)
-    journal.sync()
+    write_private(root, DONE_STAMP, (name + "\n").encode())
+
+
+def _encapsulated(fs: NodeRoot) -> RenderedConfig | None:
+    """The full rendered config the served config carried, if it is still there."""
+    if not fs.lexists(ENCAPSULATED_CONFIG_PATH):
+        return None
+    return RenderedConfig(json.loads(fs.read_text(ENCAPSULATED_CONFIG_PATH, follow=False)))
 
 
 def apply_first_kernel_arguments(root: Path,
                                  update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
     """The encapsulated config's kernelArguments, before the first reboot, on a GRUB host: the
     drop-in and update-grub, as the daemon applies them at each update. True when applied."""
-    fs = NodeRoot(root)
-    if not fs.lexists(ENCAPSULATED):
-        return False
-    mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
-    kargs = (mc.get("spec") or {}).get("kernelArguments")
-    if not kargs:
+    mc = _encapsulated(NodeRoot(root))
+    kargs = mc.spec.kernel_arguments if mc is not None else None
+    if mc is None or not kargs:
         return False
     if ostree_booted(root):
         # TODO: rebase and kargs through rpm-ostree at first boot, as MCO does
@@ -387,16 +368,14 @@ def complete_encapsulated(root: Path,
                           update_grub: grub.UpdateGrub = grub.run_update_grub) -> bool:
     """MCO's firstboot-complete-machineconfig: True when a reboot is needed for OS changes."""
     fs = NodeRoot(root)
-    if not fs.lexists(ENCAPSULATED):
-        log.info("no %s: nothing to complete", ENCAPSULATED)
+    mc = _encapsulated(fs)
+    if mc is None:
+        log.info("no %s: nothing to complete", ENCAPSULATED_CONFIG_PATH)
         return False
-    mc = json.loads(fs.read_text(ENCAPSULATED, follow=False))
-    spec = mc.get("spec") or {}
-    if ostree_booted(root) and (spec.get("extensions")
-                                or spec.get("kernelType") not in (None, "", "default")):
+    if ostree_booted(root) and (mc.spec.extensions or mc.spec.kernel_type not in ("", "default")):
         # TODO: rebase through rpm-ostree at first boot, as MCO does
         log.warning("OS-level first-boot changes on rpm-ostree hosts are not applied yet")
     reboot = apply_first_kernel_arguments(root, update_grub)
-    fs.rename(ENCAPSULATED, ENCAPSULATED + ".bak")
-    log.info("first boot of %s complete", (mc.get("metadata") or {}).get("name", "?"))
+    fs.rename(ENCAPSULATED_CONFIG_PATH, ENCAPSULATED_CONFIG_PATH + ".bak")
+    log.info("first boot of %s complete", mc.name)
     return reboot

@@ -13,10 +13,11 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
+from machineconfig.errors import MachineConfigError
+from machineconfig.rendered_config import RenderedConfig
 from mcd.file_writers import DEFAULT_FILE_MODE, Journal, PriorState, atomic_write, capture, restore
 from mcd.noderoot import NodeRoot
 from mcd.rpm_ostree import kernel_arguments, ostree_booted, split_kernel_arguments
@@ -44,7 +45,7 @@ SAFE_CHARACTERS = "letters, digits and ._,:=/+@%~^![]-"
 UpdateGrub = Callable[[Path], None]
 
 
-class GrubError(RuntimeError):
+class GrubError(MachineConfigError, RuntimeError):
     """The kernel arguments cannot be written for GRUB, or update-grub failed."""
 
 
@@ -74,10 +75,10 @@ def is_grub_host(root: Path) -> bool:
     return not_grub_host(root) is None
 
 
-def checked_arguments(mc: Mapping[str, Any]) -> list[str]:
+def checked_arguments(mc: RenderedConfig) -> list[str]:
     """The config's kernel arguments, each one safe in the drop-in and in grub.cfg; GrubError
     names the first that is not."""
-    for entry in (mc.get("spec") or {}).get("kernelArguments") or []:
+    for entry in mc.spec.kernel_arguments or []:
         if any(ord(char) < 0x20 or ord(char) == 0x7f for char in str(entry)):
             raise GrubError(f"kernel argument {str(entry)!r} holds a newline or control "
                             "character: refused for the GRUB drop-in")
@@ -133,14 +134,14 @@ def _put(fs: NodeRoot, node_path: str, data: bytes | None, journal: Journal) -> 
         atomic_write(fs, node_path, data, DEFAULT_FILE_MODE, 0, 0, journal)
 
 
-def apply_kernel_arguments(root: Path, mc: Mapping[str, Any],
+def apply_kernel_arguments(root: Path, mc: RenderedConfig,
                            update_grub: UpdateGrub = run_update_grub) -> PriorState:
     """Write `mc`'s drop-in (removed when it has no kernel arguments) and run update-grub.
 
     Returns the drop-in as it was, for `rollback_kernel_arguments`. When update-grub fails, the
     previous drop-in is put back, update-grub runs again and GrubError says why."""
     args = checked_arguments(mc)
-    name = str((mc.get("metadata") or {}).get("name") or "?")
+    name = mc.name
     fs = NodeRoot(root)
     prior = capture(fs, DROPIN)
     journal = Journal(fs)
@@ -209,6 +210,6 @@ def booted_cmdline(root: Path) -> str | None:
     return None
 
 
-def missing_kernel_arguments(mc: Mapping[str, Any], cmdline: str) -> list[str]:
+def missing_kernel_arguments(mc: RenderedConfig, cmdline: str) -> list[str]:
     present = set(split_kernel_arguments(cmdline))
     return [arg for arg in kernel_arguments(mc) if arg not in present]

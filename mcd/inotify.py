@@ -10,6 +10,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from machineconfig.errors import MachineConfigError
+
 # <sys/inotify.h>
 IN_ACCESS = 0x00000001
 IN_MODIFY = 0x00000002
@@ -35,7 +37,7 @@ _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of NUL-
 _READ_SIZE = 64 * 1024
 
 
-class InotifyError(OSError):
+class InotifyError(MachineConfigError, OSError):
     """An inotify call failed; `errno` says why (ENOSPC: out of watches, EMFILE: of instances)."""
 
 

@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import yaml
 
-from machineconfig.reconcile import ignition_config_of
+from machineconfig.errors import MachineConfigError
+from machineconfig.reconcile import AnyConfig
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.sdnotify import notify
 from mcd.noderoot import NodeRoot
 
@@ -38,7 +40,7 @@ MAX_BODY = 4096
 MAX_KUBELET_CONF = 1 << 20
 
 
-class WaitInterrupted(Exception):
+class WaitInterrupted(MachineConfigError):
     """The daemon is stopping: the wait ended without a verdict."""
 
 
@@ -62,10 +64,10 @@ class Probe:
         return f"{self.url} {self.detail}"
 
 
-def kubelet_enabled(mc: Mapping[str, Any]) -> bool:
+def kubelet_enabled(mc: AnyConfig) -> bool:
     """Whether the config runs a kubelet: kubelet.service enabled (and not masked) in it."""
     try:
-        units = (ignition_config_of(mc).get("systemd") or {}).get("units") or []
+        units = (RenderedConfig.of(mc).ignition.get("systemd") or {}).get("units") or []
     except Exception:  # noqa: BLE001 - a config that does not parse has no kubelet to wait for
         return False
     return any(isinstance(u, Mapping) and u.get("name") == KUBELET_UNIT and

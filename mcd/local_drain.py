@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from machineconfig import constants as C
 from machineconfig import localdrain
-from machineconfig.errors import InputError
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.localdrain import AFTER_DRAIN, AFTER_RETURN, BEFORE_DRAIN, DrainPolicy, Hook
 from mcd import state as node_state
 
@@ -36,7 +37,7 @@ EXIT_GRACE = 1.0  # a hook that exited while a child keeps its output open
 OUTPUT_TAIL = 16 * 1024  # bytes of a hook's output kept (its end)
 LOGGED_OUTPUT = 4096
 # Never stopped, whatever a pattern matches: what the daemon and the node need to come back.
-PROTECTED_UNITS = ("machine-config-daemon*", "dbus*", "systemd-*", "init.scope", "-.mount",
+PROTECTED_UNITS = (f"{C.DAEMON_NAME}*", "dbus*", "systemd-*", "init.scope", "-.mount",
                    "-.slice", "system.slice", "user*.slice", "ssh.service", "sshd.service",
                    "basic.target", "default.target", "multi-user.target", "sysinit.target",
                    "local-fs.target", "network*.target", "sockets.target", "timers.target",
@@ -53,8 +54,10 @@ class UnitControl(Protocol):
     def start_unit(self, name: str) -> str: ...
 
 
-class LocalDrainBlocked(Exception):
+class LocalDrainBlocked(MachineConfigError):
     """The drain cannot go on; `str()` is the one-line reason the node reports."""
+
+    temporary = True  # a hook or unit may let it through later: retried
 
 
 class LocalReturnError(Exception):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.errors import MachineConfigError
-from machineconfig.reconcile import ignition_config_of, name_of
+from machineconfig.reconcile import AnyConfig
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.ignition.dataurl import contents_digest
 from mcd.file_writers import DEFAULT_FILE_MODE, SYSTEMD_DIR
 from mcd import grub
@@ -42,7 +43,7 @@ _GO_TYPE_BITS = [(31, "d"), (30, "a"), (29, "l"), (28, "T"), (27, "L"), (26, "D"
                  (24, "S"), (23, "u"), (22, "g"), (21, "c"), (20, "t"), (19, "?")]
 
 
-class OnDiskValidationError(Exception):
+class OnDiskValidationError(MachineConfigError):
     """The disk differs from the config; `str()` is MCO's wrapped message."""
 
     def __init__(self, config_name: str, detail: str) -> None:
@@ -157,10 +158,10 @@ def _check_file_entry(root: Path, entry: Mapping[str, Any]) -> None:
     check_file(root, entry["path"], expected, int(entry.get("mode", DEFAULT_FILE_MODE)))
 
 
-def find_mismatches(mc: Mapping[str, Any], root: Path = Path("/"),
+def find_mismatches(mc: AnyConfig, root: Path = Path("/"),
                     systemd: SystemdApi | None = None, first_only: bool = False) -> list[str]:
     """Every file and unit of `mc` that differs on disk, in config order (MCO's texts)."""
-    ign = ignition_config_of(mc)
+    ign = RenderedConfig.of(mc).ignition
     checks: list[tuple[Any, Mapping[str, Any]]] = [
         (_check_file_entry, entry) for entry in (ign.get("storage") or {}).get("files") or []
         if entry["path"] not in VALIDATION_SKIP]
@@ -177,35 +178,36 @@ def find_mismatches(mc: Mapping[str, Any], root: Path = Path("/"),
     return mismatches
 
 
-def validate_on_disk(mc: Mapping[str, Any], root: Path = Path("/"),
+def validate_on_disk(mc: AnyConfig, root: Path = Path("/"),
                      systemd: SystemdApi | None = None) -> None:
     """Raise OnDiskValidationError naming the first file or unit that differs from `mc`."""
+    mc = RenderedConfig.of(mc)
     mismatches = find_mismatches(mc, root, systemd, first_only=True)
     if mismatches:
-        log.info("on-disk validation against %s failed: %s", name_of(mc), mismatches[0])
-        raise OnDiskValidationError(name_of(mc), mismatches[0])
-    log.info("on-disk state matches %s", name_of(mc))
+        log.info("on-disk validation against %s failed: %s", mc.name, mismatches[0])
+        raise OnDiskValidationError(mc.name, mismatches[0])
+    log.info("on-disk state matches %s", mc.name)
 
 
-def validate_os(mc: Mapping[str, Any], run: Runner = run_rpm_ostree) -> None:
+def validate_os(mc: RenderedConfig, run: Runner = run_rpm_ostree) -> None:
     """rpm-ostree hosts: the booted image and every expected kernel argument (MCO's texts)."""
-    want = str((mc.get("spec") or {}).get("osImageURL") or "")
+    want = mc.spec.os_image_url
     if want:
         have = booted_image(run) or ""
         if have != want:
-            raise OnDiskValidationError(name_of(mc), f'expected target osImageURL "{want}", '
-                                                     f'have "{have}"')
+            raise OnDiskValidationError(mc.name, f'expected target osImageURL "{want}", '
+                                                 f'have "{have}"')
     missing = missing_kernel_arguments(mc, run)
     if missing:
-        raise OnDiskValidationError(name_of(mc), "missing expected kernel arguments: "
-                                                 f"[{' '.join(missing)}]")
+        raise OnDiskValidationError(mc.name, "missing expected kernel arguments: "
+                                             f"[{' '.join(missing)}]")
 
 
-def validate_grub_kernel_arguments(mc: Mapping[str, Any], root: Path,
+def validate_grub_kernel_arguments(mc: RenderedConfig, root: Path,
                                    cmdline: CmdlineReader = grub.booted_cmdline) -> None:
     """GRUB hosts: every expected kernel argument on the running kernel's command line (MCO's
     text). Not checked when `root` is not the running system: that tree booted no kernel."""
-    if not (mc.get("spec") or {}).get("kernelArguments"):
+    if not mc.spec.kernel_arguments:
         return
     booted = cmdline(root)
     if booted is None:
@@ -213,11 +215,11 @@ def validate_grub_kernel_arguments(mc: Mapping[str, Any], root: Path,
         return
     missing = grub.missing_kernel_arguments(mc, booted)
     if missing:
-        raise OnDiskValidationError(name_of(mc), "missing expected kernel arguments: "
-                                                 f"[{' '.join(missing)}]")
+        raise OnDiskValidationError(mc.name, "missing expected kernel arguments: "
+                                             f"[{' '.join(missing)}]")
 
 
-def validate_booted(mc: Mapping[str, Any], root: Path, run: Runner = run_rpm_ostree,
+def validate_booted(mc: RenderedConfig, root: Path, run: Runner = run_rpm_ostree,
                     cmdline: CmdlineReader = grub.booted_cmdline) -> None:
     """What only the booted OS shows, checked after a boot (never by the drift monitor, which
     would flag a change made before its reboot): rpm-ostree's deployment, or on a GRUB host the

@@ -20,6 +20,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from machineconfig.errors import MachineConfigError
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_HEADER = "fleet-lock-protocol"
@@ -28,8 +30,10 @@ TIMEOUT = 30.0
 _GROUP = re.compile(r"^[a-zA-Z0-9.-]+$")
 
 
-class RebootLockError(Exception):
+class RebootLockError(MachineConfigError):
     """The slot could not be taken or given back; `str()` is one line for a reason."""
+
+    temporary = True  # the slot is asked for again
 
 
 class RebootSlotBusy(RebootLockError):

@@ -9,11 +9,12 @@ import json
 import logging
 import platform
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from mcd.diff import MachineConfigDiff, canonical_kernel_type
+from machineconfig.errors import MachineConfigError
+from machineconfig.disruption import MachineConfigDiff, canonical_kernel_type
+from machineconfig.rendered_config import RenderedConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ SWAPPED_KERNELS = {
 Runner = Callable[[Sequence[str]], str]
 
 
-class OSUpdateError(RuntimeError):
+class OSUpdateError(MachineConfigError, RuntimeError):
     """An rpm-ostree step failed; carries the command and its output."""
 
 
@@ -83,21 +84,20 @@ def split_kernel_arguments(text: str) -> list[str]:
     return args
 
 
-def kernel_arguments(mc: Mapping[str, Any]) -> list[str]:
-    return [arg for entry in (mc.get("spec") or {}).get("kernelArguments") or []
-            for arg in split_kernel_arguments(str(entry))]
+def kernel_arguments(mc: RenderedConfig) -> list[str]:
+    return [arg for entry in mc.spec.kernel_arguments or []
+            for arg in split_kernel_arguments(entry)]
 
 
-def os_commands(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], diff: MachineConfigDiff,
+def os_commands(old_mc: RenderedConfig, new_mc: RenderedConfig, diff: MachineConfigDiff,
                 booted_image: str | None = None) -> list[list[str]]:
     """The rpm-ostree invocations for a transition, in MCO's order (without the cleanup)."""
-    old_spec, new_spec = old_mc.get("spec") or {}, new_mc.get("spec") or {}
-    new_image = str(new_spec.get("osImageURL") or "")
+    new_image = new_mc.spec.os_image_url
     os_update = diff.os_update and bool(new_image) and new_image != booted_image
     if diff.os_update and not os_update:
         log.info("OS image %s already booted: no rebase", new_image or "(none)")
-    old_kernel = canonical_kernel_type(old_spec.get("kernelType"))
-    new_kernel = canonical_kernel_type(new_spec.get("kernelType"))
+    old_kernel = canonical_kernel_type(old_mc.spec.kernel_type)
+    new_kernel = canonical_kernel_type(new_mc.spec.kernel_type)
     commands: list[list[str]] = []
     if (os_update or diff.kernel_type) and old_kernel in SWAPPED_KERNELS:
         commands.append(["override", "reset", *DEFAULT_KERNEL,
@@ -125,7 +125,7 @@ def booted_image(run: Runner = run_rpm_ostree) -> str | None:
     return None
 
 
-def apply_os_changes(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any],
+def apply_os_changes(old_mc: RenderedConfig, new_mc: RenderedConfig,
                      diff: MachineConfigDiff, run: Runner = run_rpm_ostree) -> None:
     """Stage the new deployment; on any failure drop what was staged and re-raise."""
     commands = os_commands(old_mc, new_mc, diff,
@@ -150,7 +150,7 @@ def rollback_os_changes(run: Runner = run_rpm_ostree) -> None:
         log.error("could not drop the staged OS deployment: %s", err)
 
 
-def missing_kernel_arguments(mc: Mapping[str, Any], run: Runner = run_rpm_ostree) -> list[str]:
+def missing_kernel_arguments(mc: RenderedConfig, run: Runner = run_rpm_ostree) -> list[str]:
     """Expected kargs absent from the booted deployment (`rpm-ostree kargs`, split on spaces)."""
     present = set(run(["kargs"]).strip().split(" "))
     return [arg for arg in kernel_arguments(mc) if arg not in present]

@@ -9,18 +9,21 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from machineconfig.constants import DAEMON_NAME
+from machineconfig.errors import MachineConfigError
+
 log = logging.getLogger(__name__)
 
 BUS_NAME = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
-REBOOT_UNIT = "machine-config-daemon-reboot.service"
+REBOOT_UNIT = f"{DAEMON_NAME}-reboot.service"
 DEFAULT_TIMEOUT = 30.0
 JOB_TIMEOUT = 120.0
 
 
-class SystemdError(RuntimeError):
+class SystemdError(MachineConfigError, RuntimeError):
     """A systemd call failed or timed out; names the call and the unit."""
 
 
@@ -139,7 +142,7 @@ class Systemd:
             ("/bin/sh", dbus.Array(["/bin/sh", "-c", "systemctl reboot"], signature="s"), False),
             signature="sasb")], signature="(sasb)")
         properties = dbus.Array([
-            ("Description", dbus.String(f"machine-config-daemon: {rationale}", variant_level=1)),
+            ("Description", dbus.String(f"{DAEMON_NAME}: {rationale}", variant_level=1)),
             ("ExecStart", dbus.Array(exec_start, signature="(sasb)", variant_level=1)),
         ], signature="(sv)")
         self._call("StartTransientUnit", REBOOT_UNIT, "fail", properties,

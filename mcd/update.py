@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
-from machineconfig.mcoparse import raw_config
-from machineconfig.reconcile import name_of
+from machineconfig import constants as C
+from machineconfig.reconcile import AnyConfig, NotReconcilableError, check_reconcilable
+from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
-from mcd.actions import (DEFAULT_POLICY, Action, ActionType, NodeDisruptionPolicy, describe,
-                         drain_required, post_config_actions)
-from mcd.diff import MachineConfigDiff, compute_diff, files_by_path, units_by_name
+from machineconfig.disruption import (DEFAULT_POLICY, Action, ActionType, MachineConfigDiff,
+                                      NodeDisruptionPolicy, compute_diff, describe,
+                                      drain_required, files_by_path, post_config_actions,
+                                      units_by_name)
 from mcd import grub
 from mcd.file_writers import FileWriter, Journal, PriorState, check_unit_name
 from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
@@ -37,20 +38,6 @@ FIPS_ENABLED = Path("/proc/sys/crypto/fips_enabled")
 # state.json: the kubelet answered healthy just before the last reboot or kubelet restart, so it
 # must come back (a node whose kubelet never answered, as a host without one, is not waited for)
 KUBELET_HEALTHY_BEFORE = "kubeletHealthyBefore"
-
-
-def with_raw_config(mc: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`mc` with `spec.config` as the raw JSON bytes MCO sees: the parse of those bytes is cached,
-    so each later `ignition_config_of` is one lookup (bytes keep their hash) instead of
-    serialising the whole config again (~25 ms for 1,000 files, nine times per update)."""
-    spec = mc.get("spec")
-    if not isinstance(spec, Mapping) or isinstance(spec.get("config"), (bytes, type(None))):
-        return mc
-    return {**mc, "spec": {**spec, "config": raw_config(spec["config"])}}
-
-
-class UnreconcilableUpdate(Exception):
-    """The node cannot move to the desired config in place."""
 
 
 @dataclass
@@ -83,64 +70,71 @@ class UpdateOutcome:
     kubelet_unhealthy: bool = False  # Degraded because the kubelet did not come back
 
 
-def _fips_reason(new_mc: Mapping[str, Any]) -> str | None:
+def _fips_reason(new_mc: RenderedConfig) -> str | None:
     try:
         node_fips = FIPS_ENABLED.read_text().strip() == "1"
     except OSError:
         node_fips = False
-    if bool((new_mc.get("spec") or {}).get("fips")) != node_fips:
+    if new_mc.spec.fips != node_fips:
         return "detected change to FIPS flag; refusing to modify FIPS on a running cluster"
     return None
 
 
-def _check_without_ostree(os_diff: MachineConfigDiff, new_mc: Mapping[str, Any], root: Path,
-                          prefix: str) -> None:
+def _unreconcilable(old_mc: RenderedConfig, new_mc: RenderedConfig, reason: str
+                    ) -> NotReconcilableError:
+    """The node cannot move to `new_mc` in place: the daemon's text names both configs."""
+    return NotReconcilableError(old_mc.name, new_mc.name, reason, message=(
+        f"can't reconcile config {old_mc.name} with {new_mc.name}: {reason}"))
+
+
+def _check_without_ostree(os_diff: MachineConfigDiff, old_mc: RenderedConfig,
+                          new_mc: RenderedConfig, root: Path) -> None:
     """Off rpm-ostree only kernel arguments can change, and only on a GRUB host."""
     not_grub = grub.not_grub_host(root) if os_diff.kargs else None
     fields = [label for flag, label in (
         (os_diff.os_update, "osImageURL"), (bool(not_grub), "kernelArguments"),
         (os_diff.kernel_type, "kernelType"), (os_diff.extensions, "extensions")) if flag]
     if fields == ["kernelArguments"]:
-        raise UnreconcilableUpdate(
-            f"{prefix}changes to kernelArguments need rpm-ostree or GRUB, and this node has "
+        raise _unreconcilable(old_mc, new_mc,
+            "changes to kernelArguments need rpm-ostree or GRUB, and this node has "
             f"neither ({OSTREE_BOOTED} is absent; {not_grub})")
     if fields:
-        raise UnreconcilableUpdate(
-            f"{prefix}changes to {', '.join(fields)} need rpm-ostree, and this node is not "
+        raise _unreconcilable(old_mc, new_mc,
+            f"changes to {', '.join(fields)} need rpm-ostree, and this node is not "
             f"rpm-ostree based ({OSTREE_BOOTED} is absent)")
     try:
         grub.checked_arguments(new_mc)
     except grub.GrubError as err:
-        raise UnreconcilableUpdate(prefix + str(err)) from err
+        raise _unreconcilable(old_mc, new_mc, str(err)) from err
 
 
-def plan_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], *, root: Path = Path("/"),
+def plan_update(old: AnyConfig, new: AnyConfig, *, root: Path = Path("/"),
                 policy: NodeDisruptionPolicy = DEFAULT_POLICY, check_node: bool = True
                 ) -> UpdatePlan:
-    """Diff, reconcilability and the post-config action; raises UnreconcilableUpdate."""
-    old_name, new_name = name_of(old_mc), name_of(new_mc)
-    prefix = f"can't reconcile config {old_name} with {new_name}: "
+    """Diff, reconcilability and the post-config action; raises NotReconcilableError."""
+    old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
+    old_name, new_name = old_mc.name, new_mc.name
     try:
         # first: it also parses both configs, so nothing below sees one that does not parse
         check_reconcilable(old_mc, new_mc)
     except NotReconcilableError as err:
-        raise UnreconcilableUpdate(f"{prefix}configs {old_name}, {new_name} are not "
-                                   f"reconcilable: {err}") from err
+        raise _unreconcilable(old_mc, new_mc, f"configs {old_name}, {new_name} are not "
+                                              f"reconcilable: {err}") from err
     force = node_state.force_file_present(root)
     diff = compute_diff(old_mc, new_mc, force=force)
     if check_node:
         fips_reason = _fips_reason(new_mc)
         if fips_reason:
-            raise UnreconcilableUpdate(prefix + fips_reason)
+            raise _unreconcilable(old_mc, new_mc, fips_reason)
         # the forcefile's forced OS update means nothing without rpm-ostree, so it is not refused
         os_diff = compute_diff(old_mc, new_mc) if force else diff
         if os_diff.os_level and not ostree_booted(root):
-            _check_without_ostree(os_diff, new_mc, root, prefix)
+            _check_without_ostree(os_diff, old_mc, new_mc, root)
         if os_diff.extensions:
-            raise UnreconcilableUpdate(f"{prefix}extensions need the OS extensions container, "
-                                       "which this daemon does not install yet")
+            raise _unreconcilable(old_mc, new_mc, "extensions need the OS extensions container, "
+                                                  "which this daemon does not install yet")
     actions = post_config_actions(diff, policy, force=force)
-    drain = drain_required(actions, ignition_config_of(old_mc), ignition_config_of(new_mc))
+    drain = drain_required(actions, old_mc.ignition, new_mc.ignition)
     plan = UpdatePlan(old_name, new_name, diff, actions, drain, force)
     log.info("update %s -> %s: %s", old_name, new_name, plan.summary())
     return plan
@@ -309,41 +303,47 @@ def _kubelet_before(plan: UpdatePlan, kubelet: KubeletHealth | None) -> bool | N
     return healthy
 
 
-def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: SystemdApi, *,
+def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
                  root: Path = Path("/"), policy: NodeDisruptionPolicy = DEFAULT_POLICY,
                  request_drain: Callable[[str], None] | None = None,
                  os_runner: Runner = run_rpm_ostree,
                  kubelet: KubeletHealth | None = None,
                  progress: NodeProgress | None = None,
-                 update_grub: grub.UpdateGrub = grub.run_update_grub) -> UpdateOutcome:
+                 update_grub: grub.UpdateGrub = grub.run_update_grub,
+                 reboot: Callable[[str], None] | None = None) -> UpdateOutcome:
     """Move the node from `old_mc` to `new_mc`; the state file says how it ended.
 
     With `kubelet`, a kubelet that answered before a restart of kubelet.service must answer
     again within its bound (else Degraded), and whether it answered before a reboot is recorded
     for `resume_after_boot` and the daemon. `progress` hears of each phase as it begins and
     ends (the node's MachineConfigNode). Kernel arguments go through rpm-ostree (`os_runner`)
-    or, on a GRUB host, a drop-in and `update_grub`."""
-    new_name = name_of(new_mc)
-    # the original objects are what currentconfig and rpm-ostree see; the rest reads the views
-    old_view, new_view = with_raw_config(old_mc), with_raw_config(new_mc)
-    previous = node_state.read_state(root).get("state")
-    if previous not in (node_state.DEGRADED, node_state.UNRECONCILABLE):
-        node_state.write_state(root, node_state.WORKING, desiredConfig=new_name)
+    or, on a GRUB host, a drop-in and `update_grub`; the reboot goes through `reboot` (default:
+    `systemd.reboot`)."""
+    old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
+    new_name = new_mc.name
+
+    def record(state: str, reason: str = "", **fields: Any) -> None:
+        """The update's state in the state file; every record names the desired config."""
+        node_state.write_state(root, state, reason, desiredConfig=new_name, **fields)
+
+    if node_state.reports_working(node_state.read_state(root).get("state")):
+        record(C.STATE_WORKING)
     try:
-        plan = plan_update(old_view, new_view, root=root, policy=policy)
-    except UnreconcilableUpdate as err:
-        node_state.write_state(root, node_state.UNRECONCILABLE, str(err), desiredConfig=new_name)
+        plan = plan_update(old_mc, new_mc, root=root, policy=policy)
+    except NotReconcilableError as err:
+        record(C.STATE_UNRECONCILABLE, str(err))
         if progress is not None:
-            progress.incompatible(name_of(old_mc), new_name, str(err))
-        return UpdateOutcome(node_state.UNRECONCILABLE, str(err))
+            progress.incompatible(old_mc.name, new_name, str(err))
+        return UpdateOutcome(C.STATE_UNRECONCILABLE, str(err))
     if progress is not None:
         progress.prepared(plan.actions, plan.drain)
     if plan.force:
         with contextlib.suppress(FileNotFoundError):
-            NodeRoot(root).unlink(node_state.FORCE_FILE)
+            NodeRoot(root).unlink(C.FORCE_FILE_PATH)
     kubelet_before = _kubelet_before(plan, kubelet)
-    kubelet_record: dict[str, Any] = {} if kubelet_before is None else \
-        {KUBELET_HEALTHY_BEFORE: kubelet_before}
+    # past the point of no return every record claims B (and the kubelet's health before it)
+    claimed: dict[str, Any] = {"currentConfig": new_name} if kubelet_before is None else \
+        {"currentConfig": new_name, KUBELET_HEALTHY_BEFORE: kubelet_before}
     if plan.drain:
         if request_drain is not None:
             request_drain(new_name)
@@ -358,7 +358,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
     # the D-Bus manager acts on the running system: it may only mask units when root is "/"
     writer = FileWriter(root, journal, masker=systemd if root == Path("/") else None)
     units = _UnitOps(systemd)
-    old_ign, new_ign = ignition_config_of(old_view), ignition_config_of(new_view)
+    old_ign, new_ign = old_mc.ignition, new_mc.ignition
     os_staged = False
     pivot_error = False
     grub_prior: PriorState | None = None
@@ -380,7 +380,7 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         if needs_reload:
             # exactly one manager Reload per update, however many units changed
             systemd.daemon_reload()
-        writer.write_text(node_state.CURRENT_CONFIG, node_state.current_config_bytes(new_mc),
+        writer.write_text(C.CURRENT_CONFIG_PATH, node_state.current_config_bytes(new_mc),
                           node_state.STATE_FILE_MODE)
         journal.sync()
     except Exception as err:  # noqa: BLE001 - every failure before the point of no return rolls back
@@ -396,20 +396,18 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
         except SystemdError as reload_err:
             log.error("systemd Reload after rollback failed: %s", reload_err)
         reason = f"failed to apply {new_name}, rolled back to {plan.old_name}: {err}"
-        node_state.write_state(root, node_state.DEGRADED, reason, desiredConfig=new_name)
-        return UpdateOutcome(node_state.DEGRADED, reason, plan, pivot_error=pivot_error)
+        record(C.STATE_DEGRADED, reason)
+        return UpdateOutcome(C.STATE_DEGRADED, reason, plan, pivot_error=pivot_error)
     # point of no return: the node now claims to be in B
     if progress is not None:
         progress.files_applied(os_update, bool(plan.diff.passwd))
     if plan.reboot:
         rationale = f"Node will reboot into config {new_name}"
-        node_state.write_state(root, node_state.WORKING, currentConfig=new_name,
-                               desiredConfig=new_name, postConfigAction=node_state.REBOOTING,
-                               **kubelet_record)
+        record(C.STATE_WORKING, postConfigAction=node_state.REBOOTING, **claimed)
         if progress is not None:
             progress.rebooting()
-        systemd.reboot(rationale)
-        return UpdateOutcome(node_state.WORKING, plan=plan, rebooting=True)
+        (reboot or systemd.reboot)(rationale)
+        return UpdateOutcome(C.STATE_WORKING, plan=plan, rebooting=True)
     try:
         for action in plan.actions:
             if action.service in plan.diff.units_removed:
@@ -422,25 +420,22 @@ def apply_update(old_mc: Mapping[str, Any], new_mc: Mapping[str, Any], systemd: 
                 progress.post_action(action)
         if reload_sshd:  # the host's manager, whatever the root (the DaemonSet's is /rootfs)
             _reload_sshd(systemd)
-        validate_on_disk(new_view, root, systemd)
+        validate_on_disk(new_mc, root, systemd)
     except (RuntimeError, OnDiskValidationError) as err:
-        node_state.write_state(root, node_state.DEGRADED, str(err), currentConfig=new_name,
-                               desiredConfig=new_name, **kubelet_record)
-        return UpdateOutcome(node_state.DEGRADED, str(err), plan)
-    if kubelet is not None and kubelet_before and kubelet_enabled(new_view) and any(
+        record(C.STATE_DEGRADED, str(err), **claimed)
+        return UpdateOutcome(C.STATE_DEGRADED, str(err), plan)
+    if kubelet is not None and kubelet_before and kubelet_enabled(new_mc) and any(
             a.type is ActionType.RESTART and a.service == KUBELET_UNIT for a in plan.actions):
         unhealthy = kubelet.wait_healthy(f"after restarting {KUBELET_UNIT}")
         if unhealthy:
-            node_state.write_state(root, node_state.DEGRADED, unhealthy, currentConfig=new_name,
-                                   desiredConfig=new_name, **kubelet_record)
-            return UpdateOutcome(node_state.DEGRADED, unhealthy, plan, kubelet_unhealthy=True)
-    node_state.write_state(root, node_state.DONE, currentConfig=new_name, desiredConfig=new_name,
-                           postConfigAction="", lastActions=[str(a) for a in plan.actions],
-                           **kubelet_record)
-    return UpdateOutcome(node_state.DONE, plan=plan)
+            record(C.STATE_DEGRADED, unhealthy, **claimed)
+            return UpdateOutcome(C.STATE_DEGRADED, unhealthy, plan, kubelet_unhealthy=True)
+    record(C.STATE_DONE, postConfigAction="", lastActions=[str(a) for a in plan.actions],
+           **claimed)
+    return UpdateOutcome(C.STATE_DONE, plan=plan)
 
 
-def kubelet_expected(root: Path, mc: Mapping[str, Any]) -> bool:
+def kubelet_expected(root: Path, mc: RenderedConfig) -> bool:
     """The config runs a kubelet and it answered before the last reboot or restart."""
     return kubelet_enabled(mc) and node_state.read_state(root).get(KUBELET_HEALTHY_BEFORE) is True
 
@@ -456,7 +451,7 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
     if current is None:
         log.info("no current config recorded: nothing to validate")
         return UpdateOutcome(node_state.read_state(root).get("state") or "")
-    name = name_of(current)
+    name = current.name
     if node_state.force_file_present(root):
         log.info("forcefile present: boot validation skipped")
         reason = ""
@@ -469,7 +464,7 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
             reason = str(err)
     recorded = node_state.read_state(root)
     if not reason and recorded.get("desiredConfig", name) != name and recorded.get("state") in (
-            node_state.DEGRADED, node_state.UNRECONCILABLE):
+            C.STATE_DEGRADED, C.STATE_UNRECONCILABLE):
         # the disk matches the current config, but the failed move to the desired one still stands
         log.info("disk matches %s; %s towards %s kept", name, recorded["state"],
                  recorded["desiredConfig"])
@@ -478,6 +473,6 @@ def resume_after_boot(systemd: SystemdApi | None, root: Path = Path("/"),
     if not reason and kubelet is not None and kubelet_expected(root, current):
         reason = kubelet.wait_healthy(f"after the reboot into {name}") or ""
         kubelet_unhealthy = bool(reason)
-    result = node_state.DEGRADED if reason else node_state.DONE
+    result = C.STATE_DEGRADED if reason else C.STATE_DONE
     node_state.write_state(root, result, reason, currentConfig=name, postConfigAction="")
     return UpdateOutcome(result, reason, kubelet_unhealthy=kubelet_unhealthy)

@@ -5,6 +5,7 @@ Kubernetes API (kube.py); see base.py for the contract.
 """
 from __future__ import annotations
 
+from machineconfig.constants import STORE_KUBE, STORE_LOCAL
 from machineconfig.store.base import (
     KINDS,
     ConflictError,
@@ -18,7 +19,7 @@ from machineconfig.store.base import (
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "open_store", "store_url"]
+           "Store", "StoreError", "StoreEvent", "open_store", "store_scheme", "store_url"]
 
 
 def store_url(url: str, kubeconfig: str | None = None) -> str:
@@ -28,6 +29,12 @@ def store_url(url: str, kubeconfig: str | None = None) -> str:
     if url in ("kube", "kube:"):
         return f"kube:{kubeconfig}"
     raise StoreError(f"--kubeconfig goes with --store kube, not {url!r}")
+
+
+def store_scheme(url: str) -> str | None:
+    """STORE_KUBE or STORE_LOCAL when `url` names one of those stores, else None (a node API)."""
+    scheme, sep, _ = ("kube:" if url == "kube" else url).partition(":")
+    return scheme if sep and scheme in (STORE_KUBE, STORE_LOCAL) else None
 
 
 def open_store(url: str, state_dir: str | None = None, node: str | None = None) -> Store:

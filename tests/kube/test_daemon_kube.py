@@ -17,6 +17,7 @@ import pytest
 from machineconfig import constants as C
 from machineconfig.store import open_store
 from mcc.controller import Controller
+from mcd.state import Phase
 from mcd.daemon import Daemon, Timeouts
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import call
@@ -52,7 +53,7 @@ def test_reboot_update_through_the_api_server(controller: Any, control_plane: Co
     api = open_store(f"kube:{kubeconfig}", node=NODE)
     try:
         daemon = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)
-        daemon.booting = False
+        daemon.phase = Phase.FOLLOWING
         daemon.sync()
         annotations = api.get_node(NODE).annotations
         assert annotations[C.LAST_APPLIED_DRAIN_ANNOTATION] == "drain-rendered-worker-b"
@@ -108,7 +109,7 @@ def test_certificate_writer_follows_the_controller_config(clean_cluster: Control
     store, api = node_done_in_a(kubeconfig, root)
     try:
         daemon = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=TIMEOUTS)
-        daemon.booting = False
+        daemon.phase = Phase.FOLLOWING
         daemon.sync()
         kubelet_ca = root / "etc/kubernetes/kubelet-ca.crt"
         assert kubelet_ca.read_text() == "CA-ONE\n"
@@ -163,7 +164,7 @@ def test_service_ca_rotation_through_the_api_server(clean_cluster: ControlPlane,
     systemd = FakeSystemd()
     try:
         daemon = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)
-        daemon.booting = False
+        daemon.phase = Phase.FOLLOWING
         daemon.sync()
         for path in (etc, kubelet):
             assert SERVICE_CA.strip() in ca_of(path) and OLD_CA.strip() in ca_of(path)

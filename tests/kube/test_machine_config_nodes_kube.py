@@ -17,6 +17,7 @@ import pytest
 from machineconfig import machine_config_node as mcn
 from machineconfig.store import open_store
 from mcc.controller import Controller
+from mcd.state import Phase
 from mcd.daemon import Daemon
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import GROUP_PATH, call, eventually, machine_config_node_history
@@ -109,9 +110,9 @@ def test_a_reboot_rollout_goes_through_every_phase(cluster: Any, control_plane: 
     api = open_store(f"kube:{kubeconfig}", node=NODE)
     try:
         daemon = Daemon(api, NODE, systemd, root=root, timeouts=TIMEOUTS)
-        daemon.booting = False
+        daemon.phase = Phase.FOLLOWING
         daemon.sync()
-        assert daemon.reboot_queued
+        assert daemon.phase is Phase.REBOOTING
         _, during = get_mcn(cp, NODE)
         assert by_type(during["status"])["RebootedNode"]["status"] == "Unknown"
         assert during["status"]["configVersion"] == {"desired": "rendered-worker-b",

@@ -301,6 +301,19 @@ def test_failed_reload_is_degraded_with_mco_text(node: Node) -> None:
     assert node_state(node)["currentConfig"] == "rendered-b"
 
 
+# `mcd ARGS` that SIGKILLs itself right after its POINT-th rename (each atomic write ends in one)
+CRASH_APPLY = """import itertools, os, signal, sys
+from mcd.cli import main
+renames, rename = itertools.count(1), os.rename
+def counted(*args, **kwargs):
+    rename(*args, **kwargs)
+    if next(renames) >= int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = counted
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_sigkill_mid_update_leaves_whole_files_and_next_run_converges(node: Node) -> None:
     host = node.testinfra()
     policy = "files:\n- path: /etc/mct\n  actions: [{type: None}]\n"
@@ -312,10 +325,12 @@ def test_sigkill_mid_update_leaves_whole_files_and_next_run_converges(node: Node
     assert (status, summary["state"]) == (0, "Done"), summary
     paths = put_config(node, a), put_config(node, b)
     node.put("/root/configs/policy.yaml", policy)
+    node.put("/root/crash-apply.py", CRASH_APPLY)
     # the unit tests kill at every write point; here a few through the real CLI and D-Bus
     for point in (2, 37, 101):
         # through a shell: ssh itself fails (255) when the remote command dies by a signal
-        result = host.run(f"MCD_TEST_CRASH_AFTER_WRITES={point} mcd apply --current {paths[0]} "
+        result = host.run(f"/opt/machine-config/venv/bin/python /root/crash-apply.py {point} "
+                          f"apply --current {paths[0]} "
                           f"--desired {paths[1]} --policy /root/configs/policy.yaml "
                           "2>/dev/null; echo rc=$?")
         assert result.stdout.strip().endswith("rc=137"), (point, result.stdout)

@@ -17,6 +17,7 @@ from machineconfig import constants as C
 from machineconfig import machine_config_node as mcn
 from machineconfig.machine_config_node import Condition
 from machineconfig.store.base import MachineConfigNodes, NotFoundError
+from mcd.state import Phase
 from mcd.daemon import Daemon
 from tests.support.fakenodeapi import FakeNodeAPI
 from tests.unit.daemon.test_mcd_daemon import A, B_REBOOT, B_RELOAD, FAST, NODE, lay_down
@@ -206,9 +207,9 @@ def test_a_reboot_update_goes_through_mcos_phases(root: Path) -> None:
                                C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
     systemd = FakeSystemd()
     d = Daemon(api, NODE, systemd, root=root, timeouts=FAST)
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.sync()
-    assert d.reboot_queued
+    assert d.phase is Phase.REBOOTING
     assert api.mcn is not None
     during = by_type(api.mcn["status"])
     assert during[mcn.REBOOTED_NODE]["status"] == "Unknown"
@@ -238,7 +239,7 @@ def test_a_rebootless_update_completes_its_post_action(root: Path) -> None:
                                C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-b",
                                C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
     d = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=FAST)
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.sync()
     assert phases(api.written) == REBOOTLESS_PHASES
     drained = [by_type(s)[mcn.DRAINED] for s in api.written]
@@ -258,7 +259,7 @@ def test_a_failed_update_is_node_degraded_and_unreconcilable_is_not_prepared(roo
                                C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-b",
                                C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
     d = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=FAST)
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.run(max_iterations=1)
     assert api.mcn is not None
     conditions = by_type(api.mcn["status"])
@@ -286,7 +287,7 @@ def test_no_object_yet_or_a_store_without_them_never_fails_the_update(root: Path
                                    C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-b",
                                    C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: "Done"})
         d = Daemon(api, NODE, FakeSystemd(), root=root, timeouts=FAST)
-        d.booting = False
+        d.phase = Phase.FOLLOWING
         d.sync()
         assert api.get_node(NODE).annotations[C.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION] == "Done"
         lay_down(root, A)

@@ -1,4 +1,4 @@
-"""mcd.actions: the default policy table, user policies, longest-path match, drain, registries."""
+"""machineconfig.disruption's post-config actions: the default policy table, user policies, longest-path match, drain, registries."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +7,10 @@ from urllib.parse import quote
 
 import pytest
 
-from mcd.actions import (DEFAULT_POLICY, NONE, REBOOT, Action, ActionType, PolicyError,
-                         describe, drain_required, is_safe_registries_change, load_policy,
-                         match_file_policy, parse_policy, post_config_actions, reload, restart)
-from mcd.diff import MachineConfigDiff
+from machineconfig.disruption import (DEFAULT_POLICY, NONE, REBOOT, Action, ActionType,
+                                      MachineConfigDiff, PolicyError, describe, drain_required,
+                                      is_safe_registries_change, load_policy, match_file_policy,
+                                      parse_policy, post_config_actions, reload, restart)
 
 CRIO = "crio.service"
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from machineconfig import constants as C
 from mcd import firstboot
 from mcd import state as node_state
 from mcd.on_disk_validation import find_mismatches
@@ -228,7 +229,7 @@ def test_state_currentconfig_and_backups_are_created_0600(root: Path) -> None:
         assert outcome.state != "Degraded", outcome.reason
     finally:
         os.umask(previous)
-    records = [node_state.STATE_FILE, node_state.CURRENT_CONFIG,
+    records = [C.DAEMON_STATE_PATH, C.CURRENT_CONFIG_PATH,
                "/etc/machine-config-daemon/orig/etc/motd.mcdorig",
                "/etc/machine-config-daemon/noorig/etc/new.mcdnoorig"]
     for node_path in records:

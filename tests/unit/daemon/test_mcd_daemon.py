@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from machineconfig import constants as C
+from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
+from mcd.state import Phase
 from mcd.daemon import Daemon, DaemonError, Timeouts
 from mcd.drain import duration_text
 from mcd.file_writers import FileWriter, Journal
@@ -99,7 +101,7 @@ def test_reboot_update_drains_and_resumes(root: Path) -> None:
     api = cluster(A, B_REBOOT, current="rendered-worker-a", desired="rendered-worker-b")
     systemd = FakeSystemd()
     d = daemon(api, root, systemd)
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     api.set_annotations(NODE, {STATE: "Done"})
     d.sync()
     a = ann(api)
@@ -108,7 +110,7 @@ def test_reboot_update_drains_and_resumes(root: Path) -> None:
     assert a[C.POST_CONFIG_ACTION_ANNOTATION] == "Rebooting"
     assert a[CUR] == "rendered-worker-a"  # annotated only after the reboot
     assert systemd.calls[-1] == ("Reboot", "Node will reboot into config rendered-worker-b")
-    assert d.reboot_queued and {"Cordon", "Drain", "Reboot"} <= set(api.reasons())
+    assert d.phase is Phase.REBOOTING and {"Cordon", "Drain", "Reboot"} <= set(api.reasons())
     d.sync()  # a queued reboot ignores further syncs
     assert ann(api)[C.POST_CONFIG_ACTION_ANNOTATION] == "Rebooting"
     # the machine comes back: a new daemon process
@@ -206,7 +208,7 @@ def test_reason_is_truncated(root: Path) -> None:
 def test_on_disk_currentconfig_overrides_annotation(root: Path) -> None:
     lay_down(root, B_RELOAD)
     (root / "etc/machine-config-daemon").mkdir(parents=True, exist_ok=True)
-    (root / node_state.CURRENT_CONFIG.lstrip("/")).write_bytes(node_state.current_config_bytes(B_RELOAD))
+    (root / C.CURRENT_CONFIG_PATH.lstrip("/")).write_bytes(node_state.current_config_bytes(RenderedConfig(B_RELOAD)))
     # rendered-worker-a is not even in the store: the annotation is stale (etcd restore)
     api = cluster(B_RELOAD, current="rendered-worker-a", desired="rendered-worker-b")
     daemon(api, root).sync()
@@ -356,10 +358,10 @@ def test_durations_read_like_mco() -> None:
 
 def test_sigterm_ignored_during_update(root: Path) -> None:
     d = daemon(cluster(A), root)
-    d.updating = True
+    d.phase = Phase.UPDATING
     d._on_sigterm(signal.SIGTERM, None)
     assert not d.stop_requested.is_set()
-    d.updating = False
+    d.phase = Phase.FOLLOWING
     d._on_sigterm(signal.SIGTERM, None)
     assert d.stop_requested.is_set()
 

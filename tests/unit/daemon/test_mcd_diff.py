@@ -1,11 +1,11 @@
-"""mcd.diff: which sections, files and units differ between two MachineConfigs."""
+"""machineconfig.disruption, as the daemon uses it: which sections, files and units differ between two MachineConfigs."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from mcd.diff import compute_diff, decoded_contents
+from machineconfig.disruption import compute_diff, decoded_contents
 
 
 def mc(files: list[dict[str, Any]] = (), units: list[dict[str, Any]] = (),  # type: ignore[assignment]

@@ -20,8 +20,11 @@ import pytest
 
 from mcd import grub
 from mcd import state as node_state
-from mcd.firstboot import ENCAPSULATED, complete_encapsulated
-from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
+from machineconfig.constants import ENCAPSULATED_CONFIG_PATH as ENCAPSULATED
+from mcd.firstboot import complete_encapsulated
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
+from mcd.update import apply_update, plan_update, resume_after_boot
 from tests.unit.daemon.test_mcd_update import FakeSystemd, mc
 
 UPDATE_GRUB = """#!/bin/sh
@@ -107,13 +110,13 @@ def test_dropin_appends_to_the_admins_arguments_and_sh_reads_it_back(tmp_path: P
 def test_an_argument_unsafe_in_sh_or_grub_is_refused_naming_the_character(entry: str,
                                                                            char: str) -> None:
     with pytest.raises(grub.GrubError) as err:
-        grub.checked_arguments(mc("b", kernelArguments=[entry]))
+        grub.checked_arguments(RenderedConfig(mc("b", kernelArguments=[entry])))
     assert f"holds {char!r}: refused for the GRUB drop-in" in str(err.value)
 
 
 def test_an_entry_with_a_newline_is_refused() -> None:
     with pytest.raises(grub.GrubError, match=r"kernel argument 'a=1\\nb=2' holds a newline"):
-        grub.checked_arguments(mc("b", kernelArguments=["a=1\nb=2"]))
+        grub.checked_arguments(RenderedConfig(mc("b", kernelArguments=["a=1\nb=2"])))
 
 
 def test_an_unsafe_argument_makes_the_update_unreconcilable_before_anything_is_written(
@@ -134,7 +137,7 @@ def test_an_unsafe_argument_makes_the_update_unreconcilable_before_anything_is_w
 
 def test_hosts_without_update_grub_or_its_defaults_stay_unreconcilable(grub_root: Path) -> None:
     (grub_root / "usr/sbin/update-grub").unlink()
-    with pytest.raises(UnreconcilableUpdate) as err:
+    with pytest.raises(NotReconcilableError) as err:
         plan_update(mc("a"), mc("b", kernelArguments=["a=1"]), root=grub_root)
     assert str(err.value) == (
         "can't reconcile config a with b: changes to kernelArguments need rpm-ostree or GRUB, "
@@ -142,7 +145,7 @@ def test_hosts_without_update_grub_or_its_defaults_stay_unreconcilable(grub_root
         "grub-mkconfig in /usr/sbin or /sbin)")
     (grub_root / "usr/sbin/grub-mkconfig").write_text("#!/bin/sh\n")
     shutil.rmtree(grub_root / "etc/default")
-    with pytest.raises(UnreconcilableUpdate, match=r"neither \(/run/ostree-booted is absent; "
+    with pytest.raises(NotReconcilableError, match=r"neither \(/run/ostree-booted is absent; "
                                                    r"no /etc/default/grub and no "
                                                    r"/etc/default/grub.d\)$"):
         plan_update(mc("a"), mc("b", kernelArguments=["a=1"]), root=grub_root)
@@ -152,7 +155,7 @@ def test_hosts_without_update_grub_or_its_defaults_stay_unreconcilable(grub_root
 
 
 def test_other_os_changes_still_need_rpm_ostree_on_a_grub_host(grub_root: Path) -> None:
-    with pytest.raises(UnreconcilableUpdate, match=r"changes to osImageURL need rpm-ostree, "
+    with pytest.raises(NotReconcilableError, match=r"changes to osImageURL need rpm-ostree, "
                                                    r"and this node is not rpm-ostree based"):
         plan_update(mc("a"), mc("b", osImageURL="quay.io/os@sha256:1",
                                 kernelArguments=["a=1"]), root=grub_root)

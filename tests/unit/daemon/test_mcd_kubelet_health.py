@@ -17,6 +17,7 @@ import pytest
 from machineconfig import constants as C
 from machineconfig.disruption import merge_policies, parse_policy, DEFAULT_POLICY
 from mcd import state as node_state
+from mcd.state import Phase
 from mcd.daemon import Daemon, DaemonError, Timeouts
 from mcd.kubelet_health import KubeletHealth, kubelet_enabled, probe, url_from_kubelet_conf
 from mcd.metrics import DaemonMetrics
@@ -304,9 +305,9 @@ def reboot_into_b(root: Path, url: str, systemd: FakeSystemd) -> FakeNodeAPI:
     lay_down(root, A)
     api = node_api("rendered-worker-a", "rendered-worker-b")
     d = Daemon(api, NODE, systemd, root=root, timeouts=FAST, kubelet_url=url)
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.sync()
-    assert d.reboot_queued
+    assert d.phase is Phase.REBOOTING
     return api
 
 
@@ -387,7 +388,7 @@ def test_daemon_counts_pivot_errors(root: Path) -> None:
                                C.DESIRED_CONFIG_ANNOTATION: "rendered-worker-b", STATE: "Done"})
     d = Daemon(api, NODE, StatusSystemd(), root=root, timeouts=FAST,
                os_runner=FakeRpmOstree(fail="rebase"))
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     assert d.metrics.registry.get_sample_value("mcd_pivot_errors_total") == 0
     with pytest.raises(DaemonError, match="boom"):
         d.sync()

@@ -16,6 +16,7 @@ from machineconfig import constants as C
 from machineconfig import localdrain
 from machineconfig.localdrain import DrainPolicy, Hook, parse
 from mcd import state as node_state
+from mcd.state import Phase
 from mcd.local_drain import (STATE_KEY, HookResult, LocalDrain, LocalDrainBlocked,
                              LocalReturnError, run_hook)
 from tests.unit.daemon.test_mcd_daemon import (A, B_RELOAD, B_REBOOT, NODE, ann, cluster, daemon,
@@ -261,7 +262,7 @@ def test_daemon_stops_units_before_the_reboot_and_starts_them_before_done(
                                    "stopUnits: [web.service, idle.service]")})
     systemd = DrainingSystemd(["web.service"])
     d = daemon(api, root, systemd)
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.sync()
     assert systemd.calls[-2:] == [("stop", "web.service"),
                                   ("Reboot", "Node will reboot into config rendered-worker-b")]
@@ -285,7 +286,7 @@ def test_daemon_blocked_hook_degrades_with_its_name_and_never_reboots(root: Path
     systemd = DrainingSystemd([])
     d = daemon(api, root, systemd)
     d.local_drain.run = Hooks({"quiesce": HookResult(1, b"", 0.1)})
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.run(max_iterations=3)  # the first sync and two retries
     a = ann(api)
     reason = (f"local drain of node {NODE} blocked: hook 'quiesce' (beforeDrain) exited with "
@@ -314,7 +315,7 @@ spec:
       - path: /etc/containers/policy.json
         actions: [{type: Drain}]
 """
-    from mcd.actions import parse_policy
+    from machineconfig.disruption import parse_policy
     import yaml
     parsed = parse_policy(yaml.safe_load(policy)["spec"]["nodeDisruptionPolicy"],
                           "spec.nodeDisruptionPolicy")
@@ -324,7 +325,7 @@ spec:
     systemd = DrainingSystemd(["web.service"])
     d = daemon(api, root, systemd)
     d.policy = parsed
-    d.booting = False
+    d.phase = Phase.FOLLOWING
     d.sync()
     stops = [c for c in systemd.calls if c[0] in ("stop", "start")]
     assert stops == [("stop", "web.service"), ("start", "web.service")]

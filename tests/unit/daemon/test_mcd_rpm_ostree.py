@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from mcd.diff import compute_diff
+from machineconfig.disruption import compute_diff
+from machineconfig.rendered_config import RenderedConfig
 from mcd.on_disk_validation import OnDiskValidationError, validate_os
 from mcd.rpm_ostree import (OSUpdateError, apply_os_changes, os_commands,
                             split_kernel_arguments)
@@ -35,9 +36,9 @@ class FakeRpmOstree:
         return ""
 
 
-def mc(name: str = "x", **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name},
-            "spec": {"config": {"ignition": {"version": "3.5.0"}}, **spec}}
+def mc(name: str = "x", **spec: Any) -> RenderedConfig:
+    return RenderedConfig({"metadata": {"name": name},
+                           "spec": {"config": {"ignition": {"version": "3.5.0"}}, **spec}})
 
 
 def test_split_kernel_arguments_like_the_kernel() -> None:

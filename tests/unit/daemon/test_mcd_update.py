@@ -3,6 +3,7 @@ and crash consistency (SIGKILL at every write point of a 100-file update, then c
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -14,12 +15,13 @@ from urllib.parse import quote
 
 import pytest
 
-from mcd import file_writers
 from mcd import state as node_state
-from mcd.actions import DEFAULT_POLICY, NONE, NodeDisruptionPolicy, merge_policies
+from machineconfig.disruption import DEFAULT_POLICY, NONE, NodeDisruptionPolicy, merge_policies
 from mcd.on_disk_validation import validate_on_disk
 from mcd.systemd import SystemdError
-from mcd.update import UnreconcilableUpdate, apply_update, plan_update, resume_after_boot
+from machineconfig.reconcile import NotReconcilableError
+from machineconfig.rendered_config import RenderedConfig
+from mcd.update import apply_update, plan_update, resume_after_boot
 
 
 class FakeSystemd:
@@ -99,7 +101,7 @@ def test_rebootless_update_is_done_with_one_reload(root: Path) -> None:
     assert ("ReloadUnit", "crio.service") in systemd.calls
     assert ("RestartUnit", "iri-registry.service") in systemd.calls
     assert ("Enable", "iri-registry.service") in systemd.calls
-    assert node_state.read_current_config(root) == new
+    assert node_state.read_current_config(root) == RenderedConfig(new)
     assert node_state.read_state(root)["state"] == "Done"
     validate_on_disk(new, root, systemd)
 
@@ -109,7 +111,7 @@ def test_reboot_records_current_config_before_rebooting(root: Path) -> None:
     outcome = apply_update(mc("a"), mc("b", {"/etc/kubernetes/kubelet.conf": "k"}), systemd,
                            root=root)
     assert outcome.rebooting and systemd.calls[-1] == ("Reboot", "Node will reboot into config b")
-    assert node_state.read_current_config(root)["metadata"]["name"] == "b"  # type: ignore[index]
+    assert node_state.read_current_config(root).name == "b"  # type: ignore[union-attr]
     assert node_state.read_state(root)["postConfigAction"] == "Rebooting"
     assert resume_after_boot(systemd, root).state == "Done"
     (root / "etc/kubernetes/kubelet.conf").write_text("edited")
@@ -155,7 +157,7 @@ def test_unreconcilable_texts(root: Path) -> None:
         '"a" is not reconcilable against "b": detected change to FIPS flag; refusing to modify '
         "FIPS on a running cluster")
     assert node_state.read_state(root)["state"] == "Unreconcilable"
-    with pytest.raises(UnreconcilableUpdate, match="need rpm-ostree, and this node is not "
+    with pytest.raises(NotReconcilableError, match="need rpm-ostree, and this node is not "
                                                    r"rpm-ostree based \(/run/ostree-booted"):
         plan_update(mc("a"), mc("b", osImageURL="quay.io/os@sha256:1", kernelType="realtime"),
                     root=root)
@@ -197,6 +199,18 @@ def shm_root(root: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def crash_after_renames(point: int) -> None:
+    """In a forked "daemon": SIGKILL this process right after its `point`-th rename (every atomic
+    write of a file, a link or a record ends in one), by wrapping os.rename."""
+    renames, rename = itertools.count(1), os.rename
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        rename(*args, **kwargs)
+        if next(renames) >= point:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = counted  # type: ignore[assignment]
+
+
 def test_sigkill_at_every_write_point_leaves_old_or_new_and_converges(shm_root: Path) -> None:
     root = shm_root
     old_files, new_files = _files(100, "old"), _files(100, "new")
@@ -208,8 +222,7 @@ def test_sigkill_at_every_write_point_leaves_old_or_new_and_converges(shm_root: 
         point += 1
         pid = os.fork()
         if pid == 0:  # the "daemon": dies by SIGKILL at write number `point`
-            os.environ["MCD_TEST_CRASH_AFTER_WRITES"] = str(point)
-            file_writers._writes_in_process = 0  # count this daemon's writes, not the parent's
+            crash_after_renames(point)
             try:
                 apply_update(old, new, FakeSystemd(), root=root, policy=policy)
             finally:
