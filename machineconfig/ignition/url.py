@@ -246,3 +246,13 @@ def http_scheme(source: str) -> str | None:
         return go_url_parse(source).scheme
     except URLError:
         return None
+
+
+def url_scheme(source: str) -> str:
+    """The scheme Go's url.Parse would report (lower-cased), or "" when the string has none."""
+    head, sep, _ = source.partition(":")
+    if not sep or not head or not head[0].isalpha():
+        return ""
+    if not all(c.isalnum() or c in "+-." for c in head):
+        return ""
+    return head.lower()
