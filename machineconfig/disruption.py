@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode_contents
 from machineconfig.reconcile import ignition_config_of
 
@@ -208,7 +209,7 @@ DEFAULT_POLICY = NodeDisruptionPolicy(
 )
 
 
-class PolicyError(ValueError):
+class PolicyError(MachineConfigError, ValueError):
     """A user policy file that does not have the nodeDisruptionPolicy shape."""
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from machineconfig.errors import MachineConfigError
+
 MAX_DEPTH = 10000  # Go's nesting limit
 _WS = b" \t\r\n"
 _HEX = b"0123456789abcdefABCDEF"
@@ -21,7 +23,7 @@ _ESCAPES = {ord('"'): '"', ord("\\"): "\\", ord("/"): "/", ord("b"): "\b", ord("
             ord("n"): "\n", ord("r"): "\r", ord("t"): "\t"}
 
 
-class JSONSyntaxError(Exception):
+class JSONSyntaxError(MachineConfigError):
     """A syntax error; `offset` is what Go reports (bytes read, including the offending character)."""
 
     def __init__(self, message: str, offset: int) -> None:

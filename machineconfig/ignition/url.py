@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition import dataurl
 
 ERR_INVALID_URL = "unable to parse url"
@@ -24,7 +25,7 @@ _BAD_ESCAPE = re.compile("%(?![0-9a-fA-F]{2})")
 CACHE_BUDGET_CHARS = 32 << 20
 
 
-class URLError(ValueError):
+class URLError(MachineConfigError, ValueError):
     """net/url.Parse failed."""
 
 
