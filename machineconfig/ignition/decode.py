@@ -361,6 +361,35 @@ def parse_json_fast(data: bytes) -> JNode | None:
         return None
 
 
+def node_path_at(raw: bytes, offset: int) -> tuple[str | int, ...]:
+    """Path of the deepest JSON value of `raw` that ends at or contains `offset`.
+
+    Go's decoder reports a type mismatch at the end of the offending value, so the value
+    found is the one a person has to fix.
+    """
+    try:
+        node = parse_json(raw)
+    except (JSONSyntaxError, RecursionError):
+        return ()
+    path: list[str | int] = []
+    while True:
+        for key_or_index, child in _path_steps(node):
+            if child.start <= offset <= child.end and child.start < offset:
+                path.append(key_or_index)
+                node = child
+                break
+        else:
+            return tuple(path)
+
+
+def _path_steps(node: JNode) -> list[tuple[str | int, JNode]]:
+    if node.kind == "object":
+        return [(m.key, m.node) for m in node.members]
+    if node.kind == "array":
+        return list(enumerate(node.items))
+    return []
+
+
 def is_valid_json(text: str) -> bool:
     """Go json.Valid."""
     try:
