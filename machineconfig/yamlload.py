@@ -320,6 +320,24 @@ def load_text(text: str, file: str) -> list[Document]:
     return docs
 
 
+def safe_load(text: str, file: str) -> Any:
+    """`yaml.safe_load(text)` bounded like an input file: the value of its one document (None
+    without one), built as load_text builds it (timestamps as text, no duplicate keys, integers of
+    64 bits). A YAML syntax error is raised as yaml.safe_load raises it; the bounds and those
+    rules raise InputError naming `file`."""
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"larger than {MAX_FILE_BYTES} bytes", file=file)
+    loader = BaseLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_node(node, file)
+        return _build(loader, node, "$", _position(node.start_mark), file)
+    finally:
+        loader.dispose()
+
+
 def _load_json_stream(text: str, file: str) -> list[Document]:
     """One or more JSON documents one after the other (JSON lines included)."""
     docs: list[Document] = []

@@ -20,6 +20,7 @@ import yaml
 from machineconfig import localdrain
 from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
+from machineconfig.yamlload import safe_load
 from mcd import state as node_state
 from mcd.actions import DEFAULT_POLICY, NodeDisruptionPolicy, PolicyError, load_policy
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
@@ -43,7 +44,7 @@ def load_machine_config(path: Path) -> dict[str, Any]:
         # ~20 ms, where the pure-Python YAML scanner needs seconds
         document = json.loads(text)
     except ValueError:
-        document = yaml.safe_load(text)
+        document = safe_load(text, str(path))
     if not isinstance(document, dict) or "spec" not in document:
         raise ValueError(f"{path}: not a MachineConfig (no spec)")
     config = document["spec"].get("config")
