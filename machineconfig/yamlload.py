@@ -42,7 +42,7 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     BaseLoader = yaml.SafeLoader
 
 
-Path = tuple[Union[str, int], ...]
+Path = tuple[Union[str, int], ...]  # a field as its keys and list indexes from the document's root
 
 
 @dataclass
@@ -99,6 +99,7 @@ class Document:
 
     @cached_property
     def _lines(self) -> dict[str, int]:
+        """The line of every dotted path, as errors name fields (`$.spec.config.storage`)."""
         lines: dict[str, int] = {}
         stack = [("$", self.root)] if self.root is not None else []
         while stack:
@@ -344,7 +345,7 @@ def _load_json_stream(text: str, file: str) -> list[Document]:
     raw = text.encode("utf-8", "surrogatepass")
     newlines = [m.start() for m in re.finditer(b"\n", raw)]
     try:
-        for start, end, data in json_stream(text):
+        for start, end, data in _json_stream(text):
             docs.append(_load_json(text, raw, newlines, start, end, data, file))
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
@@ -359,7 +360,7 @@ def _load_json_stream(text: str, file: str) -> list[Document]:
     return docs
 
 
-def json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
+def _json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
     """(start, end, value) of each JSON document in `text`, one after the other; raises
     json.JSONDecodeError at the first that does not parse."""
     decoder = json.JSONDecoder()

@@ -160,7 +160,8 @@ def _keyed_lists(struct: str, minor: int) -> tuple[tuple[str, str, str, str], ..
     """(name, kind, ref, key space) of the lists merged by key (not the concatenated ones)."""
     handles = MERGED_KEYS.get(struct, {})
     ignore = IGNORE_DUPS.get(struct, frozenset())
-    return tuple((f.name, kind, ref, handles.get(f.name, f.name)) for f, kind, ref in shaped_fields(struct, minor)
+    return tuple((f.name, kind, ref, handles.get(f.name, f.name))
+                 for f, kind, ref in shaped_fields(struct, minor)
                  if kind in (LIST, "slist") and f.name not in ignore)
 
 
@@ -175,8 +176,8 @@ def _keys_unique(config: JSON, struct: str, minor: int) -> bool:
     if len(seen) != count:
         return False
     # an absent or empty struct has no keys: only present ones can repeat one
-    return all(_keys_unique(sub, ref, minor)
-               for f, kind, ref in shaped_fields(struct, minor) if kind == OBJ and (sub := config.get(f.name, {})) != {})
+    return all(_keys_unique(sub, ref, minor) for f, kind, ref in shaped_fields(struct, minor)
+               if kind == OBJ and (sub := config.get(f.name, {})) != {})
 
 
 def _each_item(config: JSON, struct: str, minor: int, path: tuple[str, ...], hook: ItemHook) -> None:
