@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import decode_contents
 from machineconfig.reconcile import AnyConfig
 from machineconfig.rendered_config import RenderedConfig
+from machineconfig.yamlload import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ DEFAULT_POLICY = NodeDisruptionPolicy(
 )
 
 
-class PolicyError(ValueError):
+class PolicyError(MachineConfigError, ValueError):
     """A user policy file that does not have the nodeDisruptionPolicy shape."""
 
 
@@ -293,7 +293,7 @@ def policy_status(policy: NodeDisruptionPolicy) -> dict[str, Any]:
 
 def load_policy(path: Path) -> NodeDisruptionPolicy:
     """The cluster policy: the defaults merged with the user policy file at `path`."""
-    document = yaml.safe_load(path.read_text()) or {}
+    document = safe_load(path.read_text(), str(path)) or {}
     if not isinstance(document, dict):
         raise PolicyError(f"{path}: a MachineConfiguration object is required")
     return merge_policies(DEFAULT_POLICY, parse_policy(document))

@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import InputError, MachineConfigError
+from machineconfig.ignition import decode as ign_decode
+from machineconfig.ignition import parse as ign_parse
+from machineconfig.ignition import rules as ign_rules
 from machineconfig.ignition import spec2
+from machineconfig.ignition import url as ign_url
+from machineconfig.ignition import version as ign_version
 from machineconfig.ignition.validate import validate_config
 from machineconfig.ignition.translate import TranslationError, translate
 from machineconfig.unitnames import unit_name_findings
@@ -110,9 +115,6 @@ _CACHES: list[_ByteBudgetCache] = []
 
 def clear_caches() -> None:
     """Forget every memoized parse and source verdict (benchmarks measure cold renders with it)."""
-    from machineconfig.ignition import rules as ign_rules
-    from machineconfig.ignition import url as ign_url
-
     for cache in _CACHES:
         cache.clear()
     ign_url.clear_caches()
@@ -143,9 +145,6 @@ def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
 
 @_cached
 def _parsed(raw: bytes) -> ParsedIgnition:
-    from machineconfig.ignition import decode as ign_decode
-    from machineconfig.ignition import version as ign_version
-
     # The C scanner's tree serves the version stub and the parser alike (one JSON decode).
     fast_root = ign_decode.parse_json_fast(raw)
     text = _version_text(raw) if fast_root is None else _version_text_of_tree(fast_root)
@@ -211,8 +210,6 @@ def _version_text_of_tree(root: Any) -> str | None:
 
 
 def _parse_v3(raw: bytes, fast_root: Any = None) -> tuple[JSON, str]:
-    from machineconfig.ignition import parse as ign_parse
-
     try:
         result = ign_parse.parse(raw, fast_root=fast_root)
     except ign_parse.IgnitionParseError as e:
@@ -229,8 +226,6 @@ def _parse_v3(raw: bytes, fast_root: Any = None) -> tuple[JSON, str]:
 
 
 def _parse_v2(raw: bytes, version: str) -> JSON:
-    from machineconfig.ignition import version as ign_version
-
     # ign2.Parse accepts 2.0-2.2 (go-semver equality) and translates to 2.2; the fields we
     # read kept their shape, so only the version changes.
     semver = ign_version.parse_semver(version)

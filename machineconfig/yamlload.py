@@ -1,11 +1,13 @@
-"""Load YAML or JSON documents and remember the line of every field.
+"""Load YAML or JSON documents and remember the position (line and column) of every field.
 
-Built on PyYAML's compose API so that a schema error can name the file, the line and the JSON
-path (`$.spec.config.storage.files.3.path`) a person has to fix. Input files are not trusted:
+Built on PyYAML's compose API (YAML) and Ignition's positioned JSON parser (JSON) so that an
+error can name the file, the line, the column and the JSON path
+(`$.spec.config.storage.files.3.path`) a person has to fix. Input files are not trusted:
 size, nesting depth, alias expansion and integers are bounded before anything is built.
 """
 from __future__ import annotations
 
+import bisect
 import datetime
 import json
 import logging
@@ -15,11 +17,13 @@ import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Union
 
 import yaml
 
 from machineconfig.errors import InputError
+from machineconfig.ignition.decode import JNode, JSONSyntaxError, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +42,72 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     BaseLoader = yaml.SafeLoader
 
 
+Path = tuple[Union[str, int], ...]  # a field as its keys and list indexes from the document's root
+
+
+@dataclass
+class Position:
+    """Where a value starts: at its key for a mapping member, at itself for a list item or a
+    document; 1-based line, column in characters."""
+
+    line: int
+    col: int
+    members: list[tuple[str, Position]] = field(default_factory=list)
+    items: list[Position] = field(default_factory=list)
+
+    def child(self, step: str | int) -> Position | None:
+        """The item or member at `step`: the member of exactly that key, else one whose key
+        differs only in case (Go's JSON decoder matches Ignition's fields so); the last wins."""
+        if isinstance(step, int):
+            return self.items[step] if 0 <= step < len(self.items) else None
+        exact = [pos for key, pos in self.members if key == step]
+        if exact:
+            return exact[-1]
+        folded = [pos for key, pos in self.members if key.lower() == step.lower()]
+        return folded[-1] if folded else None
+
+
 @dataclass
 class Document:
-    """One YAML/JSON document: its data and the 1-based line of each JSON path in it."""
+    """One YAML/JSON document: its data and the position of each value in it (`root` None when
+    the positions are unknown)."""
 
     data: Any
     file: str
-    lines: dict[str, int] = field(default_factory=dict)
+    root: Position | None = None
+
+    def position(self, path: Path) -> tuple[int | None, int | None]:
+        """Line and column of `path`, or of its nearest ancestor present in the document."""
+        node = self.root
+        if node is None:
+            return None, None
+        for step in path:
+            child = node.child(step)
+            if child is None:
+                break
+            node = child
+        return node.line, node.col
 
     def line_of(self, path: str) -> int | None:
-        """Line of `path`, or of its nearest ancestor that has one."""
+        """Line of the dotted `path`, or of its nearest ancestor that has one."""
         while True:
-            if path in self.lines:
-                return self.lines[path]
+            if path in self._lines:
+                return self._lines[path]
             if "." not in path:
                 return None
             path = path.rsplit(".", 1)[0]
+
+    @cached_property
+    def _lines(self) -> dict[str, int]:
+        """The line of every dotted path, as errors name fields (`$.spec.config.storage`)."""
+        lines: dict[str, int] = {}
+        stack = [("$", self.root)] if self.root is not None else []
+        while stack:
+            path, pos = stack.pop()
+            lines[path] = pos.line
+            stack.extend(reversed([(join_path(path, i), item) for i, item in enumerate(pos.items)]))
+            stack.extend(reversed([(join_path(path, key), member) for key, member in pos.members]))
+        return lines
 
 
 def join_path(parent: str, key: str | int) -> str:
@@ -121,9 +175,13 @@ def key_text(value: Any) -> str:
     return str(value)
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict[str, int],
+def _position(mark: yaml.Mark) -> Position:
+    return Position(mark.line + 1, mark.column + 1)
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: str, pos: Position,
            file: str) -> Any:
-    lines[path] = node.start_mark.line + 1
+    """The value of `node`, its members' and items' positions added to `pos`."""
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # merge keys (<<)
         out: dict[str, Any] = {}
@@ -136,12 +194,17 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: str, lines: dict[str,
             if key in out:
                 raise InputError(f"duplicate key {key!r}", file=file, path=child,
                                  line=key_node.start_mark.line + 1)
-            out[key] = _build(loader, value_node, child, lines, file)
-            lines[child] = key_node.start_mark.line + 1  # point at the key, not its value
+            member = _position(key_node.start_mark)  # point at the key, not its value
+            out[key] = _build(loader, value_node, child, member, file)
+            pos.members.append((key, member))
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, join_path(path, i), lines, file)
-                for i, item in enumerate(node.value)]
+        items = []
+        for i, item_node in enumerate(node.value):
+            item = _position(item_node.start_mark)
+            items.append(_build(loader, item_node, join_path(path, i), item, file))
+            pos.items.append(item)
+        return items
     assert isinstance(node, yaml.ScalarNode)
     return _scalar(loader, node, file, path)
 
@@ -240,10 +303,10 @@ def load_text(text: str, file: str) -> list[Document]:
             if node is None:
                 continue
             budget -= check_node(node, file, budget)
-            lines: dict[str, int] = {}
-            data = _build(loader, node, "$", lines, file)
+            root = _position(node.start_mark)
+            data = _build(loader, node, "$", root, file)
             if data is not None:
-                docs.append(Document(data, file, lines))
+                docs.append(Document(data, file, root))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = e.problem or e.context or "invalid YAML"
@@ -258,13 +321,32 @@ def load_text(text: str, file: str) -> list[Document]:
     return docs
 
 
+def safe_load(text: str, file: str) -> Any:
+    """`yaml.safe_load(text)` bounded like an input file: the value of its one document (None
+    without one), built as load_text builds it (timestamps as text, no duplicate keys, integers of
+    64 bits). A YAML syntax error is raised as yaml.safe_load raises it; the bounds and those
+    rules raise InputError naming `file`."""
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"larger than {MAX_FILE_BYTES} bytes", file=file)
+    loader = BaseLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_node(node, file)
+        return _build(loader, node, "$", _position(node.start_mark), file)
+    finally:
+        loader.dispose()
+
+
 def _load_json_stream(text: str, file: str) -> list[Document]:
     """One or more JSON documents one after the other (JSON lines included)."""
     docs: list[Document] = []
+    raw = text.encode("utf-8", "surrogatepass")
+    newlines = [m.start() for m in re.finditer(b"\n", raw)]
     try:
-        for start, end, data in json_stream(text):
-            first_line = text.count("\n", 0, start)
-            docs.append(_load_json("\n" * first_line + text[start:end], data, file))
+        for start, end, data in _json_stream(text):
+            docs.append(_load_json(text, raw, newlines, start, end, data, file))
     except json.JSONDecodeError as e:
         raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", file=file,
                          line=e.lineno) from e
@@ -278,7 +360,7 @@ def _load_json_stream(text: str, file: str) -> list[Document]:
     return docs
 
 
-def json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
+def _json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
     """(start, end, value) of each JSON document in `text`, one after the other; raises
     json.JSONDecodeError at the first that does not parse."""
     decoder = json.JSONDecoder()
@@ -293,23 +375,33 @@ def json_stream(text: str) -> Iterator[tuple[int, int, Any]]:
         yield start, pos, data
 
 
-def _load_json(text: str, data: Any, file: str) -> Document:
+def _load_json(text: str, raw: bytes, newlines: list[int], start: int, end: int, data: Any,
+               file: str) -> Document:
+    """The document `data` that json.loads read from text[start:end], positioned by Ignition's
+    exact JSON parser (best effort: positions are left unknown where it disagrees)."""
     check_data(data, file)
-    if _SURROGATE_ESCAPE.search(text):  # rare: only then walk every string (depth is bounded)
+    if _SURROGATE_ESCAPE.search(text, start, end):  # rare: only then walk every string
         data = _fix_strings(data)
-    lines: dict[str, int] = {}
-    try:  # JSON is YAML: compose it only for the line numbers, best effort
-        loader = BaseLoader(text)
-        try:
-            node = loader.get_single_node()
-            if node is not None:
-                check_node(node, file)
-                _build(loader, node, "$", lines, file)
-        finally:
-            loader.dispose()
-    except (yaml.YAMLError, InputError):
-        lines = {}
-    return Document(data, file, lines)
+    base = len(text[:start].encode("utf-8", "surrogatepass"))
+    length = len(text[start:end].encode("utf-8", "surrogatepass"))
+    try:
+        node = parse_json(raw[base:base + length])
+    except (JSONSyntaxError, RecursionError):
+        return Document(data, file)
+    def position(node: JNode, at: int) -> Position:
+        offset = base + at
+        line = bisect.bisect_left(newlines, offset)  # newlines before `offset`
+        line_start = newlines[line - 1] + 1 if line else 0
+        out = Position(line + 1, len(raw[line_start:offset].decode("utf-8", "replace")) + 1)
+        out.members = [(m.key, position(m.node, m.key_start)) for m in node.members]
+        out.items = [position(item, _opening(item)) for item in node.items]
+        return out
+    return Document(data, file, position(node, _opening(node)))
+
+
+def _opening(node: JNode) -> int:
+    # Ignition's nodes of objects and arrays start after the bracket; a person looks at it.
+    return node.start - 1 if node.kind in ("object", "array") else node.start
 
 
 def read_bounded(path: str) -> bytes:

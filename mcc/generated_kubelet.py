@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from machineconfig.constants import INTERNAL_IGNITION_VERSION, RELEASE_IMAGE_VERSION_ANNOTATION
 from machineconfig.errors import InputError, MachineConfigError
+from machineconfig.yamlload import safe_load
 from mcc.cluster_objects import ClusterObject, instance
 from mcc.kubelet_config import (
     BUILTIN_ROLES, KUBELET_CONF_PATH, file_overwriting, role_template_file, template_renderer,
@@ -105,7 +104,7 @@ def kubelet_base(base_conf: bytes, pool: str, inputs: KubeletInputs,
                  gates: Mapping[str, bool] | None) -> dict[str, Any]:
     """generateOriginalKubeletConfigWithFeatureGates (+ the latency profile on `worker`): the
     role's template kubelet.conf with the cluster's feature gates merged over its own."""
-    conf = yaml.safe_load(base_conf.decode("utf-8")) or {}
+    conf = safe_load(base_conf.decode("utf-8"), KUBELET_CONF_PATH) or {}
     if not isinstance(conf, dict):
         raise MachineConfigError(f"{KUBELET_CONF_PATH} in the templates is not a mapping")
     adjust_kubelet_base(conf, pool, inputs, gates)

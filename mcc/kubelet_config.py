@@ -17,6 +17,7 @@ import yaml
 from machineconfig.constants import API_VERSION, GROUP, INTERNAL_IGNITION_VERSION
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.ignition.dataurl import decode, encode_base64
+from machineconfig.yamlload import safe_load
 from mcc.template import generated_machine_config, render_role
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def user_kubelet_config(kc: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     if isinstance(raw, str):
         try:
-            raw = yaml.safe_load(raw)
+            raw = safe_load(raw, "spec.kubeletConfig")
         except yaml.YAMLError as e:
             raise MachineConfigError(f"KubeletConfig could not be unmarshalled, err: {e}") from e
     if not isinstance(raw, dict):
@@ -250,7 +251,7 @@ def merged_kubelet_conf(kc: Mapping[str, Any], base_conf: bytes, adjust_base: Ba
                         ) -> tuple[dict[str, Any], dict[str, str]]:
     """The merged KubeletConfiguration and the systemReserved values moved to the sizing file.
     `adjust_base` adds the cluster's feature gates and worker latency to the template's copy."""
-    base = yaml.safe_load(base_conf.decode("utf-8")) or {}
+    base = safe_load(base_conf.decode("utf-8"), KUBELET_CONF_PATH) or {}
     if not isinstance(base, dict):
         raise MachineConfigError(f"{KUBELET_CONF_PATH} in the templates is not a mapping")
     if adjust_base is not None:

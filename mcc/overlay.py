@@ -19,8 +19,9 @@ from machineconfig.api import LabelSelector, MachineConfig, MachineConfigPool
 from machineconfig.constants import (
     OVERLAY_NODE_LABEL, OVERLAY_NODE_SELECTOR_ANNOTATION, ROLE_LABEL,
 )
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.store.base import NodeRecord
+from machineconfig.yamlload import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def node_selector(mc: MachineConfig) -> LabelSelector | None:
     if len(text) > MAX_SELECTOR_BYTES:
         raise OverlayError(f"{where}: over {MAX_SELECTOR_BYTES} bytes", mc.name)
     try:
-        raw = yaml.safe_load(text)  # bounded above; a selector has no aliases worth expanding
-    except yaml.YAMLError as e:
+        raw = safe_load(text, "")
+    except (yaml.YAMLError, InputError) as e:
         raise OverlayError(f"{where}: not YAML: {' '.join(str(e).split())}", mc.name) from e
     if not isinstance(raw, Mapping):
         raise OverlayError(f"{where}: must be a label selector (matchLabels and/or "

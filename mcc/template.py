@@ -30,7 +30,7 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import InputError
 from machineconfig.ignition.dataurl import encode_percent
-from machineconfig.yamlload import MAX_FILE_BYTES
+from machineconfig.yamlload import MAX_FILE_BYTES, safe_load
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +515,7 @@ def render_templates(controller_config: Mapping[str, Any], templates_dir: Path,
 
 def _load_entry(text: str, source: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text, source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(f"rendered template is not valid YAML: {getattr(e, 'problem', e)}",

@@ -16,13 +16,13 @@ from machineconfig.api import KINDS, MachineConfig, parse_object
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import InputError
 from machineconfig.ignition import spec2
+from machineconfig.ignition.decode import node_path_at
 from machineconfig.ignition.parse import IgnitionParseError, parse
 from machineconfig.ignition.report import ERROR, ReportEntry
 from machineconfig.ignition.translate import translate
 from machineconfig.ignition.validate import validate_config
 from machineconfig.unitnames import unit_name_findings
-from machineconfig.yamlload import Document, load_text
-from mcc.positions import Path, PositionIndex, index_documents, node_path_at
+from machineconfig.yamlload import Document, Path, load_text
 from mcc.render import KERNEL_TYPES, SUPPORTED_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,10 @@ def validate_objects(raw: bytes, file: str) -> FileResult:
         docs = load_text(text, file)
     except InputError as e:
         return _load_failure(e, file)
-    indexes = index_documents(text, docs)
     result = FileResult([], [], False)
-    for doc, index in zip(docs, indexes):
+    for doc in docs:
         for base, data in _objects(doc.data):
-            _check_document(result, doc, index, base, data)
+            _check_document(result, doc, base, data)
     result.failed = result.failed or any(f.kind == ERROR for f in result.findings)
     return result
 
@@ -152,13 +151,10 @@ def _objects(data: Any) -> Iterator[tuple[Path, Any]]:
         yield (), data
 
 
-def _check_document(result: FileResult, doc: Document, index: PositionIndex, base: Path,
-                    data: Any) -> None:
+def _check_document(result: FileResult, doc: Document, base: Path, data: Any) -> None:
     def add(kind: str, path: Path, message: str) -> None:
         full = base + path
-        line, col = index.position(full)
-        if line is None:  # no column information: fall back to the loader's key lines
-            line = doc.line_of(path_string(full))
+        line, col = doc.position(full)
         result.findings.append(Finding(kind, path_string(full), doc.file, line, col, message))
 
     kind = data.get("kind") if isinstance(data, dict) else None
@@ -167,7 +163,7 @@ def _check_document(result: FileResult, doc: Document, index: PositionIndex, bas
         return
     if kind != "MachineConfig":
         # Pools, ControllerConfigs... often share a directory with MachineConfigs: not an error.
-        line, _ = index.position(base)
+        line, _ = doc.position(base)
         metadata = data.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
         what = f"{kind} {name}" if isinstance(name, str) and name else kind

@@ -23,6 +23,7 @@ from machineconfig.constants import NODE_CREDENTIALS_PATH
 from machineconfig.errors import MachineConfigError
 from machineconfig.reconcile import NotReconcilableError
 from machineconfig.rendered_config import RenderedConfig
+from machineconfig.yamlload import safe_load
 from mcd import state as node_state
 from machineconfig.disruption import DEFAULT_POLICY, NodeDisruptionPolicy, load_policy
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
@@ -45,7 +46,7 @@ def load_machine_config(path: Path) -> RenderedConfig:
         # ~20 ms, where the pure-Python YAML scanner needs seconds
         document = json.loads(text)
     except ValueError:
-        document = yaml.safe_load(text)
+        document = safe_load(text, str(path))
     if not isinstance(document, dict) or "spec" not in document:
         raise ValueError(f"{path}: not a MachineConfig (no spec)")
     config = document["spec"].get("config")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition import schema
 from machineconfig.ignition.decode import JNode
 from machineconfig.ignition.schema import BOOL, INT, LIST, STRING, STRUCT, Field
@@ -15,7 +16,7 @@ _KIND_WORD = {"string": "string", "number": "number", "true": "bool", "false": "
               "array": "array", "object": "object", "null": "null"}
 
 
-class JSONTypeError(Exception):
+class JSONTypeError(MachineConfigError):
     """The first type mismatch; `offset` indexes the raw text like Go's UnmarshalTypeError.Offset."""
 
     def __init__(self, message: str, offset: int) -> None:

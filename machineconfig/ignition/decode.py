@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from machineconfig.errors import MachineConfigError
+
 MAX_DEPTH = 10000  # Go's nesting limit
 _WS = b" \t\r\n"
 _HEX = b"0123456789abcdefABCDEF"
@@ -21,7 +23,7 @@ _ESCAPES = {ord('"'): '"', ord("\\"): "\\", ord("/"): "/", ord("b"): "\b", ord("
             ord("n"): "\n", ord("r"): "\r", ord("t"): "\t"}
 
 
-class JSONSyntaxError(Exception):
+class JSONSyntaxError(MachineConfigError):
     """A syntax error; `offset` is what Go reports (bytes read, including the offending character)."""
 
     def __init__(self, message: str, offset: int) -> None:
@@ -357,6 +359,35 @@ def parse_json_fast(data: bytes) -> JNode | None:
         return _fast_node(_FAST_DECODER.decode(text))
     except (ValueError, RecursionError):
         return None
+
+
+def node_path_at(raw: bytes, offset: int) -> tuple[str | int, ...]:
+    """Path of the deepest JSON value of `raw` that ends at or contains `offset`.
+
+    Go's decoder reports a type mismatch at the end of the offending value, so the value
+    found is the one a person has to fix.
+    """
+    try:
+        node = parse_json(raw)
+    except (JSONSyntaxError, RecursionError):
+        return ()
+    path: list[str | int] = []
+    while True:
+        for key_or_index, child in _path_steps(node):
+            if child.start <= offset <= child.end and child.start < offset:
+                path.append(key_or_index)
+                node = child
+                break
+        else:
+            return tuple(path)
+
+
+def _path_steps(node: JNode) -> list[tuple[str | int, JNode]]:
+    if node.kind == "object":
+        return [(m.key, m.node) for m in node.members]
+    if node.kind == "array":
+        return list(enumerate(node.items))
+    return []
 
 
 def is_valid_json(text: str) -> bool:

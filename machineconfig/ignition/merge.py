@@ -9,8 +9,9 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from machineconfig.ignition._tree3 import (
-    HANDLES, IGNORE_DUPS, JSON, LATEST, LIST, MINORS, NULLABLE, OBJ, PTR, SCALARS, fields, item_key,
+from machineconfig.ignition.schema import (
+    IGNORE_DUPS, JSON, LATEST_MINOR, LIST, MERGED_KEYS, MINOR_OF, NULLABLE, OBJ, PTR, SCALARS, item_key,
+    shaped_fields,
 )
 
 __all__ = ["MergeFold", "merge"]
@@ -22,23 +23,23 @@ def merge(parent: JSON, child: JSON, *, copy_result: bool = True) -> JSON:
     With copy_result=False the result shares sub-objects with the inputs (cheaper when merging many
     configs into a result that is only read); callers must then not mutate either side.
     """
-    minor = MINORS.get(str(child.get("ignition", {}).get("version", "")), LATEST)
+    minor = MINOR_OF.get(str(child.get("ignition", {}).get("version", "")), LATEST_MINOR)
     result = _merge(parent, child, "Config", minor)
     return copy.deepcopy(result) if copy_result else result
 
 
 def _merge(parent: JSON, child: JSON, struct: str, minor: int) -> JSON:
-    handles = HANDLES.get(struct, {})
+    handles = MERGED_KEYS.get(struct, {})
     ignore = IGNORE_DUPS.get(struct, frozenset())
     # Every keyed child item by (handle, key); lists sharing a handle share a key space. Later lists and
     # later items overwrite earlier ones, as upstream's map does.
     child_items: dict[tuple[str, str], tuple[str, Any]] = {}
-    for f, kind, ref in fields(struct, minor):
+    for f, kind, ref in shaped_fields(struct, minor):
         if kind in (LIST, "slist") and f.name not in ignore:
             for item in child.get(f.name, []):
                 child_items[(handles.get(f.name, f.name), item_key(ref, item))] = (f.name, item)
     out: JSON = {}
-    for f, kind, ref in fields(struct, minor):
+    for f, kind, ref in shaped_fields(struct, minor):
         name = f.name
         in_parent, in_child = name in parent, name in child
         if kind in SCALARS or kind == PTR:
@@ -151,15 +152,16 @@ class MergeFold:
 
 
 def _minor_of(config: JSON) -> int:
-    return MINORS.get(str(config.get("ignition", {}).get("version", "")), LATEST)
+    return MINOR_OF.get(str(config.get("ignition", {}).get("version", "")), LATEST_MINOR)
 
 
 @functools.cache
 def _keyed_lists(struct: str, minor: int) -> tuple[tuple[str, str, str, str], ...]:
     """(name, kind, ref, key space) of the lists merged by key (not the concatenated ones)."""
-    handles = HANDLES.get(struct, {})
+    handles = MERGED_KEYS.get(struct, {})
     ignore = IGNORE_DUPS.get(struct, frozenset())
-    return tuple((f.name, kind, ref, handles.get(f.name, f.name)) for f, kind, ref in fields(struct, minor)
+    return tuple((f.name, kind, ref, handles.get(f.name, f.name))
+                 for f, kind, ref in shaped_fields(struct, minor)
                  if kind in (LIST, "slist") and f.name not in ignore)
 
 
@@ -174,12 +176,12 @@ def _keys_unique(config: JSON, struct: str, minor: int) -> bool:
     if len(seen) != count:
         return False
     # an absent or empty struct has no keys: only present ones can repeat one
-    return all(_keys_unique(sub, ref, minor)
-               for f, kind, ref in fields(struct, minor) if kind == OBJ and (sub := config.get(f.name, {})) != {})
+    return all(_keys_unique(sub, ref, minor) for f, kind, ref in shaped_fields(struct, minor)
+               if kind == OBJ and (sub := config.get(f.name, {})) != {})
 
 
 def _each_item(config: JSON, struct: str, minor: int, path: tuple[str, ...], hook: ItemHook) -> None:
-    for f, kind, ref in fields(struct, minor):
+    for f, kind, ref in shaped_fields(struct, minor):
         if kind == OBJ:
             _each_item(config.get(f.name, {}), ref, minor, path + (f.name,), hook)
     for name, _kind, _ref, _handle in _keyed_lists(struct, minor):
@@ -193,7 +195,7 @@ class _FoldNode:
 
     def __init__(self, config: JSON, struct: str, minor: int) -> None:
         self.struct, self.minor = struct, minor
-        self.fields = fields(struct, minor)
+        self.fields = shaped_fields(struct, minor)
         self.keyed = _keyed_lists(struct, minor)
         self.ignore = IGNORE_DUPS.get(struct, frozenset())
         self.values: JSON = {}

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from machineconfig.errors import InputError
 from machineconfig.ignition import dataurl
 from machineconfig.ignition.schema import B, BN, IN, JSON, LIST, OBJ, PTR, SLIST, SN, I, S
-from machineconfig.ignition.translate import url_scheme
+from machineconfig.ignition.url import url_scheme
 
 __all__ = ["TREE_V2", "parse_v2", "upgrade_to_v22", "validate_v2"]
 

@@ -9,7 +9,8 @@ import posixpath
 
 from machineconfig.ignition.schema import JSON
 from machineconfig.ignition.spec2 import canonicalize, validate_v2
-from machineconfig.ignition.translate import Inexpressible, TranslationError, reshape, url_scheme
+from machineconfig.ignition.translate3 import Inexpressible, TranslationError, reshape
+from machineconfig.ignition.url import url_scheme
 
 __all__ = ["v22_to_v30", "v32_to_v22"]
 

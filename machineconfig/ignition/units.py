@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.decode import go_quote
 
 LINE_MAX = 2048
@@ -13,7 +14,7 @@ _SPACE = frozenset("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u200
                    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 
 
-class UnitParseError(ValueError):
+class UnitParseError(MachineConfigError, ValueError):
     """Deserialization failed; str() is go-systemd's message."""
 
 

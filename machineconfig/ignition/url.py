@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition import dataurl
 
 ERR_INVALID_URL = "unable to parse url"
@@ -24,7 +25,7 @@ _BAD_ESCAPE = re.compile("%(?![0-9a-fA-F]{2})")
 CACHE_BUDGET_CHARS = 32 << 20
 
 
-class URLError(ValueError):
+class URLError(MachineConfigError, ValueError):
     """net/url.Parse failed."""
 
 
@@ -246,3 +247,13 @@ def http_scheme(source: str) -> str | None:
         return go_url_parse(source).scheme
     except URLError:
         return None
+
+
+def url_scheme(source: str) -> str:
+    """The scheme Go's url.Parse would report (lower-cased), or "" when the string has none."""
+    head, sep, _ = source.partition(":")
+    if not sep or not head or not head[0].isalpha():
+        return ""
+    if not all(c.isalnum() or c in "+-." for c in head):
+        return ""
+    return head.lower()

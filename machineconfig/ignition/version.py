@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.schema import VERSIONS
 
 ERR_EMPTY = "not a config (empty)"
@@ -19,7 +20,7 @@ _IDENTIFIER = re.compile(r"[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*")
 _INT64_MAX = (1 << 63) - 1
 
 
-class VersionParseError(ValueError):
+class VersionParseError(MachineConfigError, ValueError):
     """go-semver rejected the string."""
 
 

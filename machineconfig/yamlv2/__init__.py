@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.yamlv2.emitter import Emitter
 from machineconfig.yamlv2.resolve import go_format_float
 from machineconfig.yamlv2.scalar import analyze
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 _READER_REJECTS = re.compile("[\x7f\x80-\x84\x86-\x9f\ufffe\uffff]")
 
 
-class YAMLError(ValueError):
+class YAMLError(MachineConfigError, ValueError):
     """yaml.v2 refused the value; the message is Go's (`yaml: ...`)."""
 
 

@@ -3,13 +3,11 @@ ControllerConfig, the repository's template tree, and an Ignition validity check
 from __future__ import annotations
 
 import base64
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 from machineconfig.ignition.dataurl import decode
-from machineconfig.ignition.models import Config
 from machineconfig.ignition.parse import parse
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "ignition-templates"
@@ -70,8 +68,6 @@ def file_text(mc: dict[str, Any], path: str) -> str:
 def assert_valid_ignition(config: dict[str, Any]) -> None:
     """The config is a canonical Ignition 3.5.0 dict that our validator accepts."""
     assert config["ignition"]["version"] == "3.5.0"
-    # Canonical: the typed model reproduces exactly this dict.
-    assert Config.from_canonical(copy.deepcopy(config)).to_canonical() == config
     # Our validator (ignition-validate's rules) accepts it without warnings, and its canonical form
     # is exactly what we generated.
     result = parse(json.dumps(config).encode())

@@ -115,6 +115,7 @@ def test_compiled_reshape_translates_like_reference(src: int, dst: int, data: st
     mutated (non-canonical) input both may crash, not necessarily with the same exception type;
     translation errors and results must be equal."""
     from machineconfig.ignition import translate as ign_translate
+    from machineconfig.ignition import translate3
 
     config = data.draw(config_strategy(src))
     if data.draw(st.booleans()):
@@ -129,6 +130,6 @@ def test_compiled_reshape_translates_like_reference(src: int, dst: int, data: st
             return "crashed on non-canonical input"
     fast = outcome()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ign_translate, "reshape", ign_translate.reshape_reference)
+        mp.setattr(translate3, "reshape", translate3.reshape_reference)
         slow = outcome()
     assert fast == slow

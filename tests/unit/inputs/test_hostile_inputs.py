@@ -408,3 +408,34 @@ def test_alias_budget_is_per_file_not_per_document() -> None:
     assert len(load_text(doc, "f.yaml")) == 1  # about 11,000 nodes: fine
     with pytest.raises(InputError, match=f"more than {MAX_NODES} nodes"):
         load_text("---\n".join([doc] * 30), "f.yaml")
+
+
+# ----- the same bounds wherever a user's YAML is read
+
+BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]\n" for prev, cur in zip("abcdefgh", "bcdefghi"))
+
+
+def test_every_yaml_reader_refuses_an_alias_bomb(tmp_path: Path) -> None:
+    from machineconfig.api import MachineConfig
+    from machineconfig.disruption import load_policy
+    from mcc import overlay
+    from mcc.kubelet_config import user_kubelet_config
+    from mcc.template import build_ignition
+    from mcd.cli import load_machine_config
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    too_many = f"more than {MAX_NODES} nodes"
+    for load in (load_policy, load_machine_config):
+        with pytest.raises(InputError, match=too_many):
+            load(bomb)
+    with pytest.raises(InputError, match=too_many):
+        user_kubelet_config({"spec": {"kubeletConfig": BOMB}})
+    mc = MachineConfig.model_validate({
+        "apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+        "metadata": {"name": "50-bomb", "annotations": {"machine-config.io/node-selector": BOMB}}})
+    (error,) = overlay.check([mc])
+    assert too_many in str(error)
+    with pytest.raises(InputError, match=too_many):
+        build_ignition({"files": {"bomb.yaml": (BOMB, "files/bomb.yaml")}, "units": {}})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from machineconfig.ignition.decode import node_path_at
 from mcc.cli import main
-from mcc.positions import node_path_at
 from mcc.validate_mc import looks_like_objects
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "validate"
