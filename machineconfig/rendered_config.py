@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
+from pydantic import ValidationError
+
 from machineconfig.api import MachineConfigSpec
 from machineconfig.errors import InputError
 from machineconfig.mcoparse import JSON, converted_config, raw_config
@@ -75,7 +77,13 @@ class RenderedConfig:
         spec = self.object.get("spec")
         fields = {k: v for k, v in spec.items() if k != "config"} if isinstance(spec, Mapping) \
             else {}
-        return MachineConfigSpec.model_validate(fields)
+        try:
+            return MachineConfigSpec.model_validate(fields)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            raise InputError(f"rendered config {self.name}: {first['msg']}",
+                             path=f"$.spec{where}") from None
 
     @cached_property
     def ignition(self) -> JSON:

@@ -53,6 +53,10 @@ def load_machine_config(path: Path) -> RenderedConfig:
     if isinstance(config, str):
         # some tools store the Ignition config as a JSON string
         document["spec"]["config"] = json.loads(config)
+    meta = document.get("metadata")
+    if not isinstance(meta, dict) or not meta.get("name"):
+        # a local file without a name is known by its path (as `mcd validate` always reported it)
+        document["metadata"] = {**(meta if isinstance(meta, dict) else {}), "name": str(path)}
     return RenderedConfig(document)
 
 

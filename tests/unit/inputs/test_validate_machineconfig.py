@@ -344,3 +344,15 @@ def test_machine_config_on_stdin(capsys: pytest.CaptureFixture[str],
     assert main(["validate", "-"]) == 1
     assert capsys.readouterr().out == ("error at $.spec.kernelType, <stdin>:6:3: "
                                        "kernelType=x is invalid\n")
+
+
+def test_json_that_only_python_reads_still_has_lines(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # NaN is not JSON to Go (Ignition's parser refuses it); Python's reads it, and the error
+    # about the field must still name its line and column
+    f = tmp_path / "nan.json"
+    f.write_text('\n\n  {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",'
+                 ' "metadata": {"name": "x"}, "spec": {"config": {"ignition": {"version": "3.2.0"}},'
+                 '\n "fips": NaN}}\n')
+    assert main(["validate", str(f)]) == 1
+    assert f"error at $.spec.fips, {f}:4:2: " in capsys.readouterr().out

@@ -70,3 +70,9 @@ def test_write_atomic_mode_content_and_no_temporary_left(tmp_path) -> None:  # t
 def test_temporary_errors() -> None:
     assert is_temporary(TemporaryError("x")) and is_temporary(ConnectionRefusedError())
     assert not is_temporary(InputError("x")) and not is_temporary(ValueError())
+
+
+def test_a_wrongly_typed_spec_field_is_an_input_error_naming_it() -> None:
+    rc = RenderedConfig(mc({"ignition": {"version": "3.2.0"}}, fips="true"))
+    with pytest.raises(InputError, match=r"\$\.spec\.fips: rendered config rendered-worker-0123"):
+        rc.spec
