@@ -32,7 +32,7 @@ from mcc.generated_kubelet import (
 )
 from mcc.kubelet_config import generate_kubelet_machine_configs, now_rfc3339
 from mcc.registries import ImageInputs, generate_registries_machine_configs
-from mcc.render import RenderedConfig, RenderError, render_pool
+from mcc.render import PoolRender, RenderError, render_pool
 from mcc.template import pull_secret_from_secret, render_templates, render_user_template
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ def _locate(e: InputError, controller: Loaded, values_file: str | None) -> Input
 
 # --- Rendering --------------------------------------------------------------------------------
 
-def render_all(inputs: Inputs) -> list[RenderedConfig]:
+def render_all(inputs: Inputs) -> list[PoolRender]:
     """Render every pool (sorted by name); the first failure stops everything."""
     rendered = []
     for pool in inputs.pools:

@@ -206,7 +206,7 @@ class Daemon:
         if on_disk is not None and name_of(on_disk) == name:
             return dict(on_disk)
         try:
-            return self.api.get_rendered(name)
+            return self.api.get_rendered(name).to_dict()
         except NotFoundError as err:
             raise DaemonError(f'machineconfig.{C.GROUP} "{name}" not found') from err
 

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from machineconfig.constants import CONTROLLER_CONFIG_NAME, GROUP
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.machine_config_node import KIND as MCN_KIND, PLURAL as MCN_PLURAL
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS,
@@ -58,6 +59,7 @@ from machineconfig.store.base import (
     NotFoundError,
     StoreError,
     StoreEvent,
+    rendered_config,
 )
 from machineconfig.store.kube_watch import (
     WATCH_SECONDS, KindWatch, Revision, WatchTarget, start_all,
@@ -642,12 +644,13 @@ class KubeStore:
 
     # ----- rendered configs
 
-    def put_rendered(self, mc: Mapping[str, Any]) -> None:
+    def put_rendered(self, rendered: RenderedConfig) -> None:
         self._controller_only("write rendered configs")
-        self._put(MACHINE_CONFIG, mc)
+        self._put(MACHINE_CONFIG, rendered.to_dict())
 
-    def get_rendered(self, name: str) -> JSON:
-        return _clean(self._get_custom(MACHINE_CONFIG, name))
+    def get_rendered(self, name: str) -> RenderedConfig:
+        return rendered_config(_clean(self._get_custom(MACHINE_CONFIG, name)),
+                               f"kube: machineconfigs {name}")
 
     def list_rendered(self) -> list[str]:
         self._controller_only("list rendered configs")

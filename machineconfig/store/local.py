@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from machineconfig.machine_config_node import KIND as MCN_KIND
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (
     KINDS,
     MACHINE_CONFIG_POOL,
@@ -312,13 +313,13 @@ class LocalStore:
 
     # ----- rendered configs
 
-    def put_rendered(self, mc: Mapping[str, Any]) -> None:
-        if self._rendered.put(mc):
+    def put_rendered(self, rendered: RenderedConfig) -> None:
+        if self._rendered.put(rendered):
             with self._db.write() as db:
                 self._db.bump(db)
             self._notify()
 
-    def get_rendered(self, name: str) -> dict[str, Any]:
+    def get_rendered(self, name: str) -> RenderedConfig:
         return self._rendered.get(name)
 
     def list_rendered(self) -> list[str]:

@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from machineconfig import constants
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (
     ConflictError,
     ForbiddenError,
     NodeRecord,
     NotFoundError,
     StoreError,
+    rendered_config,
 )
 
 log = logging.getLogger(__name__)
@@ -194,11 +196,11 @@ class RemoteNodeAPI:
                             {"changes": dict(changes)})
         return NodeRecord.from_dict(answer)
 
-    def get_rendered(self, name: str) -> dict[str, Any]:
+    def get_rendered(self, name: str) -> RenderedConfig:
         answer = self._call("GET", f"/rendered/{quote(name, safe='')}")
         if not isinstance(answer, dict):
             raise StoreError(f"node API: rendered config {name} is not an object")
-        return answer
+        return rendered_config(answer, f"node API: rendered config {name}")
 
     def record_event(self, kind: str, name: str, reason: str, message: str,
                      type: str = "Normal") -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from machineconfig.errors import InputError, one_line
 from mcc import bootstrap
 from mcc.layout import to_yaml, write_layout
-from mcc.render import RenderedConfig
+from mcc.render import PoolRender
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
 
@@ -45,8 +45,8 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def print_rendered(rendered: Sequence[RenderedConfig], output: str) -> None:
-    objects = [r.to_object() for r in rendered]
+def print_rendered(rendered: Sequence[PoolRender], output: str) -> None:
+    objects = [r.config.to_dict() for r in rendered]
     if output == "json":
         doc = {"apiVersion": "v1", "kind": "List", "items": objects}
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig import constants as C
 from machineconfig.store import open_store
 from mcc.controller import Controller
@@ -33,7 +34,7 @@ TIMEOUTS = Timeouts(drain=60, uncordon=60, watch=0.5, backoff_min=0.01, backoff_
 def controller(clean_cluster: ControlPlane, kubeconfig: Path) -> Iterator[Any]:
     store = open_store(f"kube:{kubeconfig}")
     for config in (A, B_REBOOT):
-        store.put_rendered(config)
+        store.put_rendered(RenderedConfig(config))
     store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
     store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
                                         C.DESIRED_CONFIG_ANNOTATION: B_REBOOT["metadata"]["name"],
@@ -92,7 +93,7 @@ def node_done_in_a(kubeconfig: Path, root: Path) -> tuple[Any, Any]:
     node's own store)."""
     lay_down(root, A)
     store = open_store(f"kube:{kubeconfig}")
-    store.put_rendered(A)
+    store.put_rendered(RenderedConfig(A))
     store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
     store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
                                         C.DESIRED_CONFIG_ANNOTATION: A["metadata"]["name"],

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig import constants as C
 from machineconfig import machine_config_node as mcn
 from machineconfig.store import open_store
@@ -43,7 +44,7 @@ def cluster(clean_cluster: ControlPlane, kubeconfig: Path) -> Iterator[Any]:
     code, answer = call(clean_cluster, "POST", f"{GROUP_PATH}/machineconfigpools", pool)
     assert code == 201, answer
     for config in (A, B_REBOOT):
-        store.put_rendered(config)
+        store.put_rendered(RenderedConfig(config))
     store.register_node(NODE, {"node-role.kubernetes.io/worker": ""})
     store.patch_node_annotations(NODE, {C.CURRENT_CONFIG_ANNOTATION: A["metadata"]["name"],
                                         C.DESIRED_CONFIG_ANNOTATION: B_REBOOT["metadata"]["name"],

@@ -246,7 +246,7 @@ def test_damaged_rendered_config_is_detected_and_rendered_again(
     name = rendered_target(store)
     path = tmp_path / "state" / "rendered" / f"{name}.json"
     good = path.read_bytes()
-    assert store.get_rendered(name)["metadata"]["name"] == name  # our own output verifies
+    assert store.get_rendered(name).name == name  # our own output verifies
     for damage in (good[:len(good) // 2],  # torn
                    good.replace(b"/etc/motd", b"/etc/evil")):  # valid JSON, other content
         path.write_bytes(damage)

@@ -12,6 +12,8 @@ import pytest
 from machineconfig.store import (
     NotFoundError, Store, StoreError, open_store,
 )
+from machineconfig.errors import InputError
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.local import LocalStore
 from tests.unit.poolyaml import pool_yaml, pools_yaml
 
@@ -268,9 +270,10 @@ def test_status_of_owned_object(store: LocalStore) -> None:
 
 # ----- rendered configs
 
-def rendered(name: str, n: int = 0) -> dict[str, object]:
-    return {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-            "metadata": {"name": name}, "spec": {"config": {"n": n}}}
+def rendered(name: str, n: int = 0) -> RenderedConfig:
+    return RenderedConfig({"apiVersion": "machineconfiguration.openshift.io/v1",
+                           "kind": "MachineConfig", "metadata": {"name": name},
+                           "spec": {"config": {"n": n}}})
 
 
 def test_rendered_crud(store: LocalStore) -> None:
@@ -289,9 +292,11 @@ def test_rendered_crud(store: LocalStore) -> None:
     assert store.list_rendered() == ["rendered-worker-2"]
     with pytest.raises(NotFoundError):
         store.get_rendered("rendered-worker-1")
-    for bad in ("../x", ".hidden", ""):
+    for bad in ("../x", ".hidden"):
         with pytest.raises(StoreError):
             store.put_rendered(rendered(bad))
+    with pytest.raises(InputError):
+        rendered("")  # not even a rendered config
     assert not [n for n in os.listdir(Path(store.state_dir) / "rendered") if n.startswith(".")]
 
 

@@ -137,7 +137,7 @@ def test_every_call(server: Running) -> None:
     assert server.store.get_node("worker-1").annotations[STATE_KEY] == "Working"
     node = api.patch_node_annotations("worker-1", {STATE_KEY: None})
     assert STATE_KEY not in api.get_node("worker-1").annotations and node.labels["zone"] == "z1"
-    assert api.get_rendered(WORKER_CONFIG)["metadata"]["name"] == WORKER_CONFIG
+    assert api.get_rendered(WORKER_CONFIG).name == WORKER_CONFIG
     api.record_event("Node", "worker-1", "Drain", "drain requested", "Normal")
     assert [e.reason for e in server.store.list_events(kind="Node", name="worker-1")] == ["Drain"]
 
