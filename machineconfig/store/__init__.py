@@ -5,6 +5,7 @@ Kubernetes API (kube.py); see base.py for the contract.
 """
 from __future__ import annotations
 
+from machineconfig.constants import STORE_KUBE, STORE_LOCAL
 from machineconfig.store.base import (
     KINDS,
     ConflictError,
@@ -18,15 +19,28 @@ from machineconfig.store.base import (
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "open_store", "store_url"]
+           "Store", "StoreError", "StoreEvent", "open_store", "store_scheme", "store_url"]
+
+
+def store_scheme(url: str) -> str:
+    """The scheme of a store URL: constants.STORE_LOCAL or constants.STORE_KUBE (`kube` alone
+    is `kube:`). StoreError for anything else."""
+    scheme, sep, _ = url.partition(":")
+    if scheme == STORE_KUBE:
+        return STORE_KUBE
+    if not sep:
+        raise StoreError(f"store URL {url!r}: expected SCHEME:..., e.g. local:DIR or kube:")
+    if scheme == STORE_LOCAL:
+        return STORE_LOCAL
+    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: local, kube)")
 
 
 def store_url(url: str, kubeconfig: str | None = None) -> str:
     """The store URL of the programs' `--store URL [--kubeconfig FILE]`: `kube:FILE`."""
     if not kubeconfig:
         return url
-    if url in ("kube", "kube:"):
-        return f"kube:{kubeconfig}"
+    if url in (STORE_KUBE, f"{STORE_KUBE}:"):
+        return f"{STORE_KUBE}:{kubeconfig}"
     raise StoreError(f"--kubeconfig goes with --store kube, not {url!r}")
 
 
@@ -34,25 +48,19 @@ def open_store(url: str, state_dir: str | None = None, node: str | None = None) 
     """The store a URL names: `local:DIR` (needs `state_dir`), or `kube`, `kube:` (in-cluster
     config, else $KUBECONFIG, else ~/.kube/config) and `kube:/path/to/kubeconfig`, which need no
     state directory. `node` (kube only) gives a daemon's store, limited to that node."""
-    if url == "kube":
-        url = "kube:"
-    scheme, sep, rest = url.partition(":")
-    if not sep:
-        raise StoreError(f"store URL {url!r}: expected SCHEME:..., e.g. local:DIR or kube:")
-    if scheme == "kube":
+    rest = url.partition(":")[2]
+    if store_scheme(url) == STORE_KUBE:
         # Imported here so programs that never open a kube store do not need lightkube.
         from machineconfig.store.kube import open_kube
         return open_kube(rest, node=node)
-    if scheme == "local":
-        if rest.startswith("//"):  # tolerate local://DIR
-            rest = rest[2:]
-        if not rest:
-            raise StoreError(f"store URL {url!r}: local: needs the input directory, "
-                             "e.g. local:examples")
-        if not state_dir:
-            raise StoreError(f"store URL {url!r}: the local store needs a state directory "
-                             "(--state DIR)")
-        # Imported here so programs that never open a local store do not load SQLite.
-        from machineconfig.store.local import LocalStore
-        return LocalStore(rest, state_dir)
-    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: local, kube)")
+    if rest.startswith("//"):  # tolerate local://DIR
+        rest = rest[2:]
+    if not rest:
+        raise StoreError(f"store URL {url!r}: local: needs the input directory, "
+                         "e.g. local:examples")
+    if not state_dir:
+        raise StoreError(f"store URL {url!r}: the local store needs a state directory "
+                         "(--state DIR)")
+    # Imported here so programs that never open a local store do not load SQLite.
+    from machineconfig.store.local import LocalStore
+    return LocalStore(rest, state_dir)

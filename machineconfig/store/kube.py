@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from machineconfig.constants import CONTROLLER_CONFIG_NAME, GROUP
+from machineconfig.constants import CONTROLLER_CONFIG_NAME, CONTROLLER_NAME, DAEMON_NAME, GROUP
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.machine_config_node import KIND as MCN_KIND, PLURAL as MCN_PLURAL
 from machineconfig.store.base import (
@@ -78,8 +78,6 @@ KUBECONFIG_DATA_CONFIGMAP = ("kubeconfig-data", "ca-bundle.crt")
 FIELD_MANAGER = "machine-config"
 # Event source components: ours all start with this, so list_events leaves the kubelet's alone.
 COMPONENT_PREFIX = "machine-config"
-CONTROLLER_COMPONENT = "machine-config-controller"
-DAEMON_COMPONENT = "machine-config-daemon"
 CONFLICT_RETRIES = 10
 EVENT_CACHE_SIZE = 4096  # events remembered for aggregation (client-go keeps as many)
 # Server-managed metadata left out of returned objects (see the module docstring).
@@ -238,7 +236,7 @@ class KubeStore:
 
         self.client = client
         self.node = node
-        self.component = component or (DAEMON_COMPONENT if node else CONTROLLER_COMPONENT)
+        self.component = component or (DAEMON_NAME if node else CONTROLLER_NAME)
         self.watch_seconds = watch_seconds  # server-side timeout of each watch request
         self._res: dict[str, Any] = {
             kind: create_global_resource(GROUP, "v1", kind, plural)

@@ -138,7 +138,7 @@ class RemoteNodeAPI:
                  timeout: float | None = None) -> Any:
         """One request; returns the decoded JSON body or raises a StoreError subclass."""
         headers = {"Authorization": f"Bearer {token or self._token}", "Accept": "application/json",
-                   "User-Agent": "machine-config-daemon"}
+                   "User-Agent": constants.DAEMON_NAME}
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body).encode()

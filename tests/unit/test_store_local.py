@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from machineconfig.store import (
-    NotFoundError, Store, StoreError, open_store,
-)
+from machineconfig.constants import STORE_KUBE, STORE_LOCAL
 from machineconfig.errors import InputError
+from machineconfig.store import (
+    NotFoundError, Store, StoreError, open_store, store_scheme,
+)
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.local import LocalStore
 from tests.unit.poolyaml import pool_yaml, pools_yaml
@@ -510,3 +511,17 @@ def test_node_taint_added_once_and_removed_keeping_the_others(tmp_path: Path) ->
     rec = store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", False)
     assert rec.taints == [{"key": "example.com/gpu", "effect": "NoSchedule"}]
     assert store.get_node("n1").taints == rec.taints
+
+
+def test_store_scheme_and_url_errors(tmp_path: Path) -> None:
+    assert [store_scheme(u) for u in ("kube", "kube:", "kube:/k", "local:x")] == \
+        [STORE_KUBE, STORE_KUBE, STORE_KUBE, STORE_LOCAL]
+    for url, text in (("local", "expected SCHEME"), ("etcd:x", "unknown scheme 'etcd'")):
+        with pytest.raises(StoreError, match=text):
+            store_scheme(url)
+        with pytest.raises(StoreError, match=text):
+            open_store(url, str(tmp_path))
+    with pytest.raises(StoreError, match="needs the input directory"):
+        open_store("local:", str(tmp_path))
+    with pytest.raises(StoreError, match="needs a state directory"):
+        open_store("local:x")
