@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from machineconfig import labels
+from machineconfig.clock import rfc3339
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DRAIN_REASON_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
@@ -291,7 +292,7 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
     pool_views = [_pool_view(p, members[_name(p)], phases[_name(p)])
                   for p in sorted(pools, key=_name)]
     return StatusModel(
-        generated=now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        generated=rfc3339(now),
         pools=pool_views, nodes=list(views.values()),
         events=[_event_view(e) for e in tail.recent()], drift=tail.drift_alerts(views),
         reboot_slots=[_slot_view(lock, views) for lock in

@@ -22,6 +22,7 @@ from machineconfig.constants import (
     CONTROLLER_CONFIG_NAME,
     API_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION, ROLE_LABEL,
 )
+from machineconfig.clock import now_rfc3339
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.yamlload import Document, load_file, load_text
 from mcc import cluster_objects
@@ -30,7 +31,7 @@ from mcc.container_runtime_config import generate_container_runtime_machine_conf
 from mcc.generated_kubelet import (
     KubeletInputs, adjust_kubelet_base, feature_gates, generate_cluster_kubelet_machine_configs,
 )
-from mcc.kubelet_config import generate_kubelet_machine_configs, now_rfc3339
+from mcc.kubelet_config import generate_kubelet_machine_configs
 from mcc.registries import ImageInputs, generate_registries_machine_configs
 from mcc.render import PoolRender, RenderError, render_pool
 from mcc.template import pull_secret_from_secret, render_templates, render_user_template

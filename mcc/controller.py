@@ -9,13 +9,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
 from machineconfig import disruption, rollout
+from machineconfig.clock import now_rfc3339, parse_rfc3339, rfc3339
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.sdnotify import notify
 from machineconfig.store.base import (
@@ -23,7 +24,6 @@ from machineconfig.store.base import (
     Store,
 )
 from mcc import drain_controller, gc, machine_config_nodes, node_controller, plan, pool_status, windows
-from mcc.kubelet_config import now_rfc3339
 from mcc.metrics import POOLS, PoolMetrics
 from mcc.render_controller import RenderController
 from mcc.template import DEFAULT_TEMPLATES_DIR
@@ -57,10 +57,6 @@ class WindowReport:
 
     state: windows.WindowState | None
     condition: tuple[bool, str, str]
-
-
-def parse_rfc3339(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 class Controller:
@@ -247,7 +243,7 @@ class Controller:
         if hold:
             self._event_once(MACHINE_CONFIG_POOL, name, "WaitingForMaintenanceWindow",
                              f"{len(hold)} node(s) wait for the maintenance window to update "
-                             f"to {target}: next opens {windows.stamp(state.next_opening)}",
+                             f"to {target}: next opens {rfc3339(state.next_opening)}",
                              "Normal")
         return hold
 

@@ -17,7 +17,7 @@ import yaml
 from machineconfig.constants import INTERNAL_IGNITION_VERSION, RELEASE_IMAGE_VERSION_ANNOTATION
 from machineconfig.errors import InputError, MachineConfigError
 from mcc.cluster_objects import ClusterObject, instance
-from mcc.kubelet_config import (
+from mcc.generated_common import (
     BUILTIN_ROLES, KUBELET_CONF_PATH, file_overwriting, role_template_file, template_renderer,
 )
 from mcc.template import generated_machine_config

@@ -21,6 +21,7 @@ from machineconfig.constants import (
     NODE_CONFIG_ANNOTATION, OVERLAY_NODE_LABEL, OVERLAY_NODE_SELECTOR_ANNOTATION,
     OVERLAYS_ANNOTATION, RELEASE_IMAGE_VERSION_ANNOTATION,
 )
+from machineconfig.clock import now_rfc3339
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (
@@ -31,7 +32,6 @@ from machineconfig.store.base import (
 from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap, node_controller, overlay
 from mcc.cluster_objects import ClusterObject
-from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
 from mcc.render import (
     SELECTING_ALL, PoolRender, RenderError, generate_rendered_machine_config, render_pool,

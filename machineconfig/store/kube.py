@@ -36,9 +36,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from machineconfig.clock import now_rfc3339
 from machineconfig.constants import CONTROLLER_CONFIG_NAME, CONTROLLER_NAME, DAEMON_NAME, GROUP
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.machine_config_node import KIND as MCN_KIND, PLURAL as MCN_PLURAL
@@ -107,10 +107,6 @@ CLUSTER_RESOURCES = {
 assert set(CLUSTER_RESOURCES) == set(CLUSTER_CONFIG_KINDS)
 # a cluster kind found missing (no CRD) or forbidden is asked for again after this long
 ABSENT_RECHECK_SECONDS = 60.0
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _to_dict(obj: Any) -> JSON:
@@ -730,7 +726,7 @@ class KubeStore:
         from lightkube.types import PatchType
 
         self._controller_only("set node conditions")
-        stamp = _now()
+        stamp = now_rfc3339()
         condition = {"type": "Ready", "status": "True" if value else "False",
                      "reason": "KubeletReady" if value else "KubeletNotReady",
                      "message": "set by machine-config", "lastHeartbeatTime": stamp,
@@ -754,7 +750,7 @@ class KubeStore:
         try:
             record = self.get_node(name)
         except NotFoundError:
-            stamp = _now()
+            stamp = now_rfc3339()
             body = self._node_res(
                 metadata=ObjectMeta(name=name, labels=dict(labels)))
             try:
@@ -872,7 +868,7 @@ class KubeStore:
             raise ForbiddenError(f"kube: a daemon's store records events about its node only, "
                                  f"not {kind} {name}")
         key = (kind, name, reason, message, type)
-        stamp = _now()
+        stamp = now_rfc3339()
         with self._event_lock:
             seen = self._events.get(key)
             if seen is not None:
