@@ -22,17 +22,11 @@ __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", 
            "Store", "StoreError", "StoreEvent", "open_store", "store_scheme", "store_url"]
 
 
-def store_scheme(url: str) -> str:
-    """The scheme of a store URL: constants.STORE_LOCAL or constants.STORE_KUBE (`kube` alone
-    is `kube:`). StoreError for anything else."""
-    scheme, sep, _ = url.partition(":")
-    if scheme == STORE_KUBE:
-        return STORE_KUBE
-    if not sep:
-        raise StoreError(f"store URL {url!r}: expected SCHEME:..., e.g. local:DIR or kube:")
-    if scheme == STORE_LOCAL:
-        return STORE_LOCAL
-    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: local, kube)")
+def store_scheme(url: str) -> str | None:
+    """STORE_KUBE or STORE_LOCAL when `url` names one of those stores (`kube` alone is `kube:`),
+    else None (e.g. a daemon's node API URL)."""
+    scheme, sep, _ = ("kube:" if url == "kube" else url).partition(":")
+    return scheme if sep and scheme in (STORE_KUBE, STORE_LOCAL) else None
 
 
 def store_url(url: str, kubeconfig: str | None = None) -> str:
@@ -48,8 +42,13 @@ def open_store(url: str, state_dir: str | None = None, node: str | None = None) 
     """The store a URL names: `local:DIR` (needs `state_dir`), or `kube`, `kube:` (in-cluster
     config, else $KUBECONFIG, else ~/.kube/config) and `kube:/path/to/kubeconfig`, which need no
     state directory. `node` (kube only) gives a daemon's store, limited to that node."""
-    rest = url.partition(":")[2]
-    if store_scheme(url) == STORE_KUBE:
+    scheme, sep, rest = url.partition(":")
+    known = store_scheme(url)
+    if known is None:
+        if not sep:
+            raise StoreError(f"store URL {url!r}: expected SCHEME:..., e.g. local:DIR or kube:")
+        raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (known: local, kube)")
+    if known == STORE_KUBE:
         # Imported here so programs that never open a kube store do not need lightkube.
         from machineconfig.store.kube import open_kube
         return open_kube(rest, node=node)
