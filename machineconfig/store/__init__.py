@@ -16,10 +16,12 @@ from machineconfig.store.base import (
     Store,
     StoreError,
     StoreEvent,
+    UnavailableError,
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "open_store", "store_scheme", "store_url"]
+           "Store", "StoreError", "StoreEvent", "UnavailableError", "open_store", "store_scheme",
+           "store_url"]
 
 
 def store_scheme(url: str) -> str | None:

@@ -57,7 +57,15 @@ def is_cluster_config(obj: Any) -> bool:
 
 
 class StoreError(MachineConfigError):
-    """The store could not do what was asked (I/O, corruption, remote failure)."""
+    """The store could not do what was asked (I/O, corruption, remote failure). Permanent unless
+    a subclass says otherwise."""
+
+
+class UnavailableError(StoreError):
+    """The store could not be reached or was too busy to answer (connection refused or cut, a
+    timeout, HTTP 429 or 5xx): the same request may succeed later."""
+
+    temporary = True
 
 
 class NotFoundError(StoreError):
@@ -65,7 +73,9 @@ class NotFoundError(StoreError):
 
 
 class ConflictError(StoreError):
-    """A write carried a stale resource version."""
+    """A write carried a stale resource version (or met a concurrent one): read and try again."""
+
+    temporary = True
 
 
 class ForbiddenError(StoreError):

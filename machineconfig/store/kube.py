@@ -59,6 +59,7 @@ from machineconfig.store.base import (
     NotFoundError,
     StoreError,
     StoreEvent,
+    UnavailableError,
     rendered_config,
 )
 from machineconfig.store.kube_watch import (
@@ -151,6 +152,14 @@ def _code(e: Exception) -> int:
     return int(getattr(response, "status_code", 0) or 0)
 
 
+def _unreachable(e: Exception) -> bool:
+    """No answer from the API server: a connection refused or cut, a timeout (an OSError, or a
+    TransportError of lightkube's httpx, whatever that package is called)."""
+    return isinstance(e, OSError) or any(
+        c.__name__ == "TransportError" and c.__module__.startswith("httpx")
+        for c in type(e).__mro__)
+
+
 def translate(e: Exception, what: str) -> StoreError:
     """A lightkube / transport error as the store's exception type, naming what was asked."""
     code = _code(e)
@@ -161,6 +170,8 @@ def translate(e: Exception, what: str) -> StoreError:
         return ConflictError(message)
     if code in (401, 403):
         return ForbiddenError(message)
+    if code == 429 or code >= 500 or (code == 0 and _unreachable(e)):
+        return UnavailableError(message)
     return StoreError(message)
 
 

@@ -23,6 +23,7 @@ from machineconfig.store.base import (
     NodeRecord,
     NotFoundError,
     StoreError,
+    UnavailableError,
     rendered_config,
 )
 
@@ -40,6 +41,8 @@ def _error_for(status: int, text: str) -> StoreError:
         return NotFoundError(message)
     if status == 409:
         return ConflictError(message)
+    if status == 429 or status >= 500:
+        return UnavailableError(message)
     return StoreError(message)
 
 
@@ -149,8 +152,10 @@ class RemoteNodeAPI:
             resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException) as e:
-            # OSError covers timeouts, refused connections and TLS failures.
-            raise StoreError(f"node API: {method} {path.split('?')[0]}: {type(e).__name__}: {e}") from e
+            # OSError covers timeouts, refused connections and TLS failures; a certificate that
+            # does not verify needs a person, the rest may pass.
+            kind = StoreError if isinstance(e, ssl.SSLCertVerificationError) else UnavailableError
+            raise kind(f"node API: {method} {path.split('?')[0]}: {type(e).__name__}: {e}") from e
         finally:
             conn.close()
         if resp.status != 200:

@@ -18,7 +18,7 @@ from machineconfig.store import (
     ForbiddenError, NotFoundError, Store, StoreError, open_store, store_url,
 )
 from machineconfig.store import kube_watch
-from machineconfig.store.kube import KubeStore, node_ready
+from machineconfig.store.kube import KubeStore, node_ready, translate
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import GROUP_PATH, apply, call, controller_config, eventually, writes
 
@@ -570,3 +570,25 @@ def test_periodic_resync_lists_again(kube_store: KubeStore) -> None:
     finally:
         for w in store.watches():
             w.stop()
+
+
+def test_errors_say_whether_to_retry() -> None:
+    """No answer, 429 and 5xx are retried as they are; a conflict too (after a fresh read);
+    a refusal, a missing object or a bug are not."""
+    from lightkube.core.exceptions import ApiError
+
+    class Status:
+        def __init__(self, code: int) -> None:
+            self.code, self.message = code, f"HTTP {code}"
+
+    def api_error(code: int) -> Exception:
+        e = ApiError.__new__(ApiError)
+        e.status = Status(code)  # type: ignore[assignment]
+        return e
+
+    got = {code: translate(api_error(code), "get x") for code in (404, 409, 403, 422, 429, 503)}
+    assert {c: e.temporary for c, e in got.items()} == {
+        404: False, 409: True, 403: False, 422: False, 429: True, 503: True}
+    assert translate(ConnectionRefusedError("refused"), "get x").temporary
+    assert not translate(ValueError("bug"), "get x").temporary
+    assert str(got[503]) == "kube: get x: HTTP 503"
