@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from machineconfig.api import object_name, pool_configuration, pool_target
 from machineconfig import labels
 from machineconfig.clock import rfc3339
 from machineconfig.constants import (
@@ -129,17 +130,13 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
 
 
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
 def pool_of(pools: Sequence[Mapping[str, Any]], node: NodeRecord) -> tuple[str, str]:
     """(the node's pool, "") or ("", why it has none): one pool alone, or a master or custom pool
     with worker (custom pools and schedulable masters carry the worker role too); a master with
     a custom pool stays a master, as in MCO."""
     if node.labels.get(OS_LABEL) == "windows":
         return "", "a Windows node (no pool manages it)"
-    matched = sorted(_name(p) for p in pools if labels.pool_selects(p, node.labels))
+    matched = sorted(object_name(p) for p in pools if labels.pool_selects(p, node.labels))
     custom = [p for p in matched if p not in (MASTER_POOL, WORKER_POOL)]
     if not matched:
         return "", "selected by no pool"
@@ -182,19 +179,18 @@ def _node_view(node: NodeRecord, pool: str, target: str, why_no_pool: str) -> No
 def _pool_view(pool: Mapping[str, Any], members: Sequence[NodeRecord],
                phases: Sequence[str]) -> PoolView:
     spec, status = pool.get("spec") or {}, pool.get("status") or {}
-    target = str((spec.get("configuration") or {}).get("name") or "")
     window = _condition(status, MAINTENANCE_WINDOW_CONDITION)
     degraded = _condition(status, "Degraded")
     degraded_message = str(degraded.get("message") or degraded.get("reason") or "") \
         if degraded is not None and degraded.get("status") == "True" else ""
     return PoolView(
-        name=_name(pool), machines=len(members), updated=phases.count(UPDATED),
+        name=object_name(pool), machines=len(members), updated=phases.count(UPDATED),
         updating=phases.count(UPDATING), degraded=phases.count(DEGRADED),
         ready=sum(1 for n, p in zip(members, phases)
                   if p == UPDATED and n.ready and not n.unschedulable),
         unavailable=sum(1 for n in members if is_unavailable(n)),
-        current_config=str((status.get("configuration") or {}).get("name") or ""),
-        target_config=target, paused=bool(spec.get("paused")),
+        current_config=str(pool_configuration(pool, "status").get("name") or ""),
+        target_config=pool_target(pool), paused=bool(spec.get("paused")),
         window=_bounded(str(window.get("message") or "")) if window is not None else "",
         degraded_message=_bounded(degraded_message))
 
@@ -277,7 +273,7 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
     else:
         tail = EventTail(recent)
         tail.update(events)
-    targets = {_name(p): str(((p.get("spec") or {}).get("configuration") or {}).get("name") or "")
+    targets = {object_name(p): pool_target(p)
                for p in pools}
     members: dict[str, list[NodeRecord]] = {name: [] for name in targets}
     phases: dict[str, list[str]] = {name: [] for name in targets}
@@ -289,8 +285,8 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
         if pool in members:
             members[pool].append(node)
             phases[pool].append(view.phase)
-    pool_views = [_pool_view(p, members[_name(p)], phases[_name(p)])
-                  for p in sorted(pools, key=_name)]
+    pool_views = [_pool_view(p, members[object_name(p)], phases[object_name(p)])
+                  for p in sorted(pools, key=object_name)]
     return StatusModel(
         generated=rfc3339(now),
         pools=pool_views, nodes=list(views.values()),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machineconfig.api import object_name, pool_target
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
 from machineconfig import disruption, rollout
 from machineconfig.clock import now_rfc3339, parse_rfc3339, rfc3339
@@ -159,7 +160,7 @@ class Controller:
         self._windows = {}
         locks = self.store.list_reboot_locks() if isinstance(self.store, RebootLocks) else []
         for pool in pools:
-            name = node_controller.pool_name(pool)
+            name = object_name(pool)
             hold = self._window_hold(pool, members.get(name, []), now)
             # FleetLock slot holders (Zincati hosts, say) share the pool's maxUnavailable; a
             # member that is updating anyway is counted once
@@ -211,8 +212,8 @@ class Controller:
         while it is closed, those whose move to the target drains or reboots them (all of
         them unless the pool lets rebootless updates through). Records the window's state for
         the pool status and the run loop's wake-up."""
-        name = node_controller.pool_name(pool)
-        target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
+        name = object_name(pool)
+        target = pool_target(pool)
         waiting = [n for n in nodes if target and
                    n.annotations.get(DESIRED_CONFIG_ANNOTATION) != rollout.target_of(n, target)]
         try:
@@ -278,7 +279,7 @@ class Controller:
         self.metrics.set_alerts(node_controller.pool_alerts(pools, nodes))
         measured: list[tuple[str, Mapping[str, Any], list[str]]] = []
         for pool in pools:
-            name = node_controller.pool_name(pool)
+            name = object_name(pool)
             window = self._windows.get(name)
             status = pool_status.calculate_status(pool, members.get(name, []), now,
                                                   input_errors,

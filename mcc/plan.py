@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from machineconfig.api import object_name, pool_target
 from machineconfig import disruption
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, NODE_CONFIG_ANNOTATION, OVERLAYS_ANNOTATION,
@@ -20,7 +21,7 @@ from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import NodeRecord
-from mcc import node_controller, windows
+from mcc import windows
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +122,13 @@ def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[
     `node_targets`: the nodes that overlays select, to their own would-be config (the others
     move to the pool's); `node_errors`: nodes whose own config fails (they keep theirs)."""
     spec = pool.get("spec") or {}
-    current = str((spec.get("configuration") or {}).get("name") or "")
+    current = pool_target(pool)
     raw_max = spec.get("maxUnavailable")
     try:
         limit = str(rollout.max_unavailable(raw_max, len(nodes)))
     except rollout.MaxUnavailableError as e:
         limit = f"invalid ({e})"
-    result = PoolPlan(node_controller.pool_name(pool), current, target, error,
+    result = PoolPlan(object_name(pool), current, target, error,
                       bool(spec.get("paused")), limit)
     goal = target or current
     cache: dict[tuple[str, str], tuple[str, list[str]]] = {}  # many nodes share one move

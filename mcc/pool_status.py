@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from machineconfig.api import object_name, pool_configuration, pool_target
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
@@ -81,7 +82,7 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     `window`: (open, reason, message) of the pool's maintenance window, None without one."""
     spec = pool.get("spec") or {}
     status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
-    target = str((spec.get("configuration") or {}).get("name") or "")
+    target = pool_target(pool)
     total = len(nodes)
     updated = ready = unavailable = 0
     degraded: list[NodeRecord] = []
@@ -112,7 +113,7 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
         set_condition(status, UPDATED, True, "", f"All nodes are updated with MachineConfig "
                       f"{target}", now)
         set_condition(status, UPDATING, False, "", "", now)
-        status["configuration"] = copy.deepcopy(spec.get("configuration") or {})
+        status["configuration"] = copy.deepcopy(pool_configuration(pool))
     else:
         set_condition(status, UPDATED, False, "", "", now)
         if spec.get("paused"):
@@ -156,17 +157,17 @@ def _reason(node: NodeRecord) -> str:
 
 def status_events(pool: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Events for a status change: the pool finished a rollout, or started one."""
-    name = str((pool.get("metadata") or {}).get("name", ""))
+    name = object_name(pool)
     old = pool.get("status") or {}
     events = []
     new_config = str((new.get("configuration") or {}).get("name") or "")
-    if new_config and new_config != str((old.get("configuration") or {}).get("name") or ""):
+    if new_config and new_config != str(pool_configuration(pool, "status").get("name") or ""):
         events.append(("Completed", f"Pool {name} has completed update to MachineConfig "
                                     f"{new_config}"))
     updating = find_condition(new, UPDATING)
     was = find_condition(old, UPDATING)
     if updating and updating.get("status") == "True" and (
             was is None or was.get("message") != updating.get("message")):
-        target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
+        target = pool_target(pool)
         events.append(("Updating", f"Pool {name} now targeting MachineConfig {target}"))
     return events

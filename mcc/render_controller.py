@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import labels
-from machineconfig.api import load_documents
+from machineconfig.api import load_documents, object_name, pool_configuration, pool_target
 from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
     NODE_CONFIG_ANNOTATION, OVERLAY_NODE_LABEL, OVERLAY_NODE_SELECTOR_ANNOTATION,
@@ -129,7 +129,7 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
                 docs += [d for d in load_text(render_user_template(Path(path), values or {}), path)
                          if not (generating and isinstance(d.data, dict) and _is_generated(d.data))]
                 continue
-            name = str((obj.get("metadata") or {}).get("name", ""))
+            name = object_name(obj)
             where = f"store:{kind}/{name}"
             if kind == SECRET:
                 if obj.get("type") == bootstrap.PULL_SECRET_TYPE:
@@ -162,8 +162,7 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
     `current`, a pool's new config must be reconcilable against the one it has now. With
     `nodes`, each node some overlay selects gets its own config (`node_rendered`)."""
     result = RenderResult()
-    pool_names = sorted(str((p.get("metadata") or {}).get("name", ""))
-                        for p in objects.get(MACHINE_CONFIG_POOL, []))
+    pool_names = sorted(object_name(p) for p in objects.get(MACHINE_CONFIG_POOL, []))
     ccs = objects.get(CONTROLLER_CONFIG, [])
     generating = bool(ccs and (ccs[0].get("spec") or {}).get("infra"))
     try:
@@ -322,8 +321,7 @@ class RenderController:
         read back intact (the store checks content against the name); rendering again writes
         it anew."""
         damaged = False
-        names = [((pool.get("spec") or {}).get("configuration") or {}).get("name")
-                 for pool in objects.get(MACHINE_CONFIG_POOL, [])]
+        names = [pool_target(pool) for pool in objects.get(MACHINE_CONFIG_POOL, [])]
         own_names = {n.annotations[NODE_CONFIG_ANNOTATION] for n in nodes or []
                if NODE_CONFIG_ANNOTATION in n.annotations}
         if own_names:
@@ -340,7 +338,7 @@ class RenderController:
             if not name:
                 continue
             try:
-                self.store.get_rendered(str(name))
+                self.store.get_rendered(name)
             except NotFoundError:
                 damaged = True
                 problem = f"rendered config {name} is missing"
@@ -420,7 +418,7 @@ class RenderController:
                              rendered.name, len(rendered.sources))
                 source = [{"apiVersion": API_VERSION, "kind": "MachineConfig", "name": s}
                           for s in rendered.sources]
-                current = (pool.get("spec") or {}).get("configuration") or {}
+                current = pool_configuration(pool)
                 if current.get("name") != rendered.name or current.get("source") != source:
                     store.set_pool_configuration(name, rendered.name, source)
                     log.info("pool %s: spec.configuration now %s", name, rendered.name)
@@ -428,8 +426,7 @@ class RenderController:
             else:
                 error = result.errors.get(name, f"Failed to render configuration for pool {name}")
                 log.warning("pool %s: %s (keeping %s)", name, one_line(error),
-                            ((pool.get("spec") or {}).get("configuration") or {}).get("name")
-                            or "no rendered config")
+                            pool_target(pool) or "no rendered config")
                 set_condition(status, RENDER_DEGRADED, True, "", error, self.now())
             node_errors = sorted(e for n, e in result.node_errors.items()
                                  if result.node_pools.get(n) == name)

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from machineconfig.api import object_name
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable
 from machineconfig.rendered_config import RenderedConfig
 from mcc.render import RenderError
@@ -42,7 +43,7 @@ def check_against_current(current: RenderedConfig, generated: RenderedConfig,
             continue
         parts = single.split(": ", 1)
         if len(parts) == 2 and parts[1] in full:
-            name = str((mc.get("metadata") or {}).get("name", ""))
+            name = object_name(mc)
             log.info("render refused: %s brings an unreconcilable change (%s)", name, parts[1])
             raise RenderError("could not generate rendered MachineConfig: reconciliation failed "
                               f'between current config "{current_name}" and base config '

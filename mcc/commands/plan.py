@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from machineconfig.api import object_name
 from machineconfig import constants as C, disruption
 from machineconfig.errors import MachineConfigError, one_line
 from machineconfig.rendered_config import RenderedConfig
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         members, errors = node_controller.assign_nodes(pools, nodes)
         plans: list[PoolPlan] = []
         for pool in pools:
-            name = node_controller.pool_name(pool)
+            name = object_name(pool)
             target = result.rendered[name].name if name in result.rendered else ""
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
                                    members.get(name, []), lookup, policy, now, node_targets,
