@@ -261,6 +261,11 @@ def pool_target(pool: Mapping[str, Any]) -> str:
     return str(pool_configuration(pool).get("name") or "")
 
 
+def pool_node_selector(pool: Mapping[str, Any]) -> Any:
+    """A stored pool's `spec.nodeSelector` as written (None when unset; it may be malformed)."""
+    return (pool.get("spec") or {}).get("nodeSelector")
+
+
 @dataclass
 class Loaded:
     """One object read from a file, with where it came from (for error messages)."""
