@@ -20,7 +20,7 @@ from machineconfig.clock import rfc3339
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DRAIN_REASON_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
-    STATE_DEGRADED, STATE_UNRECONCILABLE,
+    MAINTENANCE_WINDOW_CONDITION, POOL_DEGRADED_CONDITION, STATE_DEGRADED, STATE_UNRECONCILABLE,
 )
 from machineconfig.rollout import is_done, is_unavailable
 from machineconfig.store.base import (MACHINE_CONFIG_POOL, NodeRecord, RebootLock, RebootLocks,
@@ -29,7 +29,6 @@ from machineconfig.store.base import (MACHINE_CONFIG_POOL, NodeRecord, RebootLoc
 MASTER_POOL, WORKER_POOL = "master", "worker"
 OS_LABEL = "kubernetes.io/os"
 DRIFT_REASON = "ConfigDriftDetected"  # the daemon's event (mcd.daemon) when the disk drifted
-MAINTENANCE_WINDOW_CONDITION = "MaintenanceWindow"  # written by the controller (mcc.pool_status)
 RECENT_EVENTS = 20
 MAX_TEXT = 2000  # a reason or message comes from a node: bounded, as the daemon bounds its own
 
@@ -158,7 +157,8 @@ def node_phase(node: NodeRecord, target: str) -> str:
     return WAITING if is_done(node) else UPDATING
 
 
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+def find_condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    """The condition of type `kind` among an object's `status.conditions`, None without one."""
     for cond in status.get("conditions") or []:
         if isinstance(cond, Mapping) and cond.get("type") == kind:
             return cond
@@ -179,8 +179,8 @@ def _node_view(node: NodeRecord, pool: str, target: str, why_no_pool: str) -> No
 def _pool_view(pool: Mapping[str, Any], members: Sequence[NodeRecord],
                phases: Sequence[str]) -> PoolView:
     spec, status = pool.get("spec") or {}, pool.get("status") or {}
-    window = _condition(status, MAINTENANCE_WINDOW_CONDITION)
-    degraded = _condition(status, "Degraded")
+    window = find_condition(status, MAINTENANCE_WINDOW_CONDITION)
+    degraded = find_condition(status, POOL_DEGRADED_CONDITION)
     degraded_message = str(degraded.get("message") or degraded.get("reason") or "") \
         if degraded is not None and degraded.get("status") == "True" else ""
     return PoolView(

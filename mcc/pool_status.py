@@ -14,8 +14,9 @@ from machineconfig.api import object_name, pool_configuration, pool_target
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
-    NODE_CONFIG_ANNOTATION, STATE_DONE,
+    MAINTENANCE_WINDOW_CONDITION, NODE_CONFIG_ANNOTATION, POOL_DEGRADED_CONDITION, STATE_DONE,
 )
+from machineconfig.status import find_condition
 from machineconfig.store.base import NodeRecord
 from mcc.node_controller import FAILING_STATES
 
@@ -23,21 +24,11 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 UPDATED, UPDATING, NODE_DEGRADED = "Updated", "Updating", "NodeDegraded"
-RENDER_DEGRADED, DEGRADED = "RenderDegraded", "Degraded"
+RENDER_DEGRADED = "RenderDegraded"
 # Ours (the local store): input files that cannot be loaded. Not RenderDegraded: the pool still
 # renders, from those files' last good objects, and a broken file names no pool.
 INPUT_DEGRADED, INPUT_ERRORS_REASON = "InputDegraded", "InputFileErrors"
-# Ours: a pool with a maintenance window (mcc.windows): True while one is open
-MAINTENANCE_WINDOW = "MaintenanceWindow"
 MAX_LISTED_ERRORS = 10
-
-
-def find_condition(status: Mapping[str, Any], kind: str) -> JSON | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == kind:
-            found: JSON = cond
-            return found
-    return None
 
 
 def is_condition_true(status: Mapping[str, Any], kind: str) -> bool:
@@ -137,17 +128,17 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     elif find_condition(status, INPUT_DEGRADED) is not None:
         set_condition(status, INPUT_DEGRADED, False, "", "", now)
     if window is not None:
-        set_condition(status, MAINTENANCE_WINDOW, window[0], window[1], window[2], now)
-    elif find_condition(status, MAINTENANCE_WINDOW) is not None:
+        set_condition(status, MAINTENANCE_WINDOW_CONDITION, window[0], window[1], window[2], now)
+    elif find_condition(status, MAINTENANCE_WINDOW_CONDITION) is not None:
         status["conditions"] = [c for c in status["conditions"]
-                                if c.get("type") != MAINTENANCE_WINDOW]
+                                if c.get("type") != MAINTENANCE_WINDOW_CONDITION]
     if not degraded and not is_condition_true(status, RENDER_DEGRADED) and input_errors:
-        set_condition(status, DEGRADED, True, INPUT_ERRORS_REASON,
+        set_condition(status, POOL_DEGRADED_CONDITION, True, INPUT_ERRORS_REASON,
                       input_errors_message(input_errors), now)
     elif degraded or is_condition_true(status, RENDER_DEGRADED):
-        set_condition(status, DEGRADED, True, reason, message, now)
+        set_condition(status, POOL_DEGRADED_CONDITION, True, reason, message, now)
     else:
-        set_condition(status, DEGRADED, False, "", "", now)
+        set_condition(status, POOL_DEGRADED_CONDITION, False, "", "", now)
     return status
 
 

@@ -24,7 +24,8 @@ from machineconfig.store import StoreError
 from machineconfig.store.local import LocalStore
 from machineconfig.yamlload import MAX_DEPTH, MAX_NODES, load_file, load_text
 from mcc.controller import Controller
-from mcc.pool_status import INPUT_DEGRADED, find_condition
+from machineconfig.status import find_condition
+from mcc.pool_status import INPUT_DEGRADED
 from tests.unit.clusterkit import POOL, machine_config, make_store, write
 from tests.unit.procs import stop_all, wait_for
 

@@ -22,7 +22,8 @@ from mcc import gc, overlay
 from mcc.cli import main
 from mcc.controller import Controller
 from mcc.node_controller import reconcile_pool
-from mcc.pool_status import calculate_status, find_condition
+from machineconfig.status import find_condition
+from mcc.pool_status import calculate_status
 from mcc.render import (
     generate_rendered_machine_config, hashed_name, merge_order, render_pool, spec_yaml,
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mcc.pool_status import find_condition
+from machineconfig.status import find_condition
 from machineconfig.rendered_config import RenderedConfig
 from mcc.render import RenderError
 from mcc.render_controller import RenderController
