@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from machineconfig.errors import MachineConfigError, one_line
 from mcc.commands import get, plan, render, start, status, validate
 
 # Each module exposes `register(subparsers)`, which adds its subparser and sets `func`
@@ -26,7 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except MachineConfigError as e:
+        print(f"mcc {args.command}: {one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"mcc {args.command}: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
     return code
 
 

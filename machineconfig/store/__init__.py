@@ -20,8 +20,8 @@ from machineconfig.store.base import (
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "UnavailableError", "open_store", "store_scheme",
-           "store_url"]
+           "Store", "StoreError", "StoreEvent", "UnavailableError", "close_store", "open_store",
+           "store_scheme", "store_url"]
 
 
 def store_scheme(url: str) -> str | None:
@@ -29,6 +29,13 @@ def store_scheme(url: str) -> str | None:
     else None (e.g. a daemon's node API URL)."""
     scheme, sep, _ = ("kube:" if url == "kube" else url).partition(":")
     return scheme if sep and scheme in (STORE_KUBE, STORE_LOCAL) else None
+
+
+def close_store(store: object) -> None:
+    """End a store's threads and connections (the stores that hold any have `close`)."""
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
 
 
 def store_url(url: str, kubeconfig: str | None = None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from machineconfig.api import object_name
 from machineconfig import constants as C, disruption
-from machineconfig.errors import MachineConfigError, one_line
+from machineconfig.errors import one_line
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import open_store
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NotFoundError
@@ -89,11 +89,8 @@ def run(args: argparse.Namespace) -> int:
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
                                    members.get(name, []), lookup, policy, now, node_targets,
                                    node_errors))
-    except (MachineConfigError, disruption.PolicyError) as e:
+    except disruption.PolicyError as e:
         print(f"mcc plan: {one_line(e)}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"mcc plan: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 1
     if args.output == "json":
         doc = {"pools": [p.to_dict() for p in plans], "unplacedNodes": errors}
