@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -239,6 +239,31 @@ KINDS: dict[str, type[_Object]] = {
     "KubeletConfig": KubeletConfig,
     "ContainerRuntimeConfig": ContainerRuntimeConfig,
 }
+
+
+# The controllers read stored objects as the store hands them out (plain dicts); these say where
+# the fields they share live.
+
+def object_name(obj: Mapping[str, Any]) -> str:
+    """metadata.name of a stored object, "" without one."""
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def pool_configuration(pool: Mapping[str, Any], part: str = "spec") -> Mapping[str, Any]:
+    """A stored MachineConfigPool's `spec.configuration` (the rendered config its nodes move to,
+    and its sources) or `status.configuration` (the one they all reached); {} when unset."""
+    configuration: Mapping[str, Any] = (pool.get(part) or {}).get("configuration") or {}
+    return configuration
+
+
+def pool_target(pool: Mapping[str, Any]) -> str:
+    """The name of the rendered config a stored pool's nodes move to ("" before its first)."""
+    return str(pool_configuration(pool).get("name") or "")
+
+
+def pool_node_selector(pool: Mapping[str, Any]) -> Any:
+    """A stored pool's `spec.nodeSelector` as written (None when unset; it may be malformed)."""
+    return (pool.get("spec") or {}).get("nodeSelector")
 
 
 @dataclass

@@ -112,3 +112,7 @@ DAEMON_NAME = "machine-config-daemon"
 # Store URL schemes (parsed in machineconfig.store only).
 STORE_LOCAL = "local"
 STORE_KUBE = "kube"
+
+# core: MachineConfigPool condition types written by mcc.pool_status and read by machineconfig.status.
+POOL_DEGRADED_CONDITION = "Degraded"
+MAINTENANCE_WINDOW_CONDITION = "MaintenanceWindow"  # ours (mcc.windows): True while one is open

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from machineconfig.api import LabelSelector
+from machineconfig.api import LabelSelector, pool_node_selector
 from machineconfig.errors import MachineConfigError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def describe(selector: LabelSelector | None) -> str:
 def pool_selects(pool: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """Whether a MachineConfigPool's nodeSelector selects these node labels (a missing, empty or
     bad one selects nobody, as the controller never rolls out to such a pool)."""
-    raw = (pool.get("spec") or {}).get("nodeSelector")
+    raw = pool_node_selector(pool)
     if not isinstance(raw, Mapping) or not (raw.get("matchLabels") or raw.get("matchExpressions")):
         return False
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from machineconfig.constants import API_VERSION
+from machineconfig.errors import InputError
 
 KIND = "MachineConfigNode"
 PLURAL = "machineconfignodes"
@@ -51,7 +52,7 @@ REASON_PATTERN = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
-class StatusError(ValueError):
+class StatusError(InputError):
     """A MachineConfigNode status that is not one (from a node through the node API)."""
 
 

@@ -33,11 +33,8 @@ class RenderedConfig:
         spec = obj.get("spec")
         if spec is not None and not isinstance(spec, Mapping):
             raise InputError("spec is not an object", path="$.spec")
-        config = spec.get("config") if isinstance(spec, Mapping) else None
         self.object: Mapping[str, Any] = obj
         self.name: str = name
-        # the raw JSON MCO sees (a RawExtension); bytes already raw are kept as they are
-        self.config_raw: bytes | None = raw_config(config)
 
     @classmethod
     def of(cls, value: RenderedConfig | Mapping[str, Any]) -> RenderedConfig:
@@ -54,6 +51,13 @@ class RenderedConfig:
         if not isinstance(obj, dict):
             raise InputError("rendered config is not a JSON object")
         return cls(obj)
+
+    @cached_property
+    def config_raw(self) -> bytes | None:
+        """The raw JSON of `spec.config` MCO sees (a RawExtension), None without one; bytes
+        already raw are kept as they are."""
+        spec = self.object.get("spec")
+        return raw_config(spec.get("config") if isinstance(spec, Mapping) else None)
 
     @property
     def metadata(self) -> Mapping[str, Any]:

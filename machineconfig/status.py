@@ -14,11 +14,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from machineconfig.api import object_name, pool_configuration, pool_target
 from machineconfig import labels
+from machineconfig.clock import rfc3339
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DRAIN_REASON_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
-    STATE_DEGRADED, STATE_UNRECONCILABLE,
+    MAINTENANCE_WINDOW_CONDITION, POOL_DEGRADED_CONDITION, STATE_DEGRADED, STATE_UNRECONCILABLE,
 )
 from machineconfig.rollout import is_done, is_unavailable
 from machineconfig.store.base import (MACHINE_CONFIG_POOL, NodeRecord, RebootLock, RebootLocks,
@@ -27,7 +29,6 @@ from machineconfig.store.base import (MACHINE_CONFIG_POOL, NodeRecord, RebootLoc
 MASTER_POOL, WORKER_POOL = "master", "worker"
 OS_LABEL = "kubernetes.io/os"
 DRIFT_REASON = "ConfigDriftDetected"  # the daemon's event (mcd.daemon) when the disk drifted
-MAINTENANCE_WINDOW_CONDITION = "MaintenanceWindow"  # written by the controller (mcc.pool_status)
 RECENT_EVENTS = 20
 MAX_TEXT = 2000  # a reason or message comes from a node: bounded, as the daemon bounds its own
 
@@ -128,17 +129,13 @@ def _bounded(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
 
 
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
 def pool_of(pools: Sequence[Mapping[str, Any]], node: NodeRecord) -> tuple[str, str]:
     """(the node's pool, "") or ("", why it has none): one pool alone, or a master or custom pool
     with worker (custom pools and schedulable masters carry the worker role too); a master with
     a custom pool stays a master, as in MCO."""
     if node.labels.get(OS_LABEL) == "windows":
         return "", "a Windows node (no pool manages it)"
-    matched = sorted(_name(p) for p in pools if labels.pool_selects(p, node.labels))
+    matched = sorted(object_name(p) for p in pools if labels.pool_selects(p, node.labels))
     custom = [p for p in matched if p not in (MASTER_POOL, WORKER_POOL)]
     if not matched:
         return "", "selected by no pool"
@@ -160,7 +157,8 @@ def node_phase(node: NodeRecord, target: str) -> str:
     return WAITING if is_done(node) else UPDATING
 
 
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+def find_condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    """The condition of type `kind` among an object's `status.conditions`, None without one."""
     for cond in status.get("conditions") or []:
         if isinstance(cond, Mapping) and cond.get("type") == kind:
             return cond
@@ -181,19 +179,18 @@ def _node_view(node: NodeRecord, pool: str, target: str, why_no_pool: str) -> No
 def _pool_view(pool: Mapping[str, Any], members: Sequence[NodeRecord],
                phases: Sequence[str]) -> PoolView:
     spec, status = pool.get("spec") or {}, pool.get("status") or {}
-    target = str((spec.get("configuration") or {}).get("name") or "")
-    window = _condition(status, MAINTENANCE_WINDOW_CONDITION)
-    degraded = _condition(status, "Degraded")
+    window = find_condition(status, MAINTENANCE_WINDOW_CONDITION)
+    degraded = find_condition(status, POOL_DEGRADED_CONDITION)
     degraded_message = str(degraded.get("message") or degraded.get("reason") or "") \
         if degraded is not None and degraded.get("status") == "True" else ""
     return PoolView(
-        name=_name(pool), machines=len(members), updated=phases.count(UPDATED),
+        name=object_name(pool), machines=len(members), updated=phases.count(UPDATED),
         updating=phases.count(UPDATING), degraded=phases.count(DEGRADED),
         ready=sum(1 for n, p in zip(members, phases)
                   if p == UPDATED and n.ready and not n.unschedulable),
         unavailable=sum(1 for n in members if is_unavailable(n)),
-        current_config=str((status.get("configuration") or {}).get("name") or ""),
-        target_config=target, paused=bool(spec.get("paused")),
+        current_config=str(pool_configuration(pool, "status").get("name") or ""),
+        target_config=pool_target(pool), paused=bool(spec.get("paused")),
         window=_bounded(str(window.get("message") or "")) if window is not None else "",
         degraded_message=_bounded(degraded_message))
 
@@ -276,7 +273,7 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
     else:
         tail = EventTail(recent)
         tail.update(events)
-    targets = {_name(p): str(((p.get("spec") or {}).get("configuration") or {}).get("name") or "")
+    targets = {object_name(p): pool_target(p)
                for p in pools}
     members: dict[str, list[NodeRecord]] = {name: [] for name in targets}
     phases: dict[str, list[str]] = {name: [] for name in targets}
@@ -288,10 +285,10 @@ def build(pools: Sequence[Mapping[str, Any]], nodes: Sequence[NodeRecord],
         if pool in members:
             members[pool].append(node)
             phases[pool].append(view.phase)
-    pool_views = [_pool_view(p, members[_name(p)], phases[_name(p)])
-                  for p in sorted(pools, key=_name)]
+    pool_views = [_pool_view(p, members[object_name(p)], phases[object_name(p)])
+                  for p in sorted(pools, key=object_name)]
     return StatusModel(
-        generated=now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        generated=rfc3339(now),
         pools=pool_views, nodes=list(views.values()),
         events=[_event_view(e) for e in tail.recent()], drift=tail.drift_alerts(views),
         reboot_slots=[_slot_view(lock, views) for lock in

@@ -22,6 +22,7 @@ from machineconfig.constants import (
     CONTROLLER_CONFIG_NAME,
     API_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION, ROLE_LABEL,
 )
+from machineconfig.clock import now_rfc3339
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.yamlload import Document, load_file, load_text
 from mcc import cluster_objects
@@ -30,9 +31,9 @@ from mcc.container_runtime_config import generate_container_runtime_machine_conf
 from mcc.generated_kubelet import (
     KubeletInputs, adjust_kubelet_base, feature_gates, generate_cluster_kubelet_machine_configs,
 )
-from mcc.kubelet_config import generate_kubelet_machine_configs, now_rfc3339
+from mcc.kubelet_config import generate_kubelet_machine_configs
 from mcc.registries import ImageInputs, generate_registries_machine_configs
-from mcc.render import RenderedConfig, RenderError, render_pool
+from mcc.render import PoolRender, RenderError, render_pool
 from mcc.template import pull_secret_from_secret, render_templates, render_user_template
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ def _locate(e: InputError, controller: Loaded, values_file: str | None) -> Input
 
 # --- Rendering --------------------------------------------------------------------------------
 
-def render_all(inputs: Inputs) -> list[RenderedConfig]:
+def render_all(inputs: Inputs) -> list[PoolRender]:
     """Render every pool (sorted by name); the first failure stops everything."""
     rendered = []
     for pool in inputs.pools:

@@ -2,27 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
+from machineconfig.errors import MachineConfigError, one_line
+from mcc.commands import get, plan, render, start, status, validate
+
 # Each module exposes `register(subparsers)`, which adds its subparser and sets `func`
 # (a callable taking the parsed args and returning the exit code).
-COMMAND_MODULES = ("validate", "render", "plan", "status", "start", "get")
+COMMAND_MODULES = (validate, render, plan, status, start, get)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcc", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"mcc.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"mcc.commands.{name}":
-                raise
-            continue
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
@@ -31,7 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except MachineConfigError as e:
+        print(f"mcc {args.command}: {one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"mcc {args.command}: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
     return code
 
 

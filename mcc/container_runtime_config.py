@@ -15,18 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
+from machineconfig.clock import now_rfc3339
 from machineconfig.errors import MachineConfigError
-from mcc.kubelet_config import (
-    MC_NAME_SUFFIX_ANNOTATION,
-    creation_order,
-    file_overwriting,
-    managed_name,
-    now_rfc3339,
-    owner_reference,
-    role_template_file,
-    selector_matches,
-    set_condition,
-    template_renderer,
+from mcc.generated_common import (
+    MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting, managed_name, owner_reference,
+    role_template_file, selector_matches, set_condition, template_renderer,
 )
 from mcc.template import generated_machine_config
 

@@ -9,13 +9,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machineconfig.api import object_name, pool_target
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
 from machineconfig import disruption, rollout
+from machineconfig.clock import now_rfc3339, parse_rfc3339, rfc3339
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.sdnotify import notify
 from machineconfig.store.base import (
@@ -23,7 +25,6 @@ from machineconfig.store.base import (
     Store,
 )
 from mcc import drain_controller, gc, machine_config_nodes, node_controller, plan, pool_status, windows
-from mcc.kubelet_config import now_rfc3339
 from mcc.metrics import POOLS, PoolMetrics
 from mcc.render_controller import RenderController
 from mcc.template import DEFAULT_TEMPLATES_DIR
@@ -57,10 +58,6 @@ class WindowReport:
 
     state: windows.WindowState | None
     condition: tuple[bool, str, str]
-
-
-def parse_rfc3339(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 class Controller:
@@ -163,7 +160,7 @@ class Controller:
         self._windows = {}
         locks = self.store.list_reboot_locks() if isinstance(self.store, RebootLocks) else []
         for pool in pools:
-            name = node_controller.pool_name(pool)
+            name = object_name(pool)
             hold = self._window_hold(pool, members.get(name, []), now)
             # FleetLock slot holders (Zincati hosts, say) share the pool's maxUnavailable; a
             # member that is updating anyway is counted once
@@ -215,8 +212,8 @@ class Controller:
         while it is closed, those whose move to the target drains or reboots them (all of
         them unless the pool lets rebootless updates through). Records the window's state for
         the pool status and the run loop's wake-up."""
-        name = node_controller.pool_name(pool)
-        target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
+        name = object_name(pool)
+        target = pool_target(pool)
         waiting = [n for n in nodes if target and
                    n.annotations.get(DESIRED_CONFIG_ANNOTATION) != rollout.target_of(n, target)]
         try:
@@ -247,7 +244,7 @@ class Controller:
         if hold:
             self._event_once(MACHINE_CONFIG_POOL, name, "WaitingForMaintenanceWindow",
                              f"{len(hold)} node(s) wait for the maintenance window to update "
-                             f"to {target}: next opens {windows.stamp(state.next_opening)}",
+                             f"to {target}: next opens {rfc3339(state.next_opening)}",
                              "Normal")
         return hold
 
@@ -282,7 +279,7 @@ class Controller:
         self.metrics.set_alerts(node_controller.pool_alerts(pools, nodes))
         measured: list[tuple[str, Mapping[str, Any], list[str]]] = []
         for pool in pools:
-            name = node_controller.pool_name(pool)
+            name = object_name(pool)
             window = self._windows.get(name)
             status = pool_status.calculate_status(pool, members.get(name, []), now,
                                                   input_errors,

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from machineconfig.api import pool_configuration
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, NODE_CONFIG_ANNOTATION,
 )
@@ -23,7 +24,7 @@ def referenced(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]) 
     names: set[str] = set()
     for pool in pools:
         for part in ("spec", "status"):
-            name = ((pool.get(part) or {}).get("configuration") or {}).get("name")
+            name = pool_configuration(pool, part).get("name")
             if name:
                 names.add(str(name))
     for node in nodes:

@@ -16,7 +16,7 @@ from machineconfig.constants import INTERNAL_IGNITION_VERSION, RELEASE_IMAGE_VER
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.yamlload import safe_load
 from mcc.cluster_objects import ClusterObject, instance
-from mcc.kubelet_config import (
+from mcc.generated_common import (
     BUILTIN_ROLES, KUBELET_CONF_PATH, file_overwriting, role_template_file, template_renderer,
 )
 from mcc.template import generated_machine_config

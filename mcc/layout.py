@@ -19,7 +19,7 @@ from machineconfig.constants import API_VERSION
 from machineconfig.errors import InputError
 from machineconfig.constants import CONTROLLER_CONFIG_NAME
 from mcc.bootstrap import STATUS_DIRS, Inputs
-from mcc.render import RenderedConfig
+from mcc.render import PoolRender
 
 
 def to_yaml(obj: Any) -> str:
@@ -30,7 +30,7 @@ def to_yaml(obj: Any) -> str:
         return yaml.safe_dump(obj, sort_keys=True, allow_unicode=True, default_flow_style=False)
 
 
-def pool_object(pool: MachineConfigPool, rendered: RenderedConfig) -> dict[str, Any]:
+def pool_object(pool: MachineConfigPool, rendered: PoolRender) -> dict[str, Any]:
     """The pool as the bootstrap render leaves it: spec and status point at the rendered MC."""
     obj = pool.to_dict()
     configuration = {
@@ -50,13 +50,13 @@ def _file(directory: str, name: str) -> str:
     return os.path.join(directory, f"{name}.yaml")
 
 
-def layout_files(inputs: Inputs, rendered: Sequence[RenderedConfig]) -> dict[str, Any]:
+def layout_files(inputs: Inputs, rendered: Sequence[PoolRender]) -> dict[str, Any]:
     """Relative path -> object, for every file of the layout."""
     files: dict[str, Any] = {}
     for mc in inputs.configs:
         files[_file("machine-configs", mc.name)] = mc.to_dict()
     for r in rendered:
-        files[_file("machine-configs", r.name)] = r.to_object()
+        files[_file("machine-configs", r.name)] = r.config.to_dict()
     for pool, r in zip(inputs.pools, rendered):
         files[_file("machine-pools", pool.name)] = pool_object(pool, r)
     files[_file("controller-config", CONTROLLER_CONFIG_NAME)] = inputs.controller_config.to_dict()
@@ -65,7 +65,7 @@ def layout_files(inputs: Inputs, rendered: Sequence[RenderedConfig]) -> dict[str
     return files
 
 
-def write_layout(out_dir: str, inputs: Inputs, rendered: Sequence[RenderedConfig]) -> None:
+def write_layout(out_dir: str, inputs: Inputs, rendered: Sequence[PoolRender]) -> None:
     """Build the bootstrap layout next to `out_dir`, then swap it in with renames.
 
     The directory is created 0700 (mkdtemp): template MachineConfigs hold the pull secret.

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from machineconfig.api import object_name, pool_node_selector, pool_target
 from machineconfig.constants import (
     CONTROL_PLANE_TOPOLOGY_ANNOTATION, CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, NODE_CONFIG_ANNOTATION, STATE_DEGRADED, STATE_DONE,
@@ -131,13 +132,9 @@ def compile_selector(selector: Any) -> _Selector | None:
 
 
 def node_selector_is_everything(pool: Mapping[str, Any]) -> bool:
-    selector = (pool.get("spec") or {}).get("nodeSelector")
+    selector = pool_node_selector(pool)
     return isinstance(selector, Mapping) and not selector.get("matchLabels") \
         and not selector.get("matchExpressions")
-
-
-def pool_name(pool: Mapping[str, Any]) -> str:
-    return str((pool.get("metadata") or {}).get("name", ""))
 
 
 def pools_for_node(node: NodeRecord, selectors: Sequence[tuple[str, _Selector | None]]
@@ -172,7 +169,7 @@ def assign_nodes(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
                  ) -> tuple[dict[str, list[NodeRecord]], dict[str, str]]:
     """Each pool's nodes (those whose primary pool it is) and the nodes that could not be placed
     (name -> error text)."""
-    selectors = [(pool_name(p), compile_selector((p.get("spec") or {}).get("nodeSelector")))
+    selectors = [(object_name(p), compile_selector(pool_node_selector(p)))
                  for p in pools]
     members: dict[str, list[NodeRecord]] = {name: [] for name, _ in selectors}
     errors: dict[str, str] = {}
@@ -204,7 +201,7 @@ def pool_alerts(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
     """mcc_pool_alert per node in exactly one custom pool: 1 when it also matches master (and
     so stays a master), else 0; nodes in no or several custom pools have no value (MCO's
     GetPoolsForNode)."""
-    selectors = [(pool_name(p), compile_selector((p.get("spec") or {}).get("nodeSelector")))
+    selectors = [(object_name(p), compile_selector(pool_node_selector(p)))
                  for p in pools]
     nodes = [n for n in nodes if n.labels.get(OS_LABEL) != "windows"]
     labels = [n.labels for n in nodes]
@@ -330,9 +327,9 @@ def reconcile_pool(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], topolog
     for the pool's maintenance window (mcc.windows): they are not targeted. `lock_holders`
     machines hold the pool's FleetLock reboot slots without being its updating nodes: they count
     against maxUnavailable (mcs.fleetlock)."""
-    name = pool_name(pool)
+    name = object_name(pool)
     spec = pool.get("spec") or {}
-    target = str((spec.get("configuration") or {}).get("name") or "")
+    target = pool_target(pool)
     result = PoolReconcile(name, target)
     if not target:
         result.skipped = "no rendered configuration yet"

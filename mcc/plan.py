@@ -11,20 +11,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from machineconfig.api import object_name, pool_target
 from machineconfig import disruption
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, NODE_CONFIG_ANNOTATION, OVERLAYS_ANNOTATION,
 )
 from machineconfig import rollout
 from machineconfig.errors import InputError, MachineConfigError
-from machineconfig.reconcile import NotReconcilableError, check_reconcilable, ignition_config_of
+from machineconfig.reconcile import NotReconcilableError, check_reconcilable
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import NodeRecord
-from mcc import node_controller, windows
+from mcc import windows
 
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-Lookup = Callable[[str], JSON]  # rendered config by name; raises MachineConfigError
+Lookup = Callable[[str], RenderedConfig]  # rendered config by name; raises MachineConfigError
 
 
 @dataclass
@@ -83,32 +85,32 @@ def changes_of(diff: disruption.MachineConfigDiff) -> list[str]:
     return out
 
 
-def cost(old: Mapping[str, Any], new: Mapping[str, Any],
+def cost(old: RenderedConfig, new: RenderedConfig,
          policy: disruption.NodeDisruptionPolicy) -> tuple[str, list[str]]:
     """What moving a node from `old` to `new` costs, as the daemon would decide it."""
     try:
-        check_reconcilable(old, new)
+        check_reconcilable(old.object, new.object)
     except NotReconcilableError as e:
         return f"unreconcilable: {e.reason}", []
-    diff = disruption.compute_diff(old, new)
+    diff = disruption.compute_diff(old.object, new.object)
     actions = disruption.post_config_actions(diff, policy)
-    drain = disruption.drain_required(actions, ignition_config_of(old), ignition_config_of(new))
+    drain = disruption.drain_required(actions, old.ignition, new.ignition)
     words = [str(a) for a in actions if a.type is not disruption.ActionType.NONE]
     return ", ".join((["drain"] if drain else []) + words) or "none", changes_of(diff)
 
 
-def is_disruptive(old: Mapping[str, Any], new: Mapping[str, Any],
+def is_disruptive(old: RenderedConfig, new: RenderedConfig,
                   policy: disruption.NodeDisruptionPolicy = disruption.DEFAULT_POLICY) -> bool:
     """Whether moving a node from `old` to `new` drains or reboots it (an unreconcilable move
     counts as disruptive: a maintenance window holds it too)."""
     try:
-        check_reconcilable(old, new)
+        check_reconcilable(old.object, new.object)
     except NotReconcilableError:
         return True
-    diff = disruption.compute_diff(old, new)
+    diff = disruption.compute_diff(old.object, new.object)
     actions = disruption.post_config_actions(diff, policy)
     return any(a.type is disruption.ActionType.REBOOT for a in actions) or \
-        disruption.drain_required(actions, ignition_config_of(old), ignition_config_of(new))
+        disruption.drain_required(actions, old.ignition, new.ignition)
 
 
 def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[NodeRecord],
@@ -120,13 +122,13 @@ def plan_pool(pool: Mapping[str, Any], target: str, error: str, nodes: Sequence[
     `node_targets`: the nodes that overlays select, to their own would-be config (the others
     move to the pool's); `node_errors`: nodes whose own config fails (they keep theirs)."""
     spec = pool.get("spec") or {}
-    current = str((spec.get("configuration") or {}).get("name") or "")
+    current = pool_target(pool)
     raw_max = spec.get("maxUnavailable")
     try:
         limit = str(rollout.max_unavailable(raw_max, len(nodes)))
     except rollout.MaxUnavailableError as e:
         limit = f"invalid ({e})"
-    result = PoolPlan(node_controller.pool_name(pool), current, target, error,
+    result = PoolPlan(object_name(pool), current, target, error,
                       bool(spec.get("paused")), limit)
     goal = target or current
     cache: dict[tuple[str, str], tuple[str, list[str]]] = {}  # many nodes share one move
@@ -155,9 +157,9 @@ def _overlay_plan(plan: NodePlan, pool_config: str, own: str, lookup: Lookup) ->
     """How the node's own target differs from its pool's."""
     try:
         mine = lookup(own)
-        plan.overlays = [n for n in ((mine.get("metadata") or {}).get("annotations") or {})
-                         .get(OVERLAYS_ANNOTATION, "").split(",") if n]
-        plan.overlay_changes = changes_of(disruption.compute_diff(lookup(pool_config), mine))
+        plan.overlays = [n for n in mine.annotations.get(OVERLAYS_ANNOTATION, "").split(",") if n]
+        plan.overlay_changes = changes_of(disruption.compute_diff(lookup(pool_config).object,
+                                                                  mine.object))
     except MachineConfigError as e:
         plan.overlay_changes = [f"unknown: {e}"]
 

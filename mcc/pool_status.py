@@ -10,11 +10,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from machineconfig.api import object_name, pool_configuration, pool_target
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, DESIRED_IMAGE_ANNOTATION,
     MACHINE_CONFIG_DAEMON_REASON_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
-    NODE_CONFIG_ANNOTATION, STATE_DONE,
+    MAINTENANCE_WINDOW_CONDITION, NODE_CONFIG_ANNOTATION, POOL_DEGRADED_CONDITION, STATE_DONE,
 )
+from machineconfig.status import find_condition
 from machineconfig.store.base import NodeRecord
 from mcc.node_controller import FAILING_STATES
 
@@ -22,21 +24,11 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 UPDATED, UPDATING, NODE_DEGRADED = "Updated", "Updating", "NodeDegraded"
-RENDER_DEGRADED, DEGRADED = "RenderDegraded", "Degraded"
+RENDER_DEGRADED = "RenderDegraded"
 # Ours (the local store): input files that cannot be loaded. Not RenderDegraded: the pool still
 # renders, from those files' last good objects, and a broken file names no pool.
 INPUT_DEGRADED, INPUT_ERRORS_REASON = "InputDegraded", "InputFileErrors"
-# Ours: a pool with a maintenance window (mcc.windows): True while one is open
-MAINTENANCE_WINDOW = "MaintenanceWindow"
 MAX_LISTED_ERRORS = 10
-
-
-def find_condition(status: Mapping[str, Any], kind: str) -> JSON | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == kind:
-            found: JSON = cond
-            return found
-    return None
 
 
 def is_condition_true(status: Mapping[str, Any], kind: str) -> bool:
@@ -81,7 +73,7 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     `window`: (open, reason, message) of the pool's maintenance window, None without one."""
     spec = pool.get("spec") or {}
     status: JSON = copy.deepcopy(dict(pool.get("status") or {}))
-    target = str((spec.get("configuration") or {}).get("name") or "")
+    target = pool_target(pool)
     total = len(nodes)
     updated = ready = unavailable = 0
     degraded: list[NodeRecord] = []
@@ -112,7 +104,7 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
         set_condition(status, UPDATED, True, "", f"All nodes are updated with MachineConfig "
                       f"{target}", now)
         set_condition(status, UPDATING, False, "", "", now)
-        status["configuration"] = copy.deepcopy(spec.get("configuration") or {})
+        status["configuration"] = copy.deepcopy(pool_configuration(pool))
     else:
         set_condition(status, UPDATED, False, "", "", now)
         if spec.get("paused"):
@@ -136,17 +128,17 @@ def calculate_status(pool: Mapping[str, Any], nodes: Sequence[NodeRecord], now: 
     elif find_condition(status, INPUT_DEGRADED) is not None:
         set_condition(status, INPUT_DEGRADED, False, "", "", now)
     if window is not None:
-        set_condition(status, MAINTENANCE_WINDOW, window[0], window[1], window[2], now)
-    elif find_condition(status, MAINTENANCE_WINDOW) is not None:
+        set_condition(status, MAINTENANCE_WINDOW_CONDITION, window[0], window[1], window[2], now)
+    elif find_condition(status, MAINTENANCE_WINDOW_CONDITION) is not None:
         status["conditions"] = [c for c in status["conditions"]
-                                if c.get("type") != MAINTENANCE_WINDOW]
+                                if c.get("type") != MAINTENANCE_WINDOW_CONDITION]
     if not degraded and not is_condition_true(status, RENDER_DEGRADED) and input_errors:
-        set_condition(status, DEGRADED, True, INPUT_ERRORS_REASON,
+        set_condition(status, POOL_DEGRADED_CONDITION, True, INPUT_ERRORS_REASON,
                       input_errors_message(input_errors), now)
     elif degraded or is_condition_true(status, RENDER_DEGRADED):
-        set_condition(status, DEGRADED, True, reason, message, now)
+        set_condition(status, POOL_DEGRADED_CONDITION, True, reason, message, now)
     else:
-        set_condition(status, DEGRADED, False, "", "", now)
+        set_condition(status, POOL_DEGRADED_CONDITION, False, "", "", now)
     return status
 
 
@@ -156,17 +148,17 @@ def _reason(node: NodeRecord) -> str:
 
 def status_events(pool: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Events for a status change: the pool finished a rollout, or started one."""
-    name = str((pool.get("metadata") or {}).get("name", ""))
+    name = object_name(pool)
     old = pool.get("status") or {}
     events = []
     new_config = str((new.get("configuration") or {}).get("name") or "")
-    if new_config and new_config != str((old.get("configuration") or {}).get("name") or ""):
+    if new_config and new_config != str(pool_configuration(pool, "status").get("name") or ""):
         events.append(("Completed", f"Pool {name} has completed update to MachineConfig "
                                     f"{new_config}"))
     updating = find_condition(new, UPDATING)
     was = find_condition(old, UPDATING)
     if updating and updating.get("status") == "True" and (
             was is None or was.get("message") != updating.get("message")):
-        target = str(((pool.get("spec") or {}).get("configuration") or {}).get("name") or "")
+        target = pool_target(pool)
         events.append(("Updating", f"Pool {name} now targeting MachineConfig {target}"))
     return events

@@ -20,7 +20,7 @@ from mcc.cluster_objects import (
     IMAGE, IMAGE_CONTENT_SOURCE_POLICY, IMAGE_DIGEST_MIRROR_SET, IMAGE_TAG_MIRROR_SET,
     ClusterObject, by_name, instance,
 )
-from mcc.kubelet_config import file_overwriting, role_template_file, template_renderer
+from mcc.generated_common import file_overwriting, role_template_file, template_renderer
 from mcc.registries_policy import BOTH_LISTS, update_policy_json
 from mcc.template import generated_machine_config
 

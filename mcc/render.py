@@ -5,10 +5,9 @@ worker-first merge order, the field rules, MCO's error texts and the byte-identi
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from machineconfig.constants import (
 )
 from machineconfig.errors import MachineConfigError
 from machineconfig.ignition import merge as ignition_merge
+from machineconfig.rendered_config import RenderedConfig
 from mcc.overlay import is_overlay
 
 log = logging.getLogger(__name__)
@@ -50,29 +50,33 @@ class RenderError(MachineConfigError):
         self.machine_config = machine_config
 
 
-@dataclass
-class RenderedConfig:
-    """A rendered MachineConfig `rendered-<pool>-<hash>` and what it was made from."""
+@dataclass(frozen=True)
+class PoolRender:
+    """A pool's (or a node's) render: the rendered config `rendered-<pool>-<hash>`, the YAML
+    text its name hashes and the MachineConfigs it was made from (in merge input order)."""
 
     pool: str
-    name: str
-    spec: JSON
+    config: RenderedConfig
     spec_yaml: str
-    annotations: dict[str, str]
-    owner_references: list[JSON]
     sources: list[str] = field(default_factory=list)
 
-    def to_object(self, *, share: bool = False) -> JSON:
-        """The MachineConfig object as it would be stored (sharing our dicts if `share`)."""
-        def dup(value: Any) -> Any:
-            return value if share else copy.deepcopy(value)
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "MachineConfig",
-            "metadata": {"name": self.name, "annotations": dict(self.annotations),
-                         "ownerReferences": dup(self.owner_references)},
-            "spec": dup(self.spec),
-        }
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def spec(self) -> JSON:
+        spec: JSON = self.config.object["spec"]
+        return spec
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.config.annotations
+
+    @property
+    def owner_references(self) -> list[JSON]:
+        owners: list[JSON] = self.config.metadata["ownerReferences"]
+        return owners
 
 
 def select_machine_configs(pool: MachineConfigPool,
@@ -267,7 +271,7 @@ def spec_yaml(spec: JSON) -> str:
 
 def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[MachineConfig],
                                      controller_config: ControllerConfig,
-                                     overlays: Sequence[MachineConfig] = ()) -> RenderedConfig:
+                                     overlays: Sequence[MachineConfig] = ()) -> PoolRender:
     """generateRenderedMachineConfig for configs already selected for `pool`; with `overlays`,
     a node's own config: the same merge with the overlays last, the same name rules (so it is
     `rendered-<pool>-<hash>` too), and the overlays listed in an annotation (not hashed).
@@ -308,15 +312,20 @@ def generate_rendered_machine_config(pool: MachineConfigPool, configs: Sequence[
         annotations[OVERLAYS_ANNOTATION] = ",".join(mc.name for mc in overlays)
     owner = {"apiVersion": API_VERSION, "kind": "MachineConfigPool", "name": pool.name,
              "uid": pool.metadata.uid, "controller": True, "blockOwnerDeletion": True}
-    rendered = RenderedConfig(pool.name, name, spec, text, dict(sorted(annotations.items())),
-                              [owner], [mc.name for mc in by_name + overlays])
-    check_size(rendered)
-    return rendered
+    config = RenderedConfig({
+        "apiVersion": API_VERSION,
+        "kind": "MachineConfig",
+        "metadata": {"name": name, "annotations": dict(sorted(annotations.items())),
+                     "ownerReferences": [owner]},
+        "spec": spec,
+    })
+    check_size(config)
+    return PoolRender(pool.name, config, text, [mc.name for mc in by_name + overlays])
 
 
 def check_size(rendered: RenderedConfig) -> None:
     """The size guard: a rendered MachineConfig must fit in one etcd request."""
-    size = len(json.dumps(rendered.to_object(share=True), separators=(",", ":"),
+    size = len(json.dumps(rendered.object, separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8"))
     if size > MAX_MACHINE_CONFIG_SIZE:
         raise RenderError(f"rendered MachineConfig {rendered.name} is too large ({size} bytes, "
@@ -327,7 +336,7 @@ def check_size(rendered: RenderedConfig) -> None:
 
 
 def render_pool(pool: MachineConfigPool, configs: Sequence[MachineConfig],
-                controller_config: ControllerConfig) -> RenderedConfig:
+                controller_config: ControllerConfig) -> PoolRender:
     """Select the pool's MachineConfigs among `configs` and render them."""
     return generate_rendered_machine_config(pool, select_machine_configs(pool, configs),
                                             controller_config)

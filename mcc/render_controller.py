@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import labels
-from machineconfig.api import load_documents
+from machineconfig.api import load_documents, object_name, pool_configuration, pool_target
 from machineconfig.constants import (
     API_VERSION, CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
     NODE_CONFIG_ANNOTATION, OVERLAY_NODE_LABEL, OVERLAY_NODE_SELECTOR_ANNOTATION,
     OVERLAYS_ANNOTATION, RELEASE_IMAGE_VERSION_ANNOTATION,
 )
+from machineconfig.clock import now_rfc3339
 from machineconfig.errors import MachineConfigError, one_line
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS, CONTAINER_RUNTIME_CONFIG, CONTROLLER_CONFIG, KUBELET_CONFIG,
     MACHINE_CONFIG, MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, SECRET, USER_TEMPLATE,
@@ -30,10 +32,9 @@ from machineconfig.store.base import (
 from machineconfig.yamlload import Document, load_text
 from mcc import bootstrap, node_controller, overlay
 from mcc.cluster_objects import ClusterObject
-from mcc.kubelet_config import now_rfc3339
 from mcc.pool_status import RENDER_DEGRADED, set_condition
 from mcc.render import (
-    SELECTING_ALL, RenderedConfig, RenderError, generate_rendered_machine_config, render_pool,
+    SELECTING_ALL, PoolRender, RenderError, generate_rendered_machine_config, render_pool,
     select_machine_configs,
 )
 from mcc.render_reconcile import check_against_current
@@ -43,14 +44,14 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 Recorder = Callable[[str, str, str, str, str], None]  # kind, name, reason, message, type
-CurrentConfig = Callable[[str], Mapping[str, Any] | None]  # a rendered config by name, if readable
+CurrentConfig = Callable[[str], RenderedConfig | None]  # a rendered config by name, if readable
 
 
 @dataclass
 class RenderResult:
     """One pass: the rendered config per pool that rendered, the error per pool that did not."""
 
-    rendered: dict[str, RenderedConfig] = field(default_factory=dict)
+    rendered: dict[str, PoolRender] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     generated: list[JSON] = field(default_factory=list)
     status_objects: list[JSON] = field(default_factory=list)
@@ -59,7 +60,7 @@ class RenderResult:
     # Per-node overlays (mcc.overlay): the nodes of each pool that rendered, the config of each
     # node some overlay selects, and why a node's config failed (it keeps its last good one).
     node_pools: dict[str, str] = field(default_factory=dict)  # node -> its pool
-    node_rendered: dict[str, RenderedConfig] = field(default_factory=dict)
+    node_rendered: dict[str, PoolRender] = field(default_factory=dict)
     node_errors: dict[str, str] = field(default_factory=dict)
     # an overlay whose selector does not parse: nobody knows which nodes it selects, so every
     # node's own config stays as it is (nodes without one follow their pool)
@@ -128,7 +129,7 @@ def to_inputs(objects: Mapping[str, list[JSON]], generating: bool,
                 docs += [d for d in load_text(render_user_template(Path(path), values or {}), path)
                          if not (generating and isinstance(d.data, dict) and _is_generated(d.data))]
                 continue
-            name = str((obj.get("metadata") or {}).get("name", ""))
+            name = object_name(obj)
             where = f"store:{kind}/{name}"
             if kind == SECRET:
                 if obj.get("type") == bootstrap.PULL_SECRET_TYPE:
@@ -161,8 +162,7 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
     `current`, a pool's new config must be reconcilable against the one it has now. With
     `nodes`, each node some overlay selects gets its own config (`node_rendered`)."""
     result = RenderResult()
-    pool_names = sorted(str((p.get("metadata") or {}).get("name", ""))
-                        for p in objects.get(MACHINE_CONFIG_POOL, []))
+    pool_names = sorted(object_name(p) for p in objects.get(MACHINE_CONFIG_POOL, []))
     ccs = objects.get(CONTROLLER_CONFIG, [])
     generating = bool(ccs and (ccs[0].get("spec") or {}).get("infra"))
     try:
@@ -195,7 +195,7 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
             now_mc = current(now_name) if current is not None and now_name else None
             if now_mc is not None:
                 by_name = {mc.name: mc for mc in inputs.configs}
-                check_against_current(now_mc, rendered.to_object(share=True),
+                check_against_current(now_mc, rendered.config,
                                       [by_name[n].to_dict() for n in rendered.sources])
             result.rendered[pool.name] = rendered
         except (RenderError, labels.SelectorError) as e:
@@ -205,7 +205,7 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
     return result
 
 
-NodeRenderCache = dict[tuple[str, ...], RenderedConfig]
+NodeRenderCache = dict[tuple[str, ...], PoolRender]
 
 
 def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
@@ -256,7 +256,7 @@ def _render_nodes(inputs: bootstrap.Inputs, objects: Mapping[str, list[JSON]],
                 now_mc = current(now_name) if current is not None and now_name and \
                     now_name != own.name else None
                 if now_mc is not None:
-                    check_against_current(now_mc, own.to_object(share=True),
+                    check_against_current(now_mc, own.config,
                                           [by_name[n].to_dict() for n in own.sources])
             except RenderError as e:
                 result.node_errors[node.name] = f"{prefix}{e}"
@@ -307,7 +307,7 @@ class RenderController:
         self.last_fingerprint = fp
         return result
 
-    def _current(self, name: str) -> JSON | None:
+    def _current(self, name: str) -> RenderedConfig | None:
         """A pool's current rendered config; None when it cannot be read (then, as MCO does when
         it is gone, the new config is not checked against it)."""
         try:
@@ -321,8 +321,7 @@ class RenderController:
         read back intact (the store checks content against the name); rendering again writes
         it anew."""
         damaged = False
-        names = [((pool.get("spec") or {}).get("configuration") or {}).get("name")
-                 for pool in objects.get(MACHINE_CONFIG_POOL, [])]
+        names = [pool_target(pool) for pool in objects.get(MACHINE_CONFIG_POOL, [])]
         own_names = {n.annotations[NODE_CONFIG_ANNOTATION] for n in nodes or []
                if NODE_CONFIG_ANNOTATION in n.annotations}
         if own_names:
@@ -339,7 +338,7 @@ class RenderController:
             if not name:
                 continue
             try:
-                self.store.get_rendered(str(name))
+                self.store.get_rendered(name)
             except NotFoundError:
                 damaged = True
                 problem = f"rendered config {name} is missing"
@@ -361,8 +360,7 @@ class RenderController:
             stored = self.store.get_rendered(name)
         except StoreError:
             return True
-        annotations = (stored.get("metadata") or {}).get("annotations") or {}
-        return OVERLAYS_ANNOTATION in annotations
+        return OVERLAYS_ANNOTATION in stored.annotations
 
     def _intact(self, name: str) -> bool:
         try:
@@ -411,7 +409,7 @@ class RenderController:
             if rendered is not None:
                 if rendered.name not in have or not self._intact(rendered.name) or \
                         self._marked_own(rendered.name):
-                    store.put_rendered(rendered.to_object())
+                    store.put_rendered(rendered.config)
                     message = (f"{rendered.name} successfully generated (release version: "
                                f"{release}, controller version: {CONTROLLER_VERSION})")
                     store.record_event(MACHINE_CONFIG_POOL, name, "RenderedConfigGenerated",
@@ -420,7 +418,7 @@ class RenderController:
                              rendered.name, len(rendered.sources))
                 source = [{"apiVersion": API_VERSION, "kind": "MachineConfig", "name": s}
                           for s in rendered.sources]
-                current = (pool.get("spec") or {}).get("configuration") or {}
+                current = pool_configuration(pool)
                 if current.get("name") != rendered.name or current.get("source") != source:
                     store.set_pool_configuration(name, rendered.name, source)
                     log.info("pool %s: spec.configuration now %s", name, rendered.name)
@@ -428,8 +426,7 @@ class RenderController:
             else:
                 error = result.errors.get(name, f"Failed to render configuration for pool {name}")
                 log.warning("pool %s: %s (keeping %s)", name, one_line(error),
-                            ((pool.get("spec") or {}).get("configuration") or {}).get("name")
-                            or "no rendered config")
+                            pool_target(pool) or "no rendered config")
                 set_condition(status, RENDER_DEGRADED, True, "", error, self.now())
             node_errors = sorted(e for n, e in result.node_errors.items()
                                  if result.node_pools.get(n) == name)
@@ -465,7 +462,7 @@ class RenderController:
             # read back (checked against its name) only when the node moves to it: a pass over
             # thousands of unchanged nodes must not read thousands of configs
             if own.name not in have or (was != own.name and not self._intact(own.name)):
-                store.put_rendered(own.to_object())
+                store.put_rendered(own.config)
                 have.add(own.name)
                 merged = ", ".join(self._overlays(own))
                 store.record_event("Node", node.name, "RenderedConfigGenerated",
@@ -478,5 +475,5 @@ class RenderController:
                 log.info("node %s: node-config now %s", node.name, own.name)
 
     @staticmethod
-    def _overlays(rendered: RenderedConfig) -> list[str]:
+    def _overlays(rendered: PoolRender) -> list[str]:
         return [n for n in rendered.annotations.get(OVERLAYS_ANNOTATION, "").split(",") if n]

@@ -9,7 +9,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from machineconfig.api import object_name
 from machineconfig.reconcile import NotReconcilableError, check_reconcilable
+from machineconfig.rendered_config import RenderedConfig
 from mcc.render import RenderError
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ def _failure(current: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_against_current(current: Mapping[str, Any], generated: Mapping[str, Any],
+def check_against_current(current: RenderedConfig, generated: RenderedConfig,
                           components: Sequence[Mapping[str, Any]]) -> None:
     """Raise RenderError when `generated` cannot replace `current` in place.
 
@@ -31,24 +33,24 @@ def check_against_current(current: Mapping[str, Any], generated: Mapping[str, An
     the current config and the first whose reason appears in the whole render's error is named;
     otherwise the whole error and the components' first error are reported together.
     """
-    full = _failure(current, generated)
+    full = _failure(current.object, generated.object)
     if full is None:
         return
-    current_name = str((current.get("metadata") or {}).get("name", ""))
+    current_name = current.name
     for mc in components:
-        single = _failure(current, mc)
+        single = _failure(current.object, mc)
         if single is None:
             continue
         parts = single.split(": ", 1)
         if len(parts) == 2 and parts[1] in full:
-            name = str((mc.get("metadata") or {}).get("name", ""))
+            name = object_name(mc)
             log.info("render refused: %s brings an unreconcilable change (%s)", name, parts[1])
             raise RenderError("could not generate rendered MachineConfig: reconciliation failed "
                               f'between current config "{current_name}" and base config '
                               f'"{name}": {parts[1]}', machine_config=name)
     component_error = None
     for mc in components:
-        component_error = _failure(current, mc)
+        component_error = _failure(current.object, mc)
         if component_error is not None:
             break
     raise RenderError("could not generate rendered MachineConfig: render reconciliation error: "

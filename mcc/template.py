@@ -28,7 +28,7 @@ from machineconfig.constants import (
     INTERNAL_IGNITION_VERSION,
     ROLE_LABEL,
 )
-from machineconfig.errors import InputError
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.ignition.dataurl import encode_percent
 from machineconfig.yamlload import MAX_FILE_BYTES, safe_load
 
@@ -202,7 +202,7 @@ _SIZED_FILTERS = ("center", "indent", "batch", "slice", "wordwrap", "truncate")
 _SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
 
-class TemplateLimitError(SecurityError):
+class TemplateLimitError(SecurityError, MachineConfigError):
     """A user template went over one of the render bounds."""
 
 

@@ -28,6 +28,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from machineconfig.clock import rfc3339
 from machineconfig.errors import InputError
 from machineconfig.yamlload import load_text
 
@@ -193,16 +194,12 @@ def state_at(schedule: Schedule, now: datetime) -> WindowState:
                        schedule.rebootless_outside)
 
 
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def describe(state: WindowState, waiting: Sequence[str]) -> str:
     """One line for the pool condition, events and `mcc plan`."""
     if state.open_until is not None:
-        text = f"maintenance window open until {stamp(state.open_until)}"
+        text = f"maintenance window open until {rfc3339(state.open_until)}"
     else:
-        text = f"maintenance window closed; next opens {stamp(state.next_opening)}"
+        text = f"maintenance window closed; next opens {rfc3339(state.next_opening)}"
         if state.rebootless_outside:
             text += " (updates without drain or reboot apply meanwhile)"
     if waiting:

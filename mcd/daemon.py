@@ -171,7 +171,7 @@ class Daemon:
         if on_disk is not None and on_disk.name == name:
             return on_disk
         try:
-            return RenderedConfig.of(self.api.get_rendered(name))
+            return self.api.get_rendered(name)
         except NotFoundError as err:
             raise DaemonError(f'machineconfig.{C.GROUP} "{name}" not found') from err
 

@@ -251,12 +251,11 @@ async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> dict[st
     record = await _in_thread(api.store.get_node, node)
     a = record.annotations
     if name in (a.get(constants.DESIRED_CONFIG_ANNOTATION), a.get(constants.NODE_CONFIG_ANNOTATION)):
-        return await _in_thread(api.store.get_rendered, name)
+        return (await _in_thread(api.store.get_rendered, name)).to_dict()
     if not _of_pool(await _node_pool(api, record), name):
         return None
     rendered = await _in_thread(api.store.get_rendered, name)
-    annotations = (rendered.get("metadata") or {}).get("annotations") or {}
-    return None if constants.OVERLAYS_ANNOTATION in annotations else rendered
+    return None if constants.OVERLAYS_ANNOTATION in rendered.annotations else rendered.to_dict()
 
 
 @_handler

@@ -157,4 +157,4 @@ class StoreSource:
         # Without bootstrap tokens (the kube store with no --state) daemons use the API server.
         extra = [] if self.tokens is None else [(constants.NODE_CREDENTIALS_PATH,
                   self.credentials(resolved.pool, resolved.variant), CREDENTIALS_MODE)]
-        return build_served(resolved.config_name, dict(mc), cc, kubeconfig, version, extra_files=extra)
+        return build_served(resolved.config_name, mc.to_dict(), cc, kubeconfig, version, extra_files=extra)

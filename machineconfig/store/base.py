@@ -1,9 +1,10 @@
 """The store port: what every program may ask of the place cluster state lives.
 
 Two implementations: `local` (YAML input directory + SQLite state directory, the embedded default)
-and, later, `kube` (the Kubernetes API). The daemon reaches a local store through the server's node
+and `kube` (the Kubernetes API). The daemon reaches a local store through the server's node
 API (`remote`), which implements the `NodeAPI` subset. Objects are plain dicts shaped like the
-Kubernetes objects (apiVersion, kind, metadata, spec, status).
+Kubernetes objects (apiVersion, kind, metadata, spec, status); rendered configs travel as
+`RenderedConfig` (machineconfig.rendered_config).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from machineconfig.errors import MachineConfigError
+from machineconfig.errors import InputError, MachineConfigError
+from machineconfig.rendered_config import RenderedConfig
 
 # Kinds the store knows. Inputs come from the user; the controller writes the generated and
 # rendered MachineConfigs and every object's status.
@@ -55,7 +57,15 @@ def is_cluster_config(obj: Any) -> bool:
 
 
 class StoreError(MachineConfigError):
-    """The store could not do what was asked (I/O, corruption, remote failure)."""
+    """The store could not do what was asked (I/O, corruption, remote failure). Permanent unless
+    a subclass says otherwise."""
+
+
+class UnavailableError(StoreError):
+    """The store could not be reached or was too busy to answer (connection refused or cut, a
+    timeout, HTTP 429 or 5xx): the same request may succeed later."""
+
+    temporary = True
 
 
 class NotFoundError(StoreError):
@@ -63,11 +73,22 @@ class NotFoundError(StoreError):
 
 
 class ConflictError(StoreError):
-    """A write carried a stale resource version."""
+    """A write carried a stale resource version (or met a concurrent one): read and try again."""
+
+    temporary = True
 
 
 class ForbiddenError(StoreError):
     """The caller may not do this (wrong token, another node's record, a key it does not own)."""
+
+
+def rendered_config(obj: Mapping[str, Any], where: str) -> RenderedConfig:
+    """The RenderedConfig of an object a store read; StoreError (naming `where`) when it is not
+    a rendered MachineConfig."""
+    try:
+        return RenderedConfig(obj)
+    except InputError as e:
+        raise StoreError(f"{where}: corrupt rendered config: {e}") from None
 
 
 @dataclass
@@ -139,7 +160,7 @@ class NodeAPI(Protocol):
     def patch_node_annotations(self, name: str, changes: Mapping[str, str | None]) -> NodeRecord:
         """Set (str) or delete (None) annotations atomically; returns the new record."""
 
-    def get_rendered(self, name: str) -> dict[str, Any]:
+    def get_rendered(self, name: str) -> RenderedConfig:
         """A rendered MachineConfig by name. Raises NotFoundError."""
 
     def record_event(self, kind: str, name: str, reason: str, message: str,
@@ -280,7 +301,7 @@ class Store(NodeAPI, Protocol):
         """Replace an object's `status` (pools, KubeletConfigs, ContainerRuntimeConfigs)."""
 
     # Rendered MachineConfigs.
-    def put_rendered(self, mc: Mapping[str, Any]) -> None: ...
+    def put_rendered(self, rendered: RenderedConfig) -> None: ...
 
     def list_rendered(self) -> list[str]: ...
 

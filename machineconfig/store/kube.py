@@ -36,10 +36,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from machineconfig.constants import CONTROLLER_CONFIG_NAME, GROUP
+from machineconfig.clock import now_rfc3339
+from machineconfig.constants import CONTROLLER_CONFIG_NAME, CONTROLLER_NAME, DAEMON_NAME, GROUP
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.machine_config_node import KIND as MCN_KIND, PLURAL as MCN_PLURAL
 from machineconfig.store.base import (
     CLUSTER_CONFIG_KINDS,
@@ -58,6 +59,8 @@ from machineconfig.store.base import (
     NotFoundError,
     StoreError,
     StoreEvent,
+    UnavailableError,
+    rendered_config,
 )
 from machineconfig.store.kube_watch import (
     WATCH_SECONDS, KindWatch, Revision, WatchTarget, start_all,
@@ -76,8 +79,6 @@ KUBECONFIG_DATA_CONFIGMAP = ("kubeconfig-data", "ca-bundle.crt")
 FIELD_MANAGER = "machine-config"
 # Event source components: ours all start with this, so list_events leaves the kubelet's alone.
 COMPONENT_PREFIX = "machine-config"
-CONTROLLER_COMPONENT = "machine-config-controller"
-DAEMON_COMPONENT = "machine-config-daemon"
 CONFLICT_RETRIES = 10
 EVENT_CACHE_SIZE = 4096  # events remembered for aggregation (client-go keeps as many)
 # Server-managed metadata left out of returned objects (see the module docstring).
@@ -107,10 +108,6 @@ CLUSTER_RESOURCES = {
 assert set(CLUSTER_RESOURCES) == set(CLUSTER_CONFIG_KINDS)
 # a cluster kind found missing (no CRD) or forbidden is asked for again after this long
 ABSENT_RECHECK_SECONDS = 60.0
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _to_dict(obj: Any) -> JSON:
@@ -155,6 +152,14 @@ def _code(e: Exception) -> int:
     return int(getattr(response, "status_code", 0) or 0)
 
 
+def _unreachable(e: Exception) -> bool:
+    """No answer from the API server: a connection refused or cut, a timeout (an OSError, or a
+    TransportError of lightkube's httpx, whatever that package is called)."""
+    return isinstance(e, OSError) or any(
+        c.__name__ == "TransportError" and c.__module__.startswith("httpx")
+        for c in type(e).__mro__)
+
+
 def translate(e: Exception, what: str) -> StoreError:
     """A lightkube / transport error as the store's exception type, naming what was asked."""
     code = _code(e)
@@ -165,6 +170,8 @@ def translate(e: Exception, what: str) -> StoreError:
         return ConflictError(message)
     if code in (401, 403):
         return ForbiddenError(message)
+    if code == 429 or code >= 500 or (code == 0 and _unreachable(e)):
+        return UnavailableError(message)
     return StoreError(message)
 
 
@@ -236,7 +243,7 @@ class KubeStore:
 
         self.client = client
         self.node = node
-        self.component = component or (DAEMON_COMPONENT if node else CONTROLLER_COMPONENT)
+        self.component = component or (DAEMON_NAME if node else CONTROLLER_NAME)
         self.watch_seconds = watch_seconds  # server-side timeout of each watch request
         self._res: dict[str, Any] = {
             kind: create_global_resource(GROUP, "v1", kind, plural)
@@ -642,12 +649,13 @@ class KubeStore:
 
     # ----- rendered configs
 
-    def put_rendered(self, mc: Mapping[str, Any]) -> None:
+    def put_rendered(self, rendered: RenderedConfig) -> None:
         self._controller_only("write rendered configs")
-        self._put(MACHINE_CONFIG, mc)
+        self._put(MACHINE_CONFIG, rendered.to_dict())
 
-    def get_rendered(self, name: str) -> JSON:
-        return _clean(self._get_custom(MACHINE_CONFIG, name))
+    def get_rendered(self, name: str) -> RenderedConfig:
+        return rendered_config(_clean(self._get_custom(MACHINE_CONFIG, name)),
+                               f"kube: machineconfigs {name}")
 
     def list_rendered(self) -> list[str]:
         self._controller_only("list rendered configs")
@@ -729,7 +737,7 @@ class KubeStore:
         from lightkube.types import PatchType
 
         self._controller_only("set node conditions")
-        stamp = _now()
+        stamp = now_rfc3339()
         condition = {"type": "Ready", "status": "True" if value else "False",
                      "reason": "KubeletReady" if value else "KubeletNotReady",
                      "message": "set by machine-config", "lastHeartbeatTime": stamp,
@@ -753,7 +761,7 @@ class KubeStore:
         try:
             record = self.get_node(name)
         except NotFoundError:
-            stamp = _now()
+            stamp = now_rfc3339()
             body = self._node_res(
                 metadata=ObjectMeta(name=name, labels=dict(labels)))
             try:
@@ -871,7 +879,7 @@ class KubeStore:
             raise ForbiddenError(f"kube: a daemon's store records events about its node only, "
                                  f"not {kind} {name}")
         key = (kind, name, reason, message, type)
-        stamp = _now()
+        stamp = now_rfc3339()
         with self._event_lock:
             seen = self._events.get(key)
             if seen is not None:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from machineconfig.store.base import StoreError
+
 log = logging.getLogger(__name__)
 
 # Server-side timeout of one watch request; the loop then resumes from the last resourceVersion.
@@ -34,8 +36,10 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
 
-class Expired(Exception):
+class Expired(StoreError):
     """The resume point is gone from the server's history (410): list again."""
+
+    temporary = True
 
 
 @dataclass(frozen=True)

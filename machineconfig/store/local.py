@@ -12,10 +12,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
+from machineconfig.clock import now_rfc3339
 from machineconfig.machine_config_node import KIND as MCN_KIND
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (
     KINDS,
     MACHINE_CONFIG_POOL,
@@ -39,10 +40,6 @@ RENDERED_DIR = "rendered"
 POLL_SECONDS = 0.2
 MAX_EVENTS = 100_000  # older events are pruned so the database does not grow forever
 MAX_EVENTS_PER_OBJECT = 1_000  # per object (a node, a pool): the oldest go first
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _dumps(value: Any) -> str:
@@ -312,13 +309,13 @@ class LocalStore:
 
     # ----- rendered configs
 
-    def put_rendered(self, mc: Mapping[str, Any]) -> None:
-        if self._rendered.put(mc):
+    def put_rendered(self, rendered: RenderedConfig) -> None:
+        if self._rendered.put(rendered):
             with self._db.write() as db:
                 self._db.bump(db)
             self._notify()
 
-    def get_rendered(self, name: str) -> dict[str, Any]:
+    def get_rendered(self, name: str) -> RenderedConfig:
         return self._rendered.get(name)
 
     def list_rendered(self) -> list[str]:
@@ -360,7 +357,7 @@ class LocalStore:
             if row is not None:
                 rec = NodeRecord.from_dict(json.loads(row[0]))
             elif create:
-                rec = NodeRecord(name=name, creation_timestamp=_now())
+                rec = NodeRecord(name=name, creation_timestamp=now_rfc3339())
             else:
                 raise NotFoundError(f"node {name!r} not found")
             before = rec.to_dict()
@@ -440,7 +437,7 @@ class LocalStore:
         def change(old: dict[str, Any] | None) -> dict[str, Any]:
             new = {k: v for k, v in obj.items() if k != "status"}
             new["metadata"] = {**(old or {}).get("metadata", {}), **dict(obj["metadata"])}
-            new["metadata"].setdefault("creationTimestamp", _now())
+            new["metadata"].setdefault("creationTimestamp", now_rfc3339())
             if old is not None and old.get("spec") != new.get("spec"):
                 new["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
             new["metadata"].setdefault("generation", 1)
@@ -471,7 +468,7 @@ class LocalStore:
         with self._db.write() as db:
             seq = db.execute("INSERT INTO events (time, kind, name, reason, message, type) "
                              "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-                             (_now(), kind, name, reason, message, type)).fetchone()[0]
+                             (now_rfc3339(), kind, name, reason, message, type)).fetchone()[0]
             # Per object: the newest MAX_EVENTS_PER_OBJECT stay, so one chatty (or hostile)
             # node cannot push every other object's events out.
             row = db.execute("SELECT seq FROM events WHERE kind = ? AND name = ? ORDER BY seq DESC "
@@ -495,7 +492,7 @@ class LocalStore:
                 return "held", holders
             if len((names | set(busy)) - {holder}) >= limit:
                 return "full", holders
-            since = _now()
+            since = now_rfc3339()
             db.execute("INSERT INTO reboot_locks (grp, holder, since) VALUES (?, ?, ?)",
                        (group, holder, since))
             self._db.bump(db)

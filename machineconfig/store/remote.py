@@ -16,12 +16,15 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from machineconfig import constants
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import (
     ConflictError,
     ForbiddenError,
     NodeRecord,
     NotFoundError,
     StoreError,
+    UnavailableError,
+    rendered_config,
 )
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ def _error_for(status: int, text: str) -> StoreError:
         return NotFoundError(message)
     if status == 409:
         return ConflictError(message)
+    if status == 429 or status >= 500:
+        return UnavailableError(message)
     return StoreError(message)
 
 
@@ -136,7 +141,7 @@ class RemoteNodeAPI:
                  timeout: float | None = None) -> Any:
         """One request; returns the decoded JSON body or raises a StoreError subclass."""
         headers = {"Authorization": f"Bearer {token or self._token}", "Accept": "application/json",
-                   "User-Agent": "machine-config-daemon"}
+                   "User-Agent": constants.DAEMON_NAME}
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -147,8 +152,10 @@ class RemoteNodeAPI:
             resp = conn.getresponse()
             raw = resp.read()
         except (OSError, http.client.HTTPException) as e:
-            # OSError covers timeouts, refused connections and TLS failures.
-            raise StoreError(f"node API: {method} {path.split('?')[0]}: {type(e).__name__}: {e}") from e
+            # OSError covers timeouts, refused connections and TLS failures; a certificate that
+            # does not verify needs a person, the rest may pass.
+            kind = StoreError if isinstance(e, ssl.SSLCertVerificationError) else UnavailableError
+            raise kind(f"node API: {method} {path.split('?')[0]}: {type(e).__name__}: {e}") from e
         finally:
             conn.close()
         if resp.status != 200:
@@ -194,11 +201,11 @@ class RemoteNodeAPI:
                             {"changes": dict(changes)})
         return NodeRecord.from_dict(answer)
 
-    def get_rendered(self, name: str) -> dict[str, Any]:
+    def get_rendered(self, name: str) -> RenderedConfig:
         answer = self._call("GET", f"/rendered/{quote(name, safe='')}")
         if not isinstance(answer, dict):
             raise StoreError(f"node API: rendered config {name} is not an object")
-        return answer
+        return rendered_config(answer, f"node API: rendered config {name}")
 
     def record_event(self, kind: str, name: str, reason: str, message: str,
                      type: str = "Normal") -> None:

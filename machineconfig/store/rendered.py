@@ -19,7 +19,8 @@ from typing import Any
 from machineconfig import yamlv2
 from machineconfig.atomicfile import TEMP_PREFIX, fsync_dir, write_atomic
 from machineconfig.constants import GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
-from machineconfig.store.base import NotFoundError, StoreError
+from machineconfig.rendered_config import RenderedConfig
+from machineconfig.store.base import NotFoundError, StoreError, rendered_config
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,10 @@ class RenderedDir:
     def _file(self, name: str) -> str:
         return os.path.join(self.path, check_name(name) + SUFFIX)
 
-    def put(self, mc: Mapping[str, Any]) -> bool:
-        """Write `mc`; False when the file already holds exactly this content."""
-        meta = mc.get("metadata")
-        name = check_name(meta.get("name") if isinstance(meta, Mapping) else None)
-        data = (json.dumps(mc, indent=2, sort_keys=False) + "\n").encode()
+    def put(self, rendered: RenderedConfig) -> bool:
+        """Write `rendered`; False when the file already holds exactly this content."""
+        name = rendered.name
+        data = (json.dumps(rendered.to_dict(), indent=2, sort_keys=False) + "\n").encode()
         path = self._file(name)
         try:
             with open(path, "rb") as f:
@@ -124,7 +124,7 @@ class RenderedDir:
         log.debug("rendered config %s written", name)
         return True
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str) -> RenderedConfig:
         """The config; StoreError naming the file and the damage when it is not what was
         written (unparsable, or content that does not match its name)."""
         path = self._file(name)
@@ -151,7 +151,7 @@ class RenderedDir:
                 raise StoreError(f"{path}: corrupt rendered config: {problem}")
             with self._verified_lock:
                 self._verified[name] = signature
-        return obj
+        return rendered_config(obj, path)
 
     def names(self) -> list[str]:
         try:

@@ -14,7 +14,7 @@ import yaml
 
 from machineconfig import machine_config_node as mcn
 from machineconfig.errors import MachineConfigError, one_line
-from machineconfig.store import open_store, store_url
+from machineconfig.store import close_store, open_store, store_url
 from machineconfig.store.base import MachineConfigNodes, NotFoundError
 
 # the resource names kubectl accepts for the kind
@@ -53,9 +53,7 @@ def _read(args: argparse.Namespace) -> list[dict[str, Any]]:
             return [store.get_machine_config_node(args.name)]
         return store.list_machine_config_nodes()
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
+        close_store(store)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,9 +61,6 @@ def run(args: argparse.Namespace) -> int:
         objects = _read(args)
     except NotFoundError as e:
         print(f"Error from store (NotFound): {one_line(e)}", file=sys.stderr)
-        return 1
-    except MachineConfigError as e:
-        print(f"mcc get: {one_line(e)}", file=sys.stderr)
         return 1
     if args.output in ("json", "yaml"):
         value: Any = objects[0] if args.name else {

@@ -13,8 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from machineconfig.api import object_name
 from machineconfig import constants as C, disruption
-from machineconfig.errors import MachineConfigError, one_line
+from machineconfig.errors import one_line
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import open_store
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MACHINE_CONFIGURATION, NotFoundError
 from mcc import bootstrap, node_controller, render_controller
@@ -59,17 +61,17 @@ def run(args: argparse.Namespace) -> int:
         values = bootstrap.load_values(args.values) if args.values else {}
         nodes = store.list_nodes()
         result = render_controller.render(objects, args.templates, values, nodes=nodes)
-        rendered = {r.name: r.to_object() for r in result.rendered.values()}
+        rendered = {r.name: r.config for r in result.rendered.values()}
         # a node's own config (overlays) that equals a pool's keeps the pool's object
         for own in result.node_rendered.values():
-            rendered.setdefault(own.name, own.to_object())
+            rendered.setdefault(own.name, own.config)
         node_targets = {n: r.name for n, r in result.node_rendered.items()}
         node_errors = dict(result.node_errors)
         if result.overlay_error:  # nodes with a config of their own keep it
             node_errors.update({n.name: result.overlay_error for n in nodes
                                 if C.NODE_CONFIG_ANNOTATION in n.annotations})
 
-        def lookup(name: str) -> dict[str, Any]:
+        def lookup(name: str) -> RenderedConfig:
             if name in rendered:
                 return rendered[name]
             try:
@@ -82,16 +84,13 @@ def run(args: argparse.Namespace) -> int:
         members, errors = node_controller.assign_nodes(pools, nodes)
         plans: list[PoolPlan] = []
         for pool in pools:
-            name = node_controller.pool_name(pool)
+            name = object_name(pool)
             target = result.rendered[name].name if name in result.rendered else ""
             plans.append(plan_pool(pool, target, result.errors.get(name, ""),
                                    members.get(name, []), lookup, policy, now, node_targets,
                                    node_errors))
-    except (MachineConfigError, disruption.PolicyError) as e:
+    except disruption.PolicyError as e:
         print(f"mcc plan: {one_line(e)}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"mcc plan: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return 1
     if args.output == "json":
         doc = {"pools": [p.to_dict() for p in plans], "unplacedNodes": errors}

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from machineconfig.errors import InputError, one_line
+from machineconfig.errors import one_line
 from mcc import bootstrap
 from mcc.layout import to_yaml, write_layout
-from mcc.render import RenderedConfig
+from mcc.render import PoolRender
 from mcc.template import DEFAULT_TEMPLATES_DIR
 
 
@@ -45,8 +45,8 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def print_rendered(rendered: Sequence[RenderedConfig], output: str) -> None:
-    objects = [r.to_object() for r in rendered]
+def print_rendered(rendered: Sequence[PoolRender], output: str) -> None:
+    objects = [r.config.to_dict() for r in rendered]
     if output == "json":
         doc = {"apiVersion": "v1", "kind": "List", "items": objects}
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
@@ -55,24 +55,17 @@ def print_rendered(rendered: Sequence[RenderedConfig], output: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    values = bootstrap.load_values(args.values) if args.values else {}
+    inputs = bootstrap.load_inputs(args.paths, values)
     try:
-        values = bootstrap.load_values(args.values) if args.values else {}
-        inputs = bootstrap.load_inputs(args.paths, values)
-        try:
-            bootstrap.run_controllers(inputs, args.templates, values, values_file=args.values)
-        finally:
-            # A rejected KubeletConfig does not stop the render (as in MCO): say so, one line each.
-            for warning in inputs.warnings:
-                print(f"mcc render: warning: {one_line(warning)}", file=sys.stderr)
-        rendered = bootstrap.render_all(inputs)
-        if args.out:
-            write_layout(args.out, inputs, rendered)
-        else:
-            print_rendered(rendered, args.output)
-    except (InputError, bootstrap.PoolRenderError) as e:
-        print(f"mcc render: {one_line(e)}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"mcc render: {e.filename or ''}: {e.strerror}", file=sys.stderr)
-        return 1
+        bootstrap.run_controllers(inputs, args.templates, values, values_file=args.values)
+    finally:
+        # A rejected KubeletConfig does not stop the render (as in MCO): say so, one line each.
+        for warning in inputs.warnings:
+            print(f"mcc render: warning: {one_line(warning)}", file=sys.stderr)
+    rendered = bootstrap.render_all(inputs)
+    if args.out:
+        write_layout(args.out, inputs, rendered)
+    else:
+        print_rendered(rendered, args.output)
     return 0

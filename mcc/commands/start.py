@@ -17,8 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from machineconfig.errors import MachineConfigError, one_line
-from machineconfig.store import open_store, store_url
+from machineconfig.errors import one_line
+from machineconfig.store import close_store, open_store, store_url
 from mcc import bootstrap
 from mcc.controller import Controller
 from mcc.template import DEFAULT_TEMPLATES_DIR
@@ -80,12 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("mcc start: --interval must be positive", file=sys.stderr)
         return 2
-    try:
-        values = bootstrap.load_values(args.values) if args.values else {}
-        store = open_store(store_url(args.store, args.kubeconfig), args.state)
-    except MachineConfigError as e:
-        print(f"mcc start: {one_line(e)}", file=sys.stderr)
-        return 1
+    values = bootstrap.load_values(args.values) if args.values else {}
+    store = open_store(store_url(args.store, args.kubeconfig), args.state)
     controller = Controller(store, args.templates, values, gc_enabled=not args.no_gc,
                             node_name=args.node_name)
     if args.metrics_listen and not args.once:
@@ -109,7 +105,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         controller.run(stop, args.interval)
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()  # the kube store's watches
+        close_store(store)  # the kube store's watches
     return 0

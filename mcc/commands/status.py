@@ -11,8 +11,7 @@ import sys
 from typing import Any
 
 from machineconfig import status
-from machineconfig.errors import MachineConfigError, one_line
-from machineconfig.store import open_store, store_url
+from machineconfig.store import close_store, open_store, store_url
 
 
 def register(subparsers: Any) -> None:
@@ -29,20 +28,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    store = open_store(store_url(args.store, args.kubeconfig), args.state)
     try:
-        store = open_store(store_url(args.store, args.kubeconfig), args.state)
-        try:
-            model = status.read(store, recent=max(args.events, 0))
-        finally:
-            close = getattr(store, "close", None)
-            if callable(close):
-                close()  # the store's threads (watches) end with it
-    except MachineConfigError as e:
-        print(f"mcc status: {one_line(e)}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"mcc status: {e.filename or ''}: {e.strerror}", file=sys.stderr)
-        return 1
+        model = status.read(store, recent=max(args.events, 0))
+    finally:
+        close_store(store)  # the store's threads (watches) end with it
     if args.output == "json":
         sys.stdout.write(json.dumps(model.to_dict(), indent=2) + "\n")
     else:

@@ -49,7 +49,7 @@ def rendered_files(e2e: E2E, name: str) -> dict[str, bytes]:
     """Path → contents of every file in a rendered MachineConfig."""
     from machineconfig.ignition.dataurl import decode
     files = {}
-    for entry in e2e.store.get_rendered(name)["spec"]["config"]["storage"]["files"]:
+    for entry in e2e.store.get_rendered(name).to_dict()["spec"]["config"]["storage"]["files"]:
         contents = entry.get("contents") or {}
         data = decode(contents["source"]) if contents.get("source") else b""
         if contents.get("compression") == "gzip":
@@ -359,7 +359,7 @@ def test_host_checks_pass_on_every_node(e2e: E2E, tmp_path: Path) -> None:
 
     def host_suite(config_name: str) -> subprocess.CompletedProcess[str]:
         rendered = tmp_path / f"{config_name}.json"
-        rendered.write_text(json.dumps(e2e.store.get_rendered(config_name)))
+        rendered.write_text(json.dumps(e2e.store.get_rendered(config_name).to_dict()))
         return subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
              str(REPO_ROOT / "tests/hosts"), "--hosts=" + ",".join(f"ssh://{n}" for n in WORKERS),

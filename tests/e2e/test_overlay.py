@@ -92,7 +92,7 @@ def wait_each_at_own_target(e2e: E2E, overlay: bool) -> dict[str, str]:
 def test_nodes_join(e2e: E2E) -> None:
     target = e2e.wait_pool_updated(JOIN_TIMEOUT)
     _state["pool"] = target
-    _state["pool_bytes"] = json.dumps(e2e.store.get_rendered(target), sort_keys=True)
+    _state["pool_bytes"] = json.dumps(e2e.store.get_rendered(target).to_dict(), sort_keys=True)
 
 
 def test_overlay_gives_one_node_its_own_config(e2e: E2E) -> None:
@@ -109,10 +109,10 @@ def test_overlay_gives_one_node_its_own_config(e2e: E2E) -> None:
                        "e2e-worker-3": pool_config}
     # the pool's config did not move, and its stored object is byte for byte the same
     assert pool_target(e2e) == pool_config
-    assert json.dumps(e2e.store.get_rendered(pool_config), sort_keys=True) == \
+    assert json.dumps(e2e.store.get_rendered(pool_config).to_dict(), sort_keys=True) == \
         _state["pool_bytes"]
     stored = e2e.store.get_rendered(own)
-    assert stored["metadata"]["annotations"][OVERLAYS_ANNOTATION] == "50-e2e-worker-2-identity"
+    assert stored.annotations[OVERLAYS_ANNOTATION] == "50-e2e-worker-2-identity"
     # the other nodes were never targeted anywhere else, nor rebooted
     assert not history.errors, history.errors
     assert len(history.snapshots) > 5, "too few snapshots to judge the rollout"

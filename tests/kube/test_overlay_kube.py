@@ -21,8 +21,8 @@ def snapshot(cluster: Cluster) -> dict[str, Any]:
     base = cluster.snapshot()
     base["node-config"] = {n.name: n.annotations.get(C.NODE_CONFIG_ANNOTATION)
                            for n in cluster.store.list_nodes()}
-    base["overlays"] = {name: (cluster.store.get_rendered(name)["metadata"].get("annotations")
-                               or {}).get(C.OVERLAYS_ANNOTATION)
+    base["overlays"] = {name: cluster.store.get_rendered(name).annotations.get(
+                               C.OVERLAYS_ANNOTATION)
                         for name in cluster.store.list_rendered()}
     return base
 

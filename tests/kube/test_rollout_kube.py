@@ -298,7 +298,7 @@ def test_examples_render_the_same_on_both_stores(local: Cluster, kube: Cluster,
                         for c in (o.get("status") or {}).get("conditions") or []]
                     for k in ("KubeletConfig", "ContainerRuntimeConfig")
                     for o in store.list_objects(k)}
-        rendered = {n: store.get_rendered(n)["spec"] for n in store.list_rendered()}
+        rendered = {n: store.get_rendered(n).to_dict()["spec"] for n in store.list_rendered()}
         return {"pools": pools, "generated": generated, "statuses": statuses,
                 "rendered": rendered}
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION
 from machineconfig.store import (
     ForbiddenError, NotFoundError, Store, StoreError, open_store, store_url,
 )
 from machineconfig.store import kube_watch
-from machineconfig.store.kube import KubeStore, node_ready
+from machineconfig.store.kube import KubeStore, node_ready, translate
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kit import GROUP_PATH, apply, call, controller_config, eventually, writes
 
@@ -107,7 +108,8 @@ def test_is_a_store(kube_store: KubeStore) -> None:
 def test_objects_crud(kube_store: KubeStore, control_plane: ControlPlane) -> None:
     cp = control_plane
     apply(cp, mc("00-worker"))
-    kube_store.put_rendered({**mc("rendered-worker-abc"), "metadata": {"name": "rendered-worker-abc"}})
+    kube_store.put_rendered(RenderedConfig({**mc("rendered-worker-abc"),
+                                            "metadata": {"name": "rendered-worker-abc"}}))
     assert [o["metadata"]["name"] for o in kube_store.list_objects(MC)] == ["00-worker"]
     got = kube_store.get_object(MC, "00-worker")
     assert got["kind"] == MC and got["apiVersion"] == "machineconfiguration.openshift.io/v1"
@@ -206,10 +208,10 @@ def test_update_status_retries_on_conflict(kube_store: KubeStore, control_plane:
 
 def test_rendered(kube_store: KubeStore) -> None:
     for name in ("rendered-worker-b", "rendered-worker-a"):
-        kube_store.put_rendered({**mc(name), "metadata": {"name": name}})
+        kube_store.put_rendered(RenderedConfig({**mc(name), "metadata": {"name": name}}))
     kube_store.put_object(mc("00-worker"))
     assert kube_store.list_rendered() == ["rendered-worker-a", "rendered-worker-b"]
-    assert kube_store.get_rendered("rendered-worker-a")["metadata"]["name"] == "rendered-worker-a"
+    assert kube_store.get_rendered("rendered-worker-a").name == "rendered-worker-a"
     kube_store.delete_rendered("rendered-worker-a")
     kube_store.delete_rendered("rendered-worker-a")
     assert kube_store.list_rendered() == ["rendered-worker-b"]
@@ -323,13 +325,14 @@ def test_events_are_core_v1_events_with_counts(kube_store: KubeStore,
 def test_daemon_store_touches_only_its_node(kube_store: KubeStore, kubeconfig: Path) -> None:
     for name in ("n1", "n2"):
         kube_store.register_node(name, {})
-    kube_store.put_rendered({**mc("rendered-worker-a"), "metadata": {"name": "rendered-worker-a"}})
+    kube_store.put_rendered(RenderedConfig({**mc("rendered-worker-a"),
+                                            "metadata": {"name": "rendered-worker-a"}}))
     daemon = open_store(f"kube:{kubeconfig}", node="n1")
     try:
         assert daemon.get_node("n1").name == "n1"
         patched = daemon.patch_node_annotations("n1", {CURRENT_CONFIG_ANNOTATION: "x"})
         assert patched.annotations
-        assert daemon.get_rendered("rendered-worker-a")["metadata"]["name"] == "rendered-worker-a"
+        assert daemon.get_rendered("rendered-worker-a").name == "rendered-worker-a"
         daemon.record_event("Node", "n1", "Reboot", "rebooting")
         for attempt in (lambda: daemon.get_node("n2"),
                         lambda: daemon.patch_node_annotations("n2", {"a": "b"}),
@@ -567,3 +570,25 @@ def test_periodic_resync_lists_again(kube_store: KubeStore) -> None:
     finally:
         for w in store.watches():
             w.stop()
+
+
+def test_errors_say_whether_to_retry() -> None:
+    """No answer, 429 and 5xx are retried as they are; a conflict too (after a fresh read);
+    a refusal, a missing object or a bug are not."""
+    from lightkube.core.exceptions import ApiError
+
+    class Status:
+        def __init__(self, code: int) -> None:
+            self.code, self.message = code, f"HTTP {code}"
+
+    def api_error(code: int) -> Exception:
+        e = ApiError.__new__(ApiError)
+        e.status = Status(code)  # type: ignore[assignment]
+        return e
+
+    got = {code: translate(api_error(code), "get x") for code in (404, 409, 403, 422, 429, 503)}
+    assert {c: e.temporary for c, e in got.items()} == {
+        404: False, 409: True, 403: False, 422: False, 429: True, 503: True}
+    assert translate(ConnectionRefusedError("refused"), "get x").temporary
+    assert not translate(ValueError("bug"), "get x").temporary
+    assert str(got[503]) == "kube: get x: HTTP 503"

@@ -13,6 +13,7 @@ from typing import Any
 from machineconfig.constants import (
     CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION, MACHINE_CONFIG_DAEMON_STATE_ANNOTATION,
 )
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import Store, open_store
 from tests.support.poolyaml import pool_yaml
 
@@ -83,7 +84,7 @@ def seed_node(store: Store, name: str, current: Mapping[str, Any],
               desired: Mapping[str, Any] | None = None) -> None:
     """The rendered configs `current` and `desired` (default: `current`) in the store, and a
     worker node Done in `current` and targeted at `desired`: where a daemon test starts."""
-    store.put_rendered(current)
+    store.put_rendered(RenderedConfig(current))
     if desired is not None:
-        store.put_rendered(desired)
+        store.put_rendered(RenderedConfig(desired))
     join(store, name, current["metadata"]["name"], desired["metadata"]["name"] if desired else "")

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from machineconfig import constants as C
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import ForbiddenError, NodeRecord, NotFoundError, StoreEvent
 
 
@@ -60,10 +61,10 @@ class FakeNodeAPI:
             self.set_annotations(name, {C.LAST_APPLIED_DRAIN_ANNOTATION: drain})
         return self.get_node(name)
 
-    def get_rendered(self, name: str) -> dict[str, Any]:
+    def get_rendered(self, name: str) -> RenderedConfig:
         if name not in self.rendered:
             raise NotFoundError(f"rendered config {name} not found")
-        return self.rendered[name]
+        return RenderedConfig(self.rendered[name])
 
     def record_event(self, kind: str, name: str, reason: str, message: str,
                      type: str = "Normal") -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from machineconfig.constants import DESIRED_CONFIG_ANNOTATION as DES
 from machineconfig.store import Store
 from mcc.controller import Controller
-from mcc.pool_status import find_condition
+from machineconfig.status import find_condition
 from tests.support.clusterkit import daemon_step, join, machine_config, make_store, write
 
 

@@ -12,7 +12,7 @@ from machineconfig.constants import DESIRED_CONFIG_ANNOTATION as DES
 from machineconfig.store import Store
 from mcc.controller import Controller
 from mcc.plan import format_text, plan_pool
-from mcc.pool_status import find_condition
+from machineconfig.status import find_condition
 from mcc.windows import WINDOW_ANNOTATION
 from tests.support.clusterkit import POOL, daemon_step, join, machine_config, make_store, write
 

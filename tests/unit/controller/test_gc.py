@@ -4,14 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION, DESIRED_CONFIG_ANNOTATION
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import NodeRecord
 from mcc import gc
 from tests.support.clusterkit import make_store
 
 
-def rendered(name: str) -> dict[str, object]:
-    return {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-            "metadata": {"name": name}, "spec": {}}
+def rendered(name: str) -> RenderedConfig:
+    return RenderedConfig({"apiVersion": "machineconfiguration.openshift.io/v1",
+                           "kind": "MachineConfig", "metadata": {"name": name}, "spec": {}})
 
 
 def test_unreferenced_is_pure() -> None:

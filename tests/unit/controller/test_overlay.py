@@ -22,7 +22,8 @@ from mcc import gc, overlay
 from mcc.cli import main
 from mcc.controller import Controller
 from mcc.node_controller import reconcile_pool
-from mcc.pool_status import calculate_status, find_condition
+from machineconfig.status import find_condition
+from mcc.pool_status import calculate_status
 from mcc.render import (
     generate_rendered_machine_config, hashed_name, merge_order, render_pool, spec_yaml,
 )
@@ -223,7 +224,7 @@ def test_one_node_gets_its_own_config_the_others_keep_the_pools(tmp_path: Path) 
     store.revision()
     controller.run_pass()
     pool_config = target(store)
-    pool_bytes = json.dumps(store.get_rendered(pool_config), sort_keys=True)
+    pool_bytes = json.dumps(store.get_rendered(pool_config).to_dict(), sort_keys=True)
     for name in ("n1", "n2", "n3"):
         join(store, name, pool_config)
     settle(store, controller)
@@ -232,15 +233,15 @@ def test_one_node_gets_its_own_config_the_others_keep_the_pools(tmp_path: Path) 
                                               node="n2"))
     assert settle(store, controller) == 1
     assert target(store) == pool_config  # the pool's config did not move
-    assert json.dumps(store.get_rendered(pool_config), sort_keys=True) == pool_bytes
+    assert json.dumps(store.get_rendered(pool_config).to_dict(), sort_keys=True) == pool_bytes
     own = annotations(store, NODE_CONFIG)["n2"]
     assert own is not None and own.startswith("rendered-worker-") and own != pool_config
     assert annotations(store, DES) == {"n1": pool_config, "n2": own, "n3": pool_config}
     assert annotations(store, CUR) == {"n1": pool_config, "n2": own, "n3": pool_config}
     assert annotations(store, NODE_CONFIG) == {"n1": None, "n2": own, "n3": None}
     stored = store.get_rendered(own)
-    assert stored["metadata"]["annotations"][OVERLAYS_ANNOTATION] == "50-n2-hostname"
-    paths = [f["path"] for f in stored["spec"]["config"]["storage"]["files"]]
+    assert stored.annotations[OVERLAYS_ANNOTATION] == "50-n2-hostname"
+    paths = [f["path"] for f in stored.ignition["storage"]["files"]]
     assert paths == ["/etc/motd", "/etc/hostname"]
     assert pool_condition(store, "Updated")["status"] == "True"  # each node at its own target
     assert pool_condition(store, "RenderDegraded")["status"] == "False"
@@ -398,11 +399,11 @@ def test_pool_config_equal_to_a_nodes_own_is_stored_as_the_pools(tmp_path: Path)
     settle(store, controller)
     own = annotations(store, NODE_CONFIG)["n1"]
     assert own is not None
-    assert OVERLAYS_ANNOTATION in store.get_rendered(own)["metadata"]["annotations"]
+    assert OVERLAYS_ANNOTATION in store.get_rendered(own).annotations
     write(inputs / "10-worker.yaml", machine_config("10-worker", "/etc/x", "x\n"))
     settle(store, controller)
     assert target(store) == own == annotations(store, NODE_CONFIG)["n1"]
-    assert OVERLAYS_ANNOTATION not in store.get_rendered(own)["metadata"]["annotations"]
+    assert OVERLAYS_ANNOTATION not in store.get_rendered(own).annotations
     assert annotations(store, CUR) == {"n1": own, "n2": own}
     assert store.list_rendered() == [own]
 

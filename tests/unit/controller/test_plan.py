@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from machineconfig.constants import CURRENT_CONFIG_ANNOTATION as CUR
 from machineconfig.errors import MachineConfigError
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.base import NodeRecord
 from mcc.cli import main
 from mcc.controller import Controller
@@ -21,11 +21,12 @@ from tests.support.clusterkit import daemon_step, join, machine_config, make_sto
 
 
 def rendered(name: str, files: dict[str, str], kargs: list[str] | None = None
-             ) -> dict[str, Any]:
+             ) -> RenderedConfig:
     entries = [{"path": p, "contents": {"source": "data:," + c}} for p, c in files.items()]
-    return {"metadata": {"name": name},
-            "spec": {"config": {"ignition": {"version": "3.5.0"}, "storage": {"files": entries}},
-                     "kernelArguments": kargs or []}}
+    return RenderedConfig({
+        "metadata": {"name": name},
+        "spec": {"config": {"ignition": {"version": "3.5.0"}, "storage": {"files": entries}},
+                 "kernelArguments": kargs or []}})
 
 
 BASE = rendered("r0", {"/etc/containers/policy.json": "a", "/etc/motd": "a"})
@@ -51,7 +52,7 @@ def test_cost_lists_changes() -> None:
         "file /etc/containers/policy.json changed"]
 
 
-def lookup(name: str) -> dict[str, Any]:
+def lookup(name: str) -> RenderedConfig:
     if name not in CONFIGS:
         raise MachineConfigError(f"rendered config {name} not found")
     return CONFIGS[name]

@@ -9,7 +9,8 @@ from machineconfig.constants import (
     MACHINE_CONFIG_DAEMON_STATE_ANNOTATION as STATE,
 )
 from machineconfig.store.base import NodeRecord
-from mcc.pool_status import calculate_status, find_condition, set_condition, status_events
+from machineconfig.status import find_condition
+from mcc.pool_status import calculate_status, set_condition, status_events
 
 T = "rendered-worker-new"
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"

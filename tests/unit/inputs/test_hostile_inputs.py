@@ -24,7 +24,8 @@ from machineconfig.store import StoreError
 from machineconfig.store.local import LocalStore
 from machineconfig.yamlload import MAX_DEPTH, MAX_NODES, load_file, load_text
 from mcc.controller import Controller
-from mcc.pool_status import INPUT_DEGRADED, find_condition
+from machineconfig.status import find_condition
+from mcc.pool_status import INPUT_DEGRADED
 from tests.support.clusterkit import POOL, machine_config, make_store, write
 from tests.support.procs import stop_all, wait_for
 
@@ -246,7 +247,7 @@ def test_damaged_rendered_config_is_detected_and_rendered_again(
     name = rendered_target(store)
     path = tmp_path / "state" / "rendered" / f"{name}.json"
     good = path.read_bytes()
-    assert store.get_rendered(name)["metadata"]["name"] == name  # our own output verifies
+    assert store.get_rendered(name).name == name  # our own output verifies
     for damage in (good[:len(good) // 2],  # torn
                    good.replace(b"/etc/motd", b"/etc/evil")):  # valid JSON, other content
         path.write_bytes(damage)

@@ -10,7 +10,7 @@ import pytest
 from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
 from machineconfig.errors import MachineConfigError
 from mcc.container_runtime_config import generate_container_runtime_machine_configs, quantity_value, toml_dumps
-from mcc.kubelet_config import MC_NAME_SUFFIX_ANNOTATION
+from mcc.generated_common import MC_NAME_SUFFIX_ANNOTATION
 from mcc.template import render_templates
 
 from tests.support.templatekit import TEMPLATES, assert_valid_ignition, by_name, controller_config, file_text, files, pool, selector

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
-from mcc.kubelet_config import MC_NAME_SUFFIX_ANNOTATION, generate_kubelet_machine_configs, selector_matches
+from mcc.generated_common import MC_NAME_SUFFIX_ANNOTATION, selector_matches
+from mcc.kubelet_config import generate_kubelet_machine_configs
 from mcc.template import render_templates
 
 from tests.support.templatekit import TEMPLATES, assert_valid_ignition, by_name, controller_config, file_text, files, pool, selector

@@ -404,7 +404,7 @@ def test_the_running_controller_follows_the_image_config(tmp_path: Path) -> None
     the pools render it, a bad edit is RenderDegraded naming the object (the last good config
     stays), and removing the file removes the MachineConfig."""
     from machineconfig.store import open_store
-    from mcc.pool_status import find_condition
+    from machineconfig.status import find_condition
     from mcc.render_controller import RenderController
 
     inputs = tmp_path / "inputs"

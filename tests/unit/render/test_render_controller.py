@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from machineconfig.store import open_store
-from mcc.pool_status import find_condition
+from machineconfig.status import find_condition
 from mcc.render_controller import RenderController
 from tests.support.clusterkit import POOL, make_store, write
 

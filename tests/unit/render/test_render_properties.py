@@ -26,7 +26,7 @@ from machineconfig.api import ControllerConfig, MachineConfig, MachineConfigPool
 from machineconfig.constants import (
     CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION, ROLE_LABEL,
 )
-from mcc.render import RenderError, RenderedConfig, hashed_name, render_pool, spec_yaml
+from mcc.render import PoolRender, RenderError, hashed_name, render_pool, spec_yaml
 
 JSON = dict[str, Any]
 SETTINGS = settings(max_examples=60, deadline=None,
@@ -159,7 +159,7 @@ CCONFIG = ControllerConfig.model_validate({
              "baseOSExtensionsContainerImage": "quay.io/ext:1"}})
 
 
-def render(mcs: list[JSON]) -> RenderedConfig:
+def render(mcs: list[JSON]) -> PoolRender:
     return render_pool(POOL, [MachineConfig.model_validate(mc) for mc in mcs], CCONFIG)
 
 

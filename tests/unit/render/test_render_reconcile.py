@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mcc.pool_status import find_condition
+from machineconfig.status import find_condition
+from machineconfig.rendered_config import RenderedConfig
 from mcc.render import RenderError
 from mcc.render_controller import RenderController
 from mcc.render_reconcile import check_against_current
@@ -116,7 +117,8 @@ def test_without_a_single_culprit_both_errors_are_reported() -> None:
     current = mc("rendered-worker-old", {})
     generated = mc("rendered-worker-new", {}, fips=True)
     with pytest.raises(RenderError) as err:
-        check_against_current(current, generated, [mc("00-worker", {})])
+        check_against_current(RenderedConfig(current), RenderedConfig(generated),
+                              [mc("00-worker", {})])
     assert str(err.value) == (
         'could not generate rendered MachineConfig: render reconciliation error: new '
         'machineconfig "rendered-worker-old" is not reconcilable against "rendered-worker-new": '

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig import constants
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import Store, open_store
 from mcs import cli
 from mcs.app import ServerState, make_app
@@ -48,9 +49,9 @@ def make_store(root: Path) -> tuple[Store, Path, Path]:
     (inputs / "pools.yaml").write_text(POOLS)
     (inputs / "controller-config.json").write_text(json.dumps(controller_config()))
     store = open_store(f"local:{inputs}", str(sdir))
-    store.put_rendered(machine_config(WORKER_CONFIG, ignition_config(kargs=["nosmt"])))
-    store.put_rendered(machine_config(WORKER_CONFIG_NEW, ignition_config()))
-    store.put_rendered(machine_config(MASTER_CONFIG, ignition_config()))
+    store.put_rendered(RenderedConfig(machine_config(WORKER_CONFIG, ignition_config(kargs=["nosmt"]))))
+    store.put_rendered(RenderedConfig(machine_config(WORKER_CONFIG_NEW, ignition_config())))
+    store.put_rendered(RenderedConfig(machine_config(MASTER_CONFIG, ignition_config())))
     store.set_pool_configuration("worker", WORKER_CONFIG_NEW, [])
     store.update_status("MachineConfigPool", "worker",
                         {"configuration": {"name": WORKER_CONFIG}, "updatedMachineCount": 0})

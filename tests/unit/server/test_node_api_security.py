@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from machineconfig import constants
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import NotFoundError, Store, open_store
 from machineconfig.store.remote import RemoteNodeAPI
 from tests.unit.server.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
@@ -294,7 +295,7 @@ def own_config() -> dict[str, Any]:
     own = generate_rendered_machine_config(
         pool, [mc("00-worker", {constants.ROLE_LABEL: "worker"}, "pool")], cc,
         [mc("50-worker-own", {constants.OVERLAY_NODE_LABEL: "worker-own"}, "key-of-worker-own")])
-    return own.to_object()
+    return own.config.to_dict()
 
 
 def test_another_nodes_own_config_is_not_readable(server: Server) -> None:
@@ -303,7 +304,7 @@ def test_another_nodes_own_config_is_not_readable(server: Server) -> None:
     obj = own_config()
     name = obj["metadata"]["name"]
     assert name.startswith("rendered-worker-")
-    server.store.put_rendered(obj)
+    server.store.put_rendered(RenderedConfig(obj))
     own, other = joined(server, "worker-own"), joined(server, "worker-other")
     server.store.patch_node_annotations("worker-own", {constants.NODE_CONFIG_ANNOTATION: name})
     assert api(server, "GET", f"/rendered/{name}", token=own).status == 200

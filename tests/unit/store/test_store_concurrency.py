@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.local import LocalStore
 
 CTX = multiprocessing.get_context("fork")
@@ -90,8 +91,9 @@ def test_threads_lose_no_update(dirs: tuple[str, str]) -> None:
                 store.patch_node_annotations("n1", {f"t{t}-{i}": "x"})
                 store.set_node_labels("n1", {f"t{t}": str(i)})
                 if i % 10 == 0:
-                    store.put_rendered({"kind": "MachineConfig",
-                                        "metadata": {"name": f"rendered-{t}"}, "i": i})
+                    store.put_rendered(RenderedConfig({"kind": "MachineConfig",
+                                                       "metadata": {"name": f"rendered-{t}"},
+                                                       "i": i}))
         except BaseException as e:  # reported below: a thread's exception is otherwise lost
             errors.append(e)
 
@@ -115,8 +117,9 @@ def _acking_writer(inputs: str, state: str, out: Connection) -> None:
     while True:  # until killed
         store.patch_node_annotations("n1", {f"k{i}": str(i)})
         store.record_event("Node", "n1", "Ack", str(i))
-        store.put_rendered({"kind": "MachineConfig", "metadata": {"name": f"rendered-{i % 7}"},
-                            "spec": {"i": i, "pad": "x" * 20000}})
+        store.put_rendered(RenderedConfig({"kind": "MachineConfig",
+                                           "metadata": {"name": f"rendered-{i % 7}"},
+                                           "spec": {"i": i, "pad": "x" * 20000}}))
         out.send(i)  # only after all three writes returned
         i += 1
 
@@ -151,7 +154,7 @@ def test_kill_9_loses_no_acknowledged_write(dirs: tuple[str, str]) -> None:
     for i in range(max(0, last - 6), last + 1):
         # The newest acknowledged version of each rendered file (or a later one) is there.
         got = store.get_rendered(f"rendered-{i % 7}")
-        assert got["spec"]["i"] >= i
+        assert got.object["spec"]["i"] >= i
     _integrity(dirs[1])
 
 
@@ -159,15 +162,16 @@ def _rendered_flipper(state: str, stop: Any) -> None:
     store = LocalStore(os.path.join(os.path.dirname(state), "in"), state)
     n = 0
     while not stop.is_set():
-        store.put_rendered({"kind": "MachineConfig", "metadata": {"name": "rendered-x"},
-                            "spec": {"n": n, "pad": str(n % 2) * 500_000}})
+        store.put_rendered(RenderedConfig({"kind": "MachineConfig",
+                                           "metadata": {"name": "rendered-x"},
+                                           "spec": {"n": n, "pad": str(n % 2) * 500_000}}))
         n += 1
 
 
 def test_rendered_file_readers_never_see_a_partial_file(dirs: tuple[str, str]) -> None:
     store = LocalStore(*dirs)
-    store.put_rendered({"kind": "MachineConfig", "metadata": {"name": "rendered-x"},
-                        "spec": {"n": -1, "pad": ""}})
+    store.put_rendered(RenderedConfig({"kind": "MachineConfig", "metadata": {"name": "rendered-x"},
+                                       "spec": {"n": -1, "pad": ""}}))
     path = Path(dirs[1]) / "rendered" / "rendered-x.json"
     stop = CTX.Event()
     proc = CTX.Process(target=_rendered_flipper, args=(dirs[1], stop))
@@ -177,7 +181,7 @@ def test_rendered_file_readers_never_see_a_partial_file(dirs: tuple[str, str]) -
     while len(seen) < 20 and time.monotonic() < deadline:
         mc = store.get_rendered("rendered-x")  # raises on a torn file
         raw = json.loads(path.read_bytes())
-        for obj in (mc, raw):
+        for obj in (mc.object, raw):
             n = obj["spec"]["n"]
             assert obj["spec"]["pad"] == ("" if n < 0 else str(n % 2) * 500_000)
             seen.add(n)
@@ -185,8 +189,8 @@ def test_rendered_file_readers_never_see_a_partial_file(dirs: tuple[str, str]) -
     os.kill(proc.pid, signal.SIGKILL)  # mid-write, most likely
     proc.join(30)
     assert len(seen) > 2
-    mc = store.get_rendered("rendered-x")
-    assert mc["spec"]["pad"] == str(mc["spec"]["n"] % 2) * 500_000
+    spec = store.get_rendered("rendered-x").object["spec"]
+    assert spec["pad"] == str(spec["n"] % 2) * 500_000
     assert store.list_rendered() == ["rendered-x"]  # a killed writer's temp file is not listed
 
 

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from machineconfig.constants import STORE_KUBE, STORE_LOCAL
+from machineconfig.errors import InputError
 from machineconfig.store import (
-    NotFoundError, Store, StoreError, open_store,
+    NotFoundError, Store, StoreError, open_store, store_scheme,
 )
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store.local import LocalStore
 from tests.support.poolyaml import pool_yaml, pools_yaml
 
@@ -268,9 +271,10 @@ def test_status_of_owned_object(store: LocalStore) -> None:
 
 # ----- rendered configs
 
-def rendered(name: str, n: int = 0) -> dict[str, object]:
-    return {"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
-            "metadata": {"name": name}, "spec": {"config": {"n": n}}}
+def rendered(name: str, n: int = 0) -> RenderedConfig:
+    return RenderedConfig({"apiVersion": "machineconfiguration.openshift.io/v1",
+                           "kind": "MachineConfig", "metadata": {"name": name},
+                           "spec": {"config": {"n": n}}})
 
 
 def test_rendered_crud(store: LocalStore) -> None:
@@ -289,9 +293,11 @@ def test_rendered_crud(store: LocalStore) -> None:
     assert store.list_rendered() == ["rendered-worker-2"]
     with pytest.raises(NotFoundError):
         store.get_rendered("rendered-worker-1")
-    for bad in ("../x", ".hidden", ""):
+    for bad in ("../x", ".hidden"):
         with pytest.raises(StoreError):
             store.put_rendered(rendered(bad))
+    with pytest.raises(InputError):
+        rendered("")  # not even a rendered config
     assert not [n for n in os.listdir(Path(store.state_dir) / "rendered") if n.startswith(".")]
 
 
@@ -505,3 +511,16 @@ def test_node_taint_added_once_and_removed_keeping_the_others(tmp_path: Path) ->
     rec = store.set_node_taint("n1", "UpdateInProgress", "PreferNoSchedule", False)
     assert rec.taints == [{"key": "example.com/gpu", "effect": "NoSchedule"}]
     assert store.get_node("n1").taints == rec.taints
+
+
+def test_store_scheme_and_url_errors(tmp_path: Path) -> None:
+    assert [store_scheme(u) for u in ("kube", "kube:", "kube:/k", "local:x", "local", "etcd:x",
+                                      "https://server:22623")] == \
+        [STORE_KUBE, STORE_KUBE, STORE_KUBE, STORE_LOCAL, None, None, None]
+    for url, text in (("local", "expected SCHEME"), ("etcd:x", "unknown scheme 'etcd'")):
+        with pytest.raises(StoreError, match=text):
+            open_store(url, str(tmp_path))
+    with pytest.raises(StoreError, match="needs the input directory"):
+        open_store("local:", str(tmp_path))
+    with pytest.raises(StoreError, match="needs a state directory"):
+        open_store("local:x")

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from machineconfig import constants
+from machineconfig.errors import is_temporary
 from machineconfig.store import (
-    ConflictError, ForbiddenError, NodeAPI, NotFoundError, Store, StoreError,
+    ConflictError, ForbiddenError, NodeAPI, NotFoundError, Store, StoreError, UnavailableError,
 )
 from machineconfig.store.remote import RemoteNodeAPI, _error_for
 from tests.unit.server.test_mcs_layout import WORKER_CONFIG
@@ -137,7 +138,7 @@ def test_every_call(server: Running) -> None:
     assert server.store.get_node("worker-1").annotations[STATE_KEY] == "Working"
     node = api.patch_node_annotations("worker-1", {STATE_KEY: None})
     assert STATE_KEY not in api.get_node("worker-1").annotations and node.labels["zone"] == "z1"
-    assert api.get_rendered(WORKER_CONFIG)["metadata"]["name"] == WORKER_CONFIG
+    assert api.get_rendered(WORKER_CONFIG).name == WORKER_CONFIG
     api.record_event("Node", "worker-1", "Drain", "drain requested", "Normal")
     assert [e.reason for e in server.store.list_events(kind="Node", name="worker-1")] == ["Drain"]
 
@@ -158,10 +159,18 @@ def test_errors_map_to_store_exceptions(server: Running) -> None:
     with pytest.raises(ForbiddenError):
         RemoteNodeAPI.register(server.https, "wrong-token", "worker-9", {}, ca_file=str(server.ca_file))
     assert isinstance(_error_for(409, "stale"), ConflictError)
-    assert type(_error_for(500, "x")) is StoreError
-    # TLS without our CA: a StoreError, not an ssl exception.
-    with pytest.raises(StoreError, match="SSL|certificate"):
+    # retry as is: a conflict, a server in trouble; not: a refusal, a bad request
+    assert [is_temporary(_error_for(s, "x")) for s in (409, 429, 500, 503, 400, 403, 404)] == \
+        [True, True, True, True, False, False, False]
+    assert type(_error_for(400, "x")) is StoreError
+    # TLS without our CA: a StoreError, not an ssl exception (and not one to retry as is).
+    with pytest.raises(StoreError, match="SSL|certificate") as err:
         RemoteNodeAPI(server.https, api.token, timeout=5).get_node("worker-2")
+    assert not is_temporary(err.value)
+    # nobody listening: retried
+    with pytest.raises(UnavailableError) as gone:
+        RemoteNodeAPI("https://127.0.0.1:1", api.token, timeout=5).get_node("worker-2")
+    assert is_temporary(gone.value)
     # The plain listener does not serve the node API (tokens travel over TLS only).
     with pytest.raises(NotFoundError, match="TLS only"):
         RemoteNodeAPI(server.http, api.token, timeout=5).get_node("worker-2")
