@@ -24,6 +24,7 @@ from jinja2.visitor import NodeTransformer
 from machineconfig.constants import (
     API_VERSION,
     CONTROLLER_VERSION,
+    ENCAPSULATED_CONFIG_PATH,
     GENERATED_BY_CONTROLLER_VERSION_ANNOTATION,
     INTERNAL_IGNITION_VERSION,
     ROLE_LABEL,
@@ -66,7 +67,7 @@ TLS_CIPHER_SUITES = (
 TEMPLATE_CONSTANTS = {
     "APIServerURLFile": "/etc/kubernetes/apiserver-url.env",
     "MCDBinary": "/usr/local/bin/mcd",
-    "EncapsulatedConfigFile": "/etc/ignition-machine-config-encapsulated.json",
+    "EncapsulatedConfigFile": ENCAPSULATED_CONFIG_PATH,
 }
 EMPTY_PULL_SECRET = '{"auths":{}}'
 
