@@ -60,7 +60,7 @@ class LocalDrainBlocked(MachineConfigError):
     temporary = True  # a hook or unit may let it through later: retried
 
 
-class LocalReturnError(Exception):
+class LocalReturnError(MachineConfigError):
     """A stopped unit did not start again or an afterReturn hook failed; `str()` says which."""
 
 
