@@ -201,7 +201,7 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
 def _start(args: argparse.Namespace) -> int:
     from mcs.auth import TokenFileError
     from mcs.server import ServerOptions, run
-    from machineconfig.store import StoreError, store_url
+    from machineconfig.store import StoreError, is_kube, store_url
 
     if (args.cert is None) != (args.key is None):
         log.error("--cert and --key go together")
@@ -211,7 +211,7 @@ def _start(args: argparse.Namespace) -> int:
     except StoreError as e:
         log.error("%s", e)
         return 2
-    if args.state is None and not (store == "kube" or store.startswith("kube:")):
+    if args.state is None and not is_kube(store):
         log.error("--state is required with store %s", store)
         return 2
     secure_port = args.secure_port if args.cert is not None else None

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from machineconfig import constants
+from machineconfig.bootstrap_layout import CONTROLLER_CONFIG_DIR, MACHINE_CONFIGS_DIR, MACHINE_POOLS_DIR
 from machineconfig.errors import InputError
 from machineconfig.yamlload import decode_text, load_text, read_bounded
 from mcs.serve import JSON, NotFound, ServeError, build_served, valid_pool_name
@@ -96,11 +98,11 @@ class BootstrapSource:
         self.kubeconfig = kubeconfig
         # MCO's --bootstrap-certs: registry -> CA file relative to the base directory.
         self.registry_cas = [(registry, str(basedir / rel)) for registry, rel in registry_cas or ()]
-        self.cc_path = basedir / "controller-config" / "machine-config-controller.yaml"
+        self.cc_path = basedir / CONTROLLER_CONFIG_DIR / f"{constants.CONTROLLER_CONFIG_NAME}.yaml"
         self._pools: dict[str, tuple[Signature, str]] = {}
         # Plain strings for the per-request stat calls: pathlib joins cost more than the stat.
-        self._pool_dir = os.path.join(basedir, "machine-pools")
-        self._config_dir = os.path.join(basedir, "machine-configs")
+        self._pool_dir = os.path.join(basedir, MACHINE_POOLS_DIR)
+        self._config_dir = os.path.join(basedir, MACHINE_CONFIGS_DIR)
         self._cc = str(self.cc_path)
         self._kubeconfig = str(kubeconfig)
 
@@ -121,7 +123,7 @@ class BootstrapSource:
     def pools(self) -> list[str]:
         """Every pool the directory holds (we serve them all, not only master like MCO's bootstrap)."""
         try:
-            names = os.listdir(self.basedir / "machine-pools")
+            names = os.listdir(self._pool_dir)
         except FileNotFoundError:
             return []
         return sorted(n[:-5] for n in names if n.endswith(".yaml") and valid_pool_name(n[:-5]))

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from machineconfig import constants
 from machineconfig import machine_config_node as mcn
+from machineconfig.errors import MachineConfigError
 from machineconfig.store import ConflictError, ForbiddenError, NodeRecord, NotFoundError, Store, StoreError
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MachineConfigNodes
 from mcs.node_policy import (
@@ -67,7 +68,7 @@ class NodeAPIState:
 NODE_API = web.AppKey("mcs_node_api", NodeAPIState)
 
 
-class _Refused(Exception):
+class _Refused(MachineConfigError):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status

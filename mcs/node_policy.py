@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from machineconfig import labels as label_selectors
+from machineconfig.errors import MachineConfigError
 
 MASTER_POOL = "master"
 WORKER_POOL = "worker"
@@ -23,7 +24,7 @@ MAX_LABELS = 64
 MAX_JSON_DEPTH = 32
 
 
-class PolicyError(ValueError):
+class PolicyError(MachineConfigError, ValueError):
     """A request the policy refuses; the message is one line and names the key or value."""
 
 

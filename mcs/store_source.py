@@ -20,7 +20,6 @@ from mcs.tokens import PoolTokens
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_CONFIG_NAME = "machine-config-controller"
 CREDENTIALS_MODE = 0o600
 
 
@@ -80,10 +79,10 @@ class StoreSource:
         """The ControllerConfig and a digest of it; none in the store serves as an empty one."""
         if self._cc is None:
             try:
-                cc = self.store.get_object(CONTROLLER_CONFIG, CONTROLLER_CONFIG_NAME)
+                cc = self.store.get_object(CONTROLLER_CONFIG, constants.CONTROLLER_CONFIG_NAME)
             except NotFoundError:
                 log.info("no ControllerConfig %s in the store: serving without its CA files",
-                         CONTROLLER_CONFIG_NAME)
+                         constants.CONTROLLER_CONFIG_NAME)
                 cc = {}
             digest = hashlib.sha256(json.dumps(cc.get("spec") or {}, sort_keys=True).encode()).hexdigest()
             self._cc = (digest, cc)
@@ -157,4 +156,4 @@ class StoreSource:
         # Without bootstrap tokens (the kube store with no --state) daemons use the API server.
         extra = [] if self.tokens is None else [(constants.NODE_CREDENTIALS_PATH,
                   self.credentials(resolved.pool, resolved.variant), CREDENTIALS_MODE)]
-        return build_served(resolved.config_name, dict(mc), cc, kubeconfig, version, extra_files=extra)
+        return build_served(resolved.config_name, mc, cc, kubeconfig, version, extra_files=extra)

@@ -18,7 +18,7 @@ from machineconfig.store.base import (
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "open_store", "store_url"]
+           "Store", "StoreError", "StoreEvent", "is_kube", "open_store", "store_url"]
 
 
 def store_url(url: str, kubeconfig: str | None = None) -> str:
@@ -28,6 +28,11 @@ def store_url(url: str, kubeconfig: str | None = None) -> str:
     if url in ("kube", "kube:"):
         return f"kube:{kubeconfig}"
     raise StoreError(f"--kubeconfig goes with --store kube, not {url!r}")
+
+
+def is_kube(url: str) -> bool:
+    """True when `url` names the Kubernetes API (`kube`, `kube:`, `kube:FILE`): no state directory."""
+    return url == "kube" or url.startswith("kube:")
 
 
 def open_store(url: str, state_dir: str | None = None, node: str | None = None) -> Store:

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from machineconfig.constants import ENCAPSULATED_CONFIG_PATH as ENCAPSULATED_PATH
+from machineconfig.constants import NODE_ANNOTATIONS_PATH
 from machineconfig.ignition.dataurl import decode
 from mcs.layout import BootstrapSource
 from mcs.serve import (
-    CLOUD_CA_PATH, ENCAPSULATED_PATH, KUBECONFIG_PATH, KUBELET_CA_PATH, MC_CONTENT_PATH, NODE_ANNOTATIONS_PATH,
+    CLOUD_CA_PATH, KUBECONFIG_PATH, KUBELET_CA_PATH, MC_CONTENT_PATH,
     ServeError, build_served, go_json,
 )
 from tests.unit.test_mcs_layout import (
