@@ -20,12 +20,13 @@ from aiohttp.web_request import BaseRequest
 
 from machineconfig import constants
 from machineconfig.sdnotify import notify
-from mcs.app import SERVER_HEADER, ServerState, make_app
+from mcs.answer import SERVER_HEADER
+from mcs.app import make_app
 from mcs.auth import TokenAuth
-from mcs.cache import ServedConfigCache
 from mcs.fastpath import DEADLINE_ATTR, FastPath, FastProtocol, fast_factory
 from mcs.layout import BootstrapSource
-from mcs.metrics import ServerMetrics, flush_every, multiprocess_dir
+from mcs.metrics import flush_every, multiprocess_dir
+from mcs.state import ServerState, new_state
 from mcs.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -174,11 +175,8 @@ def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> Server
     if options.basedir is None or options.kubeconfig is None:
         raise ValueError("bootstrap mode needs a base directory and a kubeconfig")
     source = BootstrapSource(options.basedir, options.kubeconfig, list(options.registry_cas))
-    metrics = ServerMetrics()
-    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
-                              check_interval=options.input_check_interval)
     auth = TokenAuth(options.token_file) if options.token_file is not None else None
-    return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard)
+    return new_state(source, options.input_check_interval, guard, auth)
 
 
 async def serve(options: ServerOptions, stop: asyncio.Event,

@@ -10,19 +10,16 @@ from typing import TYPE_CHECKING
 
 from machineconfig.store import Store, StoreError
 from machineconfig.store.base import RebootLocks
-from mcs.app import ServerState
 from mcs.auth import AnyOf, Authorizer, TokenAuth
-from mcs.cache import ServedConfigCache
 from mcs.fleetlock import FleetLock
-from mcs.metrics import ServerMetrics
 from mcs.node_api import NodeAPIState
 from mcs.revision_watch import RevisionWatch
+from mcs.state import RequestWatcher, ServerState, new_state
 from mcs.status_page import StatusPage
 from mcs.store_source import StoreSource
 from mcs.tokens import AdminToken, NodeTokens, PoolTokens
 
 if TYPE_CHECKING:
-    from mcs.app import RequestWatcher
     from mcs.server import ServerOptions
 
 log = logging.getLogger(__name__)
@@ -43,12 +40,9 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
     if options.state_dir is None:
         source = StoreSource(store, None, f"store {options.store}", ca_file=options.ca or options.cert,
                              kubeconfig=options.kubeconfig)
-        metrics = ServerMetrics()
-        cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
-                                  check_interval=options.input_check_interval)
         token_auth = TokenAuth(options.token_file) if options.token_file is not None else None
-        return ServerState(source=source, cache=cache, metrics=metrics, auth=token_auth, watcher=guard,
-                           per_server_url=True, advertise_url=options.advertise_url)
+        return new_state(source, options.input_check_interval, guard, token_auth,
+                         per_server_url=True, advertise_url=options.advertise_url)
     state_dir = options.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if options.cert is None or options.secure_port is None:
@@ -62,9 +56,6 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
         pool_tokens.ensure(source.pools())
     except StoreError as e:
         log.warning("cannot list pools yet, bootstrap tokens will be created later: %s", e)
-    metrics = ServerMetrics()
-    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
-                              check_interval=options.input_check_interval)
     auth: Authorizer = pool_tokens
     if options.token_file is not None:
         auth = AnyOf(pool_tokens, TokenAuth(options.token_file))
@@ -76,9 +67,9 @@ def build_store_state(options: ServerOptions, store: Store, guard: RequestWatche
     # the admin's status page: its token is made now, for `mcs admin-token` to show
     admin = AdminToken(state_dir)
     admin.ensure()
-    return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard,
-                       per_server_url=True, advertise_url=options.advertise_url, node_api=node_api,
-                       fleetlock=fleetlock, status_page=StatusPage(store, admin))
+    return new_state(source, options.input_check_interval, guard, auth, per_server_url=True,
+                     advertise_url=options.advertise_url, node_api=node_api, fleetlock=fleetlock,
+                     status_page=StatusPage(store, admin))
 
 
 async def keep_pool_tokens(state: ServerState, interval: float = 2.0) -> None:

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.auth import TokenAuth, bearer_token, parse_tokens, TokenFileError
 from mcs.server import ServerOptions, build_state
 from tests.unit.test_mcs_layout import (

@@ -26,9 +26,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig import constants
 from machineconfig.store import Store
-from mcs import app as mcs_app
+from mcs import answer as mcs_answer
 from mcs import cli
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.cache import INPUT_CHECK_INTERVAL, ServedConfigCache
 from mcs.layout import BootstrapSource, Resolved
 from mcs.fastpath import FastPath, parse_head
@@ -195,10 +196,10 @@ def _count_revisions(store: Store) -> list[int]:
 
 
 def test_gzip_parse_cached_and_bounded() -> None:
-    mcs_app._accepts_gzip.cache_clear()
+    mcs_answer._accepts_gzip.cache_clear()
     for value in ("gzip", "gzip", "br;q=1, gzip;q=0", "*"):
-        assert mcs_app._accepts_gzip(value) == mcs_app.accepts_gzip(value)
-    info = mcs_app._accepts_gzip.cache_info()
+        assert mcs_answer._accepts_gzip(value) == mcs_answer.accepts_gzip(value)
+    info = mcs_answer._accepts_gzip.cache_info()
     assert info.hits == 1 and info.maxsize == 256
 
 

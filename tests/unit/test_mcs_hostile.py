@@ -21,7 +21,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig.store import Store
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.cache import MAX_VARIANTS
 from mcs.fastpath import may_be_fast
 from mcs.server import ServerOptions

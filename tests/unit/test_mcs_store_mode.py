@@ -22,7 +22,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from machineconfig import constants
 from machineconfig.store import Store, open_store
 from mcs import cli
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.server import ServerOptions
 from mcs.store_mode import build_store_state
 from mcs.tokens import PoolTokens
