@@ -22,10 +22,9 @@ import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from mcs.layout import Resolved
 from mcs.serve import NotAcceptable, embedded
+from mcs.sources import ConfigSource, Resolved
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,6 @@ MAX_VARIANTS = 8
 # this bound. The command line (`mcs bootstrap|start --input-check-interval`) defaults to this;
 # ServedConfigCache and ServerOptions default to 0, which checks on every request.
 INPUT_CHECK_INTERVAL = 0.5
-
-
-class ConfigSource(Protocol):
-    """Where served configs come from: the bootstrap directory (mcs.layout) or a store (mcs.store_source)."""
-
-    def resolve(self, pool: str) -> Resolved:
-        """Cheap: which rendered config the pool serves and a signature of its inputs."""
-
-    def build(self, resolved: Resolved, version: str) -> bytes:
-        """Slow: the served bytes (`resolved.variant` says for which server URL, if that matters)."""
 
 
 class BodyFile:

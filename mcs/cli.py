@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from machineconfig import constants
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="serve FILE (relative to the base directory) as /etc/docker/certs.d/REGISTRY/ca.crt")
     _timeout_args(boot, response="seconds a client has to receive one response",
                   checked="the input files")
+    boot.set_defaults(func=_bootstrap)
 
     start = sub.add_parser("start", help="serve pools from a store, and the node API for daemons")
     start.add_argument("--store", required=True, help="store URL: local:DIR (input YAML directory), or kube / "
@@ -110,8 +111,10 @@ def _parser() -> argparse.ArgumentParser:
                             "half-life (default 86400)")
     _timeout_args(start, response="seconds a client has to receive one response (long polls get their own)",
                   checked="the store revision and input files")
+    start.set_defaults(func=_start)
 
     node = sub.add_parser("node", help="administer the node API's node tokens (store mode)")
+    node.set_defaults(func=_node)
     node_sub = node.add_subparsers(dest="node_command", required=True)
     revoke = node_sub.add_parser("revoke", help="end every token of a node at once; it may then register "
                                  "again with its pool's bootstrap token (a reinstalled or lost machine)")
@@ -121,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
 
     fleet = sub.add_parser("fleetlock", help="the FleetLock reboot slots held (local store)")
+    fleet.set_defaults(func=_fleetlock)
     fleet_sub = fleet.add_subparsers(dest="fleetlock_command", required=True)
     for name, text in (("list", "every slot held: group, holder id, since"),
                        ("release", "give a holder's slot back (a machine that never came back)")):
@@ -136,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("admin-token", help="print the status page's admin token (created if "
                            "missing); with --url, the page's address that carries it")
     admin.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
+    admin.set_defaults(func=_admin_token)
     admin.add_argument("--url", help="the server's TLS URL, e.g. https://HOST:22623: print "
                        "URL/status#token=TOKEN (the fragment never leaves the browser)")
 
@@ -146,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     ptr.add_argument("--state", type=Path, metavar="SDIR",
                      help="take the pool's bootstrap token from SDIR/tokens (created if missing)")
     ptr.add_argument("--pool", help="the pool whose token --state gives (default: the URL's last path part)")
+    ptr.set_defaults(func=_pointer)
     return parser
 
 
@@ -165,8 +171,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
     from mcs.auth import TokenFileError
-    from mcs.layout import parse_registry_cert
-    from mcs.server import ServerOptions, run
+    from mcs.options import BootstrapOptions
+    from mcs.server import run
+    from mcs.sources.bootstrap import parse_registry_cert
 
     if not args.bootstrap_kubeconfig.is_file():
         log.error("kubeconfig not found at %s", args.bootstrap_kubeconfig)
@@ -182,7 +189,7 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
     except ValueError as e:
         log.error("%s", e)
         return 2
-    options = ServerOptions(
+    options = BootstrapOptions(
         basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         workers=workers, token_file=args.token_file, header_timeout=args.header_timeout,
@@ -200,8 +207,9 @@ def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
 
 def _start(args: argparse.Namespace) -> int:
     from mcs.auth import TokenFileError
-    from mcs.server import ServerOptions, run
     from machineconfig.store import StoreError, is_kube, store_url
+    from mcs.options import StoreOptions
+    from mcs.server import run
 
     if (args.cert is None) != (args.key is None):
         log.error("--cert and --key go together")
@@ -220,7 +228,7 @@ def _start(args: argparse.Namespace) -> int:
     if args.advertise_url is not None and not args.advertise_url.startswith(("https://", "http://")):
         log.error("--advertise-url must be an http(s) URL")
         return 2
-    options = ServerOptions(
+    options = StoreOptions(
         kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key, ca=args.ca,
         secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
         token_file=args.token_file, header_timeout=args.header_timeout,
@@ -337,17 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "bootstrap":
-        return _bootstrap(args)
-    if args.command == "start":
-        return _start(args)
-    if args.command == "node":
-        return _node(args)
-    if args.command == "fleetlock":
-        return _fleetlock(args)
-    if args.command == "admin-token":
-        return _admin_token(args)
-    return _pointer(args)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What a joining machine is served: the pool's rendered config, ControllerConfig overrides, MCO's
 appended files in MCO's order and format, and the conversion to the requested spec version.
-Pure functions; reading the inputs from disk is `mcs.layout`'s job.
+Pure functions; reading the inputs is `mcs.sources`' job.
 """
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mcs.auth import Authorizer
-from mcs.cache import ConfigSource, ServedConfigCache
+from mcs.cache import ServedConfigCache
 from mcs.fleetlock import FleetLock
 from mcs.metrics import ServerMetrics
 from mcs.node_api import NodeAPIState
+from mcs.sources import ConfigSource
 from mcs.status_page import StatusPage
 
 
@@ -25,21 +26,11 @@ class RequestWatcher(Protocol):
         """Give the current response `seconds` from now (long polls)."""
 
 
-class ServedSource(ConfigSource, Protocol):
-    """A config source as the application sees it: the bootstrap directory or the store."""
-
-    def pools(self) -> list[str]: ...
-
-    def has_pool(self, pool: str) -> bool: ...
-
-    def describe(self) -> str: ...
-
-
 @dataclass
 class ServerState:
     """Everything the handlers need; one per worker process."""
 
-    source: ServedSource
+    source: ConfigSource
     cache: ServedConfigCache
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     auth: Authorizer | None = None
@@ -53,7 +44,7 @@ class ServerState:
     status_page: StatusPage | None = None  # the admin's status page (TLS listener, state dir)
 
 
-def new_state(source: ServedSource, check_interval: float, watcher: RequestWatcher | None,
+def new_state(source: ConfigSource, check_interval: float, watcher: RequestWatcher | None,
               auth: Authorizer | None, **extra: Any) -> ServerState:
     """The state over `source`: a cache checking its inputs every `check_interval` seconds and
     metrics counting its builds; `extra` sets ServerState's store-mode fields."""

@@ -5,35 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from machineconfig.store import Store, StoreError
 from machineconfig.store.base import RebootLocks
 from mcs.auth import AnyOf, Authorizer, TokenAuth
 from mcs.fleetlock import FleetLock
 from mcs.node_api import NodeAPIState
+from mcs.options import StoreOptions
 from mcs.revision_watch import RevisionWatch
 from mcs.state import RequestWatcher, ServerState, new_state
 from mcs.status_page import StatusPage
-from mcs.store_source import StoreSource
+from mcs.sources.store import StoreSource
 from mcs.tokens import AdminToken, NodeTokens, PoolTokens
-
-if TYPE_CHECKING:
-    from mcs.server import ServerOptions
 
 log = logging.getLogger(__name__)
 
 
-def open_store(url: str, state_dir: Path | None) -> Store:
-    """The store named by `url` (the store package decides which URLs it knows and which need a
-    state directory: local does, kube does not)."""
-    from machineconfig.store import open_store as open_any
-
-    return open_any(url, str(state_dir) if state_dir is not None else None)
-
-
-def build_store_state(options: ServerOptions, store: Store, guard: RequestWatcher | None) -> ServerState:
+def build_store_state(options: StoreOptions, store: Store, guard: RequestWatcher | None) -> ServerState:
     """Server state over `store`; creates a bootstrap token for every pool that has none yet.
     Without a state directory (the kube store) there are no bootstrap tokens and no node API:
     /config/<pool> only (guarded by --token-file when given)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from machineconfig.atomicfile import write_atomic
 from mcs.auth import TokenFileError, bearer_token, parse_tokens
-from mcs.layout import Signature, stat_signature
+from mcs.sources import Signature, stat_signature
 from mcs.serve import POOL_NAME
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The store as a config source (`mcs start`): pools and rendered configs from a `Store`, the
+"""A store as a config source (`mcs start`): pools and rendered configs from a `Store`, the
 served config choice of MCO's cluster server, and node-credentials.json (server URL, the pool's
 bootstrap token, the CA) so the new machine's daemon can reach the node API.
 """
@@ -14,8 +14,8 @@ from typing import Any
 from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, StoreError
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL
-from mcs.layout import CONFIG_NAME, Resolved, choose_config, stat_signature
 from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, valid_pool_name
+from mcs.sources import CONFIG_NAME, Resolved, choose_config, stat_signature
 from mcs.tokens import PoolTokens
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class StoreSource:
             scan()
 
     def close(self) -> None:
-        """Close the store (ends its background input scan); the server calls it on shutdown."""
+        """Close the store (ends its background input scan)."""
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
