@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from mcs.cache import Served
 from mcs.negotiate import UnsupportedVersion, negotiate
+from mcs.node_api import BEARER_CHALLENGE
 from mcs.serve import NotAcceptable, NotFound, ServeError, valid_pool_name
 from mcs.state import ServerState
 
@@ -40,7 +41,7 @@ class Answer(NamedTuple):
 
 _INVALID_POOL = Answer(404, message="no such pool: invalid pool name")
 _UNAUTHORIZED = Answer(401, message="a valid bearer token for this pool is required",
-                       headers={"WWW-Authenticate": 'Bearer realm="machine-config-server"'})
+                       headers=BEARER_CHALLENGE)
 
 
 def decide(state: ServerState, pool: str, authorization: str | None, accept: str | None, scheme: str,

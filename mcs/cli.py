@@ -13,8 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from machineconfig import constants
+
+if TYPE_CHECKING:
+    from mcs.options import BootstrapOptions, StoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -170,76 +174,63 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
-    from mcs.auth import TokenFileError
     from mcs.options import BootstrapOptions
-    from mcs.server import run
     from mcs.sources.bootstrap import parse_registry_cert
 
     if not args.bootstrap_kubeconfig.is_file():
         log.error("kubeconfig not found at %s", args.bootstrap_kubeconfig)
         return 2
-    if (args.cert is None) != (args.key is None):
-        log.error("--cert and --key go together")
-        return 2
-    secure_port = args.secure_port if args.cert is not None else None
-    if args.cert is None and args.secure_port is not None:
-        log.warning("no --cert/--key: the HTTPS listener is off")
-    try:
+
+    def options(listen: dict[str, Any]) -> BootstrapOptions:
         registry_cas = tuple(parse_registry_cert(v) for v in args.bootstrap_certs)
-    except ValueError as e:
-        log.error("%s", e)
-        return 2
-    options = BootstrapOptions(
-        basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
-        secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
-        workers=workers, token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout, registry_cas=registry_cas,
-        input_check_interval=args.input_check_interval)
-    if options.secure_port is None and options.insecure_port is None:
-        log.error("both listeners are off")
-        return 2
-    try:
-        return run(options)
-    except (TokenFileError, OSError, ValueError) as e:
-        log.error("%s", e)
-        return 1
+        return BootstrapOptions(basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig,
+                                workers=workers, registry_cas=registry_cas, **listen)
+
+    return _serve(args, options)
 
 
 def _start(args: argparse.Namespace) -> int:
-    from mcs.auth import TokenFileError
     from machineconfig.store import StoreError, is_kube, store_url
     from mcs.options import StoreOptions
+
+    def options(listen: dict[str, Any]) -> StoreOptions:
+        store = store_url(args.store, args.kubeconfig)
+        if args.state is None and not is_kube(store):
+            raise ValueError(f"--state is required with store {store}")
+        if args.advertise_url is not None and not args.advertise_url.startswith(("https://", "http://")):
+            raise ValueError("--advertise-url must be an http(s) URL")
+        return StoreOptions(store=store, state_dir=args.state, kubeconfig=args.bootstrap_kubeconfig, ca=args.ca,
+                            advertise_url=args.advertise_url, node_token_ttl=args.node_token_ttl, **listen)
+
+    return _serve(args, options)
+
+
+def _serve(args: argparse.Namespace, options: Callable[[dict[str, Any]], BootstrapOptions | StoreOptions]) -> int:
+    """What `mcs bootstrap` and `mcs start` share: TLS and listener checks (exit status 2 for bad
+    arguments, also when `options` raises ValueError or StoreError), then the server (1 if it fails)."""
+    from machineconfig.store import StoreError
+    from mcs.auth import TokenFileError
     from mcs.server import run
 
     if (args.cert is None) != (args.key is None):
         log.error("--cert and --key go together")
         return 2
-    try:
-        store = store_url(args.store, args.kubeconfig)
-    except StoreError as e:
-        log.error("%s", e)
-        return 2
-    if args.state is None and not is_kube(store):
-        log.error("--state is required with store %s", store)
-        return 2
-    secure_port = args.secure_port if args.cert is not None else None
     if args.cert is None and args.secure_port is not None:
         log.warning("no --cert/--key: the HTTPS listener is off")
-    if args.advertise_url is not None and not args.advertise_url.startswith(("https://", "http://")):
-        log.error("--advertise-url must be an http(s) URL")
+    listen = dict(cert=args.cert, key=args.key, secure_port=args.secure_port if args.cert is not None else None,
+                  insecure_port=args.insecure_port, bind_address=args.bind_address, token_file=args.token_file,
+                  header_timeout=args.header_timeout, response_timeout=args.response_timeout,
+                  input_check_interval=args.input_check_interval)
+    try:
+        chosen = options(listen)
+    except (StoreError, ValueError) as e:
+        log.error("%s", e)
         return 2
-    options = StoreOptions(
-        kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key, ca=args.ca,
-        secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
-        token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout, store=store, state_dir=args.state,
-        advertise_url=args.advertise_url, input_check_interval=args.input_check_interval,
-        node_token_ttl=args.node_token_ttl)
-    if options.secure_port is None and options.insecure_port is None:
+    if chosen.secure_port is None and chosen.insecure_port is None:
         log.error("both listeners are off")
         return 2
     try:
-        return run(options)
+        return run(chosen)
     except (TokenFileError, StoreError, OSError, ValueError) as e:
         log.error("%s", e)
         return 1

@@ -31,7 +31,7 @@ from typing import Any, Protocol, cast
 from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide
 from mcs.cache import BodyFile, Served
 from mcs.serve import valid_pool_name
-from mcs.state import ServerState
+from mcs.state import RequestWatcher, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,12 @@ class Responses:
             self.head_gz, self.full_gz, self.not_modified_gz = self.head, self.full, self.not_modified
 
 
-class ConnectionWatcher(Protocol):
+class ConnectionWatcher(RequestWatcher, Protocol):
     """The slow-client deadlines (mcs.server.ConnectionGuard): told of connections and requests."""
 
     def connection_made(self, handler: Any) -> None: ...
 
     def connection_lost(self, handler: Any) -> None: ...
-
-    def request_started(self, protocol: object) -> None: ...
-
-    def request_finished(self, protocol: object) -> None: ...
 
 
 class FastPath:

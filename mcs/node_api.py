@@ -38,7 +38,7 @@ _MAX_NAME = 253
 _MAX_KEY = 317  # prefix (253) + "/" + name (63)
 _MAX_VALUE = 8192
 _EVENT_TYPES = ("Normal", "Warning")
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="machine-config-server"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="machine-config-server"'}
 
 
 def _register_limiter() -> RateLimiter:
@@ -83,7 +83,7 @@ def _json(value: Any) -> web.Response:
 
 def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     resp = web.Response(status=status, text=message + "\n", content_type="text/plain",
-                        headers=_CHALLENGE if status == 401 else headers)
+                        headers=BEARER_CHALLENGE if status == 401 else headers)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

@@ -14,7 +14,6 @@ from typing import Any
 from machineconfig import labels as label_selectors
 from machineconfig.errors import MachineConfigError
 
-MASTER_POOL = "master"
 WORKER_POOL = "worker"
 
 # A Kubernetes qualified name part and a DNS-1123 subdomain (the optional label key prefix).

@@ -197,7 +197,7 @@ def build_served(config_name: str, mc: RenderedConfig | JSON, cc: JSON, kubeconf
     except ValidationError as e:
         raise ServeError(f"machine config {config_name} has an invalid spec: {e.error_count()} error(s)") from e
     except IgnitionConfigError as e:
-        raise ServeError(f"rendered config {config_name} is not valid Ignition: {_one_line(str(e))}") from e
+        raise ServeError(f"rendered config {config_name} is not valid Ignition: {one_line(str(e))}") from e
 
     kernel_arguments = migrate_kernel_args(config, kernel_arguments, version)
     _override_or_append(config, KUBELET_CA_PATH, _cc_bytes(cc, "kubeAPIServerServingCAData"))
@@ -234,8 +234,9 @@ def convert(config: JSON, version: str) -> JSON:
     except Inexpressible as e:
         raise NotAcceptable(f"config uses {e.field}, which spec {version} cannot express") from e
     except TranslationError as e:
-        raise ServeError(f"cannot convert to spec {version}: {_one_line(str(e))}") from e
+        raise ServeError(f"cannot convert to spec {version}: {one_line(str(e))}") from e
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """`text` on one line, at most 300 characters (error texts a client or a log may show)."""
     return " ".join(text.split())[:300]

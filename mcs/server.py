@@ -32,9 +32,6 @@ from mcs.tls import ReloadingTLS
 log = logging.getLogger(__name__)
 
 
-# The attribute of a connection (aiohttp's RequestHandler or a fast-path protocol) that holds its
-# ConnectionGuard deadline.
-DEADLINE = DEADLINE_ATTR
 _PROTOCOLS = (web.RequestHandler, FastProtocol)
 
 
@@ -48,24 +45,24 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.response_timeout = response_timeout
         # The open connections (protocols with a `transport`); each one's deadline is an attribute
-        # of its own (DEADLINE), so the per-request calls are an attribute store and no
+        # of its own (DEADLINE_ATTR), so the per-request calls are an attribute store and no
         # weak-reference lookup.
         self._handlers: weakref.WeakSet[Any] = weakref.WeakSet()
         self.aborted = 0
 
     def connection_made(self, handler: Any) -> None:
-        setattr(handler, DEADLINE, time.monotonic() + self.header_timeout)
+        setattr(handler, DEADLINE_ATTR, time.monotonic() + self.header_timeout)
         self._handlers.add(handler)
 
     def connection_lost(self, handler: Any) -> None:
         self._handlers.discard(handler)
-        setattr(handler, DEADLINE, None)
+        setattr(handler, DEADLINE_ATTR, None)
 
     def _set(self, protocol: object, seconds: float) -> None:
         # Only real connections (aiohttp's or the fast path's) this guard still watches (their
         # deadline is not None).
-        if isinstance(protocol, _PROTOCOLS) and getattr(protocol, DEADLINE, None) is not None:
-            setattr(protocol, DEADLINE, time.monotonic() + seconds)
+        if isinstance(protocol, _PROTOCOLS) and getattr(protocol, DEADLINE_ATTR, None) is not None:
+            setattr(protocol, DEADLINE_ATTR, time.monotonic() + seconds)
 
     def close_all(self) -> None:
         """Abort every connection still open (shutdown)."""
@@ -85,7 +82,7 @@ class ConnectionGuard:
 
     def sweep(self) -> int:
         now = time.monotonic()
-        late = [h for h in list(self._handlers) if (getattr(h, DEADLINE, None) or now) < now]
+        late = [h for h in list(self._handlers) if (getattr(h, DEADLINE_ATTR, None) or now) < now]
         for handler in late:
             self.connection_lost(handler)
             if handler.transport is not None:

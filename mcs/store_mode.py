@@ -25,10 +25,11 @@ def build_store_state(options: StoreOptions, store: Store, guard: RequestWatcher
     """Server state over `store`; creates a bootstrap token for every pool that has none yet.
     Without a state directory (the kube store) there are no bootstrap tokens and no node API:
     /config/<pool> only (guarded by --token-file when given)."""
+    token_auth = TokenAuth(options.token_file) if options.token_file is not None else None
+    # TLS on: nodes must trust our certificate; --ca names its CA, else the certificate is its own.
+    ca = options.ca if options.ca is not None else options.cert
     if options.state_dir is None:
-        source = StoreSource(store, None, f"store {options.store}", ca_file=options.ca or options.cert,
-                             kubeconfig=options.kubeconfig)
-        token_auth = TokenAuth(options.token_file) if options.token_file is not None else None
+        source = StoreSource(store, None, f"store {options.store}", ca_file=ca, kubeconfig=options.kubeconfig)
         return new_state(source, options.input_check_interval, guard, token_auth,
                          per_server_url=True, advertise_url=options.advertise_url)
     state_dir = options.state_dir
@@ -36,17 +37,12 @@ def build_store_state(options: StoreOptions, store: Store, guard: RequestWatcher
     if options.cert is None or options.secure_port is None:
         log.warning("no TLS listener: the node API is off (it is served over TLS only)")
     pool_tokens = PoolTokens(state_dir)
-    # TLS on: nodes must trust our certificate; --ca names its CA, else the certificate is its own.
-    ca = options.ca if options.ca is not None else options.cert
-    source = StoreSource(store, pool_tokens, f"store {options.store}", ca_file=ca,
-                         kubeconfig=options.kubeconfig)
+    source = StoreSource(store, pool_tokens, f"store {options.store}", ca_file=ca, kubeconfig=options.kubeconfig)
     try:
         pool_tokens.ensure(source.pools())
     except StoreError as e:
         log.warning("cannot list pools yet, bootstrap tokens will be created later: %s", e)
-    auth: Authorizer = pool_tokens
-    if options.token_file is not None:
-        auth = AnyOf(pool_tokens, TokenAuth(options.token_file))
+    auth: Authorizer = pool_tokens if token_auth is None else AnyOf(pool_tokens, token_auth)
     node_api = NodeAPIState(store=store, pool_tokens=pool_tokens, node_tokens=NodeTokens(state_dir, ttl=options.node_token_ttl),
                             watch=RevisionWatch(store),
                             extend_deadline=guard.extend if guard is not None else None)

@@ -14,17 +14,13 @@ from typing import Any
 from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, StoreError
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL
-from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, valid_pool_name
+from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, one_line, valid_pool_name
 from mcs.sources import CONFIG_NAME, Resolved, choose_config, stat_signature
 from mcs.tokens import PoolTokens
 
 log = logging.getLogger(__name__)
 
 CREDENTIALS_MODE = 0o600
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 class StoreSource:
@@ -103,7 +99,7 @@ class StoreSource:
         except NotFoundError as e:
             raise NotFound(f"pool {pool!r} not found") from e
         except StoreError as e:
-            log.warning("pool %s: %s", pool, _one_line(e))
+            log.warning("pool %s: %s", pool, one_line(str(e)))
             raise ServeError(f"store: {type(e).__name__}") from e
         if resolved.signature[-1] != self._file_signatures():
             resolved = Resolved(pool, resolved.config_name,
@@ -145,7 +141,7 @@ class StoreSource:
         except NotFoundError as e:
             raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
         except StoreError as e:
-            log.warning("rendered config %s: %s", resolved.config_name, _one_line(e))
+            log.warning("rendered config %s: %s", resolved.config_name, one_line(str(e)))
             raise ServeError(f"store: {type(e).__name__}") from e
         kubeconfig: bytes | None = None
         if self.kubeconfig is not None:
