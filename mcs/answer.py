@@ -48,7 +48,7 @@ def decide(state: ServerState, pool: str, authorization: str | None, accept: str
            host: str, accept_encoding: str, if_none_match: str | None) -> Answer:
     """The answer from the request's pool and headers and what the cache holds; never builds.
     Exceptions other than the source's NotFound/ServeError propagate (a 500 for aiohttp)."""
-    if not valid_pool_name(pool):
+    if not _valid_pool(pool):
         return _INVALID_POOL  # checked before any file or store look-up
     if state.auth is not None and not state.auth.allows(pool, authorization):
         return _UNAUTHORIZED
@@ -74,10 +74,12 @@ def decide(state: ServerState, pool: str, authorization: str | None, accept: str
 def conditional(served: Served, accept_encoding: str, if_none_match: str | None) -> Answer:
     """The answer with `served`: 304 when If-None-Match names either coding's tag, else 200; gzip
     when there is a gzip body and the client takes it."""
-    use_gzip = served.gzip_body is not None and _accepts_gzip(accept_encoding)
-    if if_none_match is not None and served.matches(if_none_match):
-        return Answer(304, served.version, served, use_gzip)
-    return Answer(200, served.version, served, use_gzip)
+    key = (304 if if_none_match is not None and served.matches(if_none_match) else 200,
+           served.gzip_body is not None and _accepts_gzip(accept_encoding))
+    answer = served.answers.get(key)
+    if answer is None:  # made once per config, status and coding: no allocation per request
+        answer = served.answers[key] = Answer(key[0], served.version, served, key[1])
+    return answer
 
 
 def refusal(pool: str, version: str, error: NotFound | ServeError) -> Answer:
@@ -87,12 +89,6 @@ def refusal(pool: str, version: str, error: NotFound | ServeError) -> Answer:
     if isinstance(error, NotAcceptable):
         return Answer(406, version, message=str(error), detail=str(error))
     return Answer(500, version, message=f"cannot serve pool {pool!r}: {error}", detail=str(error))
-
-
-@functools.lru_cache(maxsize=256)
-def _negotiate(accept: str | None) -> str:
-    # Joining machines send a handful of distinct Accept headers; parse each once.
-    return negotiate(accept)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -114,8 +110,10 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-# Joining machines send a handful of distinct Accept-Encoding headers; parse each once. Bounded, as
-# the header is the client's to choose.
+# A pool's machines send the same pool name and a handful of distinct Accept and Accept-Encoding
+# headers: each is checked or parsed once (bounded: all are the client's to choose).
+_valid_pool = functools.lru_cache(maxsize=256)(valid_pool_name)
+_negotiate = functools.lru_cache(maxsize=256)(negotiate)
 _accepts_gzip = functools.lru_cache(maxsize=256)(accepts_gzip)
 
 
