@@ -19,6 +19,7 @@ from aiohttp import web
 from machineconfig import constants
 from machineconfig import machine_config_node as mcn
 from machineconfig.errors import MachineConfigError
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import ConflictError, ForbiddenError, NodeRecord, NotFoundError, Store, StoreError
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MachineConfigNodes
 from mcs.node_policy import (
@@ -243,7 +244,7 @@ def _of_pool(pool: str | None, name: str) -> bool:
     return name.startswith(prefix) and RENDERED_HASH.match(name[len(prefix):]) is not None
 
 
-async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> dict[str, Any] | None:
+async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> RenderedConfig | None:
     """The rendered config if the controller decided the node may read it: its desiredConfig
     (which only the controller writes, or the node once at bootstrap within its own pool), its
     own config where overlays select it (node-config, controller-written), and its pool's
@@ -251,13 +252,11 @@ async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> dict[st
     by a value the node writes itself, such as currentConfig."""
     record = await _in_thread(api.store.get_node, node)
     a = record.annotations
-    if name in (a.get(constants.DESIRED_CONFIG_ANNOTATION), a.get(constants.NODE_CONFIG_ANNOTATION)):
-        return await _in_thread(api.store.get_rendered, name)
-    if not _of_pool(await _node_pool(api, record), name):
+    own = name in (a.get(constants.DESIRED_CONFIG_ANNOTATION), a.get(constants.NODE_CONFIG_ANNOTATION))
+    if not own and not _of_pool(await _node_pool(api, record), name):
         return None
-    rendered = await _in_thread(api.store.get_rendered, name)
-    annotations = (rendered.get("metadata") or {}).get("annotations") or {}
-    return None if constants.OVERLAYS_ANNOTATION in annotations else rendered
+    rendered = RenderedConfig.of(await _in_thread(api.store.get_rendered, name))
+    return rendered if own or constants.OVERLAYS_ANNOTATION not in rendered.annotations else None
 
 
 @_handler
@@ -324,7 +323,7 @@ async def get_rendered(request: web.Request, api: NodeAPIState) -> web.StreamRes
     rendered = await _may_read_rendered(api, node, name)
     if rendered is None:
         raise _Refused(403, "a node may only read its desiredConfig and the rendered configs of its own pool")
-    return _json(rendered)
+    return _json(rendered.to_dict())
 
 
 @_handler

@@ -17,16 +17,12 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from machineconfig.sdnotify import notify
-from machineconfig.store import open_store
 from mcs.answer import SERVER_HEADER
 from mcs.app import make_app
-from mcs.auth import TokenAuth
 from mcs.fastpath import DEADLINE_ATTR, FastPath, FastProtocol, fast_factory
 from mcs.metrics import flush_every, multiprocess_dir
 from mcs.options import BootstrapOptions, StoreOptions
-from mcs.sources.bootstrap import BootstrapSource
-from mcs.state import ServerState, new_state
-from mcs.store_mode import build_store_state, keep_pool_tokens
+from mcs.state import build_state, keep_pool_tokens
 from mcs.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -126,15 +122,6 @@ class GuardedRequestHandler(web.RequestHandler):
         resp.headers["Server"] = SERVER_HEADER
         resp.force_close()
         return resp
-
-
-def build_state(options: BootstrapOptions | StoreOptions, guard: ConnectionGuard | None) -> ServerState:
-    if isinstance(options, StoreOptions):
-        state_dir = str(options.state_dir) if options.state_dir is not None else None
-        return build_store_state(options, open_store(options.store, state_dir), guard)
-    source = BootstrapSource(options.basedir, options.kubeconfig, list(options.registry_cas))
-    auth = TokenAuth(options.token_file) if options.token_file is not None else None
-    return new_state(source, options.input_check_interval, guard, auth)
 
 
 async def serve(options: BootstrapOptions | StoreOptions, stop: asyncio.Event,

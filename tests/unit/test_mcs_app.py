@@ -18,7 +18,7 @@ from mcs.app import make_app
 from mcs.state import ServerState
 from mcs.auth import TokenAuth, bearer_token, parse_tokens, TokenFileError
 from mcs.options import BootstrapOptions
-from mcs.server import build_state
+from mcs.state import build_state
 from tests.unit.test_mcs_layout import (
     WORKER_CONFIG, WORKER_CONFIG_NEW, ignition_config, machine_config, pool, write_layout, write_yaml,
 )

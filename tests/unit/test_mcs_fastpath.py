@@ -33,10 +33,11 @@ from mcs.state import ServerState
 from mcs.cache import INPUT_CHECK_INTERVAL, ServedConfigCache
 from mcs.fastpath import FastPath, parse_head
 from mcs.options import BootstrapOptions, ServerOptions, StoreOptions
-from mcs.server import ConnectionGuard, build_state, loop_factory, serve
+from mcs.server import ConnectionGuard, loop_factory, serve
+from mcs.state import build_state
 from mcs.sources import Resolved
 from mcs.sources.bootstrap import BootstrapSource
-from mcs.store_mode import build_store_state
+from mcs.state import build_store_state
 from tests.unit.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
 from tests.unit.test_mcs_server import write_tls

@@ -26,7 +26,7 @@ from mcs.state import ServerState
 from mcs.cache import MAX_VARIANTS
 from mcs.fastpath import may_be_fast
 from mcs.options import BootstrapOptions, StoreOptions
-from mcs.store_mode import build_store_state
+from mcs.state import build_store_state
 from mcs.sources.store import StoreSource
 from mcs.tls import ReloadingTLS
 from tests.unit.test_mcs_fastpath import ACCEPT35, InProcessServer, Tls

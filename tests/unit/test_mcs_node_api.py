@@ -20,7 +20,7 @@ from machineconfig import constants
 from machineconfig.store import Store
 from mcs.app import make_app
 from mcs.state import ServerState
-from mcs.store_mode import build_store_state
+from mcs.state import build_store_state
 from tests.unit.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
 from tests.unit.test_mcs_store_mode import WORKER_LABEL, make_store, pool_token, store_options
 

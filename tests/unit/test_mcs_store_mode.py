@@ -25,7 +25,7 @@ from mcs import cli
 from mcs.app import make_app
 from mcs.state import ServerState
 from mcs.options import StoreOptions
-from mcs.store_mode import build_store_state
+from mcs.state import build_store_state
 from mcs.tokens import PoolTokens
 from tests.unit.test_mcs_layout import (
     MASTER_CONFIG, WORKER_CONFIG, WORKER_CONFIG_NEW, controller_config, decode_files, ignition_config,
