@@ -160,33 +160,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
-    metrics_dir: str | None = None
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Must be set before prometheus-client is first imported (below), so workers share counters.
-        metrics_dir = tempfile.mkdtemp(prefix="mcs-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    try:
-        return _bootstrap_run(args, workers)
-    finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
-    from mcs.options import BootstrapOptions
-    from mcs.sources.bootstrap import parse_registry_cert
-
     if not args.bootstrap_kubeconfig.is_file():
         log.error("kubeconfig not found at %s", args.bootstrap_kubeconfig)
         return 2
+    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
+    metrics_dir: str | None = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Must be set before prometheus-client is first imported (in _serve), so workers share counters.
+        metrics_dir = tempfile.mkdtemp(prefix="mcs-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     def options(listen: dict[str, Any]) -> BootstrapOptions:
+        from mcs.options import BootstrapOptions
+        from mcs.sources.bootstrap import parse_registry_cert
+
         registry_cas = tuple(parse_registry_cert(v) for v in args.bootstrap_certs)
         return BootstrapOptions(basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig,
                                 workers=workers, registry_cas=registry_cas, **listen)
 
-    return _serve(args, options)
+    try:
+        return _serve(args, options)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _start(args: argparse.Namespace) -> int:

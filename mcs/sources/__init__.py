@@ -57,22 +57,19 @@ def choose_config(pool: JSON) -> str:
 
 
 class ConfigSource(Protocol):
-    """A source of served configs: cheap resolution per request, a slow build per change."""
+    """A source of served configs: `resolve` is cheap (per request: which rendered config the pool
+    serves and a signature of its inputs), `build` slow (the served bytes, per change; for the
+    server URL `resolved.variant` when that matters). `pools` and `has_pool` name valid pools only;
+    `describe` says where the configs come from (for the log); `close` releases what it holds."""
 
-    def resolve(self, pool: str) -> Resolved:
-        """Cheap: which rendered config the pool serves and a signature of its inputs."""
+    def resolve(self, pool: str) -> Resolved: ...
 
-    def build(self, resolved: Resolved, version: str) -> bytes:
-        """Slow: the served bytes (`resolved.variant` says for which server URL, if that matters)."""
+    def build(self, resolved: Resolved, version: str) -> bytes: ...
 
-    def pools(self) -> list[str]:
-        """Every pool there is (valid names only)."""
+    def pools(self) -> list[str]: ...
 
-    def has_pool(self, pool: str) -> bool:
-        """True when `pool` exists (it may become a metrics label)."""
+    def has_pool(self, pool: str) -> bool: ...
 
-    def describe(self) -> str:
-        """Where the configs come from, for the log."""
+    def describe(self) -> str: ...
 
-    def close(self) -> None:
-        """Release what the source holds (the server calls it on shutdown)."""
+    def close(self) -> None: ...
