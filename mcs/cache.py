@@ -22,7 +22,6 @@ import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from mcs.serve import NotAcceptable, embedded
 from mcs.sources import ConfigSource, Resolved
@@ -83,9 +82,6 @@ class Served:
     # Each coding's BodyFile, made on first use (see body_file); gzip -> file.
     _files: dict[bool, BodyFile] = dataclasses.field(init=False, repr=False, compare=False,
                                                       default_factory=dict)
-    # mcs.answer's answers with this config, made once each: (status, gzip) -> answer.
-    answers: dict[tuple[int, bool], Any] = dataclasses.field(init=False, repr=False, compare=False,
-                                                             default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", {**self.validators(self.etag), "Content-Type": "application/json"})

@@ -306,15 +306,17 @@ class FastProtocol(asyncio.Protocol):
                                 self.fast.scheme, request.host, request.accept_encoding, request.if_none_match)
             except Exception:  # noqa: BLE001 - aiohttp answers (or fails) the same way
                 answer = None
-            if answer is not None and answer.status == BUILD:
-                self._request_started()
-                self._build(request, answer, started)
+            if answer is None:
+                self._started_and_handover()
                 return False
-        served = answer.served if answer is not None else None
-        if answer is None or served is None:  # an error: aiohttp's to answer
+        status, version, served, use_gzip, _, _, variant, _ = answer  # one unpacking: per request
+        if status == BUILD:
+            self._request_started()
+            self._build(request, version, variant, started)
+            return False
+        if served is None:  # an error: aiohttp's to answer
             self._started_and_handover()
             return False
-        status, use_gzip = answer.status, answer.gzip
         responses = self.fast.responses(served)
         if status == 304:
             wire = responses.not_modified_gz if use_gzip else responses.not_modified
@@ -343,10 +345,10 @@ class FastProtocol(asyncio.Protocol):
         else:
             transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
         elapsed = time.perf_counter() - started
-        self.fast.state.metrics.observe_served(request.pool, answer.version, status, elapsed)
+        self.fast.state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s %d %s %.1fms", self._remote, "HEAD" if request.head_method else "GET",
-                            request.raw_path, status, answer.version, elapsed * 1000)
+                            request.raw_path, status, version, elapsed * 1000)
         if request.close or sending or self._write_paused:
             if fresh:
                 self._request_started()
@@ -468,7 +470,7 @@ class FastProtocol(asyncio.Protocol):
         if watcher is not None:
             watcher.request_finished(self)
 
-    def _build(self, request: Request, answer: Answer, started: float) -> None:
+    def _build(self, request: Request, version: str, variant: str, started: float) -> None:
         """A cache miss: build off the loop, then answer (or hand over on any error)."""
         self._busy = self._building = True
 
@@ -486,7 +488,7 @@ class FastProtocol(asyncio.Protocol):
                 self._buffer = self._buffer[end + 4:]
                 self._process()
 
-        task = asyncio.ensure_future(self.fast.state.cache.get(request.pool, answer.version, answer.variant))
+        task = asyncio.ensure_future(self.fast.state.cache.get(request.pool, version, variant))
         task.add_done_callback(done)
 
     def _handover(self) -> None:
