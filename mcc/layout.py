@@ -15,6 +15,7 @@ import yaml
 
 from machineconfig import yamlv2
 from machineconfig.api import MachineConfigPool
+from machineconfig.bootstrap_layout import CONTROLLER_CONFIG_DIR, MACHINE_CONFIGS_DIR, MACHINE_POOLS_DIR
 from machineconfig.constants import API_VERSION
 from machineconfig.errors import InputError
 from machineconfig.constants import CONTROLLER_CONFIG_NAME
@@ -54,12 +55,12 @@ def layout_files(inputs: Inputs, rendered: Sequence[PoolRender]) -> dict[str, An
     """Relative path -> object, for every file of the layout."""
     files: dict[str, Any] = {}
     for mc in inputs.configs:
-        files[_file("machine-configs", mc.name)] = mc.to_dict()
+        files[_file(MACHINE_CONFIGS_DIR, mc.name)] = mc.to_dict()
     for r in rendered:
-        files[_file("machine-configs", r.name)] = r.config.to_dict()
+        files[_file(MACHINE_CONFIGS_DIR, r.name)] = r.config.to_dict()
     for pool, r in zip(inputs.pools, rendered):
-        files[_file("machine-pools", pool.name)] = pool_object(pool, r)
-    files[_file("controller-config", CONTROLLER_CONFIG_NAME)] = inputs.controller_config.to_dict()
+        files[_file(MACHINE_POOLS_DIR, pool.name)] = pool_object(pool, r)
+    files[_file(CONTROLLER_CONFIG_DIR, CONTROLLER_CONFIG_NAME)] = inputs.controller_config.to_dict()
     for obj in inputs.status_objects:
         files[_file(STATUS_DIRS[obj["kind"]], str(obj["metadata"]["name"]))] = obj
     return files

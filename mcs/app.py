@@ -4,70 +4,22 @@ and a secret-free access log.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from aiohttp import web
 
 from mcs import fleetlock, status_page
-from mcs.auth import Authorizer
-from mcs.cache import ConfigSource, Served, ServedConfigCache
-from mcs.fleetlock import FleetLock
-from mcs.metrics import UNKNOWN_POOL, ServerMetrics
-from mcs.negotiate import UnsupportedVersion, negotiate
-from mcs.node_api import NodeAPIState, add_routes
-from mcs.serve import NotAcceptable, NotFound, ServeError, valid_pool_name
-from mcs.status_page import StatusPage
+from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide, refusal
+from mcs.metrics import UNKNOWN_POOL
+from mcs.node_api import add_routes
+from mcs.serve import NotFound, ServeError, valid_pool_name
+from mcs.state import ServerState
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("mcs.access")
 
-SERVER_HEADER = "machine-config-server"
 _READ_METHODS = ("GET", "HEAD")
-
-
-class RequestWatcher(Protocol):
-    """Told when a connection starts and finishes a request (slow-client deadlines, see server.py)."""
-
-    def request_started(self, protocol: object) -> None: ...
-
-    def request_finished(self, protocol: object) -> None: ...
-
-    def extend(self, protocol: object, seconds: float) -> None:
-        """Give the current response `seconds` from now (long polls)."""
-
-
-class ServedSource(ConfigSource, Protocol):
-    """A config source as the application sees it: the bootstrap directory or the store."""
-
-    def pools(self) -> list[str]: ...
-
-    def has_pool(self, pool: str) -> bool: ...
-
-    def describe(self) -> str: ...
-
-
-@dataclass
-class ServerState:
-    """Everything the handlers need; one per worker process."""
-
-    source: ServedSource
-    cache: ServedConfigCache
-    metrics: ServerMetrics = field(default_factory=ServerMetrics)
-    auth: Authorizer | None = None
-    watcher: RequestWatcher | None = None
-    # Store mode: the served config names the server URL (this one, or the request's own).
-    per_server_url: bool = False
-    advertise_url: str | None = None
-    node_api: NodeAPIState | None = None
-    tls_port: int | None = None  # the bound TLS port (set by the server once it listens)
-    fleetlock: FleetLock | None = None  # FleetLock's reboot slots (TLS listener, local store)
-    status_page: StatusPage | None = None  # the admin's status page (TLS listener, state dir)
 
 
 STATE = web.AppKey("mcs_state", ServerState)
@@ -82,77 +34,19 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return resp
 
 
-@functools.lru_cache(maxsize=256)
-def _negotiate(accept: str | None) -> str:
-    # Joining machines send a handful of distinct Accept headers; parse each once.
-    return negotiate(accept)
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """True when gzip (or *) is listed with a non-zero q."""
-    for item in accept_encoding.split(","):
-        name, *params = (p.strip() for p in item.split(";"))
-        if name.lower() not in ("gzip", "x-gzip", "*"):
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        if q > 0:
-            return True
-    return False
-
-
-# Joining machines send a handful of distinct Accept-Encoding headers; parse each once. Bounded, as
-# the header is the client's to choose.
-_accepts_gzip = functools.lru_cache(maxsize=256)(accepts_gzip)
-
-
-def _config_response(request: web.Request, served: Served) -> web.StreamResponse:
-    headers = request.headers
-    use_gzip = served.gzip_body is not None and _accepts_gzip(headers.get("Accept-Encoding", ""))
-    if_none_match = headers.get("If-None-Match")
-    if if_none_match is not None and served.matches(if_none_match):
-        return web.Response(status=304, headers=served.validators(served.gzip_etag if use_gzip else served.etag))
+def _config_response(answer: Answer) -> web.StreamResponse:
+    served = answer.served
+    if served is None:
+        return error(answer.status, answer.message, answer.headers)
+    if answer.status == 304:
+        return web.Response(status=304, headers=served.validators(served.gzip_etag if answer.gzip else served.etag))
     # aiohttp joins head and body into one buffer before the write (a copy of the body). Sending
     # the head in a write of its own avoids that copy, but measured no faster on loopback (an extra
     # send per response, and Python 3.11's transport copies whatever the socket does not take at
     # once anyway), so the response stays the plain one.
-    if use_gzip:
+    if answer.gzip:
         return web.Response(body=served.gzip_body, headers=served.gzip_headers)
     return web.Response(body=served.body, headers=served.headers)
-
-
-_HOST = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
-
-
-def server_url(state: ServerState, request: web.Request) -> str | None:
-    """The URL a served machine should use for the node API: --advertise-url, else how it reached us."""
-    return server_url_for(state, request.scheme, request.headers.get("Host", ""))
-
-
-def server_url_for(state: ServerState, scheme: str, host: str) -> str | None:
-    """`server_url` from the request's scheme and Host header; None when the Host is not a host."""
-    if state.advertise_url is not None:
-        return state.advertise_url.rstrip("/")
-    match = _HOST.match(host)
-    if match is None or len(host) > 260:
-        return None
-    if scheme == "http" and state.node_api is not None and state.tls_port is not None:
-        # The node API is served over TLS only: a config fetched from the plain port names the
-        # TLS listener at the same host.
-        return f"https://{match.group(1).lower()}:{state.tls_port}"
-    # One URL per server, however the Host was spelled: host names are case-insensitive, and the
-    # scheme's default port is the same as none (the URL keys the cached answer).
-    host = host.lower()
-    default = ":443" if scheme == "https" else ":80"
-    if host.endswith(default):
-        host = host[:-len(default)]
-    return f"{scheme}://{host}"
 
 
 def _pool_from_path(tail: str) -> str:
@@ -167,34 +61,24 @@ async def handle_config(request: web.Request) -> web.StreamResponse:
     request[POOL] = pool
     if request.method not in _READ_METHODS:
         return error(405, "method not allowed: use GET or HEAD", {"Allow": "GET, HEAD"})
-    if not valid_pool_name(pool):
-        return error(404, "no such pool: invalid pool name")  # checked before any file or store look-up
-    if state.auth is not None and not state.auth.allows(pool, request.headers.get("Authorization")):
-        return error(401, "a valid bearer token for this pool is required",
-                     {"WWW-Authenticate": 'Bearer realm="machine-config-server"'})
-    try:
-        version = _negotiate(request.headers.get("Accept"))
-    except UnsupportedVersion as e:
-        return error(400, str(e))
-    request[VERSION] = version
-    variant = ""
-    if state.per_server_url:
-        url = server_url(state, request)
-        if url is None:
-            return error(400, "invalid Host header")
-        variant = url
-    try:
-        served = await state.cache.get(pool, version, variant)
-    except NotFound as e:
-        return error(404, str(e))
-    except NotAcceptable as e:
-        state.metrics.observe_not_acceptable(pool, version)
-        log.warning("pool %s at spec %s: %s", pool, version, e)
-        return error(406, str(e))
-    except ServeError as e:
-        log.error("cannot serve pool %s at spec %s: %s", pool, version, e)
-        return error(500, f"cannot serve pool {pool!r}: {e}")
-    return _config_response(request, served)
+    headers = request.headers
+    answer = decide(state, pool, headers.get("Authorization"), headers.get("Accept"), request.scheme,
+                    headers.get("Host", ""), headers.get("Accept-Encoding", ""), headers.get("If-None-Match"))
+    if answer.version:
+        request[VERSION] = answer.version
+    if answer.status == BUILD:
+        try:
+            served = await state.cache.get(pool, answer.version, answer.variant)
+        except (NotFound, ServeError) as e:
+            answer = refusal(pool, answer.version, e)
+        else:
+            answer = conditional(served, headers.get("Accept-Encoding", ""), headers.get("If-None-Match"))
+    if answer.status == 406:
+        state.metrics.observe_not_acceptable(pool, answer.version)
+        log.warning("pool %s at spec %s: %s", pool, answer.version, answer.detail)
+    elif answer.status == 500:
+        log.error("cannot serve pool %s at spec %s: %s", pool, answer.version, answer.detail)
+    return _config_response(answer)
 
 
 async def handle_healthz(request: web.Request) -> web.StreamResponse:

@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from machineconfig.errors import MachineConfigError
 from mcs.serve import POOL_NAME
 
 log = logging.getLogger(__name__)
 
 
-class TokenFileError(ValueError):
+class TokenFileError(MachineConfigError, ValueError):
     """The token file is unreadable or malformed; the message names the line, never a token."""
 
 

@@ -22,10 +22,9 @@ import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from mcs.layout import Resolved
 from mcs.serve import NotAcceptable, embedded
+from mcs.sources import ConfigSource, Resolved
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,6 @@ MAX_VARIANTS = 8
 # this bound. The command line (`mcs bootstrap|start --input-check-interval`) defaults to this;
 # ServedConfigCache and ServerOptions default to 0, which checks on every request.
 INPUT_CHECK_INTERVAL = 0.5
-
-
-class ConfigSource(Protocol):
-    """Where served configs come from: the bootstrap directory (mcs.layout) or a store (mcs.store_source)."""
-
-    def resolve(self, pool: str) -> Resolved:
-        """Cheap: which rendered config the pool serves and a signature of its inputs."""
-
-    def build(self, resolved: Resolved, version: str) -> bytes:
-        """Slow: the served bytes (`resolved.variant` says for which server URL, if that matters)."""
 
 
 class BodyFile:
@@ -219,12 +208,9 @@ class ServedConfigCache:
         """The served representation; NotFound/ServeError from the source propagate."""
         resolved = self._resolve(pool)
         key = (pool, resolved.config_name, version, variant)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] == resolved.signature:
-            if variant:
-                self._entries[key] = self._entries.pop(key)  # most recently used
-            return entry[1]
-        self._raise_refused(key, resolved.signature)
+        served = self._current(key, resolved.signature)
+        if served is not None:
+            return served
         if variant:
             resolved = dataclasses.replace(resolved, variant=variant)
         building = (key, resolved.signature)
@@ -241,19 +227,20 @@ class ServedConfigCache:
         """The served representation if it is built and current, else None (never builds);
         NotFound/ServeError from resolving the pool propagate."""
         resolved = self._resolve(pool)
-        key = (pool, resolved.config_name, version, variant)
+        return self._current((pool, resolved.config_name, version, variant), resolved.signature)
+
+    def _current(self, key: _Key, signature: tuple[object, ...]) -> Served | None:
+        """The entry kept for `key` if built from inputs of this `signature`; the refusal kept for
+        them raised (NotAcceptable); else None."""
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == resolved.signature:
-            if variant:
+        if entry is not None and entry[0] == signature:
+            if key[3]:
                 self._entries[key] = self._entries.pop(key)  # most recently used
             return entry[1]
-        self._raise_refused(key, resolved.signature)
-        return None
-
-    def _raise_refused(self, key: _Key, signature: tuple[object, ...]) -> None:
         refused = self._refused.get(key[:3])
         if refused is not None and refused[0] == signature:
             raise refused[1]
+        return None
 
     def _resolve(self, pool: str) -> Resolved:
         """The source's resolution, reused for check_interval seconds (the staleness bound)."""

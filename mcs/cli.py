@@ -11,10 +11,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from machineconfig import constants
+
+if TYPE_CHECKING:
+    from mcs.options import BootstrapOptions, StoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="serve FILE (relative to the base directory) as /etc/docker/certs.d/REGISTRY/ca.crt")
     _timeout_args(boot, response="seconds a client has to receive one response",
                   checked="the input files")
+    boot.set_defaults(func=_bootstrap)
 
     start = sub.add_parser("start", help="serve pools from a store, and the node API for daemons")
     start.add_argument("--store", required=True, help="store URL: local:DIR (input YAML directory), or kube / "
@@ -110,8 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                             "half-life (default 86400)")
     _timeout_args(start, response="seconds a client has to receive one response (long polls get their own)",
                   checked="the store revision and input files")
+    start.set_defaults(func=_start)
 
     node = sub.add_parser("node", help="administer the node API's node tokens (store mode)")
+    node.set_defaults(func=_node)
     node_sub = node.add_subparsers(dest="node_command", required=True)
     revoke = node_sub.add_parser("revoke", help="end every token of a node at once; it may then register "
                                  "again with its pool's bootstrap token (a reinstalled or lost machine)")
@@ -121,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
 
     fleet = sub.add_parser("fleetlock", help="the FleetLock reboot slots held (local store)")
+    fleet.set_defaults(func=_fleetlock)
     fleet_sub = fleet.add_subparsers(dest="fleetlock_command", required=True)
     for name, text in (("list", "every slot held: group, holder id, since"),
                        ("release", "give a holder's slot back (a machine that never came back)")):
@@ -136,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("admin-token", help="print the status page's admin token (created if "
                            "missing); with --url, the page's address that carries it")
     admin.add_argument("--state", type=Path, metavar="SDIR", required=True, help="the server's state directory")
+    admin.set_defaults(func=_admin_token)
     admin.add_argument("--url", help="the server's TLS URL, e.g. https://HOST:22623: print "
                        "URL/status#token=TOKEN (the fragment never leaves the browser)")
 
@@ -146,92 +155,78 @@ def _parser() -> argparse.ArgumentParser:
     ptr.add_argument("--state", type=Path, metavar="SDIR",
                      help="take the pool's bootstrap token from SDIR/tokens (created if missing)")
     ptr.add_argument("--pool", help="the pool whose token --state gives (default: the URL's last path part)")
+    ptr.set_defaults(func=_pointer)
     return parser
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    if not args.bootstrap_kubeconfig.is_file():
+        log.error("kubeconfig not found at %s", args.bootstrap_kubeconfig)
+        return 2
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     metrics_dir: str | None = None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Must be set before prometheus-client is first imported (below), so workers share counters.
+        # Must be set before prometheus-client is first imported (in _serve), so workers share counters.
         metrics_dir = tempfile.mkdtemp(prefix="mcs-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+    def options(listen: dict[str, Any]) -> BootstrapOptions:
+        from mcs.options import BootstrapOptions
+        from mcs.sources.bootstrap import parse_registry_cert
+
+        registry_cas = tuple(parse_registry_cert(v) for v in args.bootstrap_certs)
+        return BootstrapOptions(basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig,
+                                workers=workers, registry_cas=registry_cas, **listen)
+
     try:
-        return _bootstrap_run(args, workers)
+        return _serve(args, options)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _bootstrap_run(args: argparse.Namespace, workers: int) -> int:
-    from mcs.auth import TokenFileError
-    from mcs.layout import parse_registry_cert
-    from mcs.server import ServerOptions, run
-
-    if not args.bootstrap_kubeconfig.is_file():
-        log.error("kubeconfig not found at %s", args.bootstrap_kubeconfig)
-        return 2
-    if (args.cert is None) != (args.key is None):
-        log.error("--cert and --key go together")
-        return 2
-    secure_port = args.secure_port if args.cert is not None else None
-    if args.cert is None and args.secure_port is not None:
-        log.warning("no --cert/--key: the HTTPS listener is off")
-    try:
-        registry_cas = tuple(parse_registry_cert(v) for v in args.bootstrap_certs)
-    except ValueError as e:
-        log.error("%s", e)
-        return 2
-    options = ServerOptions(
-        basedir=args.server_basedir, kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key,
-        secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
-        workers=workers, token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout, registry_cas=registry_cas,
-        input_check_interval=args.input_check_interval)
-    if options.secure_port is None and options.insecure_port is None:
-        log.error("both listeners are off")
-        return 2
-    try:
-        return run(options)
-    except (TokenFileError, OSError, ValueError) as e:
-        log.error("%s", e)
-        return 1
-
-
 def _start(args: argparse.Namespace) -> int:
+    from machineconfig.store import StoreError, store_scheme, store_url
+    from mcs.options import StoreOptions
+
+    def options(listen: dict[str, Any]) -> StoreOptions:
+        store = store_url(args.store, args.kubeconfig)
+        if args.state is None and store_scheme(store) != constants.STORE_KUBE:
+            raise ValueError(f"--state is required with store {store}")
+        if args.advertise_url is not None and not args.advertise_url.startswith(("https://", "http://")):
+            raise ValueError("--advertise-url must be an http(s) URL")
+        return StoreOptions(store=store, state_dir=args.state, kubeconfig=args.bootstrap_kubeconfig, ca=args.ca,
+                            advertise_url=args.advertise_url, node_token_ttl=args.node_token_ttl, **listen)
+
+    return _serve(args, options)
+
+
+def _serve(args: argparse.Namespace, options: Callable[[dict[str, Any]], BootstrapOptions | StoreOptions]) -> int:
+    """What `mcs bootstrap` and `mcs start` share: TLS and listener checks (exit status 2 for bad
+    arguments, also when `options` raises ValueError or StoreError), then the server (1 if it fails)."""
+    from machineconfig.store import StoreError
     from mcs.auth import TokenFileError
-    from mcs.server import ServerOptions, run
-    from machineconfig.store import StoreError, store_url
+    from mcs.server import run
 
     if (args.cert is None) != (args.key is None):
         log.error("--cert and --key go together")
         return 2
-    try:
-        store = store_url(args.store, args.kubeconfig)
-    except StoreError as e:
-        log.error("%s", e)
-        return 2
-    if args.state is None and not (store == "kube" or store.startswith("kube:")):
-        log.error("--state is required with store %s", store)
-        return 2
-    secure_port = args.secure_port if args.cert is not None else None
     if args.cert is None and args.secure_port is not None:
         log.warning("no --cert/--key: the HTTPS listener is off")
-    if args.advertise_url is not None and not args.advertise_url.startswith(("https://", "http://")):
-        log.error("--advertise-url must be an http(s) URL")
+    listen = dict(cert=args.cert, key=args.key, secure_port=args.secure_port if args.cert is not None else None,
+                  insecure_port=args.insecure_port, bind_address=args.bind_address, token_file=args.token_file,
+                  header_timeout=args.header_timeout, response_timeout=args.response_timeout,
+                  input_check_interval=args.input_check_interval)
+    try:
+        chosen = options(listen)
+    except (StoreError, ValueError) as e:
+        log.error("%s", e)
         return 2
-    options = ServerOptions(
-        kubeconfig=args.bootstrap_kubeconfig, cert=args.cert, key=args.key, ca=args.ca,
-        secure_port=secure_port, insecure_port=args.insecure_port, bind_address=args.bind_address,
-        token_file=args.token_file, header_timeout=args.header_timeout,
-        response_timeout=args.response_timeout, store=store, state_dir=args.state,
-        advertise_url=args.advertise_url, input_check_interval=args.input_check_interval,
-        node_token_ttl=args.node_token_ttl)
-    if options.secure_port is None and options.insecure_port is None:
+    if chosen.secure_port is None and chosen.insecure_port is None:
         log.error("both listeners are off")
         return 2
     try:
-        return run(options)
+        return run(chosen)
     except (TokenFileError, StoreError, OSError, ValueError) as e:
         log.error("%s", e)
         return 1
@@ -337,17 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "bootstrap":
-        return _bootstrap(args)
-    if args.command == "start":
-        return _start(args)
-    if args.command == "node":
-        return _node(args)
-    if args.command == "fleetlock":
-        return _fleetlock(args)
-    if args.command == "admin-token":
-        return _admin_token(args)
-    return _pointer(args)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
 
 
 if __name__ == "__main__":

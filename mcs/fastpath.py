@@ -28,10 +28,10 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol, cast
 
-from mcs.app import SERVER_HEADER, ServerState, _accepts_gzip, _negotiate, access_log, server_url_for
+from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide
 from mcs.cache import BodyFile, Served
-from mcs.negotiate import UnsupportedVersion
 from mcs.serve import valid_pool_name
+from mcs.state import RequestWatcher, ServerState
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,12 @@ class Responses:
             self.head_gz, self.full_gz, self.not_modified_gz = self.head, self.full, self.not_modified
 
 
-class ConnectionWatcher(Protocol):
+class ConnectionWatcher(RequestWatcher, Protocol):
     """The slow-client deadlines (mcs.server.ConnectionGuard): told of connections and requests."""
 
     def connection_made(self, handler: Any) -> None: ...
 
     def connection_lost(self, handler: Any) -> None: ...
-
-    def request_started(self, protocol: object) -> None: ...
-
-    def request_finished(self, protocol: object) -> None: ...
 
 
 class FastPath:
@@ -296,50 +292,38 @@ class FastProtocol(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
 
-    def _answer(self, request: Request, served: Served | None = None, version: str | None = None,
-                started: float | None = None) -> bool:
+    def _answer(self, request: Request, answer: Answer | None = None, started: float | None = None) -> bool:
         """Answer `request` (True), or hand the connection over / start a build (False)."""
-        state = self.fast.state
         # The response deadline starts with the request; an answer written at once moves straight
         # on to the next head's deadline, so only the other outcomes set it (nothing can look at
         # it in between: no await).
         fresh = started is None
         if started is None:
             started = time.perf_counter()
-        if served is None:
-            if state.auth is not None and not state.auth.allows(request.pool, request.authorization):
-                self._started_and_handover()
-                return False
+        if answer is None:
             try:
-                version = _negotiate(request.accept)
-            except UnsupportedVersion:
+                answer = decide(self.fast.state, request.pool, request.authorization, request.accept,
+                                self.fast.scheme, request.host, request.accept_encoding, request.if_none_match)
+            except Exception:  # noqa: BLE001 - aiohttp answers (or fails) the same way
+                answer = None
+            if answer is None:
                 self._started_and_handover()
                 return False
-            variant = ""
-            if state.per_server_url:
-                url = server_url_for(state, self.fast.scheme, request.host)
-                if url is None:
-                    self._started_and_handover()
-                    return False
-                variant = url
-            try:
-                served = state.cache.peek(request.pool, version, variant)
-            except Exception:  # noqa: BLE001 - NotFound, ServeError, ...: aiohttp answers them
-                self._started_and_handover()
-                return False
-            if served is None:
-                self._request_started()
-                self._build(request, version, variant, started)
-                return False
-        assert version is not None
+        status, version, served, use_gzip, _, _, variant, _ = answer  # one unpacking: per request
+        if status == BUILD:
+            self._request_started()
+            self._build(request, version, variant, started)
+            return False
+        if served is None:  # an error: aiohttp's to answer
+            self._started_and_handover()
+            return False
         responses = self.fast.responses(served)
-        use_gzip = served.gzip_body is not None and _accepts_gzip(request.accept_encoding)
-        if request.if_none_match is not None and served.matches(request.if_none_match):
-            status, wire = 304, responses.not_modified_gz if use_gzip else responses.not_modified
+        if status == 304:
+            wire = responses.not_modified_gz if use_gzip else responses.not_modified
         elif request.head_method:
-            status, wire = 200, responses.head_gz if use_gzip else responses.head
+            wire = responses.head_gz if use_gzip else responses.head
         else:
-            status, wire = 200, responses.full_gz if use_gzip else responses.full
+            wire = responses.full_gz if use_gzip else responses.full
         if request.close:  # as aiohttp: say so after the Date line
             head_len = len(wire) if status == 304 or request.head_method else \
                 len(responses.head_gz if use_gzip else responses.head)
@@ -361,7 +345,7 @@ class FastProtocol(asyncio.Protocol):
         else:
             transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
         elapsed = time.perf_counter() - started
-        state.metrics.observe_served(request.pool, version, status, elapsed)
+        self.fast.state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s %d %s %.1fms", self._remote, "HEAD" if request.head_method else "GET",
                             request.raw_path, status, version, elapsed * 1000)
@@ -496,10 +480,11 @@ class FastProtocol(asyncio.Protocol):
             if self.transport is None or task.cancelled():
                 return
             if task.exception() is not None:
-                self._handover()  # aiohttp asks the cache again and answers the error
+                self._handover()  # aiohttp decides again and answers the error
                 return
             end = self._buffer.find(b"\r\n\r\n")
-            if self._answer(request, task.result(), version, started):
+            built = conditional(task.result(), request.accept_encoding, request.if_none_match)
+            if self._answer(request, built, started):
                 self._buffer = self._buffer[end + 4:]
                 self._process()
 

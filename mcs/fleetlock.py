@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from machineconfig import rollout
+from machineconfig.errors import MachineConfigError
 from machineconfig.store.base import (
     MACHINE_CONFIG_POOL, NotFoundError, RebootLock, RebootLocks, Store, StoreError,
 )
@@ -46,7 +47,7 @@ _PRINTABLE_ID = re.compile(r"^[\x21-\x7e]+$")
 T = TypeVar("T")
 
 
-class FleetLockError(Exception):
+class FleetLockError(MachineConfigError):
     def __init__(self, status: int, kind: str, value: str) -> None:
         super().__init__(value)
         self.status, self.kind, self.value = status, kind, value

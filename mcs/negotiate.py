@@ -8,6 +8,7 @@ import logging
 import re
 from dataclasses import dataclass
 
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.version import SemVer as GoSemVer
 from machineconfig.ignition.version import VersionParseError
 from machineconfig.ignition.version import parse_semver as go_semver
@@ -31,7 +32,7 @@ _GO_FLOAT = re.compile(
     r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)$", re.IGNORECASE)
 
 
-class UnsupportedVersion(ValueError):
+class UnsupportedVersion(MachineConfigError, ValueError):
     """The Accept header asks for an Ignition version we cannot serve (HTTP 400)."""
 
 

@@ -18,6 +18,8 @@ from aiohttp import web
 
 from machineconfig import constants
 from machineconfig import machine_config_node as mcn
+from machineconfig.errors import MachineConfigError
+from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import ConflictError, ForbiddenError, NodeRecord, NotFoundError, Store, StoreError
 from machineconfig.store.base import MACHINE_CONFIG_POOL, MachineConfigNodes
 from mcs.node_policy import (
@@ -37,7 +39,7 @@ _MAX_NAME = 253
 _MAX_KEY = 317  # prefix (253) + "/" + name (63)
 _MAX_VALUE = 8192
 _EVENT_TYPES = ("Normal", "Warning")
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="machine-config-server"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="machine-config-server"'}
 
 
 def _register_limiter() -> RateLimiter:
@@ -67,7 +69,7 @@ class NodeAPIState:
 NODE_API = web.AppKey("mcs_node_api", NodeAPIState)
 
 
-class _Refused(Exception):
+class _Refused(MachineConfigError):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -82,7 +84,7 @@ def _json(value: Any) -> web.Response:
 
 def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     resp = web.Response(status=status, text=message + "\n", content_type="text/plain",
-                        headers=_CHALLENGE if status == 401 else headers)
+                        headers=BEARER_CHALLENGE if status == 401 else headers)
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -242,7 +244,7 @@ def _of_pool(pool: str | None, name: str) -> bool:
     return name.startswith(prefix) and RENDERED_HASH.match(name[len(prefix):]) is not None
 
 
-async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> dict[str, Any] | None:
+async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> RenderedConfig | None:
     """The rendered config if the controller decided the node may read it: its desiredConfig
     (which only the controller writes, or the node once at bootstrap within its own pool), its
     own config where overlays select it (node-config, controller-written), and its pool's
@@ -250,12 +252,11 @@ async def _may_read_rendered(api: NodeAPIState, node: str, name: str) -> dict[st
     by a value the node writes itself, such as currentConfig."""
     record = await _in_thread(api.store.get_node, node)
     a = record.annotations
-    if name in (a.get(constants.DESIRED_CONFIG_ANNOTATION), a.get(constants.NODE_CONFIG_ANNOTATION)):
-        return (await _in_thread(api.store.get_rendered, name)).to_dict()
-    if not _of_pool(await _node_pool(api, record), name):
+    own = name in (a.get(constants.DESIRED_CONFIG_ANNOTATION), a.get(constants.NODE_CONFIG_ANNOTATION))
+    if not own and not _of_pool(await _node_pool(api, record), name):
         return None
     rendered = await _in_thread(api.store.get_rendered, name)
-    return None if constants.OVERLAYS_ANNOTATION in rendered.annotations else rendered.to_dict()
+    return rendered if own or constants.OVERLAYS_ANNOTATION not in rendered.annotations else None
 
 
 @_handler
@@ -322,7 +323,7 @@ async def get_rendered(request: web.Request, api: NodeAPIState) -> web.StreamRes
     rendered = await _may_read_rendered(api, node, name)
     if rendered is None:
         raise _Refused(403, "a node may only read its desiredConfig and the rendered configs of its own pool")
-    return _json(rendered)
+    return _json(rendered.to_dict())
 
 
 @_handler

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from machineconfig import labels as label_selectors
+from machineconfig.errors import MachineConfigError
 
-MASTER_POOL = "master"
 WORKER_POOL = "worker"
 
 # A Kubernetes qualified name part and a DNS-1123 subdomain (the optional label key prefix).
@@ -23,7 +23,7 @@ MAX_LABELS = 64
 MAX_JSON_DEPTH = 32
 
 
-class PolicyError(ValueError):
+class PolicyError(MachineConfigError, ValueError):
     """A request the policy refuses; the message is one line and names the key or value."""
 
 

@@ -8,13 +8,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from machineconfig import constants
+from machineconfig.errors import MachineConfigError
 from machineconfig.ignition.dataurl import encode_base64
 from mcs.serve import go_json
 
 log = logging.getLogger(__name__)
 
 
-class PointerError(ValueError):
+class PointerError(MachineConfigError, ValueError):
     """The URL or CA cannot make a usable pointer config."""
 
 

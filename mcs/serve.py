@@ -1,6 +1,6 @@
 """What a joining machine is served: the pool's rendered config, ControllerConfig overrides, MCO's
 appended files in MCO's order and format, and the conversion to the requested spec version.
-Pure functions; reading the inputs from disk is `mcs.layout`'s job.
+Pure functions; reading the inputs is `mcs.sources`' job.
 """
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import logging
 import re
 from typing import Any
 
+from pydantic import ValidationError
+
 from machineconfig import constants
-from machineconfig.errors import InputError
+from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.ignition.dataurl import encode_percent
-from machineconfig.ignition.parse import IgnitionParseError, parse
-from machineconfig.ignition.spec2 import parse_v2
 from machineconfig.ignition.translate import Inexpressible, TranslationError, translate
+from machineconfig.mcoparse import IgnitionConfigError
+from machineconfig.rendered_config import RenderedConfig
 from mcs.negotiate import version_less
 
 log = logging.getLogger(__name__)
@@ -38,21 +40,17 @@ def valid_pool_name(name: str) -> bool:
 # On-node paths of what the server adds (MCO's pkg/server and daemon constants).
 KUBELET_CA_PATH = "/etc/kubernetes/kubelet-ca.crt"
 CLOUD_CA_PATH = "/etc/kubernetes/static-pod-resources/configmaps/cloud-config/ca-bundle.pem"
-NODE_ANNOTATIONS_PATH = "/etc/machine-config-daemon/node-annotations.json"
 KUBECONFIG_PATH = "/etc/kubernetes/kubeconfig"
 MC_CONTENT_PATH = "/etc/mcs-machine-config-content.json"
-ENCAPSULATED_PATH = "/etc/ignition-machine-config-encapsulated.json"
-FIRST_PIVOT_CONFIG_ANNOTATION = constants.FIRST_PIVOT_CONFIG_ANNOTATION
-STATE_DONE = "Done"
 
 _KARGS_SINCE = "3.3.0"
 
 
-class NotFound(Exception):
+class NotFound(MachineConfigError):
     """The pool, or the rendered config it names, is not there (HTTP 404). `str()` is safe to show."""
 
 
-class ServeError(Exception):
+class ServeError(MachineConfigError):
     """The config exists but cannot be served (HTTP 500). `str()` is one line and holds no secret."""
 
 
@@ -93,10 +91,6 @@ _META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resource
                "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
                "annotations", "ownerReferences", "finalizers", "managedFields")
 _OWNER_ORDER = ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
-_SPEC_ORDER = ("osImageURL", "baseOSExtensionsContainerImage", "config", "kernelArguments",
-               "extensions", "fips", "kernelType")
-_SPEC_ZERO: JSON = {"osImageURL": "", "baseOSExtensionsContainerImage": "", "config": None,
-                    "kernelArguments": None, "extensions": None, "fips": False, "kernelType": ""}
 
 
 def _sorted_keys(value: Any) -> Any:
@@ -107,16 +101,15 @@ def _sorted_keys(value: Any) -> Any:
     return value
 
 
-def _go_object(mc: JSON, config: Any) -> JSON:
+def _go_object(rc: RenderedConfig, config: Any, kernel_arguments: list[str] | None) -> JSON:
     """The MachineConfig in Go field order: omitempty metadata, all seven spec keys, `config` given."""
     out: JSON = {}
     for key in ("kind", "apiVersion"):
-        if mc.get(key):
-            out[key] = mc[key]
-    meta_in = mc.get("metadata") or {}
+        if rc.object.get(key):
+            out[key] = rc.object[key]
     meta: JSON = {}
     for key in _META_ORDER:
-        val = meta_in.get(key)
+        val = rc.metadata.get(key)
         if val in (None, "", 0, [], {}):
             continue
         if key in ("labels", "annotations"):
@@ -125,11 +118,11 @@ def _go_object(mc: JSON, config: Any) -> JSON:
             val = [{k: ref[k] for k in _OWNER_ORDER if k in ref} for ref in val]
         meta[key] = val
     out["metadata"] = meta
-    spec_in = mc.get("spec") or {}
-    spec: JSON = {}
-    for key in _SPEC_ORDER:
-        spec[key] = config if key == "config" else spec_in.get(key, _SPEC_ZERO[key])
-    out["spec"] = spec
+    spec = rc.spec
+    out["spec"] = {"osImageURL": spec.os_image_url,
+                   "baseOSExtensionsContainerImage": spec.base_os_extensions_container_image,
+                   "config": config, "kernelArguments": kernel_arguments, "extensions": spec.extensions,
+                   "fips": spec.fips, "kernelType": spec.kernel_type}
     return out
 
 
@@ -165,80 +158,73 @@ def _cc_bytes(cc: JSON, key: str) -> bytes:
         raise ServeError(f"controller config: spec.{key} is not base64") from e
 
 
-def migrate_kernel_args(config: JSON, spec: JSON, version: str) -> None:
-    """Below 3.3 Ignition has no kernelArguments: move shouldExist into the MC spec, refuse shouldNotExist."""
+def migrate_kernel_args(config: JSON, kernel_arguments: list[str] | None, version: str) -> list[str] | None:
+    """Below 3.3 Ignition has no kernelArguments: the MC spec's kernel arguments with shouldExist
+    moved in; shouldNotExist is refused."""
     if not version_less(version, _KARGS_SINCE):
-        return
+        return kernel_arguments
     kargs = config.pop("kernelArguments", None) or {}
     if kargs.get("shouldNotExist"):
         raise ServeError(f"cannot serve version {version} with Ignition kernelArguments.shouldNotExist set")
     for karg in kargs.get("shouldExist") or []:
-        spec["kernelArguments"] = list(spec.get("kernelArguments") or []) + [karg]
+        kernel_arguments = list(kernel_arguments or []) + [karg]
+    return kernel_arguments
 
 
 def _empty_config(version: str) -> JSON:
     return {"ignition": {"version": version}}
 
 
-def build_served(config_name: str, mc: JSON, cc: JSON, kubeconfig: bytes | None, version: str,
+def build_served(config_name: str, mc: RenderedConfig | JSON, cc: JSON, kubeconfig: bytes | None, version: str,
                  registry_cas: list[tuple[str, bytes]] | None = None,
                  extra_files: list[tuple[str, bytes, int]] | None = None) -> bytes:
     """The bytes served for one rendered MachineConfig at one spec version (MCO's GetConfig + convert).
 
     Without a kubeconfig (store mode: there is no API server) that file is left out; `extra_files`
-    (path, contents, mode) go just before the encapsulated config, which stays last.
+    (path, contents, mode) go just before the encapsulated config, which stays last. `mc` is
+    the rendered config as the store gives it, or as read from the bootstrap directory.
     """
-    spec = mc.get("spec")
-    if not isinstance(spec, dict):
-        raise ServeError(f"machine config {config_name} has no spec")
-    # Only spec.kernelArguments is ever replaced (never mutated), so shallow copies suffice here.
-    spec = dict(spec)
-    mc = {**mc, "spec": spec}
-    original = spec.get("config")
-    if not isinstance(original, dict):
+    try:
+        rc = RenderedConfig.of(mc)
+    except InputError as e:
+        raise ServeError(f"machine config {config_name}: {e.message}") from e
+    if rc.config_raw is None:
         raise ServeError(f"machine config {config_name} has no Ignition config")
-    config = to_internal(original, config_name)
+    try:
+        kernel_arguments = rc.spec.kernel_arguments
+        # MCO's ParseAndConvertConfig, parsed once per rendered config; ours to change: a copy.
+        config = copy.deepcopy(rc.ignition)
+    except ValidationError as e:
+        raise ServeError(f"machine config {config_name} has an invalid spec: {e.error_count()} error(s)") from e
+    except IgnitionConfigError as e:
+        raise ServeError(f"rendered config {config_name} is not valid Ignition: {one_line(str(e))}") from e
 
-    migrate_kernel_args(config, spec, version)
+    kernel_arguments = migrate_kernel_args(config, kernel_arguments, version)
     _override_or_append(config, KUBELET_CA_PATH, _cc_bytes(cc, "kubeAPIServerServingCAData"))
     _override_or_append(config, CLOUD_CA_PATH, _cc_bytes(cc, "cloudProviderCAData"))
 
     annotations = {
         constants.CURRENT_CONFIG_ANNOTATION: config_name,
         constants.DESIRED_CONFIG_ANNOTATION: config_name,
-        FIRST_PIVOT_CONFIG_ANNOTATION: config_name,
-        constants.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: STATE_DONE,
+        constants.FIRST_PIVOT_CONFIG_ANNOTATION: config_name,
+        constants.MACHINE_CONFIG_DAEMON_STATE_ANNOTATION: constants.STATE_DONE,
     }
     files = _files(config)
-    files.append(_file_entry(NODE_ANNOTATIONS_PATH, go_json(_sorted_keys(annotations))))
+    files.append(_file_entry(constants.NODE_ANNOTATIONS_PATH, go_json(_sorted_keys(annotations))))
     if kubeconfig is not None:
         files.append(_file_entry(KUBECONFIG_PATH, kubeconfig))
     # The full object as served (kernel arguments migrated, config as stored), a debugging aid.
-    files.append(_file_entry(MC_CONTENT_PATH, go_json(_go_object(mc, _sorted_keys(original)), indent=4)))
+    stored = _sorted_keys(json.loads(rc.config_raw))
+    files.append(_file_entry(MC_CONTENT_PATH, go_json(_go_object(rc, stored, kernel_arguments), indent=4)))
     for registry, ca in registry_cas or ():
         files.append(_file_entry(f"/etc/docker/certs.d/{registry}/ca.crt", ca))
     for path, contents, mode in extra_files or ():
         files.append(_file_entry(path, contents, mode))
     # Always last: what machine-config-daemon-firstboot applies (kargs, OS image, extensions).
-    files.append(_file_entry(ENCAPSULATED_PATH, go_json(_go_object(mc, _empty_config(version)))))
+    files.append(_file_entry(constants.ENCAPSULATED_CONFIG_PATH,
+                             go_json(_go_object(rc, _empty_config(version), kernel_arguments))))
 
     return go_json(convert(config, version))
-
-
-def to_internal(config: JSON, config_name: str) -> JSON:
-    """MCO's ParseAndConvertConfig: parse and validate the stored config (any 3.x, or 2.2) into the
-    canonical dict - Go's field order, so 3.5 output is ordered as MCO's - then translate to 3.5."""
-    version = str((config.get("ignition") or {}).get("version", ""))
-    try:
-        if version.startswith("2."):
-            canonical = parse_v2(copy.deepcopy(config))
-        else:
-            canonical = parse(json.dumps(config).encode()).config
-    except IgnitionParseError as e:
-        raise ServeError(f"rendered config {config_name} is not valid Ignition: {_one_line(e.reason)}") from e
-    except InputError as e:
-        raise ServeError(f"rendered config {config_name} is not valid Ignition: {_one_line(str(e))}") from e
-    return convert(canonical, constants.INTERNAL_IGNITION_VERSION)
 
 
 def convert(config: JSON, version: str) -> JSON:
@@ -248,8 +234,9 @@ def convert(config: JSON, version: str) -> JSON:
     except Inexpressible as e:
         raise NotAcceptable(f"config uses {e.field}, which spec {version} cannot express") from e
     except TranslationError as e:
-        raise ServeError(f"cannot convert to spec {version}: {_one_line(str(e))}") from e
+        raise ServeError(f"cannot convert to spec {version}: {one_line(str(e))}") from e
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """`text` on one line, at most 300 characters (error texts a client or a log may show)."""
     return " ".join(text.split())[:300]

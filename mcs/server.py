@@ -10,66 +10,24 @@ import signal
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from machineconfig import constants
 from machineconfig.sdnotify import notify
-from mcs.app import SERVER_HEADER, ServerState, make_app
-from mcs.auth import TokenAuth
-from mcs.cache import ServedConfigCache
+from mcs.answer import SERVER_HEADER
+from mcs.app import make_app
 from mcs.fastpath import DEADLINE_ATTR, FastPath, FastProtocol, fast_factory
-from mcs.layout import BootstrapSource
-from mcs.metrics import ServerMetrics, flush_every, multiprocess_dir
+from mcs.metrics import flush_every, multiprocess_dir
+from mcs.options import BootstrapOptions, StoreOptions
+from mcs.state import build_state, keep_pool_tokens
 from mcs.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServerOptions:
-    """What `mcs bootstrap` (basedir, kubeconfig) or `mcs start` (store, state_dir) was asked to do.
-    A port of None disables that listener; 0 picks one."""
-
-    basedir: Path | None = None
-    kubeconfig: Path | None = None  # required in bootstrap mode, optional in store mode
-    cert: Path | None = None
-    key: Path | None = None
-    secure_port: int | None = constants.SECURE_PORT
-    insecure_port: int | None = constants.INSECURE_PORT
-    bind_address: str | None = None
-    workers: int = 1
-    token_file: Path | None = None
-    registry_cas: tuple[tuple[str, str], ...] = ()
-    header_timeout: float = 10.0  # to send a complete request head (also the keep-alive idle limit)
-    response_timeout: float = 60.0  # to build and receive one response
-    handshake_timeout: float = 10.0  # TLS handshake; generous, since a burst of joins queues handshakes
-    max_line_size: int = 8190
-    max_field_size: int = 8190
-    max_headers: int = 64
-    store: str | None = None  # store URL (`local:DIR`): store mode
-    state_dir: Path | None = None
-    ca: Path | None = None  # CA PEM handed to nodes in store mode (default: the --cert file)
-    advertise_url: str | None = None
-    # Seconds a pool's inputs (files, store revision) may go unchecked: the staleness bound of a
-    # served config. 0 checks on every request; the command line defaults to INPUT_CHECK_INTERVAL.
-    input_check_interval: float = 0.0
-    # Answer cached `GET|HEAD /config/<pool>` in mcs.fastpath, in front of aiohttp (same answers).
-    fast_path: bool = True
-    # The event loop of each worker: "uvloop", "asyncio", or "auto" (uvloop when it is installed).
-    event_loop: str = "auto"
-    # Lifetime of a node token (store mode); the daemon renews it at half-life.
-    node_token_ttl: float = 24 * 3600.0
-
-
-# The attribute of a connection (aiohttp's RequestHandler or a fast-path protocol) that holds its
-# ConnectionGuard deadline.
-DEADLINE = DEADLINE_ATTR
 _PROTOCOLS = (web.RequestHandler, FastProtocol)
 
 
@@ -83,24 +41,24 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.response_timeout = response_timeout
         # The open connections (protocols with a `transport`); each one's deadline is an attribute
-        # of its own (DEADLINE), so the per-request calls are an attribute store and no
+        # of its own (DEADLINE_ATTR), so the per-request calls are an attribute store and no
         # weak-reference lookup.
         self._handlers: weakref.WeakSet[Any] = weakref.WeakSet()
         self.aborted = 0
 
     def connection_made(self, handler: Any) -> None:
-        setattr(handler, DEADLINE, time.monotonic() + self.header_timeout)
+        setattr(handler, DEADLINE_ATTR, time.monotonic() + self.header_timeout)
         self._handlers.add(handler)
 
     def connection_lost(self, handler: Any) -> None:
         self._handlers.discard(handler)
-        setattr(handler, DEADLINE, None)
+        setattr(handler, DEADLINE_ATTR, None)
 
     def _set(self, protocol: object, seconds: float) -> None:
         # Only real connections (aiohttp's or the fast path's) this guard still watches (their
         # deadline is not None).
-        if isinstance(protocol, _PROTOCOLS) and getattr(protocol, DEADLINE, None) is not None:
-            setattr(protocol, DEADLINE, time.monotonic() + seconds)
+        if isinstance(protocol, _PROTOCOLS) and getattr(protocol, DEADLINE_ATTR, None) is not None:
+            setattr(protocol, DEADLINE_ATTR, time.monotonic() + seconds)
 
     def close_all(self) -> None:
         """Abort every connection still open (shutdown)."""
@@ -120,7 +78,7 @@ class ConnectionGuard:
 
     def sweep(self) -> int:
         now = time.monotonic()
-        late = [h for h in list(self._handlers) if (getattr(h, DEADLINE, None) or now) < now]
+        late = [h for h in list(self._handlers) if (getattr(h, DEADLINE_ATTR, None) or now) < now]
         for handler in late:
             self.connection_lost(handler)
             if handler.transport is not None:
@@ -166,22 +124,7 @@ class GuardedRequestHandler(web.RequestHandler):
         return resp
 
 
-def build_state(options: ServerOptions, guard: ConnectionGuard | None) -> ServerState:
-    if options.store is not None:
-        from mcs.store_mode import build_store_state, open_store
-
-        return build_store_state(options, open_store(options.store, options.state_dir), guard)
-    if options.basedir is None or options.kubeconfig is None:
-        raise ValueError("bootstrap mode needs a base directory and a kubeconfig")
-    source = BootstrapSource(options.basedir, options.kubeconfig, list(options.registry_cas))
-    metrics = ServerMetrics()
-    cache = ServedConfigCache(source, on_build=lambda pool, version: metrics.builds.labels(pool, version).inc(),
-                              check_interval=options.input_check_interval)
-    auth = TokenAuth(options.token_file) if options.token_file is not None else None
-    return ServerState(source=source, cache=cache, metrics=metrics, auth=auth, watcher=guard)
-
-
-async def serve(options: ServerOptions, stop: asyncio.Event,
+async def serve(options: BootstrapOptions | StoreOptions, stop: asyncio.Event,
                 on_ready: Callable[[list[str]], object] | None = None, reuse_port: bool = False,
                 fast_paths: list[FastPath] | None = None) -> None:
     """Run the listeners until `stop` is set; each listener's FastPath is appended to `fast_paths`."""
@@ -246,8 +189,6 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
         if tls is not None:
             tasks.append(asyncio.create_task(tls.watch()))
         if state.node_api is not None:
-            from mcs.store_mode import keep_pool_tokens
-
             tasks.append(asyncio.create_task(keep_pool_tokens(state)))
         if on_ready is not None:
             on_ready(urls)
@@ -261,9 +202,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event,
             await runner.cleanup()
         guard.close_all()  # the fast path's connections (aiohttp closed its own)
         state.metrics.flush()
-        close = getattr(state.source, "close", None)
-        if callable(close):
-            close()  # the store's threads end with it
+        state.source.close()  # the store's threads end with it
 
 
 def notify_ready(urls: list[str]) -> bool:
@@ -271,7 +210,7 @@ def notify_ready(urls: list[str]) -> bool:
     return notify(f"READY=1\nSTATUS=listening on {' '.join(urls)}")
 
 
-def _run_one(options: ServerOptions, reuse_port: bool) -> None:
+def _run_one(options: BootstrapOptions | StoreOptions, reuse_port: bool) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -300,7 +239,7 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run(options: ServerOptions) -> int:
+def run(options: BootstrapOptions | StoreOptions) -> int:
     """Serve in this process, or in `workers` processes sharing the ports; returns an exit status."""
     if options.workers <= 1:
         _run_one(options, reuse_port=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from machineconfig.atomicfile import write_atomic
 from mcs.auth import TokenFileError, bearer_token, parse_tokens
-from mcs.layout import Signature, stat_signature
+from mcs.sources import Signature, stat_signature
 from mcs.serve import POOL_NAME
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,6 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with a 0600 file."""
-    write_atomic(path, data)
 
 
 class _Reloading:
@@ -124,7 +119,7 @@ class PoolTokens(_Reloading):
                 return []
             lines = [f"{p} {t}" for p, t in self._tokens.items()]
             lines += [f"{p} {new_token()}" for p in created]
-            write_private(self.path, ("\n".join(lines) + "\n").encode())
+            write_atomic(self.path, ("\n".join(lines) + "\n").encode())
             self._maybe_reload(force=True)
         log.info("created bootstrap tokens for pool(s) %s in %s", ", ".join(created), self.path)
         return created
@@ -227,7 +222,7 @@ class NodeTokens(_Reloading):
             entries = dict(self._entries)
             change(entries)
             data = {"version": 2, "nodes": {k: v.to_json() for k, v in sorted(entries.items())}}
-            write_private(self.path, json.dumps(data, indent=1).encode())
+            write_atomic(self.path, json.dumps(data, indent=1).encode())
             self._maybe_reload(force=True)
 
     def issue(self, name: str) -> IssuedToken:
@@ -343,7 +338,7 @@ class AdminToken(_Reloading):
         with _locked(self.path):
             self._maybe_reload(force=True)
             if self._digest is None:
-                write_private(self.path, (new_token() + "\n").encode())
+                write_atomic(self.path, (new_token() + "\n").encode())
                 log.info("created the status page's admin token in %s", self.path)
             self._maybe_reload(force=True)
             return self.path.read_text(encoding="utf-8").strip()
@@ -356,5 +351,4 @@ class AdminToken(_Reloading):
         return hmac.compare_digest(digest(token), self._digest)
 
 
-__all__ = ["AdminToken", "IssuedToken", "NodeTokens", "PoolTokens", "TokenFileError", "new_token",
-           "write_private"]
+__all__ = ["AdminToken", "IssuedToken", "NodeTokens", "PoolTokens", "TokenFileError", "new_token"]

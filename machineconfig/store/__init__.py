@@ -20,8 +20,8 @@ from machineconfig.store.base import (
 )
 
 __all__ = ["KINDS", "ConflictError", "ForbiddenError", "NodeAPI", "NodeRecord", "NotFoundError",
-           "Store", "StoreError", "StoreEvent", "UnavailableError", "close_store", "open_store",
-           "store_scheme", "store_url"]
+           "Store", "StoreError", "StoreEvent", "UnavailableError", "close_store",
+           "open_store", "store_scheme", "store_url"]
 
 
 def store_scheme(url: str) -> str | None:

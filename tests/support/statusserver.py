@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcs.server import ServerOptions, serve
+from mcs.options import StoreOptions
+from mcs.server import serve
 from tests.unit.server.test_mcs_server import issue, make_ca
 
 
@@ -28,7 +29,7 @@ def running_mcs(store_url: str, state_dir: Path, tmp: Path) -> Iterator[Running]
     cert.write_bytes(cert_pem)
     key.write_bytes(key_pem)
     ca_file.write_bytes(ca.pem())
-    options = ServerOptions(store=store_url, state_dir=state_dir, cert=cert, key=key, ca=ca_file,
+    options = StoreOptions(store=store_url, state_dir=state_dir, cert=cert, key=key, ca=ca_file,
                             secure_port=0, insecure_port=0, bind_address="127.0.0.1")
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()

@@ -353,7 +353,7 @@ def test_node_api_lets_a_node_write_only_its_own(tmp_path: Path) -> None:
     from aiohttp.test_utils import TestClient
 
     from machineconfig.store import Store
-    from mcs.app import ServerState
+    from mcs.state import ServerState
     from tests.unit.server.test_mcs_node_api import API, auth, refused, register, run
 
     async def scenario(client: TestClient, state: ServerState, store: Store, sdir: Path) -> None:

@@ -361,7 +361,7 @@ def test_running_controller_and_server_survive_hostile_files(tmp_path: Path) -> 
 
 
 def test_bootstrap_server_reads_bounded(tmp_path: Path) -> None:
-    from mcs.layout import load_object
+    from mcs.sources.bootstrap import load_object
     from mcs.serve import ServeError
     path = tmp_path / "worker.yaml"
     path.write_text(bomb_mc())

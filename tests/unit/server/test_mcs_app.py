@@ -14,9 +14,11 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.auth import TokenAuth, bearer_token, parse_tokens, TokenFileError
-from mcs.server import ServerOptions, build_state
+from mcs.options import BootstrapOptions
+from mcs.state import build_state
 from tests.unit.server.test_mcs_layout import (
     WORKER_CONFIG, WORKER_CONFIG_NEW, ignition_config, machine_config, pool, write_layout, write_yaml,
 )
@@ -33,7 +35,7 @@ Scenario = Callable[[TestClient, ServerState, Path], Awaitable[None]]
 def run(tmp_path: Path, scenario: Scenario, tokens: str | None = None) -> None:
     async def main() -> None:
         base, kc = write_layout(tmp_path)
-        state = build_state(ServerOptions(base, kc), guard=None)
+        state = build_state(BootstrapOptions(base, kc), guard=None)
         if tokens is not None:
             token_file = tmp_path / "tokens"
             token_file.write_text(tokens)

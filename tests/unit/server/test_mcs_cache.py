@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from mcs.cache import Served, ServedConfigCache, make_served
-from mcs.layout import Resolved
+from mcs.sources import Resolved
 from mcs.serve import ServeError
 
 

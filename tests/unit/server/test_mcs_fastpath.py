@@ -26,14 +26,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig import constants
 from machineconfig.store import Store
-from mcs import app as mcs_app
+from mcs import answer as mcs_answer
 from mcs import cli
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.cache import INPUT_CHECK_INTERVAL, ServedConfigCache
-from mcs.layout import BootstrapSource, Resolved
 from mcs.fastpath import FastPath, parse_head
-from mcs.server import ConnectionGuard, ServerOptions, build_state, loop_factory, serve
-from mcs.store_mode import build_store_state
+from mcs.options import BootstrapOptions, ServerOptions, StoreOptions
+from mcs.server import ConnectionGuard, loop_factory, serve
+from mcs.state import build_state
+from mcs.sources import Resolved
+from mcs.sources.bootstrap import BootstrapSource
+from mcs.state import build_store_state
 from tests.unit.server.test_mcs_layout import WORKER_CONFIG, WORKER_CONFIG_NEW, decode_files, ignition_config, \
     machine_config, pool, write_layout, write_yaml
 from tests.unit.server.test_mcs_server import write_tls
@@ -109,7 +113,7 @@ def test_inputs_checked_once_per_interval(tmp_path: Path) -> None:
 def test_bootstrap_change_on_disk_served_within_the_bound(tmp_path: Path) -> None:
     async def main() -> None:
         base, kc = write_layout(tmp_path)
-        state = build_state(ServerOptions(base, kc, input_check_interval=0.2), guard=None)
+        state = build_state(BootstrapOptions(base, kc, input_check_interval=0.2), guard=None)
         server, client = await _serve(state)
         try:
             first = await client.get("/config/worker", headers=V35)
@@ -195,17 +199,17 @@ def _count_revisions(store: Store) -> list[int]:
 
 
 def test_gzip_parse_cached_and_bounded() -> None:
-    mcs_app._accepts_gzip.cache_clear()
+    mcs_answer._accepts_gzip.cache_clear()
     for value in ("gzip", "gzip", "br;q=1, gzip;q=0", "*"):
-        assert mcs_app._accepts_gzip(value) == mcs_app.accepts_gzip(value)
-    info = mcs_app._accepts_gzip.cache_info()
+        assert mcs_answer._accepts_gzip(value) == mcs_answer.accepts_gzip(value)
+    info = mcs_answer._accepts_gzip.cache_info()
     assert info.hits == 1 and info.maxsize == 256
 
 
 def test_precomputed_headers(tmp_path: Path) -> None:
     async def main() -> None:
         base, kc = write_layout(tmp_path, ignition_config(extra_files=40))
-        state = build_state(ServerOptions(base, kc), guard=None)
+        state = build_state(BootstrapOptions(base, kc), guard=None)
         server, client = await _serve(state)
         try:
             plain = await client.get("/config/worker", headers=V35)
@@ -233,7 +237,7 @@ def test_precomputed_headers(tmp_path: Path) -> None:
 def test_metrics_children_bound_once(tmp_path: Path) -> None:
     async def main() -> None:
         base, kc = write_layout(tmp_path)
-        state = build_state(ServerOptions(base, kc), guard=None)
+        state = build_state(BootstrapOptions(base, kc), guard=None)
         server, client = await _serve(state)
         try:
             for _ in range(3):
@@ -268,7 +272,7 @@ def test_guard_forgets_closed_connections() -> None:
 class InProcessServer:
     """`serve()` on 127.0.0.1 (HTTPS and HTTP, ports picked by the kernel) in a thread of its own."""
 
-    def __init__(self, options: ServerOptions, loop: str = "auto") -> None:
+    def __init__(self, options: BootstrapOptions | StoreOptions, loop: str = "auto") -> None:
         self.options = options
         self.loop = loop
         self.urls: list[str] = []
@@ -331,13 +335,13 @@ class Tls:
         return ssl.create_default_context(cadata=self.ca.pem().decode())
 
 
-def _options(root: Path, tls: Tls, **kw: Any) -> ServerOptions:
+def _options(root: Path, tls: Tls, **kw: Any) -> BootstrapOptions:
     base, kc = write_layout(root, ignition_config(extra_files=40))
     write_yaml(base / "machine-configs" / f"{LARGE}.yaml", machine_config(LARGE, ignition_config(extra_files=600)))
     write_yaml(base / "machine-pools" / "large.yaml", pool("large", LARGE))
     tokens = root / "tokens"
     tokens.write_text(f"worker {FAST_TOKEN}\nlarge {FAST_TOKEN}\n")
-    return ServerOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
+    return BootstrapOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
                          bind_address="127.0.0.1", token_file=tokens, **kw)
 
 
@@ -822,7 +826,7 @@ def test_store_mode_same_answers_as_aiohttp(tmp_path: Path) -> None:
     # scheme), so each (scheme, Host) is its own cached variant; a Host that is no host is aiohttp's 400.
     _, inputs, sdir = make_store(tmp_path)
     tls = Tls(tmp_path)
-    options = ServerOptions(store=f"local:{inputs}", state_dir=sdir, cert=tls.cert, key=tls.key, secure_port=0,
+    options = StoreOptions(store=f"local:{inputs}", state_dir=sdir, cert=tls.cert, key=tls.key, secure_port=0,
                             insecure_port=0, bind_address="127.0.0.1")
     fast = InProcessServer(options).start()
     plain = InProcessServer(dataclasses.replace(options, fast_path=False)).start()

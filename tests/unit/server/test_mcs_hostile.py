@@ -21,12 +21,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig.store import Store
-from mcs.app import ServerState, make_app
+from mcs.app import make_app
+from mcs.state import ServerState
 from mcs.cache import MAX_VARIANTS
 from mcs.fastpath import may_be_fast
-from mcs.server import ServerOptions
-from mcs.store_mode import build_store_state
-from mcs.store_source import StoreSource
+from mcs.options import BootstrapOptions, StoreOptions
+from mcs.state import build_store_state
+from mcs.sources.store import StoreSource
 from mcs.tls import ReloadingTLS
 from tests.unit.server.test_mcs_fastpath import ACCEPT35, InProcessServer, Tls
 from tests.unit.server.test_mcs_layout import write_layout
@@ -68,7 +69,7 @@ def _ask(addr: tuple[str, int], raw: bytes, timeout: float = 10.0) -> bytes:
 def bootstrap_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessServer, InProcessServer]]:
     root = tmp_path_factory.mktemp("names")
     base, kc = write_layout(root)
-    options = ServerOptions(base, kc, secure_port=None, insecure_port=0, bind_address="127.0.0.1")
+    options = BootstrapOptions(base, kc, secure_port=None, insecure_port=0, bind_address="127.0.0.1")
     fast = InProcessServer(options).start()
     plain = InProcessServer(dataclasses.replace(options, fast_path=False)).start()
     yield fast, plain
@@ -98,7 +99,7 @@ def test_pool_names_no_pool_can_have_are_404(bootstrap_pair: tuple[InProcessServ
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "aiohttp"])
 def test_store_mode_pool_names(tmp_path: Path, fast: bool, caplog: pytest.LogCaptureFixture) -> None:
     _, inputs, sdir = make_store(tmp_path)
-    options = ServerOptions(store=f"local:{inputs}", state_dir=sdir, secure_port=None, insecure_port=0,
+    options = StoreOptions(store=f"local:{inputs}", state_dir=sdir, secure_port=None, insecure_port=0,
                             bind_address="127.0.0.1", fast_path=fast)
     srv = InProcessServer(options).start()
     try:
@@ -179,7 +180,7 @@ def test_host_is_no_key_without_node_credentials(tmp_path: Path) -> None:
     async def main() -> None:
         store, _, _ = make_store(tmp_path)
         try:
-            state = build_store_state(ServerOptions(store="local:unused"), store, guard=None)
+            state = build_store_state(StoreOptions(store="local:unused"), store, guard=None)
             server = TestServer(make_app(state), host="127.0.0.1")
             await server.start_server(access_log=None)
             async with TestClient(server, auto_decompress=False) as client:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mcs.layout import BootstrapSource, choose_config
+from mcs.sources import choose_config
+from mcs.sources.bootstrap import BootstrapSource
 from mcs.serve import NotFound, ServeError
 
 WORKER_CONFIG = "rendered-worker-0123456789abcdef0123456789abcdef"

@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from machineconfig import constants
 from machineconfig.store import Store
-from mcs.app import ServerState, make_app
-from mcs.store_mode import build_store_state
+from mcs.app import make_app
+from mcs.state import ServerState
+from mcs.state import build_store_state
 from tests.unit.server.test_mcs_layout import MASTER_CONFIG, WORKER_CONFIG
 from tests.unit.server.test_mcs_store_mode import WORKER_LABEL, make_store, pool_token, store_options
 

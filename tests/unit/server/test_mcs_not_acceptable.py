@@ -59,8 +59,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProces
     base, kc = write_layout(root, _cex_config())
     tokens = root / "tokens"
     tokens.write_text(f"worker {FAST_TOKEN}\n")
-    from mcs.server import ServerOptions
-    options = ServerOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
+    from mcs.options import BootstrapOptions
+    options = BootstrapOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
                             bind_address="127.0.0.1", token_file=tokens)
     fast = InProcessServer(options).start()
     try:
@@ -102,8 +102,8 @@ def test_refusals_counted_per_pool_and_version_and_not_rebuilt(tmp_path: Path) -
     base, kc = write_layout(tmp_path, _cex_config())
     tokens = tmp_path / "tokens"
     tokens.write_text(f"worker {FAST_TOKEN}\n")
-    from mcs.server import ServerOptions
-    srv = InProcessServer(ServerOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
+    from mcs.options import BootstrapOptions
+    srv = InProcessServer(BootstrapOptions(base, kc, cert=tls.cert, key=tls.key, secure_port=0, insecure_port=0,
                                         bind_address="127.0.0.1", token_file=tokens)).start()
     try:
         host, port = srv.address("http")

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from machineconfig.constants import ENCAPSULATED_CONFIG_PATH as ENCAPSULATED_PATH
+from machineconfig.constants import NODE_ANNOTATIONS_PATH
 from machineconfig.ignition.dataurl import decode
-from mcs.layout import BootstrapSource
+from mcs.sources.bootstrap import BootstrapSource
 from mcs.serve import (
-    CLOUD_CA_PATH, ENCAPSULATED_PATH, KUBECONFIG_PATH, KUBELET_CA_PATH, MC_CONTENT_PATH, NODE_ANNOTATIONS_PATH,
+    CLOUD_CA_PATH, KUBECONFIG_PATH, KUBELET_CA_PATH, MC_CONTENT_PATH,
     ServeError, build_served, go_json,
 )
 from tests.unit.server.test_mcs_layout import (
@@ -247,7 +249,7 @@ def test_registry_cas_come_before_the_encapsulated_config() -> None:
 
 
 def test_bootstrap_certs_flag_values() -> None:
-    from mcs.layout import parse_registry_cert
+    from mcs.sources.bootstrap import parse_registry_cert
 
     assert parse_registry_cert("quay.io=certs/quay.crt") == ("quay.io", "certs/quay.crt")
     for bad in ("quay.io", "=x", "a/b=x", "..=x", "a=b=c"):

@@ -23,9 +23,10 @@ from machineconfig import constants
 from machineconfig.rendered_config import RenderedConfig
 from machineconfig.store import Store, open_store
 from mcs import cli
-from mcs.app import ServerState, make_app
-from mcs.server import ServerOptions
-from mcs.store_mode import build_store_state
+from mcs.app import make_app
+from mcs.state import ServerState
+from mcs.options import StoreOptions
+from mcs.state import build_store_state
 from mcs.tokens import PoolTokens
 from tests.unit.server.test_mcs_layout import (
     MASTER_CONFIG, WORKER_CONFIG, WORKER_CONFIG_NEW, controller_config, decode_files, ignition_config,
@@ -60,8 +61,8 @@ def make_store(root: Path) -> tuple[Store, Path, Path]:
     return store, inputs, sdir
 
 
-def store_options(sdir: Path, **kw: Any) -> ServerOptions:
-    return ServerOptions(store="local:unused", state_dir=sdir, **kw)
+def store_options(sdir: Path, **kw: Any) -> StoreOptions:
+    return StoreOptions(store="local:unused", state_dir=sdir, **kw)
 
 
 Scenario = Callable[[TestClient, ServerState, Store, Path], Awaitable[None]]

@@ -1,26 +1,21 @@
-"""MCO's bootstrap layout on disk (what `mcc render --out DIR` writes): which rendered config each
-pool serves, the state of every input file (for cache invalidation), and reading the inputs.
+"""MCO's bootstrap layout on disk as a config source (`mcs bootstrap`; what `mcc render --out DIR`
+writes): which rendered config each pool serves, the state of every input file (for cache
+invalidation), and reading the inputs.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from machineconfig import constants
+from machineconfig.bootstrap_layout import CONTROLLER_CONFIG_DIR, MACHINE_CONFIGS_DIR, MACHINE_POOLS_DIR
 from machineconfig.errors import InputError
 from machineconfig.yamlload import decode_text, load_text, read_bounded
 from mcs.serve import JSON, NotFound, ServeError, build_served, valid_pool_name
+from mcs.sources import CONFIG_NAME, Resolved, Signature, choose_config, stat_signature
 
 log = logging.getLogger(__name__)
-
-# Rendered config names come from a file on disk; they are joined into a path, so keep them to
-# DNS-subdomain characters and forbid anything that could climb out of machine-configs/.
-CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-
 
 def load_object(path: Path) -> JSON:
     """One Kubernetes object from a YAML (or JSON) file; ServeError names the file, not its content.
@@ -43,49 +38,12 @@ def load_object(path: Path) -> JSON:
     return data
 
 
-Signature = tuple[int, int, int, int]
-
-
 def parse_registry_cert(value: str) -> tuple[str, str]:
     """`--bootstrap-certs registry=relative/ca.crt`; the registry becomes a path component."""
     registry, sep, rel = value.partition("=")
     if not sep or not registry or not rel or "=" in rel or "/" in registry or registry in (".", ".."):
         raise ValueError(f"--bootstrap-certs wants registry=file, got {value!r}")
     return registry, rel
-
-
-def stat_signature(path: str | Path) -> Signature | None:
-    """What changes when a file is rewritten in place or replaced by rename; None when missing."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ENAMETOOLONG:
-            return None  # a name no file can have: as missing
-        raise
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """Which rendered config a pool serves, and the state of every input file it depends on."""
-
-    pool: str
-    config_name: str
-    signature: tuple[object, ...]
-    variant: str = ""  # the server URL a store-mode build writes into node-credentials.json
-
-
-def choose_config(pool: JSON) -> str:
-    """MCO's choice: the target config once a node has updated to it, else the current one."""
-    spec_name = ((pool.get("spec") or {}).get("configuration") or {}).get("name") or ""
-    status = pool.get("status") or {}
-    status_name = (status.get("configuration") or {}).get("name") or ""
-    updated = status.get("updatedMachineCount") or 0
-    chosen = spec_name if isinstance(updated, int) and updated > 0 else status_name
-    # A freshly rendered layout may carry only one of the two; serve what there is.
-    return str(chosen or spec_name or status_name)
 
 
 class BootstrapSource:
@@ -96,11 +54,11 @@ class BootstrapSource:
         self.kubeconfig = kubeconfig
         # MCO's --bootstrap-certs: registry -> CA file relative to the base directory.
         self.registry_cas = [(registry, str(basedir / rel)) for registry, rel in registry_cas or ()]
-        self.cc_path = basedir / "controller-config" / "machine-config-controller.yaml"
+        self.cc_path = basedir / CONTROLLER_CONFIG_DIR / f"{constants.CONTROLLER_CONFIG_NAME}.yaml"
         self._pools: dict[str, tuple[Signature, str]] = {}
         # Plain strings for the per-request stat calls: pathlib joins cost more than the stat.
-        self._pool_dir = os.path.join(basedir, "machine-pools")
-        self._config_dir = os.path.join(basedir, "machine-configs")
+        self._pool_dir = os.path.join(basedir, MACHINE_POOLS_DIR)
+        self._config_dir = os.path.join(basedir, MACHINE_CONFIGS_DIR)
         self._cc = str(self.cc_path)
         self._kubeconfig = str(kubeconfig)
 
@@ -115,13 +73,16 @@ class BootstrapSource:
     def describe(self) -> str:
         return str(self.basedir)
 
+    def close(self) -> None:
+        """Nothing to release: the files are read per build."""
+
     def config_path(self, name: str) -> str:
         return f"{self._config_dir}/{name}.yaml"
 
     def pools(self) -> list[str]:
         """Every pool the directory holds (we serve them all, not only master like MCO's bootstrap)."""
         try:
-            names = os.listdir(self.basedir / "machine-pools")
+            names = os.listdir(self._pool_dir)
         except FileNotFoundError:
             return []
         return sorted(n[:-5] for n in names if n.endswith(".yaml") and valid_pool_name(n[:-5]))

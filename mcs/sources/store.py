@@ -1,4 +1,4 @@
-"""The store as a config source (`mcs start`): pools and rendered configs from a `Store`, the
+"""A store as a config source (`mcs start`): pools and rendered configs from a `Store`, the
 served config choice of MCO's cluster server, and node-credentials.json (server URL, the pool's
 bootstrap token, the CA) so the new machine's daemon can reach the node API.
 """
@@ -14,18 +14,13 @@ from typing import Any
 from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, StoreError
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL
-from mcs.layout import CONFIG_NAME, Resolved, choose_config, stat_signature
-from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, valid_pool_name
+from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, one_line, valid_pool_name
+from mcs.sources import CONFIG_NAME, Resolved, choose_config, stat_signature
 from mcs.tokens import PoolTokens
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_CONFIG_NAME = "machine-config-controller"
 CREDENTIALS_MODE = 0o600
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]
 
 
 class StoreSource:
@@ -49,7 +44,7 @@ class StoreSource:
             scan()
 
     def close(self) -> None:
-        """Close the store (ends its background input scan); the server calls it on shutdown."""
+        """Close the store (ends its background input scan)."""
         close = getattr(self.store, "close", None)
         if callable(close):
             close()
@@ -80,10 +75,10 @@ class StoreSource:
         """The ControllerConfig and a digest of it; none in the store serves as an empty one."""
         if self._cc is None:
             try:
-                cc = self.store.get_object(CONTROLLER_CONFIG, CONTROLLER_CONFIG_NAME)
+                cc = self.store.get_object(CONTROLLER_CONFIG, constants.CONTROLLER_CONFIG_NAME)
             except NotFoundError:
                 log.info("no ControllerConfig %s in the store: serving without its CA files",
-                         CONTROLLER_CONFIG_NAME)
+                         constants.CONTROLLER_CONFIG_NAME)
                 cc = {}
             digest = hashlib.sha256(json.dumps(cc.get("spec") or {}, sort_keys=True).encode()).hexdigest()
             self._cc = (digest, cc)
@@ -104,7 +99,7 @@ class StoreSource:
         except NotFoundError as e:
             raise NotFound(f"pool {pool!r} not found") from e
         except StoreError as e:
-            log.warning("pool %s: %s", pool, _one_line(e))
+            log.warning("pool %s: %s", pool, one_line(str(e)))
             raise ServeError(f"store: {type(e).__name__}") from e
         if resolved.signature[-1] != self._file_signatures():
             resolved = Resolved(pool, resolved.config_name,
@@ -146,7 +141,7 @@ class StoreSource:
         except NotFoundError as e:
             raise NotFound(f"rendered config {resolved.config_name!r} not found") from e
         except StoreError as e:
-            log.warning("rendered config %s: %s", resolved.config_name, _one_line(e))
+            log.warning("rendered config %s: %s", resolved.config_name, one_line(str(e)))
             raise ServeError(f"store: {type(e).__name__}") from e
         kubeconfig: bytes | None = None
         if self.kubeconfig is not None:
@@ -157,4 +152,4 @@ class StoreSource:
         # Without bootstrap tokens (the kube store with no --state) daemons use the API server.
         extra = [] if self.tokens is None else [(constants.NODE_CREDENTIALS_PATH,
                   self.credentials(resolved.pool, resolved.variant), CREDENTIALS_MODE)]
-        return build_served(resolved.config_name, mc.to_dict(), cc, kubeconfig, version, extra_files=extra)
+        return build_served(resolved.config_name, mc, cc, kubeconfig, version, extra_files=extra)
