@@ -1,4 +1,5 @@
-"""The one way this project replaces a file on its own disk: atomically and durably.
+"""The one way this project replaces a file on its own disk, atomically and durably, and the one way
+a reader notices that a file was replaced (`stat_signature`).
 
 Write a temporary file beside the target, fsync it, rename it over the target, fsync the directory
 so the rename itself survives a crash. A reader sees the old content or the new, never a mix.
@@ -7,6 +8,7 @@ the same steps relative to directory descriptors so no path component can lead o
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -44,3 +46,19 @@ def write_atomic(path: str | Path, data: bytes, *, mode: int = 0o600, suffix: st
             pass
         raise
     fsync_dir(directory)
+
+
+Signature = tuple[int, int, int, int]
+
+
+def stat_signature(path: str | Path) -> Signature | None:
+    """What changes when a file is rewritten in place or replaced by rename; None when missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return None  # a name no file can have: as missing
+        raise
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -15,7 +15,7 @@ import yaml
 
 from machineconfig.clock import now_rfc3339
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
-from machineconfig.errors import InputError, MachineConfigError
+from machineconfig.errors import MachineConfigError
 from mcc.generated_common import (
     KUBELET_CONF_PATH, MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting, managed_name,
     owner_reference, role_template_file, selector_matches, set_condition, template_renderer,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Protocol
 
+from machineconfig.atomicfile import Signature, stat_signature
 from machineconfig.errors import MachineConfigError
 from mcs.serve import POOL_NAME
 
@@ -56,15 +56,14 @@ class TokenAuth:
     def __init__(self, path: Path, check_interval: float = 1.0) -> None:
         self.path = path
         self.check_interval = check_interval
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: Signature | None = None
         self._checked = 0.0
         self._tokens: dict[str, list[bytes]] = {}
         self._load(strict=True)
 
     def _load(self, strict: bool) -> None:
         try:
-            st = os.stat(self.path)
-            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+            signature = stat_signature(self.path)
             if signature == self._signature:
                 return
             tokens = parse_tokens(self.path.read_text(encoding="utf-8"), self.path.name)

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 from pathlib import Path
+
+from machineconfig.atomicfile import Signature, stat_signature
 
 log = logging.getLogger(__name__)
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def _signature(path: Path) -> Signature | None:
     try:
-        st = os.stat(path)
+        return stat_signature(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # TLS 1.2 suites offered: forward-secret key exchange with AEAD ciphers only (no CBC, whose MAC-then-

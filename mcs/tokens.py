@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from machineconfig.atomicfile import write_atomic
+from machineconfig.atomicfile import Signature, stat_signature, write_atomic
 from mcs.auth import TokenFileError, bearer_token, parse_tokens
-from mcs.sources import Signature, stat_signature
 from mcs.serve import POOL_NAME
 
 log = logging.getLogger(__name__)

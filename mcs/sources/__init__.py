@@ -5,34 +5,17 @@ MCO's choice of the served config.
 """
 from __future__ import annotations
 
-import errno
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from machineconfig.atomicfile import Signature, stat_signature
 from mcs.serve import JSON
 
 # Rendered config names come from a file on disk; they are joined into a path, so keep them to
 # DNS-subdomain characters and forbid anything that could climb out of machine-configs/.
 CONFIG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-
-
-Signature = tuple[int, int, int, int]
-
-
-def stat_signature(path: str | Path) -> Signature | None:
-    """What changes when a file is rewritten in place or replaced by rename; None when missing."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ENAMETOOLONG:
-            return None  # a name no file can have: as missing
-        raise
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)

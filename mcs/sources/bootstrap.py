@@ -13,7 +13,8 @@ from machineconfig.bootstrap_layout import CONTROLLER_CONFIG_DIR, MACHINE_CONFIG
 from machineconfig.errors import InputError
 from machineconfig.yamlload import decode_text, load_text, read_bounded
 from mcs.serve import JSON, NotFound, ServeError, build_served, valid_pool_name
-from mcs.sources import CONFIG_NAME, Resolved, Signature, choose_config, stat_signature
+from machineconfig.atomicfile import Signature, stat_signature
+from mcs.sources import CONFIG_NAME, Resolved, choose_config
 
 log = logging.getLogger(__name__)
 

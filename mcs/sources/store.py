@@ -15,7 +15,8 @@ from machineconfig import constants
 from machineconfig.store import NotFoundError, Store, StoreError
 from machineconfig.store.base import CONTROLLER_CONFIG, MACHINE_CONFIG_POOL
 from mcs.serve import JSON, NotFound, ServeError, build_served, go_json, one_line, valid_pool_name
-from mcs.sources import CONFIG_NAME, Resolved, choose_config, stat_signature
+from machineconfig.atomicfile import stat_signature
+from mcs.sources import CONFIG_NAME, Resolved, choose_config
 from mcs.tokens import PoolTokens
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from machineconfig.rendered_config import RenderedConfig
 from machineconfig import constants as C
 from machineconfig.store import open_store
 from mcc.controller import Controller

@@ -15,7 +15,6 @@ import pytest
 
 from machineconfig import constants as C
 from mcd import firstboot
-from mcd import state as node_state
 from mcd.on_disk_validation import find_mismatches
 from mcd.update import apply_update
 from tests.unit.daemon.test_mcd_update import FakeSystemd, mc
