@@ -18,8 +18,8 @@ from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.clock import now_rfc3339
 from machineconfig.errors import MachineConfigError
 from mcc.generated_common import (
-    MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting, managed_name, owner_reference,
-    role_template_file, selector_matches, set_condition, template_renderer,
+    MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting, keep_generated, managed_name,
+    owner_reference, role_template_file, selector_matches, set_condition, template_renderer,
 )
 from mcc.template import generated_machine_config
 
@@ -255,10 +255,6 @@ def generate_container_runtime_machine_configs(
             log.info("ContainerRuntimeConfig %s rejected: %s", name, e)
             set_condition(cfg, "Failure", False, f"Error: {e}", now)
             continue
-        for pool_name, mc in mine:
-            generated[mc["metadata"]["name"]] = mc
-            seen.setdefault(pool_name, []).append(cfg)
-        cfg["metadata"]["finalizers"] = sorted({*cfg["metadata"].get("finalizers", []),
-                                                *(mc["metadata"]["name"] for _, mc in mine)})
+        keep_generated(cfg, mine, generated, seen)
         set_condition(cfg, "Success", True, "Success", now)
     return [generated[n] for n in sorted(generated)], updated

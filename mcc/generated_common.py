@@ -44,6 +44,17 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
     return True
 
 
+def keep_generated(obj: dict[str, Any], mine: list[tuple[str, dict[str, Any]]],
+                   generated: dict[str, dict[str, Any]], seen: dict[str, list[dict[str, Any]]]) -> None:
+    """Record the MachineConfigs `obj` (a KubeletConfig or ContainerRuntimeConfig) generated, per
+    pool, and make them its finalizers: as in MCO, deleting it deletes what it produced."""
+    for pool_name, mc in mine:
+        generated[mc["metadata"]["name"]] = mc
+        seen.setdefault(pool_name, []).append(obj)
+    obj["metadata"]["finalizers"] = sorted({*obj["metadata"].get("finalizers", []),
+                                            *(mc["metadata"]["name"] for _, mc in mine)})
+
+
 def set_condition(obj: dict[str, Any], ctype: str, ok: bool, message: str, now: str) -> None:
     """Record the verdict, keep the last MAX_CONDITIONS, and mark the generation as observed.
 

@@ -17,7 +17,8 @@ from machineconfig.clock import now_rfc3339
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import MachineConfigError
 from mcc.generated_common import (
-    KUBELET_CONF_PATH, MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting, managed_name,
+    KUBELET_CONF_PATH, MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting,
+    keep_generated, managed_name,
     owner_reference, role_template_file, selector_matches, set_condition, template_renderer,
 )
 from mcc.template import generated_machine_config
@@ -274,11 +275,6 @@ def generate_kubelet_machine_configs(
             log.info("KubeletConfig %s rejected: %s", (kc.get("metadata") or {}).get("name"), e)
             set_condition(kc, "Accepted", False, f"Error: {e}", now)
             continue
-        for pool_name, mc in mine:
-            generated[mc["metadata"]["name"]] = mc
-            seen.setdefault(pool_name, []).append(kc)
-        # Like MCO's finalizers: deleting the KubeletConfig must delete the MCs it produced.
-        kc["metadata"]["finalizers"] = sorted({*kc["metadata"].get("finalizers", []),
-                                               *(mc["metadata"]["name"] for _, mc in mine)})
+        keep_generated(kc, mine, generated, seen)
         set_condition(kc, "Accepted", True, "Success", now)
     return [generated[n] for n in sorted(generated)], updated
