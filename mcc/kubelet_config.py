@@ -18,8 +18,8 @@ from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.errors import MachineConfigError
 from mcc.generated_common import (
     KUBELET_CONF_PATH, MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting,
-    keep_generated, managed_name,
-    owner_reference, role_template_file, selector_matches, set_condition, template_renderer,
+    keep_generated, managed_name, owner_reference, role_template_file, selector_matches,
+    set_condition, template_renderer,
 )
 from mcc.template import generated_machine_config
 from machineconfig.yamlload import safe_load
