@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from machineconfig import constants as C
 from machineconfig import machine_config_node as mcn
+from machineconfig.clock import now_rfc3339
 from machineconfig.disruption import Action, ActionType
 from machineconfig.machine_config_node import Condition
 from machineconfig.store.base import NodeAPI, NodeProgressReports, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _go_bool(value: bool) -> str:
