@@ -5,7 +5,7 @@ generated CA, serving certificates and service-account keys; no kubelet.
 Binaries: `<name>.xz` in `$MC_KUBE_BIN_DIR`, else the first `shared/bin` found next to the
 repository (`<repo>/../shared/bin`, `<repo>/../../shared/bin`: a worktree under `/work/wt/X`
 finds `/work/shared/bin`). They are decompressed once into
-`$MC_KUBE_CACHE_DIR` (default `/var/cache/machine-config-tests`, or `~/.cache/machine-config-tests`
+`$MCT_CACHE_DIR` (tests/support/cachedir.py: default `/var/cache/machine-config-tests`, or `~/.cache/machine-config-tests`
 when that is not writable) as `kube-bin-<sha256 of the .xz, 16 hex>/<name>`, under a file lock.
 A missing binary is a `ControlPlaneError` whose message is one line naming it.
 
@@ -87,6 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.cachedir import cache_dir
 from tests.support.leaks import owned_by_fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,20 +130,6 @@ def bin_dir() -> Path:
         if (up / "shared" / "bin").is_dir():
             return up / "shared" / "bin"
     return REPO.parent / "shared" / "bin"
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("MC_KUBE_CACHE_DIR")
-    if env:
-        return Path(env)
-    default = Path("/var/cache/machine-config-tests")
-    try:
-        default.mkdir(parents=True, exist_ok=True)
-        if os.access(default, os.W_OK):
-            return default
-    except OSError:
-        pass
-    return Path.home() / ".cache" / "machine-config-tests"
 
 
 def _sha256(path: Path) -> str:

@@ -16,9 +16,11 @@ import sysconfig
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tests.support.cachedir import cache_dir
+
 log = logging.getLogger(__name__)
 
-CACHE_DIR = Path(os.environ.get("MCT_CACHE_DIR", "/var/cache/machine-config-tests"))
+CACHE_DIR = cache_dir()
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Everything that decides the rootfs contents; its hash names the cache entry.

@@ -35,6 +35,7 @@ from tests.e2e.cluster import (CURRENT, DESIRED, STATE, free_port, node_summary,
                                open_local_store, pool_summary)
 from tests.e2e.conftest import set_max_unavailable
 from tests.e2e.history import NodeHistory
+from tests.support.cachedir import cache_dir
 from tests.vagrant.progress import BootWatch
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ pytestmark = [pytest.mark.vagrant, pytest.mark.timeout(3600)]
 REPO = Path(__file__).resolve().parents[2]
 VAGRANT_DIR = REPO / "vagrant"
 RUNS_DIR = Path("/var/tmp/machine-config-tests")
-CACHE_DIR = Path(os.environ.get("MCT_CACHE_DIR", "/var/cache/machine-config-tests"))
+CACHE_DIR = cache_dir()
 WORKERS = ("worker-1", "worker-2")
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 TOOLS = ("vagrant", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "qemu-img",
