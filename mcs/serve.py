@@ -12,8 +12,6 @@ import logging
 import re
 from typing import Any
 
-from pydantic import ValidationError
-
 from machineconfig import constants
 from machineconfig.errors import InputError, MachineConfigError
 from machineconfig.ignition.dataurl import encode_percent
@@ -194,8 +192,8 @@ def build_served(config_name: str, mc: RenderedConfig | JSON, cc: JSON, kubeconf
         kernel_arguments = rc.spec.kernel_arguments
         # MCO's ParseAndConvertConfig, parsed once per rendered config; ours to change: a copy.
         config = copy.deepcopy(rc.ignition)
-    except ValidationError as e:
-        raise ServeError(f"machine config {config_name} has an invalid spec: {e.error_count()} error(s)") from e
+    except InputError as e:  # a spec field of the wrong type (RenderedConfig.spec names it)
+        raise ServeError(f"machine config {config_name} has an invalid spec: {e}") from e
     except IgnitionConfigError as e:
         raise ServeError(f"rendered config {config_name} is not valid Ignition: {one_line(str(e))}") from e
 

@@ -181,6 +181,14 @@ def test_ignition_config_not_an_object() -> None:
         build_served(WORKER_CONFIG, mc, controller_config(), KUBECONFIG, "3.5.0")
 
 
+def test_wrongly_typed_spec_field_is_a_serve_error_naming_it() -> None:
+    # a hand-made rendered config: a one-line refusal (a 500 with its text), not an exception
+    mc = machine_config(WORKER_CONFIG, ignition_config())
+    mc["spec"]["fips"] = "true"
+    with pytest.raises(ServeError, match=r"has an invalid spec: \$\.spec\.fips: "):
+        build_served(WORKER_CONFIG, mc, controller_config(), KUBECONFIG, "3.5.0")
+
+
 def test_bad_controller_config_base64() -> None:
     cc = controller_config()
     cc["spec"]["kubeAPIServerServingCAData"] = "%%%"
