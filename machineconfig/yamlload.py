@@ -388,7 +388,7 @@ def _load_json(text: str, raw: bytes, newlines: list[int], start: int, end: int,
         node = parse_json(raw[base:base + length])
     except (JSONSyntaxError, RecursionError):
         # Python's JSON reads what Go's refuses (NaN, Infinity): position it the slow way
-        return Document(data, file, _composed_positions(text, start, end))
+        return Document(data, file, _composed_positions(text, start, end, file))
     def position(node: JNode, at: int) -> Position:
         offset = base + at
         line = bisect.bisect_left(newlines, offset)  # newlines before `offset`
@@ -400,31 +400,24 @@ def _load_json(text: str, raw: bytes, newlines: list[int], start: int, end: int,
     return Document(data, file, position(node, _opening(node)))
 
 
-def _composed_positions(text: str, start: int, end: int) -> Position | None:
-    """Positions of the JSON document text[start:end] from PyYAML's composer (a second parse,
-    only for a document Ignition's parser refuses), so its errors still name a line."""
-    first_line = text.count("\n", 0, start)
-    first_column = start - (text.rfind("\n", 0, start) + 1)
-    loader = BaseLoader(text[start:end])
+def _composed_positions(text: str, start: int, end: int, file: str) -> Position | None:
+    """Positions of the JSON document text[start:end] as load_text finds a YAML document's (a
+    second parse, only for a document Ignition's parser refuses), so its errors still name a
+    line: padded to its place in `text`, so the marks are the file's."""
+    line_start = text.rfind("\n", 0, start) + 1
+    loader = BaseLoader("\n" * text.count("\n", 0, start) + " " * (start - line_start)
+                        + text[start:end])
     try:
-        root = loader.get_single_node()
-    except (yaml.YAMLError, RecursionError):
-        return None
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        root = _position(node.start_mark)
+        _build(loader, node, "$", root, file)
+        return root
+    except (yaml.YAMLError, InputError, RecursionError):
+        return None  # positions stay unknown, as before this fallback
     finally:
         loader.dispose()
-    if root is None:
-        return None
-
-    def position(node: yaml.Node, at: yaml.Mark) -> Position:
-        # a member is placed at its key (as _build does), an item at itself
-        out = Position(at.line + first_line + 1,
-                       at.column + (first_column if at.line == 0 else 0) + 1)
-        if isinstance(node, yaml.MappingNode):
-            out.members = [(str(k.value), position(v, k.start_mark)) for k, v in node.value]
-        elif isinstance(node, yaml.SequenceNode):
-            out.items = [position(item, item.start_mark) for item in node.value]
-        return out
-    return position(root, root.start_mark)
 
 
 def _opening(node: JNode) -> int:
