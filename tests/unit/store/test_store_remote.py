@@ -26,6 +26,7 @@ from machineconfig.errors import is_temporary
 from machineconfig.store import (
     ConflictError, ForbiddenError, NodeAPI, NotFoundError, Store, StoreError, UnavailableError,
 )
+from machineconfig.store.base import rendered_config
 from machineconfig.store.remote import RemoteNodeAPI, _error_for
 from tests.unit.server.test_mcs_layout import WORKER_CONFIG
 from tests.unit.server.test_mcs_server import open_url, write_tls
@@ -216,3 +217,14 @@ def test_long_poll_outlives_the_response_deadline(server: Running) -> None:
     # --response-timeout is 2 s; a 3 s watch must still get its answer, not a dropped connection.
     assert api.wait_for_change(since, 3.0) == since
     assert time.monotonic() - started >= 2.9
+
+
+@pytest.mark.parametrize("answer", [
+    {"kind": "Secret", "metadata": {"name": "rendered-worker-0000"}},  # another kind under the name
+    {"kind": "MachineConfig", "metadata": {}},  # no name
+    {"kind": "MachineConfig", "metadata": {"name": "x"}, "spec": ["not", "an", "object"]},
+])
+def test_a_rendered_config_that_is_not_one_is_a_store_error(answer: dict[str, object]) -> None:
+    # what the kube and remote stores do with what a server answers (rendered.py: a local file)
+    with pytest.raises(StoreError, match=r"^node API: rendered config x: corrupt rendered config: "):
+        rendered_config(answer, "node API: rendered config x")
