@@ -197,7 +197,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from machineconfig.store import StoreError, store_url
+    from machineconfig.store import StoreError, close_store, store_url
     from mcd.cluster import connect
     from mcd.daemon import Daemon, Timeouts
     from mcd.metrics import DaemonMetrics, serve
@@ -240,6 +240,10 @@ def cmd_start(args: argparse.Namespace) -> int:
             if stop.wait(delay):
                 return EXIT_OK
             delay = min(delay * 2, 60.0)
+    if stop.is_set():  # SIGTERM while connecting (a blocking call): stop now, not at SIGKILL
+        log.info("daemon stopped before it started")
+        close_store(api)
+        return EXIT_OK
     timeouts = Timeouts(kubelet_wait=args.kubelet_wait) if args.drift_poll is None else \
         Timeouts(drift_poll=args.drift_poll, drift_inotify=False, kubelet_wait=args.kubelet_wait)
     daemon = Daemon(api, node, _systemd(), root=args.root, metrics=metrics,
@@ -247,6 +251,8 @@ def cmd_start(args: argparse.Namespace) -> int:
                     kubelet_url=args.kubelet_healthz_url or None,
                     reboot_lock=reboot_lock)
     daemon.install_signal_handlers()
+    if stop.is_set():  # SIGTERM after the check above went to the first handler: not lost
+        daemon.stop_requested.set()
     daemon.run()
     return EXIT_FAILED if daemon.token_rejected else EXIT_OK
 

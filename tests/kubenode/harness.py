@@ -174,6 +174,7 @@ class KubeNode(Node):
     network: ClusterNetwork | None = None
     cgroups: list[Path] = field(default_factory=list)
     created_at: float = 0.0  # monotonic time of its first boot
+    daemon_invocation: str = ""  # the daemon service's run before its credentials were installed
 
     @property
     def address(self) -> str:
@@ -586,8 +587,19 @@ class KubeCluster:
         token = self.service_account_token("machine-config-daemon", bound_node=node.name)
         kc = self.internal_kubeconfig(node.workdir / "mcd.kubeconfig", token=token)
         node.put(DAEMON_KUBECONFIG, kc.read_text(), 0o600)
-        # not waiting for the job: it queues behind whatever the boot still runs
+        node.daemon_invocation = self.daemon_invocation(node)
+        # not waiting for the job: it queues behind whatever the boot still runs (wait_joined
+        # waits for the restarted daemon)
         node.run(["systemctl", "restart", "--no-block", "machine-config-daemon.service"])
+
+    @staticmethod
+    def daemon_invocation(node: KubeNode) -> str:
+        """The daemon service's InvocationID when it is running, else ''."""
+        out = node.run(["systemctl", "show", "-p", "InvocationID", "-p", "ActiveState", "-p",
+                        "SubState", "machine-config-daemon.service"], check=False).stdout
+        props = dict(line.partition("=")[::2] for line in out.splitlines())
+        running = (props.get("ActiveState"), props.get("SubState")) == ("active", "running")
+        return props.get("InvocationID", "") if running else ""
 
     def daemon_done(self, name: str) -> bool:
         """The node's daemon reported Done on the config the controller wants there."""
@@ -609,6 +621,12 @@ class KubeCluster:
             self.install_daemon_credentials(node)
         for name in names:
             node = self.node(name)
+            # the restart with the new credentials is done (a Done from the daemon before it
+            # does not count: under load the restart job may still be queued or stopping)
+            self.wait_for(f"daemon of {name} restarted", lambda n=node: self.daemon_invocation(n)
+                          not in ("", n.daemon_invocation), timeout,
+                          lambda n=node: n.run(["systemctl", "status", "--no-pager",
+                                                "machine-config-daemon"], check=False).stdout)
             self.wait_for(f"daemon of {name} Done", lambda n=name: self.daemon_done(n), timeout,
                           lambda n=node: n.run(["journalctl", "-u", "machine-config-daemon",
                                                 "--no-pager", "-n", "15", "-o", "cat"],
