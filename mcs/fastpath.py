@@ -24,12 +24,15 @@ import os
 import re
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol, cast
 
-from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide
+from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide, server_url_for
+from mcs.auth import SteadyAuthorizer
 from mcs.cache import BodyFile, Served
+from mcs.metrics import BUCKETS
 from mcs.serve import valid_pool_name
 from mcs.state import RequestWatcher, ServerState
 
@@ -60,6 +63,21 @@ _STARTS = (b"GET /config/", b"HEAD /config/")
 SENDFILE_MIN = 64 * 1024
 SEND_TURN = 256 * 1024
 _NEVER_IN_HEAD = re.compile(rb"(?<!\r)\n|[^\t\r\n\x20-\x7e]")
+# Distinct request heads whose answers are remembered per listener and Date second (see Memo).
+MEMO_MAX = 256
+
+# The answer to one request head, remembered for the rest of its Date second while what decided it
+# holds still: the cache's generation and the time its pool's inputs are looked at again
+# (ServedConfigCache.steady_until), the authorizer, its version and the time it looks at its token
+# files again (mcs.auth.SteadyAuthorizer), and the TLS port a served URL may name. Until then,
+# decide() is a pure function of the head's bytes, so the same bytes get the same answer: this is
+# exactly what the full path would write, without parsing and deciding again. Only 200 and 304
+# answers written in one call and not closing the connection are remembered. Fields: the wire bytes,
+# valid-until (time.monotonic()), the authorizer, its version, the cache's generation, the TLS
+# port, the cache key to touch (a variant's, else None), the metrics' tally (ServerMetrics.served_tally)
+# and, for the access log, version, status, method and raw path.
+Memo = tuple[memoryview, float, "SteadyAuthorizer | None", int, int, "int | None",
+             "tuple[str, str, str, str] | None", list[Any], str, int, str, str]
 
 
 def may_be_fast(partial: bytes) -> bool:
@@ -98,6 +116,8 @@ class Responses:
 class ConnectionWatcher(RequestWatcher, Protocol):
     """The slow-client deadlines (mcs.server.ConnectionGuard): told of connections and requests."""
 
+    header_timeout: float  # from the end of a response to the next request head
+
     def connection_made(self, handler: Any) -> None: ...
 
     def connection_lost(self, handler: Any) -> None: ...
@@ -110,26 +130,60 @@ class FastPath:
         self.state = state
         self.guard = guard
         self.scheme = scheme
-        self._second = -1
+        self.second = -1
         self._date = ""
         # id(served) -> (served, its responses at the current Date); cleared every second, so it
         # holds only what was asked for within the last second.
         self._responses: dict[int, tuple[Served, Responses]] = {}
+        # (max_headers, max_size) of the protocols -> request head -> its Memo; cleared with the
+        # responses every second.
+        self._memos: dict[tuple[int, int], dict[bytes, Memo]] = {}
         self.answered = 0
         self.handed_over = 0
 
     def responses(self, served: Served) -> Responses:
         now = int(time.time())
-        if now != self._second:
-            self._second = now
+        if now != self.second:
+            self.second = now
             self._date = formatdate(now, usegmt=True)
             self._responses.clear()
+            for memo in self._memos.values():
+                memo.clear()
         hit = self._responses.get(id(served))
         if hit is not None and hit[0] is served:
             return hit[1]
         built = Responses(served, self._date)
         self._responses[id(served)] = (served, built)
         return built
+
+    def memos(self, max_headers: int, max_size: int) -> dict[bytes, Memo]:
+        """The memo of the protocols with these limits (a head's parse depends on them)."""
+        return self._memos.setdefault((max_headers, max_size), {})
+
+    def remember(self, memos: dict[bytes, Memo], head: bytes, wire: bytes, request: Request,
+                 version: str, status: int, served: Served) -> None:
+        """Remember `wire` as the answer to `head`, if what decided it holds still for a while."""
+        state = self.state
+        auth = state.auth
+        if auth is not None and not isinstance(auth, SteadyAuthorizer):
+            return
+        cache = state.cache
+        until = cache.steady_until(request.pool)
+        if auth is not None:
+            until = min(until, auth.next_check)
+        if until <= time.monotonic() or (head not in memos and len(memos) >= MEMO_MAX):
+            return
+        variant = _variant_of(state, self.scheme, request) if state.per_server_url else ""
+        touch = (request.pool, served.config_name, version, variant) if variant else None
+        memos[head] = (memoryview(wire), until, auth, auth.version if auth is not None else 0,
+                       cache.generation, state.tls_port, touch,
+                       state.metrics.served_tally(request.pool, version, status), version, status,
+                       "HEAD" if request.head_method else "GET", request.raw_path)
+
+
+def _variant_of(state: ServerState, scheme: str, request: Request) -> str:
+    """The cache key's variant decide() used for `request` (store mode: the server URL)."""
+    return server_url_for(state, scheme, request.host) or ""
 
 
 class Request:
@@ -211,6 +265,9 @@ class FastProtocol(asyncio.Protocol):
         self._fallback = fallback
         self._max_headers = max_headers
         self._max_size = max_size
+        self._memos = fast.memos(max_headers, max_size)
+        # The slow-client deadline (DEADLINE_ATTR), kept by the guard; None while it watches none.
+        self._mcs_deadline: float | None = None
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._remote = "-"
@@ -281,19 +338,58 @@ class FastProtocol(asyncio.Protocol):
                 if len(self._buffer) > _MAX_PENDING or not may_be_fast(self._buffer):
                     self._handover()
                 return
-            request = parse_head(self._buffer[:end], self._max_headers, self._max_size)
-            if request is None:
-                self._handover()
-                return
-            if not self._answer(request):
-                return  # handed over, or waiting for a build
+            head = self._buffer[:end]
+            memo = self._memos.get(head)
+            if memo is None or not self._answer_again(memo):
+                request = parse_head(head, self._max_headers, self._max_size)
+                if request is None:
+                    self._handover()
+                    return
+                if not self._answer(request, head=head):
+                    return  # handed over, or waiting for a build
             self._buffer = self._buffer[end + 4:]
         if self._read_paused and not self._busy and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
 
-    def _answer(self, request: Request, answer: Answer | None = None, started: float | None = None) -> bool:
-        """Answer `request` (True), or hand the connection over / start a build (False)."""
+    def _answer_again(self, memo: Memo) -> bool:
+        """Write the remembered answer (True) if it is still what _answer would write, else False."""
+        view, until, auth, auth_version, generation, tls_port, touch, tally, version, status, method, raw_path = memo
+        fast = self.fast
+        state = fast.state
+        started = time.monotonic()
+        if started >= until or int(time.time()) != fast.second or state.auth is not auth \
+                or (auth is not None and auth.version != auth_version) or state.cache.generation != generation \
+                or state.tls_port != tls_port:
+            return False
+        transport = self.transport
+        if transport is None:
+            return False
+        if touch is not None:
+            state.cache.touch(touch)
+        fast.answered += 1
+        transport.write(view)
+        finished = time.monotonic()
+        elapsed = finished - started
+        tally[0] += 1  # as ServerMetrics.observe_served adds to the same tally
+        tally[1] += elapsed
+        tally[2][bisect_left(BUCKETS, elapsed)] += 1
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %s %d %s %.1fms", self._remote, method, raw_path, status, version, elapsed * 1000)
+        if self._write_paused:
+            self._request_started()
+            self._busy = True  # the next request waits until the client has taken this answer
+            return True
+        # The next head's deadline, as the guard's request_finished sets it (a connection it still
+        # watches has one).
+        if self._mcs_deadline is not None and fast.guard is not None:
+            self._mcs_deadline = finished + fast.guard.header_timeout
+        return True
+
+    def _answer(self, request: Request, answer: Answer | None = None, started: float | None = None,
+                head: bytes | None = None) -> bool:
+        """Answer `request` (True), or hand the connection over / start a build (False); `head`, its
+        bytes, to remember the answer by (see Memo)."""
         # The response deadline starts with the request; an answer written at once moves straight
         # on to the next head's deadline, so only the other outcomes set it (nothing can look at
         # it in between: no await).
@@ -344,6 +440,9 @@ class FastProtocol(asyncio.Protocol):
             sending = self._start_send(wire[:len(wire) - body_len], file)
         else:
             transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
+            if head is not None and fresh and not request.close and (
+                    status != 200 or request.head_method or body_len < SENDFILE_MIN):
+                self.fast.remember(self._memos, head, wire, request, version, status, served)
         elapsed = time.perf_counter() - started
         self.fast.state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):

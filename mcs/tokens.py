@@ -61,11 +61,18 @@ class _Reloading:
         self.check_interval = check_interval
         self._signature: Signature | None = None
         self._checked = -1e9
+        # Raised whenever the file is parsed anew (see mcs.auth.SteadyAuthorizer).
+        self.version = 0
+
+    @property
+    def next_check(self) -> float:
+        """The time.monotonic() from which a read looks at the file again (unless forced)."""
+        return self._checked + self.check_interval
 
     def _maybe_reload(self, force: bool = False) -> None:
         """Re-read when the file changed; `force` skips the interval (not the change check)."""
         now = time.monotonic()
-        if not force and now - self._checked < self.check_interval:
+        if not force and now < self._checked + self.check_interval:  # the same sum as next_check
             return
         self._checked = now
         signature = stat_signature(self.path)
@@ -73,6 +80,7 @@ class _Reloading:
             return
         try:
             text = self.path.read_text(encoding="utf-8") if signature is not None else ""
+            self.version += 1  # before parsing: a parse that fails half-way changed nothing, but be sure
             self._parse(text)
         except (OSError, UnicodeDecodeError, ValueError) as e:
             # Keep the tokens we have: locking every machine out is worse than a stale file.
