@@ -157,13 +157,16 @@ def test_remembered_answer_is_the_same_bytes_metrics_log_and_deadline(
             assert deadline is not None and before + 10.0 <= deadline <= time.monotonic() + 10.0
             lines = [r.getMessage() for r in caplog.records if r.name == "mcs.access"]
             assert len(lines) == 5 and all(" GET /config/worker 200 3.5.0 " in line for line in lines), lines
+            with caplog.at_level(logging.WARNING, logger="mcs.access"):
+                assert await client.get() == first  # a level change counts at once, as without the memo
+            assert [r.getMessage() for r in caplog.records if r.name == "mcs.access"] == lines
 
         await within_one_second(inner)
-        assert fast.answered == 7 and fast.handed_over == 0
+        assert fast.answered == 8 and fast.handed_over == 0
         state.metrics.flush()
         get = state.metrics.registry.get_sample_value
-        assert get("mcs_config_requests_total", {"pool": "worker", "version": "3.5.0", "code": "200"}) == 7
-        assert get("mcs_http_request_duration_seconds_count", {"route": "config"}) == 7
+        assert get("mcs_config_requests_total", {"pool": "worker", "version": "3.5.0", "code": "200"}) == 8
+        assert get("mcs_http_request_duration_seconds_count", {"route": "config"}) == 8
 
     run(tmp_path, scenario)
 
