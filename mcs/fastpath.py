@@ -7,6 +7,8 @@ metrics, writes the same access-log line and keeps the same slow-client deadline
 aiohttp's per-request objects: the whole response (head and body) is one prebuilt buffer per
 (served config, coding, Date second), handed to the transport in one write; on plain HTTP a large
 body is instead sent with os.sendfile from a sealed in-memory copy, a bounded piece per loop turn.
+A head seen again within its Date second, while nothing that decided its answer can have changed,
+gets the same bytes without being parsed or decided again (see Memo).
 
 Anything it does not fully understand goes to aiohttp unchanged: another path or method, HTTP/1.0,
 a query or percent-encoding, a body, an `Upgrade`/`Expect`, a repeated header it reads, any byte
