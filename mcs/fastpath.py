@@ -313,7 +313,7 @@ class FastProtocol(asyncio.Protocol):
         if not self._buffer and not self._busy and not self._read_paused and not self._closing:
             # The usual turn: one whole head a remembered answer is kept for. (A memo key holds no
             # CR LF CR LF, so data with two heads never matches; then the loop below takes it.)
-            memo = self._memos.get(data[:-4]) if data.endswith(b"\r\n\r\n") else None
+            memo = self._memos.get(data[:-4]) if self._memos and data.endswith(b"\r\n\r\n") else None
             if memo is not None and self._answer_again(memo):
                 return
         self._buffer = self._buffer + data if self._buffer else data
@@ -349,7 +349,7 @@ class FastProtocol(asyncio.Protocol):
                     self._handover()
                 return
             head = self._buffer[:end]
-            memo = self._memos.get(head)
+            memo = self._memos.get(head) if self._memos else None
             if memo is None or not self._answer_again(memo):
                 request = parse_head(head, self._max_headers, self._max_size)
                 if request is None:
