@@ -131,6 +131,8 @@ class AnyOf:
 
     def __init__(self, *auths: Authorizer) -> None:
         self.auths = auths
+        self._steady = [a for a in auths if isinstance(a, SteadyAuthorizer)]
+        self._all_steady = len(self._steady) == len(auths)
 
     def allows(self, pool: str, authorization: str | None) -> bool:
         return any(a.allows(pool, authorization) for a in self.auths)
@@ -138,11 +140,14 @@ class AnyOf:
     @property
     def version(self) -> int:
         """The sum of the members' versions (each only grows, so any change changes the sum)."""
-        return sum(a.version for a in self.auths if isinstance(a, SteadyAuthorizer))
+        total = 0
+        for auth in self._steady:
+            total += auth.version
+        return total
 
     @property
     def next_check(self) -> float:
         """The earliest of the members'; never steady when a member is not a SteadyAuthorizer."""
-        if not all(isinstance(a, SteadyAuthorizer) for a in self.auths):
+        if not self._all_steady:
             return float("-inf")
-        return min((a.next_check for a in self.auths if isinstance(a, SteadyAuthorizer)), default=float("inf"))
+        return min((a.next_check for a in self._steady), default=float("inf"))

@@ -144,6 +144,8 @@ class FastPath:
         self._memos: dict[tuple[int, int], dict[bytes, Memo]] = {}
         self.answered = 0
         self.handed_over = 0
+        self._stamp_auth: object = None
+        self._steady: SteadyAuthorizer | None = None
 
     def responses(self, served: Served) -> Responses:
         now = int(time.time())
@@ -164,12 +166,27 @@ class FastPath:
         """The memo of the protocols with these limits (a head's parse depends on them)."""
         return self._memos.setdefault((max_headers, max_size), {})
 
-    def remember(self, memos: dict[bytes, Memo], head: bytes, wire: bytes, request: Request,
-                 version: str, status: int, served: Served) -> None:
-        """Remember `wire` as the answer to `head`, if what decided it holds still for a while."""
+    def stamp(self) -> tuple[SteadyAuthorizer | None, int, int] | None:
+        """The authorizer, its version and the cache's generation, read before deciding (a token
+        file may be reloaded by another thread meanwhile: an answer is remembered with what held
+        before it was decided); None when the authorizer is not a SteadyAuthorizer."""
         state = self.state
         auth = state.auth
-        if auth is not None and not isinstance(auth, SteadyAuthorizer):
+        if auth is None:
+            return None, 0, state.cache.generation
+        if auth is not self._stamp_auth:  # a runtime Protocol check is slow: once per authorizer
+            self._stamp_auth = auth
+            self._steady = auth if isinstance(auth, SteadyAuthorizer) else None
+        steady = self._steady
+        return None if steady is None else (steady, steady.version, state.cache.generation)
+
+    def remember(self, memos: dict[bytes, Memo], head: bytes, wire: bytes, request: Request,
+                 version: str, status: int, served: Served,
+                 stamp: tuple[SteadyAuthorizer | None, int, int]) -> None:
+        """Remember `wire` as the answer to `head`, if what decided it holds still for a while."""
+        state = self.state
+        auth, auth_version, generation = stamp
+        if state.auth is not auth:
             return
         cache = state.cache
         until = cache.steady_until(request.pool)
@@ -179,8 +196,7 @@ class FastPath:
             return
         variant = _variant_of(state, self.scheme, request) if state.per_server_url else ""
         touch = (request.pool, served.config_name, version, variant) if variant else None
-        memos[head] = (wire, until, auth, auth.version if auth is not None else 0,
-                       cache.generation, state.tls_port, touch,
+        memos[head] = (wire, until, auth, auth_version, generation, state.tls_port, touch,
                        state.metrics.served_tally(request.pool, version, status), version, status,
                        "HEAD" if request.head_method else "GET", request.raw_path)
 
@@ -409,6 +425,7 @@ class FastProtocol(asyncio.Protocol):
         fresh = started is None
         if started is None:
             started = time.perf_counter()
+        stamp = self.fast.stamp() if head is not None and fresh else None
         if answer is None:
             try:
                 answer = decide(self.fast.state, request.pool, request.authorization, request.accept,
@@ -456,9 +473,9 @@ class FastProtocol(asyncio.Protocol):
             # refused and wraps anything but bytes in two new memoryviews per call (0.2-0.3 us);
             # asyncio's loop copies what the socket refused either way (bytes: once more).
             transport.write(wire)
-            if head is not None and fresh and not request.close and (
+            if stamp is not None and head is not None and not request.close and (
                     status != 200 or request.head_method or body_len < SENDFILE_MIN):
-                self.fast.remember(self._memos, head, wire, request, version, status, served)
+                self.fast.remember(self._memos, head, wire, request, version, status, served, stamp)
         elapsed = time.perf_counter() - started
         self.fast.state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):

@@ -80,13 +80,13 @@ class _Reloading:
             return
         try:
             text = self.path.read_text(encoding="utf-8") if signature is not None else ""
-            self.version += 1  # before parsing: a parse that fails half-way changed nothing, but be sure
             self._parse(text)
         except (OSError, UnicodeDecodeError, ValueError) as e:
             # Keep the tokens we have: locking every machine out is worse than a stale file.
             log.warning("%s not reloaded, keeping the previous tokens: %s", self.path, type(e).__name__)
             return
         self._signature = signature
+        self.version += 1  # after the tokens changed (see mcs.fastpath.FastPath.stamp)
 
     def _parse(self, text: str) -> None:
         raise NotImplementedError
