@@ -345,6 +345,60 @@ def run_wrk(url: str, connections: int, duration: float, timeout: float, gzip: b
     return parse_wrk(out.decode())
 
 
+# -- in process -------------------------------------------------------------------------------------
+
+# Run by `--in-process` with the measured tree first on PYTHONPATH: one fast-path connection
+# (FastProtocol on a transport that only counts writes) answering the same cached request over and
+# over; prints the CPU seconds per answer. No sockets and no other process: a figure of the
+# interpreter's work alone, steady under load elsewhere (the best of `repeats` runs).
+IN_PROCESS = """
+import asyncio, sys, tempfile, time
+from pathlib import Path
+from bench_mcs import ACCEPT, SIZES
+from tests.unit.server.test_mcs_layout import ignition_config, write_layout
+from mcs.fastpath import FastPath, FastProtocol
+from mcs.options import BootstrapOptions
+from mcs.server import ConnectionGuard
+from mcs.state import build_state
+
+class Counting:
+    writes = 0
+    def write(self, data): self.writes += 1
+    def get_extra_info(self, name, default=None): return ("127.0.0.1", 40000) if name == "peername" else default
+    def is_closing(self): return False
+    def get_write_buffer_size(self): return 0
+
+async def main(n, coding, repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        base, kube = write_layout(Path(tmp), ignition_config(kargs=["nosmt"], extra_files=SIZES["typical"]))
+        guard = ConnectionGuard(10.0, 60.0)
+        state = build_state(BootstrapOptions(base, kube, input_check_interval=0.5), guard)
+        await state.cache.get("worker", "3.5.0")
+        protocol, transport = FastProtocol(FastPath(state, guard), lambda: None, 64, 8190), Counting()
+        protocol.connection_made(transport)
+        head = ("GET /config/worker HTTP/1.1\\r\\nHost: 127.0.0.1:22623\\r\\nAccept: " + ACCEPT +
+                "\\r\\nAccept-Encoding: " + coding + "\\r\\n\\r\\n").encode()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.process_time()
+            for _ in range(n):
+                protocol.data_received(head)
+            best = min(best, (time.process_time() - start) / n)
+        assert transport.writes == n * repeats, "not every request was answered on the fast path"
+        print(f"{best * 1e6:.2f}")
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def in_process(tree: Path, coding: str, answers: int = 200_000, repeats: int = 5) -> float:
+    """CPU microseconds per fast-path answer of `tree`'s mcs, in process (see IN_PROCESS)."""
+    path = os.pathsep.join([str(tree), str(tree / "bench")])
+    out = subprocess.run([sys.executable, "-c", IN_PROCESS, str(answers), coding, str(repeats)], check=True,
+                         capture_output=True, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": path})
+    return float(out.stdout.split()[-1])
+
+
 # -- main --------------------------------------------------------------------------------------------
 
 def check_tools() -> list[str]:
@@ -369,9 +423,18 @@ def main() -> int:
     parser.add_argument("--gzip", action="store_true", help="the same as --codings gzip")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="wrk request timeout: a 3 MB answer under 64 connections can take seconds")
+    parser.add_argument("--in-process", nargs="*", type=Path, metavar="TREE",
+                        help="only the CPU time per cached answer of the fast path in process (typical pool, "
+                             "no sockets: steady under other load), of this tree or of each TREE given")
     args = parser.parse_args()
     if args.gzip:
         args.codings = ["gzip"]
+    if args.in_process is not None:
+        for tree in args.in_process or [ROOT]:
+            for coding in args.codings:
+                print(f"{tree}: {in_process(tree.resolve(), coding):.2f} us CPU per fast-path answer in process "
+                      f"(typical, {coding})")
+        return 0
 
     missing = check_tools()
     if missing:

@@ -10,7 +10,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from machineconfig.atomicfile import Signature, stat_signature
 from machineconfig.errors import MachineConfigError
@@ -59,6 +59,9 @@ class TokenAuth:
         self._signature: Signature | None = None
         self._checked = 0.0
         self._tokens: dict[str, list[bytes]] = {}
+        # Raised whenever the tokens change; with next_check it tells the fast path's memo
+        # (mcs.fastpath) that allows() would still answer as it did.
+        self.version = 0
         self._load(strict=True)
 
     def _load(self, strict: bool) -> None:
@@ -76,11 +79,17 @@ class TokenAuth:
             return
         self._tokens = tokens
         self._signature = signature
+        self.version += 1
         log.info("token file %s loaded: %d pool(s)", self.path, len(tokens))
+
+    @property
+    def next_check(self) -> float:
+        """The time.monotonic() from which allows() looks at the file again."""
+        return self._checked + self.check_interval
 
     def maybe_reload(self) -> None:
         now = time.monotonic()
-        if now - self._checked >= self.check_interval:
+        if now >= self._checked + self.check_interval:  # the same sum as next_check
             self._checked = now
             self._load(strict=False)
 
@@ -103,11 +112,42 @@ class Authorizer(Protocol):
     def allows(self, pool: str, authorization: str | None) -> bool: ...
 
 
+@runtime_checkable
+class SteadyAuthorizer(Authorizer, Protocol):
+    """An authorizer whose allows() gives the same answer for the same pool and header until
+    time.monotonic() reaches `next_check`, unless `version` changes meanwhile (its tokens were
+    reloaded): what lets the fast path reuse an answer (mcs.fastpath) without changing when a token
+    change takes effect."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def next_check(self) -> float: ...
+
+
 class AnyOf:
     """Allowed when any of the authorizers allows (store-mode pool tokens plus a --token-file)."""
 
     def __init__(self, *auths: Authorizer) -> None:
         self.auths = auths
+        self._steady = [a for a in auths if isinstance(a, SteadyAuthorizer)]
+        self._all_steady = len(self._steady) == len(auths)
 
     def allows(self, pool: str, authorization: str | None) -> bool:
         return any(a.allows(pool, authorization) for a in self.auths)
+
+    @property
+    def version(self) -> int:
+        """The sum of the members' versions (each only grows, so any change changes the sum)."""
+        total = 0
+        for auth in self._steady:
+            total += auth.version
+        return total
+
+    @property
+    def next_check(self) -> float:
+        """The earliest of the members'; never steady when a member is not a SteadyAuthorizer."""
+        if not self._all_steady:
+            return float("-inf")
+        return min((a.next_check for a in self._steady), default=float("inf"))

@@ -199,6 +199,10 @@ class ServedConfigCache:
         self._refused: dict[_TemplateKey, tuple[tuple[object, ...], NotAcceptable]] = {}
         self.builds = 0  # calls of the source's build (a template counts once)
         self.derived = 0  # answers spliced from a template
+        # Raised by every change of what peek() can answer (an entry stored or dropped, a refusal
+        # kept); with steady_until() it tells the fast path's memo (mcs.fastpath) that peek() would
+        # still answer as it did.
+        self.generation = 0
 
     def entry_count(self, pool: str) -> int:
         """How many answers are kept for `pool` (every config, version and server URL)."""
@@ -229,6 +233,17 @@ class ServedConfigCache:
         resolved = self._resolve(pool)
         return self._current((pool, resolved.config_name, version, variant), resolved.signature)
 
+    def steady_until(self, pool: str) -> float:
+        """The time.monotonic() until which peek() for `pool` answers from the resolution it has
+        (the inputs are not looked at), as long as `generation` stays; -inf when every peek looks."""
+        hit = self._resolved.get(pool) if self.check_interval > 0 else None
+        return hit[0] if hit is not None else float("-inf")
+
+    def touch(self, key: _Key) -> None:
+        """What a peek() hit of `key` does to the entries: a variant's becomes the most recently used."""
+        if key[3] and key in self._entries:
+            self._entries[key] = self._entries.pop(key)
+
     def _current(self, key: _Key, signature: tuple[object, ...]) -> Served | None:
         """The entry kept for `key` if built from inputs of this `signature`; the refusal kept for
         them raised (NotAcceptable); else None."""
@@ -254,8 +269,10 @@ class ServedConfigCache:
             resolved = self.source.resolve(pool)
         except Exception:
             self._resolved.pop(pool, None)
+            self.generation += 1
             raise
         self._resolved[pool] = (now + self.check_interval, resolved)
+        self.generation += 1
         return resolved
 
     def _finished(self, building: tuple[_Key, tuple[object, ...]], task: asyncio.Future[Served]) -> None:
@@ -268,6 +285,7 @@ class ServedConfigCache:
             for old in [k for k in self._refused if k[0] == pool and k[1] != config_name]:
                 del self._refused[old]
             self._refused[(pool, config_name, version)] = (signature, error)
+            self.generation += 1
         if error is not None:
             return
         self._store(building[0], building[1], task.result())
@@ -330,3 +348,4 @@ class ServedConfigCache:
             del self._entries[old]  # the least recently used first (the dict's order)
         self._entries.pop(key, None)
         self._entries[key] = (signature, served)
+        self.generation += 1

@@ -7,6 +7,8 @@ metrics, writes the same access-log line and keeps the same slow-client deadline
 aiohttp's per-request objects: the whole response (head and body) is one prebuilt buffer per
 (served config, coding, Date second), handed to the transport in one write; on plain HTTP a large
 body is instead sent with os.sendfile from a sealed in-memory copy, a bounded piece per loop turn.
+A head seen again within its Date second, while nothing that decided its answer can have changed,
+gets the same bytes without being parsed or decided again (see Memo).
 
 Anything it does not fully understand goes to aiohttp unchanged: another path or method, HTTP/1.0,
 a query or percent-encoding, a body, an `Upgrade`/`Expect`, a repeated header it reads, any byte
@@ -24,12 +26,15 @@ import os
 import re
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol, cast
 
-from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide
+from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide, server_url_for
+from mcs.auth import SteadyAuthorizer
 from mcs.cache import BodyFile, Served
+from mcs.metrics import BUCKETS
 from mcs.serve import valid_pool_name
 from mcs.state import RequestWatcher, ServerState
 
@@ -60,6 +65,23 @@ _STARTS = (b"GET /config/", b"HEAD /config/")
 SENDFILE_MIN = 64 * 1024
 SEND_TURN = 256 * 1024
 _NEVER_IN_HEAD = re.compile(rb"(?<!\r)\n|[^\t\r\n\x20-\x7e]")
+# logging's cache of Logger.isEnabledFor answers for the access log (CPython's; None elsewhere).
+_ACCESS_CACHE: dict[int, bool] | None = getattr(access_log, "_cache", None)
+# Distinct request heads whose answers are remembered per listener and Date second (see Memo).
+MEMO_MAX = 256
+
+# The answer to one request head, remembered for the rest of its Date second while what decided it
+# holds still: the cache's generation and the time its pool's inputs are looked at again
+# (ServedConfigCache.steady_until), the authorizer, its version and the time it looks at its token
+# files again (mcs.auth.SteadyAuthorizer), and the TLS port a served URL may name. Until then,
+# decide() is a pure function of the head's bytes, so the same bytes get the same answer: this is
+# exactly what the full path would write, without parsing and deciding again. Only 200 and 304
+# answers written in one call and not closing the connection are remembered. Fields: the wire bytes,
+# valid-until (time.monotonic()), the authorizer, its version, the cache's generation, the TLS
+# port, the cache key to touch (a variant's, else None), the metrics' tally (ServerMetrics.served_tally)
+# and, for the access log, version, status, method and raw path.
+Memo = tuple[bytes, float, "SteadyAuthorizer | None", int, int, "int | None",
+             "tuple[str, str, str, str] | None", list[Any], str, int, str, str]
 
 
 def may_be_fast(partial: bytes) -> bool:
@@ -98,6 +120,8 @@ class Responses:
 class ConnectionWatcher(RequestWatcher, Protocol):
     """The slow-client deadlines (mcs.server.ConnectionGuard): told of connections and requests."""
 
+    header_timeout: float  # from the end of a response to the next request head
+
     def connection_made(self, handler: Any) -> None: ...
 
     def connection_lost(self, handler: Any) -> None: ...
@@ -110,26 +134,76 @@ class FastPath:
         self.state = state
         self.guard = guard
         self.scheme = scheme
-        self._second = -1
+        self.second = -1
         self._date = ""
         # id(served) -> (served, its responses at the current Date); cleared every second, so it
         # holds only what was asked for within the last second.
         self._responses: dict[int, tuple[Served, Responses]] = {}
+        # (max_headers, max_size) of the protocols -> request head -> its Memo; cleared with the
+        # responses every second.
+        self._memos: dict[tuple[int, int], dict[bytes, Memo]] = {}
         self.answered = 0
         self.handed_over = 0
+        self._stamp_auth: object = None
+        self._steady: SteadyAuthorizer | None = None
 
     def responses(self, served: Served) -> Responses:
         now = int(time.time())
-        if now != self._second:
-            self._second = now
+        if now != self.second:
+            self.second = now
             self._date = formatdate(now, usegmt=True)
             self._responses.clear()
+            for memo in self._memos.values():
+                memo.clear()
         hit = self._responses.get(id(served))
         if hit is not None and hit[0] is served:
             return hit[1]
         built = Responses(served, self._date)
         self._responses[id(served)] = (served, built)
         return built
+
+    def memos(self, max_headers: int, max_size: int) -> dict[bytes, Memo]:
+        """The memo of the protocols with these limits (a head's parse depends on them)."""
+        return self._memos.setdefault((max_headers, max_size), {})
+
+    def stamp(self) -> tuple[SteadyAuthorizer | None, int, int] | None:
+        """The authorizer, its version and the cache's generation, read before deciding (a token
+        file may be reloaded by another thread meanwhile: an answer is remembered with what held
+        before it was decided); None when the authorizer is not a SteadyAuthorizer."""
+        state = self.state
+        auth = state.auth
+        if auth is None:
+            return None, 0, state.cache.generation
+        if auth is not self._stamp_auth:  # a runtime Protocol check is slow: once per authorizer
+            self._stamp_auth = auth
+            self._steady = auth if isinstance(auth, SteadyAuthorizer) else None
+        steady = self._steady
+        return None if steady is None else (steady, steady.version, state.cache.generation)
+
+    def remember(self, memos: dict[bytes, Memo], head: bytes, wire: bytes, request: Request,
+                 version: str, status: int, served: Served,
+                 stamp: tuple[SteadyAuthorizer | None, int, int]) -> None:
+        """Remember `wire` as the answer to `head`, if what decided it holds still for a while."""
+        state = self.state
+        auth, auth_version, generation = stamp
+        if state.auth is not auth:
+            return
+        cache = state.cache
+        until = cache.steady_until(request.pool)
+        if auth is not None:
+            until = min(until, auth.next_check)
+        if until <= time.monotonic() or (head not in memos and len(memos) >= MEMO_MAX):
+            return
+        variant = _variant_of(state, self.scheme, request) if state.per_server_url else ""
+        touch = (request.pool, served.config_name, version, variant) if variant else None
+        memos[head] = (wire, until, auth, auth_version, generation, state.tls_port, touch,
+                       state.metrics.served_tally(request.pool, version, status), version, status,
+                       "HEAD" if request.head_method else "GET", request.raw_path)
+
+
+def _variant_of(state: ServerState, scheme: str, request: Request) -> str:
+    """The cache key's variant decide() used for `request` (store mode: the server URL)."""
+    return server_url_for(state, scheme, request.host) or ""
 
 
 class Request:
@@ -211,6 +285,9 @@ class FastProtocol(asyncio.Protocol):
         self._fallback = fallback
         self._max_headers = max_headers
         self._max_size = max_size
+        self._memos = fast.memos(max_headers, max_size)
+        # The slow-client deadline (DEADLINE_ATTR), kept by the guard; None while it watches none.
+        self._mcs_deadline: float | None = None
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._remote = "-"
@@ -249,6 +326,12 @@ class FastProtocol(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if not self._buffer and not self._busy and not self._read_paused and not self._closing:
+            # The usual turn: one whole head a remembered answer is kept for. (A memo key holds no
+            # CR LF CR LF, so data with two heads never matches; then the loop below takes it.)
+            memo = self._memos.get(data[:-4]) if self._memos and data.endswith(b"\r\n\r\n") else None
+            if memo is not None and self._answer_again(memo):
+                return
         self._buffer = self._buffer + data if self._buffer else data
         if not self._busy:
             self._process()
@@ -281,25 +364,68 @@ class FastProtocol(asyncio.Protocol):
                 if len(self._buffer) > _MAX_PENDING or not may_be_fast(self._buffer):
                     self._handover()
                 return
-            request = parse_head(self._buffer[:end], self._max_headers, self._max_size)
-            if request is None:
-                self._handover()
-                return
-            if not self._answer(request):
-                return  # handed over, or waiting for a build
+            head = self._buffer[:end]
+            memo = self._memos.get(head) if self._memos else None
+            if memo is None or not self._answer_again(memo):
+                request = parse_head(head, self._max_headers, self._max_size)
+                if request is None:
+                    self._handover()
+                    return
+                if not self._answer(request, head=head):
+                    return  # handed over, or waiting for a build
             self._buffer = self._buffer[end + 4:]
         if self._read_paused and not self._busy and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
 
-    def _answer(self, request: Request, answer: Answer | None = None, started: float | None = None) -> bool:
-        """Answer `request` (True), or hand the connection over / start a build (False)."""
+    def _answer_again(self, memo: Memo) -> bool:
+        """Write the remembered answer (True) if it is still what _answer would write, else False."""
+        view, until, auth, auth_version, generation, tls_port, touch, tally, version, status, method, raw_path = memo
+        fast = self.fast
+        state = fast.state
+        started = time.monotonic()
+        if started >= until or int(time.time()) != fast.second or state.auth is not auth \
+                or (auth is not None and auth.version != auth_version) or state.cache.generation != generation \
+                or state.tls_port != tls_port:
+            return False
+        transport = self.transport
+        if transport is None:
+            return False
+        if touch is not None:
+            state.cache.touch(touch)
+        fast.answered += 1
+        transport.write(view)
+        finished = time.monotonic()
+        elapsed = finished - started
+        tally[0] += 1  # as ServerMetrics.observe_served adds to the same tally
+        tally[1] += elapsed
+        tally[2][bisect_left(BUCKETS, elapsed)] += 1
+        # access_log.isEnabledFor(INFO) without its call (a tenth of this method): logging's own
+        # answer cache, which every level change clears; isEnabledFor fills it when empty.
+        if not access_log.disabled and (_ACCESS_CACHE.get(logging.INFO) if _ACCESS_CACHE is not None else None) \
+                is not False and access_log.isEnabledFor(logging.INFO):
+            access_log.info("%s %s %s %d %s %.1fms", self._remote, method, raw_path, status, version, elapsed * 1000)
+        if self._write_paused:
+            self._request_started()
+            self._busy = True  # the next request waits until the client has taken this answer
+            return True
+        # The next head's deadline, as the guard's request_finished sets it (a connection it still
+        # watches has one).
+        if self._mcs_deadline is not None and fast.guard is not None:
+            self._mcs_deadline = finished + fast.guard.header_timeout
+        return True
+
+    def _answer(self, request: Request, answer: Answer | None = None, started: float | None = None,
+                head: bytes | None = None) -> bool:
+        """Answer `request` (True), or hand the connection over / start a build (False); `head`, its
+        bytes, to remember the answer by (see Memo)."""
         # The response deadline starts with the request; an answer written at once moves straight
         # on to the next head's deadline, so only the other outcomes set it (nothing can look at
         # it in between: no await).
         fresh = started is None
         if started is None:
             started = time.perf_counter()
+        stamp = self.fast.stamp() if head is not None and fresh else None
         if answer is None:
             try:
                 answer = decide(self.fast.state, request.pool, request.authorization, request.accept,
@@ -343,7 +469,13 @@ class FastProtocol(asyncio.Protocol):
         if file is not None:
             sending = self._start_send(wire[:len(wire) - body_len], file)
         else:
-            transport.write(memoryview(wire))  # a view: the transport copies only what the socket refused
+            # bytes, not a view: uvloop (the default loop) keeps a reference to what the socket
+            # refused and wraps anything but bytes in two new memoryviews per call (0.2-0.3 us);
+            # asyncio's loop copies what the socket refused either way (bytes: once more).
+            transport.write(wire)
+            if stamp is not None and head is not None and not request.close and (
+                    status != 200 or request.head_method or body_len < SENDFILE_MIN):
+                self.fast.remember(self._memos, head, wire, request, version, status, served, stamp)
         elapsed = time.perf_counter() - started
         self.fast.state.metrics.observe_served(request.pool, version, status, elapsed)
         if access_log.isEnabledFor(logging.INFO):

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 # Latency buckets for a cached answer (sub-millisecond) up to a cold build of a large config.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BUCKETS = _BUCKETS
 
 UNKNOWN_POOL = "_unknown"
 
@@ -75,6 +76,13 @@ class ServerMetrics:
         tally[0] += 1
         tally[1] += seconds
         tally[2][bisect_left(_BUCKETS, seconds)] += 1
+
+    def served_tally(self, pool: str, version: str, code: int) -> list[Any]:
+        """The tally observe_served adds to for (pool, version, code): the same list for the life of
+        these metrics (flush() resets it in place), so a caller may keep it and add to it exactly as
+        observe_served does (mcs.fastpath's remembered answers, with BUCKETS)."""
+        tally = self._tallies.get((pool, version, code))
+        return tally if tally is not None else self._tally(pool, version, code)
 
     def _tally(self, pool: str, version: str, code: int) -> list[Any]:
         key = (pool, version, code)

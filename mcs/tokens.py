@@ -61,11 +61,18 @@ class _Reloading:
         self.check_interval = check_interval
         self._signature: Signature | None = None
         self._checked = -1e9
+        # Raised whenever the file is parsed anew (see mcs.auth.SteadyAuthorizer).
+        self.version = 0
+
+    @property
+    def next_check(self) -> float:
+        """The time.monotonic() from which a read looks at the file again (unless forced)."""
+        return self._checked + self.check_interval
 
     def _maybe_reload(self, force: bool = False) -> None:
         """Re-read when the file changed; `force` skips the interval (not the change check)."""
         now = time.monotonic()
-        if not force and now - self._checked < self.check_interval:
+        if not force and now < self._checked + self.check_interval:  # the same sum as next_check
             return
         self._checked = now
         signature = stat_signature(self.path)
@@ -79,6 +86,7 @@ class _Reloading:
             log.warning("%s not reloaded, keeping the previous tokens: %s", self.path, type(e).__name__)
             return
         self._signature = signature
+        self.version += 1  # after the tokens changed (see mcs.fastpath.FastPath.stamp)
 
     def _parse(self, text: str) -> None:
         raise NotImplementedError
