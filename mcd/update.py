@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from machineconfig import constants as C
+from machineconfig.ignition.dataurl import decoded_once
 from machineconfig.reconcile import AnyConfig, NotReconcilableError, check_reconcilable
 from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
@@ -319,6 +320,19 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
     ends (the node's MachineConfigNode). Kernel arguments go through rpm-ostree (`os_runner`)
     or, on a GRUB host, a drop-in and `update_grub`; the reboot goes through `reboot` (default:
     `systemd.reboot`)."""
+    # each data URL is decoded once: parsing the configs decodes them to check them, and the
+    # writes reuse those bytes (the memory is dropped when the update ends)
+    with decoded_once():
+        return _apply_update(old, new, systemd, root=root, policy=policy,
+                             request_drain=request_drain, os_runner=os_runner, kubelet=kubelet,
+                             progress=progress, update_grub=update_grub, reboot=reboot)
+
+
+def _apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *, root: Path,
+                  policy: NodeDisruptionPolicy, request_drain: Callable[[str], None] | None,
+                  os_runner: Runner, kubelet: KubeletHealth | None,
+                  progress: NodeProgress | None, update_grub: grub.UpdateGrub,
+                  reboot: Callable[[str], None] | None) -> UpdateOutcome:
     old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
     new_name = new_mc.name
 
