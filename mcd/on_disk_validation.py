@@ -4,6 +4,7 @@ Used after a reboot, after a rebootless update and by `mcd validate`; names the 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -76,30 +77,42 @@ def _mode_text(mode: int) -> str:
     return f"{go_mode_string(mode)}/{mode}/{'0' + format(mode, 'o') if mode else '0'}"
 
 
-def _disk_digest(fs: NodeRoot, node_path: str) -> str:
-    with os.fdopen(fs.open(node_path, follow=False), "rb") as handle:
+def _disk_digest(dir_fd: int, name: str, node_path: str) -> str:
+    """SHA-256 hex of the regular file `name` in the resolved directory `dir_fd` (a final link
+    is an error, as NodeRoot.open without `follow`)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a regular file")
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def check_file(root: Path, node_path: str, expected: bytes | tuple[int, str], mode: int) -> None:
     """`node_path` (resolved inside `root`, never through a link that leaves it) has `mode` and
-    `expected` contents: the bytes, or their (size, SHA-256 hex)."""
-    fs = NodeRoot(root)
+    `expected` contents: the bytes, or their (size, SHA-256 hex). The directory is resolved
+    once: the file is stat'ed and read through the same directory fd."""
     try:
-        with fs.parent(node_path) as (dir_fd, name):
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        dir_fd, name = NodeRoot(root).open_parent(node_path)
     except OSError as err:
         raise ValueError(f'could not stat file "{node_path}": lstat {node_path}: '
                          f"{os.strerror(err.errno or 0).lower()}") from None
-    received = go_file_mode(st.st_mode)
-    if received != mode:
-        raise ValueError(f'mode mismatch for file: "{node_path}"; expected: {_mode_text(mode)}; '
-                         f"received: {_mode_text(received)}")
-    size, digest = (len(expected), hashlib.sha256(expected).hexdigest()) \
-        if isinstance(expected, bytes) else expected
-    if st.st_size != size or _disk_digest(fs, node_path) != digest:
-        log.info("content mismatch for %s (expected %d bytes)", node_path, size)
-        raise ValueError(f'content mismatch for file "{node_path}"')
+    try:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as err:
+            raise ValueError(f'could not stat file "{node_path}": lstat {node_path}: '
+                             f"{os.strerror(err.errno or 0).lower()}") from None
+        received = go_file_mode(st.st_mode)
+        if received != mode:
+            raise ValueError(f'mode mismatch for file: "{node_path}"; expected: '
+                             f"{_mode_text(mode)}; received: {_mode_text(received)}")
+        size, digest = (len(expected), hashlib.sha256(expected).hexdigest()) \
+            if isinstance(expected, bytes) else expected
+        if st.st_size != size or _disk_digest(dir_fd, name, node_path) != digest:
+            log.info("content mismatch for %s (expected %d bytes)", node_path, size)
+            raise ValueError(f'content mismatch for file "{node_path}"')
+    finally:
+        os.close(dir_fd)
 
 
 def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None) -> None:
