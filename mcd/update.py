@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from machineconfig import constants as C
 from machineconfig.ignition.dataurl import decoded_once
@@ -24,7 +24,6 @@ from machineconfig.disruption import (DEFAULT_POLICY, Action, ActionType, Machin
 from mcd import grub
 from mcd.file_writers import FileWriter, Journal, PriorState, check_unit_name
 from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
-from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import (CmdlineReader, OnDiskValidationError, validate_booted,
                                     validate_on_disk)
@@ -32,6 +31,9 @@ from mcd.passwd import SSH_SERVICES, apply_passwd
 from mcd.rpm_ostree import (OSTREE_BOOTED, OSUpdateError, Runner, apply_os_changes,
                             ostree_booted, rollback_os_changes, run_rpm_ostree)
 from mcd.systemd import SystemdApi, SystemdError
+
+if TYPE_CHECKING:  # the daemon's progress reports (cluster store) are no part of `mcd apply`
+    from mcd.node_progress import NodeProgress
 
 log = logging.getLogger(__name__)
 
