@@ -43,7 +43,8 @@ def test_memoised_headers_decode_as_the_lexer(url: str, payload: str) -> None:
 
 def test_known_tricky_headers() -> None:
     for text in ["data:x,/y,abc", "data:x,/y;base64,aGk=", 'data:;a="1,2",b',
-                 'data:;a="1,2";base64,aGk=', "data:text/plain;charset=utf-8;base64,aGk=", "data:;base64,aGk", "data:,a,b",
+                 'data:;a="1,2";base64,aGk=', "data:text/plain;charset=utf-8;base64,aGk=",
+                 "data:;base64,aGk", "data:,a,b",
                  "data:;a=%41,x", "data:;a=%zz,x", "data:" + "a" * 2000 + "/b,c"]:
         for _ in range(2):
             assert outcome(dataurl.decode_url, text) == outcome(plain, text)
