@@ -23,6 +23,7 @@ from machineconfig.constants import DAEMON_DIR
 from machineconfig.errors import MachineConfigError
 from machineconfig.unitnames import unit_name_problem
 from machineconfig.disruption import decoded_contents
+from machineconfig.ignition.dataurl import remember_digest
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
@@ -108,13 +109,28 @@ class Journal:
             self.order.append(node_path)
 
     def sync(self) -> None:
-        """fsync every directory a rename happened in: renames are durable only after this."""
-        for directory in sorted(self.dirs_to_sync):
-            try:
-                self._root().fsync_dir(directory)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # removed again by a rollback: nothing left to make durable
+        """fsync every directory a rename happened in: renames are durable only after this.
+
+        Many directories are fsynced by a few threads at once (as a batch's files are), so the
+        filesystem commits them together instead of one journal commit per directory; this
+        returns when all are durable, and raises the first failure in path order."""
+        directories = sorted(self.dirs_to_sync)
+        if len(directories) < 2:
+            for directory in directories:
+                self._sync_dir(directory)
+        else:
+            with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(directories)),
+                                    thread_name_prefix="mcd-sync") as pool:
+                futures = [pool.submit(self._sync_dir, directory) for directory in directories]
+            for future in futures:
+                future.result()
         self.dirs_to_sync.clear()
+
+    def _sync_dir(self, directory: str) -> None:
+        try:
+            self._root().fsync_dir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # removed again by a rollback: nothing left to make durable
 
     def rollback(self) -> None:
         """Put every recorded path back as it was, newest change first; keep going on errors."""
@@ -440,6 +456,10 @@ class FileWriter:
             raise WriteError("found an append section when writing files. Append is not supported")
         try:
             data = decoded_contents(entry)
+            contents = entry.get("contents") or {}
+            if contents.get("source") is not None:
+                # the validation after the update compares the disk with these bytes' digest
+                remember_digest(contents["source"], contents.get("compression") or "", data)
             uid, gid = self.owner_of(entry)
             mode = int(entry.get("mode", DEFAULT_FILE_MODE))
             backups = self._backup_writes(node_path)

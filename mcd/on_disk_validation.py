@@ -4,6 +4,7 @@ Used after a reboot, after a rebootless update and by `mcd validate`; names the 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -76,33 +77,72 @@ def _mode_text(mode: int) -> str:
     return f"{go_mode_string(mode)}/{mode}/{'0' + format(mode, 'o') if mode else '0'}"
 
 
-def _disk_digest(fs: NodeRoot, node_path: str) -> str:
-    with os.fdopen(fs.open(node_path, follow=False), "rb") as handle:
+def _disk_digest(dir_fd: int, name: str, node_path: str) -> str:
+    """SHA-256 hex of the regular file `name` in the resolved directory `dir_fd` (a final link
+    is an error, as NodeRoot.open without `follow`)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(errno.EISDIR, f"{node_path}: not a regular file")
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def check_file(root: Path, node_path: str, expected: bytes | tuple[int, str], mode: int) -> None:
+class _Directories:
+    """The directories of one validation pass, each resolved inside the root once (its files
+    share the fd); a directory that does not resolve is tried again for each of its files."""
+
+    def __init__(self, root: Path) -> None:
+        self.fs = NodeRoot(root)
+        self.fds: dict[tuple[str, ...], int] = {}
+
+    def parent(self, node_path: str) -> tuple[int, str]:
+        parents, name = self.fs.split_parent(node_path)
+        fd = self.fds.get(parents)
+        if fd is None:
+            fd = self.fds[parents] = self.fs.open_parent(node_path)[0]
+        return fd, name
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def check_file(root: Path, node_path: str, expected: bytes | tuple[int, str], mode: int,
+               directories: _Directories | None = None) -> None:
     """`node_path` (resolved inside `root`, never through a link that leaves it) has `mode` and
-    `expected` contents: the bytes, or their (size, SHA-256 hex)."""
-    fs = NodeRoot(root)
+    `expected` contents: the bytes, or their (size, SHA-256 hex). The directory is resolved
+    once (or taken from the pass's `directories`): the file is stat'ed and read through it."""
     try:
-        with fs.parent(node_path) as (dir_fd, name):
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if directories is None:
+            dir_fd, name = NodeRoot(root).open_parent(node_path)
+        else:
+            dir_fd, name = directories.parent(node_path)
     except OSError as err:
         raise ValueError(f'could not stat file "{node_path}": lstat {node_path}: '
                          f"{os.strerror(err.errno or 0).lower()}") from None
-    received = go_file_mode(st.st_mode)
-    if received != mode:
-        raise ValueError(f'mode mismatch for file: "{node_path}"; expected: {_mode_text(mode)}; '
-                         f"received: {_mode_text(received)}")
-    size, digest = (len(expected), hashlib.sha256(expected).hexdigest()) \
-        if isinstance(expected, bytes) else expected
-    if st.st_size != size or _disk_digest(fs, node_path) != digest:
-        log.info("content mismatch for %s (expected %d bytes)", node_path, size)
-        raise ValueError(f'content mismatch for file "{node_path}"')
+    try:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as err:
+            raise ValueError(f'could not stat file "{node_path}": lstat {node_path}: '
+                             f"{os.strerror(err.errno or 0).lower()}") from None
+        received = go_file_mode(st.st_mode)
+        if received != mode:
+            raise ValueError(f'mode mismatch for file: "{node_path}"; expected: '
+                             f"{_mode_text(mode)}; received: {_mode_text(received)}")
+        size, digest = (len(expected), hashlib.sha256(expected).hexdigest()) \
+            if isinstance(expected, bytes) else expected
+        if st.st_size != size or _disk_digest(dir_fd, name, node_path) != digest:
+            log.info("content mismatch for %s (expected %d bytes)", node_path, size)
+            raise ValueError(f'content mismatch for file "{node_path}"')
+    finally:
+        if directories is None:
+            os.close(dir_fd)
 
 
-def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None) -> None:
+def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None,
+                directories: _Directories | None = None) -> None:
     fs = NodeRoot(root)
     name = str(unit["name"])
     for dropin in unit.get("dropins") or []:
@@ -110,7 +150,7 @@ def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None)
         contents = str(dropin.get("contents") or "")
         if not contents and not fs.lexists(node_path):
             continue
-        check_file(root, node_path, contents.encode(), DEFAULT_FILE_MODE)
+        check_file(root, node_path, contents.encode(), DEFAULT_FILE_MODE, directories)
     node_path = f"{SYSTEMD_DIR}/{name}"
     if unit.get("mask"):
         # MCO checks masks only for units with contents; we check every masked unit
@@ -127,7 +167,8 @@ def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None)
                              f"expected: /dev/null; received: {link}")
         return
     if unit.get("contents"):
-        check_file(root, node_path, str(unit["contents"]).encode(), DEFAULT_FILE_MODE)
+        check_file(root, node_path, str(unit["contents"]).encode(), DEFAULT_FILE_MODE,
+                   directories)
     if systemd is not None and "enabled" in unit:
         state = systemd.unit_file_state(name)
         rejects = _ENABLED_REJECTS if unit["enabled"] else _DISABLED_REJECTS
@@ -148,33 +189,39 @@ def _expected_digest(entry: Mapping[str, Any]) -> tuple[int, str]:
     return contents_digest(source, compression, str(entry.get("path") or ""))
 
 
-def _check_file_entry(root: Path, entry: Mapping[str, Any]) -> None:
+def _check_file_entry(root: Path, entry: Mapping[str, Any],
+                      directories: _Directories | None = None) -> None:
     if entry.get("append"):
         raise ValueError("found an append section when checking files. Append is not supported")
     try:
         expected = _expected_digest(entry)
     except (ValueError, MachineConfigError) as err:
         raise ValueError(f'couldn\'t decode file "{entry["path"]}": {err}') from err
-    check_file(root, entry["path"], expected, int(entry.get("mode", DEFAULT_FILE_MODE)))
+    check_file(root, entry["path"], expected, int(entry.get("mode", DEFAULT_FILE_MODE)),
+               directories)
 
 
 def find_mismatches(mc: AnyConfig, root: Path = Path("/"),
                     systemd: SystemdApi | None = None, first_only: bool = False) -> list[str]:
     """Every file and unit of `mc` that differs on disk, in config order (MCO's texts)."""
     ign = RenderedConfig.of(mc).ignition
+    directories = _Directories(root)
     checks: list[tuple[Any, Mapping[str, Any]]] = [
         (_check_file_entry, entry) for entry in (ign.get("storage") or {}).get("files") or []
         if entry["path"] not in VALIDATION_SKIP]
-    checks += [(lambda r, u: _check_unit(r, u, systemd), unit)
+    checks += [(lambda r, u, d: _check_unit(r, u, systemd, d), unit)
                for unit in (ign.get("systemd") or {}).get("units") or []]
     mismatches = []
-    for check, item in checks:
-        try:
-            check(root, item)
-        except ValueError as err:
-            mismatches.append(str(err))
-            if first_only:
-                break
+    try:
+        for check, item in checks:
+            try:
+                check(root, item, directories)
+            except ValueError as err:
+                mismatches.append(str(err))
+                if first_only:
+                    break
+    finally:
+        directories.close()
     return mismatches
 
 

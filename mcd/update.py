@@ -10,9 +10,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from machineconfig import constants as C
+from machineconfig.ignition.dataurl import decoded_once
 from machineconfig.reconcile import AnyConfig, NotReconcilableError, check_reconcilable
 from machineconfig.rendered_config import RenderedConfig
 from mcd import state as node_state
@@ -23,7 +24,6 @@ from machineconfig.disruption import (DEFAULT_POLICY, Action, ActionType, Machin
 from mcd import grub
 from mcd.file_writers import FileWriter, Journal, PriorState, check_unit_name
 from mcd.kubelet_health import KUBELET_UNIT, KubeletHealth, kubelet_enabled
-from mcd.node_progress import NodeProgress
 from mcd.noderoot import NodeRoot
 from mcd.on_disk_validation import (CmdlineReader, OnDiskValidationError, validate_booted,
                                     validate_on_disk)
@@ -31,6 +31,9 @@ from mcd.passwd import SSH_SERVICES, apply_passwd
 from mcd.rpm_ostree import (OSTREE_BOOTED, OSUpdateError, Runner, apply_os_changes,
                             ostree_booted, rollback_os_changes, run_rpm_ostree)
 from mcd.systemd import SystemdApi, SystemdError
+
+if TYPE_CHECKING:  # the daemon's progress reports (cluster store) are no part of `mcd apply`
+    from mcd.node_progress import NodeProgress
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +322,19 @@ def apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *,
     ends (the node's MachineConfigNode). Kernel arguments go through rpm-ostree (`os_runner`)
     or, on a GRUB host, a drop-in and `update_grub`; the reboot goes through `reboot` (default:
     `systemd.reboot`)."""
+    # each data URL is decoded once: parsing the configs decodes them to check them, and the
+    # writes reuse those bytes (the memory is dropped when the update ends)
+    with decoded_once():
+        return _apply_update(old, new, systemd, root=root, policy=policy,
+                             request_drain=request_drain, os_runner=os_runner, kubelet=kubelet,
+                             progress=progress, update_grub=update_grub, reboot=reboot)
+
+
+def _apply_update(old: AnyConfig, new: AnyConfig, systemd: SystemdApi, *, root: Path,
+                  policy: NodeDisruptionPolicy, request_drain: Callable[[str], None] | None,
+                  os_runner: Runner, kubelet: KubeletHealth | None,
+                  progress: NodeProgress | None, update_grub: grub.UpdateGrub,
+                  reboot: Callable[[str], None] | None) -> UpdateOutcome:
     old_mc, new_mc = RenderedConfig.of(old), RenderedConfig.of(new)
     new_name = new_mc.name
 

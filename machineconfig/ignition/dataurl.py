@@ -8,18 +8,22 @@ MACHINECONFIG_MAX_FILE_BYTES says otherwise), so a small config cannot expand in
 from __future__ import annotations
 
 import binascii
+import contextlib
 import functools
 import hashlib
 import os
 import re
 import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes
 
 from machineconfig.errors import MachineConfigError
 
 __all__ = ["DataURL", "DataURLError", "ContentsTooLargeError", "contents_digest", "decode",
-           "decode_contents", "decode_url", "encode_base64", "encode_percent", "max_decoded_bytes"]
+           "decode_contents", "decode_url", "decoded_once", "encode_base64", "encode_percent",
+           "max_decoded_bytes", "remember_digest"]
 
 DATA_PREFIX = "data:"
 MAX_DECODED_BYTES = 256 << 20
@@ -350,18 +354,22 @@ class _Lexer:
         return unescape(raw).decode("latin-1")
 
     def _data(self) -> None:
-        payload = self.text[self.pos:]
-        if self.result.base64:
-            bad = _NOT_BASE64_CHAR.search(payload) is not None
-        elif payload.isascii() and payload.isprintable():
-            # printable ASCII: only the few forbidden characters can be wrong (substring scans)
-            bad = any(ch in payload for ch in _DATA_FORBIDDEN)
-        else:
-            bad = _NOT_URL_CHAR.search(payload) is not None
-        if bad:
-            raise DataURLError("invalid data character")
+        self.result.data = _payload(self.text[self.pos:], self.result.base64)
         self.pos = len(self.text)
-        self.result.data = go_base64_decode(payload) if self.result.base64 else unescape(payload)
+
+
+def _payload(payload: str, base64: bool) -> bytes:
+    """The data after the comma, checked and decoded (base64 or percent-escaped)."""
+    if base64:
+        bad = _NOT_BASE64_CHAR.search(payload) is not None
+    elif payload.isascii() and payload.isprintable():
+        # printable ASCII: only the few forbidden characters can be wrong (substring scans)
+        bad = any(ch in payload for ch in _DATA_FORBIDDEN)
+    else:
+        bad = _NOT_URL_CHAR.search(payload) is not None
+    if bad:
+        raise DataURLError("invalid data character")
+    return go_base64_decode(payload) if base64 else unescape(payload)
 
 
 _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
@@ -408,14 +416,77 @@ def _go_unquote(body: str) -> str:
     return "".join(out)
 
 
+# Parsed headers ("data:" up to the data comma) by their text: a config repeats a few headers
+# over thousands of files. Only headers without a '"' are kept (a quoted parameter value may
+# hold a comma, so there the first comma need not end the header; without one the lexer reads
+# exactly the text up to the first comma before the data, whatever follows it).
+_HEADERS: dict[str, tuple[str, str, tuple[tuple[str, str], ...], bool]] = {}
+_HEADERS_MAX = 256
+_HEADER_MAX_CHARS = 1024
+
+
 def decode_url(url: str) -> DataURL:
     """Parse a data URL into media type, parameters and bytes; raise DataURLError like upstream."""
-    return _Lexer(url).run()
+    comma = url.find(",", 0, _HEADER_MAX_CHARS)
+    if comma < 0:
+        return _Lexer(url).run()
+    header = url[:comma + 1]
+    known = _HEADERS.get(header)
+    if known is None:
+        if '"' in header:
+            return _Lexer(url).run()
+        try:
+            parsed = _Lexer(header).run()  # the header alone: its data is empty
+        except DataURLError:
+            return _Lexer(url).run()  # the same error, from the whole URL
+        known = (parsed.media_type, parsed.subtype, tuple(parsed.params.items()), parsed.base64)
+        if len(_HEADERS) < _HEADERS_MAX:
+            _HEADERS[header] = known
+    media_type, subtype, params, base64 = known
+    return DataURL(media_type, subtype, dict(params), base64, _payload(url[comma + 1:], base64))
+
+
+class _DecodedMemo:
+    """Data URL bytes by URL, kept while `decoded_once()` is active, up to a byte budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self.entries: dict[str, bytes] = {}
+
+
+_MEMO: _DecodedMemo | None = None
+DECODED_ONCE_BUDGET = 64 << 20
+
+
+@contextlib.contextmanager
+def decoded_once(budget: int = DECODED_ONCE_BUDGET) -> Iterator[None]:
+    """Within the block, `decode` remembers each data URL's bytes (up to `budget` bytes in
+    all) so one update decodes a source once for validation and writing; forgotten on exit.
+    Nested blocks share the outer one's memory."""
+    global _MEMO
+    if _MEMO is not None:
+        yield
+        return
+    _MEMO = _DecodedMemo(budget)
+    try:
+        yield
+    finally:
+        _MEMO = None
 
 
 def decode(url: str) -> bytes:
     """Return the bytes of a data URL (not decompressed); raise DataURLError with upstream's text."""
-    return decode_url(url).data
+    memo = _MEMO
+    if memo is None:
+        return decode_url(url).data
+    data = memo.entries.get(url)
+    if data is None:
+        data = decode_url(url).data
+        if memo.size + len(data) <= memo.budget:
+            memo.entries[url] = data
+            memo.size += len(data)
+    return data
 
 
 def encode_percent(data: bytes) -> str:
@@ -493,8 +564,28 @@ def decode_contents(source: str, compression: str = "", what: str = "",
     return data
 
 
+# Digests handed over by `remember_digest` and not yet asked for by `contents_digest`.
+_HANDED: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+_HANDED_MAX = 4096
+
+
+def remember_digest(source: str, compression: str, data: bytes) -> None:
+    """`data` is what `decode_contents(source, compression)` just returned: its (size, SHA-256)
+    is kept for `contents_digest`, so a caller that decoded a file (the writer) spares the
+    validation after it a second decode. Only the expected digest is reused: the file on disk
+    is still read and hashed."""
+    key = (source, compression)
+    _HANDED[key] = (len(data), hashlib.sha256(data).hexdigest())
+    _HANDED.move_to_end(key)
+    while len(_HANDED) > _HANDED_MAX:
+        _HANDED.popitem(last=False)
+
+
 @functools.lru_cache(maxsize=4096)
 def contents_digest(source: str, compression: str = "", what: str = "") -> tuple[int, str]:
     """(size, SHA-256 hex) of `decode_contents`: remembered, where the bytes never are."""
+    handed = _HANDED.pop((source, compression), None)
+    if handed is not None:
+        return handed
     data = decode_contents(source, compression, what)
     return len(data), hashlib.sha256(data).hexdigest()

@@ -257,3 +257,18 @@ def test_batched_unit_writes_land_together_and_a_failure_inside_writes_nothing(r
         raise RuntimeError("boom")
     assert not (root / "etc/systemd/system/late.service").exists()
     assert not [n for n in os.listdir(root / "etc/systemd/system") if ".mcdtmp" in n]
+
+
+def test_journal_sync_of_many_directories_skips_the_ones_gone(tmp_path: Path) -> None:
+    """Many directories are fsynced at once; one removed again (by a rollback) or replaced by
+    a file is skipped, as when they were fsynced one by one."""
+    journal = Journal(tmp_path)
+    for i in range(40):
+        (tmp_path / f"d{i}/s").mkdir(parents=True)
+        journal.dirs_to_sync.add(f"/d{i}/s")
+    for i in range(0, 40, 4):
+        (tmp_path / f"d{i}/s").rmdir()
+    (tmp_path / "d1/s").rmdir()
+    (tmp_path / "d1/s").write_text("now a file")
+    journal.sync()
+    assert journal.dirs_to_sync == set()

@@ -3,6 +3,8 @@ and crash consistency (SIGKILL at every write point of a 100-file update, then c
 """
 from __future__ import annotations
 
+import base64
+import gzip
 import itertools
 import os
 import shutil
@@ -315,3 +317,62 @@ def test_first_key_write_reloads_sshd_once_on_a_daemonset_root(root: Path) -> No
     outcome = apply_update(keyed("b", "ssh-ed25519 AAA1 a"), keyed("c", "ssh-ed25519 AAA2 b"),
                            systemd, root=root)
     assert outcome.state == "Done" and ("ReloadUnit", "ssh.service") not in systemd.calls
+
+
+class TamperingSystemd(FakeSystemd):
+    """Changes a file on disk when crio is reloaded: after the update wrote it, before the
+    validation that follows the post-config actions."""
+
+    def __init__(self, root: Path, path: str, data: bytes) -> None:
+        super().__init__()
+        self.target, self.data = root / path.lstrip("/"), data
+
+    def reload_unit(self, name: str) -> None:
+        super().reload_unit(name)
+        self.target.write_bytes(self.data)
+
+
+def _encoded(text: bytes, how: str) -> dict[str, str]:
+    if how == "gzip":
+        return {"source": "data:;base64," + base64.b64encode(gzip.compress(text)).decode(),
+                "compression": "gzip"}
+    if how == "base64":
+        return {"source": "data:text/plain;charset=utf-8;base64," + base64.b64encode(text).decode()}
+    return {"source": "data:," + quote(text)}
+
+
+@pytest.mark.parametrize("how", ["percent", "base64", "gzip"])
+@pytest.mark.parametrize("tampered", [b"registry: B", b"registry: changed"],
+                         ids=["same-size", "other-size"])
+def test_a_file_changed_between_write_and_validation_is_reported(root: Path, how: str,
+                                                                 tampered: bytes) -> None:
+    """The writer hands the digest of what it decoded to the validation; the validation still
+    reads the disk, so a change made after the write (same size or not) is a content mismatch."""
+    path = "/etc/containers/registries.d/x.yaml"
+
+    def config(name: str, text: bytes) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"config": {
+            "ignition": {"version": "3.5.0"},
+            "storage": {"files": [{"path": path, "contents": _encoded(text, how)}]}}}}
+
+    old, new = config("a", b"registry: a"), config("b", b"registry: b")
+    systemd = TamperingSystemd(root, path, tampered)
+    outcome = apply_update(old, new, systemd, root=root)
+    assert ("ReloadUnit", "crio.service") in systemd.calls
+    assert outcome.state == "Degraded"
+    assert outcome.reason == ("unexpected on-disk state validating against b: "
+                              f'content mismatch for file "{path}"')
+    # and untouched, the same update validates
+    (root / path.lstrip("/")).write_bytes(b"registry: b")
+    validate_on_disk(new, root, systemd)
+
+
+def test_the_update_forgets_the_decoded_bytes(root: Path) -> None:
+    """Each data URL is decoded once within an update; the bytes are not kept after it."""
+    from machineconfig.ignition import dataurl
+
+    files = {f"/etc/containers/registries.d/f{i}.yaml": f"r{i}" for i in range(3)}
+    assert apply_update(mc("a"), mc("b", files), FakeSystemd(), root=root).state == "Done"
+    assert dataurl._MEMO is None
+    for path, text in files.items():
+        assert (root / path.lstrip("/")).read_text() == text
