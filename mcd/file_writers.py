@@ -23,7 +23,6 @@ from machineconfig.constants import DAEMON_DIR
 from machineconfig.errors import MachineConfigError
 from machineconfig.unitnames import unit_name_problem
 from machineconfig.disruption import decoded_contents
-from machineconfig.ignition.dataurl import remember_digest
 from mcd.noderoot import NodeRoot
 
 log = logging.getLogger(__name__)
@@ -456,10 +455,6 @@ class FileWriter:
             raise WriteError("found an append section when writing files. Append is not supported")
         try:
             data = decoded_contents(entry)
-            contents = entry.get("contents") or {}
-            if contents.get("source") is not None:
-                # the validation after the update compares the disk with these bytes' digest
-                remember_digest(contents["source"], contents.get("compression") or "", data)
             uid, gid = self.owner_of(entry)
             mode = int(entry.get("mode", DEFAULT_FILE_MODE))
             backups = self._backup_writes(node_path)

@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes
@@ -23,7 +22,7 @@ from machineconfig.errors import MachineConfigError
 
 __all__ = ["DataURL", "DataURLError", "ContentsTooLargeError", "contents_digest", "decode",
            "decode_contents", "decode_url", "decoded_once", "encode_base64", "encode_percent",
-           "max_decoded_bytes", "remember_digest"]
+           "max_decoded_bytes"]
 
 DATA_PREFIX = "data:"
 MAX_DECODED_BYTES = 256 << 20
@@ -564,28 +563,8 @@ def decode_contents(source: str, compression: str = "", what: str = "",
     return data
 
 
-# Digests handed over by `remember_digest` and not yet asked for by `contents_digest`.
-_HANDED: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
-_HANDED_MAX = 4096
-
-
-def remember_digest(source: str, compression: str, data: bytes) -> None:
-    """`data` is what `decode_contents(source, compression)` just returned: its (size, SHA-256)
-    is kept for `contents_digest`, so a caller that decoded a file (the writer) spares the
-    validation after it a second decode. Only the expected digest is reused: the file on disk
-    is still read and hashed."""
-    key = (source, compression)
-    _HANDED[key] = (len(data), hashlib.sha256(data).hexdigest())
-    _HANDED.move_to_end(key)
-    while len(_HANDED) > _HANDED_MAX:
-        _HANDED.popitem(last=False)
-
-
 @functools.lru_cache(maxsize=4096)
 def contents_digest(source: str, compression: str = "", what: str = "") -> tuple[int, str]:
     """(size, SHA-256 hex) of `decode_contents`: remembered, where the bytes never are."""
-    handed = _HANDED.pop((source, compression), None)
-    if handed is not None:
-        return handed
     data = decode_contents(source, compression, what)
     return len(data), hashlib.sha256(data).hexdigest()

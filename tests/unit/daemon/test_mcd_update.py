@@ -346,7 +346,7 @@ def _encoded(text: bytes, how: str) -> dict[str, str]:
                          ids=["same-size", "other-size"])
 def test_a_file_changed_between_write_and_validation_is_reported(root: Path, how: str,
                                                                  tampered: bytes) -> None:
-    """The writer hands the digest of what it decoded to the validation; the validation still
+    """The validation takes the expected bytes from the update's decoded data URLs but still
     reads the disk, so a change made after the write (same size or not) is a content mismatch."""
     path = "/etc/containers/registries.d/x.yaml"
 
