@@ -16,10 +16,11 @@ from typing import Any
 
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
 from machineconfig.clock import now_rfc3339
+from machineconfig import labels
 from machineconfig.errors import MachineConfigError
 from mcc.generated_common import (
     MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting, keep_generated, managed_name,
-    owner_reference, role_template_file, selector_matches, set_condition, template_renderer,
+    owner_reference, role_template_file, set_condition, template_renderer,
 )
 from mcc.template import generated_machine_config
 
@@ -233,8 +234,9 @@ def generate_container_runtime_machine_configs(
         name = (cfg.get("metadata") or {}).get("name", "")
         selector = (cfg.get("spec") or {}).get("machineConfigPoolSelector")
         try:
-            matched = [p for p in pools
-                       if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
+            compiled = labels.compile_raw(selector)  # nil or empty selects no pool
+            matched = [p for p in pools if compiled is not None
+                       and compiled.matches((p.get("metadata") or {}).get("labels") or {})]
             if not matched:
                 raise MachineConfigError(f"could not find any MachineConfigPool set for ContainerRuntimeConfig {name}")
             validate_container_runtime_config(cfg)

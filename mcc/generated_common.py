@@ -21,29 +21,6 @@ KUBELET_CONF_PATH = "/etc/kubernetes/kubelet.conf"
 BUILTIN_ROLES = ("master", "worker", "arbiter")
 
 
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """metav1.LabelSelector semantics, except that nil or empty selects nothing (as MCO's pools)."""
-    if not selector or (not selector.get("matchLabels") and not selector.get("matchExpressions")):
-        return False
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, vals = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        present = key in labels
-        if op == "In" and not (present and labels[key] in vals):
-            return False
-        if op == "NotIn" and present and labels[key] in vals:
-            return False
-        if op == "Exists" and not present:
-            return False
-        if op == "DoesNotExist" and present:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            raise InputError(f"invalid label selector operator {op!r}")
-    return True
-
-
 def keep_generated(obj: dict[str, Any], mine: list[tuple[str, dict[str, Any]]],
                    generated: dict[str, dict[str, Any]], seen: dict[str, list[dict[str, Any]]]) -> None:
     """Record the MachineConfigs `obj` (a KubeletConfig or ContainerRuntimeConfig) generated, per

@@ -15,10 +15,11 @@ import yaml
 
 from machineconfig.clock import now_rfc3339
 from machineconfig.constants import INTERNAL_IGNITION_VERSION
+from machineconfig import labels
 from machineconfig.errors import MachineConfigError
 from mcc.generated_common import (
     KUBELET_CONF_PATH, MC_NAME_SUFFIX_ANNOTATION, creation_order, file_overwriting,
-    keep_generated, managed_name, owner_reference, role_template_file, selector_matches,
+    keep_generated, managed_name, owner_reference, role_template_file,
     set_condition, template_renderer,
 )
 from mcc.template import generated_machine_config
@@ -251,8 +252,9 @@ def generate_kubelet_machine_configs(
         updated.append(kc)
         selector = (kc.get("spec") or {}).get("machineConfigPoolSelector")
         try:
-            matched = [p for p in pools
-                       if selector_matches(selector, (p.get("metadata") or {}).get("labels") or {})]
+            compiled = labels.compile_raw(selector)  # nil or empty selects no pool
+            matched = [p for p in pools if compiled is not None
+                       and compiled.matches((p.get("metadata") or {}).get("labels") or {})]
             if not matched:
                 raise MachineConfigError("could not find any MachineConfigPool set for KubeletConfig")
             mine: list[tuple[str, dict[str, Any]]] = []

@@ -17,7 +17,7 @@ from machineconfig.constants import (
     MACHINE_CONFIG_DAEMON_STATE_ANNOTATION, NODE_CONFIG_ANNOTATION, STATE_DEGRADED, STATE_DONE,
     STATE_UNRECONCILABLE,
 )
-from machineconfig import localdrain
+from machineconfig import labels, localdrain
 from machineconfig.errors import MachineConfigError
 from machineconfig.rollout import max_unavailable, target_of
 from machineconfig.store.base import NodeRecord
@@ -78,66 +78,13 @@ def targets(node: NodeRecord, target: str) -> bool:
 
 # --- Pool membership (6.1) --------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Selector:
-    """A node selector compiled once per pass: (key, op, values) requirements."""
-
-    requirements: tuple[tuple[str, str, frozenset[str]], ...]
-    equals: tuple[tuple[str, str], ...] | None = None  # set when only matchLabels are used
-
-    def match_all(self, all_labels: Sequence[Mapping[str, str]]) -> list[bool]:
-        """`matches` over many label sets; a one-label selector (the usual node-role one) in a
-        single comprehension."""
-        if self.equals is not None and len(self.equals) == 1:
-            key, wanted = self.equals[0]
-            return [labels.get(key) == wanted for labels in all_labels]
-        return [self.matches(labels) for labels in all_labels]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.equals is not None:
-            for key, wanted in self.equals:
-                if labels.get(key) != wanted:
-                    return False
-            return True
-        for key, op, values in self.requirements:
-            value = labels.get(key)
-            if op == "In":
-                if value is None or value not in values:
-                    return False
-            elif op == "NotIn":
-                if value is not None and value in values:
-                    return False
-            elif op == "Exists":
-                if value is None:
-                    return False
-            elif value is not None:  # DoesNotExist
-                return False
-        return True
-
-
-def compile_selector(selector: Any) -> _Selector | None:
-    """None for a nil or empty selector: neither ever matches a node (MCO's membership rule)."""
-    if not isinstance(selector, Mapping):
-        return None
-    reqs = [(k, "In", frozenset([str(v)])) for k, v in (selector.get("matchLabels") or {}).items()]
-    for expr in selector.get("matchExpressions") or []:
-        reqs.append((str(expr.get("key")), str(expr.get("operator")),
-                     frozenset(str(v) for v in expr.get("values") or [])))
-    if not reqs:
-        return None
-    equals = None
-    if not selector.get("matchExpressions"):
-        equals = tuple((k, str(v)) for k, v in (selector.get("matchLabels") or {}).items())
-    return _Selector(tuple(reqs), equals)
-
-
 def node_selector_is_everything(pool: Mapping[str, Any]) -> bool:
     selector = pool_node_selector(pool)
     return isinstance(selector, Mapping) and not selector.get("matchLabels") \
         and not selector.get("matchExpressions")
 
 
-def pools_for_node(node: NodeRecord, selectors: Sequence[tuple[str, _Selector | None]]
+def pools_for_node(node: NodeRecord, selectors: Sequence[tuple[str, labels.Selector | None]]
                    ) -> list[str]:
     """GetPoolsForNode: the node's pools, primary first. Raises PoolMembershipError."""
     if node.labels.get(OS_LABEL) == "windows":
@@ -169,7 +116,7 @@ def assign_nodes(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
                  ) -> tuple[dict[str, list[NodeRecord]], dict[str, str]]:
     """Each pool's nodes (those whose primary pool it is) and the nodes that could not be placed
     (name -> error text)."""
-    selectors = [(object_name(p), compile_selector(pool_node_selector(p)))
+    selectors = [(object_name(p), labels.pool_selector(p))
                  for p in pools]
     members: dict[str, list[NodeRecord]] = {name: [] for name, _ in selectors}
     errors: dict[str, str] = {}
@@ -201,11 +148,11 @@ def pool_alerts(pools: Iterable[Mapping[str, Any]], nodes: Iterable[NodeRecord]
     """mcc_pool_alert per node in exactly one custom pool: 1 when it also matches master (and
     so stays a master), else 0; nodes in no or several custom pools have no value (MCO's
     GetPoolsForNode)."""
-    selectors = [(object_name(p), compile_selector(pool_node_selector(p)))
+    selectors = [(object_name(p), labels.pool_selector(p))
                  for p in pools]
     nodes = [n for n in nodes if n.labels.get(OS_LABEL) != "windows"]
-    labels = [n.labels for n in nodes]
-    hits = {name: sel.match_all(labels) for name, sel in selectors if sel is not None}
+    label_sets = [n.labels for n in nodes]
+    hits = {name: sel.match_all(label_sets) for name, sel in selectors if sel is not None}
     masters = hits.get(MASTER_POOL) or [False] * len(nodes)
     custom = [flags for name, flags in hits.items() if name not in (MASTER_POOL, WORKER_POOL)]
     alerts: dict[str, int] = {}

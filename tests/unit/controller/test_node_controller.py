@@ -270,3 +270,15 @@ def test_master_pool_defers_the_controllers_node_while_others_wait() -> None:
     workers = [node("w0"), node("w1")]
     r = reconcile_pool(pool(maxUnavailable=2), workers, controller_node="w0")
     assert r.targeted == ["w0", "w1"]
+
+
+def test_a_pool_with_a_malformed_selector_claims_no_node() -> None:
+    """An unknown operator once matched like DoesNotExist and claimed every node without the key;
+    values that are a string once matched by substring. Such a pool selects nobody."""
+    unknown = pool("odd", selector={"matchExpressions": [{"key": "gpu", "operator": "Foo"}]})
+    substring = pool("sub", selector={"matchExpressions": [
+        {"key": "node-role.kubernetes.io/worker", "operator": "In", "values": "x"}]})
+    for bad in (unknown, substring):
+        members, errors = assign_nodes([pool("worker"), bad], [node("w")])
+        assert [n.name for n in members["worker"]] == ["w"] and members[bad["metadata"]["name"]] == []
+        assert errors == {}

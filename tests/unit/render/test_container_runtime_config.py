@@ -184,3 +184,12 @@ def test_crio_dropin_bytes_are_mcos() -> None:
     files = mcs["99-worker-generated-containerruntime"]["spec"]["config"]["storage"]["files"]
     assert DROPIN + "pidsLimit" in [f["path"] for f in files]
     assert DROPIN + "logSizeMax" not in [f["path"] for f in files]
+
+
+@pytest.mark.parametrize("bad", [["worker"], {"matchExpressions": [{"key": "a", "operator": "Like"}]}])
+def test_malformed_pool_selector_is_a_failure_condition_not_a_crash(bad: Any) -> None:
+    cfg = ctrcfg("bad", pidsLimit=2048)
+    cfg["spec"]["machineConfigPoolSelector"] = bad
+    mcs, updated = generate(cfg)
+    assert mcs == {}
+    assert updated[0]["status"]["conditions"][-1]["message"].startswith("Error: invalid label selector: ")

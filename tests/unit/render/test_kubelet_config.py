@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from machineconfig.constants import CONTROLLER_VERSION, GENERATED_BY_CONTROLLER_VERSION_ANNOTATION
-from mcc.generated_common import MC_NAME_SUFFIX_ANNOTATION, selector_matches
+from mcc.generated_common import MC_NAME_SUFFIX_ANNOTATION
 from mcc.kubelet_config import generate_kubelet_machine_configs
 from mcc.template import render_templates
 
@@ -207,18 +207,17 @@ def test_a_repeated_verdict_replaces_the_last_condition() -> None:
         "Success", "Error: KubeletConfig's LogLevel is not valid [0,10]: 11"]
 
 
-@pytest.mark.parametrize(("sel", "labels", "matches"), [
-    ({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}, True),
-    ({"matchLabels": {"a": "1"}}, {"a": "2"}, False),
-    ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]}, {"a": "2"}, True),
-    ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {"a": "1"}, False),
-    ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {}, False),
-    ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {}, True),
-    ({}, {"a": "1"}, False),
-    (None, {"a": "1"}, False),
-])
-def test_pool_selector(sel: dict[str, Any] | None, labels: dict[str, str], matches: bool) -> None:
-    assert selector_matches(sel, labels) is matches
+def test_pool_selector_selects_pools_by_their_labels() -> None:
+    """machineConfigPoolSelector over pool labels; nil or empty selects no pool (as MCO)."""
+    infra = {"matchExpressions": [{"key": "pools.operator.machineconfiguration.openshift.io/infra",
+                                   "operator": "Exists"}]}
+    mcs, updated = generate(kubelet_config("infra-only", machineConfigPoolSelector=infra))
+    assert sorted(mcs) == ["99-infra-generated-kubelet"]
+    for empty in ({}, None):
+        mcs, updated = generate(kubelet_config("none", machineConfigPoolSelector=empty))
+        assert mcs == {}
+        assert updated[0]["status"]["conditions"][-1]["message"] == \
+            "Error: could not find any MachineConfigPool set for KubeletConfig"
 
 
 def test_tls_security_profile() -> None:
@@ -240,4 +239,19 @@ def test_invalid_selector_operator_is_a_failure_condition() -> None:
     kc = kubelet_config("odd")
     kc["spec"]["machineConfigPoolSelector"] = {"matchExpressions": [{"key": "a", "operator": "Like"}]}
     _, updated = generate(kc)
-    assert updated[0]["status"]["conditions"][-1]["message"] == "Error: invalid label selector operator 'Like'"
+    assert updated[0]["status"]["conditions"][-1]["message"].startswith(
+        "Error: invalid label selector: matchExpressions.0.operator: ")
+
+
+@pytest.mark.parametrize("bad", [
+    ["node-role"],  # not a mapping: once an AttributeError out of the controller
+    {"matchLabels": "a=b"},
+    # a string of values: once matched as a substring ("worker" in "worker-ish")
+    {"matchExpressions": [{"key": "pools.operator.machineconfiguration.openshift.io/worker",
+                           "operator": "In", "values": "x"}]},
+])
+def test_malformed_selector_is_a_failure_condition_not_a_crash(bad: Any) -> None:
+    mcs, updated = generate(kubelet_config("bad", machineConfigPoolSelector=bad))
+    assert mcs == {}
+    message = updated[0]["status"]["conditions"][-1]["message"]
+    assert message.startswith("Error: invalid label selector: ") and "\n" not in message
