@@ -68,7 +68,9 @@ def raw_config(config: Any) -> bytes | None:
     if isinstance(config, (bytes, bytearray)):
         return bytes(config)  # already the raw JSON text
     # Same text as the MachineConfig JSON the object came from (json.dumps default separators).
-    return json.dumps(config, ensure_ascii=False).encode("utf-8")
+    # A lone surrogate (the JSON had an unpaired "\udXXX" escape) has no UTF-8 form: it is
+    # written back as that escape, which the parser then reads as Go does (U+FFFD).
+    return json.dumps(config, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _report_text(report: Any) -> str:
