@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from machineconfig.errors import InputError
+from machineconfig.ignition.decode import tree_of_object
 from machineconfig.mcoparse import JSON, converted_config, raw_config
 from machineconfig.rendered_spec import RenderedSpec, SpecFieldError, read_spec
 
@@ -88,9 +89,15 @@ class RenderedConfig:
         """The Ignition config converted to the internal spec (MCO's ParseAndConvertConfig), `{}`
         when there is none; shared, never modify it. IgnitionConfigError with MCO's text when it
         does not parse."""
-        if self.config_raw is None:
+        raw = self.config_raw
+        if raw is None:
             return {}
-        return converted_config(self.config_raw)
+        spec = self.object.get("spec")
+        config = spec.get("config") if isinstance(spec, Mapping) else None
+        if isinstance(config, (bytes, bytearray)):
+            return converted_config(raw)
+        # the parse tree is built from the object `raw` was dumped from, not decoded again
+        return converted_config(raw, lambda: tree_of_object(config, raw))
 
     def to_dict(self) -> dict[str, Any]:
         """The object with `spec.config` as parsed JSON (what the store and the node API write)."""
