@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +387,8 @@ def _all_mirrors_digest_only(registry: Mapping[str, Any]) -> bool:
 
 def is_safe_registries_change(old_text: bytes, new_text: bytes) -> bool:
     """True when crio can take the new registries.conf without running pods being drained."""
+    import tomllib  # here: only a registries.conf change needs it, not every update
+
     try:
         old, new = tomllib.loads(old_text.decode()), tomllib.loads(new_text.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

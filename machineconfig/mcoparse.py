@@ -39,6 +39,9 @@ MCO_V3_VERSIONS = frozenset({"3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0
 # Parsed configs are kept for raw inputs totalling at most this many bytes.
 CACHE_BUDGET_BYTES = 64 << 20
 _T = TypeVar("_T")
+# The parse tree of a raw config when the caller can build it cheaper than decoding the bytes
+# (decode.tree_of_object); asked only when the parse is not remembered already.
+TreeHint = Callable[[], Any]
 # ModePerm: setuid/setgid/sticky bits are refused in MachineConfigs.
 MODE_PERM = 0o777
 
@@ -68,7 +71,9 @@ def raw_config(config: Any) -> bytes | None:
     if isinstance(config, (bytes, bytearray)):
         return bytes(config)  # already the raw JSON text
     # Same text as the MachineConfig JSON the object came from (json.dumps default separators).
-    return json.dumps(config, ensure_ascii=False).encode("utf-8")
+    # A lone surrogate (the JSON had an unpaired "\udXXX" escape) has no UTF-8 form: it is
+    # written back as that escape, which the parser then reads as Go does (U+FFFD).
+    return json.dumps(config, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _report_text(report: Any) -> str:
@@ -121,18 +126,19 @@ def clear_caches() -> None:
     ign_rules.clear_caches()
 
 
-def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
+def _cached(func: Callable[..., _T]) -> Callable[..., _T]:
     """Memoize on the raw bytes, errors included: a pool renders the same inputs many times
-    (every pool re-validates the worker configs). Results are shared: never mutate them."""
+    (every pool re-validates the worker configs). Results are shared: never mutate them. A
+    `tree` hint (TreeHint) is passed on to `func` on a miss and is no part of the key."""
     cache = _ByteBudgetCache(CACHE_BUDGET_BYTES)
     _CACHES.append(cache)
 
     @functools.wraps(func)
-    def wrapper(raw: bytes) -> _T:
+    def wrapper(raw: bytes, tree: TreeHint | None = None) -> _T:
         hit = cache.get(raw)
         if hit is None:
             try:
-                hit = (func(raw), None)
+                hit = (func(raw) if tree is None else func(raw, tree=tree), None)
             except IgnitionConfigError as e:
                 hit = (None, e)
             cache.put(raw, hit)
@@ -144,9 +150,12 @@ def _cached(func: Callable[[bytes], _T]) -> Callable[[bytes], _T]:
 
 
 @_cached
-def _parsed(raw: bytes) -> ParsedIgnition:
-    # The C scanner's tree serves the version stub and the parser alike (one JSON decode).
-    fast_root = ign_decode.parse_json_fast(raw)
+def _parsed(raw: bytes, tree: TreeHint | None = None) -> ParsedIgnition:
+    # The C scanner's tree serves the version stub and the parser alike (one JSON decode), or
+    # the caller's tree of the same document, built from the object the bytes were dumped from
+    fast_root = tree() if tree is not None else None
+    if fast_root is None:
+        fast_root = ign_decode.parse_json_fast(raw)
     text = _version_text(raw) if fast_root is None else _version_text_of_tree(fast_root)
     if text is None:
         # not even a version stub: the parser says why
@@ -288,10 +297,11 @@ def parse_and_convert_config(raw: bytes) -> JSON:
 
 
 @_cached
-def converted_config(raw: bytes) -> JSON:
-    """ParseAndConvertConfig's result, shared and cached: callers must not modify it."""
+def converted_config(raw: bytes, tree: TreeHint | None = None) -> JSON:
+    """ParseAndConvertConfig's result, shared and cached: callers must not modify it. `tree`:
+    see TreeHint."""
     try:
-        parsed = _parsed(raw)
+        parsed = _parsed(raw, tree)
     except IgnitionConfigError as e:
         raise IgnitionConfigError(f"failed to parse Ignition config: {e}") from e
     if parsed.major == 3:

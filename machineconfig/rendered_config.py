@@ -3,7 +3,7 @@ the store, served by the server, applied by the daemon.
 
 It holds the object as stored (a Kubernetes MachineConfig), the raw bytes of `spec.config` as MCO
 sees them (the Ignition JSON text that is served and parsed), and parses each part at most once:
-the typed spec (`api.MachineConfigSpec`) and the Ignition config converted to the internal spec
+the typed spec (`rendered_spec.RenderedSpec`) and the Ignition config converted to the internal spec
 (3.5.0). Nothing else needs to look inside the object's dicts.
 """
 from __future__ import annotations
@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
-from pydantic import ValidationError
-
-from machineconfig.api import MachineConfigSpec
 from machineconfig.errors import InputError
+from machineconfig.ignition.decode import tree_of_object
 from machineconfig.mcoparse import JSON, converted_config, raw_config
+from machineconfig.rendered_spec import RenderedSpec, SpecFieldError, read_spec
 
 
 class RenderedConfig:
@@ -75,28 +74,30 @@ class RenderedConfig:
         return labels if isinstance(labels, Mapping) else {}
 
     @cached_property
-    def spec(self) -> MachineConfigSpec:
+    def spec(self) -> RenderedSpec:
         """The typed spec (kernelArguments, extensions, fips, kernelType, osImageURL, ...); its
         `config` is left out: the Ignition config is `ignition`."""
         spec = self.object.get("spec")
-        fields = {k: v for k, v in spec.items() if k != "config"} if isinstance(spec, Mapping) \
-            else {}
         try:
-            return MachineConfigSpec.model_validate(fields)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-            raise InputError(f"rendered config {self.name}: {first['msg']}",
-                             path=f"$.spec{where}") from None
+            return read_spec(spec if isinstance(spec, Mapping) else {})
+        except SpecFieldError as e:
+            raise InputError(f"rendered config {self.name}: {e.message}",
+                             path=f"$.spec{e.where}") from None
 
     @cached_property
     def ignition(self) -> JSON:
         """The Ignition config converted to the internal spec (MCO's ParseAndConvertConfig), `{}`
         when there is none; shared, never modify it. IgnitionConfigError with MCO's text when it
         does not parse."""
-        if self.config_raw is None:
+        raw = self.config_raw
+        if raw is None:
             return {}
-        return converted_config(self.config_raw)
+        spec = self.object.get("spec")
+        config = spec.get("config") if isinstance(spec, Mapping) else None
+        if isinstance(config, (bytes, bytearray)):
+            return converted_config(raw)
+        # the parse tree is built from the object `raw` was dumped from, not decoded again
+        return converted_config(raw, lambda: tree_of_object(config, raw))
 
     def to_dict(self) -> dict[str, Any]:
         """The object with `spec.config` as parsed JSON (what the store and the node API write)."""

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -29,9 +29,11 @@ from machineconfig.disruption import DEFAULT_POLICY, NodeDisruptionPolicy, load_
 from mcd.local_drain import LocalDrain, LocalDrainBlocked, LocalReturnError, UnitControl
 from mcd.kubelet_health import WAIT_BOUND, KubeletHealth
 from mcd.on_disk_validation import OnDiskValidationError, find_mismatches, validate_booted
-from mcd.reboot_lock import RebootLock
 from mcd.systemd import Systemd, SystemdApi
 from mcd.update import apply_update, plan_update, resume_after_boot
+
+if TYPE_CHECKING:  # the daemon's FleetLock client (http.client, ssl) is no part of `mcd apply`
+    from mcd.reboot_lock import RebootLock
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +263,8 @@ def _reboot_lock(args: argparse.Namespace, node: str) -> RebootLock | None:
     """`--fleetlock URL`: the FleetLock client the daemon takes reboot slots with."""
     if not args.fleetlock:
         return None
+    from mcd.reboot_lock import RebootLock
+
     ca = args.fleetlock_ca.read_bytes() if args.fleetlock_ca else None
     return RebootLock(args.fleetlock, args.fleetlock_id or node, args.fleetlock_group, ca)
 

@@ -257,16 +257,9 @@ def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: J
             _labelled(write, atomic_write, root, write.path, write.data, write.mode, write.uid,
                       write.gid, journal)
         return
-    directories: dict[tuple[str, ...], int] = {}
-    try:
-        targets: list[tuple[int, str]] = []
-        for write in writes:
-            parents, name = _labelled(write, root.split_parent, write.path)
-            dir_fd = directories.get(parents)
-            if dir_fd is None:
-                dir_fd = directories[parents] = _labelled(write, _open_parent, root, write.path,
-                                                          journal)
-            targets.append((dir_fd, name))
+    # missing directories are made 0755 and remembered for rollback
+    with root.directories(create=True, created=journal.created_dirs) as directories:
+        targets = [_labelled(write, directories.parent, write.path) for write in writes]
         _sweep_temps(root, {posixpath.dirname(write.path) for write in writes})
         lock = threading.Lock()  # the writers share the journal's set of directories to fsync
 
@@ -279,15 +272,6 @@ def atomic_write_many(root: NodeRoot, writes: Sequence[PendingWrite], journal: J
             futures = [pool.submit(one, write, *target) for write, target in zip(writes, targets)]
         for future in futures:
             future.result()  # the first failure in batch order, once every write has ended
-    finally:
-        for dir_fd in directories.values():
-            os.close(dir_fd)
-
-
-def _open_parent(root: NodeRoot, node_path: str, journal: Journal) -> int:
-    """The fd of `node_path`'s directory, resolved inside the root; missing directories are made
-    0755 and remembered for rollback."""
-    return root.open_parent(node_path, create=True, created=journal.created_dirs)[0]
 
 
 def _labelled(write: PendingWrite, func: Callable[..., _T], *args: Any) -> _T:

@@ -4,7 +4,6 @@ the bounded wait for a kubelet to come back after a reboot or a restart.
 """
 from __future__ import annotations
 
-import http.client
 import logging
 import socket
 import threading
@@ -102,6 +101,8 @@ def url_from_kubelet_conf(root: Path) -> str | None:
 
 def probe(url: str, timeout: float = PROBE_TIMEOUT) -> Probe:
     """GET `url` once; healthy only for 200 with the body `ok` (the kubelet's answer)."""
+    import http.client  # here: `mcd apply` rarely probes, and http.client brings ssl and email
+
     parts = urlsplit(url)
     conn_type = http.client.HTTPSConnection if parts.scheme == "https" else \
         http.client.HTTPConnection

@@ -128,6 +128,11 @@ class NodeRoot:
         finally:
             os.close(fd)
 
+    def directories(self, *, create: bool = False,
+                    created: list[str] | None = None) -> ParentDirectories:
+        """The parent directories of many paths, each resolved once (see ParentDirectories)."""
+        return ParentDirectories(self, create=create, created=created)
+
     def canonical(self, node_path: str, follow: bool = True) -> str:
         """The node path `node_path` resolves to (links followed inside the root); the last
         component is followed only with `follow`."""
@@ -293,3 +298,39 @@ class NodeRoot:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+class ParentDirectories:
+    """The parent directories of many node paths (a write batch's, a validation pass's), each
+    resolved inside the root once: the paths of one directory share its fd, one lookup per
+    directory instead of one per path. A directory that does not resolve is not remembered (it
+    is tried again for each of its paths). With `create`, missing directories are made as by
+    `NodeRoot.parent`. Close it (or use it as a context manager) to close the fds."""
+
+    def __init__(self, root: NodeRoot, *, create: bool = False,
+                 created: list[str] | None = None) -> None:
+        self.root = root
+        self.create = create
+        self.created = created
+        self._fds: dict[tuple[str, ...], int] = {}
+
+    def parent(self, node_path: str) -> tuple[int, str]:
+        """(fd of the resolved parent directory, last component); the fd stays open until
+        `close`, the caller does not close it."""
+        parents, name = self.root.split_parent(node_path)
+        fd = self._fds.get(parents)
+        if fd is None:
+            fd = self._fds[parents] = self.root.open_parent(node_path, create=self.create,
+                                                            created=self.created)[0]
+        return fd, name
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> ParentDirectories:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -19,10 +19,10 @@ from machineconfig.rendered_config import RenderedConfig
 from machineconfig.ignition.dataurl import contents_digest
 from mcd.file_writers import DEFAULT_FILE_MODE, SYSTEMD_DIR
 from mcd import grub
-from mcd.noderoot import NodeRoot
+from mcd.noderoot import NodeRoot, ParentDirectories
 from mcd.rpm_ostree import (Runner, booted_image, missing_kernel_arguments, ostree_booted,
                             run_rpm_ostree)
-from mcd.systemd import SystemdApi
+from mcd.systemd import SystemdApi, unit_file_states
 
 log = logging.getLogger(__name__)
 
@@ -87,29 +87,8 @@ def _disk_digest(dir_fd: int, name: str, node_path: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-class _Directories:
-    """The directories of one validation pass, each resolved inside the root once (its files
-    share the fd); a directory that does not resolve is tried again for each of its files."""
-
-    def __init__(self, root: Path) -> None:
-        self.fs = NodeRoot(root)
-        self.fds: dict[tuple[str, ...], int] = {}
-
-    def parent(self, node_path: str) -> tuple[int, str]:
-        parents, name = self.fs.split_parent(node_path)
-        fd = self.fds.get(parents)
-        if fd is None:
-            fd = self.fds[parents] = self.fs.open_parent(node_path)[0]
-        return fd, name
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
 def check_file(root: Path, node_path: str, expected: bytes | tuple[int, str], mode: int,
-               directories: _Directories | None = None) -> None:
+               directories: ParentDirectories | None = None) -> None:
     """`node_path` (resolved inside `root`, never through a link that leaves it) has `mode` and
     `expected` contents: the bytes, or their (size, SHA-256 hex). The directory is resolved
     once (or taken from the pass's `directories`): the file is stat'ed and read through it."""
@@ -141,8 +120,9 @@ def check_file(root: Path, node_path: str, expected: bytes | tuple[int, str], mo
             os.close(dir_fd)
 
 
-def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None,
-                directories: _Directories | None = None) -> None:
+def _check_unit(root: Path, unit: Mapping[str, Any], states: Mapping[str, str] | None,
+                directories: ParentDirectories | None = None) -> None:
+    """`states`: the unit file state of each unit with an `enabled` setting (None: not checked)."""
     fs = NodeRoot(root)
     name = str(unit["name"])
     for dropin in unit.get("dropins") or []:
@@ -169,8 +149,8 @@ def _check_unit(root: Path, unit: Mapping[str, Any], systemd: SystemdApi | None,
     if unit.get("contents"):
         check_file(root, node_path, str(unit["contents"]).encode(), DEFAULT_FILE_MODE,
                    directories)
-    if systemd is not None and "enabled" in unit:
-        state = systemd.unit_file_state(name)
+    if states is not None and "enabled" in unit:
+        state = states[name]
         rejects = _ENABLED_REJECTS if unit["enabled"] else _DISABLED_REJECTS
         if state in rejects:
             raise ValueError(f"unit {name} is {state}, expected "
@@ -190,7 +170,7 @@ def _expected_digest(entry: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def _check_file_entry(root: Path, entry: Mapping[str, Any],
-                      directories: _Directories | None = None) -> None:
+                      directories: ParentDirectories | None = None) -> None:
     if entry.get("append"):
         raise ValueError("found an append section when checking files. Append is not supported")
     try:
@@ -205,12 +185,15 @@ def find_mismatches(mc: AnyConfig, root: Path = Path("/"),
                     systemd: SystemdApi | None = None, first_only: bool = False) -> list[str]:
     """Every file and unit of `mc` that differs on disk, in config order (MCO's texts)."""
     ign = RenderedConfig.of(mc).ignition
-    directories = _Directories(root)
+    directories = NodeRoot(root).directories()
     checks: list[tuple[Any, Mapping[str, Any]]] = [
         (_check_file_entry, entry) for entry in (ign.get("storage") or {}).get("files") or []
         if entry["path"] not in VALIDATION_SKIP]
-    checks += [(lambda r, u, d: _check_unit(r, u, systemd, d), unit)
-               for unit in (ign.get("systemd") or {}).get("units") or []]
+    units = (ign.get("systemd") or {}).get("units") or []
+    # the states of every unit to check, asked in one call where systemd offers it
+    states = None if systemd is None else unit_file_states(systemd, [
+        str(unit["name"]) for unit in units if "enabled" in unit and not unit.get("mask")])
+    checks += [(lambda r, u, d: _check_unit(r, u, states, d), unit) for unit in units]
     mismatches = []
     try:
         for check, item in checks:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,7 +108,7 @@ def os_commands(old_mc: RenderedConfig, new_mc: RenderedConfig, diff: MachineCon
         commands.append(["kargs", *[f"--delete-if-present={a}" for a in kernel_arguments(old_mc)],
                          *[f"--append={a}" for a in kernel_arguments(new_mc)]])
     if (os_update or diff.kernel_type) and new_kernel in SWAPPED_KERNELS:
-        if new_kernel == "64k-pages" and platform.machine() != "aarch64":
+        if new_kernel == "64k-pages" and os.uname().machine != "aarch64":
             raise OSUpdateError("kernelType 64k-pages is only supported on aarch64")
         commands.append(["override", "remove", *DEFAULT_KERNEL,
                          *[f"--install={pkg}" for pkg in SWAPPED_KERNELS[new_kernel]]])

@@ -19,6 +19,9 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
 REBOOT_UNIT = f"{DAEMON_NAME}-reboot.service"
+# characters that make a unit name a pattern (fnmatch) rather than itself; such names (`\` is
+# legal in unit names: `foo\x2dbar.service`) are asked one by one
+_PATTERN_CHARS = frozenset("*?[]\\")
 DEFAULT_TIMEOUT = 30.0
 JOB_TIMEOUT = 120.0
 
@@ -40,6 +43,15 @@ class SystemdApi(Protocol):
     def reload_unit(self, name: str) -> None: ...
     def restart_unit(self, name: str) -> None: ...
     def reboot(self, rationale: str) -> None: ...
+
+
+def unit_file_states(systemd: SystemdApi, names: Sequence[str]) -> dict[str, str]:
+    """The unit file state of each name: in one call where the manager offers it (`Systemd`),
+    else one `unit_file_state` per name (the in-memory managers of tests and benchmarks)."""
+    many = getattr(systemd, "unit_file_states", None)
+    if many is not None and names:
+        return dict(many(names))
+    return {name: systemd.unit_file_state(name) for name in names}
 
 
 class Systemd:
@@ -75,6 +87,36 @@ class Systemd:
                     "No such file" in str(err.get_dbus_message()):
                 return "not-found"
             raise SystemdError(f"GetUnitFileState({name}): {err.get_dbus_message()}") from err
+
+    def unit_file_states(self, names: Sequence[str]) -> dict[str, str]:
+        """GetUnitFileState of each name, most of them in one ListUnitFilesByPatterns call: the
+        manager lists the unit files it finds under those names with the state it computes for
+        each by the very lookup GetUnitFileState makes (one entry per name, the effective file).
+        A name it does not list (no such file: an instance of a template, a missing unit) or one
+        that reads as a pattern is asked with GetUnitFileState, so every answer is the same."""
+        plain = sorted({name for name in names if not _PATTERN_CHARS.intersection(name)})
+        states: dict[str, str] = {}
+        if plain:
+            dbus = self._dbus
+            try:
+                listed = self.manager.ListUnitFilesByPatterns(
+                    dbus.Array([], signature="s"), dbus.Array(plain, signature="s"),
+                    timeout=self.timeout)
+            except dbus.exceptions.DBusException as err:
+                if err.get_dbus_name() != "org.freedesktop.DBus.Error.UnknownMethod":
+                    raise SystemdError(f"ListUnitFilesByPatterns({' '.join(plain)}): "
+                                       f"{err.get_dbus_message()}") from err
+                listed = []  # a manager older than systemd 230: one call per unit below
+            wanted = set(plain)
+            for path, state in listed:
+                name = str(path).rsplit("/", 1)[-1]
+                # "bad": the lookup failed, where GetUnitFileState answers with its error
+                if name in wanted and str(state) != "bad":
+                    states.setdefault(name, str(state))
+        for name in names:
+            if name not in states:
+                states[name] = self.unit_file_state(name)
+        return states
 
     def enable(self, names: Sequence[str]) -> None:
         log.info("systemd: EnableUnitFiles %s", " ".join(names))

@@ -30,7 +30,7 @@ from mcd.on_disk_validation import (CmdlineReader, OnDiskValidationError, valida
 from mcd.passwd import SSH_SERVICES, apply_passwd
 from mcd.rpm_ostree import (OSTREE_BOOTED, OSUpdateError, Runner, apply_os_changes,
                             ostree_booted, rollback_os_changes, run_rpm_ostree)
-from mcd.systemd import SystemdApi, SystemdError
+from mcd.systemd import SystemdApi, SystemdError, unit_file_states
 
 if TYPE_CHECKING:  # the daemon's progress reports (cluster store) are no part of `mcd apply`
     from mcd.node_progress import NodeProgress
@@ -165,6 +165,15 @@ class _UnitOps:
             self._first_seen.setdefault(name, known)
         return known
 
+    def ask(self, names: list[str]) -> None:
+        """The states of `names` not known yet, in one call where systemd offers it (one
+        ListUnitFilesByPatterns, not a GetUnitFileState per unit)."""
+        unknown = [name for name in dict.fromkeys(names) if name not in self._states]
+        if unknown:
+            for name, known in unit_file_states(self.systemd, unknown).items():
+                self._states[name] = known
+                self._first_seen.setdefault(name, known)
+
     def forget(self, names: list[str] | None = None) -> None:
         if names is None:
             self._states.clear()
@@ -234,6 +243,7 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
     to_write = sorted(new_units) if plan.force else [*plan.diff.units_added,
                                                       *plan.diff.units_changed]
     # an enabled unit whose contents change is disabled first so a changed [Install] is honoured
+    units.ask([n for n in to_write if new_units[n].get("contents") and n in old_units])
     units.disable([n for n in to_write if new_units[n].get("contents") and n in old_units
                    and units.state(n) == "enabled"])
     unit_files_changed = False
@@ -251,9 +261,15 @@ def _write_everything(plan: UpdatePlan, old_ign: Mapping[str, Any], new_ign: Map
         unit_files_changed |= writer.remove_stale_unit(old_units[name], new_units[name])
     if unit_files_changed:
         units.forget()  # written, masked or removed unit files have new states
+    # asked in two calls, each just before its use: enabling a unit can change another's
+    # state (an `Also=` in its [Install]), which the disabling below must see
+    units.ask(sorted(n for n, u in new_units.items() if u.get("enabled") is True))
     units.enable(sorted(n for n, u in new_units.items() if u.get("enabled") is True
                         and not u.get("mask")
                         and units.state(n) != "not-found"))
+    if units.touched:
+        units.forget()
+    units.ask(sorted(n for n, u in new_units.items() if u.get("enabled") is False))
     units.disable(sorted(n for n, u in new_units.items() if u.get("enabled") is False
                          and units.state(n) not in ("not-found", "masked")))
     units.preset(sorted(n for n in to_write if "enabled" not in new_units[n]

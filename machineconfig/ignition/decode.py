@@ -7,6 +7,7 @@ after the opening bracket, object keys at their opening quote. Duplicate keys ar
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -358,6 +359,49 @@ def parse_json_fast(data: bytes) -> JNode | None:
     try:
         return _fast_node(_FAST_DECODER.decode(text))
     except (ValueError, RecursionError):
+        return None
+
+
+class _NotVouched(Exception):
+    """tree_of_object cannot promise parse_json_fast's tree for this value."""
+
+
+def _object_node(value: Any) -> JNode:
+    if isinstance(value, str):
+        return JNode("string", 0, 0, value if type(value) is str else str(value))
+    if isinstance(value, dict):
+        members = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NotVouched  # json.dumps writes other keys as text of its own
+            members.append(Member(key, 0, _object_node(item)))
+        return JNode("object", 0, 0, None, members)
+    if isinstance(value, (list, tuple)):
+        return JNode("array", 0, 0, None, [], [_object_node(item) for item in value])
+    if value is True:
+        return JNode("true", 0, 0, True)
+    if value is False:
+        return JNode("false", 0, 0, False)
+    if value is None:
+        return JNode("null", 0, 0, None)
+    if type(value) is int:
+        return JNode("number", 0, 0, int.__repr__(value))
+    if type(value) is float and math.isfinite(value):
+        return JNode("number", 0, 0, float.__repr__(value))
+    raise _NotVouched  # NaN and Infinity (not JSON), or a type json.dumps would refuse
+
+
+def tree_of_object(value: Any, data: bytes) -> JNode | None:
+    """parse_json_fast(data) where `data` is `value` as json.dumps writes it (mcoparse's
+    raw_config), built from the object instead of decoding those bytes again. None where
+    parse_json_fast gives None (its surrogate check, made on the same bytes) or might differ
+    (a key that is not a str, a non-finite float, a type that is not JSON's, nesting past the
+    recursion limit): then decode the bytes."""
+    if _SURROGATE_ESCAPE.search(data):
+        return None
+    try:
+        return _object_node(value)
+    except (_NotVouched, RecursionError, ValueError):  # ValueError: an int past str()'s limit
         return None
 
 

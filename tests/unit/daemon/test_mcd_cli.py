@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,15 @@ def test_start_reads_the_hosts_credentials_under_root() -> None:
     assert credentials_path(args) == Path("/etc/machine-config-daemon/node-credentials.json")
     args = parser.parse_args(["start", "--root", "/rootfs", "--credentials", "/run/creds.json"])
     assert credentials_path(args) == Path("/run/creds.json")
+
+
+def test_the_apply_path_imports_no_module_it_does_not_use() -> None:
+    # every `mcd apply` is a fresh process: pydantic and the API models (~0.2 s of CPU), the
+    # HTTP client with ssl and email (the kubelet probe, FleetLock), tomllib (registries.conf
+    # changes only) and platform are imported where they are used, not at start
+    program = ("import sys, mcd.cli, mcd.update; print(sorted(m for m in sys.modules if "
+               "m.split('.')[0] in ('pydantic', 'http', 'ssl', 'email', 'tomllib', 'platform') "
+               "or m == 'machineconfig.api'))")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

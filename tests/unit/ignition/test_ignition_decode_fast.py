@@ -129,3 +129,66 @@ def test_json_shaped_text_parses_alike(text: str) -> None:
 ])
 def test_known_cases_parse_alike(raw: bytes) -> None:
     _check(raw)
+
+
+# ---- the tree built from the loaded object (decode.tree_of_object) ---------------------------
+
+_KEYS = st.one_of(st.text(max_size=4), st.sampled_from(["\ud800", "a\\ud83d", "1"]),
+                  st.integers(-3, 3), st.booleans(), st.none())
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**30),
+                    st.floats(), st.text(max_size=6),
+                    st.sampled_from(["\udc80", "x\\udabc", "\\ud800", "é", "\x00", "𝄞"]))
+_OBJECTS = st.recursive(_LEAVES, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.tuples(inner, inner),
+    st.dictionaries(_KEYS, inner, max_size=3)), max_leaves=12)
+
+
+@SETTINGS
+@given(_OBJECTS)
+def test_the_tree_of_a_loaded_object_is_the_tree_of_its_dumped_bytes(value: Any) -> None:
+    from machineconfig.ignition.decode import tree_of_object
+    from machineconfig.mcoparse import raw_config
+    try:
+        raw = raw_config(value)
+    except (TypeError, ValueError):
+        return  # the object has no JSON text: nothing to compare with
+    if raw is None:
+        return  # None is "no config", as MCO's RawExtension
+    tree = tree_of_object(value, raw)
+    if tree is not None:
+        decoded = parse_json_fast(raw)
+        assert decoded is not None and _shape(tree) == _shape(decoded)
+
+
+@SETTINGS
+@given(config_strategy(LATEST_MINOR))
+def test_a_rendered_config_parses_the_same_from_its_object(config: dict[str, Any]) -> None:
+    from machineconfig import mcoparse
+    from machineconfig.rendered_config import RenderedConfig
+    mc = RenderedConfig({"metadata": {"name": "x"}, "spec": {"config": config}})
+    assert mc.config_raw is not None
+    try:
+        expected: Any = ("ok", copy.deepcopy(mcoparse.converted_config(mc.config_raw)))
+    except mcoparse.IgnitionConfigError as e:
+        expected = ("error", str(e))
+    mcoparse.clear_caches()  # so that the object's tree is the one parsed
+    try:
+        got: Any = ("ok", mc.ignition)
+    except mcoparse.IgnitionConfigError as e:
+        got = ("error", str(e))
+    assert got == expected
+
+
+def test_a_rendered_config_is_not_decoded_again_after_json_loads(monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    from machineconfig import mcoparse
+    from machineconfig.ignition import decode
+    from machineconfig.rendered_config import RenderedConfig
+    decoded: list[bytes] = []
+    monkeypatch.setattr(decode, "parse_json_fast", lambda data: decoded.append(data))
+    mcoparse.clear_caches()
+    mc = RenderedConfig(json.loads(
+        '{"metadata": {"name": "x"}, "spec": {"config": {"ignition": {"version": "3.4.0"}, '
+        '"storage": {"files": [{"path": "/etc/a", "mode": 420, "contents": {"source": "data:,a"}}]}}}}'))
+    assert mc.ignition["storage"]["files"][0]["path"] == "/etc/a"
+    assert decoded == []

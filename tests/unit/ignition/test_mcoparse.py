@@ -75,3 +75,14 @@ def test_gzipped_payloads() -> None:
     assert mcoparse.parse_and_convert_gzipped_config(gzip.compress(data)) == expected
     assert mcoparse.parse_and_convert_gzipped_config(
         base64.b64encode(gzip.compress(data))) == expected
+
+
+def test_a_lone_surrogate_escape_is_read_as_go_reads_it_not_a_crash() -> None:
+    # json.loads keeps an unpaired "\udc80" escape as a lone surrogate, which has no UTF-8 form;
+    # Go's decoder reads it as U+FFFD (hostile input is an error or a value, never a crash)
+    obj = json.loads('{"ignition": {"version": "3.5.0"}, "storage": {"files": [{"path": '
+                     '"/etc/x", "contents": {"source": "data:,a"}, "user": {"name": "c\\udc80"}}]}}')
+    raw = mcoparse.raw_config(obj)
+    assert raw is not None and json.loads(raw) == obj
+    config = mcoparse.parse_and_convert_config(raw)
+    assert config["storage"]["files"][0]["user"]["name"] == "c\ufffd"
