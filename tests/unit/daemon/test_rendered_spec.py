@@ -82,3 +82,13 @@ def test_reading_a_rendered_config_imports_no_pydantic() -> None:
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_reader_knows_every_typed_field_of_the_api_model() -> None:
+    """A field added to api.MachineConfigSpec must be added to the reader too (or this fails):
+    the same attributes, JSON names and kinds, in the model's order."""
+    from machineconfig import rendered_spec
+    kinds = {str: "str", bool: "bool", list[str] | None: "list"}
+    expected = tuple((name, field.alias or field.validation_alias or name, kinds[field.annotation])
+                     for name, field in MachineConfigSpec.model_fields.items() if name != "config")
+    assert rendered_spec._FIELDS == expected
