@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol, cast
@@ -34,7 +33,7 @@ from typing import Any, Protocol, cast
 from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide, server_url_for
 from mcs.auth import SteadyAuthorizer
 from mcs.cache import BodyFile, Served
-from mcs.metrics import BUCKETS
+from mcs.metrics import add_to_tally
 from mcs.serve import valid_pool_name
 from mcs.state import RequestWatcher, ServerState
 
@@ -413,9 +412,7 @@ class FastProtocol(asyncio.Protocol):
             sending = self._start_send(wire, file)
         finished = time.monotonic()
         elapsed = finished - started
-        tally[0] += 1  # as ServerMetrics.observe_served adds to the same tally
-        tally[1] += elapsed
-        tally[2][bisect_left(BUCKETS, elapsed)] += 1
+        add_to_tally(tally, elapsed)  # as ServerMetrics.observe_served does
         # access_log.isEnabledFor(INFO) without its call (a tenth of this method): logging's own
         # answer cache, which every level change clears; isEnabledFor fills it when empty.
         if not access_log.disabled and (_ACCESS_CACHE.get(logging.INFO) if _ACCESS_CACHE is not None else None) \
@@ -429,7 +426,9 @@ class FastProtocol(asyncio.Protocol):
             self._busy = True  # the next request waits until the client has taken this answer
             return True
         # The next head's deadline, as the guard's request_finished sets it (a connection it still
-        # watches has one).
+        # watches has one). Inlined for speed: calling request_finished here measured 1.34-1.43 us
+        # per in-process answer instead of 1.10-1.12 (its type check, getattr and clock read);
+        # test_mcs_memo pins the copy (the deadline of a remembered answer).
         if self._mcs_deadline is not None and fast.guard is not None:
             self._mcs_deadline = finished + fast.guard.header_timeout
         return True
