@@ -9,9 +9,11 @@ real loopback connection the recording transport hands out as its socket).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from pathlib import Path
@@ -454,3 +456,35 @@ def test_a_remembered_body_file_goes_out_only_as_the_full_path_would_send_it(
         await within_one_second(inner)
 
     run(tmp_path, scenario, extra_files=LARGE)
+
+
+def test_a_remembered_body_file_lives_no_longer_than_its_date_second(tmp_path: Path) -> None:
+    # The memo holds the body file of a sendfile answer by reference: after the pool moves to another
+    # config, the old file lives on only until the Date second's responses and memos are dropped.
+    async def scenario(fast: FastPath, state: ServerState, base: Path) -> None:
+        client = Client(fast, sendfile=True)
+        await client.get()  # built
+
+        async def inner() -> weakref.ref[BodyFile]:
+            await client.get()  # the inputs looked at again (the answer is remembered by the next)
+            await client.get()
+            files = memo_files(fast)
+            assert len(files) == 1 and files[0] is not None
+            old = weakref.ref(files[0])
+            write_yaml(base / "machine-configs" / f"{WORKER_CONFIG_NEW}.yaml",
+                       machine_config(WORKER_CONFIG_NEW, ignition_config(extra_files=LARGE + 1)))
+            write_yaml(base / "machine-pools" / "worker.yaml", pool("worker", WORKER_CONFIG_NEW))
+            wait_past(state.cache.steady_until("worker"))
+            await client.get()  # the new config, built
+            return old
+
+        old = await within_one_second(inner)
+        gc.collect()
+        if int(time.time()) == fast.second:
+            assert old() is not None  # the old config's answer of this second still holds it
+        time.sleep(1.0 - time.time() % 1.0 + 0.01)
+        await client.get(host="other.example")  # a new second (another head): old responses and memos go
+        gc.collect()
+        assert old() is None
+
+    run(tmp_path, scenario, check_interval=0.2, extra_files=LARGE)
