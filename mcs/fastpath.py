@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol, cast
@@ -34,7 +33,7 @@ from typing import Any, Protocol, cast
 from mcs.answer import BUILD, SERVER_HEADER, Answer, access_log, conditional, decide, server_url_for
 from mcs.auth import SteadyAuthorizer
 from mcs.cache import BodyFile, Served
-from mcs.metrics import BUCKETS
+from mcs.metrics import add_to_tally
 from mcs.serve import valid_pool_name
 from mcs.state import RequestWatcher, ServerState
 
@@ -76,11 +75,17 @@ MEMO_MAX = 256
 # files again (mcs.auth.SteadyAuthorizer), and the TLS port a served URL may name. Until then,
 # decide() is a pure function of the head's bytes, so the same bytes get the same answer: this is
 # exactly what the full path would write, without parsing and deciding again. Only 200 and 304
-# answers written in one call and not closing the connection are remembered. Fields: the wire bytes,
-# valid-until (time.monotonic()), the authorizer, its version, the cache's generation, the TLS
-# port, the cache key to touch (a variant's, else None), the metrics' tally (ServerMetrics.served_tally)
-# and, for the access log, version, status, method and raw path.
-Memo = tuple[bytes, float, "SteadyAuthorizer | None", int, int, "int | None",
+# answers not closing the connection are remembered: written in one call, or a 200 whose body went
+# by os.sendfile (then the memo keeps the head's bytes and the body's BodyFile). Fields: the wire
+# bytes (the head only when a body file follows), the body file or None, valid-until
+# (time.monotonic()), the authorizer, its version, the cache's generation, the TLS port, the cache
+# key to touch (a variant's, else None), the metrics' tally (ServerMetrics.served_tally) and, for
+# the access log, version, status, method and raw path.
+# A body file in a memo belongs to a Served that FastPath._responses holds for the same Date second
+# and is dropped with it (both are cleared together), so the memo keeps no file alive longer than
+# that; a strong reference (never its bare descriptor), so the file cannot be closed under a memo or
+# a send (BodyFile closes its descriptor only when the last reference goes), and no reference back.
+Memo = tuple[bytes, "BodyFile | None", float, "SteadyAuthorizer | None", int, int, "int | None",
              "tuple[str, str, str, str] | None", list[Any], str, int, str, str]
 
 
@@ -182,8 +187,9 @@ class FastPath:
 
     def remember(self, memos: dict[bytes, Memo], head: bytes, wire: bytes, request: Request,
                  version: str, status: int, served: Served,
-                 stamp: tuple[SteadyAuthorizer | None, int, int]) -> None:
-        """Remember `wire` as the answer to `head`, if what decided it holds still for a while."""
+                 stamp: tuple[SteadyAuthorizer | None, int, int], file: BodyFile | None = None) -> None:
+        """Remember `wire` (and the body `file` sent after it, if any) as the answer to `head`, if
+        what decided it holds still for a while."""
         state = self.state
         auth, auth_version, generation = stamp
         if state.auth is not auth:
@@ -196,7 +202,7 @@ class FastPath:
             return
         variant = _variant_of(state, self.scheme, request) if state.per_server_url else ""
         touch = (request.pool, served.config_name, version, variant) if variant else None
-        memos[head] = (wire, until, auth, auth_version, generation, state.tls_port, touch,
+        memos[head] = (wire, file, until, auth, auth_version, generation, state.tls_port, touch,
                        state.metrics.served_tally(request.pool, version, status), version, status,
                        "HEAD" if request.head_method else "GET", request.raw_path)
 
@@ -380,7 +386,8 @@ class FastProtocol(asyncio.Protocol):
 
     def _answer_again(self, memo: Memo) -> bool:
         """Write the remembered answer (True) if it is still what _answer would write, else False."""
-        view, until, auth, auth_version, generation, tls_port, touch, tally, version, status, method, raw_path = memo
+        wire, file, until, auth, auth_version, generation, tls_port, touch, tally, version, status, method, \
+            raw_path = memo
         fast = self.fast
         state = fast.state
         started = time.monotonic()
@@ -391,26 +398,37 @@ class FastProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return False
+        if file is not None and (self._sock is None or transport.get_write_buffer_size()):
+            # The body goes by os.sendfile only on a connection _direct_ready has passed (plain TCP,
+            # its duplicate made) with nothing buffered before it: else the full path decides.
+            return False
         if touch is not None:
             state.cache.touch(touch)
         fast.answered += 1
-        transport.write(view)
+        if file is None:
+            transport.write(wire)
+            sending = False
+        else:
+            sending = self._start_send(wire, file)
         finished = time.monotonic()
         elapsed = finished - started
-        tally[0] += 1  # as ServerMetrics.observe_served adds to the same tally
-        tally[1] += elapsed
-        tally[2][bisect_left(BUCKETS, elapsed)] += 1
+        add_to_tally(tally, elapsed)  # as ServerMetrics.observe_served does
         # access_log.isEnabledFor(INFO) without its call (a tenth of this method): logging's own
         # answer cache, which every level change clears; isEnabledFor fills it when empty.
         if not access_log.disabled and (_ACCESS_CACHE.get(logging.INFO) if _ACCESS_CACHE is not None else None) \
                 is not False and access_log.isEnabledFor(logging.INFO):
             access_log.info("%s %s %s %d %s %.1fms", self._remote, method, raw_path, status, version, elapsed * 1000)
+        if sending:
+            self._request_started()
+            return True  # _on_writable finishes the response when the body is out
         if self._write_paused:
             self._request_started()
             self._busy = True  # the next request waits until the client has taken this answer
             return True
         # The next head's deadline, as the guard's request_finished sets it (a connection it still
-        # watches has one).
+        # watches has one). Inlined for speed: calling request_finished here measured 1.34-1.43 us
+        # per in-process answer instead of 1.10-1.12 (its type check, getattr and clock read);
+        # test_mcs_memo pins the copy (the deadline of a remembered answer).
         if self._mcs_deadline is not None and fast.guard is not None:
             self._mcs_deadline = finished + fast.guard.header_timeout
         return True
@@ -467,7 +485,10 @@ class FastProtocol(asyncio.Protocol):
             except OSError as e:  # no memfd to be had (descriptors exhausted): one write, as before
                 log.debug("no body file for %s: %s", request.pool, e)
         if file is not None:
-            sending = self._start_send(wire[:len(wire) - body_len], file)
+            head_wire = wire[:len(wire) - body_len]
+            sending = self._start_send(head_wire, file)
+            if stamp is not None and head is not None and not request.close:
+                self.fast.remember(self._memos, head, head_wire, request, version, status, served, stamp, file)
         else:
             # bytes, not a view: uvloop (the default loop) keeps a reference to what the socket
             # refused and wraps anything but bytes in two new memoryviews per call (0.2-0.3 us);

@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 # Latency buckets for a cached answer (sub-millisecond) up to a cold build of a large config.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-BUCKETS = _BUCKETS
 
 UNKNOWN_POOL = "_unknown"
 
@@ -73,14 +72,12 @@ class ServerMetrics:
         tally = self._tallies.get((pool, version, code))
         if tally is None:
             tally = self._tally(pool, version, code)
-        tally[0] += 1
-        tally[1] += seconds
-        tally[2][bisect_left(_BUCKETS, seconds)] += 1
+        add_to_tally(tally, seconds)
 
     def served_tally(self, pool: str, version: str, code: int) -> list[Any]:
         """The tally observe_served adds to for (pool, version, code): the same list for the life of
         these metrics (flush() resets it in place), so a caller may keep it and add to it exactly as
-        observe_served does (mcs.fastpath's remembered answers, with BUCKETS)."""
+        observe_served does: add_to_tally (mcs.fastpath's remembered answers keep it)."""
         tally = self._tallies.get((pool, version, code))
         return tally if tally is not None else self._tally(pool, version, code)
 
@@ -137,6 +134,13 @@ class ServerMetrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def add_to_tally(tally: list[Any], seconds: float) -> None:
+    """One answer of `seconds` added to a tally of ServerMetrics.served_tally."""
+    tally[0] += 1
+    tally[1] += seconds
+    tally[2][bisect_left(_BUCKETS, seconds)] += 1
 
 
 # How often a worker adds its tallied config answers to the metrics (mcs.server runs flush_every).
