@@ -14,7 +14,7 @@ import pytest
 from machineconfig.disruption import NONE, NodeDisruptionPolicy
 from mcd.systemd import Systemd, SystemdError
 from mcd.update import apply_update
-from tests.unit.daemon.test_mcd_update import FakeSystemd, mc, root  # noqa: F401 (fixture)
+from tests.unit.daemon.test_mcd_update import FakeSystemd, installable_units, mc, root  # noqa: F401 (fixture)
 
 
 class ScriptedManager:
@@ -114,11 +114,11 @@ class BatchingSystemd(FakeSystemd):
 
 
 def test_an_update_of_twenty_units_asks_their_states_in_a_few_calls(root: Path) -> None:
+    names = [f"u{i:02d}.service" for i in range(20)]
+
     def units(tag: str) -> list[dict[str, Any]]:
-        return [{"name": f"u{i:02d}.service", **({"enabled": i % 4 == 0} if i % 4 < 2 else {}),
-                 "contents": f"[Service]\nExecStart=/bin/true {tag}\n[Install]\n"
-                             "WantedBy=multi-user.target\n"} for i in range(20)]
-    policy = NodeDisruptionPolicy(units={f"u{i:02d}.service": (NONE,) for i in range(20)})
+        return installable_units(names, tag, lambda i: i % 4 == 0 if i % 4 < 2 else None)
+    policy = NodeDisruptionPolicy(units={name: (NONE,) for name in names})
     systemd = BatchingSystemd()
     assert apply_update(mc("empty"), mc("a", units=units("a")), systemd, root=root,
                         policy=policy).state == "Done"

@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -265,12 +265,21 @@ class CountingSystemd(FakeSystemd):
         return super().unit_file_state(name)
 
 
+def installable_units(names: Sequence[str], tag: str, enabled: Callable[[int], bool | None]
+                      ) -> list[dict[str, Any]]:
+    """Units with an [Install] section whose contents carry `tag`; `enabled(i)` None leaves the
+    field out."""
+    return [{"name": name, **({} if enabled(i) is None else {"enabled": enabled(i)}),
+             "contents": f"[Service]\nExecStart=/bin/true {tag}\n[Install]\nWantedBy=multi-user.target\n"}
+            for i, name in enumerate(names)]
+
+
 def test_unit_file_states_are_asked_once_until_changed_and_rollback_uses_prior(root: Path) -> None:
+    names = [f"u{i}.service" for i in range(4)]
+
     def units(tag: str) -> list[dict[str, Any]]:
-        return [{"name": f"u{i}.service", "enabled": i % 2 == 0,
-                 "contents": f"[Service]\nExecStart=/bin/true {tag}\n[Install]\n"
-                             "WantedBy=multi-user.target\n"} for i in range(4)]
-    policy = NodeDisruptionPolicy(units={f"u{i}.service": (NONE,) for i in range(4)})
+        return installable_units(names, tag, lambda i: i % 2 == 0)
+    policy = NodeDisruptionPolicy(units={name: (NONE,) for name in names})
     systemd = CountingSystemd()
     assert apply_update(mc("empty"), mc("a", units=units("a")), systemd, root=root,
                         policy=policy).state == "Done"
