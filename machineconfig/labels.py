@@ -5,11 +5,13 @@ the status page and the server's node policy all match with.
 A nil selector selects nothing, a selector with no requirements selects everything (where MCO
 does not guard against that: see `compile_raw`); `Selector.describe` prints a selector the way
 Go's labels.Selector.String() does, for error messages. A selector is compiled once (`compile`,
-`compile_raw`) and then matched against any number of label sets.
+`compile_raw`) and then matched against any number of label sets. Label keys and values must be
+Kubernetes label syntax (`label_key_error`, `label_value_error`: also what a node may register).
 """
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,28 @@ from machineconfig.errors import MachineConfigError
 log = logging.getLogger(__name__)
 
 _OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
+# A Kubernetes qualified name part and a DNS-1123 subdomain (the optional label key prefix).
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def label_key_error(key: str) -> str | None:
+    """Why `key` is not a Kubernetes label key (None when it is one)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "its prefix must be a DNS-1123 subdomain of at most 253 characters"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return "its name must be 1-63 characters: alphanumerics, '-', '_' or '.', " \
+               "starting and ending with an alphanumeric"
+    return None
+
+
+def label_value_error(value: str) -> str | None:
+    """Why `value` is not a Kubernetes label value (None when it is one; empty is allowed)."""
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        return "must be at most 63 characters: alphanumerics, '-', '_' or '.', " \
+               "starting and ending with an alphanumeric"
+    return None
 
 
 class SelectorError(MachineConfigError):
@@ -83,12 +107,15 @@ class Selector:
 
 def compile(selector: LabelSelector) -> Selector:
     """LabelSelectorAsSelector: the requirements of a typed selector, or SelectorError where
-    Kubernetes refuses them (In/NotIn without values, Exists/DoesNotExist with values)."""
+    Kubernetes refuses them (a key or value that is not label syntax, In/NotIn without values,
+    Exists/DoesNotExist with values)."""
     reqs: list[tuple[str, str, tuple[str, ...]]] = []
     for key, value in (selector.match_labels or {}).items():
+        _check_label(key, [value])
         reqs.append((key, "=", (value,)))
     for expr in selector.match_expressions or []:
         values = list(expr.values or [])
+        _check_label(expr.key, values)
         if expr.operator in ("In", "NotIn") and not values:
             raise SelectorError("invalid label selector: values: Invalid value: []string{}: "
                                 "for 'in', 'notin' operators, values set can't be empty")
@@ -97,6 +124,16 @@ def compile(selector: LabelSelector) -> Selector:
                                 "values set must be empty for exists and does not exist")
         reqs.append((expr.key, _OPERATORS[expr.operator], tuple(sorted(set(values)))))
     return Selector(tuple(sorted(reqs, key=lambda r: r[0])))
+
+
+def _check_label(key: str, values: list[str]) -> None:
+    why = label_key_error(key)
+    if why is not None:
+        raise SelectorError(f"invalid label selector: key {key[:80]!r}: {why}")
+    for value in values:
+        why = label_value_error(value)
+        if why is not None:
+            raise SelectorError(f"invalid label selector: {key}: value {value[:80]!r}: {why}")
 
 
 def read(raw: Any) -> LabelSelector:

@@ -12,38 +12,17 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from machineconfig import labels as label_selectors
+from machineconfig.labels import label_key_error, label_value_error
 from machineconfig.errors import MachineConfigError
 
 WORKER_POOL = "worker"
 
-# A Kubernetes qualified name part and a DNS-1123 subdomain (the optional label key prefix).
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 MAX_LABELS = 64
 MAX_JSON_DEPTH = 32
 
 
 class PolicyError(MachineConfigError, ValueError):
     """A request the policy refuses; the message is one line and names the key or value."""
-
-
-def label_key_error(key: str) -> str | None:
-    """Why `key` is not a Kubernetes label key (None when it is one)."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return "its prefix must be a DNS-1123 subdomain of at most 253 characters"
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        return "its name must be 1-63 characters: alphanumerics, '-', '_' or '.', " \
-               "starting and ending with an alphanumeric"
-    return None
-
-
-def label_value_error(value: str) -> str | None:
-    """Why `value` is not a Kubernetes label value (None when it is one; empty is allowed)."""
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
-        return "must be at most 63 characters: alphanumerics, '-', '_' or '.', " \
-               "starting and ending with an alphanumeric"
-    return None
 
 
 def check_labels(value: Any) -> dict[str, str]:

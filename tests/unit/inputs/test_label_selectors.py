@@ -127,3 +127,26 @@ def test_match_all_equals_matches_and_the_requirement_semantics(raw: dict[str, A
         expected.append(ok)
     assert selector.match_all(label_sets) == expected
     assert [selector.matches(node) for node in label_sets] == expected
+
+
+@pytest.mark.parametrize(("raw", "start"), [
+    ({"matchLabels": {"bad key": "x"}}, "invalid label selector: key 'bad key': its name must be"),
+    ({"matchLabels": {"Example.com/role": "x"}}, "invalid label selector: key 'Example.com/role': its prefix"),
+    ({"matchLabels": {"a/b/c": "x"}}, "invalid label selector: key 'a/b/c': its prefix"),
+    ({"matchLabels": {"role": "-worker"}}, "invalid label selector: role: value '-worker': must be"),
+    ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "x" * 64]}]},
+     "invalid label selector: tier: value 'xxxx"),
+    ({"matchExpressions": [{"key": "", "operator": "Exists"}]}, "invalid label selector: key '': its name"),
+])
+def test_keys_and_values_must_be_label_syntax(raw: dict[str, Any], start: str) -> None:
+    with pytest.raises(labels.SelectorError) as e:
+        labels.compile_raw(raw)
+    assert str(e.value).startswith(start)
+
+
+def test_label_syntax_that_kubernetes_accepts() -> None:
+    raw = {"matchLabels": {"node-role.kubernetes.io/worker": "", "pools.operator.machineconfiguration"
+                           ".openshift.io/infra": "", "a_b.c-d": "V1.2_x"},
+           "matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In",
+                                 "values": ["us-east-1a", "x" * 63]}]}
+    assert labels.compile_raw(raw) is not None
