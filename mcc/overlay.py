@@ -12,10 +12,9 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import yaml
-from pydantic import ValidationError
 
 from machineconfig import labels
-from machineconfig.api import LabelSelector, MachineConfig, MachineConfigPool
+from machineconfig.api import MachineConfig, MachineConfigPool
 from machineconfig.constants import (
     OVERLAY_NODE_LABEL, OVERLAY_NODE_SELECTOR_ANNOTATION, ROLE_LABEL,
 )
@@ -41,8 +40,8 @@ def is_overlay(mc: MachineConfig) -> bool:
         OVERLAY_NODE_SELECTOR_ANNOTATION in mc.annotations
 
 
-def node_selector(mc: MachineConfig) -> LabelSelector | None:
-    """The overlay's selector over node labels (None without the annotation)."""
+def node_selector(mc: MachineConfig) -> labels.Selector | None:
+    """The overlay's selector over node labels, compiled (None without the annotation)."""
     text = mc.annotations.get(OVERLAY_NODE_SELECTOR_ANNOTATION)
     if text is None:
         return None
@@ -57,20 +56,14 @@ def node_selector(mc: MachineConfig) -> LabelSelector | None:
         raise OverlayError(f"{where}: must be a label selector (matchLabels and/or "
                            "matchExpressions)", mc.name)
     try:
-        selector = LabelSelector.model_validate(dict(raw))
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise OverlayError(f"{where}: {field}: {first['msg']}", mc.name) from e
-    if labels.is_empty(selector):
-        # an empty selector would select every node: a pool does that, not an overlay
-        raise OverlayError(f"{where}: selects every node; a non-empty selector is required",
-                           mc.name)
-    try:
-        labels.matches(selector, {})  # MCO's selector checks (In with no values, ...)
+        selector = labels.read(raw)
+        if labels.is_empty(selector):
+            # an empty selector would select every node: a pool does that, not an overlay
+            raise OverlayError(f"{where}: selects every node; a non-empty selector is required",
+                               mc.name)
+        return labels.compile(selector)  # MCO's selector checks (In with no values, ...)
     except labels.SelectorError as e:
         raise OverlayError(f"{where}: {e}", mc.name) from e
-    return selector
 
 
 def check(overlays: Iterable[MachineConfig]) -> list[OverlayError]:
@@ -103,7 +96,7 @@ def selects(mc: MachineConfig, node: NodeRecord) -> bool:
     if name is not None and name != node.name:
         return False
     selector = node_selector(mc)
-    return selector is None or labels.matches(selector, node.labels)
+    return selector is None or selector.matches(node.labels)
 
 
 def overlays_for(node: NodeRecord, pool: MachineConfigPool,
@@ -120,7 +113,7 @@ class OverlayIndex:
 
     def __init__(self, overlays: Iterable[MachineConfig]) -> None:
         self.by_node: dict[str, list[MachineConfig]] = {}
-        self.by_labels: list[tuple[MachineConfig, LabelSelector]] = []
+        self.by_labels: list[tuple[MachineConfig, labels.Selector]] = []
         for mc in overlays:
             name = (mc.labels or {}).get(OVERLAY_NODE_LABEL)
             selector = node_selector(mc)
@@ -140,5 +133,5 @@ class OverlayIndex:
         found = [mc for mc in self.by_node.get(node.name, ())
                  if self._applies(mc, pool) and selects(mc, node)]
         found += [mc for mc, selector in self.by_labels
-                  if labels.matches(selector, node.labels) and self._applies(mc, pool)]
+                  if selector.matches(node.labels) and self._applies(mc, pool)]
         return sorted(found, key=lambda mc: mc.name)

@@ -92,10 +92,11 @@ def select_machine_configs(pool: MachineConfigPool,
         log.warning("pool %s: %s", pool.name, SELECTING_ALL)
         return []
     try:
-        chosen = [mc for mc in configs
-                  if labels.matches(selector, mc.labels) and not is_overlay(mc)]
+        compiled = labels.compile(selector) if selector is not None else None
     except labels.SelectorError as e:
         raise RenderError(str(e)) from e
+    chosen = [] if compiled is None else [mc for mc in configs
+                                          if compiled.matches(mc.labels) and not is_overlay(mc)]
     if not chosen:
         raise RenderError(f"couldn't find any MachineConfigs for pool: {pool.name}")
     return sorted(chosen, key=lambda mc: mc.name)

@@ -184,8 +184,9 @@ def render(objects: Mapping[str, list[JSON]], templates_dir: Path = DEFAULT_TEMP
             continue
         prefix = f"Failed to render configuration for pool {pool.name}: "
         try:
-            if not any(labels.matches(selector, mc.labels) and not overlay.is_overlay(mc)
-                       for mc in inputs.configs):
+            compiled = labels.compile(selector) if selector is not None else None
+            if compiled is None or not any(compiled.matches(mc.labels) and not overlay.is_overlay(mc)
+                                           for mc in inputs.configs):
                 # The cluster loop's text (mcc.render has the bootstrap one).
                 result.errors[pool.name] = (f"{prefix}no MachineConfigs found matching "
                                             f"selector {labels.describe(selector)}")
